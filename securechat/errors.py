@@ -1,0 +1,228 @@
+"""The one exception tree of securechat.
+
+::
+
+    SecurechatError
+    ├── ProtocolError                 the peer broke the wire protocol
+    │   ├── FrameError                framing: fatal, the connection closes
+    │   │   ├── FrameTooLarge         length prefix of 0 or above max_frame
+    │   │   └── BadFrame              not UTF-8 / not JSON / not an object / no type
+    │   └── BadRequest                a well-framed frame whose fields are wrong
+    ├── BadKey                        a public key that is not RSA/65537/>=2048 or not one PEM block
+    ├── EnvelopeRejected              an envelope failed a check; ``reason`` says which
+    │   ├── MalformedEnvelope         missing field, wrong type, bad base64
+    │   ├── UnsupportedVersion        ``v`` is not 1
+    │   ├── WrongRecipient            ``to`` is not our name
+    │   ├── SenderMismatch            ``from`` differs from the frame's ``from``
+    │   ├── UnknownSender             no key to verify the sender with
+    │   ├── SenderKeyChanged          the sender's key differs from the pinned one
+    │   ├── BadSignature              PSS verification failed
+    │   ├── UnwrapFailed              OAEP unwrap of the AES key failed
+    │   ├── DecryptFailed             AES-GCM tag check failed
+    │   └── BadPlaintext              plaintext is not the JSON object {"text": str}
+    ├── ServerErrorReply              the server answered with an ``error`` frame
+    ├── KeyStoreError                 the client's home directory: keys, pins, files
+    │   ├── InsecurePermissions       private key or directory readable by others
+    │   ├── WrongPassphrase           the private key did not decrypt
+    │   └── KeyChanged                a contact's key differs from the pinned one
+    └── SessionClosed                 the client session is closed or not connected
+"""
+
+from __future__ import annotations
+
+
+class SecurechatError(Exception):
+    """Root of every exception securechat raises on purpose."""
+
+
+# --- wire protocol -----------------------------------------------------------
+
+
+class ProtocolError(SecurechatError):
+    """The peer sent something the protocol does not allow.
+
+    ``code`` is the wire error code (section 7), ``fatal`` whether the
+    connection must close after reporting it.
+    """
+
+    code: str = "bad_request"
+    fatal: bool = False
+
+    def __init__(self, detail: str, *, code: str | None = None, fatal: bool | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if fatal is not None:
+            self.fatal = fatal
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class FrameError(ProtocolError):
+    """A framing error; always fatal."""
+
+    code = "bad_frame"
+    fatal = True
+
+
+class FrameTooLarge(FrameError):
+    """The length prefix is 0 or larger than ``max_frame``."""
+
+    code = "frame_too_large"
+
+    def __init__(self, size: int, max_frame: int) -> None:
+        self.size = size
+        self.max_frame = max_frame
+        if size == 0:
+            super().__init__("frame length 0 is not allowed")
+            self.code = "bad_frame"
+        else:
+            super().__init__(f"frame of {size} bytes exceeds the limit of {max_frame} bytes")
+
+
+class BadFrame(FrameError):
+    """The body is not UTF-8 JSON with an object top level and a string ``type``."""
+
+    code = "bad_frame"
+
+
+class BadRequest(ProtocolError):
+    """A frame whose fields do not match its type's schema (non-fatal by default)."""
+
+    code = "bad_request"
+
+
+# --- keys and envelopes ------------------------------------------------------
+
+
+class BadKey(SecurechatError):
+    """A public key that protocol v1 does not accept."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"bad key: {self.detail}"
+
+
+class EnvelopeRejected(SecurechatError):
+    """An envelope failed one of the recipient's checks.
+
+    ``reason`` is the short machine-readable name shown in ``rejected`` events.
+    """
+
+    reason: str = "rejected"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+
+class MalformedEnvelope(EnvelopeRejected):
+    reason = "malformed"
+
+
+class UnsupportedVersion(EnvelopeRejected):
+    reason = "bad_version"
+
+
+class WrongRecipient(EnvelopeRejected):
+    reason = "bad_recipient"
+
+
+class SenderMismatch(EnvelopeRejected):
+    reason = "sender_mismatch"
+
+
+class UnknownSender(EnvelopeRejected):
+    reason = "unknown_sender"
+
+
+class SenderKeyChanged(EnvelopeRejected):
+    reason = "key_changed"
+
+
+class BadSignature(EnvelopeRejected):
+    reason = "bad_signature"
+
+
+class UnwrapFailed(EnvelopeRejected):
+    reason = "unwrap_failed"
+
+
+class DecryptFailed(EnvelopeRejected):
+    reason = "decrypt_failed"
+
+
+class BadPlaintext(EnvelopeRejected):
+    reason = "bad_plaintext"
+
+
+# --- client side ---------------------------------------------------------------
+
+
+class ServerErrorReply(SecurechatError):
+    """The server answered a request with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False, rid: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+        self.rid = rid
+
+    def __str__(self) -> str:
+        return f"server error {self.code}: {self.message}"
+
+
+class KeyStoreError(SecurechatError):
+    """A problem with the client's home directory or the files in it."""
+
+
+class InsecurePermissions(KeyStoreError):
+    """A private key or its directory is accessible to other users."""
+
+    def __init__(self, path: str, mode: int, wanted: int) -> None:
+        super().__init__(path)
+        self.path = path
+        self.mode = mode
+        self.wanted = wanted
+
+    def __str__(self) -> str:
+        return (
+            f"permissions {self.mode:04o} for '{self.path}' are too open; "
+            f"it must not be accessible by others (chmod {self.wanted:04o} '{self.path}')"
+        )
+
+
+class WrongPassphrase(KeyStoreError):
+    """The passphrase does not decrypt the private key."""
+
+    def __str__(self) -> str:
+        return "wrong passphrase for the private key"
+
+
+class KeyChanged(KeyStoreError):
+    """A contact presented a key that differs from the one pinned for them."""
+
+    def __init__(self, name: str, old_fingerprint: str, new_fingerprint: str) -> None:
+        super().__init__(name)
+        self.name = name
+        self.old_fingerprint = old_fingerprint
+        self.new_fingerprint = new_fingerprint
+
+    def __str__(self) -> str:
+        return (
+            f"the key of '{self.name}' changed from {self.old_fingerprint} to "
+            f"{self.new_fingerprint}; nothing is sent to them until you trust the new key"
+        )
+
+
+class SessionClosed(SecurechatError):
+    """The client session is not connected or has been closed."""

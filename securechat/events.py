@@ -1,0 +1,258 @@
+"""What a client session tells its user interface, and what the UI may ask of it.
+
+The session (``securechat.client``) emits these immutable events; the line
+and ``--json`` front ends and the full-screen UI only render them and turn
+keystrokes into :class:`SessionAPI` calls. Nothing here imports
+prompt_toolkit or touches the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+ConnectionStateName = Literal["connecting", "online", "reconnecting", "offline"]
+TrustState = Literal["unverified", "verified", "changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """Authenticated: the server sent ``welcome``."""
+
+    name: str
+    fingerprint: str
+    new: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionChanged:
+    """Connection state for the status bar; ``retry_in`` seconds while reconnecting."""
+
+    state: ConnectionStateName
+    retry_in: float | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGenerating:
+    """First run for a name: a key pair is being generated (takes a moment)."""
+
+    name: str
+    bits: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent:
+    """An own message was sealed and handed to the connection (state: sending)."""
+
+    msg_id: str
+    to: str
+    ts: int
+    text: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """An incoming envelope passed every check."""
+
+    sender: str
+    msg_id: str
+    ts: int
+    text: str
+    payload: str
+    server_ts: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRejected:
+    """An incoming envelope failed a check; never shown as text."""
+
+    sender: str
+    msg_id: str | None
+    reason: str
+    detail: str = ""
+    payload: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acked:
+    """The server acknowledged an own message: ``queued`` (stored) or ``delivered``."""
+
+    msg_id: str
+    to: str
+    status: Literal["queued", "delivered"]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyChangedAlert:
+    """A contact's key differs from the pinned one; nothing is sent to them until trusted."""
+
+    name: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContactPinned:
+    """A contact's key was seen for the first time and pinned (or re-pinned after trust)."""
+
+    name: str
+    fingerprint: str
+    trust: TrustState = "unverified"
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    name: str
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UsersListed:
+    users: tuple[UserEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChanged:
+    name: str
+    online: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReported:
+    """An error frame from the server, or a local failure worth showing."""
+
+    code: str
+    message: str
+    fatal: bool = False
+    msg_id: str | None = None
+
+
+SessionEvent = (
+    Ready
+    | ConnectionChanged
+    | KeyGenerating
+    | MessageSent
+    | MessageReceived
+    | MessageRejected
+    | Acked
+    | KeyChangedAlert
+    | ContactPinned
+    | UsersListed
+    | PresenceChanged
+    | ErrorReported
+)
+
+EventListener = Callable[[SessionEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactInfo:
+    """What the client knows of a contact: for ``/whois``."""
+
+    name: str
+    fingerprint: str | None
+    trust: TrustState | None
+    pending_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a conversation's local history (persisted, encrypted at rest)."""
+
+    peer: str
+    direction: Literal["in", "out"]
+    msg_id: str
+    ts: int
+    text: str
+    status: str = ""  # for own messages: sending / queued / delivered
+
+
+class SessionAPI(Protocol):
+    """The calls a front end makes on a client session."""
+
+    async def run(self) -> None:
+        """Connect, authenticate and serve until :meth:`close`; reconnects with backoff."""
+        ...
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the connection (pending sends stay in the outbox)."""
+        ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    def add_listener(self, listener: EventListener) -> None: ...
+
+    async def send(self, to: str, text: str) -> str:
+        """Seal and send; returns the message id. Queued in the outbox while offline."""
+        ...
+
+    async def list_users(self) -> None:
+        """Ask the server for the directory; the answer arrives as :class:`UsersListed`."""
+        ...
+
+    def contact(self, name: str) -> ContactInfo: ...
+
+    def trust(self, name: str) -> None:
+        """Accept the pending changed key of ``name`` (after a :class:`KeyChangedAlert`)."""
+        ...
+
+    def verify(self, name: str, fingerprint: str) -> bool:
+        """Mark ``name`` verified if ``fingerprint`` matches the pinned key; False if not."""
+        ...
+
+    def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
+        """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
+        ...
+
+
+def event_to_json(event: SessionEvent) -> dict[str, Any] | None:
+    """The ``--json`` line for an event (None for events that mode does not print)."""
+    match event:
+        case Ready(name, fp, new):
+            return {"event": "ready", "name": name, "fingerprint": fp, "new": new}
+        case ConnectionChanged(state, retry_in, detail):
+            out: dict[str, Any] = {"event": "connection", "state": state}
+            if retry_in is not None:
+                out["retry_in"] = round(retry_in, 3)
+            if detail:
+                out["detail"] = detail
+            return out
+        case KeyGenerating(name, bits):
+            return {"event": "key_generating", "name": name, "bits": bits}
+        case MessageSent(msg_id, to, ts, _text, _payload):
+            return {"event": "sent", "id": msg_id, "to": to, "ts": ts}
+        case MessageReceived(sender, msg_id, ts, text, payload, server_ts):
+            return {
+                "event": "message",
+                "from": sender,
+                "id": msg_id,
+                "ts": ts,
+                "server_ts": server_ts,
+                "text": text,
+                "payload": payload,
+            }
+        case MessageRejected(sender, msg_id, reason, detail, _payload):
+            return {"event": "rejected", "from": sender, "id": msg_id, "reason": reason, "detail": detail}
+        case Acked(msg_id, to, status):
+            return {"event": "ack", "id": msg_id, "to": to, "status": status}
+        case KeyChangedAlert(name, old, new):
+            return {"event": "key_changed", "name": name, "old": old, "new": new}
+        case ContactPinned(name, fp, trust):
+            return {"event": "pinned", "name": name, "fingerprint": fp, "trust": trust}
+        case UsersListed(users):
+            return {"event": "users", "users": [{"name": u.name, "online": u.online} for u in users]}
+        case PresenceChanged(name, online):
+            return {"event": "presence", "name": name, "online": online}
+        case ErrorReported(code, message, fatal, msg_id):
+            err: dict[str, Any] = {"event": "error", "code": code, "message": message, "fatal": fatal}
+            if msg_id is not None:
+                err["id"] = msg_id
+            return err
+    return None

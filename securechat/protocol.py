@@ -1,0 +1,426 @@
+"""securechat wire protocol v1, sans-I/O.
+
+Framing (``uint32_be(N) || N bytes of UTF-8 JSON object``), an incremental
+:class:`FrameDecoder`, schema validation of every frame type, and the server
+session state table. Nothing here touches a socket or an event loop: the
+asyncio server and client feed bytes in and write the bytes handed back.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import struct
+from collections.abc import Mapping
+from typing import Any, Final
+
+from .errors import BadFrame, BadRequest, FrameTooLarge, ProtocolError
+
+PROTOCOL_VERSION: Final = 1
+DEFAULT_MAX_FRAME: Final = 1 << 20
+HEADER: Final = struct.Struct(">I")
+HEADER_SIZE: Final = HEADER.size
+MAX_RID_LENGTH: Final = 64
+
+NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+ENVELOPE_ID_PATTERN: Final = re.compile(r"[0-9a-f]{32}")
+# Generous bounds on fields the server only forwards; the frame limit bounds the total.
+MAX_PEM_LENGTH: Final = 16_384
+MAX_B64_FIELD: Final = 2 * DEFAULT_MAX_FRAME
+
+# --- error codes (section 7) ----------------------------------------------------
+
+FATAL_CODES: Final = frozenset(
+    {
+        "bad_frame",
+        "frame_too_large",
+        "version_unsupported",
+        "not_authenticated",
+        "auth_failed",
+        "name_taken",
+        "invalid_name",
+        "bad_key",
+        "timeout",
+        "replaced",
+    }
+)
+NONFATAL_CODES: Final = frozenset(
+    {"unknown_type", "bad_request", "unknown_user", "rate_limited", "queue_full", "internal"}
+)
+# Not in the v1 spec's list, used by this server when refusing a connection over a cap
+# (documented in docs/protocol.md): fatal, sent before any hello is read.
+EXTRA_FATAL_CODES: Final = frozenset({"server_busy"})
+
+CLIENT_TYPES: Final = frozenset({"hello", "auth", "lookup", "list", "send", "received", "ping"})
+SERVER_TYPES: Final = frozenset(
+    {"challenge", "welcome", "key", "users", "presence", "message", "ack", "error", "pong"}
+)
+
+
+# --- framing -------------------------------------------------------------------
+
+
+def _reject_constant(token: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {token}")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key in JSON object")
+    return obj
+
+
+_JSON_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_unique_object, parse_constant=_reject_constant
+)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """True if any string in ``value`` holds an unpaired UTF-16 surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def decode_body(body: bytes) -> dict[str, Any]:
+    """Parse one frame body; raise :class:`BadFrame` for anything but a typed JSON object."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadFrame(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        obj = _JSON_DECODER.decode(text)
+    except RecursionError:
+        raise BadFrame("JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, int digit limit
+        raise BadFrame(f"body is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise BadFrame("top level of a frame must be a JSON object")
+    if not isinstance(obj.get("type"), str):
+        raise BadFrame("frame has no string field 'type'")
+    # Escaped lone surrogates parse but can never be re-encoded as UTF-8.
+    if b"\\u" in body and (b"\\ud" in body.lower()) and _has_lone_surrogate(obj):
+        raise BadFrame("string holds an unpaired surrogate escape")
+    return obj
+
+
+def encode_body(obj: Mapping[str, Any]) -> bytes:
+    """Serialise a frame body as compact UTF-8 JSON."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def frame_bytes(body: bytes) -> bytes:
+    """Prefix an already-serialised body with its length."""
+    return HEADER.pack(len(body)) + body
+
+
+def encode_frame(obj: Mapping[str, Any]) -> bytes:
+    """Serialise ``obj`` and prefix it with its length: one complete frame."""
+    return frame_bytes(encode_body(obj))
+
+
+class FrameDecoder:
+    """Incremental frame decoder: feed bytes, get complete frames.
+
+    The declared length is checked against ``max_frame`` as soon as the four
+    header bytes are in, before any of the body is buffered. After the first
+    error the decoder stays failed: framing errors are fatal.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame < 1:
+            raise ValueError("max_frame must be at least 1")
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._need: int | None = None  # body length of the frame being read
+        self._error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a frame."""
+        return len(self._buffer)
+
+    @property
+    def in_frame(self) -> bool:
+        """True while part of a frame has arrived and the rest has not."""
+        return bool(self._buffer) or self._need is not None
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        """Add ``data`` and return every frame it completes, in order.
+
+        Frames completed before an error in the same call are lost to the
+        caller only if it discards them: the error is raised on the *next*
+        call when at least one frame was decoded first.
+        """
+        if self._error is not None:
+            raise self._error
+        self._buffer += data
+        frames: list[dict[str, Any]] = []
+        buf = self._buffer
+        pos = 0
+        try:
+            while True:
+                if self._need is None:
+                    if len(buf) - pos < HEADER_SIZE:
+                        break
+                    (size,) = HEADER.unpack_from(buf, pos)
+                    if size == 0 or size > self.max_frame:
+                        raise FrameTooLarge(size, self.max_frame)
+                    pos += HEADER_SIZE
+                    self._need = size
+                size = self._need
+                if len(buf) - pos < size:
+                    break
+                body = bytes(buf[pos : pos + size])
+                pos += size
+                self._need = None
+                frames.append(decode_body(body))
+        except ProtocolError as exc:
+            self._error = exc
+            self._buffer = bytearray()
+            if frames:
+                return frames
+            raise
+        del buf[:pos]
+        return frames
+
+
+# --- validation helpers ------------------------------------------------------------
+
+
+def is_valid_name(value: object) -> bool:
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
+
+
+def normalize_name(typed: str) -> str:
+    """What a client sends for a name a person typed: stripped and lowercased."""
+    return typed.strip().lower()
+
+
+def _field(frame: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
+    value = frame.get(key)
+    # bool is an int subclass; a JSON true is never a valid number field here.
+    if type(value) is not kind:
+        raise BadRequest(f"'{key}' must be {what}")
+    return value
+
+
+def _name_field(frame: Mapping[str, Any], key: str, *, code: str = "bad_request", fatal: bool = False) -> str:
+    value = frame.get(key)
+    if not is_valid_name(value):
+        shown = repr(value)[:40] if isinstance(value, str) else type(value).__name__
+        raise BadRequest(
+            f"'{key}' is not a valid name ({shown}); names match {NAME_PATTERN.pattern}",
+            code=code,
+            fatal=fatal,
+        )
+    assert isinstance(value, str)
+    return value
+
+
+def request_id(frame: Mapping[str, Any]) -> str | None:
+    """The frame's ``rid`` if it is a string of at most 64 characters, else None."""
+    rid = frame.get("rid")
+    if isinstance(rid, str) and len(rid) <= MAX_RID_LENGTH:
+        return rid
+    return None
+
+
+def validate_envelope_shape(envelope: object) -> dict[str, Any]:
+    """Check the envelope's outer shape: field presence and types (not its crypto).
+
+    Used by the server before routing and by clients before opening.
+    """
+    if not isinstance(envelope, dict):
+        raise BadRequest("'envelope' must be an object")
+    if type(envelope.get("v")) is not int:
+        raise BadRequest("envelope 'v' must be an integer")
+    for key in ("from", "to"):
+        if not is_valid_name(envelope.get(key)):
+            raise BadRequest(f"envelope '{key}' is not a valid name")
+    msg_id = envelope.get("id")
+    if not isinstance(msg_id, str) or ENVELOPE_ID_PATTERN.fullmatch(msg_id) is None:
+        raise BadRequest("envelope 'id' must be 32 lowercase hex digits")
+    ts = envelope.get("ts")
+    if type(ts) is not int or ts < 0 or ts >= 1 << 53:
+        raise BadRequest("envelope 'ts' must be a non-negative integer below 2**53")
+    for key in ("key", "nonce", "ct", "sig"):
+        value = envelope.get(key)
+        if not isinstance(value, str) or len(value) > MAX_B64_FIELD:
+            raise BadRequest(f"envelope '{key}' must be a base64 string")
+    return envelope
+
+
+# --- client -> server frames ---------------------------------------------------------
+
+
+def validate_client_frame(frame: Mapping[str, Any]) -> None:
+    """Check a client frame's fields for its (known) type; raise :class:`ProtocolError`."""
+    kind = frame["type"]
+    if kind == "hello":
+        version = frame.get("version")
+        if type(version) is not int:
+            raise BadRequest("'version' must be an integer", code="version_unsupported", fatal=True)
+        if version != PROTOCOL_VERSION:
+            raise BadRequest(
+                f"protocol version {version} is not supported (this server speaks 1)",
+                code="version_unsupported",
+                fatal=True,
+            )
+        _name_field(frame, "name", code="invalid_name", fatal=True)
+        pubkey = frame.get("pubkey")
+        if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
+            raise BadRequest("'pubkey' must be a PEM string", code="bad_key", fatal=True)
+    elif kind == "auth":
+        sig = frame.get("signature")
+        if not isinstance(sig, str) or len(sig) > MAX_PEM_LENGTH:
+            raise BadRequest("'signature' must be a base64 string", code="auth_failed", fatal=True)
+    elif kind == "lookup":
+        _name_field(frame, "name", code="invalid_name")
+    elif kind == "send":
+        to = _name_field(frame, "to", code="invalid_name")
+        envelope = validate_envelope_shape(frame.get("envelope"))
+        if envelope["to"] != to:
+            raise BadRequest("'to' does not match envelope 'to'")
+    elif kind == "received":
+        msg_id = frame.get("id")
+        if not isinstance(msg_id, str) or ENVELOPE_ID_PATTERN.fullmatch(msg_id) is None:
+            raise BadRequest("'id' must be 32 lowercase hex digits")
+        _name_field(frame, "from")
+    elif kind in ("list", "ping"):
+        pass
+    else:
+        raise BadRequest(f"unknown frame type {kind[:40]!r}", code="unknown_type")
+
+
+# --- server session state table (h11 style) ------------------------------------------
+
+
+class SessionState(enum.Enum):
+    """States of one connection as the server sees it."""
+
+    AWAIT_HELLO = "await_hello"
+    AWAIT_AUTH = "await_auth"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+# Every frame type the server accepts in each state, and the state it leads to.
+SERVER_TRANSITIONS: Final[dict[SessionState, dict[str, SessionState]]] = {
+    SessionState.AWAIT_HELLO: {"hello": SessionState.AWAIT_AUTH},
+    SessionState.AWAIT_AUTH: {"auth": SessionState.OPEN},
+    SessionState.OPEN: {
+        "lookup": SessionState.OPEN,
+        "list": SessionState.OPEN,
+        "send": SessionState.OPEN,
+        "received": SessionState.OPEN,
+        "ping": SessionState.OPEN,
+    },
+    SessionState.CLOSED: {},
+}
+
+
+def check_transition(state: SessionState, kind: str) -> SessionState:
+    """The state after the server accepts a ``kind`` frame in ``state``.
+
+    Raises the protocol error the server must answer with when the table has
+    no such transition; it names the state and the frame type.
+    """
+    allowed = SERVER_TRANSITIONS[state]
+    nxt = allowed.get(kind)
+    if nxt is not None:
+        return nxt
+    shown = kind[:40]
+    if state is SessionState.CLOSED:
+        raise BadRequest("connection is closed", code="bad_request", fatal=True)
+    if state is not SessionState.OPEN:
+        expected = " or ".join(sorted(allowed))
+        raise BadRequest(
+            f"expected {expected} before authentication, got {shown!r}",
+            code="not_authenticated",
+            fatal=True,
+        )
+    if kind in ("hello", "auth"):
+        raise BadRequest(f"{shown!r} is not allowed: this session is already authenticated")
+    raise BadRequest(f"unknown frame type {shown!r}", code="unknown_type")
+
+
+# --- frame builders (server -> client, client -> server) ---------------------------
+
+
+def error_frame(code: str, message: str, *, fatal: bool, rid: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message, "fatal": fatal}
+    if rid is not None:
+        frame["rid"] = rid
+    return frame
+
+
+def error_from_exception(exc: ProtocolError, rid: str | None = None) -> dict[str, Any]:
+    return error_frame(exc.code, exc.detail, fatal=exc.fatal, rid=rid)
+
+
+# --- server -> client frames, as a client validates them ------------------------------
+
+
+def validate_server_frame(frame: Mapping[str, Any]) -> None:
+    """Check the fields a client relies on in a server frame; raise :class:`BadRequest`.
+
+    Unknown types are the caller's business (ignored for forward compatibility).
+    """
+    kind = frame["type"]
+    if kind == "challenge":
+        for key in ("server_id", "nonce"):
+            if not isinstance(frame.get(key), str):
+                raise BadRequest(f"challenge '{key}' must be a base64 string")
+    elif kind == "welcome":
+        _name_field(frame, "name")
+        if not isinstance(frame.get("fingerprint"), str):
+            raise BadRequest("welcome 'fingerprint' must be a string")
+    elif kind == "key":
+        _name_field(frame, "name")
+        pubkey = frame.get("pubkey")
+        if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
+            raise BadRequest("key 'pubkey' must be a PEM string")
+    elif kind == "users":
+        users = frame.get("users")
+        if not isinstance(users, list):
+            raise BadRequest("users 'users' must be a list")
+        for entry in users:
+            if not isinstance(entry, dict) or not is_valid_name(entry.get("name")):
+                raise BadRequest("each user needs a valid 'name'")
+            if type(entry.get("online")) is not bool:
+                raise BadRequest("each user needs a boolean 'online'")
+    elif kind == "presence":
+        _name_field(frame, "name")
+        if type(frame.get("online")) is not bool:
+            raise BadRequest("presence 'online' must be a boolean")
+    elif kind == "message":
+        _name_field(frame, "from")
+        validate_envelope_shape(frame.get("envelope"))
+        if "server_ts" in frame and type(frame["server_ts"]) is not int:
+            raise BadRequest("message 'server_ts' must be an integer")
+    elif kind == "ack":
+        msg_id = frame.get("id")
+        if not isinstance(msg_id, str) or ENVELOPE_ID_PATTERN.fullmatch(msg_id) is None:
+            raise BadRequest("ack 'id' must be 32 lowercase hex digits")
+        _name_field(frame, "to")
+        if frame.get("status") not in ("queued", "delivered"):
+            raise BadRequest("ack 'status' must be 'queued' or 'delivered'")
+    elif kind == "error":
+        if not isinstance(frame.get("code"), str) or not isinstance(frame.get("message"), str):
+            raise BadRequest("error needs string 'code' and 'message'")
+        if "fatal" in frame and type(frame["fatal"]) is not bool:
+            raise BadRequest("error 'fatal' must be a boolean")
