@@ -72,8 +72,18 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def _finite_float(token: str) -> float:
+    # "1e400" is valid JSON grammar but parses to inf, which re-encodes as the
+    # non-standard "Infinity" a strict peer rejects: a frame forwarded with it
+    # would kill the recipient's connection.
+    value = float(token)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {token[:20]} overflows a double")
+    return value
+
+
 _JSON_DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_unique_object, parse_constant=_reject_constant
+    object_pairs_hook=_unique_object, parse_constant=_reject_constant, parse_float=_finite_float
 )
 
 
@@ -119,7 +129,7 @@ def decode_body(body: bytes) -> dict[str, Any]:
 
 def encode_body(obj: Mapping[str, Any]) -> bytes:
     """Serialise a frame body as compact UTF-8 JSON."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def frame_bytes(body: bytes) -> bytes:
