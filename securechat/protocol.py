@@ -277,9 +277,19 @@ def validate_envelope_shape(envelope: object) -> dict[str, Any]:
 # --- client -> server frames ---------------------------------------------------------
 
 
+def _frame_type(frame: Mapping[str, Any]) -> str:
+    # decode_body guarantees a string type, but frames built in code (tests, a
+    # future transport) must not turn into KeyError/TypeError here.
+    kind = frame.get("type")
+    if not isinstance(kind, str):
+        raise BadFrame("frame has no string field 'type'")
+    return kind
+
+
+
 def validate_client_frame(frame: Mapping[str, Any]) -> None:
     """Check a client frame's fields for its (known) type; raise :class:`ProtocolError`."""
-    kind = frame["type"]
+    kind = _frame_type(frame)
     if kind == "hello":
         version = frame.get("version")
         if type(version) is not int:
@@ -390,7 +400,7 @@ def validate_server_frame(frame: Mapping[str, Any]) -> None:
 
     Unknown types are the caller's business (ignored for forward compatibility).
     """
-    kind = frame["type"]
+    kind = _frame_type(frame)
     if kind == "challenge":
         for key in ("server_id", "nonce"):
             if not isinstance(frame.get(key), str):
