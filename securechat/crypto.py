@@ -129,7 +129,13 @@ def load_public_key_pem(pem: str) -> rsa.RSAPublicKey:
     has one spelling on the wire (surrounding whitespace aside).
     """
     text = pem.strip()
-    if not text.startswith(_PEM_BEGIN) or not text.endswith(_PEM_END) or text.count("-----BEGIN") != 1:
+    if (
+        not text.startswith(_PEM_BEGIN)
+        or not text.endswith(_PEM_END)
+        or text.count("-----BEGIN") != 1
+        # cryptography stops at the first END line, so "BEGIN..END junk END" would pass.
+        or text.count("-----END") != 1
+    ):
         raise BadKey("expected exactly one '-----BEGIN PUBLIC KEY-----' PEM block")
     try:
         key = serialization.load_pem_public_key(text.encode("ascii"))
