@@ -40,7 +40,8 @@ from .errors import (
     UnwrapFailed,
     WrongRecipient,
 )
-from .protocol import ENVELOPE_ID_PATTERN, is_valid_name
+from .protocol import _JSON_DECODER as _STRICT_JSON
+from .protocol import ENVELOPE_ID_PATTERN, _has_lone_surrogate, is_valid_name
 
 AUTH_LABEL: Final = b"securechat-auth-v1"
 MESSAGE_LABEL: Final = b"securechat-msg-v1"
@@ -396,11 +397,16 @@ def open_envelope(
         raise UnwrapFailed(f"unwrapped key is {len(aes_key)} bytes, not {AES_KEY_SIZE}")
     plaintext = gcm_open(aes_key, env.nonce, env.ciphertext, header)
     try:
-        body = json.loads(plaintext.decode("utf-8"))
+        # The same strict JSON as frames: no duplicate keys, NaN/Infinity.
+        body = _STRICT_JSON.decode(plaintext.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadPlaintext("plaintext is not UTF-8 JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         raise BadPlaintext("plaintext is not an object with a string 'text'")
+    # A lone surrogate escape parses but cannot be printed or re-encoded as UTF-8:
+    # a UI would crash on it.
+    if _has_lone_surrogate(body):
+        raise BadPlaintext("plaintext holds an unpaired surrogate escape")
     return OpenedMessage(
         sender=env.sender,
         recipient=env.recipient,
@@ -426,7 +432,7 @@ def decode_payload(payload: str) -> dict[str, Any]:
     except ValueError:
         raise MalformedEnvelope("payload is not valid base64 (truncated or mangled when copied?)") from None
     try:
-        envelope = json.loads(raw.decode("utf-8"))
+        envelope = _STRICT_JSON.decode(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise MalformedEnvelope("payload does not hold an envelope's JSON") from None
     if not isinstance(envelope, dict):
