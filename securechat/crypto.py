@@ -90,9 +90,15 @@ def b64encode(data: bytes) -> str:
 def b64decode(text: str) -> bytes:
     """Strict standard base64: alphabet and padding checked; raises ``ValueError``."""
     try:
-        return base64.b64decode(text.encode("ascii"), validate=True)
+        raw = text.encode("ascii")
+        data = base64.b64decode(raw, validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise ValueError(f"invalid base64 ({exc})") from None
+    # Non-zero pad bits ("AB==" for b"\0") decode fine; requiring the canonical
+    # spelling keeps envelopes non-malleable outside what the signature covers.
+    if base64.b64encode(data) != raw:
+        raise ValueError("non-canonical base64 (pad bits are not zero)")
+    return data
 
 
 # --- keys ------------------------------------------------------------------------------
