@@ -1,0 +1,376 @@
+"""The server's durable state behind a narrow interface.
+
+:class:`ServerStore` is what routing code sees: the server's id, registered
+names and keys, and each recipient's offline queue. :class:`SqliteStore`
+implements it on one SQLite file in WAL mode, with every statement run on one
+dedicated worker thread (the connection is created on that thread), so the
+event loop only ever waits on a future.
+
+Every method submits its work at call time and work is applied in call order;
+the server relies on that (for example, messages handed back to the queue when
+a connection drops are stored before the next session's backlog is fetched).
+A networked backend must keep the same ordering guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol, TypeVar
+
+from .crypto import SERVER_ID_SIZE
+from .errors import SecurechatError
+
+DEFAULT_QUEUE_LIMIT: Final = 10_000
+DEFAULT_QUEUE_BYTES: Final = 64 * 2**20
+DEFAULT_QUEUE_TTL: Final = 30 * 86_400.0
+SCHEMA_VERSION: Final = 1
+
+T = TypeVar("T")
+
+
+class QueueFull(SecurechatError):
+    """A recipient's offline queue is at its message-count or byte cap."""
+
+    def __init__(self, recipient: str, count: int, size: int, limit: int, limit_bytes: int) -> None:
+        super().__init__(recipient)
+        self.recipient = recipient
+        self.count = count
+        self.size = size
+        self.limit = limit
+        self.limit_bytes = limit_bytes
+
+    def __str__(self) -> str:
+        return (
+            f"the queue for '{self.recipient}' is full "
+            f"({self.count}/{self.limit} messages, {self.size}/{self.limit_bytes} bytes)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A name bound to its key by the first successful ``auth``."""
+
+    name: str
+    pubkey_pem: str
+    fingerprint: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """One ``message`` frame waiting for its recipient.
+
+    ``frame`` is the complete frame (length prefix included) as it goes on the
+    wire; ``seq`` orders the queue (0 until stored).
+    """
+
+    recipient: str
+    sender: str
+    msg_id: str
+    server_ts: int
+    frame: bytes
+    enqueued_at: float
+    seq: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.frame)
+
+
+class ServerStore(Protocol):
+    """What the server needs to keep across restarts. Work is applied in call order."""
+
+    def server_id(self) -> Awaitable[bytes]:
+        """The server's random id, generated on first use and kept."""
+        ...
+
+    def get_registration(self, name: str) -> Awaitable[Registration | None]: ...
+
+    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> Awaitable[tuple[Registration, bool]]:
+        """Bind ``name`` unless it is bound already; returns the binding and whether it is new."""
+        ...
+
+    def list_names(self) -> Awaitable[list[str]]: ...
+
+    def enqueue(self, message: QueuedMessage) -> Awaitable[bool]:
+        """Store ``message``; False if (recipient, sender, msg_id) is already queued.
+
+        Raises :class:`QueueFull` past the recipient's caps; nothing queued is dropped.
+        """
+        ...
+
+    def requeue(self, messages: Sequence[QueuedMessage]) -> Awaitable[int]:
+        """Put back messages that were handed out but never confirmed, ignoring the caps."""
+        ...
+
+    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> Awaitable[list[QueuedMessage]]:
+        """Unexpired messages for ``recipient`` with ``seq > after_seq``, oldest first."""
+        ...
+
+    def delete(self, keys: Sequence[tuple[str, str, str]]) -> Awaitable[int]:
+        """Delete confirmed messages by (recipient, sender, msg_id); returns how many went."""
+        ...
+
+    def expire(self) -> Awaitable[int]:
+        """Drop messages older than the TTL; returns how many went."""
+        ...
+
+    def queue_size(self, recipient: str) -> Awaitable[tuple[int, int]]:
+        """(message count, bytes) queued for ``recipient``."""
+        ...
+
+    def close(self) -> Awaitable[None]: ...
+
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS registrations (
+    name TEXT PRIMARY KEY,
+    pubkey_pem TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    msg_id TEXT NOT NULL,
+    server_ts INTEGER NOT NULL,
+    frame BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    enqueued_at REAL NOT NULL,
+    UNIQUE (recipient, sender, msg_id)
+);
+CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, seq);
+CREATE INDEX IF NOT EXISTS queue_by_age ON queue (enqueued_at);
+-- Running totals so the caps cost O(1) per enqueue, kept exact by triggers.
+CREATE TABLE IF NOT EXISTS queue_totals (
+    recipient TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS queue_totals_insert AFTER INSERT ON queue BEGIN
+    INSERT INTO queue_totals (recipient, count, bytes) VALUES (NEW.recipient, 1, NEW.size)
+    ON CONFLICT (recipient) DO UPDATE SET count = count + 1, bytes = bytes + NEW.size;
+END;
+CREATE TRIGGER IF NOT EXISTS queue_totals_delete AFTER DELETE ON queue BEGIN
+    UPDATE queue_totals SET count = count - 1, bytes = bytes - OLD.size
+    WHERE recipient = OLD.recipient;
+END;
+"""
+
+
+class SqliteStore:
+    """:class:`ServerStore` on one SQLite file (WAL) driven by one worker thread.
+
+    ``synchronous=NORMAL`` in WAL mode: a committed transaction survives a
+    crash of the server process (kill -9); a power loss may undo the last few.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        queue_ttl: float = DEFAULT_QUEUE_TTL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if queue_limit < 1 or queue_bytes < 1 or queue_ttl <= 0:
+            raise ValueError("queue_limit, queue_bytes and queue_ttl must be positive")
+        self.path = Path(path)
+        self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
+        self.queue_ttl = queue_ttl
+        self._clock = clock
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._db: sqlite3.Connection | None = None
+        self._db_thread: int | None = None
+        self._closed = False
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def _submit(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            self._db = db
+            self._db_thread = threading.get_ident()
+            try:
+                os.chmod(self.path, 0o600)
+            except OSError:
+                pass
+        return self._db
+
+    # --- synchronous implementations (worker thread only) --------------------------------
+
+    def _server_id(self) -> bytes:
+        db = self._conn()
+        with db:
+            row = db.execute("SELECT value FROM meta WHERE key = 'server_id'").fetchone()
+            if row is not None:
+                return bytes(row[0])
+            server_id = os.urandom(SERVER_ID_SIZE)
+            db.execute("INSERT INTO meta (key, value) VALUES ('server_id', ?)", (server_id,))
+            return server_id
+
+    def _get_registration(self, name: str) -> Registration | None:
+        row = self._conn().execute(
+            "SELECT name, pubkey_pem, fingerprint, created FROM registrations WHERE name = ?", (name,)
+        ).fetchone()
+        return Registration(*row) if row is not None else None
+
+    def _register(self, name: str, pubkey_pem: str, fingerprint: str) -> tuple[Registration, bool]:
+        db = self._conn()
+        with db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO registrations (name, pubkey_pem, fingerprint, created) VALUES (?, ?, ?, ?)",
+                (name, pubkey_pem, fingerprint, self._clock()),
+            )
+            created = cur.rowcount == 1
+        reg = self._get_registration(name)
+        assert reg is not None
+        return reg, created
+
+    def _list_names(self) -> list[str]:
+        return [row[0] for row in self._conn().execute("SELECT name FROM registrations ORDER BY name")]
+
+    def _totals(self, db: sqlite3.Connection, recipient: str) -> tuple[int, int]:
+        row = db.execute("SELECT count, bytes FROM queue_totals WHERE recipient = ?", (recipient,)).fetchone()
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+    def _enqueue(self, m: QueuedMessage) -> bool:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            dup = db.execute(
+                "SELECT 1 FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?",
+                (m.recipient, m.sender, m.msg_id),
+            ).fetchone()
+            if dup is not None:
+                db.execute("COMMIT")
+                return False
+            count, size = self._totals(db, m.recipient)
+            if count + 1 > self.queue_limit or size + m.size > self.queue_bytes:
+                raise QueueFull(m.recipient, count, size, self.queue_limit, self.queue_bytes)
+            db.execute(
+                "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at),
+            )
+            db.execute("COMMIT")
+            return True
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _requeue(self, messages: Sequence[QueuedMessage]) -> int:
+        db = self._conn()
+        with db:
+            stored = 0
+            for m in messages:
+                cur = db.execute(
+                    "INSERT OR IGNORE INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at),
+                )
+                stored += cur.rowcount
+        return stored
+
+    def _fetch(self, recipient: str, after_seq: int, limit: int) -> list[QueuedMessage]:
+        horizon = self._clock() - self.queue_ttl
+        rows = self._conn().execute(
+            "SELECT recipient, sender, msg_id, server_ts, frame, enqueued_at, seq FROM queue "
+            "WHERE recipient = ? AND seq > ? AND enqueued_at >= ? ORDER BY seq LIMIT ?",
+            (recipient, after_seq, horizon, limit),
+        ).fetchall()
+        return [
+            QueuedMessage(r[0], r[1], r[2], int(r[3]), bytes(r[4]), float(r[5]), int(r[6])) for r in rows
+        ]
+
+    def _delete(self, keys: Sequence[tuple[str, str, str]]) -> int:
+        db = self._conn()
+        with db:
+            cur = db.executemany("DELETE FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?", keys)
+            return cur.rowcount
+
+    def _expire(self) -> int:
+        db = self._conn()
+        with db:
+            cur = db.execute("DELETE FROM queue WHERE enqueued_at < ?", (self._clock() - self.queue_ttl,))
+            return cur.rowcount
+
+    def _queue_size(self, recipient: str) -> tuple[int, int]:
+        return self._totals(self._conn(), recipient)
+
+    def _close(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.close()
+                self._db = None
+
+    # --- ServerStore -------------------------------------------------------------------------
+
+    def server_id(self) -> asyncio.Future[bytes]:
+        return self._submit(self._server_id)
+
+    def get_registration(self, name: str) -> asyncio.Future[Registration | None]:
+        return self._submit(self._get_registration, name)
+
+    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> asyncio.Future[tuple[Registration, bool]]:
+        return self._submit(self._register, name, pubkey_pem, fingerprint)
+
+    def list_names(self) -> asyncio.Future[list[str]]:
+        return self._submit(self._list_names)
+
+    def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
+        return self._submit(self._enqueue, message)
+
+    def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
+        return self._submit(self._requeue, list(messages))
+
+    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[QueuedMessage]]:
+        return self._submit(self._fetch, recipient, after_seq, limit)
+
+    def delete(self, keys: Iterable[tuple[str, str, str]]) -> asyncio.Future[int]:
+        return self._submit(self._delete, list(keys))
+
+    def expire(self) -> asyncio.Future[int]:
+        return self._submit(self._expire)
+
+    def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:
+        return self._submit(self._queue_size, recipient)
+
+    async def close(self) -> None:
+        """Finish queued work, checkpoint the WAL and close the file. Idempotent."""
+        if self._closed:
+            return
+        fut = self._submit(self._close)
+        self._closed = True
+        try:
+            await fut
+        finally:
+            self._executor.shutdown(wait=True)
