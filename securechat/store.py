@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
@@ -86,48 +86,54 @@ class QueuedMessage:
 
 
 class ServerStore(Protocol):
-    """What the server needs to keep across restarts. Work is applied in call order."""
+    """What the server needs to keep across restarts.
 
-    def server_id(self) -> Awaitable[bytes]:
+    Each method submits its work when called and returns a future; work is
+    applied in call order.
+    """
+
+    def server_id(self) -> asyncio.Future[bytes]:
         """The server's random id, generated on first use and kept."""
         ...
 
-    def get_registration(self, name: str) -> Awaitable[Registration | None]: ...
+    def get_registration(self, name: str) -> asyncio.Future[Registration | None]: ...
 
-    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> Awaitable[tuple[Registration, bool]]:
+    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> asyncio.Future[tuple[Registration, bool]]:
         """Bind ``name`` unless it is bound already; returns the binding and whether it is new."""
         ...
 
-    def list_names(self) -> Awaitable[list[str]]: ...
+    def list_names(self) -> asyncio.Future[list[str]]: ...
 
-    def enqueue(self, message: QueuedMessage) -> Awaitable[bool]:
+    def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
         """Store ``message``; False if (recipient, sender, msg_id) is already queued.
 
         Raises :class:`QueueFull` past the recipient's caps; nothing queued is dropped.
         """
         ...
 
-    def requeue(self, messages: Sequence[QueuedMessage]) -> Awaitable[int]:
+    def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
         """Put back messages that were handed out but never confirmed, ignoring the caps."""
         ...
 
-    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> Awaitable[list[QueuedMessage]]:
+    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[QueuedMessage]]:
         """Unexpired messages for ``recipient`` with ``seq > after_seq``, oldest first."""
         ...
 
-    def delete(self, keys: Sequence[tuple[str, str, str]]) -> Awaitable[int]:
+    def delete(self, keys: Sequence[tuple[str, str, str]]) -> asyncio.Future[int]:
         """Delete confirmed messages by (recipient, sender, msg_id); returns how many went."""
         ...
 
-    def expire(self) -> Awaitable[int]:
+    def expire(self) -> asyncio.Future[int]:
         """Drop messages older than the TTL; returns how many went."""
         ...
 
-    def queue_size(self, recipient: str) -> Awaitable[tuple[int, int]]:
+    def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:
         """(message count, bytes) queued for ``recipient``."""
         ...
 
-    def close(self) -> Awaitable[None]: ...
+    async def close(self) -> None:
+        """Finish the work already submitted, then release the backend."""
+        ...
 
 
 _SCHEMA: Final = """

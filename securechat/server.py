@@ -1,0 +1,784 @@
+"""The securechat relay: an asyncio TCP server speaking protocol v1.
+
+The server only moves bytes and keeps state: framing, schemas and the session
+state table are :mod:`securechat.protocol`, signatures :mod:`securechat.crypto`,
+durable state a :class:`~securechat.store.ServerStore` driven off the event loop.
+
+Delivery model. A message for a connected recipient is serialised once,
+written at once and remembered as *in flight* on the recipient's connection
+until the recipient confirms it with ``received``; a message for an offline
+recipient goes to the store first and is acked ``queued``. When a session
+starts, its backlog is streamed from the store oldest first, in batches;
+messages arriving meanwhile are held in memory and written after the backlog,
+so order is kept. Whatever is in flight and unconfirmed when a connection ends
+goes back to the store (backlog messages never left it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import click
+
+from .crypto import (
+    AUTH_NONCE_SIZE,
+    b64decode,
+    b64encode,
+    fingerprint,
+    load_public_key_pem,
+    now_ms,
+    public_key_pem,
+    verify_auth,
+)
+from .errors import BadKey, ProtocolError
+from .protocol import (
+    DEFAULT_MAX_FRAME,
+    FrameDecoder,
+    SessionState,
+    check_transition,
+    encode_frame,
+    error_frame,
+    request_id,
+    validate_client_frame,
+)
+from .store import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LIMIT,
+    DEFAULT_QUEUE_TTL,
+    QueuedMessage,
+    QueueFull,
+    Registration,
+    ServerStore,
+    SqliteStore,
+)
+
+log = logging.getLogger("securechat.server")
+
+READ_CHUNK: Final = 64 * 1024
+BACKLOG_BATCH: Final = 500
+# After a fatal error the server stops writing (FIN) and discards input for at
+# most this long, so the peer reads the error frame instead of a TCP reset.
+LINGER_SECONDS: Final = 2.0
+EXPIRE_INTERVAL: Final = 3600.0
+
+
+def default_db_path() -> Path:
+    """``server.db`` in the per-user application directory."""
+    return Path(click.get_app_dir("securechat")) / "server.db"
+
+
+@dataclass
+class ServerConfig:
+    """Every server option; the defaults are the documented ones."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    db_path: Path = field(default_factory=default_db_path)
+    max_frame: int = DEFAULT_MAX_FRAME
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    rate: float = 200.0
+    burst: int = 400
+    max_connections: int = 10_000
+    max_per_ip: int = 10_000
+    lookup_rate: float = 20.0
+    queue_limit: int = DEFAULT_QUEUE_LIMIT
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
+    queue_ttl: float = DEFAULT_QUEUE_TTL
+    max_outgoing_buffer: int = 4 * 2**20
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first option with an impossible value."""
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        positive = {
+            "max_frame": self.max_frame,
+            "handshake_timeout": self.handshake_timeout,
+            "idle_timeout": self.idle_timeout,
+            "rate": self.rate,
+            "burst": self.burst,
+            "max_connections": self.max_connections,
+            "max_per_ip": self.max_per_ip,
+            "lookup_rate": self.lookup_rate,
+            "queue_limit": self.queue_limit,
+            "queue_bytes": self.queue_bytes,
+            "queue_ttl": self.queue_ttl,
+            "max_outgoing_buffer": self.max_outgoing_buffer,
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{key} must be positive, got {value}")
+        if self.max_frame >= 2**32:
+            raise ValueError("max_frame must fit the 32-bit length prefix")
+
+
+class _TokenBucket:
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        self.stamp = now
+        if tokens > self.burst:
+            tokens = self.burst
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A message handed to a recipient connection and not yet confirmed."""
+
+    sender: str
+    msg_id: str
+    server_ts: int
+    frame: bytes
+    created: float
+    from_store: bool
+    rid: str | None = None
+
+
+class _Connection:
+    """Per-connection state; all of it is touched only on the event loop."""
+
+    def __init__(self, server: ChatServer, writer: asyncio.StreamWriter, peer: str, ip: str, now: float) -> None:
+        cfg = server.config
+        self.writer = writer
+        self.transport = writer.transport
+        self.peer = peer
+        self.ip = ip
+        self.state = SessionState.AWAIT_HELLO
+        self.decoder = FrameDecoder(cfg.max_frame)
+        self.bucket = _TokenBucket(cfg.rate, cfg.burst, now)
+        self.lookups = _TokenBucket(cfg.lookup_rate, max(1.0, cfg.lookup_rate), now)
+        self.started = now
+        self.last_frame = now
+        self.timer: asyncio.TimerHandle | None = None
+        self.linger: asyncio.TimerHandle | None = None
+        self.name: str | None = None
+        self.hello_name: str | None = None
+        self.hello_key: Any = None
+        self.nonce: bytes | None = None
+        self.inflight: dict[tuple[str, str], _InFlight] = {}
+        self.pending: list[tuple[str, str]] = []
+        self.flushing = False
+        self.closing = False  # a fatal error was sent or the connection is going away
+        self.released = False  # routing state handed back (in-flight requeued)
+        self.replaced = False
+        self.rate_logged = False
+        self.reason = "peer closed"
+        self.max_out = cfg.max_outgoing_buffer
+        self.server = server
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data``; a peer that lets the buffer pass the bound is dropped."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self.max_out and not self.closing:
+            self.server._drop_slow(self)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.write(encode_frame(frame))
+
+
+class ChatServer:
+    """The relay. ``start()`` binds, ``serve_forever()`` waits, ``close()`` shuts down cleanly."""
+
+    def __init__(self, config: ServerConfig, store: ServerStore | None = None) -> None:
+        config.validate()
+        self.config = config
+        self._store: ServerStore = store or SqliteStore(
+            config.db_path,
+            queue_limit=config.queue_limit,
+            queue_bytes=config.queue_bytes,
+            queue_ttl=config.queue_ttl,
+        )
+        self._server: asyncio.base_events.Server | None = None
+        self._server_id = b""
+        self._server_id_b64 = ""
+        self._conns: set[_Connection] = set()
+        self._per_ip: dict[str, int] = {}
+        self._online: dict[str, _Connection] = {}
+        self._registrations: dict[str, Registration] = {}  # bindings never change: safe to cache
+        self._deletes: list[tuple[str, str, str]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._stopped = asyncio.Event()
+        self._closing = False
+        self._port = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the config asked for 0)."""
+        return self._port
+
+    async def start(self) -> None:
+        """Open the store, expire old messages and bind the listening socket."""
+        self._server_id = await self._store.server_id()
+        self._server_id_b64 = b64encode(self._server_id)
+        expired = await self._store.expire()
+        if expired:
+            log.info("expired %d queued messages older than the TTL", expired)
+        self._server = await asyncio.start_server(
+            self._handle, self.config.host, self.config.port, limit=READ_CHUNK
+        )
+        sockets = self._server.sockets
+        self._port = sockets[0].getsockname()[1] if sockets else self.config.port
+        self._spawn(self._expire_loop())
+        log.info("listening on %s:%d", self.config.host, self._port)
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called."""
+        if self._server is None:
+            await self.start()
+        await self._stopped.wait()
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection (requeueing unconfirmed messages), flush the store."""
+        if self._closing:
+            await self._stopped.wait()
+            return
+        self._closing = True
+        try:
+            if self._server is not None:
+                self._server.close()
+            for conn in list(self._conns):
+                conn.reason = "server shutting down"
+                self._release(conn)
+                conn.transport.close()
+            for task in list(self._tasks):
+                task.cancel()
+            pending = list(self._tasks) + list(self._handlers)
+            if pending:
+                await asyncio.wait(pending, timeout=LINGER_SECONDS + 1)
+            for conn in list(self._conns):
+                conn.transport.abort()
+            self._flush_deletes()
+            await self._store.close()
+            log.info("server stopped")
+        finally:
+            self._stopped.set()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _expire_loop(self) -> None:
+        interval = min(EXPIRE_INTERVAL, self.config.queue_ttl)
+        while True:
+            await asyncio.sleep(interval)
+            count = await self._store.expire()
+            if count:
+                log.info("expired %d queued messages older than the TTL", count)
+
+    # --- connections ------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+        try:
+            await self._serve_connection(reader, writer)
+        finally:
+            if task is not None:
+                self._handlers.discard(task)
+
+    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        loop = asyncio.get_running_loop()
+        peername = writer.get_extra_info("peername")
+        ip = str(peername[0]) if peername else "?"
+        peer = f"{ip}:{peername[1]}" if peername else "?"
+        cfg = self.config
+        if self._closing or len(self._conns) >= cfg.max_connections or self._per_ip.get(ip, 0) >= cfg.max_per_ip:
+            log.info("refused connection from %s: server busy", peer)
+            writer.write(encode_frame(error_frame("server_busy", "too many connections", fatal=True)))
+            await self._linger(reader, writer)
+            return
+        now = loop.time()
+        conn = _Connection(self, writer, peer, ip, now)
+        self._conns.add(conn)
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        conn.timer = loop.call_later(cfg.handshake_timeout, self._handshake_expired, conn)
+        try:
+            await self._read_loop(conn, reader)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError):
+            conn.reason = conn.reason if conn.closing else "connection lost"
+        except Exception:
+            log.exception("unexpected failure on connection %s", peer)
+            conn.reason = "internal error"
+        finally:
+            self._release(conn)
+            if conn.timer is not None:
+                conn.timer.cancel()
+            if conn.linger is not None:
+                conn.linger.cancel()
+            conn.transport.close()
+            self._conns.discard(conn)
+            left = self._per_ip.get(ip, 1) - 1
+            if left > 0:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
+            log.info(
+                "connection %s%s closed after %.1fs: %s",
+                peer,
+                f" ({conn.name})" if conn.name else "",
+                loop.time() - conn.started,
+                conn.reason,
+            )
+
+    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            if writer.can_write_eof():
+                writer.write_eof()
+            async with asyncio.timeout(LINGER_SECONDS):
+                while await reader.read(READ_CHUNK):
+                    pass
+        except (TimeoutError, ConnectionError, OSError):
+            pass
+        finally:
+            if writer.transport.get_write_buffer_size():
+                writer.transport.abort()
+            else:
+                writer.close()
+
+    async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
+        loop = asyncio.get_running_loop()
+        decoder = conn.decoder
+        while True:
+            data = await reader.read(READ_CHUNK)
+            if not data:
+                return
+            if conn.closing:
+                continue  # lingering after a fatal error: discard until EOF
+            try:
+                frames = decoder.feed(data)
+                if frames:
+                    now = loop.time()
+                    conn.last_frame = now
+                while frames:
+                    for frame in frames:
+                        pending = self._dispatch(conn, frame, now)
+                        if pending is not None:
+                            await pending
+                        if conn.closing:
+                            break
+                    if conn.closing:
+                        break
+                    # The decoder raises an error found after complete frames on the next call.
+                    frames = decoder.feed(b"")
+            except ProtocolError as exc:
+                self._fatal(conn, exc.code, exc.detail)
+
+    def _handshake_expired(self, conn: _Connection) -> None:
+        conn.timer = None
+        if conn.state is not SessionState.OPEN and not conn.closing:
+            self._fatal(conn, "timeout", "the handshake did not finish in time")
+
+    def _idle_check(self, conn: _Connection) -> None:
+        conn.timer = None
+        if conn.closing:
+            return
+        loop = asyncio.get_running_loop()
+        idle = loop.time() - conn.last_frame
+        limit = self.config.idle_timeout
+        if idle >= limit:
+            self._fatal(conn, "timeout", f"no frame for {limit:g} seconds")
+        else:
+            conn.timer = loop.call_later(limit - idle, self._idle_check, conn)
+
+    def _fatal(self, conn: _Connection, code: str, message: str, rid: str | None = None) -> None:
+        """Send a fatal error, stop routing to the connection and close it after a short linger."""
+        if conn.closing:
+            return
+        log.info("fatal %s to %s%s: %s", code, conn.peer, f" ({conn.name})" if conn.name else "", message)
+        conn.reason = f"fatal {code}"
+        conn.send(error_frame(code, message, fatal=True, rid=rid))
+        conn.closing = True
+        self._release(conn)
+        transport = conn.transport
+        if not transport.is_closing() and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except OSError:
+                transport.abort()
+        conn.linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.abort)
+
+    def _drop_slow(self, conn: _Connection) -> None:
+        log.info(
+            "dropping %s%s: outgoing buffer above %d bytes",
+            conn.peer,
+            f" ({conn.name})" if conn.name else "",
+            self.config.max_outgoing_buffer,
+        )
+        conn.reason = "outgoing buffer over the limit"
+        conn.closing = True
+        self._release(conn)
+        conn.transport.abort()
+
+    def _release(self, conn: _Connection) -> None:
+        """Take the connection out of routing; its unconfirmed messages go back to the store.
+
+        Synchronous on purpose: the requeue is submitted before anything else
+        can route to the name, so the store keeps the order.
+        """
+        if conn.released:
+            return
+        conn.released = True
+        conn.closing = True
+        conn.state = SessionState.CLOSED
+        if conn.timer is not None:
+            conn.timer.cancel()
+            conn.timer = None
+        name = conn.name
+        if name is None:
+            return
+        if self._online.get(name) is conn:
+            del self._online[name]
+            if not conn.replaced:
+                self._broadcast(encode_frame({"type": "presence", "name": name, "online": False}), None)
+        back = [
+            QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame, e.created)
+            for e in conn.inflight.values()
+            if not e.from_store
+        ]
+        rids = {(e.sender, e.msg_id): e.rid for e in conn.inflight.values() if not e.from_store}
+        conn.inflight.clear()
+        conn.pending.clear()
+        if back:
+            fut = self._store.requeue(back)
+            fut.add_done_callback(lambda f: self._requeued(f, name, back, rids))
+
+    def _requeued(
+        self,
+        fut: asyncio.Future[int],
+        recipient: str,
+        back: list[QueuedMessage],
+        rids: dict[tuple[str, str], str | None],
+    ) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            log.error("could not requeue %d messages for %s", len(back), recipient, exc_info=fut.exception())
+            return
+        # The senders learn the message is now safely queued.
+        for m in back:
+            sender = self._online.get(m.sender)
+            if sender is not None:
+                ack = {"type": "ack", "id": m.msg_id, "to": recipient, "status": "queued"}
+                rid = rids.get((m.sender, m.msg_id))
+                if rid is not None:
+                    ack["rid"] = rid
+                sender.send(ack)
+
+    def _broadcast(self, frame: bytes, skip: _Connection | None) -> None:
+        for other in list(self._online.values()):
+            if other is not skip:
+                other.write(frame)
+
+    # --- frames -------------------------------------------------------------------------
+
+    def _dispatch(self, conn: _Connection, frame: dict[str, Any], now: float) -> Any:
+        """Handle one frame; returns an awaitable when the handler needs the store, else None."""
+        if not conn.bucket.take(now):
+            self._error(conn, "rate_limited", "too many frames; this one was dropped", request_id(frame))
+            return None
+        kind = frame["type"]
+        try:
+            nxt = check_transition(conn.state, kind)
+            if kind == "send":
+                return self._on_send(conn, frame)
+            if kind == "received":
+                self._on_received(conn, frame)
+            elif kind == "ping":
+                pong: dict[str, Any] = {"type": "pong"}
+                rid = request_id(frame)
+                if rid is not None:
+                    pong["rid"] = rid
+                conn.send(pong)
+            elif kind == "lookup":
+                return self._guard(conn, frame, self._on_lookup(conn, frame))
+            elif kind == "list":
+                return self._guard(conn, frame, self._on_list(conn, frame))
+            elif kind == "hello":
+                self._on_hello(conn, frame)
+                conn.state = nxt
+            elif kind == "auth":
+                return self._guard(conn, frame, self._on_auth(conn, frame))
+        except ProtocolError as exc:
+            self._protocol_error(conn, exc, request_id(frame))
+        except BadKey as exc:
+            self._fatal(conn, "bad_key", exc.detail, request_id(frame))
+        except Exception:
+            self._internal(conn, kind, request_id(frame))
+        return None
+
+    async def _guard(self, conn: _Connection, frame: dict[str, Any], handler: Any) -> None:
+        try:
+            await handler
+        except ProtocolError as exc:
+            self._protocol_error(conn, exc, request_id(frame))
+        except BadKey as exc:
+            self._fatal(conn, "bad_key", exc.detail, request_id(frame))
+        except Exception:
+            self._internal(conn, frame["type"], request_id(frame))
+
+    def _protocol_error(self, conn: _Connection, exc: ProtocolError, rid: str | None) -> None:
+        if exc.fatal:
+            self._fatal(conn, exc.code, exc.detail, rid)
+        else:
+            self._error(conn, exc.code, exc.detail, rid)
+
+    def _error(self, conn: _Connection, code: str, message: str, rid: str | None) -> None:
+        if code == "rate_limited":
+            if conn.rate_logged:
+                conn.send(error_frame(code, message, fatal=False, rid=rid))
+                return
+            conn.rate_logged = True  # one log line per connection, not one per dropped frame
+        log.info("error %s to %s%s: %s", code, conn.peer, f" ({conn.name})" if conn.name else "", message)
+        conn.send(error_frame(code, message, fatal=False, rid=rid))
+
+    def _internal(self, conn: _Connection, kind: str, rid: str | None) -> None:
+        log.exception("internal error handling %r from %s", kind[:40], conn.peer)
+        if not conn.closing:
+            conn.send(error_frame("internal", "internal server error", fatal=False, rid=rid))
+
+    # handshake
+
+    def _on_hello(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        validate_client_frame(frame)
+        key = load_public_key_pem(frame["pubkey"])
+        conn.hello_name = frame["name"]
+        conn.hello_key = key
+        conn.nonce = os.urandom(AUTH_NONCE_SIZE)
+        challenge: dict[str, Any] = {
+            "type": "challenge",
+            "server_id": self._server_id_b64,
+            "nonce": b64encode(conn.nonce),
+        }
+        rid = request_id(frame)
+        if rid is not None:
+            challenge["rid"] = rid
+        conn.send(challenge)
+
+    async def _on_auth(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        rid = request_id(frame)
+        validate_client_frame(frame)
+        name, key, nonce = conn.hello_name, conn.hello_key, conn.nonce
+        assert name is not None and nonce is not None
+        conn.nonce = None  # one signature per challenge
+        try:
+            signature = b64decode(frame["signature"])
+        except ValueError:
+            self._fatal(conn, "auth_failed", "signature is not valid base64", rid)
+            return
+        if not verify_auth(key, signature, self._server_id, name, nonce):
+            self._fatal(conn, "auth_failed", "signature does not verify with the presented key", rid)
+            return
+        fp = fingerprint(key)
+        reg = self._registrations.get(name)
+        new = False
+        if reg is None:
+            reg, new = await self._store.register(name, public_key_pem(key), fp)
+            self._registrations[name] = reg
+            if new:
+                log.info("registered %s with key %s from %s", name, fp, conn.peer)
+        if conn.closing:
+            return
+        if reg.fingerprint != fp:
+            self._fatal(conn, "name_taken", f"the name '{name}' is registered with another key", rid)
+            return
+        loop = asyncio.get_running_loop()
+        if conn.timer is not None:
+            conn.timer.cancel()
+        conn.timer = loop.call_later(self.config.idle_timeout, self._idle_check, conn)
+        old = self._online.get(name)
+        if old is not None and old is not conn:
+            old.replaced = True
+            self._fatal(old, "replaced", "a new session for this name started elsewhere")
+        conn.name = name
+        conn.state = SessionState.OPEN
+        self._online[name] = conn
+        conn.flushing = True  # before anything can be routed here
+        welcome: dict[str, Any] = {"type": "welcome", "name": name, "fingerprint": fp, "new": new}
+        if rid is not None:
+            welcome["rid"] = rid
+        conn.send(welcome)
+        log.info("session %s for %s", conn.peer, name)
+        self._broadcast(encode_frame({"type": "presence", "name": name, "online": True}), conn)
+        self._spawn(self._deliver_backlog(conn, name))
+
+    async def _deliver_backlog(self, conn: _Connection, name: str) -> None:
+        """Stream the stored queue oldest first, then what arrived meanwhile."""
+        after = 0
+        try:
+            while not conn.closing:
+                batch = await self._store.fetch(name, after, BACKLOG_BATCH)
+                if conn.closing or not batch:
+                    break
+                for m in batch:
+                    after = m.seq
+                    key = (m.sender, m.msg_id)
+                    held = conn.inflight.get(key)
+                    if held is not None:  # a resend already waiting in memory: it is stored too
+                        held.from_store = True
+                        continue
+                    conn.inflight[key] = _InFlight(
+                        m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True
+                    )
+                    conn.write(m.frame)
+                    if conn.closing:
+                        return
+                if conn.transport.get_write_buffer_size() > READ_CHUNK:
+                    await conn.writer.drain()
+        except (ConnectionError, OSError):
+            return
+        if conn.closing:
+            return
+        conn.flushing = False
+        for key in conn.pending:
+            entry = conn.inflight.get(key)
+            if entry is not None:
+                conn.write(entry.frame)
+        conn.pending.clear()
+
+    # directory
+
+    async def _registration(self, name: str) -> Registration | None:
+        reg = self._registrations.get(name)
+        if reg is None:
+            reg = await self._store.get_registration(name)
+            if reg is not None:
+                self._registrations[name] = reg
+        return reg
+
+    async def _on_lookup(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        rid = request_id(frame)
+        if not conn.lookups.take(asyncio.get_running_loop().time()):
+            self._error(conn, "rate_limited", "too many lookups", rid)
+            return
+        validate_client_frame(frame)
+        name = frame["name"]
+        reg = await self._registration(name)
+        if reg is None:
+            self._error(conn, "unknown_user", f"no user named '{name}'", rid)
+            return
+        reply: dict[str, Any] = {"type": "key", "name": name, "pubkey": reg.pubkey_pem, "fingerprint": reg.fingerprint}
+        if rid is not None:
+            reply["rid"] = rid
+        conn.send(reply)
+
+    async def _on_list(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        names = await self._store.list_names()
+        online = self._online
+        reply: dict[str, Any] = {"type": "users", "users": [{"name": n, "online": n in online} for n in names]}
+        rid = request_id(frame)
+        if rid is not None:
+            reply["rid"] = rid
+        conn.send(reply)
+
+    # messages
+
+    def _on_send(self, conn: _Connection, frame: dict[str, Any]) -> Any:
+        validate_client_frame(frame)
+        sender = conn.name
+        assert sender is not None
+        to: str = frame["to"]
+        envelope = frame["envelope"]
+        rid = request_id(frame)
+        if envelope["from"] != sender:
+            self._error(conn, "bad_request", "envelope 'from' is not your name", rid)
+            return None
+        if to == sender:
+            self._error(conn, "bad_request", "cannot send a message to yourself", rid)
+            return None
+        msg_id: str = envelope["id"]
+        server_ts = now_ms()
+        target = self._online.get(to)
+        if target is not None:
+            if len(target.inflight) >= self.config.queue_limit:
+                self._error(conn, "queue_full", f"too many unconfirmed messages for '{to}'", rid)
+                return None
+            body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
+            key = (sender, msg_id)
+            target.inflight[key] = _InFlight(sender, msg_id, server_ts, body, time.time(), False, rid)
+            if target.flushing:
+                target.pending.append(key)
+            else:
+                target.write(body)
+            return None
+        return self._guard(conn, frame, self._send_offline(conn, sender, to, envelope, server_ts, rid))
+
+    async def _send_offline(
+        self, conn: _Connection, sender: str, to: str, envelope: dict[str, Any], server_ts: int, rid: str | None
+    ) -> None:
+        if await self._registration(to) is None:
+            self._error(conn, "unknown_user", f"no user named '{to}'", rid)
+            return
+        body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
+        msg_id: str = envelope["id"]
+        try:
+            await self._store.enqueue(QueuedMessage(to, sender, msg_id, server_ts, body, time.time()))
+        except QueueFull as exc:
+            self._error(conn, "queue_full", str(exc), rid)
+            return
+        ack: dict[str, Any] = {"type": "ack", "id": msg_id, "to": to, "status": "queued"}
+        if rid is not None:
+            ack["rid"] = rid
+        conn.send(ack)
+
+    def _on_received(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        validate_client_frame(frame)
+        recipient = conn.name
+        assert recipient is not None
+        sender: str = frame["from"]
+        msg_id: str = frame["id"]
+        entry = conn.inflight.pop((sender, msg_id), None)
+        if entry is None or entry.from_store:
+            # Confirmed from the backlog (or from an earlier session): batch the deletes.
+            if not self._deletes:
+                asyncio.get_running_loop().call_soon(self._flush_deletes)
+            self._deletes.append((recipient, sender, msg_id))
+        if entry is None:
+            return
+        target = self._online.get(sender)
+        if target is not None:
+            ack: dict[str, Any] = {"type": "ack", "id": msg_id, "to": recipient, "status": "delivered"}
+            if entry.rid is not None:
+                ack["rid"] = entry.rid
+            target.send(ack)
+
+    def _flush_deletes(self) -> None:
+        if not self._deletes:
+            return
+        keys, self._deletes = self._deletes, []
+        fut = self._store.delete(keys)
+        fut.add_done_callback(self._deleted)
+
+    @staticmethod
+    def _deleted(fut: asyncio.Future[int]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("could not delete confirmed messages", exc_info=fut.exception())

@@ -1,0 +1,169 @@
+"""A raw protocol v1 client for tests, and a helper that runs a real ChatServer.
+
+``RawClient`` speaks frames directly (no client library), so tests can send
+anything, including bytes that are not frames at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from securechat.crypto import b64decode, b64encode, generate_private_key, public_key_pem, sign_auth
+from securechat.protocol import FrameDecoder, encode_frame
+from securechat.server import ChatServer, ServerConfig
+
+DEFAULT_TIMEOUT = 5.0
+
+
+@functools.cache
+def test_key(index: int = 0) -> rsa.RSAPrivateKey:
+    """RSA-2048 keys generated once per test session (index picks a distinct key)."""
+    return generate_private_key(2048)
+
+
+class RawClient:
+    """One TCP connection speaking protocol v1 frame by frame."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_frame: int = 1 << 24) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.decoder = FrameDecoder(max_frame)
+        self.frames: list[dict[str, Any]] = []
+        self.name: str | None = None
+        self.server_id: bytes | None = None
+
+    @classmethod
+    async def connect(cls, port: int, host: str = "127.0.0.1") -> RawClient:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DEFAULT_TIMEOUT)
+        return cls(reader, writer)
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        self.writer.write(encode_frame(frame))
+        await self.writer.drain()
+
+    async def send_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def recv(self, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """The next frame; raises ``TimeoutError`` or ``ConnectionError`` (EOF)."""
+        async with asyncio.timeout(timeout):
+            while not self.frames:
+                data = await self.reader.read(65536)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                self.frames.extend(self.decoder.feed(data))
+        return self.frames.pop(0)
+
+    async def recv_type(self, kind: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """The next frame of type ``kind``, skipping others (presence, ...)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.recv(timeout)
+                if frame["type"] == kind:
+                    return frame
+
+    async def expect_error(self, code: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        frame = await self.recv_type("error", timeout)
+        assert frame["code"] == code, frame
+        return frame
+
+    async def expect_closed(self, timeout: float = DEFAULT_TIMEOUT) -> list[dict[str, Any]]:
+        """Read until EOF (or reset); returns frames that arrived before it."""
+        seen: list[dict[str, Any]] = []
+        seen.extend(self.frames)
+        self.frames.clear()
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    data = await self.reader.read(65536)
+                except ConnectionError:
+                    return seen
+                if not data:
+                    return seen
+                seen.extend(self.decoder.feed(data))
+
+    async def expect_silence(self, timeout: float = 0.2) -> None:
+        """Assert that no frame arrives within ``timeout`` (for 'gets nothing' checks)."""
+        try:
+            frame = await self.recv(timeout)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected frame {frame}")
+
+    async def hello(self, name: str, key: rsa.RSAPrivateKey, **extra: Any) -> dict[str, Any]:
+        await self.send_frame({"type": "hello", "version": 1, "name": name, "pubkey": public_key_pem(key.public_key()), **extra})
+        return await self.recv()
+
+    async def login(self, name: str, key: rsa.RSAPrivateKey | None = None) -> dict[str, Any]:
+        """hello / challenge / auth / welcome; returns the welcome frame."""
+        key = key or test_key(0)
+        challenge = await self.hello(name, key)
+        assert challenge["type"] == "challenge", challenge
+        server_id = b64decode(challenge["server_id"])
+        nonce = b64decode(challenge["nonce"])
+        self.server_id = server_id
+        await self.send_frame({"type": "auth", "signature": b64encode(sign_auth(key, server_id, name, nonce))})
+        welcome = await self.recv()
+        assert welcome["type"] == "welcome", welcome
+        self.name = name
+        return welcome
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+def envelope(sender: str, to: str, msg_id: str, ts: int = 1) -> dict[str, Any]:
+    """A well-shaped (not cryptographically valid) envelope: the server never opens it."""
+    return {"v": 1, "from": sender, "to": to, "id": msg_id, "ts": ts,
+            "key": "AAAA", "nonce": "AAAAAAAAAAAAAAAA", "ct": "AAAAAAAAAAAAAAAAAAAAAA==", "sig": "AAAA"}
+
+
+def msg_id(n: int) -> str:
+    return f"{n:032x}"
+
+
+def raw_frame(body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + body
+
+
+def json_frame(obj: Any) -> bytes:
+    return raw_frame(json.dumps(obj).encode())
+
+
+@contextlib.asynccontextmanager
+async def running_server(db_path: Path, **options: Any) -> AsyncIterator[ChatServer]:
+    """A ChatServer on 127.0.0.1, an ephemeral port and ``db_path``; closed on exit."""
+    config = ServerConfig(host="127.0.0.1", port=0, db_path=db_path, **options)
+    server = ChatServer(config)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@contextlib.asynccontextmanager
+async def clients(port: int, *names: str) -> AsyncIterator[list[RawClient]]:
+    """Logged-in clients, one key index per position; closed on exit."""
+    out: list[RawClient] = []
+    try:
+        for i, name in enumerate(names):
+            c = await RawClient.connect(port)
+            out.append(c)
+            await c.login(name, test_key(i))
+        yield out
+    finally:
+        for c in out:
+            await c.close()
