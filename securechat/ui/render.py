@@ -1,0 +1,149 @@
+"""Turn :class:`ChatState` into styled text: pane rows, status bar, banners."""
+
+from __future__ import annotations
+
+import time
+
+from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.utils import get_cwidth
+
+from securechat.ui.state import (
+    STATUS_LABELS,
+    STATUS_WINDOW,
+    ChatState,
+    Line,
+    pretty_fingerprint,
+    short_fingerprint,
+)
+from securechat.ui.style import name_class
+
+# A logical line: its fragments (text may hold "\n") and the indent of its
+# continuation rows, so wrapped text lines up under the message, not the time.
+Logical = tuple[StyleAndTextTuples, int]
+
+
+def clock_text(ts: float) -> str:
+    return time.strftime("%H:%M", time.localtime(ts))
+
+
+def _width(text: str) -> int:
+    return sum(get_cwidth(ch) for ch in text)
+
+
+def render_line(line: Line, show_raw: bool) -> list[Logical]:
+    """The logical lines for one pane entry (two with ``/raw`` and a payload)."""
+    stamp = clock_text(line.ts) + " "
+    frags: StyleAndTextTuples = [("class:time", stamp)]
+    match line.kind:
+        case "in" | "out":
+            nick = f"<{line.sender}>"
+            own = line.kind == "out"
+            nick_style = name_class(line.sender) + (" class:own" if own else "")
+            frags += [(nick_style, nick), ("", " ")]
+            frags.append(("class:text", line.text))
+            if own and line.status:
+                failed = line.status.startswith("failed")
+                label = STATUS_LABELS.get(line.status, line.status)
+                frags.append(("class:status-tag" + (".failed" if failed else ""), f"  [{label}]"))
+            indent = _width(stamp) + _width(nick) + 1
+        case "rejected":
+            frags.append(("class:rejected", "!! " + line.text))
+            indent = _width(stamp) + 3
+        case "warn":
+            frags.append(("class:warn", "-!- " + line.text))
+            indent = _width(stamp) + 4
+        case "hint":
+            frags.append(("class:hint", "-!- " + line.text))
+            indent = _width(stamp) + 4
+        case _:
+            frags.append(("class:info", "--- " + line.text))
+            indent = _width(stamp) + 4
+    out: list[Logical] = [(frags, indent)]
+    if show_raw and line.payload:
+        # Unindented, so a selection of these rows is only the payload.
+        out.append(([("class:payload", line.payload)], 0))
+    return out
+
+
+def wrap(frags: StyleAndTextTuples, width: int, indent: int) -> list[StyleAndTextTuples]:
+    """Split fragments into rows of at most ``width`` cells; ``\\n`` starts a row."""
+    width = max(width, 1)
+    indent = indent if indent < width // 2 else 0
+    rows: list[StyleAndTextTuples] = [[]]
+    col = 0
+    for frag in frags:
+        style, text = frag[0], frag[1]
+        for ch in text:
+            if ch == "\n":
+                rows.append([("", " " * indent)] if indent else [])
+                col = indent
+                continue
+            w = get_cwidth(ch)
+            if col + w > width:
+                rows.append([("", " " * indent)] if indent else [])
+                col = indent
+            row = rows[-1]
+            if row and row[-1][0] == style:
+                row[-1] = (style, row[-1][1] + ch)
+            else:
+                row.append((style, ch))
+            col += w
+    return rows
+
+
+def pane_rows(state: ChatState, width: int) -> list[StyleAndTextTuples]:
+    rows: list[StyleAndTextTuples] = []
+    for line in state.visible_lines():
+        for frags, indent in render_line(line, state.show_raw):
+            rows.extend(wrap(frags, width, indent))
+    return rows
+
+
+def plain(frags: StyleAndTextTuples) -> str:
+    return "".join(frag[1] for frag in frags)
+
+
+def status_bar(state: ChatState, scrolled: bool) -> StyleAndTextTuples:
+    conn = state.connection
+    label = conn
+    if conn == "reconnecting" and (left := state.retry_in()) is not None:
+        label = f"reconnecting in {left}s"
+    frags: StyleAndTextTuples = [
+        (f"class:statusbar.{conn}", f" {label} "),
+        ("class:statusbar", "│ "),
+        ("class:statusbar", f"{state.own_name or '?'} {short_fingerprint(state.fingerprint)} "),
+        ("class:statusbar", "│ "),
+        (
+            "class:statusbar",
+            f"→ {state.current} " if state.current != STATUS_WINDOW else "(no conversation) ",
+        ),
+    ]
+    unread = state.unread_summary()
+    if unread:
+        total = sum(c for _n, c in unread)
+        names = " ".join(f"{n}:{c}" for n, c in unread)
+        frags += [("class:statusbar", "│ "), ("class:statusbar.unread", f"unread {total} ({names}) ")]
+    if state.show_raw:
+        frags.append(("class:statusbar", "│ raw "))
+    if scrolled:
+        frags.append(("class:statusbar.scrolled", "│ more below: PageDown "))
+    return frags
+
+
+def banner(state: ChatState) -> StyleAndTextTuples:
+    frags: StyleAndTextTuples = []
+    for name, alert in sorted(state.banners.items()):
+        if frags:
+            frags.append(("class:banner", "\n"))
+        frags.append(
+            (
+                "class:banner",
+                (
+                    f" !! THE KEY OF {name.upper()} CHANGED. Nothing is sent to {name} until you act.\n"
+                    f"  was {pretty_fingerprint(alert.old)}\n"
+                    f"  now {pretty_fingerprint(alert.new)}\n"
+                    f"  Compare 'now' with {name} over another channel, then /trust {name}."
+                ),
+            )
+        )
+    return frags

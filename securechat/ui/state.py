@@ -1,0 +1,328 @@
+"""What the chat screen shows, as plain data: no prompt_toolkit, no network.
+
+:class:`ChatState` folds session events into windows of :class:`Line` objects
+(one window per conversation, plus the status window ``""``), unread counts,
+key-change banners and the connection state.  The layout only renders it, and
+tests can drive it with events alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from securechat.crypto import format_fingerprint
+from securechat.events import (
+    Acked,
+    ConnectionChanged,
+    ContactPinned,
+    ErrorReported,
+    HistoryEntry,
+    KeyChangedAlert,
+    KeyGenerating,
+    MessageReceived,
+    MessageRejected,
+    MessageSent,
+    PresenceChanged,
+    Ready,
+    SessionEvent,
+    UsersListed,
+)
+
+STATUS_WINDOW = ""
+# Lines kept per window: enough scrollback for a session, bounded so a chatty
+# or hostile peer cannot grow the UI without limit.
+MAX_LINES = 5000
+
+LineKind = Literal["in", "out", "info", "hint", "warn", "rejected"]
+
+STATUS_LABELS = {
+    "sending": "sending…",
+    "queued": "queued",
+    "delivered": "delivered",
+}
+
+
+@dataclass(eq=False)
+class Line:
+    """One entry of the message pane; own messages change ``status`` in place."""
+
+    kind: LineKind
+    ts: float
+    text: str
+    sender: str = ""
+    msg_id: str | None = None
+    status: str = ""
+    payload: str | None = None
+
+
+def pretty_fingerprint(fp: str | None) -> str:
+    """Groups of four hex digits, whether ``fp`` came grouped or not."""
+    if not fp:
+        return "(none)"
+    return format_fingerprint(fp.replace(" ", "").replace(":", "").lower())
+
+
+def short_fingerprint(fp: str | None) -> str:
+    """The first eight hex digits, enough to recognise a key at a glance."""
+    return pretty_fingerprint(fp)[:9] if fp else "?"
+
+
+def sanitize(text: str) -> str:
+    """Remove control characters a peer could use to repaint the terminal.
+
+    Newlines stay (a pasted multi-line message is one message); tabs become spaces.
+    """
+    out = []
+    for ch in text.replace("\r\n", "\n").replace("\t", "    "):
+        code = ord(ch)
+        if ch == "\n" or (code >= 0x20 and code != 0x7F and not 0x80 <= code < 0xA0):
+            out.append(ch)
+        else:
+            out.append("\N{REPLACEMENT CHARACTER}")
+    return "".join(out)
+
+
+@dataclass
+class ChatState:
+    """Everything the screen shows; mutated only through its methods."""
+
+    own_name: str = ""
+    fingerprint: str = ""
+    first_run: bool = False
+    clock: Callable[[], float] = time.time
+    windows: dict[str, list[Line]] = field(default_factory=lambda: {STATUS_WINDOW: []})
+    current: str = STATUS_WINDOW
+    unread: dict[str, int] = field(default_factory=dict)
+    banners: dict[str, KeyChangedAlert] = field(default_factory=dict)
+    connection: str = "connecting"
+    connection_detail: str = ""
+    retry_at: float | None = None
+    show_raw: bool = False
+    users: dict[str, bool] = field(default_factory=dict)
+    history_loaded: set[str] = field(default_factory=set)
+    by_id: dict[str, Line] = field(default_factory=dict)
+    users_requested: int = 0
+    intro_shown: bool = False
+    # Bumped on every change so views can tell that something was appended.
+    generation: int = 0
+
+    # --- windows --------------------------------------------------------------
+
+    def window(self, name: str) -> list[Line]:
+        return self.windows.setdefault(name, [])
+
+    def visible_lines(self) -> list[Line]:
+        return self.windows.get(self.current, [])
+
+    def _append(self, name: str, line: Line) -> None:
+        lines = self.window(name)
+        lines.append(line)
+        if len(lines) > MAX_LINES:
+            for old in lines[: len(lines) - MAX_LINES]:
+                if old.msg_id is not None and self.by_id.get(old.msg_id) is old:
+                    del self.by_id[old.msg_id]
+            del lines[: len(lines) - MAX_LINES]
+        self.generation += 1
+
+    def _here(self, kind: LineKind, text: str) -> None:
+        self._append(self.current, Line(kind, self.clock(), sanitize(text)))
+
+    def info(self, text: str) -> None:
+        """A neutral line in the current window."""
+        self._here("info", text)
+
+    def hint(self, text: str) -> None:
+        """A one-line hint: bad input, a failed call."""
+        self._here("hint", text)
+
+    def warn(self, text: str) -> None:
+        """A line in the warning colour in the current window."""
+        self._here("warn", text)
+
+    def switch(self, name: str) -> None:
+        """Make ``name`` the current conversation and mark it read."""
+        if name == self.current:
+            return
+        target = self.window(name)
+        if self.current == STATUS_WINDOW and not target:
+            # Leaving the start screen: carry the welcome lines along so the
+            # fingerprint stays in view above the first messages.
+            target.extend(self.windows[STATUS_WINDOW])
+        self.current = name
+        self.unread.pop(name, None)
+        self.generation += 1
+
+    def clear(self) -> None:
+        self.windows[self.current] = []
+        self.generation += 1
+
+    def toggle_raw(self) -> bool:
+        self.show_raw = not self.show_raw
+        self.generation += 1
+        return self.show_raw
+
+    def add_history(self, peer: str, entries: Iterable[HistoryEntry]) -> int:
+        """Put persisted history above this session's lines; returns how many were added."""
+        self.history_loaded.add(peer)
+        lines = self.window(peer)
+        seen = {line.msg_id for line in lines if line.msg_id}
+        older: list[Line] = []
+        for entry in entries:
+            if entry.msg_id in seen:
+                continue
+            own = entry.direction == "out"
+            older.append(
+                Line(
+                    "out" if own else "in",
+                    entry.ts / 1000,
+                    sanitize(entry.text),
+                    sender=self.own_name if own else entry.peer,
+                    msg_id=entry.msg_id,
+                    status=entry.status if own else "",
+                )
+            )
+        if older:
+            self.windows[peer] = older + lines
+            for line in older:
+                if line.msg_id and line.kind == "out":
+                    self.by_id.setdefault(line.msg_id, line)
+            self.generation += 1
+        return len(older)
+
+    def note_sent(self, msg_id: str, to: str, text: str) -> None:
+        """Show an own message the session accepted, if no MessageSent showed it already."""
+        if msg_id in self.by_id:
+            return
+        self._add_own(Line("out", self.clock(), sanitize(text), self.own_name, msg_id, "sending"), to)
+
+    def _add_own(self, line: Line, to: str) -> None:
+        if line.msg_id:
+            self.by_id[line.msg_id] = line
+        self._append(to, line)
+        if self.current != to:
+            # /msg from another window: show it here too (same object, so its
+            # delivery state updates in both places).
+            self._append(self.current, line)
+
+    def _incoming(self, peer: str, line: Line) -> None:
+        if self.current == STATUS_WINDOW:
+            self.switch(peer)
+        self._append(peer, line)
+        if peer != self.current:
+            self.unread[peer] = self.unread.get(peer, 0) + 1
+
+    def unread_summary(self) -> list[tuple[str, int]]:
+        return sorted((n, c) for n, c in self.unread.items() if c > 0)
+
+    def retry_in(self) -> int | None:
+        if self.retry_at is None:
+            return None
+        return max(0, int(self.retry_at - self.clock() + 0.999))
+
+    def known_names(self) -> list[str]:
+        names = set(self.users) | {w for w in self.windows if w} | set(self.banners)
+        names.discard(self.own_name)
+        return sorted(names)
+
+    # --- events ---------------------------------------------------------------
+
+    def apply(self, event: SessionEvent) -> None:
+        """Fold one session event into the state."""
+        match event:
+            case Ready(name, fp, new):
+                self.own_name, self.fingerprint = name, fp
+                if (new or self.first_run) and not self.intro_shown:
+                    self.intro_shown = True
+                    self.show_intro()
+            case ConnectionChanged(state, retry_in, detail):
+                self.connection = state
+                self.connection_detail = detail
+                self.retry_at = self.clock() + retry_in if retry_in is not None else None
+            case KeyGenerating(name, bits):
+                self.info(f"generating a {bits}-bit key for {name}…")
+            case MessageSent(msg_id, to, ts, text, payload):
+                known = self.by_id.get(msg_id)
+                if known is not None:
+                    known.payload = payload
+                else:
+                    own = Line("out", ts / 1000, sanitize(text), self.own_name, msg_id, "sending", payload)
+                    self._add_own(own, to)
+            case MessageReceived(sender, msg_id, ts, text, payload, _server_ts):
+                line = Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload)
+                self._incoming(sender, line)
+            case MessageRejected(sender, msg_id, reason, detail, payload):
+                text = f"rejected a message from {sender}: {reason}"
+                if detail:
+                    text += f" ({detail})"
+                line = Line("rejected", self.clock(), sanitize(text), sender, msg_id, payload=payload)
+                self._incoming(sender, line)
+            case Acked(msg_id, _to, status):
+                acked = self.by_id.get(msg_id)
+                # "delivered" may overtake "queued"; never step backwards.
+                if acked is not None and acked.status != "delivered":
+                    acked.status = status
+                    self.generation += 1
+            case KeyChangedAlert(name, _old, _new):
+                self.banners[name] = event
+                self._append(
+                    name,
+                    Line(
+                        "warn",
+                        self.clock(),
+                        f"the key of {name} changed: nothing is sent to them until you /trust {name}",
+                        name,
+                    ),
+                )
+                if self.current != name:
+                    self.warn(f"the key of {name} changed — see the banner above")
+            case ContactPinned(name, fp, trust):
+                if trust != "changed":
+                    self.banners.pop(name, None)
+                self._append(
+                    name,
+                    Line(
+                        "info",
+                        self.clock(),
+                        f"pinned the key of {name}: {pretty_fingerprint(fp)} ({trust})",
+                        name,
+                    ),
+                )
+            case UsersListed(users):
+                self.users = {u.name: u.online for u in users}
+                if self.users_requested > 0:
+                    self.users_requested -= 1
+                    self._show_users()
+                self.generation += 1
+            case PresenceChanged(name, online):
+                self.users[name] = online
+                if name in self.windows:
+                    self._append(
+                        name,
+                        Line("info", self.clock(), f"{name} is {'online' if online else 'offline'}", name),
+                    )
+                else:
+                    self.generation += 1
+            case ErrorReported(code, message, fatal, msg_id):
+                failed = self.by_id.get(msg_id) if msg_id else None
+                if failed is not None:
+                    failed.status = f"failed: {code}"
+                self.warn(f"{'fatal ' if fatal else ''}error {code}: {message}")
+
+    def show_intro(self) -> None:
+        """First run: the own fingerprint and how to compare it with a contact."""
+        self.info(f"welcome, {self.own_name}: this is your first session with this name.")
+        self.info(f"your fingerprint: {pretty_fingerprint(self.fingerprint)}")
+        self.info("compare fingerprints with a contact over another channel (in person, by phone):")
+        self.info("  they read theirs with /fingerprint, you see yours with /fingerprint and theirs")
+        self.info("  with /whois NAME; if they match, /verify NAME FINGERPRINT. /help lists commands.")
+
+    def _show_users(self) -> None:
+        if not self.users:
+            self.info("no users are registered")
+            return
+        parts = [f"{n}{'' if on else ' (offline)'}" for n, on in sorted(self.users.items())]
+        online = sum(1 for on in self.users.values() if on)
+        self.info(f"{len(self.users)} registered, {online} online: " + ", ".join(parts))

@@ -1,0 +1,516 @@
+"""The real prompt_toolkit application, driven headlessly through a pipe input."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+from prompt_toolkit.application import create_app_session
+from prompt_toolkit.data_structures import Size
+from prompt_toolkit.input import PipeInput, create_pipe_input
+from prompt_toolkit.output import ColorDepth, DummyOutput
+
+from securechat.events import (
+    Acked,
+    ConnectionChanged,
+    ContactInfo,
+    ContactPinned,
+    ErrorReported,
+    HistoryEntry,
+    KeyChangedAlert,
+    MessageReceived,
+    MessageRejected,
+    PresenceChanged,
+    Ready,
+)
+from securechat.ui import ChatUI, run_chat_ui
+from tests.support.ui_fakes import ALICE_FP, BOB_FP, BOB_NEW_FP, FakeSession
+
+pytestmark = pytest.mark.timeout(30)
+
+ENTER = "\r"
+PAGE_UP = "\x1b[5~"
+PAGE_DOWN = "\x1b[6~"
+UP = "\x1b[A"
+TAB = "\t"
+CTRL_C = "\x03"
+CTRL_D = "\x04"
+ALT_ENTER = "\x1b\r"
+
+
+def paste(text: str) -> str:
+    return f"\x1b[200~{text}\x1b[201~"
+
+
+class TerminalOutput(DummyOutput):
+    """A dummy output with a real terminal's size (80x24 unless told)."""
+
+    def __init__(self, rows: int = 24, columns: int = 80) -> None:
+        self.size = Size(rows=rows, columns=columns)
+
+    def get_size(self) -> Size:
+        return self.size
+
+
+async def wait_until(cond: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.01)
+
+
+@dataclass
+class Harness:
+    ui: ChatUI
+    fake: FakeSession
+    inp: PipeInput
+    task: asyncio.Task[int]
+
+    def type(self, text: str) -> None:
+        self.inp.send_text(text)
+
+    async def line(self, text: str) -> None:
+        """Type ``text`` and Enter, and wait until the input line took it."""
+        before = self.ui.state.generation
+        self.inp.send_text(text + ENTER)
+        await wait_until(lambda: self.ui.state.generation != before and not self.ui.input.text, what=text)
+
+    async def shows(self, needle: str, timeout: float = 5.0) -> None:
+        await wait_until(lambda: needle in self.ui.pane_text(), timeout, f"{needle!r} in the pane")
+
+    async def quit(self) -> int:
+        self.type(CTRL_C)
+        return await asyncio.wait_for(self.task, 5)
+
+
+@asynccontextmanager
+async def running_ui(
+    fake: FakeSession | None = None, *, first_run: bool = False, size: tuple[int, int] = (24, 80)
+) -> AsyncIterator[Harness]:
+    fake = fake or FakeSession()
+    with create_pipe_input() as inp, create_app_session(input=inp, output=TerminalOutput(*size)):
+        ui = ChatUI(fake, first_run=first_run, monochrome=False)
+        task = asyncio.ensure_future(ui.run())
+        await wait_until(lambda: ui.app.is_running and fake.running.is_set(), what="app running")
+        h = Harness(ui, fake, inp, task)
+        try:
+            yield h
+        finally:
+            if not task.done():
+                ui.quit()
+            await asyncio.wait_for(task, 5)
+
+
+async def test_start_shows_identity_and_connection_state() -> None:
+    async with running_ui() as h:
+        await h.shows("you are alice (a1ce a1ce")
+        assert " connecting " in h.ui.status_text()
+        h.fake.emit(ConnectionChanged("online"))
+        assert h.ui.status_text().startswith(" online │ alice a1ce a1ce")
+        h.fake.emit(ConnectionChanged("reconnecting", retry_in=4.2))
+        assert "reconnecting in 5s" in h.ui.status_text()
+
+
+async def test_first_run_shows_fingerprint_and_how_to_compare() -> None:
+    async with running_ui(first_run=True) as h:
+        await h.shows("your fingerprint: " + " ".join([ALICE_FP[:4]] * 16))
+        await h.shows("/verify NAME FINGERPRINT")
+        # A later Ready(new=True) does not repeat it.
+        before = h.ui.pane_text().count("first session")
+        h.fake.emit(Ready("alice", ALICE_FP, new=True))
+        assert h.ui.pane_text().count("first session") == before == 1
+
+
+async def test_ready_new_shows_intro_once_and_fetches_users() -> None:
+    async with running_ui() as h:
+        h.fake.emit(Ready("alice", ALICE_FP, new=True))
+        h.fake.emit(Ready("alice", ALICE_FP, new=True))
+        assert h.ui.pane_text().count("first session") == 1
+        await wait_until(lambda: ("list_users", None) in h.fake.calls)
+        await wait_until(lambda: h.ui.state.users.get("bob") is True)
+
+
+async def test_plain_text_goes_to_the_current_conversation_with_delivery_state() -> None:
+    fake = FakeSession(auto_ack=None)
+    async with running_ui(fake) as h:
+        await h.line("hello?")
+        await h.shows("no conversation yet")
+        assert fake.sent == []
+        await h.line("/to bob")
+        h.type("hi bob" + ENTER)
+        await wait_until(lambda: fake.sent == [("bob", "hi bob")])
+        await h.shows("<alice> hi bob  [sending…]")
+        msg_id = next(iter(h.ui.state.by_id))
+        fake.emit(Acked(msg_id, "bob", "queued"))
+        await h.shows("<alice> hi bob  [queued]")
+        fake.emit(Acked(msg_id, "bob", "delivered"))
+        fake.emit(Acked(msg_id, "bob", "queued"))  # late duplicate: never step back
+        await h.shows("<alice> hi bob  [delivered]")
+        assert h.ui.pane_text().count("hi bob") == 1
+        assert "→ bob" in h.ui.status_text()
+
+
+async def test_messages_leave_in_typing_order() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.type("".join(f"m{i}{ENTER}" for i in range(10)))
+        await wait_until(lambda: len(h.fake.sent) == 10)
+        assert [t for _to, t in h.fake.sent] == [f"m{i}" for i in range(10)]
+
+
+async def test_msg_sends_once_without_switching() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        await h.line("/msg Carol see you at 5")
+        await wait_until(lambda: h.fake.sent == [("carol", "see you at 5")])
+        assert h.ui.state.current == "bob"
+        await h.shows("<alice> see you at 5  [queued]")  # also echoed here
+        assert any(line.text == "see you at 5" for line in h.ui.state.windows["carol"])
+
+
+async def test_incoming_message_in_other_conversation_counts_unread() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.fake.emit(MessageReceived("carol", "c1" * 16, 1_700_000_000_000, "psst", "P1"))
+        h.fake.emit(MessageReceived("carol", "c2" * 16, 1_700_000_000_000, "psst 2", "P2"))
+        h.fake.emit(MessageReceived("bob", "b1" * 16, 1_700_000_000_000, "hey alice", "P3"))
+        assert "unread 2 (carol:2)" in h.ui.status_text()
+        await h.shows("<bob> hey alice")
+        assert "psst" not in h.ui.pane_text()
+        await h.line("/to carol")
+        await h.shows("<carol> psst 2")
+        assert "unread" not in h.ui.status_text()
+
+
+async def test_first_incoming_message_opens_its_conversation() -> None:
+    async with running_ui() as h:
+        h.fake.emit(MessageReceived("bob", "b1" * 16, 1_700_000_000_000, "hi", "P"))
+        assert h.ui.state.current == "bob"
+        await h.shows("<bob> hi")
+        assert "you are alice" in h.ui.pane_text()  # the welcome lines came along
+
+
+async def test_rejected_message_shows_reason_never_text() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.fake.emit(
+            MessageRejected("bob", "ee" * 16, "bad_signature", "PSS verification failed", "RAWPAYLOAD")
+        )
+        await h.shows("!! rejected a message from bob: bad_signature (PSS verification failed)")
+        line = h.ui.state.windows["bob"][-1]
+        assert line.kind == "rejected"
+        assert "RAWPAYLOAD" not in h.ui.pane_text()
+        await h.line("/raw")
+        await h.shows("RAWPAYLOAD")
+        # styled in the warning class
+        rows = h.ui.pane.rows()
+        assert any(style == "class:rejected" for row in rows for style, *_ in row)
+
+
+async def test_raw_shows_payload_under_each_message() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.fake.emit(MessageReceived("bob", "b1" * 16, 1_700_000_000_000, "hi", "eyJ2IjoxfQ=="))
+        await h.line("/raw")
+        text = h.ui.pane_text().splitlines()
+        index = next(i for i, row in enumerate(text) if "<bob> hi" in row)
+        assert text[index + 1] == "eyJ2IjoxfQ=="
+        await h.line("/raw")
+        assert "eyJ2IjoxfQ==" not in h.ui.pane_text()
+
+
+async def test_key_change_banner_stays_until_trust() -> None:
+    fake = FakeSession(changed={"bob"})
+    async with running_ui(fake) as h:
+        await h.line("/to bob")
+        fake.emit(KeyChangedAlert("bob", BOB_FP, BOB_NEW_FP))
+        assert "bob" in h.ui.state.banners
+        await h.line("still there?")
+        await h.shows("the key of 'bob' changed")
+        await h.shows("/trust bob to accept")
+        assert fake.sent == []
+        await h.line("/help")
+        assert "bob" in h.ui.state.banners
+        await h.line("/trust bob")
+        assert ("trust", "bob") in fake.calls
+        assert "bob" not in h.ui.state.banners
+        h.type("now?" + ENTER)
+        await wait_until(lambda: fake.sent == [("bob", "now?")])
+
+
+async def test_banner_is_rendered_on_screen() -> None:
+    async with running_ui() as h:
+        h.fake.emit(KeyChangedAlert("bob", BOB_FP, BOB_NEW_FP))
+        h.ui.app.invalidate()
+        await wait_until(lambda: "THE KEY OF BOB CHANGED" in _screen(h.ui))
+        assert "now bad0 bad0" in _screen(h.ui)
+
+
+def _screen(ui: ChatUI) -> str:
+    """What the last render put on the screen, from prompt_toolkit's own buffer."""
+    screen = ui.app.renderer.last_rendered_screen
+    if screen is None:
+        return ""
+    size = ui.app.output.get_size()
+    rows = []
+    for y in range(size.rows):
+        row = screen.data_buffer[y]
+        rows.append("".join(row[x].char for x in range(size.columns)).rstrip())
+    return "\n".join(rows)
+
+
+async def test_whois_fingerprint_and_verify() -> None:
+    fake = FakeSession(contacts={"bob": ContactInfo("bob", BOB_FP, "unverified", BOB_NEW_FP)})
+    async with running_ui(fake) as h:
+        fake.emit(PresenceChanged("bob", True))
+        await h.line("/whois bob")
+        await h.shows(f"bob online: {' '.join([BOB_FP[:4]] * 16)} (unverified)")
+        await h.shows("bob now presents another key: bad0")
+        await h.line("/whois carol")
+        await h.shows("carol: no key pinned yet")
+        await h.line("/fingerprint")
+        await h.shows("your fingerprint (alice): a1ce a1ce")
+        await h.line("/verify bob " + " ".join([BOB_FP[:4]] * 16))
+        assert ("verify", ("bob", BOB_FP)) in fake.calls
+        await h.shows("bob is verified")
+        await h.line("/verify bob " + "00" * 32)
+        await h.shows("does NOT match")
+        await h.line("/verify bob 1234")
+        await h.shows("a fingerprint is 64 hex digits")
+
+
+async def test_users_lists_registered_and_online() -> None:
+    async with running_ui() as h:
+        await h.line("/users")
+        await h.shows("3 registered, 2 online: alice, bob, carol (offline)")
+
+
+async def test_unknown_commands_and_bad_arguments_are_hints() -> None:
+    async with running_ui() as h:
+        await h.line("/frobnicate now")
+        await h.shows("unknown command /frobnicate; /help lists the commands")
+        await h.line("/to")
+        await h.shows("usage: /to NAME")
+        await h.line("/to Bob!")
+        await h.shows("'Bob!' is not a valid name")
+        await h.line("/msg bob")
+        await h.shows("usage: /msg NAME TEXT")
+        await h.line("/users now")
+        await h.shows("/users takes no arguments")
+        await h.line("/msg nobody hello")
+        await h.shows("server error unknown_user: no user named 'nobody'")
+        assert "Traceback" not in h.ui.pane_text()
+
+
+async def test_session_failures_become_hints_not_crashes() -> None:
+    fake = FakeSession()
+
+    def broken_contact(name: str) -> ContactInfo:
+        raise RuntimeError("disk on fire\nsecond line")
+
+    def broken_history(peer: str, limit: int = 200) -> list[HistoryEntry]:
+        raise OSError("history unreadable")
+
+    fake.contact = broken_contact  # type: ignore[method-assign]
+    fake.history = broken_history  # type: ignore[method-assign]
+    async with running_ui(fake) as h:
+        await h.line("/whois bob")
+        await h.shows("internal error: RuntimeError: disk on fire")
+        assert "second line" not in h.ui.pane_text()
+        await h.line("/to bob")
+        await h.shows("could not load the history with bob: internal error: OSError")
+        # A malformed event from a buggy or hostile source is a warning, not a crash.
+        fake.emit(MessageReceived("bob", "x", None, "hi", "P"))  # type: ignore[arg-type]
+        await h.shows("could not show an event")
+        fake.emit(ErrorReported("rate_limited", "slow down"))
+        await h.shows("error rate_limited: slow down")
+        assert h.ui.app.is_running
+
+
+async def test_control_characters_from_peers_are_neutralised() -> None:
+    async with running_ui() as h:
+        h.fake.emit(MessageReceived("bob", "b1" * 16, 1_700_000_000_000, "a\x1b[2Jb\x07c", "P"))
+        await h.shows("<bob> a\N{REPLACEMENT CHARACTER}[2Jb\N{REPLACEMENT CHARACTER}c")
+
+
+async def test_to_loads_persisted_history_once() -> None:
+    hist = [
+        HistoryEntry("bob", "in", "h1" * 16, 1_600_000_000_000, "old hello"),
+        HistoryEntry("bob", "out", "h2" * 16, 1_600_000_001_000, "old reply", "delivered"),
+    ]
+    fake = FakeSession(histories={"bob": hist})
+    async with running_ui(fake) as h:
+        await h.line("/to bob")
+        await h.shows("<bob> old hello")
+        await h.shows("<alice> old reply  [delivered]")
+        await h.line("/to carol")
+        await h.line("/to bob")
+        assert fake.calls.count(("history", "bob")) == 1
+        assert h.ui.pane_text().count("old hello") == 1
+
+
+async def test_multiline_paste_is_one_message() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.type(paste("line one\nline two\r\nline three"))
+        await wait_until(lambda: h.ui.input.text.count("\n") == 2)
+        assert h.fake.sent == []
+        h.type(ENTER)
+        await wait_until(lambda: h.fake.sent == [("bob", "line one\nline two\nline three")])
+        await h.shows("<alice> line one\n              line two")
+
+
+async def test_alt_enter_inserts_a_newline() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.type("a" + ALT_ENTER + "b")
+        await wait_until(lambda: h.ui.input.text == "a\nb")
+        h.type(ENTER)
+        await wait_until(lambda: h.fake.sent == [("bob", "a\nb")])
+
+
+async def test_input_history_with_up() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.type("first" + ENTER)
+        await wait_until(lambda: len(h.fake.sent) == 1)
+        h.type(UP)
+        await wait_until(lambda: h.ui.input.text == "first")
+        h.type(ENTER)
+        await wait_until(lambda: len(h.fake.sent) == 2)
+
+
+async def test_tab_completes_commands_and_names() -> None:
+    async with running_ui() as h:
+        h.fake.emit(Ready("alice", ALICE_FP))
+        await wait_until(lambda: "carol" in h.ui.state.users)
+        h.type("/wh" + TAB)
+        await wait_until(lambda: h.ui.input.text == "/whois")
+        h.type(" ca" + TAB)
+        await wait_until(lambda: h.ui.input.text == "/whois carol")
+        h.type(ENTER)
+        await h.shows("carol offline: no key pinned yet")
+
+
+async def test_pageup_scrolls_back_and_new_messages_do_not_yank() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        for i in range(60):
+            h.fake.emit(MessageReceived("bob", f"{i:032x}", 1_700_000_000_000, f"msg {i}", "P"))
+        h.ui.app.invalidate()
+        await wait_until(lambda: "msg 59" in _screen(h.ui))
+        h.type(PAGE_UP)
+        await wait_until(lambda: h.ui.pane.scrolled)
+        h.ui.app.invalidate()
+        await wait_until(lambda: "msg 59" not in _screen(h.ui) and "more below" in _screen(h.ui))
+        top = h.ui.pane.top
+        h.fake.emit(MessageReceived("bob", "f" * 32, 1_700_000_000_000, "newest", "P"))
+        assert h.ui.pane.top == top
+        h.ui.app.invalidate()
+        await wait_until(lambda: "more below" in _screen(h.ui))
+        assert "newest" not in _screen(h.ui)
+        h.type(PAGE_DOWN * 10)
+        await wait_until(lambda: not h.ui.pane.scrolled)
+        h.ui.app.invalidate()
+        await wait_until(lambda: "newest" in _screen(h.ui))
+
+
+async def test_pane_wraps_to_the_terminal_width() -> None:
+    async with running_ui(size=(24, 40)) as h:
+        await h.line("/to bob")
+        h.fake.emit(MessageReceived("bob", "b" * 32, 1_700_000_000_000, "word " * 20, "P"))
+        h.ui.app.invalidate()
+        await wait_until(lambda: "<bob> word" in _screen(h.ui))
+        assert all(len(row) <= 40 for row in _screen(h.ui).splitlines())
+    async with running_ui(size=(50, 200)) as h:
+        await h.line("/to bob")
+        h.fake.emit(MessageReceived("bob", "b" * 32, 1_700_000_000_000, "word " * 20, "P"))
+        h.ui.app.invalidate()
+        await wait_until(lambda: ("word " * 20).strip() in _screen(h.ui))
+
+
+async def test_clear_and_help() -> None:
+    async with running_ui() as h:
+        await h.line("/help")
+        await h.shows("/verify NAME FINGERPRINT")
+        await h.line("/clear")
+        assert "/verify NAME" not in h.ui.pane_text()
+
+
+async def test_mouse_toggle() -> None:
+    async with running_ui() as h:
+        assert h.ui.mouse
+        await h.line("/mouse")
+        assert not h.ui.mouse
+        await h.shows("mouse off")
+
+
+async def test_ctrl_c_quits_and_closes_the_session() -> None:
+    async with running_ui() as h:
+        h.type("some unsent text")
+        assert await h.quit() == 0
+        assert ("close", None) in h.fake.calls
+
+
+async def test_ctrl_d_quits_only_on_an_empty_line() -> None:
+    async with running_ui() as h:
+        h.type("ab" + "\x01" + CTRL_D)  # Ctrl-A then Ctrl-D deletes a character
+        await wait_until(lambda: h.ui.input.text == "b")
+        assert not h.task.done()
+        h.type("\x01" + CTRL_D)
+        await wait_until(lambda: h.ui.input.text == "")
+        h.type(CTRL_D)
+        assert await asyncio.wait_for(h.task, 5) == 0
+
+
+async def test_quit_command() -> None:
+    async with running_ui() as h:
+        h.type("/quit" + ENTER)
+        assert await asyncio.wait_for(h.task, 5) == 0
+        assert h.fake.closed.is_set()
+
+
+async def test_session_failure_is_shown_and_gives_exit_code_1() -> None:
+    from securechat.errors import ServerErrorReply
+
+    fake = FakeSession(run_error=ServerErrorReply("name_taken", "alice is registered with another key"))
+    async with running_ui(fake) as h:
+        await h.shows("the session ended: server error name_taken")
+        assert h.ui.status_text().startswith(" offline ")
+        assert await h.quit() == 1
+
+
+async def test_contact_pinned_and_presence_lines() -> None:
+    async with running_ui() as h:
+        await h.line("/to bob")
+        h.fake.emit(ContactPinned("bob", BOB_FP))
+        await h.shows("pinned the key of bob: b0b0 b0b0")
+        h.fake.emit(PresenceChanged("bob", False))
+        await h.shows("bob is offline")
+
+
+async def test_run_chat_ui_entry_point() -> None:
+    fake = FakeSession()
+    with create_pipe_input() as inp, create_app_session(input=inp, output=TerminalOutput()):
+        task = asyncio.ensure_future(run_chat_ui(fake, first_run=True))
+        await wait_until(lambda: fake.running.is_set())
+        inp.send_text("/to bob\rhello\r")
+        await wait_until(lambda: fake.sent == [("bob", "hello")])
+        inp.send_text(CTRL_C)
+        assert await asyncio.wait_for(task, 5) == 0
+        assert fake.closed.is_set()
+
+
+def test_no_color_is_monochrome(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NO_COLOR", "1")
+    with create_pipe_input() as inp, create_app_session(input=inp, output=TerminalOutput()):
+        ui = ChatUI(FakeSession())
+        assert ui.app.color_depth == ColorDepth.DEPTH_1_BIT
+        assert ui.app.style is not None
+        attrs = ui.app.style.get_attrs_for_style_str("class:rejected")
+        assert attrs.color in ("", None) and attrs.bold
