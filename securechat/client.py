@@ -632,6 +632,10 @@ class ClientSession:
         of ``to`` is not trusted.
         """
         to = self._checked_name(to)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest("the text holds an unpaired surrogate and cannot be sent as UTF-8") from None
         pin = self._store.pins.get(to)
         if pin is None:
             await self.lookup(to)

@@ -229,7 +229,8 @@ class ClientHome:
             raise KeyStoreError(f"cannot write the key in '{directory}': {exc.strerror}") from None
         return identity
 
-    def _checked_dir(self, name: str) -> Path:
+    def check_identity(self, name: str) -> Path:
+        """The identity directory of ``name``, after checking it exists and is private."""
         directory = self.identity_dir(name)
         if not (directory / PRIVATE_KEY_FILE).exists():
             raise KeyStoreError(
@@ -242,7 +243,7 @@ class ClientHome:
 
     def load_identity(self, name: str, passphrase: str | None = None) -> Identity:
         """Load the private key of ``name``; checks permissions and the passphrase."""
-        directory = self._checked_dir(name)
+        directory = self.check_identity(name)
         data = (directory / PRIVATE_KEY_FILE).read_bytes()
         encrypted = b"ENCRYPTED" in data[:64]
         if encrypted and not passphrase:
@@ -269,7 +270,7 @@ class ClientHome:
 
     def load_public_key(self, name: str) -> rsa.RSAPublicKey:
         """The public half of ``name``'s identity (no passphrase needed)."""
-        directory = self._checked_dir(name)
+        directory = self.check_identity(name)
         try:
             return crypto.load_public_key_pem((directory / PUBLIC_KEY_FILE).read_text("ascii"))
         except (OSError, UnicodeDecodeError, BadKey) as exc:
@@ -277,7 +278,7 @@ class ClientHome:
 
     def open_store(self, name: str, identity: Identity | None = None) -> KeyStore:
         """Open the per-identity state (pins, accepted ids, outbox, history)."""
-        directory = self._checked_dir(name)
+        directory = self.check_identity(name)
         public_key = identity.public_key if identity is not None else self.load_public_key(name)
         return KeyStore(directory, public_key, identity)
 
