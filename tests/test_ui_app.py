@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from prompt_toolkit.application import create_app_session
@@ -514,3 +515,49 @@ def test_no_color_is_monochrome(monkeypatch: pytest.MonkeyPatch) -> None:
         assert ui.app.style is not None
         attrs = ui.app.style.get_attrs_for_style_str("class:rejected")
         assert attrs.color in ("", None) and attrs.bold
+
+
+# --- the real ClientSession against a real in-process ChatServer ----------------------------
+
+
+async def test_real_session_against_real_server(tmp_path: Path) -> None:
+    from securechat import crypto
+    from securechat.client import ClientSession
+    from securechat.keystore import ClientHome
+    from tests.support.rawclient import clients, identity_key, running_server
+
+    async with running_server(tmp_path / "server.db") as server:
+        home = ClientHome(tmp_path / "home")
+        identity = home.create_identity("alice", bits=2048)
+        session = ClientSession(home.open_store("alice", identity), "127.0.0.1", server.port)
+        bob_key = identity_key("bob")
+        async with clients(server.port, "bob") as (bob,):
+            with create_pipe_input() as inp, create_app_session(input=inp, output=TerminalOutput()):
+                ui = ChatUI(session, first_run=True, monochrome=False)
+                task = asyncio.ensure_future(ui.run())
+                await wait_until(lambda: ui.state.connection == "online", 10, "online")
+                assert " online │ alice " in ui.status_text()
+
+                inp.send_text("/to bob\rhello bob\r")
+                frame = await bob.recv_type("message", 10)
+                env = frame["envelope"]
+                opened = crypto.open_envelope(bob_key, "bob", identity.public_key, env, frame["from"])
+                assert (frame["from"], opened.text) == ("alice", "hello bob")
+                await bob.send_frame({"type": "received", "id": env["id"], "from": "alice"})
+                await wait_until(lambda: "hello bob  [delivered]" in ui.pane_text(), 10, "delivered")
+
+                # A tampered envelope from bob is shown as rejected, never as text.
+                bad = crypto.seal_envelope(bob_key, identity.public_key, "bob", "alice", "tampered secret")
+                ct = bytearray(crypto.b64decode(bad["ct"]))
+                ct[0] ^= 1
+                bad["ct"] = crypto.b64encode(bytes(ct))
+                await bob.send_frame({"type": "send", "to": "alice", "envelope": bad})
+                await wait_until(lambda: "rejected a message from bob" in ui.pane_text(), 10, "rejected")
+                assert "tampered secret" not in ui.pane_text()
+
+                good = crypto.seal_envelope(bob_key, identity.public_key, "bob", "alice", "hi alice")
+                await bob.send_frame({"type": "send", "to": "alice", "envelope": good})
+                await wait_until(lambda: "<bob> hi alice" in ui.pane_text(), 10, "bob's message")
+
+                inp.send_text(CTRL_C)
+                assert await asyncio.wait_for(task, 10) == 0
