@@ -649,6 +649,12 @@ class ChatServer:
                     conn.inflight[key] = _InFlight(
                         m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True
                     )
+                    # Wait for the reader instead of tripping the outgoing bound ourselves.
+                    buffered = conn.transport.get_write_buffer_size()
+                    if buffered and buffered + len(m.frame) > conn.max_out:
+                        await conn.writer.drain()
+                        if conn.closing:
+                            return
                     conn.write(m.frame)
                     if conn.closing:
                         return

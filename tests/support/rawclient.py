@@ -25,8 +25,8 @@ DEFAULT_TIMEOUT = 5.0
 
 
 @functools.cache
-def test_key(index: int = 0) -> rsa.RSAPrivateKey:
-    """RSA-2048 keys generated once per test session (index picks a distinct key)."""
+def identity_key(owner: str = "alice") -> rsa.RSAPrivateKey:
+    """An RSA-2048 key per ``owner`` label, generated once per test session."""
     return generate_private_key(2048)
 
 
@@ -106,7 +106,7 @@ class RawClient:
 
     async def login(self, name: str, key: rsa.RSAPrivateKey | None = None) -> dict[str, Any]:
         """hello / challenge / auth / welcome; returns the welcome frame."""
-        key = key or test_key(0)
+        key = key or identity_key(name)
         challenge = await self.hello(name, key)
         assert challenge["type"] == "challenge", challenge
         server_id = b64decode(challenge["server_id"])
@@ -156,13 +156,13 @@ async def running_server(db_path: Path, **options: Any) -> AsyncIterator[ChatSer
 
 @contextlib.asynccontextmanager
 async def clients(port: int, *names: str) -> AsyncIterator[list[RawClient]]:
-    """Logged-in clients, one key index per position; closed on exit."""
+    """Logged-in clients, each with ``identity_key(name)``; closed on exit."""
     out: list[RawClient] = []
     try:
-        for i, name in enumerate(names):
+        for name in names:
             c = await RawClient.connect(port)
             out.append(c)
-            await c.login(name, test_key(i))
+            await c.login(name, identity_key(name))
         yield out
     finally:
         for c in out:

@@ -1,0 +1,640 @@
+"""The relay against a real ChatServer on 127.0.0.1 and an ephemeral port."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from securechat.crypto import b64decode, b64encode, public_key_pem, sign_auth
+from securechat.server import ChatServer, ServerConfig
+from securechat.store import QueuedMessage, SqliteStore
+from tests.support.rawclient import (
+    RawClient,
+    clients,
+    envelope,
+    json_frame,
+    msg_id,
+    raw_frame,
+    running_server,
+    identity_key,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
+    async with running_server(tmp_path / "server.db") as srv:
+        yield srv
+
+
+def send(to: str, n: int, sender: str = "alice", rid: str | None = None, **env: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "send", "to": to, "envelope": {**envelope(sender, to, msg_id(n)), **env}}
+    if rid is not None:
+        frame["rid"] = rid
+    return frame
+
+
+async def fatal(client: RawClient, code: str) -> dict[str, Any]:
+    """The next frame is the fatal error ``code`` and the server then closes."""
+    frame = await client.recv()
+    assert frame["type"] == "error" and frame["code"] == code and frame["fatal"] is True, frame
+    assert "Traceback" not in frame["message"]
+    assert await client.expect_closed() == []
+    return frame
+
+
+async def nonfatal(client: RawClient, code: str) -> dict[str, Any]:
+    frame = await client.recv_type("error")
+    assert frame["code"] == code and frame["fatal"] is False, frame
+    return frame
+
+
+async def still_open(client: RawClient) -> None:
+    await client.send_frame({"type": "ping", "rid": "alive"})
+    assert await client.recv_type("pong") == {"type": "pong", "rid": "alive"}
+
+
+async def connect(server: ChatServer) -> RawClient:
+    return await RawClient.connect(server.port)
+
+
+# --- framing (section 1) ------------------------------------------------------------
+
+
+async def test_oversized_length_prefix_is_refused_before_the_body(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", max_frame=1024) as srv:
+        c = await connect(srv)
+        # Announce 100 MiB and send none of it: the answer must not wait for the body.
+        await c.send_raw(struct.pack(">I", 100 * 2**20))
+        frame = await fatal(c, "frame_too_large")
+        assert "1024" in frame["message"]
+
+
+async def test_oversized_length_prefix_after_auth(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_raw(struct.pack(">I", 0xFFFFFFFF) + b"x" * 1000)
+        await fatal(a, "frame_too_large")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(struct.pack(">I", 0), id="zero-length"),
+        pytest.param(raw_frame(b'{"type":"ping","x":"\xff\xfe"}'), id="invalid-utf8"),
+        pytest.param(raw_frame(b'{"type":"ping"'), id="invalid-json"),
+        pytest.param(raw_frame(b'["ping"]'), id="not-an-object"),
+        pytest.param(json_frame({"kind": "ping"}), id="missing-type"),
+        pytest.param(json_frame({"type": 7}), id="non-string-type"),
+    ],
+)
+async def test_bad_frames_are_fatal(server: ChatServer, data: bytes) -> None:
+    c = await connect(server)
+    await c.send_raw(data)
+    await fatal(c, "bad_frame")
+
+
+async def test_bad_frame_after_a_good_one_in_the_same_packet(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_raw(json_frame({"type": "ping", "rid": "1"}) + raw_frame(b"nope"))
+        assert await a.recv() == {"type": "pong", "rid": "1"}
+        await fatal(a, "bad_frame")
+
+
+async def test_unknown_fields_are_ignored(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "ping", "future": {"x": [1, 2]}})
+        assert await a.recv() == {"type": "pong"}
+
+
+# --- session start (section 3) --------------------------------------------------------
+
+
+async def test_frames_before_hello_are_not_authenticated(server: ChatServer) -> None:
+    c = await connect(server)
+    await c.send_frame({"type": "list", "rid": "early"})
+    frame = await fatal(c, "not_authenticated")
+    assert frame["rid"] == "early"
+
+
+async def test_frames_between_hello_and_auth_are_not_authenticated(server: ChatServer) -> None:
+    c = await connect(server)
+    assert (await c.hello("alice", identity_key("alice")))["type"] == "challenge"
+    await c.send_frame({"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(1))})
+    await fatal(c, "not_authenticated")
+
+
+async def test_unknown_type_before_auth_is_not_authenticated(server: ChatServer) -> None:
+    c = await connect(server)
+    await c.send_frame({"type": "frobnicate"})
+    await fatal(c, "not_authenticated")
+
+
+async def test_welcome_registers_and_reports_new(server: ChatServer) -> None:
+    c = await connect(server)
+    welcome = await c.login("alice", identity_key("alice"))
+    assert welcome["name"] == "alice" and welcome["new"] is True
+    assert len(welcome["fingerprint"]) == 64
+    await c.close()
+    c = await connect(server)
+    assert (await c.login("alice", identity_key("alice")))["new"] is False
+    await c.close()
+
+
+async def test_challenge_has_16_byte_server_id_and_fresh_32_byte_nonce(server: ChatServer) -> None:
+    nonces = set()
+    for _ in range(2):
+        c = await connect(server)
+        ch = await c.hello("alice", identity_key("alice"))
+        assert len(b64decode(ch["server_id"])) == 16
+        nonce = b64decode(ch["nonce"])
+        assert len(nonce) == 32
+        nonces.add(nonce)
+        await c.close()
+    assert len(nonces) == 2
+
+
+async def test_wrong_key_for_a_taken_name(server: ChatServer) -> None:
+    async with clients(server.port, "alice"):
+        pass
+    c = await connect(server)
+    ch = await c.hello("alice", identity_key("bob"))
+    sig = sign_auth(identity_key("bob"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]))
+    await c.send_frame({"type": "auth", "signature": b64encode(sig), "rid": "a"})
+    assert (await fatal(c, "name_taken"))["rid"] == "a"
+    # The original key still works.
+    async with clients(server.port, "alice"):
+        pass
+
+
+async def test_bad_auth_signature(server: ChatServer) -> None:
+    c = await connect(server)
+    ch = await c.hello("alice", identity_key("alice"))
+    # Signed with another key than the one presented.
+    sig = sign_auth(identity_key("bob"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]))
+    await c.send_frame({"type": "auth", "signature": b64encode(sig)})
+    await fatal(c, "auth_failed")
+
+
+async def test_auth_signature_not_base64(server: ChatServer) -> None:
+    c = await connect(server)
+    await c.hello("alice", identity_key("alice"))
+    await c.send_frame({"type": "auth", "signature": "***"})
+    await fatal(c, "auth_failed")
+
+
+async def test_replayed_auth_signature_from_an_earlier_session(server: ChatServer) -> None:
+    first = await connect(server)
+    ch = await first.hello("alice", identity_key("alice"))
+    sig = b64encode(sign_auth(identity_key("alice"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"])))
+    await first.send_frame({"type": "auth", "signature": sig})
+    assert (await first.recv())["type"] == "welcome"
+    await first.close()
+    second = await connect(server)
+    await second.hello("alice", identity_key("alice"))
+    await second.send_frame({"type": "auth", "signature": sig})
+    await fatal(second, "auth_failed")
+
+
+async def test_version_unsupported(server: ChatServer) -> None:
+    c = await connect(server)
+    await c.send_frame({"type": "hello", "version": 2, "name": "alice", "pubkey": public_key_pem(identity_key("alice").public_key())})
+    await fatal(c, "version_unsupported")
+
+
+@pytest.mark.parametrize("name", ["Alice", "-alice", "", "a" * 33, "al ice", 7])
+async def test_invalid_name(server: ChatServer, name: object) -> None:
+    c = await connect(server)
+    await c.send_frame({"type": "hello", "version": 1, "name": name, "pubkey": public_key_pem(identity_key("alice").public_key())})
+    await fatal(c, "invalid_name")
+
+
+@pytest.fixture(scope="module")
+def small_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=1024)
+
+
+@pytest.mark.parametrize("kind", ["small-modulus", "garbage", "two-blocks"])
+async def test_bad_key(server: ChatServer, small_key: rsa.RSAPrivateKey, kind: str) -> None:
+    good = public_key_pem(identity_key("alice").public_key())
+    pem = {
+        "small-modulus": public_key_pem(small_key.public_key()),
+        "garbage": "-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n",
+        "two-blocks": good + good,
+    }[kind]
+    c = await connect(server)
+    await c.send_frame({"type": "hello", "version": 1, "name": "alice", "pubkey": pem})
+    await fatal(c, "bad_key")
+
+
+async def test_handshake_timeout(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", handshake_timeout=0.3) as srv:
+        c = await connect(srv)
+        await c.hello("alice", identity_key("alice"))  # and never authenticate
+        await fatal(c, "timeout")
+
+
+async def test_idle_timeout(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", idle_timeout=0.3) as srv:
+        async with clients(srv.port, "alice") as (a,):
+            await fatal(a, "timeout")
+
+
+async def test_frames_keep_an_idle_connection_open(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", idle_timeout=0.5) as srv:
+        async with clients(srv.port, "alice") as (a,):
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 1.0  # twice the idle timeout, pinging all along
+            while loop.time() < end:
+                await still_open(a)
+                with pytest.raises(TimeoutError):
+                    await a.recv(0.1)
+
+
+async def test_new_session_replaces_the_old(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob") as (a, b):
+        await a.recv_type("presence")
+        newer = await connect(server)
+        await newer.login("bob", identity_key("bob"))
+        await fatal(b, "replaced")
+        await still_open(newer)
+        # Bob never went offline: alice saw no offline presence for him.
+        frame = await a.recv_type("presence")
+        assert frame == {"type": "presence", "name": "bob", "online": True}
+        await a.send_frame(send("bob", 1))
+        assert (await newer.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        await newer.close()
+
+
+async def test_hello_after_welcome_is_a_nonfatal_bad_request(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "hello", "version": 1, "name": "alice", "pubkey": "x", "rid": "h"})
+        assert (await nonfatal(a, "bad_request"))["rid"] == "h"
+        await a.send_frame({"type": "auth", "signature": "AAAA"})
+        await nonfatal(a, "bad_request")
+        await still_open(a)
+
+
+async def test_unknown_type_after_auth(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "frobnicate", "rid": "u"})
+        frame = await nonfatal(a, "unknown_type")
+        assert frame["rid"] == "u"
+        await still_open(a)
+
+
+async def test_rid_is_echoed_on_every_response(server: ChatServer) -> None:
+    c = await connect(server)
+    key = identity_key("alice")
+    await c.send_frame({"type": "hello", "version": 1, "name": "alice", "pubkey": public_key_pem(key.public_key()), "rid": "r1"})
+    ch = await c.recv()
+    assert ch["type"] == "challenge" and ch["rid"] == "r1"
+    sig = sign_auth(key, b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]))
+    await c.send_frame({"type": "auth", "signature": b64encode(sig), "rid": "r2"})
+    assert (await c.recv())["rid"] == "r2"
+    for frame, expected in [
+        ({"type": "ping", "rid": "r3"}, "pong"),
+        ({"type": "list", "rid": "r4"}, "users"),
+        ({"type": "lookup", "name": "alice", "rid": "r5"}, "key"),
+        ({"type": "lookup", "name": "nobody", "rid": "r6"}, "error"),
+        ({"type": "received", "id": "bad", "from": "bob", "rid": "r7"}, "error"),
+    ]:
+        await c.send_frame(frame)
+        reply = await c.recv()
+        assert reply["type"] == expected and reply["rid"] == frame["rid"], reply
+    # A rid that is not a string of at most 64 characters is not echoed.
+    await c.send_frame({"type": "ping", "rid": "x" * 65})
+    assert await c.recv() == {"type": "pong"}
+    await c.close()
+
+
+# --- directory (section 4) ------------------------------------------------------------
+
+
+async def test_lookup_and_list_and_presence(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "lookup", "name": "bob"})
+        await nonfatal(a, "unknown_user")
+        async with clients(server.port, "carol", "bob") as (_, b):
+            assert await a.recv_type("presence") == {"type": "presence", "name": "carol", "online": True}
+            assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": True}
+            await a.send_frame({"type": "lookup", "name": "bob"})
+            key = await a.recv_type("key")
+            assert key["name"] == "bob"
+            assert key["pubkey"] == public_key_pem(identity_key("bob").public_key())
+            await b.close()
+            assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": False}
+            await a.send_frame({"type": "list"})
+            users = (await a.recv_type("users"))["users"]
+            assert users == [
+                {"name": "alice", "online": True},
+                {"name": "bob", "online": False},
+                {"name": "carol", "online": True},
+            ]
+
+
+async def test_lookup_rate_limit(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", lookup_rate=2.0) as srv:
+        async with clients(srv.port, "alice") as (a,):
+            for _ in range(5):
+                await a.send_frame({"type": "lookup", "name": "alice"})
+            kinds = [(await a.recv())["type"] for _ in range(5)]
+            assert kinds.count("key") == 2
+            assert kinds.count("error") == 3
+            await still_open(a)
+
+
+# --- messages (section 5) -------------------------------------------------------------
+
+
+async def test_message_goes_to_the_one_recipient_only(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob", "carol") as (a, b, c):
+        await a.send_frame(send("bob", 1, rid="s1"))
+        message = await b.recv_type("message")
+        assert message["from"] == "alice"
+        assert message["envelope"] == envelope("alice", "bob", msg_id(1))
+        assert isinstance(message["server_ts"], int)
+        await b.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+        ack = await a.recv_type("ack")
+        assert ack == {"type": "ack", "id": msg_id(1), "to": "bob", "status": "delivered", "rid": "s1"}
+        # carol saw presence frames only.
+        while c.frames or True:
+            try:
+                frame = await c.recv(0.2)
+            except TimeoutError:
+                break
+            assert frame["type"] == "presence", frame
+
+
+async def test_forged_envelope_from(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob", "carol") as (a, b, _):
+        await a.send_frame(send("bob", 1, sender="carol", rid="f"))
+        assert (await nonfatal(a, "bad_request"))["rid"] == "f"
+        await still_open(a)
+        await b.send_frame({"type": "ping"})
+        assert (await b.recv_type("pong")) == {"type": "pong"}
+        assert not [f for f in b.frames if f["type"] == "message"]
+
+
+async def test_to_and_envelope_to_mismatch(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob", "carol") as (a, _, _):
+        frame = send("bob", 1)
+        frame["to"] = "carol"
+        await a.send_frame(frame)
+        await nonfatal(a, "bad_request")
+        await still_open(a)
+
+
+async def test_malformed_envelope_is_a_bad_request(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob") as (a, _):
+        await a.send_frame(send("bob", 1, id="not-hex"))
+        await nonfatal(a, "bad_request")
+        await still_open(a)
+
+
+async def test_unknown_recipient(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame(send("nobody", 1, rid="u"))
+        assert (await nonfatal(a, "unknown_user"))["rid"] == "u"
+        await still_open(a)
+
+
+async def test_send_to_self_is_a_bad_request(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame(send("alice", 1))
+        await nonfatal(a, "bad_request")
+        await still_open(a)
+
+
+async def test_offline_queue_delivered_after_welcome_oldest_first_and_kept_until_received(server: ChatServer) -> None:
+    async with clients(server.port, "bob"):
+        pass
+    async with clients(server.port, "alice") as (a,):
+        for n in range(1, 6):
+            await a.send_frame(send("bob", n, rid=f"q{n}"))
+            assert await a.recv_type("ack") == {"type": "ack", "id": msg_id(n), "to": "bob", "status": "queued", "rid": f"q{n}"}
+        # First session: read, confirm only the first two, drop.
+        b = await connect(server)
+        await b.login("bob", identity_key("bob"))
+        ids = [(await b.recv_type("message"))["envelope"]["id"] for _ in range(5)]
+        assert ids == [msg_id(n) for n in range(1, 6)]
+        for n in (1, 2):
+            await b.send_frame({"type": "received", "id": msg_id(n), "from": "alice"})
+            ack = await a.recv_type("ack")
+            assert ack["status"] == "delivered" and ack["id"] == msg_id(n)
+        await still_open(b)  # the received frames were processed
+        await b.close()
+        # Second session: only the unconfirmed three, still oldest first.
+        b = await connect(server)
+        await b.login("bob", identity_key("bob"))
+        ids = [(await b.recv_type("message"))["envelope"]["id"] for _ in range(3)]
+        assert ids == [msg_id(n) for n in range(3, 6)]
+        for n in range(3, 6):
+            await b.send_frame({"type": "received", "id": msg_id(n), "from": "alice"})
+        await still_open(b)
+        await b.close()
+    async with clients(server.port, "bob") as (b,):
+        await b.expect_silence()
+
+
+async def test_resend_of_a_queued_message_is_not_stored_twice(server: ChatServer) -> None:
+    async with clients(server.port, "bob"):
+        pass
+    async with clients(server.port, "alice") as (a,):
+        for _ in range(2):
+            await a.send_frame(send("bob", 1))
+            assert (await a.recv_type("ack"))["status"] == "queued"
+    async with clients(server.port, "bob") as (b,):
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        await b.expect_silence()
+
+
+async def test_unconfirmed_in_flight_goes_back_to_the_queue_on_drop(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob") as (a, b):
+        await a.send_frame(send("bob", 1, rid="x"))
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        await b.close()  # without confirming
+        ack = await a.recv_type("ack")
+        assert ack == {"type": "ack", "id": msg_id(1), "to": "bob", "status": "queued", "rid": "x"}
+        b2 = await connect(server)
+        await b2.login("bob", identity_key("bob"))
+        assert (await b2.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        await b2.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+        assert (await a.recv_type("ack"))["status"] == "delivered"
+        await b2.close()
+
+
+async def test_replaced_session_hands_its_in_flight_messages_to_the_new_one(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob") as (a, b):
+        await a.send_frame(send("bob", 1))
+        await b.recv_type("message")
+        newer = await connect(server)
+        await newer.login("bob", identity_key("bob"))
+        assert (await newer.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        await newer.close()
+
+
+async def test_messages_arriving_during_the_backlog_go_after_it(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    async with running_server(db) as srv:
+        async with clients(srv.port, "alice", "bob"):
+            pass
+    backlog = 2000
+    store = SqliteStore(db)
+    for n in range(backlog):
+        await store.enqueue(QueuedMessage("bob", "alice", msg_id(n), n, json_frame(
+            {"type": "message", "from": "alice", "server_ts": n, "envelope": envelope("alice", "bob", msg_id(n))}
+        ), 1e12))
+    await store.close()
+    async with running_server(db) as srv:
+        async with clients(srv.port, "alice", "carol") as (a, c):
+            b = await connect(srv)
+            await b.login("bob", identity_key("bob"))
+            await a.send_frame(send("bob", backlog))  # while the backlog streams
+            # Others are not held up by bob's backlog.
+            await still_open(c)
+            ids = [(await b.recv_type("message"))["envelope"]["id"] for _ in range(backlog + 1)]
+            assert ids == [msg_id(n) for n in range(backlog + 1)]
+            await b.close()
+
+
+async def test_registrations_and_queue_survive_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    async with running_server(db) as srv:
+        async with clients(srv.port, "alice", "bob") as (a, b):
+            await b.close()
+            await a.send_frame(send("bob", 7))
+            assert (await a.recv_type("ack"))["status"] == "queued"
+            server_id = a.server_id
+    async with running_server(db) as srv:
+        c = await connect(srv)
+        ch = await c.hello("bob", identity_key("mallory"))
+        assert b64decode(ch["server_id"]) == server_id
+        await c.close()
+        b = await connect(srv)
+        assert (await b.login("bob", identity_key("bob")))["new"] is False
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(7)
+        await b.close()
+        c = await connect(srv)
+        sig = sign_auth(identity_key("mallory"), b64decode(ch["server_id"]), "bob", b64decode((await c.hello("bob", identity_key("mallory")))["nonce"]))
+        await c.send_frame({"type": "auth", "signature": b64encode(sig)})
+        await fatal(c, "name_taken")
+
+
+async def test_queue_full_drops_nothing(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", queue_limit=3) as srv:
+        async with clients(srv.port, "bob"):
+            pass
+        async with clients(srv.port, "alice") as (a,):
+            for n in range(3):
+                await a.send_frame(send("bob", n))
+                assert (await a.recv_type("ack"))["status"] == "queued"
+            await a.send_frame(send("bob", 3, rid="full"))
+            assert (await nonfatal(a, "queue_full"))["rid"] == "full"
+            # A resend of something already queued is still acked.
+            await a.send_frame(send("bob", 0))
+            assert (await a.recv_type("ack"))["status"] == "queued"
+        async with clients(srv.port, "bob") as (b,):
+            ids = [(await b.recv_type("message"))["envelope"]["id"] for _ in range(3)]
+            assert ids == [msg_id(n) for n in range(3)]
+            await b.expect_silence()
+
+
+async def test_rate_limited_keeps_the_connection(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", rate=20.0, burst=5) as srv:
+        async with clients(srv.port, "alice") as (a,):
+            await a.send_raw(b"".join(json_frame({"type": "ping", "rid": str(i)}) for i in range(20)))
+            replies = [await a.recv() for _ in range(20)]
+            pongs = [r for r in replies if r["type"] == "pong"]
+            limited = [r for r in replies if r["type"] == "error"]
+            assert 1 <= len(pongs) <= 6  # the burst (less what the login spent), maybe one refill
+            assert limited and all(r["code"] == "rate_limited" and r["fatal"] is False for r in limited)
+            # The bucket refills and the same connection is served again.
+            async with asyncio.timeout(5):
+                while True:
+                    await a.send_frame({"type": "ping", "rid": "again"})
+                    if (await a.recv())["type"] == "pong":
+                        break
+
+
+async def test_server_busy_over_max_connections(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", max_connections=2) as srv:
+        first, second = await connect(srv), await connect(srv)
+        third = await connect(srv)
+        frame = await fatal(third, "server_busy")
+        assert frame["fatal"] is True
+        await first.close()
+        await first.expect_closed()
+        # Once a slot is free, a new connection is served (retry until the close is seen).
+        async with asyncio.timeout(5):
+            while True:
+                c = await connect(srv)
+                await c.send_frame({"type": "hello", "version": 1, "name": "alice",
+                                    "pubkey": public_key_pem(identity_key("alice").public_key())})
+                if (await c.recv())["type"] == "challenge":
+                    break
+                await c.close()
+        await c.close()
+        await second.close()
+
+
+async def test_server_busy_over_max_per_ip(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", max_per_ip=1) as srv:
+        first = await connect(srv)
+        second = await connect(srv)
+        await fatal(second, "server_busy")
+        await first.close()
+
+
+async def test_a_non_reading_recipient_is_dropped_and_its_messages_kept(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", max_outgoing_buffer=256 * 1024) as srv:
+        async with clients(srv.port, "alice", "bob", "carol") as (a, b, c):
+            big = "A" * (200 * 1024)
+            count = 80  # 16 MB: far more than the kernel buffers plus the bound
+            for n in range(count):
+                await a.send_frame(send("bob", n, ct=big))
+            # Bob never reads; the server drops him and queues what he did not confirm.
+            acks = set()
+            async with asyncio.timeout(15):
+                while len(acks) < count:
+                    ack = await a.recv_type("ack", timeout=15)
+                    assert ack["status"] == "queued"
+                    acks.add(ack["id"])
+            await still_open(a)
+            await still_open(c)
+            b.writer.transport.abort()
+            b2 = RawClient(*await asyncio.open_connection("127.0.0.1", srv.port))
+            b2.decoder = b2.decoder.__class__(1 << 22)
+            await b2.login("bob", identity_key("bob"))
+            ids = [(await b2.recv_type("message"))["envelope"]["id"] for _ in range(count)]
+            assert ids == [msg_id(n) for n in range(count)]
+            await b2.close()
+
+
+async def test_internal_errors_are_generic_and_nonfatal(server: ChatServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> Any:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(server._store, "list_names", broken)
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "list", "rid": "i"})
+        frame = await nonfatal(a, "internal")
+        assert frame["rid"] == "i"
+        assert "secret" not in frame["message"] and "Traceback" not in frame["message"]
+        await still_open(a)
+
+
+async def test_close_is_clean_with_connections_open(tmp_path: Path) -> None:
+    srv = ChatServer(ServerConfig(port=0, db_path=tmp_path / "s.db"))
+    await srv.start()
+    assert srv.port != 0
+    c = await connect(srv)
+    await c.login("alice", identity_key("alice"))
+    await srv.close()
+    await c.expect_closed()
