@@ -155,10 +155,11 @@ def parse(line: str) -> Command | Hint | None:
         head, _, more = head.partition("\n")
         rest = more + (" " + rest if rest else "")
     cmd = ALIASES.get(head.lower(), head.lower())
+    text_rest = rest.lstrip(" ")  # a message keeps its own trailing whitespace
     rest = rest.strip()
     match cmd:
         case "msg":
-            target, _, text = rest.partition(" ")
+            target, _, text = text_rest.partition(" ")
             name = _name_arg(cmd, target)
             if isinstance(name, Hint):
                 return name

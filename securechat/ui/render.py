@@ -66,29 +66,54 @@ def render_line(line: Line, show_raw: bool) -> list[Logical]:
 
 
 def wrap(frags: StyleAndTextTuples, width: int, indent: int) -> list[StyleAndTextTuples]:
-    """Split fragments into rows of at most ``width`` cells; ``\\n`` starts a row."""
+    """Split fragments into rows of at most ``width`` cells; ``\\n`` starts a row.
+
+    Rows break after a space when there is one in the row's second half (so
+    words and fingerprint groups stay whole), else at the edge.
+    """
     width = max(width, 1)
     indent = indent if indent < width // 2 else 0
-    rows: list[StyleAndTextTuples] = [[]]
+    pad: list[tuple[str, str, int]] = [("", " ", 1)] * indent
+    rows: list[list[tuple[str, str, int]]] = [[]]
     col = 0
     for frag in frags:
         style, text = frag[0], frag[1]
         for ch in text:
             if ch == "\n":
-                rows.append([("", " " * indent)] if indent else [])
+                rows.append(list(pad))
                 col = indent
                 continue
             w = get_cwidth(ch)
-            if col + w > width:
-                rows.append([("", " " * indent)] if indent else [])
-                col = indent
-            row = rows[-1]
-            if row and row[-1][0] == style:
-                row[-1] = (style, row[-1][1] + ch)
-            else:
-                row.append((style, ch))
+            if col + w > width and col > indent:
+                row = rows[-1]
+                cut = _break_at(row, indent, width)
+                moved = row[cut:] if cut else []
+                del row[len(row) - len(moved) :]
+                rows.append(pad + moved)
+                col = indent + sum(c[2] for c in moved)
+                if ch == " ":
+                    continue  # a space at the break is not carried to the next row
+            rows[-1].append((style, ch, w))
             col += w
-    return rows
+    return [_merge(row) for row in rows]
+
+
+def _break_at(row: list[tuple[str, str, int]], indent: int, width: int) -> int:
+    """Index just after the last space in the row's second half, or 0 for none."""
+    for i in range(len(row) - 1, max(indent, width // 2) - 1, -1):
+        if row[i][1] == " ":
+            return i + 1 if i + 1 < len(row) else 0
+    return 0
+
+
+def _merge(cells: list[tuple[str, str, int]]) -> StyleAndTextTuples:
+    out: StyleAndTextTuples = []
+    for style, ch, _w in cells:
+        if out and out[-1][0] == style:
+            out[-1] = (style, out[-1][1] + ch)
+        else:
+            out.append((style, ch))
+    return out
 
 
 def pane_rows(state: ChatState, width: int) -> list[StyleAndTextTuples]:

@@ -1,0 +1,329 @@
+"""ChatState and its rendering: session events in, screen model out, no terminal."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from prompt_toolkit.utils import get_cwidth
+
+from securechat.events import (
+    Acked,
+    ConnectionChanged,
+    ContactPinned,
+    ErrorReported,
+    HistoryEntry,
+    KeyChangedAlert,
+    KeyGenerating,
+    MessageReceived,
+    MessageRejected,
+    MessageSent,
+    PresenceChanged,
+    Ready,
+    UserEntry,
+    UsersListed,
+)
+from securechat.ui import render
+from securechat.ui.state import MAX_LINES, STATUS_WINDOW, ChatState, Line, pretty_fingerprint, sanitize
+from securechat.ui.style import NAME_COLOURS, build_style, name_class, no_color
+
+FP_A = "a1ce" * 16
+FP_B = "b0b0" * 16
+FP_B2 = "bad0" * 16
+T0 = 1_700_000_000_000
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_state(**kw: object) -> ChatState:
+    state = ChatState(own_name="alice", fingerprint=FP_A, clock=Clock(), **kw)  # type: ignore[arg-type]
+    return state
+
+
+def texts(state: ChatState, window: str | None = None) -> list[str]:
+    lines = state.windows[state.current if window is None else window]
+    return [line.text for line in lines]
+
+
+def pane(state: ChatState, width: int = 10_000) -> str:
+    return "\n".join(render.plain(row) for row in render.pane_rows(state, width))
+
+
+def test_own_message_delivery_state_updates_in_place() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageSent("m1", "bob", T0, "hi", "P1"))
+    assert s.by_id["m1"].status == "sending"
+    assert "<alice> hi  [sending…]" in pane(s)
+    s.apply(Acked("m1", "bob", "queued"))
+    assert "<alice> hi  [queued]" in pane(s)
+    s.apply(Acked("m1", "bob", "delivered"))
+    s.apply(Acked("m1", "bob", "queued"))
+    assert "<alice> hi  [delivered]" in pane(s)
+    assert pane(s).count("hi") == 1
+
+
+def test_ack_for_unknown_id_is_ignored() -> None:
+    s = make_state()
+    s.apply(Acked("nope", "bob", "delivered"))
+    assert s.by_id == {}
+
+
+def test_note_sent_does_not_duplicate_a_message_sent_event() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageSent("m1", "bob", T0, "hi", "P1"))
+    s.note_sent("m1", "bob", "hi")
+    s.note_sent("m2", "bob", "offline one")
+    assert texts(s).count("hi") == 1
+    assert s.by_id["m2"].status == "sending"
+    s.apply(MessageSent("m2", "bob", T0, "offline one", "P2"))
+    assert s.by_id["m2"].payload == "P2"
+    assert texts(s).count("offline one") == 1
+
+
+def test_msg_to_another_conversation_is_echoed_here_and_shares_state() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageSent("m1", "carol", T0, "psst", "P"))
+    assert s.windows["carol"][-1] is s.windows["bob"][-1]
+    s.apply(Acked("m1", "carol", "delivered"))
+    assert s.windows["bob"][-1].status == "delivered"
+
+
+def test_unread_counts_and_switch_clears_them() -> None:
+    s = make_state()
+    s.switch("bob")
+    for i in range(3):
+        s.apply(MessageReceived("carol", f"c{i}", T0, f"m{i}", "P"))
+    s.apply(MessageRejected("dave", None, "bad_signature"))
+    s.apply(MessageReceived("bob", "b1", T0, "here", "P"))
+    assert s.unread_summary() == [("carol", 3), ("dave", 1)]
+    status = render.plain(render.status_bar(s, scrolled=False))
+    assert "unread 4 (carol:3 dave:1)" in status
+    s.switch("carol")
+    assert s.unread_summary() == [("dave", 1)]
+    assert texts(s)[-1] == "m2"
+
+
+def test_first_message_opens_conversation_and_keeps_welcome_lines() -> None:
+    s = make_state()
+    s.info("welcome")
+    s.apply(MessageReceived("bob", "b1", T0, "hi", "P"))
+    assert s.current == "bob"
+    assert texts(s) == ["welcome", "hi"]
+    assert s.unread == {}
+
+
+def test_rejected_message_shows_reason_and_never_text() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageRejected("bob", "x1", "decrypt_failed", "GCM tag", payload="PAYLOAD"))
+    line = s.windows["bob"][-1]
+    assert line.kind == "rejected"
+    assert "!! rejected a message from bob: decrypt_failed (GCM tag)" in pane(s)
+    assert "PAYLOAD" not in pane(s)
+    s.toggle_raw()
+    assert "PAYLOAD" in pane(s)
+    rows = render.pane_rows(s, 80)
+    assert any(frag[0] == "class:rejected" for row in rows for frag in row)
+
+
+def test_key_change_banner_stays_until_contact_is_repinned() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(KeyChangedAlert("bob", FP_B, FP_B2))
+    assert "bob" in s.banners
+    banner = render.plain(render.banner(s))
+    assert "THE KEY OF BOB CHANGED" in banner
+    assert f"was {pretty_fingerprint(FP_B)}" in banner
+    assert f"now {pretty_fingerprint(FP_B2)}" in banner
+    assert "/trust bob" in banner
+    for event in (
+        MessageReceived("bob", "b1", T0, "x", "P"),
+        ConnectionChanged("online"),
+        ContactPinned("bob", FP_B2, "changed"),
+    ):
+        s.apply(event)
+        assert "bob" in s.banners
+    s.apply(ContactPinned("bob", FP_B2, "unverified"))
+    assert s.banners == {}
+
+
+def test_key_change_elsewhere_warns_in_current_window() -> None:
+    s = make_state()
+    s.switch("carol")
+    s.apply(KeyChangedAlert("bob", FP_B, FP_B2))
+    assert any("see the banner" in t for t in texts(s))
+    assert s.windows["bob"][-1].kind == "warn"
+
+
+def test_connection_states_in_status_bar() -> None:
+    clock = Clock()
+    s = ChatState(own_name="alice", fingerprint=FP_A, clock=clock)
+    assert render.plain(render.status_bar(s, False)).startswith(" connecting │ alice a1ce a1ce")
+    s.apply(ConnectionChanged("reconnecting", retry_in=2.5))
+    assert "reconnecting in 3s" in render.plain(render.status_bar(s, False))
+    clock.now += 2
+    assert "reconnecting in 1s" in render.plain(render.status_bar(s, False))
+    clock.now += 5
+    assert "reconnecting in 0s" in render.plain(render.status_bar(s, False))
+    s.apply(ConnectionChanged("online"))
+    bar = render.plain(render.status_bar(s, True))
+    assert bar.startswith(" online ")
+    assert "(no conversation)" in bar
+    assert "more below" in bar
+
+
+def test_ready_intro_only_on_first_run_and_once() -> None:
+    s = make_state()
+    s.apply(Ready("alice", FP_A, new=False))
+    assert texts(s) == []
+    s.apply(Ready("alice", FP_A, new=True))
+    s.apply(Ready("alice", FP_A, new=True))
+    joined = "\n".join(texts(s))
+    assert joined.count("first session") == 1
+    assert pretty_fingerprint(FP_A) in joined
+    assert "/verify NAME FINGERPRINT" in joined
+
+
+def test_users_listed_only_printed_when_asked() -> None:
+    s = make_state()
+    users = UsersListed((UserEntry("bob", True), UserEntry("carol", False)))
+    s.apply(users)
+    assert texts(s) == []
+    assert s.known_names() == ["bob", "carol"]
+    s.users_requested = 1
+    s.apply(users)
+    assert texts(s) == ["2 registered, 1 online: bob, carol (offline)"]
+    s.users_requested = 1
+    s.apply(UsersListed(()))
+    assert texts(s)[-1] == "no users are registered"
+
+
+def test_presence_error_keygen_and_pinned_lines() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageSent("m1", "bob", T0, "hi", "P"))
+    s.apply(PresenceChanged("bob", False))
+    s.apply(ErrorReported("queue_full", "bob's queue is full", msg_id="m1"))
+    s.apply(KeyGenerating("alice", 3072))
+    s.apply(ContactPinned("bob", FP_B))
+    s.apply(PresenceChanged("zed", True))  # no window for zed: none is created
+    assert "zed" not in s.windows and s.users["zed"] is True
+    out = pane(s)
+    assert "bob is offline" in out
+    assert "[failed: queue_full]" in out
+    assert "-!- error queue_full: bob's queue is full" in out
+    assert "generating a 3072-bit key for alice" in out
+    assert f"pinned the key of bob: {pretty_fingerprint(FP_B)} (unverified)" in out
+
+
+def test_history_goes_above_and_is_deduplicated() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageReceived("bob", "live", T0, "live one", "P"))
+    added = s.add_history(
+        "bob",
+        [
+            HistoryEntry("bob", "in", "h1", T0 - 5000, "old in"),
+            HistoryEntry("bob", "out", "h2", T0 - 4000, "old out", "queued"),
+            HistoryEntry("bob", "in", "live", T0, "live one"),
+        ],
+    )
+    assert added == 2
+    assert texts(s)[-3:] == ["old in", "old out", "live one"]
+    s.apply(Acked("h2", "bob", "delivered"))
+    assert s.by_id["h2"].status == "delivered"
+
+
+def test_clear_only_clears_the_current_window() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageReceived("carol", "c1", T0, "hey", "P"))
+    s.info("noise")
+    s.clear()
+    assert texts(s) == []
+    assert texts(s, "carol") == ["hey"]
+
+
+def test_lines_are_bounded() -> None:
+    s = make_state()
+    s.switch("bob")
+    for i in range(MAX_LINES + 50):
+        s.apply(MessageSent(f"m{i}", "bob", T0, f"t{i}", "P"))
+    assert len(s.windows["bob"]) == MAX_LINES
+    assert "m0" not in s.by_id and f"m{MAX_LINES + 49}" in s.by_id
+
+
+def test_sanitize_removes_terminal_controls_keeps_newlines() -> None:
+    assert sanitize("a\x1b[31mb\x07c\r\nd\te\x9bf") == "a\ufffd[31mb\ufffdc\nd    e\ufffdf"
+
+
+@given(st.text())
+def test_sanitize_output_has_no_controls(text: str) -> None:
+    out = sanitize(text)
+    assert all(
+        ch == "\n" or (ord(ch) >= 0x20 and ord(ch) != 0x7F and not 0x80 <= ord(ch) < 0xA0) for ch in out
+    )
+
+
+@given(st.text(max_size=300), st.integers(min_value=1, max_value=200), st.integers(min_value=0, max_value=40))
+def test_wrap_rows_fit_and_keep_every_character(text: str, width: int, indent: int) -> None:
+    text = sanitize(text)
+    rows = render.wrap([("", text)], width, indent)
+    for row in rows:
+        cells = sum(get_cwidth(ch) for ch in render.plain(row))
+        assert cells <= max(width, max((get_cwidth(ch) for ch in text), default=1))
+    joined = "".join(render.plain(row).lstrip(" ") for row in rows)
+    assert joined.replace(" ", "") == text.replace("\n", "").replace(" ", "")
+
+
+def test_wrapped_continuation_is_indented_under_the_text() -> None:
+    s = make_state()
+    s.switch("bob")
+    s.apply(MessageReceived("bob", "b1", T0, "word " * 30, "P"))
+    rows = [render.plain(r) for r in render.pane_rows(s, 40)]
+    assert len(rows) > 2
+    assert all(len(r) <= 40 for r in rows)
+    assert rows[1].startswith(" " * 12) and not rows[1].startswith(" " * 13)
+
+
+def test_line_render_kinds() -> None:
+    kinds = {
+        "info": "--- x",
+        "hint": "-!- x",
+        "warn": "-!- x",
+        "rejected": "!! x",
+    }
+    for kind, prefix in kinds.items():
+        ((frags, _indent),) = render.render_line(Line(kind, 0, "x"), show_raw=False)  # type: ignore[arg-type]
+        assert render.plain(frags).endswith(prefix)
+
+
+def test_name_colour_is_stable_and_not_red() -> None:
+    assert name_class("bob") == name_class("bob")
+    assert len({name_class(f"user{i}") for i in range(200)}) == len(NAME_COLOURS)
+    assert not any("red" in colour for colour in NAME_COLOURS)
+
+
+def test_no_color_detection_and_monochrome_style() -> None:
+    assert no_color({"NO_COLOR": "1"})
+    assert not no_color({"NO_COLOR": ""})
+    assert not no_color({})
+    mono = build_style(True).get_attrs_for_style_str("class:banner " + name_class("bob"))
+    assert mono.color in ("", None) and mono.bgcolor in ("", None) and mono.reverse
+    colour = build_style(False).get_attrs_for_style_str("class:rejected")
+    assert colour.color == "ansired"
+
+
+def test_status_window_label() -> None:
+    s = make_state()
+    assert s.current == STATUS_WINDOW
+    s.switch("bob")
+    assert "→ bob" in render.plain(render.status_bar(s, False))
