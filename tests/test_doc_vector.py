@@ -1,0 +1,219 @@
+"""The worked example in docs/protocol.md is a real test vector, and the document covers the code.
+
+Reads the fenced blocks tagged ``vector=<name>`` from the document itself, so
+an edit that breaks the example (or a code change that breaks the document)
+fails here.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import re
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from securechat import crypto, errors, protocol
+
+from .conftest import REPO_ROOT
+
+DOC = REPO_ROOT / "docs" / "protocol.md"
+BLOCK = re.compile(r"^```(\w+) vector=([\w-]+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
+@functools.cache
+def doc_text() -> str:
+    return DOC.read_text(encoding="utf-8")
+
+
+@functools.cache
+def blocks() -> dict[str, str]:
+    found: dict[str, str] = {}
+    for _lang, name, body in BLOCK.findall(doc_text()):
+        assert name not in found, f"vector block {name!r} appears twice in {DOC}"
+        found[name] = body.strip("\n")
+    return found
+
+
+def hexblock(name: str) -> bytes:
+    """A hex block; spaces and newlines are layout only."""
+    return bytes.fromhex(re.sub(r"\s+", "", blocks()[name]))
+
+
+def b64block(name: str) -> bytes:
+    return crypto.b64decode(blocks()[name].strip())
+
+
+@functools.cache
+def private_key(who: str) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(blocks()[f"{who}-private"].encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
+
+
+@functools.cache
+def public_key(who: str) -> rsa.RSAPublicKey:
+    return crypto.load_public_key_pem(blocks()[f"{who}-public"])
+
+
+def inputs() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(blocks()["inputs"])
+    return data
+
+
+EXPECTED_BLOCKS = {
+    "alice-private", "alice-public", "alice-fingerprint", "bob-private", "bob-public", "bob-fingerprint",
+    "inputs", "plaintext", "header", "ct", "wrapped-key", "signed-bytes", "signature", "envelope",
+    "payload", "auth-message", "auth-signature",
+}
+
+
+def test_every_vector_block_is_present() -> None:
+    assert set(blocks()) == EXPECTED_BLOCKS
+
+
+@pytest.mark.parametrize("who", ["alice", "bob"])
+def test_keys_and_fingerprints(who: str) -> None:
+    pub = public_key(who)
+    assert pub.key_size == 2048 and pub.public_numbers().e == 65537
+    assert private_key(who).public_key().public_numbers() == pub.public_numbers()
+    assert crypto.fingerprint(pub) == blocks()[f"{who}-fingerprint"].strip()
+    # The grouped form shown to people is in the document too.
+    assert crypto.format_fingerprint(crypto.fingerprint(pub)) in doc_text()
+
+
+def test_header_bytes() -> None:
+    i = inputs()
+    header = hexblock("header")
+    assert header == crypto.envelope_header(i["from"], i["to"], i["id"], i["ts"])
+    # Each documented line is one lp() field: its prefix is its own length.
+    for line in blocks()["header"].splitlines():
+        prefix, field = line.split(" ")
+        assert int(prefix, 16) == len(bytes.fromhex(field))
+
+
+def test_plaintext_bytes() -> None:
+    assert hexblock("plaintext") == crypto.encode_plaintext(inputs()["text"])
+    assert json.loads(hexblock("plaintext")) == {"text": inputs()["text"]}
+
+
+def test_gcm_gives_the_documented_ct() -> None:
+    i = inputs()
+    key, nonce = bytes.fromhex(i["aes_key_hex"]), bytes.fromhex(i["nonce_hex"])
+    assert crypto.gcm_seal(key, nonce, hexblock("plaintext"), hexblock("header")) == b64block("ct")
+    assert crypto.gcm_open(key, nonce, b64block("ct"), hexblock("header")) == hexblock("plaintext")
+
+
+def test_bob_unwraps_the_documented_key() -> None:
+    assert crypto.oaep_unwrap(private_key("bob"), b64block("wrapped-key")) == bytes.fromhex(inputs()["aes_key_hex"])
+
+
+def test_signed_bytes_and_alices_signature() -> None:
+    i = inputs()
+    signed = hexblock("signed-bytes")
+    assert signed == crypto.envelope_signed_bytes(
+        hexblock("header"), b64block("wrapped-key"), bytes.fromhex(i["nonce_hex"]), b64block("ct")
+    )
+    assert crypto.pss_verify(public_key("alice"), b64block("signature"), signed)
+    assert not crypto.pss_verify(public_key("bob"), b64block("signature"), signed)
+
+
+def test_envelope_holds_the_documented_parts() -> None:
+    env = json.loads(blocks()["envelope"])
+    i = inputs()
+    assert env == {
+        "v": 1, "from": i["from"], "to": i["to"], "id": i["id"], "ts": i["ts"],
+        "key": blocks()["wrapped-key"].strip(), "nonce": crypto.b64encode(bytes.fromhex(i["nonce_hex"])),
+        "ct": blocks()["ct"].strip(), "sig": blocks()["signature"].strip(),
+    }
+    protocol.validate_envelope_shape(env)
+
+
+def test_open_envelope_gives_the_plaintext() -> None:
+    env = json.loads(blocks()["envelope"])
+    opened = crypto.open_envelope(private_key("bob"), "bob", public_key("alice"), env, "alice")
+    assert opened.text == inputs()["text"]
+    assert opened.msg_id == inputs()["id"] and opened.ts == inputs()["ts"]
+
+
+def test_payload_decodes_to_the_envelope() -> None:
+    env = json.loads(blocks()["envelope"])
+    payload = blocks()["payload"].strip()
+    assert crypto.decode_payload(payload) == env
+    assert crypto.encode_payload(env) == payload
+    opened = crypto.open_envelope(private_key("bob"), "bob", public_key("alice"), crypto.decode_payload(payload))
+    assert opened.text == inputs()["text"]
+
+
+def test_auth_example() -> None:
+    server_id, nonce = bytes(range(0x10, 0x20)), bytes(range(0x40, 0x60))
+    assert hexblock("auth-message") == crypto.auth_message(server_id, "alice", nonce)
+    assert crypto.verify_auth(public_key("alice"), b64block("auth-signature"), server_id, "alice", nonce)
+
+
+def test_generator_reproduces_the_deterministic_parts() -> None:
+    from .support import make_doc_vector as gen
+
+    section = gen.make_section()
+    fresh = {name: body.strip("\n") for _lang, name, body in BLOCK.findall(section)}
+    # OAEP and PSS are randomized: those blocks (and what embeds them) legitimately differ.
+    randomized = {"wrapped-key", "signature", "signed-bytes", "envelope", "payload", "auth-signature"}
+    for name in EXPECTED_BLOCKS - randomized:
+        assert fresh[name] == blocks()[name], f"docs/protocol.md block {name!r} is stale; run make_doc_vector.py --write"
+
+
+# --- the document covers the code -------------------------------------------------------------
+
+
+def all_reasons() -> set[str]:
+    found = set()
+    stack: list[type] = [errors.EnvelopeRejected]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if cls is not errors.EnvelopeRejected:
+            found.add(cls.reason)
+    return found
+
+
+@pytest.mark.parametrize(
+    "code", sorted(protocol.FATAL_CODES | protocol.NONFATAL_CODES | protocol.EXTRA_FATAL_CODES)
+)
+def test_every_error_code_is_in_the_error_table(code: str) -> None:
+    assert re.search(rf"^\| `{code}` \| (yes|no)", doc_text(), re.MULTILINE), code
+
+
+@pytest.mark.parametrize("reason", sorted(all_reasons()))
+def test_every_rejection_reason_is_documented(reason: str) -> None:
+    assert f"`{reason}`" in doc_text()
+
+
+@pytest.mark.parametrize("kind", sorted(protocol.CLIENT_TYPES | protocol.SERVER_TYPES))
+def test_every_frame_type_has_a_row(kind: str) -> None:
+    assert re.search(rf"^\| `{kind}` \|", doc_text(), re.MULTILINE), kind
+
+
+def test_state_table_matches_the_code() -> None:
+    for state, row in protocol.SERVER_TRANSITIONS.items():
+        kinds = ", ".join(f"`{k}`" for k in row) if row else "none"
+        line = re.search(rf"^\| `{state.name}` \| ([^|]*) \|", doc_text(), re.MULTILINE)
+        assert line is not None, state
+        assert line.group(1).strip() == kinds
+
+
+def test_placeholder_for_the_server_section_is_marked() -> None:
+    assert "## Server behaviour details" in doc_text()
+    assert "<!-- BEGIN server-behaviour -->" in doc_text()
+
+
+def test_constants_in_the_document() -> None:
+    text = doc_text()
+    assert f"{protocol.DEFAULT_MAX_FRAME:,}" in text
+    assert f"{protocol.MAX_PEM_LENGTH:,}" in text
+    assert protocol.NAME_PATTERN.pattern in text
+    assert crypto.AUTH_LABEL.decode() in text and crypto.MESSAGE_LABEL.decode() in text
+    assert base64.b64encode(b"x")  # keep the import honest for readers of the vectors
