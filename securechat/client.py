@@ -325,7 +325,19 @@ class ClientSession:
         return welcomed
 
     async def _next_frame(self, conn: _Connection, timeout: float | None) -> dict[str, Any]:
-        while not conn.frames:
+        # Feeding b"" first surfaces a framing error the decoder held back while it
+        # returned the good frames that preceded it in the same chunk.
+        data = b""
+        while True:
+            if conn.frames:
+                return conn.frames.popleft()
+            try:
+                conn.frames.extend(conn.decoder.feed(data))
+            except ProtocolError as exc:
+                self._emit(ErrorReported(exc.code, f"bad frame from the server: {exc.detail}", fatal=True))
+                raise _Dropped(f"bad frame from the server ({exc.code})") from None
+            if conn.frames:
+                return conn.frames.popleft()
             try:
                 data = await asyncio.wait_for(conn.reader.read(READ_CHUNK), timeout)
             except TimeoutError:
@@ -334,12 +346,6 @@ class ClientSession:
                 if conn.fatal is not None:
                     raise _Dropped(f"the server closed the connection ({conn.fatal.code})")
                 raise _Dropped("the server closed the connection")
-            try:
-                conn.frames.extend(conn.decoder.feed(data))
-            except ProtocolError as exc:
-                self._emit(ErrorReported(exc.code, f"bad frame from the server: {exc.detail}", fatal=True))
-                raise _Dropped(f"bad frame from the server ({exc.code})") from None
-        return conn.frames.popleft()
 
     async def _handshake(self, conn: _Connection) -> dict[str, Any]:
         identity = self._identity

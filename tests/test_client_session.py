@@ -1,0 +1,358 @@
+"""ClientSession against a real in-process ChatServer (and a hostile fake one)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from securechat import crypto
+from securechat.client import ClientSession
+from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
+from securechat.events import (
+    Acked,
+    ConnectionChanged,
+    ContactPinned,
+    ErrorReported,
+    KeyChangedAlert,
+    MessageReceived,
+    MessageRejected,
+    MessageSent,
+    Ready,
+    SessionEvent,
+    UsersListed,
+)
+from securechat.keystore import KeyStore
+from securechat.protocol import encode_frame
+from securechat.server import ChatServer, ServerConfig
+from tests.support.rawclient import RawClient
+
+pytestmark = pytest.mark.timeout(60)
+
+BITS = 2048
+WAIT = 10.0
+
+
+class Recorder:
+    """Collects a session's events; tests wait on them, never sleep."""
+
+    def __init__(self) -> None:
+        self.events: list[SessionEvent] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, event: SessionEvent) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait_for(self, predicate: Callable[[SessionEvent], bool], timeout: float = WAIT) -> Any:
+        seen = 0
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events[seen:]:
+                    if predicate(event):
+                        return event
+                seen = len(self.events)
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def wait_kind(self, kind: type, timeout: float = WAIT, **fields: Any) -> Any:
+        return await self.wait_for(
+            lambda e: isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items()), timeout
+        )
+
+
+class Client:
+    def __init__(self, session: ClientSession, rec: Recorder) -> None:
+        self.session = session
+        self.rec = rec
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.session.run())
+
+    async def stop(self) -> None:
+        await self.session.close()
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.task, WAIT)
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
+    srv = ChatServer(ServerConfig(port=0, db_path=tmp_path / "server.db"))
+    await srv.start()
+    yield srv
+    await srv.close()
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Callable[..., Client]:
+    made: list[Client] = []
+
+    def make(name: str, port: int, home: Path | None = None, **options: Any) -> Client:
+        store = KeyStore.open(home or tmp_path / "homes", name, bits=BITS)
+        options = {"backoff_initial": 0.05, "backoff_max": 0.3, "request_timeout": 5.0, **options}
+        client = Client(ClientSession(store, "127.0.0.1", port, **options), Recorder())
+        client.session.add_listener(client.rec)
+        made.append(client)
+        return client
+
+    yield make  # type: ignore[misc]
+    for client in made:
+        client.session.store.close()
+
+
+async def online(client: Client) -> Client:
+    client.start()
+    await client.rec.wait_kind(Ready)
+    return client
+
+
+async def test_send_receive_ack_delivered(server: ChatServer, make_client: Callable[..., Client]) -> None:
+    alice = await online(make_client("alice", server.port))
+    bob = await online(make_client("bob", server.port))
+    msg_id = await alice.session.send(" Bob ", "hello bob")
+    sent = await alice.rec.wait_kind(MessageSent)
+    assert (sent.msg_id, sent.to, sent.text) == (msg_id, "bob", "hello bob")
+    pinned = await alice.rec.wait_kind(ContactPinned, name="bob")
+    assert pinned.fingerprint == bob.session.fingerprint
+    got = await bob.rec.wait_kind(MessageReceived)
+    assert (got.sender, got.msg_id, got.text) == ("alice", msg_id, "hello bob")
+    assert crypto.decode_payload(got.payload)["id"] == msg_id
+    assert got.server_ts is not None
+    await alice.rec.wait_kind(Acked, msg_id=msg_id, status="delivered")
+    assert await alice.session.wait_idle(WAIT)
+    assert [(h.direction, h.text, h.status) for h in alice.session.history("bob")] == [("out", "hello bob", "delivered")]
+    assert [(h.direction, h.text) for h in bob.session.history("alice")] == [("in", "hello bob")]
+    await bob.rec.wait_kind(ContactPinned, name="alice")
+    await alice.session.list_users()
+    listed = await alice.rec.wait_kind(UsersListed)
+    assert {(u.name, u.online) for u in listed.users} >= {("alice", True), ("bob", True)}
+    await alice.stop()
+    await bob.stop()
+    assert alice.rec.events[-1] == ConnectionChanged("offline")
+
+
+async def test_offline_recipient_queued_then_delivered(server: ChatServer, make_client: Callable[..., Client]) -> None:
+    bob = await online(make_client("bob", server.port))
+    await bob.stop()
+    alice = await online(make_client("alice", server.port))
+    msg_id = await alice.session.send("bob", "while you were out")
+    await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
+    assert len(alice.session.store.outbox) == 0
+    bob2 = await online(make_client("bob", server.port))
+    got = await bob2.rec.wait_kind(MessageReceived)
+    assert (got.msg_id, got.text) == (msg_id, "while you were out")
+    await alice.rec.wait_kind(Acked, msg_id=msg_id, status="delivered")
+    assert alice.session.history("bob")[-1].status == "delivered"
+    await alice.stop()
+    await bob2.stop()
+
+
+async def test_replay_confirmed_not_shown_twice(server: ChatServer, make_client: Callable[..., Client]) -> None:
+    bob = await online(make_client("bob", server.port))
+    alice_store = KeyStore.open(bob.session.store.directory.parent, "alice", bits=BITS)
+    alice_key = alice_store.require_identity().private_key
+    alice_store.close()
+    raw = await RawClient.connect(server.port)
+    try:
+        await raw.login("alice", alice_key)
+        env = crypto.seal_envelope(alice_key, bob.session.store.public_key, "alice", "bob", "once only")
+        for _ in range(3):
+            await raw.send_frame({"type": "send", "to": "bob", "envelope": env})
+            ack = await raw.recv_type("ack")
+            # "delivered" means bob answered "received" every time, also for the replays.
+            assert (ack["id"], ack["status"]) == (env["id"], "delivered")
+    finally:
+        await raw.close()
+    assert [e.msg_id for e in bob.rec.of(MessageReceived)] == [env["id"]]
+    assert len(bob.session.history("alice")) == 1
+    await bob.stop()
+
+
+async def test_replay_across_restart_not_shown(server: ChatServer, make_client: Callable[..., Client], tmp_path: Path) -> None:
+    home = tmp_path / "bobhome"
+    bob = await online(make_client("bob", server.port, home=home))
+    alice = await online(make_client("alice", server.port))
+    msg_id = await alice.session.send("bob", "remember me")
+    await bob.rec.wait_kind(MessageReceived, msg_id=msg_id)
+    await bob.stop()
+    bob.session.store.close()
+    # The same envelope again, now queued for a restarted bob: confirmed, not shown.
+    payload = bob.rec.of(MessageReceived)[0].payload
+    raw = await RawClient.connect(server.port)
+    try:
+        await raw.login("alice", alice.session.store.require_identity().private_key)
+        await raw.send_frame({"type": "send", "to": "bob", "envelope": crypto.decode_payload(payload)})
+        assert (await raw.recv_type("ack"))["status"] == "queued"
+        bob2 = await online(make_client("bob", server.port, home=home))
+        ack = await raw.recv_type("ack")
+        assert (ack["id"], ack["status"]) == (msg_id, "delivered")
+    finally:
+        await raw.close()
+    assert bob2.rec.of(MessageReceived) == []
+    await alice.stop()
+    await bob2.stop()
+
+
+async def test_reconnect_after_server_restart_resends_outbox(tmp_path: Path, make_client: Callable[..., Client]) -> None:
+    db = tmp_path / "server.db"
+    srv = ChatServer(ServerConfig(port=0, db_path=db))
+    await srv.start()
+    port = srv.port
+    bob = await online(make_client("bob", port))
+    alice = await online(make_client("alice", port))
+    await alice.session.lookup("bob")  # pinned, so sending needs no server
+    await bob.stop()
+    await srv.close()
+    await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
+    msg_id = await alice.session.send("bob", "sent while the server was down")
+    assert [e.msg_id for e in alice.session.store.outbox.entries()] == [msg_id]
+    srv2 = ChatServer(ServerConfig(port=port, db_path=db))
+    await srv2.start()
+    try:
+        await alice.rec.wait_for(lambda e: isinstance(e, Ready) and len(alice.rec.of(Ready)) == 2)
+        await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
+        assert await alice.session.wait_idle(WAIT)
+        bob2 = await online(make_client("bob", port))
+        got = await bob2.rec.wait_kind(MessageReceived)
+        assert (got.msg_id, got.text) == (msg_id, "sent while the server was down")
+        await alice.stop()
+        await bob2.stop()
+    finally:
+        await srv2.close()
+
+
+async def test_outbox_survives_client_restart(server: ChatServer, make_client: Callable[..., Client], tmp_path: Path) -> None:
+    home = tmp_path / "alicehome"
+    bob = await online(make_client("bob", server.port))
+    first = await online(make_client("alice", server.port, home=home))
+    await first.session.lookup("bob")
+    await first.stop()
+    # Sealed while offline, then the process "exits" before any ack.
+    msg_id = await first.session.send("bob", "from the outbox")
+    first.session.store.close()
+    again = await online(make_client("alice", server.port, home=home))
+    await again.rec.wait_kind(Acked, msg_id=msg_id, status="delivered")
+    got = await bob.rec.wait_kind(MessageReceived)
+    assert got.msg_id == msg_id
+    await again.stop()
+    await bob.stop()
+
+
+async def test_key_change_alert_and_refusal(tmp_path: Path, make_client: Callable[..., Client]) -> None:
+    srv = ChatServer(ServerConfig(port=0, db_path=tmp_path / "one.db"))
+    await srv.start()
+    bob = await online(make_client("bob", srv.port, home=tmp_path / "bob-old"))
+    alice = await online(make_client("alice", srv.port))
+    await alice.session.lookup("bob")
+    old_fp = bob.session.fingerprint
+    await alice.stop()
+    await bob.stop()
+    await srv.close()
+    # Another server (or a lying one) now maps "bob" to a different key.
+    srv2 = ChatServer(ServerConfig(port=0, db_path=tmp_path / "two.db"))
+    await srv2.start()
+    try:
+        alice2 = await online(make_client("alice", srv2.port))
+        new_bob = await online(make_client("bob", srv2.port, home=tmp_path / "bob-new"))
+        await new_bob.session.send("alice", "it is me, with a new key")
+        rejected = await alice2.rec.wait_kind(MessageRejected)
+        assert rejected.reason == "key_changed" and rejected.sender == "bob"
+        alert = await alice2.rec.wait_kind(KeyChangedAlert)
+        assert (alert.old, alert.new) == (old_fp, new_bob.session.fingerprint)
+        assert not alice2.rec.of(MessageReceived)
+        await new_bob.rec.wait_kind(Acked, status="delivered")  # rejected ones are confirmed too
+        with pytest.raises(KeyChanged):
+            await alice2.session.send("bob", "refused")
+        assert alice2.session.contact("bob").trust == "changed"
+        assert len(alice2.session.store.outbox) == 0
+        alice2.session.trust("bob")
+        await alice2.rec.wait_kind(ContactPinned, name="bob", fingerprint=new_bob.session.fingerprint)
+        msg_id = await alice2.session.send("bob", "welcome back")
+        got = await new_bob.rec.wait_kind(MessageReceived)
+        assert (got.msg_id, got.text) == (msg_id, "welcome back")
+        assert alice2.session.verify("bob", crypto.format_fingerprint(new_bob.session.fingerprint))
+        assert alice2.session.contact("bob").trust == "verified"
+        await alice2.stop()
+        await new_bob.stop()
+    finally:
+        await srv2.close()
+
+
+async def test_send_to_unknown_user_and_offline(server: ChatServer, make_client: Callable[..., Client]) -> None:
+    alice = await online(make_client("alice", server.port))
+    with pytest.raises(ServerErrorReply) as info:
+        await alice.session.send("nobody", "hi")
+    assert info.value.code == "unknown_user"
+    await alice.stop()
+    with pytest.raises(SessionClosed):
+        await alice.session.send("carol", "no key and no server")
+
+
+# --- a hostile server ------------------------------------------------------------------------
+
+
+async def test_hostile_server_frames_never_crash(make_client: Callable[..., Client]) -> None:
+    connections = 0
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.read(65536)  # hello
+        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
+        await reader.read(65536)  # auth
+        writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x", "new": False}))
+        for frame in (
+            {"type": "users", "users": "everyone"},
+            {"type": "ack", "id": "not-hex", "to": "bob", "status": "delivered"},
+            {"type": "ack", "id": "f" * 32, "to": "bob", "status": "delivered"},
+            {"type": "message", "from": "bob", "envelope": {"v": 1}},
+            {"type": "presence", "name": "BOB", "online": True},
+            {"type": "from-the-future", "x": 1},
+            {"type": "error", "code": 7},
+        ):
+            writer.write(encode_frame(frame))
+        writer.write(struct.pack(">I", 9) + b"not json!")  # framing error: fatal, reconnect
+        await writer.drain()
+        if connections >= 2:
+            done.set()
+        with contextlib.suppress(ConnectionError):
+            await reader.read()
+        writer.close()
+
+    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = fake.sockets[0].getsockname()[1]
+    alice = make_client("alice", port)
+    alice.start()
+    try:
+        await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
+        await asyncio.wait_for(done.wait(), WAIT)
+        errors = alice.rec.of(ErrorReported)
+        assert sum(e.code == "bad_server_frame" for e in errors) >= 5
+        assert any(e.code == "bad_frame" and e.fatal for e in errors)
+        assert not alice.rec.of(Acked) and not alice.rec.of(MessageReceived)
+        assert alice.task is not None and not alice.task.done()
+    finally:
+        await alice.stop()
+        fake.close()
+        await fake.wait_closed()
+
+
+async def test_permanent_refusal_stops_run(server: ChatServer, make_client: Callable[..., Client], tmp_path: Path) -> None:
+    first = await online(make_client("alice", server.port, home=tmp_path / "a1"))
+    await first.stop()
+    impostor = make_client("alice", server.port, home=tmp_path / "a2")
+    with pytest.raises(ServerErrorReply) as info:
+        await asyncio.wait_for(impostor.session.run(), WAIT)
+    assert info.value.code == "name_taken"
+    assert impostor.rec.of(ConnectionChanged)[-1].state == "offline"
