@@ -119,7 +119,7 @@ class ServerConfig:
 
 
 class _TokenBucket:
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: float, now: float) -> None:
         self.rate = rate
@@ -130,8 +130,7 @@ class _TokenBucket:
     def take(self, now: float) -> bool:
         tokens = self.tokens + (now - self.stamp) * self.rate
         self.stamp = now
-        if tokens > self.burst:
-            tokens = self.burst
+        tokens = min(tokens, self.burst)
         if tokens < 1.0:
             self.tokens = tokens
             return False
@@ -219,6 +218,7 @@ class ChatServer:
         self._deletes: list[tuple[str, str, str]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._refused: set[asyncio.StreamWriter] = set()  # refused connections still lingering
         self._stopped = asyncio.Event()
         self._closing = False
         self._port = 0
@@ -264,6 +264,8 @@ class ChatServer:
                 conn.reason = "server shutting down"
                 self._release(conn)
                 conn.transport.close()
+            for writer in list(self._refused):
+                writer.transport.abort()
             for task in list(self._tasks):
                 task.cancel()
             pending = list(self._tasks) + list(self._handlers)
@@ -317,7 +319,11 @@ class ChatServer:
         if self._closing or len(self._conns) >= cfg.max_connections or self._per_ip.get(ip, 0) >= cfg.max_per_ip:
             log.info("refused connection from %s: server busy", peer)
             writer.write(encode_frame(error_frame("server_busy", "too many connections", fatal=True)))
-            await self._linger(reader, writer)
+            self._refused.add(writer)
+            try:
+                await self._linger(reader, writer)
+            finally:
+                self._refused.discard(writer)
             return
         now = loop.time()
         conn = _Connection(self, writer, peer, ip, now)
@@ -532,7 +538,7 @@ class ChatServer:
             self._protocol_error(conn, exc, request_id(frame))
         except BadKey as exc:
             self._fatal(conn, "bad_key", exc.detail, request_id(frame))
-        except Exception:
+        except Exception:  # noqa: BLE001 - the peer gets a generic `internal`, the log the traceback
             self._internal(conn, kind, request_id(frame))
         return None
 
@@ -543,7 +549,7 @@ class ChatServer:
             self._protocol_error(conn, exc, request_id(frame))
         except BadKey as exc:
             self._fatal(conn, "bad_key", exc.detail, request_id(frame))
-        except Exception:
+        except Exception:  # noqa: BLE001 - the peer gets a generic `internal`, the log the traceback
             self._internal(conn, frame["type"], request_id(frame))
 
     def _protocol_error(self, conn: _Connection, exc: ProtocolError, rid: str | None) -> None:

@@ -69,7 +69,7 @@ async def _serve(config: ServerConfig) -> None:
 class _OneLineErrors(click.Command):
     """Usage and option errors as one ``Error: ...`` line on stderr, exit status 2."""
 
-    def main(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
         try:
             return super().main(*args, **kwargs)

@@ -30,15 +30,18 @@ class ServerProcess:
 
     def __init__(
         self,
-        db_path: Path,
+        db_path: Path | None,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         port: int | None = 0,
     ) -> None:
+        """``db_path`` / ``port`` None: not on the command line (the environment may set them)."""
         cmd = server_command()
         if port is not None:
             cmd += ["--port", str(port)]
-        cmd += ["--db", str(db_path), *args]
+        if db_path is not None:
+            cmd += ["--db", str(db_path)]
+        cmd += list(args)
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
@@ -93,9 +96,14 @@ class ServerProcess:
 
 
 @contextmanager
-def server_process(db_path: Path, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Iterator[ServerProcess]:
+def server_process(
+    db_path: Path | None,
+    args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    port: int | None = 0,
+) -> Iterator[ServerProcess]:
     """A started server (port parsed from its log); killed on exit if still running."""
-    proc = ServerProcess(db_path, args, env)
+    proc = ServerProcess(db_path, args, env, port)
     try:
         proc.wait_listening()
         yield proc

@@ -1,0 +1,103 @@
+"""The ``securechat-server`` command as a real subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
+from tests.support.serverproc import server_command, server_process
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def login_and_ping(port: int, name: str = "alice") -> None:
+    c = await RawClient.connect(port)
+    await c.login(name, identity_key(name))
+    await c.send_frame({"type": "ping"})
+    assert await c.recv() == {"type": "pong"}
+    await c.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_starts_serves_and_stops_cleanly(tmp_path: Path, sig: int) -> None:
+    with server_process(tmp_path / "s.db") as proc:
+        assert proc.port != 0
+        await login_and_ping(proc.port)
+        code = await asyncio.to_thread(proc.stop, sig)
+        assert code == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        assert "event loop:" in proc.stderr
+        assert "server stopped" in proc.stderr
+
+
+async def test_options_come_from_the_environment(tmp_path: Path) -> None:
+    db = tmp_path / "nested" / "dir" / "env.db"
+    env = {"SECURECHAT_PORT": "0", "SECURECHAT_DB": str(db), "SECURECHAT_HANDSHAKE_TIMEOUT": "0.3"}
+    with server_process(None, env=env, port=None) as proc:
+        assert db.exists()  # its directories were created
+        await login_and_ping(proc.port)
+        c = await RawClient.connect(proc.port)
+        frame = await c.recv()  # nothing sent: the 0.3 s handshake timeout from the environment
+        assert frame["code"] == "timeout"
+        await c.close()
+        assert await asyncio.to_thread(proc.stop) == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--port", "70000"], ["--rate", "-1"], ["--burst", "zero"], ["--log-level", "LOUD"], ["--max-frame", "0"]],
+)
+def test_bad_option_value_is_a_one_line_error(tmp_path: Path, args: list[str]) -> None:
+    result = subprocess.run(
+        [*server_command(), "--db", str(tmp_path / "s.db"), *args],
+        check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_option_value_from_the_environment(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*server_command(), "--db", str(tmp_path / "s.db")],
+        check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        env={**os.environ, "SECURECHAT_QUEUE_LIMIT": "-5"},
+    )
+    assert result.returncode != 0
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with server_process(tmp_path / "a.db") as proc:
+        result = subprocess.run(
+            [*server_command(), "--db", str(tmp_path / "b.db"), "--port", str(proc.port)],
+            check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        )
+        assert result.returncode != 0
+        errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+        assert len(errors) == 1 and "Traceback" not in result.stderr
+
+
+async def test_queued_message_survives_kill_9(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with server_process(db) as proc:
+        await login_and_ping(proc.port, "bob")
+        a = await RawClient.connect(proc.port)
+        await a.login("alice", identity_key("alice"))
+        await a.send_frame({"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(1))})
+        assert (await a.recv_type("ack"))["status"] == "queued"
+        proc.kill()
+        await a.close()
+    with server_process(db) as proc:
+        b = await RawClient.connect(proc.port)
+        assert (await b.login("bob", identity_key("bob")))["new"] is False
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        await b.close()
+        assert await asyncio.to_thread(proc.stop) == 0

@@ -1,0 +1,184 @@
+"""SqliteStore: the durable server state, exercised directly (no server)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from securechat.store import QueuedMessage, QueueFull, ServerStore, SqliteStore
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def message(n: int, recipient: str = "bob", sender: str = "alice", size: int = 10, at: float = 1_000_000.0) -> QueuedMessage:
+    return QueuedMessage(recipient, sender, f"{n:032x}", n, bytes([n % 256]) * size, at)
+
+
+def ids(messages: list[QueuedMessage]) -> list[int]:
+    return [int(m.msg_id, 16) for m in messages]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> SqliteStore:
+    s = SqliteStore(tmp_path / "db" / "server.db", clock=Clock())
+    yield s  # type: ignore[misc]
+    await s.close()
+
+
+def test_sqlite_store_satisfies_the_protocol(tmp_path: Path) -> None:
+    s: ServerStore = SqliteStore(tmp_path / "x.db")
+    assert s is not None
+
+
+async def test_server_id_is_generated_once_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    first = SqliteStore(path)
+    sid = await first.server_id()
+    assert len(sid) == 16
+    assert await first.server_id() == sid
+    await first.close()
+    second = SqliteStore(path)
+    assert await second.server_id() == sid
+    await second.close()
+    assert await SqliteStore(tmp_path / "other.db").server_id() != sid
+
+
+async def test_wal_mode_and_private_file(store: SqliteStore) -> None:
+    await store.server_id()
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.path.stat().st_mode & 0o077 == 0
+
+
+async def test_register_binds_a_name_once(store: SqliteStore) -> None:
+    reg, new = await store.register("alice", "PEM1", "f1")
+    assert new and reg.name == "alice" and reg.pubkey_pem == "PEM1" and reg.created == 1_000_000.0
+    again, new = await store.register("alice", "PEM2", "f2")
+    assert not new and again == reg
+    assert await store.get_registration("alice") == reg
+    assert await store.get_registration("bob") is None
+    await store.register("bob", "PEM3", "f3")
+    assert await store.list_names() == ["alice", "bob"]
+
+
+async def test_fetch_is_oldest_first_in_batches(store: SqliteStore) -> None:
+    for n in (5, 3, 9, 1):
+        assert await store.enqueue(message(n))
+    await store.enqueue(message(7, recipient="carol"))
+    first = await store.fetch("bob", 0, 2)
+    assert ids(first) == [5, 3]
+    rest = await store.fetch("bob", first[-1].seq, 10)
+    assert ids(rest) == [9, 1]
+    assert await store.fetch("bob", rest[-1].seq, 10) == []
+    assert first[0].frame == message(5).frame and first[0].server_ts == 5
+
+
+async def test_a_resend_is_not_stored_twice(store: SqliteStore) -> None:
+    assert await store.enqueue(message(1)) is True
+    assert await store.enqueue(message(1)) is False
+    assert await store.queue_size("bob") == (1, 10)
+    # The same id from another sender, or to another recipient, is another message.
+    assert await store.enqueue(message(1, sender="carol"))
+    assert await store.enqueue(message(1, recipient="carol"))
+
+
+async def test_delete_on_confirmation(store: SqliteStore) -> None:
+    for n in range(4):
+        await store.enqueue(message(n))
+    assert await store.delete([("bob", "alice", f"{1:032x}"), ("bob", "alice", f"{3:032x}")]) == 2
+    assert await store.delete([("bob", "alice", f"{1:032x}")]) == 0
+    assert ids(await store.fetch("bob")) == [0, 2]
+    assert await store.queue_size("bob") == (2, 20)
+
+
+async def test_message_count_cap_drops_nothing(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db", queue_limit=3, clock=Clock())
+    for n in range(3):
+        await s.enqueue(message(n))
+    with pytest.raises(QueueFull) as info:
+        await s.enqueue(message(3))
+    assert info.value.count == 3 and "bob" in str(info.value)
+    # A resend of a queued message is still recognised when full.
+    assert await s.enqueue(message(0)) is False
+    # Other recipients have their own cap.
+    assert await s.enqueue(message(3, recipient="carol"))
+    assert ids(await s.fetch("bob")) == [0, 1, 2]
+    await s.delete([("bob", "alice", f"{0:032x}")])
+    assert await s.enqueue(message(3))
+    await s.close()
+
+
+async def test_byte_cap_drops_nothing(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db", queue_bytes=25, clock=Clock())
+    await s.enqueue(message(0, size=10))
+    await s.enqueue(message(1, size=10))
+    with pytest.raises(QueueFull):
+        await s.enqueue(message(2, size=10))
+    assert await s.enqueue(message(3, size=5))
+    assert await s.queue_size("bob") == (3, 25)
+    await s.close()
+
+
+async def test_requeue_ignores_the_caps_and_duplicates(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db", queue_limit=1, clock=Clock())
+    await s.enqueue(message(0))
+    assert await s.requeue([message(0), message(1), message(2)]) == 2
+    assert ids(await s.fetch("bob")) == [0, 1, 2]
+    await s.close()
+
+
+async def test_ttl_expiry(tmp_path: Path) -> None:
+    clock = Clock(1000.0)
+    s = SqliteStore(tmp_path / "s.db", queue_ttl=100.0, clock=clock)
+    await s.enqueue(message(1, at=950.0))
+    await s.enqueue(message(2, at=1000.0))
+    clock.now = 1060.0
+    # Expired messages are never handed out, even before expire() runs.
+    assert ids(await s.fetch("bob")) == [2]
+    assert await s.expire() == 1
+    assert await s.queue_size("bob") == (1, 10)
+    clock.now = 1101.0
+    assert await s.expire() == 1
+    assert await s.fetch("bob") == []
+    await s.close()
+
+
+async def test_everything_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SqliteStore(path, clock=Clock())
+    await s.register("alice", "PEM", "f")
+    await s.enqueue(message(1))
+    await s.close()
+    await s.close()  # idempotent
+    s = SqliteStore(path, clock=Clock())
+    assert (await s.get_registration("alice")) is not None
+    assert ids(await s.fetch("bob")) == [1]
+    assert await s.queue_size("bob") == (1, 10)
+    await s.close()
+
+
+async def test_work_runs_on_one_dedicated_thread(store: SqliteStore) -> None:
+    import threading
+
+    await store.server_id()
+    assert store._db_thread is not None and store._db_thread != threading.get_ident()
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db")
+    await s.close()
+    with pytest.raises(RuntimeError):
+        s.fetch("bob")
+
+
+def test_bad_limits_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        SqliteStore(tmp_path / "s.db", queue_limit=0)
