@@ -23,7 +23,7 @@ from securechat.ui import commands as cmd
 from securechat.ui.keybindings import build_key_bindings
 from securechat.ui.layout import MessagePane, build_input, build_layout
 from securechat.ui.render import pane_rows, plain, status_bar
-from securechat.ui.state import STATUS_WINDOW, ChatState, pretty_fingerprint
+from securechat.ui.state import STATUS_WINDOW, ChatState, fingerprint_rows, pretty_fingerprint
 from securechat.ui.style import build_style, color_depth, no_color
 
 CLOSE_TIMEOUT = 5.0
@@ -132,7 +132,9 @@ class ChatUI:
             case cmd.Whois(name):
                 self._whois(name)
             case cmd.Fingerprint():
-                st.info(f"your fingerprint ({st.own_name}): {pretty_fingerprint(st.fingerprint)}")
+                st.info(f"your fingerprint ({st.own_name}):")
+                for row in fingerprint_rows(st.fingerprint):
+                    st.info("    " + row)
             case cmd.Trust(name):
                 self.session.trust(name)
                 st.banners.pop(name, None)

@@ -70,6 +70,13 @@ def short_fingerprint(fp: str | None) -> str:
     return pretty_fingerprint(fp)[:9] if fp else "?"
 
 
+def fingerprint_rows(fp: str | None) -> list[str]:
+    """A fingerprint as two rows of eight groups, easy to read out and compare."""
+    groups = pretty_fingerprint(fp).split(" ")
+    half = (len(groups) + 1) // 2
+    return [" ".join(groups[:half]), " ".join(groups[half:])] if len(groups) > 1 else groups
+
+
 def sanitize(text: str) -> str:
     """Remove control characters a peer could use to repaint the terminal.
 
@@ -106,6 +113,7 @@ class ChatState:
     by_id: dict[str, Line] = field(default_factory=dict)
     users_requested: int = 0
     intro_shown: bool = False
+    left_status: bool = False
     # Bumped on every change so views can tell that something was appended.
     generation: int = 0
 
@@ -147,10 +155,11 @@ class ChatState:
         if name == self.current:
             return
         target = self.window(name)
-        if self.current == STATUS_WINDOW and not target:
-            # Leaving the start screen: carry the welcome lines along so the
-            # fingerprint stays in view above the first messages.
-            target.extend(self.windows[STATUS_WINDOW])
+        if self.current == STATUS_WINDOW and not self.left_status:
+            # Leaving the start screen for the first time: carry the welcome
+            # lines along so the fingerprint stays in view above the messages.
+            self.left_status = True
+            target[:0] = self.windows[STATUS_WINDOW]
         self.current = name
         self.unread.pop(name, None)
         self.generation += 1
@@ -313,11 +322,15 @@ class ChatState:
 
     def show_intro(self) -> None:
         """First run: the own fingerprint and how to compare it with a contact."""
-        self.info(f"welcome, {self.own_name}: this is your first session with this name.")
-        self.info(f"your fingerprint: {pretty_fingerprint(self.fingerprint)}")
-        self.info("compare fingerprints with a contact over another channel (in person, by phone):")
-        self.info("  they read theirs with /fingerprint, you see yours with /fingerprint and theirs")
-        self.info("  with /whois NAME; if they match, /verify NAME FINGERPRINT. /help lists commands.")
+        # Short lines: each fits an 80-column pane after the time stamp.
+        self.info(f"welcome, {self.own_name}: this is the first session for this name.")
+        self.info("your fingerprint (your key's identity, safe to share):")
+        for row in fingerprint_rows(self.fingerprint):
+            self.info("    " + row)
+        self.info("compare fingerprints with a contact over another channel (in")
+        self.info("person, by phone): they read out theirs (/fingerprint), you check")
+        self.info("it against /whois NAME; if it matches, /verify NAME FINGERPRINT.")
+        self.info("/help lists the commands.")
 
     def _show_users(self) -> None:
         if not self.users:

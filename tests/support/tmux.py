@@ -1,0 +1,104 @@
+"""Real terminals for end-to-end UI tests: one tmux server per pane, polled, never slept on."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+DEFAULT_TIMEOUT = 20.0
+POLL = 0.05
+EXIT_MARK = "EXIT="
+
+# Fast keys for tests (still protocol-valid) and no passphrase prompt.
+CLIENT_ENV = {"SECURECHAT_KEY_BITS": "2048", "SECURECHAT_PASSPHRASE": "", "TERM": "xterm-256color"}
+
+
+def have_tmux() -> bool:
+    return shutil.which("tmux") is not None
+
+
+def client_command() -> list[str]:
+    """The installed ``securechat-client`` script, or the same entry point through python."""
+    script = shutil.which("securechat-client")
+    if script is not None:
+        return [script]
+    return [sys.executable, "-c", "from securechat.client_cli import main; main()"]
+
+
+class TmuxPane:
+    """A command running in its own tmux server (``-L``), read with capture-pane."""
+
+    def __init__(self, label: str, width: int = 80, height: int = 24) -> None:
+        self.socket = f"sc-{label}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.width, self.height = width, height
+        self.started = False
+
+    def _tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, "-f", "/dev/null", *args],
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+
+    def start(
+        self, argv: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        """Run ``argv``; when it exits the pane shows ``EXIT=<status>`` and stays open."""
+        assigns = [f"{k}={v}" for k, v in {**CLIENT_ENV, **(env or {})}.items()]
+        inner = shlex.join(["env", *assigns, *argv])
+        shell = f"{inner}; echo {EXIT_MARK}$?; sleep 3600"
+        self._tmux(
+            "new-session", "-d", "-x", str(self.width), "-y", str(self.height),
+            *(["-c", str(cwd)] if cwd else []), "sh", "-c", shell,
+        )  # fmt: skip
+        self.started = True
+
+    def keys(self, *keys: str) -> None:
+        """tmux key names: Enter, C-c, PageUp, ..."""
+        self._tmux("send-keys", "-t", "0", *keys)
+
+    def type(self, text: str, enter: bool = True) -> None:
+        self._tmux("send-keys", "-t", "0", "-l", text)
+        if enter:
+            self.keys("Enter")
+
+    def paste(self, text: str) -> None:
+        """Paste ``text`` as a terminal would (bracketed, when the app asked for it)."""
+        self._tmux("set-buffer", "-b", "sc", text)
+        self._tmux("paste-buffer", "-p", "-d", "-b", "sc", "-t", "0")
+
+    def capture(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "0").stdout
+
+    def resize(self, width: int, height: int) -> None:
+        self._tmux("resize-window", "-t", "0", "-x", str(width), "-y", str(height))
+
+    def wait_for(self, cond: str | Callable[[str], bool], timeout: float = DEFAULT_TIMEOUT) -> str:
+        """Poll the screen until it contains ``cond`` (or ``cond(screen)``); the screen."""
+        check = (lambda screen: cond in screen) if isinstance(cond, str) else cond
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.capture()
+            if check(screen):
+                return screen
+            time.sleep(POLL)
+        raise AssertionError(f"timed out after {timeout}s waiting for {cond!r}; the screen:\n{screen}")
+
+    def kill(self) -> None:
+        if self.started:
+            self._tmux("kill-server", check=False)
+            self.started = False
+
+
+def client_argv(name: str, home: Path, port: int, *extra: str) -> list[str]:
+    return [*client_command(), "--name", name, "--home", str(home), "--server", f"127.0.0.1:{port}", *extra]
