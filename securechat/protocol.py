@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 import struct
 from collections.abc import Mapping
@@ -77,7 +78,7 @@ def _finite_float(token: str) -> float:
     # non-standard "Infinity" a strict peer rejects: a frame forwarded with it
     # would kill the recipient's connection.
     value = float(token)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise ValueError(f"number {token[:20]} overflows a double")
     return value
 
