@@ -11,10 +11,10 @@ import os
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from securechat import crypto
 from securechat.errors import (
@@ -143,7 +143,7 @@ def test_fresh_aes_key_nonce_and_ct_per_message() -> None:
 
 
 def test_seal_from_parts_is_deterministic_in_header_and_ct() -> None:
-    parts = dict(msg_id=MSG_ID, ts=TS, aes_key=bytes(range(32)), nonce=bytes(range(12)))
+    parts: dict[str, Any] = {"msg_id": MSG_ID, "ts": TS, "aes_key": bytes(range(32)), "nonce": bytes(range(12))}
     a = crypto.seal_envelope_from_parts(key("alice"), key("bob").public_key(), "alice", "bob", "kat", **parts)
     b = crypto.seal_envelope_from_parts(key("alice"), key("bob").public_key(), "alice", "bob", "kat", **parts)
     assert a["ct"] == b["ct"] and a["nonce"] == b["nonce"]
@@ -204,7 +204,9 @@ TAMPER_CASES: list[tuple[str, Any, type[EnvelopeRejected]]] = [
 
 
 @pytest.mark.parametrize(("field", "value", "rejection"), TAMPER_CASES, ids=lambda x: repr(x)[:30])
-def test_replacing_a_field(sealed: dict[str, Any], field: str, value: Any, rejection: type) -> None:
+def test_replacing_a_field(
+    sealed: dict[str, Any], field: str, value: Any, rejection: type[EnvelopeRejected]
+) -> None:
     env = dict(sealed, **{field: value})
     with pytest.raises(rejection) as info:
         open_as_bob(env)
@@ -373,7 +375,8 @@ def test_non_canonical_base64_is_malformed(sealed: dict[str, Any]) -> None:
 
 
 def test_envelope_not_an_object_is_malformed() -> None:
-    for thing in (None, [], "x", 1):
+    things: list[Any] = [None, [], "x", 1]
+    for thing in things:
         with pytest.raises(MalformedEnvelope):
             open_as_bob(thing)
 
@@ -449,9 +452,8 @@ def test_auth_signature_is_bound_to_server_id_name_and_nonce() -> None:
 
 
 def pem_of(public: Any) -> str:
-    return public.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    pem: bytes = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return pem.decode()
 
 
 def test_load_public_key_pem_accepts_a_good_key() -> None:

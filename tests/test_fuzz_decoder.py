@@ -38,7 +38,7 @@ names = st.one_of(
 hex_ids = st.one_of(st.binary(min_size=16, max_size=16).map(bytes.hex), st.text(max_size=34))
 b64ish = st.one_of(st.binary(max_size=30).map(lambda b: base64.b64encode(b).decode()), st.text(max_size=10))
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(
-    st.characters(exclude_categories=("Cs",)), max_size=12
+    st.characters(exclude_categories=["Cs"]), max_size=12
 )
 anything = st.recursive(
     scalars,

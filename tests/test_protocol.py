@@ -269,7 +269,7 @@ json_scalars = (
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
+    | st.text(st.characters(exclude_categories=["Cs"]), max_size=20)
 )
 json_values = st.recursive(
     json_scalars,
@@ -278,7 +278,7 @@ json_values = st.recursive(
 )
 frame_objects = st.builds(
     lambda kind, extra: {**extra, "type": kind},
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=12),
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=12),
     st.dictionaries(st.text(max_size=8), json_values, max_size=4),
 )
 

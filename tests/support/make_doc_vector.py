@@ -38,7 +38,7 @@ END = "<!-- END doc-vector -->"
 SENDER, RECIPIENT = "alice", "bob"
 MSG_ID = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 TS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-AES_KEY = bytes(range(0x00, 0x20))
+AES_KEY = bytes(range(0x20))
 NONCE = bytes(range(0xA0, 0xAC))
 TEXT = "Hi Bob, café at 10? ☕"
 # An auth example too: everything in it is deterministic.
@@ -156,8 +156,8 @@ def make_section() -> str:
     parts = [
         BEGIN,
         "",
-        "**Test keys.** Both are RSA-2048 (e = 65537) derived from a fixed seed by the script; "
-        "their private halves are published on purpose. Never use them for anything else.",
+        ("**Test keys.** Both are RSA-2048 (e = 65537) derived from a fixed seed by the script; "
+        "their private halves are published on purpose. Never use them for anything else."),
         "",
         "alice's private key (PKCS#8 PEM):",
         "",
@@ -213,9 +213,9 @@ def make_section() -> str:
         "",
         f"(that is the text `{plaintext.decode()}`, {len(plaintext)} bytes.)",
         "",
-        "**Header** = `lp(\"securechat-msg-v1\") || lp(from) || lp(to) || lp(id) || lp(str(ts))`, one "
+        ("**Header** = `lp(\"securechat-msg-v1\") || lp(from) || lp(to) || lp(id) || lp(str(ts))`, one "
         "`lp()` field per line (4-byte big-endian length, space, the bytes); remove the spaces and "
-        f"newlines for the {len(header)} header bytes, which are also the GCM associated data:",
+        f"newlines for the {len(header)} header bytes, which are also the GCM associated data:"),
         "",
         block("hex", "header", lp_hex(crypto.MESSAGE_LABEL, SENDER, RECIPIENT, MSG_ID, str(TS))),
         "",
@@ -223,18 +223,18 @@ def make_section() -> str:
         "",
         block("base64", "ct", envelope["ct"]),
         "",
-        "**Wrapped key**: RSA-OAEP-SHA-256 (MGF1-SHA-256, empty label) of the AES key under bob's key. "
-        "OAEP is randomized, so a new sealing gives different bytes; this is one valid result:",
+        ("**Wrapped key**: RSA-OAEP-SHA-256 (MGF1-SHA-256, empty label) of the AES key under bob's key. "
+        "OAEP is randomized, so a new sealing gives different bytes; this is one valid result:"),
         "",
         block("base64", "wrapped-key", envelope["key"]),
         "",
-        "**Signed bytes** = `header || lp(key) || lp(nonce) || lp(ct)` with raw (decoded) bytes, in hex "
-        f"({len(signed)} bytes):",
+        ("**Signed bytes** = `header || lp(key) || lp(nonce) || lp(ct)` with raw (decoded) bytes, in hex "
+        f"({len(signed)} bytes):"),
         "",
         block("hex", "signed-bytes", hex_lines(signed)),
         "",
-        "**Signature**: RSASSA-PSS-SHA-256 (MGF1-SHA-256, salt 32) by alice over the signed bytes. PSS is "
-        "randomized (the salt), so this too is one valid result of many:",
+        ("**Signature**: RSASSA-PSS-SHA-256 (MGF1-SHA-256, salt 32) by alice over the signed bytes. PSS is "
+        "randomized (the salt), so this too is one valid result of many:"),
         "",
         block("base64", "signature", envelope["sig"]),
         "",
@@ -242,13 +242,13 @@ def make_section() -> str:
         "",
         block("json", "envelope", json.dumps(envelope, indent=2)),
         "",
-        "**The pasted payload**: base64 of the envelope's compact JSON (`{\"v\":1,\"from\":...}` with "
-        "`,` and `:` separators and no spaces), on one line:",
+        ("**The pasted payload**: base64 of the envelope's compact JSON (`{\"v\":1,\"from\":...}` with "
+        "`,` and `:` separators and no spaces), on one line:"),
         "",
         block("text", "payload", payload),
         "",
-        "**An `auth` example.** With `server_id` = bytes 0x10..0x1f and `nonce` = bytes 0x40..0x5f, alice "
-        "signs these bytes (`lp(\"securechat-auth-v1\") || lp(server_id) || lp(name) || lp(nonce)`):",
+        ("**An `auth` example.** With `server_id` = bytes 0x10..0x1f and `nonce` = bytes 0x40..0x5f, alice "
+        "signs these bytes (`lp(\"securechat-auth-v1\") || lp(server_id) || lp(name) || lp(nonce)`):"),
         "",
         block("hex", "auth-message", lp_hex(crypto.AUTH_LABEL, SERVER_ID, SENDER, AUTH_NONCE)),
         "",
