@@ -509,10 +509,12 @@ class ChatServer:
 
     def _dispatch(self, conn: _Connection, frame: dict[str, Any], now: float) -> Any:
         """Handle one frame; returns an awaitable when the handler needs the store, else None."""
-        if not conn.bucket.take(now):
+        kind = frame["type"]
+        # A `received` confirming a message this connection was handed is free: a client
+        # working through a 10,000-message backlog must be able to confirm every one.
+        if not (kind == "received" and self._confirms_in_flight(conn, frame)) and not conn.bucket.take(now):
             self._error(conn, "rate_limited", "too many frames; this one was dropped", request_id(frame))
             return None
-        kind = frame["type"]
         try:
             nxt = check_transition(conn.state, kind)
             if kind == "send":
@@ -541,6 +543,11 @@ class ChatServer:
         except Exception:  # noqa: BLE001 - the peer gets a generic `internal`, the log the traceback
             self._internal(conn, kind, request_id(frame))
         return None
+
+    @staticmethod
+    def _confirms_in_flight(conn: _Connection, frame: dict[str, Any]) -> bool:
+        sender, msg_id = frame.get("from"), frame.get("id")
+        return isinstance(sender, str) and isinstance(msg_id, str) and (sender, msg_id) in conn.inflight
 
     async def _guard(self, conn: _Connection, frame: dict[str, Any], handler: Any) -> None:
         try:
@@ -633,7 +640,7 @@ class ChatServer:
         if rid is not None:
             welcome["rid"] = rid
         conn.send(welcome)
-        log.info("session %s for %s", conn.peer, name)
+        log.debug("session %s for %s", conn.peer, name)
         self._broadcast(encode_frame({"type": "presence", "name": name, "online": True}), conn)
         self._spawn(self._deliver_backlog(conn, name))
 

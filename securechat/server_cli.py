@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -122,7 +123,7 @@ def main(db: Path | None, log_level: str, **options: Any) -> None:
         config.validate()
         config.db_path.parent.mkdir(parents=True, exist_ok=True)
         _run(config)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, sqlite3.Error) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass  # a second Ctrl-C during shutdown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -477,17 +478,24 @@ async def test_replaced_session_hands_its_in_flight_messages_to_the_new_one(serv
         await newer.close()
 
 
-async def test_messages_arriving_during_the_backlog_go_after_it(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+async def prefill(db: Path, count: int) -> None:
+    """Register alice and bob and queue ``count`` messages from alice to bob, straight into the store."""
     async with running_server(db) as srv, clients(srv.port, "alice", "bob"):
         pass
-    backlog = 2000
     store = SqliteStore(db)
-    for n in range(backlog):
-        await store.enqueue(QueuedMessage("bob", "alice", msg_id(n), n, json_frame(
+    await store.requeue([
+        QueuedMessage("bob", "alice", msg_id(n), n, json_frame(
             {"type": "message", "from": "alice", "server_ts": n, "envelope": envelope("alice", "bob", msg_id(n))}
-        ), 1e12))
+        ), time.time())
+        for n in range(count)
+    ])
     await store.close()
+
+
+async def test_messages_arriving_during_the_backlog_go_after_it(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    backlog = 2000
+    await prefill(db, backlog)
     async with running_server(db) as srv, clients(srv.port, "alice", "carol") as (a, c):
         b = await connect(srv)
         await b.login("bob", identity_key("bob"))
@@ -633,3 +641,18 @@ async def test_close_is_clean_with_connections_open(tmp_path: Path) -> None:
     await c.login("alice", identity_key("alice"))
     await srv.close()
     await c.expect_closed()
+
+
+async def test_confirming_a_large_backlog_is_not_rate_limited(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    count = 300
+    await prefill(db, count)
+    async with running_server(db, rate=20.0, burst=10) as srv:
+        async with clients(srv.port, "bob") as (b,):
+            for _ in range(count):
+                m = await b.recv_type("message")
+                b.writer.write(json_frame({"type": "received", "id": m["envelope"]["id"], "from": "alice"}))
+            # Unmatched or malformed confirmations are still charged (and never crash the server).
+            await b.send_raw(json_frame({"type": "received", "id": [1], "from": {"x": 1}}))
+            await nonfatal(b, "bad_request")
+        assert await srv._store.queue_size("bob") == (0, 0)
