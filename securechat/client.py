@@ -233,7 +233,7 @@ class ClientSession:
 
     def _backoff(self, attempt: int) -> float:
         """Capped exponential backoff with jitter (half to full of the step)."""
-        step = min(self.backoff_max, self.backoff_initial * (2 ** min(attempt, 30)))
+        step: float = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt, 30))
         return step * random.uniform(0.5, 1.0)
 
     async def close(self) -> None:
@@ -349,7 +349,9 @@ class ClientSession:
 
     async def _handshake(self, conn: _Connection) -> dict[str, Any]:
         identity = self._identity
-        conn.write({"type": "hello", "version": PROTOCOL_VERSION, "name": self.name, "pubkey": identity.public_pem})
+        conn.write(
+            {"type": "hello", "version": PROTOCOL_VERSION, "name": self.name, "pubkey": identity.public_pem}
+        )
         challenge = await self._expect(conn, "challenge")
         try:
             server_id = crypto.b64decode(challenge["server_id"])
@@ -364,7 +366,9 @@ class ClientSession:
             self._emit(ErrorReported("bad_server_frame", f"the server welcomed '{welcome['name']}', not us"))
             raise _Dropped("welcome for another name")
         if welcome["fingerprint"] != self.fingerprint:
-            self._emit(ErrorReported("bad_server_frame", "the server reports a different fingerprint for our key"))
+            self._emit(
+                ErrorReported("bad_server_frame", "the server reports a different fingerprint for our key")
+            )
         return welcome
 
     async def _expect(self, conn: _Connection, kind: str) -> dict[str, Any]:
@@ -392,7 +396,9 @@ class ClientSession:
                 self._emit(ErrorReported("bad_server_frame", str(exc)))
             except Exception:  # never let a server frame crash the session
                 log.exception("failed to handle a %r frame", frame.get("type"))
-                self._emit(ErrorReported("internal", f"could not handle a {str(frame.get('type'))[:40]!r} frame"))
+                self._emit(
+                    ErrorReported("internal", f"could not handle a {str(frame.get('type'))[:40]!r} frame")
+                )
 
     def _valid(self, frame: dict[str, Any]) -> bool:
         try:
@@ -439,7 +445,11 @@ class ClientSession:
         if pending is None or pending.kind != kind:
             # A server that does not echo rid: the oldest request of this kind (and name).
             pending = next(
-                (p for p in self._pending.values() if p.kind == kind and p.name == name and not p.future.done()),
+                (
+                    p
+                    for p in self._pending.values()
+                    if p.kind == kind and p.name == name and not p.future.done()
+                ),
                 None,
             )
         if pending is not None and not pending.future.done():
@@ -549,7 +559,9 @@ class ClientSession:
             self._alert(pin)
             raise SenderKeyChanged(f"the key of '{sender}' changed; trust or verify the new key first")
         try:
-            return crypto.open_envelope(self._identity.private_key, self.name, pin.public_key(), envelope, sender)
+            return crypto.open_envelope(
+                self._identity.private_key, self.name, pin.public_key(), envelope, sender
+            )
         except BadSignature:
             # Maybe they have a new key: ask the server and say so rather than "bad signature".
             if not first_contact and await self._changed_on_server(sender):
@@ -577,9 +589,11 @@ class ClientSession:
         if self._closing:
             raise SessionClosed("the session is closed")
         if self._conn is None:
-            if not await self.wait_online(timeout) or self._conn is None:
-                raise SessionClosed(f"not connected to the server at {self.host}:{self.port}")
-        return self._conn
+            await self.wait_online(timeout)
+        conn = self._conn
+        if conn is None:
+            raise SessionClosed(f"not connected to the server at {self.host}:{self.port}")
+        return conn
 
     async def _request(self, frame: dict[str, Any], kind: str, name: str | None) -> dict[str, Any]:
         conn = await self._connection(self.request_timeout)
@@ -590,7 +604,9 @@ class ClientSession:
             conn.write({**frame, "rid": rid})
             return await asyncio.wait_for(future, self.request_timeout)
         except TimeoutError:
-            raise SessionClosed(f"the server did not answer '{kind}' within {self.request_timeout:g} s") from None
+            raise SessionClosed(
+                f"the server did not answer '{kind}' within {self.request_timeout:g} s"
+            ) from None
         finally:
             self._pending.pop(rid, None)
 
@@ -598,7 +614,8 @@ class ClientSession:
         normalized = normalize_name(name)
         if not is_valid_name(normalized):
             raise BadRequest(
-                f"'{name}' is not a valid name (a-z, 0-9, '_' and '-', 1 to 32 characters)", code="invalid_name"
+                f"'{name}' is not a valid name (a-z, 0-9, '_' and '-', 1 to 32 characters)",
+                code="invalid_name",
             )
         return normalized
 
@@ -655,7 +672,8 @@ class ClientSession:
         frame = {"type": "send", "to": to, "envelope": envelope, "rid": envelope["id"]}
         if len(encode_frame(frame)) - HEADER_SIZE > self.max_frame:
             raise BadRequest(f"the message is too long for one frame ({self.max_frame} bytes)")
-        msg_id, ts = envelope["id"], envelope["ts"]
+        msg_id: str = envelope["id"]
+        ts: int = envelope["ts"]
         self._store.outbox.add(to, envelope)
         self._store.history.add(HistoryEntry(to, "out", msg_id, ts, text, "sending"))
         self._emit(MessageSent(msg_id, to, ts, text, crypto.encode_payload(envelope)))
@@ -688,7 +706,11 @@ class ClientSession:
         before = self._store.pins.get(name)
         ok = self._store.pins.verify(name, fingerprint)
         pin = self._store.pins.get(name)
-        if ok and pin is not None and (before is None or before.trust != "verified" or before.fingerprint != pin.fingerprint):
+        if (
+            ok
+            and pin is not None
+            and (before is None or before.trust != "verified" or before.fingerprint != pin.fingerprint)
+        ):
             self._emit(ContactPinned(name, pin.fingerprint, pin.trust))
         return ok
 

@@ -105,7 +105,9 @@ def _existing_passphrase(home: ClientHome, name: str, interactive: bool) -> str 
     if env is not None:
         return env
     if not interactive:
-        raise KeyStoreError(f"the key of '{normalize_name(name)}' is protected by a passphrase; set {PASSPHRASE_ENV}")
+        raise KeyStoreError(
+            f"the key of '{normalize_name(name)}' is protected by a passphrase; set {PASSPHRASE_ENV}"
+        )
     return str(click.prompt(f"Passphrase for {normalize_name(name)}", hide_input=True, err=True))
 
 
@@ -157,10 +159,14 @@ def parse_server(value: str) -> tuple[str, int]:
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
 
 
-@click.group(cls=_ClientGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=_ClientGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.option("--name", help="Your own name; created with a new key on first use.")
 @click.option("--server", default=DEFAULT_SERVER, show_default=True, help="Server address HOST:PORT.")
 @click.option(
@@ -169,13 +175,24 @@ def _setup_logging(verbose: int) -> None:
     envvar="SECURECHAT_HOME",
     help="Client home directory (default: $SECURECHAT_HOME or the per-user app directory).",
 )
-@click.option("--json", "json_mode", is_flag=True, help="Events as JSON lines on stdout, commands as JSON lines on stdin.")
+@click.option(
+    "--json",
+    "json_mode",
+    is_flag=True,
+    help="Events as JSON lines on stdout, commands as JSON lines on stdin.",
+)
 @click.option("--plain", is_flag=True, help="Line-based interface instead of the full-screen one.")
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv for debug).")
 @click.version_option(__version__, prog_name="securechat-client")
 @click.pass_context
 def main(
-    ctx: click.Context, name: str | None, server: str, home: Path | None, json_mode: bool, plain: bool, verbose: int
+    ctx: click.Context,
+    name: str | None,
+    server: str,
+    home: Path | None,
+    json_mode: bool,
+    plain: bool,
+    verbose: int,
 ) -> None:
     """End-to-end encrypted chat over TCP.
 
@@ -192,8 +209,8 @@ def main(
 
     def announce(who: str, bits: int) -> None:
         if json_mode:
-            from .jsonmode import write_json_line
             from .events import event_to_json
+            from .jsonmode import write_json_line
 
             obj = event_to_json(KeyGenerating(who, bits))
             if obj is not None:
@@ -209,7 +226,9 @@ def main(
     ctx.exit(status)
 
 
-async def _chat(store: KeyStore, host: str, port: int, *, json_mode: bool, plain: bool, first_run: bool) -> int:
+async def _chat(
+    store: KeyStore, host: str, port: int, *, json_mode: bool, plain: bool, first_run: bool
+) -> int:
     from .client import ClientSession
 
     session = ClientSession(store, host, port)
@@ -242,7 +261,9 @@ async def _chat(store: KeyStore, host: str, port: int, *, json_mode: bool, plain
 )
 @click.argument("payloads", nargs=-1)
 @click.pass_context
-def decrypt(ctx: click.Context, name: str, home: Path | None, sender_key: Path | None, payloads: tuple[str, ...]) -> None:
+def decrypt(
+    ctx: click.Context, name: str, home: Path | None, sender_key: Path | None, payloads: tuple[str, ...]
+) -> None:
     """Open pasted payloads addressed to NAME (arguments, a prompt, or one per line on stdin)."""
     client_home = _resolve_home(home)
     identity = load_identity(client_home, name, interactive=_interactive())
@@ -286,14 +307,18 @@ def _decrypt_one(
                 if parsed.version != crypto.ENVELOPE_VERSION:
                     raise UnsupportedVersion(f"envelope version {parsed.version} is not 1")
                 if parsed.recipient != identity.name:
-                    raise WrongRecipient(f"envelope is addressed to '{parsed.recipient}', not '{identity.name}'")
-                raise UnknownSender(f"no key pinned for {sender!r}; pass --sender-key FILE to verify the signature")
+                    raise WrongRecipient(
+                        f"envelope is addressed to '{parsed.recipient}', not '{identity.name}'"
+                    )
+                raise UnknownSender(
+                    f"no key pinned for {sender!r}; pass --sender-key FILE to verify the signature"
+                )
             key, source = pin.public_key(), f"the pinned key of {pin.name} ({pin.trust})"
         opened = crypto.open_envelope(identity.private_key, identity.name, key, envelope)
     except EnvelopeRejected as exc:
         click.echo(f"{prefix}rejected: {' '.join(str(exc).split())}", err=True)
         return False
-    when = datetime.datetime.fromtimestamp(opened.ts / 1000, datetime.timezone.utc)
+    when = datetime.datetime.fromtimestamp(opened.ts / 1000, datetime.UTC)
     click.echo(
         f"{prefix}from {opened.sender} to {opened.recipient} at {when:%Y-%m-%d %H:%M:%S} UTC "
         f"(id {opened.msg_id}); signature verified with {source}"
@@ -327,7 +352,11 @@ def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[
         if pin is None:
             raise KeyStoreError(f"no key is pinned for '{contact}' yet (exchange a message or /whois first)")
         if not store.pins.verify(contact, wanted):
-            shown = pin.pending_fingerprint if pin.trust == "changed" and pin.pending_fingerprint else pin.fingerprint
+            shown = (
+                pin.pending_fingerprint
+                if pin.trust == "changed" and pin.pending_fingerprint
+                else pin.fingerprint
+            )
             raise KeyStoreError(
                 f"the fingerprint does not match the key of '{contact}' ({crypto.format_fingerprint(shown)}); "
                 "not verified"
@@ -352,7 +381,7 @@ def history(name: str, home: Path | None, peer: str, limit: int) -> None:
     if not entries:
         click.echo(f"no history with {peer}", err=True)
     for entry in entries:
-        when = datetime.datetime.fromtimestamp(entry.ts / 1000, datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(entry.ts / 1000, datetime.UTC)
         who = f"{identity.name} -> {peer}" if entry.direction == "out" else f"{peer} -> {identity.name}"
         status = f"  [{entry.status}]" if entry.status else ""
         click.echo(f"{when:%Y-%m-%d %H:%M:%S}  {who}: {entry.text}{status}")

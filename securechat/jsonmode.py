@@ -213,7 +213,11 @@ async def run_json_mode(
         status = 0
         if not run_task.done() and not await session.wait_idle(drain_timeout):
             left = len(session.store.outbox)
-            out(error_json("unacknowledged", f"{left} message(s) not acknowledged; kept in the outbox for next time"))
+            out(
+                error_json(
+                    "unacknowledged", f"{left} message(s) not acknowledged; kept in the outbox for next time"
+                )
+            )
             status = 2
     finally:
         await session.close()

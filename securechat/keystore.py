@@ -28,13 +28,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, Self, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
-from .errors import BadKey, DecryptFailed, InsecurePermissions, KeyChanged, KeyStoreError, UnwrapFailed, WrongPassphrase
+from .errors import (
+    BadKey,
+    DecryptFailed,
+    InsecurePermissions,
+    KeyChanged,
+    KeyStoreError,
+    UnwrapFailed,
+    WrongPassphrase,
+)
 from .events import ContactInfo, HistoryEntry, TrustState
 from .protocol import is_valid_name, normalize_name
 
@@ -181,7 +189,9 @@ class ClientHome:
     def identity_dir(self, name: str) -> Path:
         name = normalize_name(name)
         if not is_valid_name(name):
-            raise KeyStoreError(f"'{name}' is not a valid name (a-z, 0-9, _ and -, at most 32, starting a-z0-9)")
+            raise KeyStoreError(
+                f"'{name}' is not a valid name (a-z, 0-9, _ and -, at most 32, starting a-z0-9)"
+            )
         return self.root / name
 
     def has_identity(self, name: str) -> bool:
@@ -325,7 +335,9 @@ class KeyStore:
     history then raises :class:`KeyStoreError`.
     """
 
-    def __init__(self, directory: Path, public_key: rsa.RSAPublicKey, identity: Identity | None = None) -> None:
+    def __init__(
+        self, directory: Path, public_key: rsa.RSAPublicKey, identity: Identity | None = None
+    ) -> None:
         self.directory = directory
         self.name = directory.name
         self.public_key = public_key
@@ -397,7 +409,7 @@ class KeyStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> KeyStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -499,7 +511,9 @@ class PinnedKeys:
             return False
         wanted = normalize_fingerprint(fingerprint)
         if current.trust == "changed":
-            if current.pending_fingerprint is None or not hmac.compare_digest(current.pending_fingerprint, wanted):
+            if current.pending_fingerprint is None or not hmac.compare_digest(
+                current.pending_fingerprint, wanted
+            ):
                 return False
             self.trust(name)
         elif not hmac.compare_digest(current.fingerprint, wanted):
@@ -525,7 +539,8 @@ class AcceptedIds:
     def add(self, sender: str, msg_id: str) -> None:
         with self._store.transaction() as db:
             db.execute(
-                "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)", (sender, msg_id, _now_ms())
+                "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",
+                (sender, msg_id, _now_ms()),
             )
 
 
@@ -550,7 +565,9 @@ class Outbox:
         return entry
 
     def get(self, msg_id: str) -> OutboxEntry | None:
-        rows = self._store.query("SELECT msg_id, recipient, envelope, created FROM outbox WHERE msg_id = ?", (msg_id,))
+        rows = self._store.query(
+            "SELECT msg_id, recipient, envelope, created FROM outbox WHERE msg_id = ?", (msg_id,)
+        )
         return self._entry(rows[0]) if rows else None
 
     def entries(self) -> list[OutboxEntry]:
@@ -633,8 +650,12 @@ class History:
         peer, direction, msg_id, nonce, sealed = row
         try:
             body = json.loads(
-                crypto.gcm_open(self._store.history_key(), bytes(nonce), bytes(sealed), self._aad(peer, direction, msg_id))
+                crypto.gcm_open(
+                    self._store.history_key(), bytes(nonce), bytes(sealed), self._aad(peer, direction, msg_id)
+                )
             )
         except DecryptFailed:
             raise KeyStoreError(f"a history entry with '{peer}' is corrupt or was tampered with") from None
-        return HistoryEntry(peer, direction, msg_id, int(body["ts"]), str(body["text"]), str(body.get("status", "")))
+        return HistoryEntry(
+            peer, direction, msg_id, int(body["ts"]), str(body["text"]), str(body.get("status", ""))
+        )

@@ -207,7 +207,13 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
         print(text, flush=True)
 
     chat = LineChat(session, write)
-    session.add_listener(lambda event: (line := format_event(event)) is not None and write(line))
+
+    def show(event: SessionEvent) -> None:
+        line = format_event(event)
+        if line is not None:
+            write(line)
+
+    session.add_listener(show)
     if first_run:
         write(f"* your fingerprint: {format_fingerprint(session.fingerprint)} (type /help for commands)")
     run_task = asyncio.create_task(session.run())

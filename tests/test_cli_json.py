@@ -43,7 +43,12 @@ class JsonClient:
     @classmethod
     async def start(cls, name: str, port: int, home: Path) -> JsonClient:
         proc = await asyncio.create_subprocess_exec(
-            *client_command(), "--name", name, "--server", f"127.0.0.1:{port}", "--json",
+            *client_command(),
+            "--name",
+            name,
+            "--server",
+            f"127.0.0.1:{port}",
+            "--json",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -68,7 +73,9 @@ class JsonClient:
         self.events.append(event)
         return event
 
-    async def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT) -> dict[str, Any]:
+    async def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+    ) -> dict[str, Any]:
         for event in self.events:
             if predicate(event):
                 return event
@@ -81,7 +88,9 @@ class JsonClient:
                     return event
 
     async def wait_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
-        return await self.wait(lambda e: e["event"] == kind and all(e.get(k) == v for k, v in fields.items()), timeout)
+        return await self.wait(
+            lambda e: e["event"] == kind and all(e.get(k) == v for k, v in fields.items()), timeout
+        )
 
     async def finish(self, timeout: float = WAIT) -> tuple[int, str]:
         """Close stdin, read the remaining events, return (exit status, stderr)."""
@@ -195,7 +204,9 @@ async def test_malformed_commands_are_reported_and_ignored(server: ServerProcess
     assert status == 0 and "Traceback" not in stderr
 
 
-async def test_first_run_announces_key_generation_and_quits_without_server(tmp_path: Path, spawn: Any) -> None:
+async def test_first_run_announces_key_generation_and_quits_without_server(
+    tmp_path: Path, spawn: Any
+) -> None:
     # Nothing listens on port 9 (discard): the client keeps retrying until EOF.
     carol = await spawn("carol", 9)
     await carol.wait_event("key_generating", name="carol", bits=2048)

@@ -21,6 +21,7 @@ BITS = 2048
 def run(home: Path, args: Sequence[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*client_command(), *args],
+        check=False,
         input="",
         capture_output=True,
         text=True,
@@ -40,7 +41,10 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """alice with bob pinned and one history line; bob's key is known."""
-    with KeyStore.open(tmp_path, "alice", bits=BITS) as alice, KeyStore.open(tmp_path, "bob", bits=BITS) as bob:
+    with (
+        KeyStore.open(tmp_path, "alice", bits=BITS) as alice,
+        KeyStore.open(tmp_path, "bob", bits=BITS) as bob,
+    ):
         assert bob.identity is not None
         alice.pins.pin("bob", bob.identity.public_pem)
         alice.history.add(HistoryEntry("bob", "out", "1" * 32, 1_700_000_000_000, "hi bob", "delivered"))
@@ -55,7 +59,11 @@ def test_fingerprint(home: Path) -> None:
     # --home on the group works too, and the name is case-insensitive.
     again = subprocess.run(
         [*client_command(), "--home", str(home), "fingerprint", "--name", "ALICE"],
-        capture_output=True, text=True, env=client_env(home / "elsewhere"), timeout=30,
+        check=False,
+        capture_output=True,
+        text=True,
+        env=client_env(home / "elsewhere"),
+        timeout=30,
     )
     assert again.returncode == 0 and again.stdout.strip() == expected
 
@@ -69,7 +77,9 @@ def test_verify(home: Path) -> None:
     assert "verified" in ok.stdout
     with KeyStore.open(home, "alice") as store:
         assert store.pins.info("bob").trust == "verified"
-    assert "no key is pinned for 'carol'" in one_line_error(run(home, ["verify", "--name", "alice", "carol", "ab"]))
+    assert "no key is pinned for 'carol'" in one_line_error(
+        run(home, ["verify", "--name", "alice", "carol", "ab"])
+    )
 
 
 def test_history(home: Path) -> None:
@@ -79,7 +89,9 @@ def test_history(home: Path) -> None:
 
 
 @pytest.mark.parametrize(("target", "loose"), [("alice/identity.pem", 0o644), ("alice", 0o750)])
-@pytest.mark.parametrize("command", [["fingerprint", "--name", "alice"], ["history", "--name", "alice", "bob"]])
+@pytest.mark.parametrize(
+    "command", [["fingerprint", "--name", "alice"], ["history", "--name", "alice", "bob"]]
+)
 def test_loose_permissions_refused(home: Path, target: str, loose: int, command: list[str]) -> None:
     os.chmod(home / target, loose)
     line = one_line_error(run(home, command))
@@ -90,7 +102,9 @@ def test_wrong_passphrase_one_line(tmp_path: Path) -> None:
     ClientHome(tmp_path).create_identity("alice", "s3cret", bits=BITS)
     line = one_line_error(run(tmp_path, ["history", "--name", "alice", "bob"], SECURECHAT_PASSPHRASE="nope"))
     assert line == "Error: wrong passphrase for the private key"
-    chat = run(tmp_path, ["--name", "alice", "--json", "--server", "127.0.0.1:9"], SECURECHAT_PASSPHRASE="nope")
+    chat = run(
+        tmp_path, ["--name", "alice", "--json", "--server", "127.0.0.1:9"], SECURECHAT_PASSPHRASE="nope"
+    )
     assert one_line_error(chat) == "Error: wrong passphrase for the private key"
     assert chat.stdout == ""
     missing = one_line_error(run(tmp_path, ["history", "--name", "alice", "bob"]))
@@ -100,7 +114,9 @@ def test_wrong_passphrase_one_line(tmp_path: Path) -> None:
 
 
 def test_first_run_with_passphrase_from_env(tmp_path: Path) -> None:
-    result = run(tmp_path, ["--name", "dora", "--json", "--server", "127.0.0.1:9"], SECURECHAT_PASSPHRASE="pw")
+    result = run(
+        tmp_path, ["--name", "dora", "--json", "--server", "127.0.0.1:9"], SECURECHAT_PASSPHRASE="pw"
+    )
     assert result.returncode == 0, result.stderr
     assert "Generating a 2048-bit RSA key for dora" in result.stderr
     assert ClientHome(tmp_path).key_is_encrypted("dora")

@@ -130,7 +130,9 @@ async def test_send_receive_ack_delivered(server: ChatServer, make_client: Calla
     assert got.server_ts is not None
     await alice.rec.wait_kind(Acked, msg_id=msg_id, status="delivered")
     assert await alice.session.wait_idle(WAIT)
-    assert [(h.direction, h.text, h.status) for h in alice.session.history("bob")] == [("out", "hello bob", "delivered")]
+    assert [(h.direction, h.text, h.status) for h in alice.session.history("bob")] == [
+        ("out", "hello bob", "delivered")
+    ]
     assert [(h.direction, h.text) for h in bob.session.history("alice")] == [("in", "hello bob")]
     await bob.rec.wait_kind(ContactPinned, name="alice")
     await alice.session.list_users()
@@ -141,7 +143,9 @@ async def test_send_receive_ack_delivered(server: ChatServer, make_client: Calla
     assert alice.rec.events[-1] == ConnectionChanged("offline")
 
 
-async def test_offline_recipient_queued_then_delivered(server: ChatServer, make_client: Callable[..., Client]) -> None:
+async def test_offline_recipient_queued_then_delivered(
+    server: ChatServer, make_client: Callable[..., Client]
+) -> None:
     bob = await online(make_client("bob", server.port))
     await bob.stop()
     alice = await online(make_client("alice", server.port))
@@ -157,7 +161,9 @@ async def test_offline_recipient_queued_then_delivered(server: ChatServer, make_
     await bob2.stop()
 
 
-async def test_replay_confirmed_not_shown_twice(server: ChatServer, make_client: Callable[..., Client]) -> None:
+async def test_replay_confirmed_not_shown_twice(
+    server: ChatServer, make_client: Callable[..., Client]
+) -> None:
     bob = await online(make_client("bob", server.port))
     alice_store = KeyStore.open(bob.session.store.directory.parent, "alice", bits=BITS)
     alice_key = alice_store.require_identity().private_key
@@ -178,7 +184,9 @@ async def test_replay_confirmed_not_shown_twice(server: ChatServer, make_client:
     await bob.stop()
 
 
-async def test_replay_across_restart_not_shown(server: ChatServer, make_client: Callable[..., Client], tmp_path: Path) -> None:
+async def test_replay_across_restart_not_shown(
+    server: ChatServer, make_client: Callable[..., Client], tmp_path: Path
+) -> None:
     home = tmp_path / "bobhome"
     bob = await online(make_client("bob", server.port, home=home))
     alice = await online(make_client("alice", server.port))
@@ -203,7 +211,9 @@ async def test_replay_across_restart_not_shown(server: ChatServer, make_client: 
     await bob2.stop()
 
 
-async def test_reconnect_after_server_restart_resends_outbox(tmp_path: Path, make_client: Callable[..., Client]) -> None:
+async def test_reconnect_after_server_restart_resends_outbox(
+    tmp_path: Path, make_client: Callable[..., Client]
+) -> None:
     db = tmp_path / "server.db"
     srv = ChatServer(ServerConfig(port=0, db_path=db))
     await srv.start()
@@ -231,7 +241,9 @@ async def test_reconnect_after_server_restart_resends_outbox(tmp_path: Path, mak
         await srv2.close()
 
 
-async def test_outbox_survives_client_restart(server: ChatServer, make_client: Callable[..., Client], tmp_path: Path) -> None:
+async def test_outbox_survives_client_restart(
+    server: ChatServer, make_client: Callable[..., Client], tmp_path: Path
+) -> None:
     home = tmp_path / "alicehome"
     bob = await online(make_client("bob", server.port))
     first = await online(make_client("alice", server.port, home=home))
@@ -288,7 +300,9 @@ async def test_key_change_alert_and_refusal(tmp_path: Path, make_client: Callabl
         await srv2.close()
 
 
-async def test_send_to_unknown_user_and_offline(server: ChatServer, make_client: Callable[..., Client]) -> None:
+async def test_send_to_unknown_user_and_offline(
+    server: ChatServer, make_client: Callable[..., Client]
+) -> None:
     alice = await online(make_client("alice", server.port))
     with pytest.raises(ServerErrorReply) as info:
         await alice.session.send("nobody", "hi")
@@ -348,7 +362,9 @@ async def test_hostile_server_frames_never_crash(make_client: Callable[..., Clie
         await fake.wait_closed()
 
 
-async def test_permanent_refusal_stops_run(server: ChatServer, make_client: Callable[..., Client], tmp_path: Path) -> None:
+async def test_permanent_refusal_stops_run(
+    server: ChatServer, make_client: Callable[..., Client], tmp_path: Path
+) -> None:
     first = await online(make_client("alice", server.port, home=tmp_path / "a1"))
     await first.stop()
     impostor = make_client("alice", server.port, home=tmp_path / "a2")

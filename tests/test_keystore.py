@@ -13,7 +13,6 @@ from securechat.errors import BadKey, InsecurePermissions, KeyChanged, KeyStoreE
 from securechat.events import HistoryEntry
 from securechat.keystore import (
     PRIVATE_KEY_FILE,
-    PUBLIC_KEY_FILE,
     STATE_FILE,
     ClientHome,
     KeyStore,
@@ -157,7 +156,9 @@ def test_outbox_persists_in_order(tmp_path: Path, other_keys: list[crypto.Privat
     with KeyStore.open(tmp_path, "alice", bits=BITS) as store:
         assert store.identity is not None
         envelopes = [
-            crypto.seal_envelope(store.identity.private_key, other_keys[0].public_key(), "alice", "bob", f"m{i}")
+            crypto.seal_envelope(
+                store.identity.private_key, other_keys[0].public_key(), "alice", "bob", f"m{i}"
+            )
             for i in range(3)
         ]
         for env in envelopes:
@@ -193,9 +194,8 @@ def test_history_encrypted_at_rest(tmp_path: Path) -> None:
 def test_history_needs_the_private_key(tmp_path: Path) -> None:
     with KeyStore.open(tmp_path, "alice", bits=BITS) as store:
         store.history.add(HistoryEntry("bob", "in", "1" * 32, 1, "hi"))
-    with ClientHome(tmp_path).open_store("alice") as store:  # public half only
-        with pytest.raises(KeyStoreError, match="not loaded"):
-            store.history.recent("bob")
+    with ClientHome(tmp_path).open_store("alice") as store, pytest.raises(KeyStoreError, match="not loaded"):
+        store.history.recent("bob")  # only the public half is loaded
 
 
 def test_history_rows_cannot_be_swapped(tmp_path: Path) -> None:
