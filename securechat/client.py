@@ -18,6 +18,32 @@ Anything a hostile or broken server sends is validated first; a bad frame is
 reported as :class:`~securechat.events.ErrorReported` and skipped, a framing
 error drops the connection (and we reconnect). Nothing a server sends can
 make the session raise.
+
+Choices where protocol v1 is silent:
+
+- A rejected envelope is confirmed with ``received`` too (and shown as
+  :class:`~securechat.events.MessageRejected`): a server must not redeliver an
+  envelope we will never accept, forever.
+- Keys are looked up (and pinned on first use) when someone is first written to
+  or first heard from; a pinned contact is not looked up again on every send.
+  A message that fails the signature check against a pinned key triggers a
+  lookup: if the server now presents another key, the rejection says
+  ``key_changed`` and a :class:`~securechat.events.KeyChangedAlert` is emitted.
+  While a change is pending, messages from that name are rejected
+  (``key_changed``) and sends to it raise :class:`~securechat.errors.KeyChanged`.
+- ``send`` frames carry ``rid`` = the envelope id, so a server error about a
+  send names the message. ``unknown_user``/``bad_request``/``invalid_name``
+  drop it from the outbox (history status ``failed``); ``rate_limited``,
+  ``queue_full`` and ``internal`` retry it on the same connection after a
+  capped, jittered pause; everything left is resent after any reconnect.
+- ``ack`` ``queued`` and ``delivered`` both remove the outbox entry; a later
+  ``delivered`` still updates the history status (never back to ``queued``).
+- Fatal codes a reconnect cannot cure (``name_taken``, ``auth_failed``,
+  ``bad_key``, ``invalid_name``, ``version_unsupported``, ``replaced``) end
+  :meth:`ClientSession.run` with :class:`~securechat.errors.ServerErrorReply`;
+  any other drop reconnects with capped exponential backoff and jitter.
+- Silence: if no frame arrives for ``2 * ping_interval + 5`` seconds the
+  connection is considered dead and replaced.
 """
 
 from __future__ import annotations

@@ -51,6 +51,9 @@ class _ClientGroup(click.Group):
             return super().invoke(ctx)
         except SecurechatError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:  # e.g. an unreadable home directory
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
         except KeyboardInterrupt:
             click.echo("", err=True)
             raise click.exceptions.Exit(130) from None
