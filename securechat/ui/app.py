@@ -35,7 +35,10 @@ UNWRAPPED = 1 << 20
 def describe_error(exc: BaseException) -> str:
     """One line for the pane; never a traceback."""
     if isinstance(exc, KeyChanged):
-        return f"{exc} (/whois {exc.name} to compare, /trust {exc.name} to accept)"
+        return (
+            f"not sent: the key of {exc.name} changed; compare it (/whois {exc.name}), "
+            f"then /trust {exc.name} to accept it"
+        )
     if isinstance(exc, SecurechatError):
         return str(exc) or type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""

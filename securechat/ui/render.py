@@ -12,7 +12,7 @@ from securechat.ui.state import (
     STATUS_WINDOW,
     ChatState,
     Line,
-    pretty_fingerprint,
+    fingerprint_rows,
     short_fingerprint,
 )
 from securechat.ui.style import name_class
@@ -85,14 +85,17 @@ def wrap(frags: StyleAndTextTuples, width: int, indent: int) -> list[StyleAndTex
                 continue
             w = get_cwidth(ch)
             if col + w > width and col > indent:
+                if ch == " ":
+                    # The edge falls on a space: break there and drop it.
+                    rows.append(list(pad))
+                    col = indent
+                    continue
                 row = rows[-1]
                 cut = _break_at(row, indent, width)
                 moved = row[cut:] if cut else []
                 del row[len(row) - len(moved) :]
                 rows.append(pad + moved)
                 col = indent + sum(c[2] for c in moved)
-                if ch == " ":
-                    continue  # a space at the break is not carried to the next row
             rows[-1].append((style, ch, w))
             col += w
     return [_merge(row) for row in rows]
@@ -156,19 +159,13 @@ def status_bar(state: ChatState, scrolled: bool) -> StyleAndTextTuples:
 
 
 def banner(state: ChatState) -> StyleAndTextTuples:
-    frags: StyleAndTextTuples = []
+    """One block per contact whose key changed; stays until the user trusts the new key."""
+    lines: list[str] = []
     for name, alert in sorted(state.banners.items()):
-        if frags:
-            frags.append(("class:banner", "\n"))
-        frags.append(
-            (
-                "class:banner",
-                (
-                    f" !! THE KEY OF {name.upper()} CHANGED. Nothing is sent to {name} until you act.\n"
-                    f"  was {pretty_fingerprint(alert.old)}\n"
-                    f"  now {pretty_fingerprint(alert.new)}\n"
-                    f"  Compare 'now' with {name} over another channel, then /trust {name}."
-                ),
-            )
-        )
-    return frags
+        lines.append(f" !! THE KEY OF {name.upper()} CHANGED. Nothing is sent to {name} until you act.")
+        for label, fp in (("was", alert.old), ("now", alert.new)):
+            first, *rest = fingerprint_rows(fp)
+            lines.append(f"  {label}  {first}")
+            lines += [f"       {row}" for row in rest]
+        lines.append(f"  Compare 'now' with {name} over another channel, then /trust {name}.")
+    return [("class:banner", "\n".join(lines))] if lines else []

@@ -275,6 +275,9 @@ class ChatState:
                     acked.status = status
                     self.generation += 1
             case KeyChangedAlert(name, _old, _new):
+                if self.banners.get(name) == event:
+                    self.generation += 1
+                    return  # the session repeats the alert on each attempt; the banner is enough
                 self.banners[name] = event
                 self._append(
                     name,
