@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +43,7 @@ from .events import ContactInfo, SessionEvent, event_to_json
 
 DRAIN_TIMEOUT: Final = 15.0
 MAX_COMMAND_LINE: Final = 1 << 20
+READ_CHUNK: Final = 65536
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -50,13 +52,15 @@ class BadCommand(Exception):
     """A command line that is not one of the documented JSON commands."""
 
 
-async def stdin_lines(stream: IO[bytes] | None = None) -> AsyncIterator[bytes]:
-    """Lines from ``stream`` (default: stdin) without blocking the event loop.
+async def stdin_lines(fd: int | None = None) -> AsyncIterator[bytes]:
+    """Lines from file descriptor ``fd`` (default: stdin) without blocking the event loop.
 
     A daemon thread does the blocking reads, so this works for pipes, files
-    and terminals alike; the iterator ends at end of input.
+    and terminals alike; the iterator ends at end of input. The thread uses
+    ``os.read`` rather than ``sys.stdin``: a daemon thread parked inside a
+    buffered reader's lock aborts the interpreter at exit.
     """
-    source = stream if stream is not None else sys.stdin.buffer
+    source = fd if fd is not None else sys.stdin.fileno()
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
@@ -65,15 +69,24 @@ async def stdin_lines(stream: IO[bytes] | None = None) -> AsyncIterator[bytes]:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
     def reader() -> None:
+        pending = b""
         try:
             while True:
-                line = source.readline(MAX_COMMAND_LINE)
-                if not line:
+                chunk = os.read(source, READ_CHUNK)
+                if not chunk:
                     break
-                put(line)
-        except (OSError, ValueError):
+                pending += chunk
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    put(line + b"\n")
+                if len(pending) > MAX_COMMAND_LINE:  # an endless line: hand it on to be refused
+                    put(pending)
+                    pending = b""
+        except OSError:
             pass
         finally:
+            if pending:
+                put(pending)
             put(None)
 
     threading.Thread(target=reader, name="securechat-stdin", daemon=True).start()
@@ -178,8 +191,21 @@ async def run_json_mode(
     drain_timeout: float = DRAIN_TIMEOUT,
 ) -> int:
     """Drive ``session`` from JSON command lines until ``quit`` or end of input; the exit status."""
-    out: Emit = emit if emit is not None else write_json_line
+    write: Emit = emit if emit is not None else write_json_line
     source = lines if lines is not None else stdin_lines()
+    reader_gone = asyncio.Event()
+
+    def out(obj: dict[str, Any]) -> None:
+        if reader_gone.is_set():
+            return
+        try:
+            write(obj)
+        except (BrokenPipeError, ConnectionResetError):
+            # Whoever read our stdout is gone: quit (after the bounded drain).
+            reader_gone.set()
+            if emit is None:
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
     def on_event(event: SessionEvent) -> None:
         obj = event_to_json(event)
@@ -188,12 +214,13 @@ async def run_json_mode(
 
     session.add_listener(on_event)
     run_task = asyncio.create_task(session.run())
+    gone_task = asyncio.create_task(reader_gone.wait())
     iterator = source.__aiter__()
     try:
         while True:
             next_line = asyncio.ensure_future(iterator.__anext__())
-            await asyncio.wait({next_line, run_task}, return_when=asyncio.FIRST_COMPLETED)
-            if not next_line.done():  # the session ended by itself (refused for good)
+            await asyncio.wait({next_line, run_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
+            if not next_line.done():  # the session ended by itself, or stdout's reader left
                 next_line.cancel()
                 break
             try:
@@ -220,6 +247,7 @@ async def run_json_mode(
             )
             status = 2
     finally:
+        gone_task.cancel()
         await session.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait({run_task}, timeout=10.0)

@@ -215,3 +215,27 @@ async def test_first_run_announces_key_generation_and_quits_without_server(
     assert status == 0
     assert "Generating a 2048-bit RSA key for carol" in stderr
     assert (tmp_path / "home" / "carol" / "identity.pem").exists()
+
+
+async def test_quit_with_stdin_still_open(server: ServerProcess, spawn: Any) -> None:
+    alice = await spawn("alice", server.port)
+    await alice.wait_event("ready")
+    await alice.command({"cmd": "quit"})
+    await alice.wait_event("connection", state="offline")
+    # The process exits on its own, stdin still open, without aborting in the reader thread.
+    status = await asyncio.wait_for(alice.proc.wait(), WAIT)
+    assert alice.proc.stderr is not None
+    stderr = (await alice.proc.stderr.read()).decode()
+    assert status == 0 and "Fatal Python error" not in stderr, stderr
+
+
+async def test_stdout_reader_gone_quits(server: ServerProcess, spawn: Any) -> None:
+    alice = await spawn("alice", server.port)
+    await alice.wait_event("ready")
+    assert alice.proc.stdout is not None
+    alice.proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
+    await alice.command({"cmd": "list"})  # its answer hits the broken pipe
+    status = await asyncio.wait_for(alice.proc.wait(), WAIT)
+    assert alice.proc.stderr is not None
+    stderr = (await alice.proc.stderr.read()).decode()
+    assert status == 0 and "Traceback" not in stderr and "Fatal" not in stderr, stderr
