@@ -334,6 +334,10 @@ class ClientSession:
             self._last_drop = str(exc)
         except (ConnectionError, OSError) as exc:
             self._last_drop = f"connection lost: {exc}"
+        except Exception as exc:  # a bug here must cost a reconnect, not the session
+            log.exception("connection failed unexpectedly")
+            self._emit(ErrorReported("internal", f"the connection failed unexpectedly ({type(exc).__name__})"))
+            self._last_drop = "internal error"
         finally:
             self._online.clear()
             self._conn = None
