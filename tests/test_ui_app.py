@@ -222,8 +222,10 @@ async def test_raw_shows_payload_under_each_message() -> None:
         text = h.ui.pane_text().splitlines()
         index = next(i for i, row in enumerate(text) if "<bob> hi" in row)
         assert text[index + 1] == "eyJ2IjoxfQ=="
+        assert not h.ui.mouse  # so the terminal can select the payload
         await h.line("/raw")
         assert "eyJ2IjoxfQ==" not in h.ui.pane_text()
+        assert h.ui.mouse
 
 
 async def test_key_change_banner_stays_until_trust() -> None:

@@ -64,6 +64,7 @@ class ChatUI:
             clock=clock,
         )
         self.mouse = True
+        self._mouse_before_raw = True
         self.exit_code = 0
         self._outgoing: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -148,12 +149,7 @@ class ChatUI:
                 else:
                     st.warn(f"the fingerprint does NOT match the key pinned for {name}; /whois {name}")
             case cmd.Raw():
-                on = st.toggle_raw()
-                st.info(
-                    "showing payloads under messages (copy one into `securechat-client decrypt`)"
-                    if on
-                    else "payloads hidden"
-                )
+                self._toggle_raw()
             case cmd.Clear():
                 st.clear()
                 self.pane.follow()
@@ -169,6 +165,19 @@ class ChatUI:
                 )
             case cmd.Quit():
                 self.quit()
+
+    def _toggle_raw(self) -> None:
+        st = self.state
+        if st.toggle_raw():
+            # Mouse capture would stop the terminal from selecting the payloads.
+            self._mouse_before_raw, self.mouse = self.mouse, False
+            st.info("showing payloads under messages; select one with the mouse and pass it to")
+            st.info("`securechat-client decrypt` as one quoted argument (line breaks are ignored).")
+            if self._mouse_before_raw:
+                st.info("mouse wheel scrolling is off meanwhile (/mouse turns it back on)")
+        else:
+            self.mouse = self._mouse_before_raw or self.mouse
+            st.info("payloads hidden")
 
     def open_conversation(self, name: str) -> None:
         st = self.state
