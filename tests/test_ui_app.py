@@ -235,7 +235,9 @@ async def test_key_change_banner_stays_until_trust() -> None:
         fake.emit(KeyChangedAlert("bob", BOB_FP, BOB_NEW_FP))
         assert "bob" in h.ui.state.banners
         await h.line("still there?")
-        await h.shows("not sent: the key of bob changed; compare it (/whois bob), then /trust bob")
+        await h.shows(
+            'not sent to bob ("still there?"): the key of bob changed; compare it (/whois bob), then /trust bob'
+        )
         fake.emit(KeyChangedAlert("bob", BOB_FP, BOB_NEW_FP))  # repeated by the session: no new line
         assert h.ui.pane_text().count("the key of bob changed:") == 1
         assert fake.sent == []
@@ -309,7 +311,7 @@ async def test_unknown_commands_and_bad_arguments_are_hints() -> None:
         await h.line("/users now")
         await h.shows("/users takes no arguments")
         await h.line("/msg nobody hello")
-        await h.shows("server error unknown_user: no user named 'nobody'")
+        await h.shows("""not sent to nobody ("hello"): server error unknown_user: no user named 'nobody'""")
         assert "Traceback" not in h.ui.pane_text()
 
 
@@ -424,6 +426,26 @@ async def test_pageup_scrolls_back_and_new_messages_do_not_yank() -> None:
         await wait_until(lambda: not h.ui.pane.scrolled)
         h.ui.app.invalidate()
         await wait_until(lambda: "newest" in _screen(h.ui))
+
+
+async def test_mouse_wheel_scrolls_the_pane() -> None:
+    from prompt_toolkit.data_structures import Point
+    from prompt_toolkit.mouse_events import MouseButton, MouseEvent, MouseEventType
+
+    async with running_ui() as h:
+        await h.line("/to bob")
+        for i in range(60):
+            h.fake.emit(MessageReceived("bob", f"{i:032x}", 1_700_000_000_000, f"msg {i}", "P"))
+        h.ui.app.invalidate()
+        await wait_until(lambda: "msg 59" in _screen(h.ui))
+
+        def wheel(kind: MouseEventType) -> None:
+            h.ui.pane.mouse_handler(MouseEvent(Point(0, 0), kind, MouseButton.NONE, frozenset()))
+
+        wheel(MouseEventType.SCROLL_UP)
+        assert h.ui.pane.scrolled
+        wheel(MouseEventType.SCROLL_DOWN)
+        assert not h.ui.pane.scrolled
 
 
 async def test_pane_wraps_to_the_terminal_width() -> None:

@@ -68,6 +68,13 @@ def test_own_message_delivery_state_updates_in_place() -> None:
     assert pane(s).count("hi") == 1
 
 
+def test_incoming_time_is_the_servers_when_known() -> None:
+    s = make_state()
+    s.apply(MessageReceived("bob", "b1", T0, "late", "P", server_ts=T0 + 3_600_000))
+    s.apply(MessageReceived("bob", "b2", T0, "no server time", "P"))
+    assert [line.ts for line in s.windows["bob"][-2:]] == [T0 / 1000 + 3600, T0 / 1000]
+
+
 def test_ack_for_unknown_id_is_ignored() -> None:
     s = make_state()
     s.apply(Acked("nope", "bob", "delivered"))

@@ -35,10 +35,7 @@ UNWRAPPED = 1 << 20
 def describe_error(exc: BaseException) -> str:
     """One line for the pane; never a traceback."""
     if isinstance(exc, KeyChanged):
-        return (
-            f"not sent: the key of {exc.name} changed; compare it (/whois {exc.name}), "
-            f"then /trust {exc.name} to accept it"
-        )
+        return f"the key of {exc.name} changed; compare it (/whois {exc.name}), then /trust {exc.name}"
     if isinstance(exc, SecurechatError):
         return str(exc) or type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -233,13 +230,13 @@ class ChatUI:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, coro: Awaitable[Any]) -> Any:
+    async def _guarded(self, coro: Awaitable[Any], prefix: str = "") -> Any:
         try:
             return await coro
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - session calls fail as hints
-            self.state.hint(describe_error(exc))
+            self.state.hint(prefix + describe_error(exc))
             self.app.invalidate()
             return None
 
@@ -247,7 +244,8 @@ class ChatUI:
         # One worker, so messages leave in the order they were typed.
         while True:
             to, text = await self._outgoing.get()
-            msg_id = await self._guarded(self.session.send(to, text))
+            # The hint quotes the text: it has left the input line and would be lost.
+            msg_id = await self._guarded(self.session.send(to, text), f"not sent to {to} ({_quote(text)}): ")
             if isinstance(msg_id, str):
                 self.state.note_sent(msg_id, to, text)
                 self.app.invalidate()
@@ -284,6 +282,11 @@ class ChatUI:
             with contextlib.suppress(Exception, asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.gather(session_task, return_exceptions=True), CLOSE_TIMEOUT)
         return result if isinstance(result, int) else self.exit_code
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    flat = " ".join(text.split())
+    return f'"{flat}"' if len(flat) <= limit else f'"{flat[: limit - 1]}…"'
 
 
 def _safe(get: Callable[[], str]) -> str:

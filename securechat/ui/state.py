@@ -259,8 +259,11 @@ class ChatState:
                 else:
                     own = Line("out", ts / 1000, sanitize(text), self.own_name, msg_id, "sending", payload)
                     self._add_own(own, to)
-            case MessageReceived(sender, msg_id, ts, text, payload, _server_ts):
-                line = Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload)
+            case MessageReceived(sender, msg_id, ts, text, payload, server_ts):
+                # The server's clock when it took the message, if known: the
+                # sender's clock may be wrong, and a queued message is old news.
+                when = (server_ts if server_ts is not None else ts) / 1000
+                line = Line("in", when, sanitize(text), sender, msg_id, payload=payload)
                 self._incoming(sender, line)
             case MessageRejected(sender, msg_id, reason, detail, payload):
                 text = f"rejected a message from {sender}: {reason}"

@@ -119,7 +119,7 @@ def key_change(tmp: Path, out: Path) -> None:
             bob2.type("hey, it's me on my new laptop")
             alice.wait_for("THE KEY OF BOB CHANGED", timeout=30)
             alice.type("ok?")
-            screen = alice.wait_for("not sent: the key of bob changed")
+            screen = alice.wait_for('not sent to bob ("ok?")')
             save(out, "key-change-warning.txt", screen)
     finally:
         for pane in (alice, bob, bob2):
