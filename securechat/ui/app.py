@@ -37,7 +37,8 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, KeyChanged):
         return f"the key of {exc.name} changed; compare it (/whois {exc.name}), then /trust {exc.name}"
     if isinstance(exc, SecurechatError):
-        return str(exc) or type(exc).__name__
+        # Server-supplied text may hold line breaks; a hint stays one line.
+        return " ".join(str(exc).split()) or type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"internal error: {type(exc).__name__}{': ' + text if text else ''}"
 

@@ -217,6 +217,7 @@ class ChatState:
             self._append(self.current, line)
 
     def _incoming(self, peer: str, line: Line) -> None:
+        line.sender = sanitize(line.sender)
         if self.current == STATUS_WINDOW:
             self.switch(peer)
         self._append(peer, line)
@@ -324,7 +325,8 @@ class ChatState:
                 failed = self.by_id.get(msg_id) if msg_id else None
                 if failed is not None:
                     failed.status = f"failed: {code}"
-                self.warn(f"{'fatal ' if fatal else ''}error {code}: {message}")
+                flat = " ".join(f"{code}: {message}".split())  # server text: one line
+                self.warn(f"{'fatal ' if fatal else ''}error {flat}")
 
     def show_intro(self) -> None:
         """First run: the own fingerprint and how to compare it with a contact."""
