@@ -1,0 +1,147 @@
+"""``python -m securechat.bench``: run the benchmark, print the table, write JSON.
+
+Full run (about a quarter of an hour on 2 cores)::
+
+    python -m securechat.bench --out bench-results.json
+
+CI mode (seconds)::
+
+    python -m securechat.bench --quick --json-out /tmp/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from typing import Any
+
+from . import sections
+from .report import table
+from .runner import KeyPool
+from .servers import (
+    ServerProcess,
+    redis_server_path,
+    securechat_server_available,
+    server_help,
+    start_server,
+    uvloop_available,
+)
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE towards ``wanted`` (children inherit it); return the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m securechat.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="CI mode: tiny counts, one repetition, seconds")
+    parser.add_argument("--out", "--json-out", dest="out", default="bench-results.json", help="JSON results file")
+    parser.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 3, quick 1)")
+    parser.add_argument("--connections", type=int, default=None, help="idle clients to hold (default 10000)")
+    parser.add_argument(
+        "--sections",
+        default="throughput,latency,connections,crypto,scaling",
+        help="comma-separated subset of: throughput,latency,connections,crypto,scaling",
+    )
+    args = parser.parse_args(argv)
+    wanted = set(args.sections.split(","))
+    plan = sections.Plan.make(args.quick, args.connections, args.reps)
+    fd_limit = raise_fd_limit(2 * plan.connections + 1024)
+    started = time.perf_counter()
+
+    have_uvloop = uvloop_available()
+    server_missing = securechat_server_available()
+    redis = redis_server_path()
+    results: dict[str, Any] = {
+        "meta": {
+            "command": " ".join(["python -m securechat.bench", *(argv if argv is not None else sys.argv[1:])]),
+            "mode": "quick" if args.quick else "full",
+            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "uvloop": have_uvloop,
+            "redis_server": redis or SKIPPED_REDIS_REASON,
+            "fd_limit": fd_limit,
+            "reps": plan.reps,
+            "load_workers": plan.workers,
+        }
+    }
+
+    relay_variants: list[str] = []
+    if server_missing is None:
+        relay_variants += ["securechat-uvloop", "securechat-asyncio"] if have_uvloop else ["securechat-asyncio"]
+    relay_variants.append("naive-asyncio")
+    if have_uvloop and not args.quick:
+        relay_variants.append("naive-uvloop")
+    if redis:
+        relay_variants.append("redis")
+    help_text = server_help() if server_missing is None else ""
+
+    running: dict[str, ServerProcess] = {}
+    try:
+        if wanted & {"throughput", "latency", "scaling"}:
+            for variant in relay_variants:
+                running[variant] = start_server(variant, help_text=help_text)
+            _log(f"servers up: {', '.join(f'{v} :{s.port}' for v, s in running.items())}")
+        pool = KeyPool()
+        if "crypto" in wanted:
+            results["crypto"] = sections.timed(_log, "crypto", lambda: sections.client_crypto(plan, _log))
+        if "throughput" in wanted:
+            results["throughput"] = sections.timed(
+                _log, "throughput", lambda: sections.throughput(running, pool, plan, _log)
+            )
+            if not redis:
+                results["throughput"]["variants"]["redis"] = sections.SKIPPED_REDIS
+        if "latency" in wanted:
+            results["latency"] = sections.timed(_log, "latency", lambda: sections.latency(running, pool, plan, _log))
+        if "scaling" in wanted:
+            target = running.get("securechat-uvloop") or running.get("securechat-asyncio") or running["naive-asyncio"]
+            results["scaling"] = sections.timed(
+                _log, "scaling", lambda: sections.scaling(target, pool, plan, _log)
+            )
+        for server in running.values():
+            server.stop()
+        running.clear()
+        if "connections" in wanted:
+            variants = [v for v in relay_variants if v.startswith("securechat")] or ["naive-asyncio"]
+            if args.quick:
+                variants = variants[:1]
+            results["connections"] = sections.timed(
+                _log, "connections", lambda: sections.connections(variants, pool, plan, help_text, _log)
+            )
+            results["connections"]["fd_limit"] = fd_limit
+    finally:
+        for server in running.values():
+            server.stop()
+    if server_missing is not None:
+        results["meta"]["securechat_server"] = f"skipped: {server_missing}"
+    results["meta"]["total_seconds"] = round(time.perf_counter() - started, 1)
+
+    print(table(results))
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1, sort_keys=False)
+        f.write("\n")
+    _log(f"wrote {args.out} ({results['meta']['total_seconds']} s in all)")
+    return 0
+
+
+SKIPPED_REDIS_REASON = sections.SKIPPED_REDIS
+
+if __name__ == "__main__":
+    raise SystemExit(main())

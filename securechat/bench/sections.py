@@ -1,0 +1,285 @@
+"""The five sections of the benchmark, each returning a JSON-ready dict.
+
+Every figure is a median over repetitions with min and max; every comparison
+is a ratio computed inside each repetition (the variants run back to back in
+the same repetition), then summarised the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import crypto_bench
+from .runner import KeyPool, Timing, run_idle, run_load
+from .servers import ServerProcess, start_server
+from .stats import percentile, summary
+
+SKIPPED_REDIS = "skipped (redis-server not installed)"
+
+
+@dataclass
+class Plan:
+    """Sizes and durations of one bench run (``--quick`` or full)."""
+
+    quick: bool
+    reps: int
+    workers: int
+    throughput_pairs: tuple[int, ...]
+    throughput_timing: Timing
+    latency_rates: tuple[int, ...]
+    latency_pairs: int
+    latency_timing: Timing
+    connections: int
+    connection_reps: int
+    scaling_users: tuple[int, ...]
+    scaling_patterns: tuple[str, ...]
+    scaling_timing: Timing
+
+    @classmethod
+    def make(cls, quick: bool, connections: int | None = None, reps: int | None = None) -> Plan:
+        if quick:
+            return cls(
+                quick=True,
+                reps=reps or 1,
+                workers=2,
+                throughput_pairs=(1, 10),
+                throughput_timing=Timing(warmup=0.15, duration=0.4, drain=2.0),
+                latency_rates=(1000,),
+                latency_pairs=10,
+                latency_timing=Timing(warmup=0.1, duration=0.5, drain=2.0),
+                connections=connections or 200,
+                connection_reps=1,
+                scaling_users=(2, 20),
+                scaling_patterns=("pairs", "fan-in", "fan-out"),
+                scaling_timing=Timing(warmup=0.1, duration=0.3, drain=2.0),
+            )
+        return cls(
+            quick=False,
+            reps=reps or 3,
+            workers=2,
+            throughput_pairs=(1, 10, 100),
+            throughput_timing=Timing(warmup=0.5, duration=2.0, drain=5.0),
+            latency_rates=(1000, 10_000),
+            latency_pairs=100,
+            latency_timing=Timing(warmup=0.5, duration=5.0, drain=5.0),
+            connections=connections or 10_000,
+            connection_reps=3,
+            scaling_users=(2, 10, 100, 1000),
+            scaling_patterns=("pairs", "fan-in", "fan-out"),
+            scaling_timing=Timing(warmup=0.5, duration=2.0, drain=5.0),
+        )
+
+
+Log = Callable[[str], None]
+
+
+def _rate_summaries(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "msgs_per_s": summary([r["msgs_per_s"] for r in runs], 0),
+        "server_cpu": summary([r["server_cpu"] for r in runs], 3),
+        "loadgen_cpu": summary([r["loadgen_cpu"] for r in runs], 3),
+        "server_cpu_us_per_msg": summary([r["server_cpu_us_per_msg"] or 0.0 for r in runs], 2),
+        "window_per_sender": runs[0]["window_per_sender"],
+        "errors": _merge_errors(runs),
+        "dropped_connections": sum(r["dropped_connections"] for r in runs),
+        "queued_acks": sum(r["queued_acks"] for r in runs),
+    }
+
+
+def _merge_errors(runs: list[dict[str, Any]]) -> dict[str, int]:
+    merged: dict[str, int] = {}
+    for r in runs:
+        for code, count in r["errors"].items():
+            merged[code] = merged.get(code, 0) + count
+    return merged
+
+
+# --- 1. relay throughput -------------------------------------------------------------------
+
+
+def throughput(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log: Log) -> dict[str, Any]:
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {v: {p: [] for p in plan.throughput_pairs} for v in servers}
+    for rep in range(plan.reps):
+        for pairs in plan.throughput_pairs:
+            for variant, server in servers.items():
+                mode = "redis" if variant == "redis" else "throughput"
+                result = run_load(
+                    server, pool, mode=mode, pattern="pairs", users=2 * pairs, workers=min(plan.workers, pairs),
+                    timing=plan.throughput_timing, uvloop=True,
+                )  # fmt: skip
+                runs[variant][pairs].append(result)
+                log(
+                    f"throughput rep {rep + 1}/{plan.reps} pairs={pairs:<4} {variant:<20} "
+                    f"{result['msgs_per_s']:>10,.0f} msg/s  server cpu {result['server_cpu']:.0%}  "
+                    f"loadgen cpu {result['loadgen_cpu']:.0%}"
+                )
+    out: dict[str, Any] = {
+        "pairs": list(plan.throughput_pairs),
+        "seconds_per_rep": plan.throughput_timing.duration,
+        "variants": {
+            variant: {str(p): _rate_summaries(rs) for p, rs in per_pairs.items()} for variant, per_pairs in runs.items()
+        },
+        "ratios": {},
+    }
+    # Ratios inside each repetition, then summarised.
+    for variant in servers:
+        for baseline in ("naive-asyncio", "naive-uvloop", "redis"):
+            if variant == baseline or baseline not in servers or variant in ("redis",):
+                continue
+            if variant.startswith("naive") and baseline.startswith("naive"):
+                continue
+            key = f"{variant}/{baseline}"
+            out["ratios"][key] = {
+                str(p): summary(
+                    [
+                        a["msgs_per_s"] / b["msgs_per_s"] if b["msgs_per_s"] else 0.0
+                        for a, b in zip(runs[variant][p], runs[baseline][p])
+                    ],
+                    3,
+                )
+                for p in plan.throughput_pairs
+            }
+    return out
+
+
+# --- 2. latency ----------------------------------------------------------------------------------
+
+
+def latency(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log: Log) -> dict[str, Any]:
+    variants = {v: s for v, s in servers.items() if v != "redis"}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {v: {r: [] for r in plan.latency_rates} for v in variants}
+    for rep in range(plan.reps):
+        for rate in plan.latency_rates:
+            for variant, server in variants.items():
+                result = run_load(
+                    server, pool, mode="latency", pattern="pairs", users=2 * plan.latency_pairs,
+                    workers=plan.workers, timing=plan.latency_timing, uvloop=True, rate=rate,
+                )  # fmt: skip
+                lat = result.pop("latencies_us")
+                result["p50_ms"] = percentile(lat, 50) / 1000
+                result["p99_ms"] = percentile(lat, 99) / 1000
+                result["p999_ms"] = percentile(lat, 99.9) / 1000
+                result["max_ms"] = (lat[-1] / 1000) if lat else float("nan")
+                result["samples"] = len(lat)
+                runs[variant][rate].append(result)
+                log(
+                    f"latency rep {rep + 1}/{plan.reps} rate={rate:<6} {variant:<20} p50 {result['p50_ms']:.2f} ms "
+                    f"p99 {result['p99_ms']:.2f} ms p99.9 {result['p999_ms']:.2f} ms ({len(lat)} samples, "
+                    f"lost {result['lost']}) server cpu {result['server_cpu']:.0%}"
+                )
+    return {
+        "pairs": plan.latency_pairs,
+        "rates": list(plan.latency_rates),
+        "seconds_per_rep": plan.latency_timing.duration,
+        "variants": {
+            variant: {
+                str(rate): {
+                    "p50_ms": summary([r["p50_ms"] for r in rs], 3),
+                    "p99_ms": summary([r["p99_ms"] for r in rs], 3),
+                    "p999_ms": summary([r["p999_ms"] for r in rs], 3),
+                    "max_ms": summary([r["max_ms"] for r in rs], 3),
+                    "achieved_msgs_per_s": summary([r["samples"] / plan.latency_timing.duration for r in rs], 0),
+                    "server_cpu": summary([r["server_cpu"] for r in rs], 3),
+                    "samples": sum(r["samples"] for r in rs),
+                    "lost": sum(r["lost"] for r in rs),
+                    "errors": _merge_errors(rs),
+                }
+                for rate, rs in per_rate.items()
+            }
+            for variant, per_rate in runs.items()
+        },
+    }
+
+
+# --- 3. connections ---------------------------------------------------------------------------------
+
+
+def connections(variants: list[str], pool: KeyPool, plan: Plan, help_text: str, log: Log) -> dict[str, Any]:
+    out: dict[str, Any] = {"target": plan.connections, "variants": {}}
+    for variant in variants:
+        runs = []
+        for rep in range(plan.connection_reps):
+            server = start_server(variant, help_text=help_text, max_connections=plan.connections + 100)
+            try:
+                result = run_idle(server, pool, users=plan.connections, workers=plan.workers, uvloop=True)
+                result["server_log_lines"] = server.log_lines
+            finally:
+                server.stop()
+            runs.append(result)
+            log(
+                f"connections rep {rep + 1}/{plan.connection_reps} {variant:<20} {result['connected']}/"
+                f"{plan.connections} in {result['accept_auth_s']:.2f} s, "
+                f"{result['kib_per_connection'] or 0:.2f} KiB/conn, "
+                f"server cpu {result['server_cpu_ms_per_auth'] or 0:.3f} ms/auth, failures {result['failures']}"
+            )
+        out["variants"][variant] = {
+            "connected": summary([r["connected"] for r in runs], 0),
+            "failed": sum(r["failed"] for r in runs),
+            "failures": [f for r in runs for f in r["failures"]][:3],
+            "accept_auth_s": summary([r["accept_auth_s"] for r in runs], 3),
+            "auth_per_s": summary([r["auth_per_s"] or 0.0 for r in runs], 0),
+            "server_cpu_ms_per_auth": summary([r["server_cpu_ms_per_auth"] or 0.0 for r in runs], 3),
+            "kib_per_connection": summary([r["kib_per_connection"] or 0.0 for r in runs], 2),
+            "rss_before_kib": summary([r["rss_before_kib"] for r in runs], 0),
+            "rss_after_kib": summary([r["rss_after_kib"] for r in runs], 0),
+        }
+    return out
+
+
+# --- 4. client crypto ---------------------------------------------------------------------------------
+
+
+def client_crypto(plan: Plan, log: Log) -> dict[str, Any]:
+    result = crypto_bench.run(quick=plan.quick)
+    for name, r in result.items():
+        log(
+            f"crypto {name}: seal {r['seal_us']['median']:.0f} us (raw {r['raw_seal_us']['median']:.0f}, "
+            f"x{r['seal_overhead']['median']:.2f}), open {r['open_us']['median']:.0f} us "
+            f"(raw {r['raw_open_us']['median']:.0f}, x{r['open_overhead']['median']:.2f}), "
+            f"keygen {r['keygen_ms']['median']:.0f} ms"
+        )
+    return result
+
+
+# --- 5. fan-in/out scaling ---------------------------------------------------------------------------
+
+
+def scaling(server: ServerProcess, pool: KeyPool, plan: Plan, log: Log) -> dict[str, Any]:
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+        p: {u: [] for u in plan.scaling_users} for p in plan.scaling_patterns
+    }
+    for rep in range(plan.reps):
+        for users in plan.scaling_users:
+            for pattern in plan.scaling_patterns:
+                if users == 2 and pattern != "pairs":
+                    continue  # with two users every pattern is one pair
+                result = run_load(
+                    server, pool, mode="throughput", pattern=pattern, users=users, workers=plan.workers,
+                    timing=plan.scaling_timing, uvloop=True,
+                )  # fmt: skip
+                runs[pattern][users].append(result)
+                log(
+                    f"scaling rep {rep + 1}/{plan.reps} users={users:<5} {pattern:<8} "
+                    f"{result['msgs_per_s']:>10,.0f} msg/s  server cpu {result['server_cpu']:.0%} "
+                    f"({result['server_cpu_us_per_msg'] or 0:.1f} us/msg)"
+                )
+    return {
+        "server": server.variant,
+        "users": list(plan.scaling_users),
+        "seconds_per_rep": plan.scaling_timing.duration,
+        "patterns": {
+            pattern: {str(u): _rate_summaries(rs) for u, rs in per_users.items() if rs}
+            for pattern, per_users in runs.items()
+        },
+    }
+
+
+def timed(log: Log, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = fn()
+    result["section_seconds"] = round(time.perf_counter() - start, 2)
+    log(f"-- {name} done in {result['section_seconds']:.1f} s")
+    return result
