@@ -60,7 +60,6 @@ from typing import Any, Final
 
 from . import crypto
 from .errors import (
-    BadKey,
     BadRequest,
     BadSignature,
     EnvelopeRejected,
@@ -68,9 +67,12 @@ from .errors import (
     ProtocolError,
     SecurechatError,
     SenderKeyChanged,
+    SenderMismatch,
     ServerErrorReply,
     SessionClosed,
     UnknownSender,
+    UnsupportedVersion,
+    WrongRecipient,
 )
 from .events import (
     Acked,
@@ -93,6 +95,7 @@ from .events import (
 from .keystore import KeyStore, OutboxEntry, Pin
 from .protocol import (
     DEFAULT_MAX_FRAME,
+    ENVELOPE_ID_PATTERN,
     HEADER_SIZE,
     PROTOCOL_VERSION,
     FrameDecoder,
@@ -116,6 +119,22 @@ READ_CHUNK: Final = 65536
 MAX_PENDING_INCOMING: Final = 1000
 
 
+def precheck_envelope(envelope: object, recipient: str, frame_sender: str | None = None) -> None:
+    """The checks that need no sender key, in the section-5 order: shape, ``v``, ``to``, ``from``.
+
+    Raises the same :class:`~securechat.errors.EnvelopeRejected` subclasses as
+    :func:`securechat.crypto.open_envelope`, so a key is fetched only for an
+    envelope that could be accepted.
+    """
+    parsed = crypto.parse_envelope(envelope)
+    if parsed.version != crypto.ENVELOPE_VERSION:
+        raise UnsupportedVersion(f"envelope version {parsed.version} is not {crypto.ENVELOPE_VERSION}")
+    if parsed.recipient != recipient:
+        raise WrongRecipient(f"envelope is addressed to '{parsed.recipient}', not '{recipient}'")
+    if frame_sender is not None and parsed.sender != frame_sender:
+        raise SenderMismatch(f"envelope claims '{parsed.sender}' but the server says '{frame_sender}'")
+
+
 class _Dropped(Exception):
     """The connection is unusable; reconnect."""
 
@@ -124,6 +143,15 @@ class _Permanent(Exception):
     def __init__(self, error: ServerErrorReply) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _addressable(frame: Mapping[str, Any]) -> bool:
+    """A ``message`` frame we can answer ``received`` to: valid ``from`` and envelope ``id``."""
+    envelope = frame.get("envelope")
+    if not is_valid_name(frame.get("from")) or not isinstance(envelope, dict):
+        return False
+    msg_id = envelope.get("id")
+    return isinstance(msg_id, str) and ENVELOPE_ID_PATTERN.fullmatch(msg_id) is not None
 
 
 @dataclass(eq=False)
@@ -336,7 +364,9 @@ class ClientSession:
             self._last_drop = f"connection lost: {exc}"
         except Exception as exc:  # a bug here must cost a reconnect, not the session
             log.exception("connection failed unexpectedly")
-            self._emit(ErrorReported("internal", f"the connection failed unexpectedly ({type(exc).__name__})"))
+            self._emit(
+                ErrorReported("internal", f"the connection failed unexpectedly ({type(exc).__name__})")
+            )
             self._last_drop = "internal error"
         finally:
             self._online.clear()
@@ -418,6 +448,11 @@ class ClientSession:
         silence = self.ping_interval * 2 + 5
         while True:
             frame = await self._next_frame(conn, silence)
+            if frame["type"] == "message" and _addressable(frame):
+                # The envelope's own checks run in the worker, so a bad one is shown
+                # as rejected (and confirmed) rather than redelivered forever.
+                self._queue_message(conn, frame)
+                continue
             if not self._valid(frame):
                 continue
             try:
@@ -458,16 +493,19 @@ class ClientSession:
         elif kind == "presence":
             self._emit(PresenceChanged(frame["name"], frame["online"]))
         elif kind == "message":
-            try:
-                conn.incoming.put_nowait(frame)
-            except asyncio.QueueFull:
-                # Not confirmed, so the server redelivers it after the next reconnect.
-                log.warning("dropping an incoming message: %d are waiting", MAX_PENDING_INCOMING)
+            self._queue_message(conn, frame)
         elif kind == "ack":
             self._on_ack(frame)
         elif kind == "error":
             self._on_error(conn, frame)
         # challenge/welcome after the handshake, and unknown types: ignored.
+
+    def _queue_message(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        try:
+            conn.incoming.put_nowait(frame)
+        except asyncio.QueueFull:
+            # Not confirmed, so the server redelivers it after the next reconnect.
+            log.warning("dropping an incoming message: %d are waiting", MAX_PENDING_INCOMING)
 
     def _resolve(self, frame: dict[str, Any], kind: str, name: str | None) -> None:
         rid = frame.get("rid")
@@ -556,9 +594,6 @@ class ClientSession:
         msg_id: str = envelope["id"]
         server_ts = frame.get("server_ts") if type(frame.get("server_ts")) is int else None
         received = {"type": "received", "id": msg_id, "from": sender}
-        if (sender, msg_id) in self._store.accepted:
-            conn.write(received)  # a replay or a redelivery: confirm, do not show again
-            return
         payload = crypto.encode_payload(envelope)
         try:
             opened = await self._open(sender, envelope)
@@ -567,21 +602,28 @@ class ClientSession:
             # Confirmed anyway: a server must not redeliver an envelope we will never accept.
             conn.write(received)
             return
+        if (sender, msg_id) in self._store.accepted:
+            conn.write(received)  # a replay or a redelivery: confirm, do not show again
+            return
         self._store.accepted.add(sender, msg_id)
         self._store.history.add(HistoryEntry(sender, "in", msg_id, opened.ts, opened.text))
         self._emit(MessageReceived(sender, msg_id, opened.ts, opened.text, payload, server_ts))
         conn.write(received)
 
     async def _open(self, sender: str, envelope: dict[str, Any]) -> crypto.OpenedMessage:
+        """The section-5 checks in order (docs/protocol.md section 7), fetching the key at step 4."""
+        precheck_envelope(envelope, self.name, sender)  # steps 0-3 need no key
         pin = self._store.pins.get(sender)
         first_contact = pin is None
         if pin is None:
             try:
                 await self.lookup(sender)
+            except SessionClosed:
+                raise
             except ServerErrorReply as exc:
                 raise UnknownSender(f"the server has no key for '{sender}' ({exc.code})") from None
-            except BadKey as exc:
-                raise UnknownSender(f"the server's key for '{sender}' is unusable ({exc.detail})") from None
+            except SecurechatError as exc:
+                raise UnknownSender(f"the server gave no usable key for '{sender}' ({exc})") from None
             pin = self._store.pins.get(sender)
             if pin is None:
                 raise UnknownSender(f"no key for '{sender}'")

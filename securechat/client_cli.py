@@ -20,14 +20,13 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, crypto
+from .client import ClientSession, precheck_envelope
 from .errors import (
     BadKey,
     EnvelopeRejected,
     KeyStoreError,
     SecurechatError,
     UnknownSender,
-    UnsupportedVersion,
-    WrongRecipient,
 )
 from .events import KeyGenerating
 from .keystore import ClientHome, Identity, KeyStore, default_home, normalize_fingerprint
@@ -232,8 +231,6 @@ def main(
 async def _chat(
     store: KeyStore, host: str, port: int, *, json_mode: bool, plain: bool, first_run: bool
 ) -> int:
-    from .client import ClientSession
-
     session = ClientSession(store, host, port)
     if json_mode:
         from .jsonmode import run_json_mode
@@ -305,14 +302,7 @@ def _decrypt_one(
         else:
             pin = store.pins.get(sender) if isinstance(sender, str) and is_valid_name(sender) else None
             if pin is None:
-                # Checks that need no sender key come first, in the section-5 order.
-                parsed = crypto.parse_envelope(envelope)
-                if parsed.version != crypto.ENVELOPE_VERSION:
-                    raise UnsupportedVersion(f"envelope version {parsed.version} is not 1")
-                if parsed.recipient != identity.name:
-                    raise WrongRecipient(
-                        f"envelope is addressed to '{parsed.recipient}', not '{identity.name}'"
-                    )
+                precheck_envelope(envelope, identity.name)  # checks that need no key come first
                 raise UnknownSender(
                     f"no key pinned for {sender!r}; pass --sender-key FILE to verify the signature"
                 )

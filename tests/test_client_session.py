@@ -28,7 +28,7 @@ from securechat.events import (
     UsersListed,
 )
 from securechat.keystore import KeyStore
-from securechat.protocol import encode_frame
+from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server import ChatServer, ServerConfig
 from tests.support.rawclient import RawClient
 
@@ -372,3 +372,54 @@ async def test_permanent_refusal_stops_run(
         await asyncio.wait_for(impostor.session.run(), WAIT)
     assert info.value.code == "name_taken"
     assert impostor.rec.of(ConnectionChanged)[-1].state == "offline"
+
+
+async def test_bad_envelopes_rejected_in_order_and_confirmed(make_client: Callable[..., Client]) -> None:
+    """Checks that need no key run before any lookup; every rejection is confirmed."""
+    from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    other = crypto.generate_private_key(BITS)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder()
+        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
+        sent_messages = False
+        while data := await reader.read(65536):
+            for frame in decoder.feed(data):
+                from_client.put_nowait(frame)
+                if frame["type"] == "auth":
+                    writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
+                if frame["type"] == "auth" and not sent_messages:
+                    sent_messages = True
+                    good = crypto.seal_envelope(other, alice.session.store.public_key, "bob", "alice", "hi")
+                    for envelope in (
+                        {"v": 1, "id": "a" * 32},  # malformed
+                        {**good, "id": "b" * 32, "v": 2},  # bad version
+                        {**good, "id": "c" * 32, "to": "carol"},  # not for us
+                        {**good, "id": "d" * 32, "from": "mallory"},  # frame says bob
+                    ):
+                        writer.write(encode_frame({"type": "message", "from": "bob", "envelope": envelope}))
+
+    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
+    alice = make_client("alice", fake.sockets[0].getsockname()[1])
+    alice.start()
+    try:
+        await alice.rec.wait_for(lambda e: len(alice.rec.of(MessageRejected)) >= 4)
+        reasons = [(e.msg_id, e.reason) for e in alice.rec.of(MessageRejected)]
+        assert reasons == [
+            ("a" * 32, "malformed"),
+            ("b" * 32, "bad_version"),
+            ("c" * 32, "bad_recipient"),
+            ("d" * 32, "sender_mismatch"),
+        ]
+        confirmed: list[str] = []
+        async with asyncio.timeout(WAIT):
+            while len(confirmed) < 4:
+                frame = await from_client.get()
+                assert frame["type"] != "lookup"  # no key was needed to reject these
+                if frame["type"] == "received":
+                    confirmed.append(frame["id"])
+        assert confirmed == ["a" * 32, "b" * 32, "c" * 32, "d" * 32]
+    finally:
+        await alice.stop()
+        fake.close()
+        await fake.wait_closed()
