@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 from prompt_toolkit.filters import Condition
 from prompt_toolkit.formatted_text import StyleAndTextTuples
+from prompt_toolkit.history import InMemoryHistory
 from prompt_toolkit.layout import (
     ConditionalContainer,
     Float,
@@ -116,7 +118,7 @@ class ChatCompleter(Completer):
     def __init__(self, names: Callable[[], list[str]]) -> None:
         self.names = names
 
-    def get_completions(self, document: Document, complete_event: CompleteEvent):  # type: ignore[no-untyped-def]
+    def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
         for text, start in commands.completions(document.text_before_cursor, self.names()):
             yield Completion(text, start_position=start)
 
@@ -126,7 +128,7 @@ def build_input(state: ChatState, accept: Callable[[str], None]) -> TextArea:
         where = state.current if state.current != STATUS_WINDOW else "status"
         return [("class:prompt", f"[{where}] ")]
 
-    def on_accept(buffer) -> bool:  # type: ignore[no-untyped-def]
+    def on_accept(buffer: Buffer) -> bool:
         accept(buffer.text)
         return False  # clear the line
 
@@ -139,7 +141,7 @@ def build_input(state: ChatState, accept: Callable[[str], None]) -> TextArea:
         completer=ChatCompleter(state.known_names),
         complete_while_typing=False,
         accept_handler=on_accept,
-        history=None,
+        history=InMemoryHistory(),  # Up/Down recall; never written to disk
         focus_on_click=True,
     )
 
