@@ -42,8 +42,8 @@ Choices where protocol v1 is silent:
   ``bad_key``, ``invalid_name``, ``version_unsupported``, ``replaced``) end
   :meth:`ClientSession.run` with :class:`~securechat.errors.ServerErrorReply`;
   any other drop reconnects with capped exponential backoff and jitter.
-- Silence: if no frame arrives for ``2 * ping_interval + 5`` seconds the
-  connection is considered dead and replaced.
+- Silence: if no frame arrives for ``silence_timeout`` seconds (default
+  ``2 * ping_interval + 5``) the connection is considered dead and replaced.
 """
 
 from __future__ import annotations
@@ -192,6 +192,7 @@ class ClientSession:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_frame: int = DEFAULT_MAX_FRAME,
+        silence_timeout: float | None = None,
     ) -> None:
         self._store = store
         self._identity = store.require_identity()
@@ -203,6 +204,8 @@ class ClientSession:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_frame = max_frame
+        # No frame at all for this long (pongs included): the connection is dead.
+        self.silence_timeout = silence_timeout if silence_timeout is not None else ping_interval * 2 + 5
         self._listeners: list[EventListener] = []
         self._conn: _Connection | None = None  # set once welcomed
         self._socket: _Connection | None = None  # set from connect to close
@@ -401,7 +404,7 @@ class ClientSession:
             try:
                 data = await asyncio.wait_for(conn.reader.read(READ_CHUNK), timeout)
             except TimeoutError:
-                raise _Dropped(f"nothing heard from the server for {timeout:.0f} s") from None
+                raise _Dropped(f"nothing heard from the server for {timeout:g} s") from None
             if not data:
                 if conn.fatal is not None:
                     raise _Dropped(f"the server closed the connection ({conn.fatal.code})")
@@ -445,9 +448,8 @@ class ClientSession:
             # Anything else before welcome is ignored (forward compatibility).
 
     async def _read_loop(self, conn: _Connection) -> None:
-        silence = self.ping_interval * 2 + 5
         while True:
-            frame = await self._next_frame(conn, silence)
+            frame = await self._next_frame(conn, self.silence_timeout)
             if frame["type"] == "message" and _addressable(frame):
                 # The envelope's own checks run in the worker, so a bad one is shown
                 # as rejected (and confirmed) rather than redelivered forever.

@@ -423,3 +423,33 @@ async def test_bad_envelopes_rejected_in_order_and_confirmed(make_client: Callab
         await alice.stop()
         fake.close()
         await fake.wait_closed()
+
+
+async def test_pings_and_silent_server_is_dropped(make_client: Callable[..., Client]) -> None:
+    pings = 0
+    two_pings = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal pings
+        decoder = FrameDecoder()
+        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
+        while data := await reader.read(65536):
+            for frame in decoder.feed(data):
+                if frame["type"] == "auth":
+                    writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
+                elif frame["type"] == "ping":  # never answered
+                    pings += 1
+                    if pings >= 2:
+                        two_pings.set()
+
+    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
+    alice = make_client("alice", fake.sockets[0].getsockname()[1], ping_interval=0.05, silence_timeout=0.5)
+    alice.start()
+    try:
+        await asyncio.wait_for(two_pings.wait(), WAIT)
+        dropped = await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
+        assert "nothing heard" in dropped.detail
+    finally:
+        await alice.stop()
+        fake.close()
+        await fake.wait_closed()
