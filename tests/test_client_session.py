@@ -453,3 +453,57 @@ async def test_pings_and_silent_server_is_dropped(make_client: Callable[..., Cli
         await alice.stop()
         fake.close()
         await fake.wait_closed()
+
+
+async def test_send_to_pinned_but_unregistered_name_fails_cleanly(
+    server: ChatServer, make_client: Callable[..., Client]
+) -> None:
+    alice = await online(make_client("alice", server.port))
+    ghost = crypto.generate_private_key(BITS)
+    alice.session.store.pins.pin("ghost", crypto.public_key_pem(ghost.public_key()))
+    msg_id = await alice.session.send("ghost", "anyone there?")
+    error = await alice.rec.wait_kind(ErrorReported, code="unknown_user")
+    assert error.msg_id == msg_id and not error.fatal
+    assert await alice.session.wait_idle(WAIT)  # dropped from the outbox: it can never be delivered
+    assert alice.session.history("ghost")[-1].status == "failed"
+    await alice.stop()
+
+
+async def test_rate_limited_send_is_retried_with_the_same_id(make_client: Callable[..., Client]) -> None:
+    sends: list[dict[str, Any]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder()
+        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
+        while data := await reader.read(65536):
+            for frame in decoder.feed(data):
+                if frame["type"] == "auth":
+                    writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
+                elif frame["type"] == "send":
+                    sends.append(frame)
+                    if len(sends) == 1:
+                        reply = {"type": "error", "code": "rate_limited", "message": "slow down"}
+                        writer.write(encode_frame({**reply, "fatal": False, "rid": frame["rid"]}))
+                    else:
+                        env = frame["envelope"]
+                        writer.write(
+                            encode_frame({"type": "ack", "id": env["id"], "to": "bob", "status": "queued"})
+                        )
+
+    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
+    alice = make_client("alice", fake.sockets[0].getsockname()[1])
+    bob = crypto.generate_private_key(BITS)
+    alice.session.store.pins.pin("bob", crypto.public_key_pem(bob.public_key()))
+    alice.start()
+    try:
+        await alice.rec.wait_kind(Ready)
+        msg_id = await alice.session.send("bob", "patience")
+        limited = await alice.rec.wait_kind(ErrorReported, code="rate_limited")
+        assert limited.msg_id == msg_id
+        await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
+        assert [s["envelope"]["id"] for s in sends] == [msg_id, msg_id]
+        assert sends[0]["envelope"] == sends[1]["envelope"]  # byte-for-byte the same envelope
+    finally:
+        await alice.stop()
+        fake.close()
+        await fake.wait_closed()
