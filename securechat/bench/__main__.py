@@ -12,6 +12,7 @@ CI mode (seconds)::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             "fd_limit": fd_limit,
             "reps": plan.reps,
             "load_workers": plan.workers,
+            "loadavg_at_start": os.getloadavg(),
         }
     }
 
@@ -96,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     running: dict[str, ServerProcess] = {}
     try:
         if wanted & {"throughput", "latency", "scaling"}:
-            for variant in relay_variants:
-                running[variant] = start_server(variant, help_text=help_text)
+            with concurrent.futures.ThreadPoolExecutor(len(relay_variants)) as executor:
+                started_servers = executor.map(lambda v: start_server(v, help_text=help_text), relay_variants)
+                running.update(zip(relay_variants, started_servers))
             _log(f"servers up: {', '.join(f'{v} :{s.port}' for v, s in running.items())}")
         pool = KeyPool()
         if "crypto" in wanted:

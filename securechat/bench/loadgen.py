@@ -534,6 +534,8 @@ async def run_redis(worker: Worker, job: dict[str, Any], conn: Connection) -> di
     for pub in pubs:
         pub.sending = False
     await asyncio.sleep(0.05)
+    conn.send(("drained", {}))
+    await loop.run_in_executor(None, conn.recv)
     for proto in [*subs, *pubs]:
         if proto.transport is not None:
             proto.transport.close()
@@ -584,7 +586,11 @@ async def _worker_async(worker: Worker, job: dict[str, Any], conn: Connection) -
         await worker.run_throughput(go)
     elif job["mode"] == "latency":
         await worker.run_latency(go)
-    elif job["mode"] == "idle":
-        pass  # the orchestrator measured the server while we held; "go" here means close
+    if job["mode"] != "idle":
+        # Wait until every worker has drained: a receiver that closed early would leave
+        # another worker's sender waiting for acks (and the server storing messages).
+        conn.send(("drained", {}))
+        await loop.run_in_executor(None, conn.recv)
+    # (idle: the orchestrator measured the server while we held; "go" meant close)
     await worker.close_all()
     return worker.result()

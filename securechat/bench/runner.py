@@ -215,7 +215,9 @@ def run_load(
         cpu0, lg0, wall0 = server.cpu(), job.worker_cpu(), time.perf_counter()
         _sleep_until(t_meas1)
         cpu1, lg1, wall1 = server.cpu(), job.worker_cpu(), time.perf_counter()
-        results = job.gather("result", timing.drain + 60)
+        job.gather("drained", timing.drain + 60)
+        job.send({"close": True})
+        results = job.gather("result", 60)
     finally:
         job.join()
     wall = wall1 - wall0

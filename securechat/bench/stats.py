@@ -24,7 +24,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) of already sorted values, nearest-rank method."""
     if not sorted_values:
         return math.nan
-    rank = max(1, math.ceil(q / 100.0 * len(sorted_values)))
+    rank = max(1, math.ceil(round(q / 100.0 * len(sorted_values), 9)))  # 99.9% of 1000 is 999
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 

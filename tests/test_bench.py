@@ -1,0 +1,125 @@
+"""The benchmark command runs end to end in its CI mode and writes every section.
+
+No timing assertions: shared machines drift. What is checked is that each
+section ran against real servers and produced numbers (and that messages
+actually flowed), so the bench cannot rot unnoticed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from securechat.bench.report import table
+from securechat.bench.stats import percentile, summary
+
+pytestmark = pytest.mark.slow
+
+SECTIONS = ("meta", "throughput", "latency", "connections", "crypto", "scaling")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_summary(entry: Any, where: str) -> None:
+    assert isinstance(entry, dict), where
+    for key in ("median", "min", "max"):
+        assert _is_number(entry[key]), f"{where}.{key} = {entry.get(key)!r}"
+    assert entry["min"] <= entry["median"] <= entry["max"], where
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "securechat.bench", "--quick", "--json-out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Relay throughput" in proc.stdout
+    data: dict[str, Any] = json.loads(Path(out).read_text())
+    return data
+
+
+def test_every_section_is_present(results: dict[str, Any]) -> None:
+    for section in SECTIONS:
+        assert section in results, section
+    assert results["meta"]["mode"] == "quick"
+
+
+def test_throughput_has_numbers_and_ratios(results: dict[str, Any]) -> None:
+    variants = results["throughput"]["variants"]
+    assert "naive-asyncio" in variants
+    assert any(v.startswith("securechat") for v in variants)
+    for variant, per_pairs in variants.items():
+        if variant == "redis" and isinstance(per_pairs, str):
+            assert per_pairs == "skipped (redis-server not installed)"
+            continue
+        for pairs, entry in per_pairs.items():
+            for key in ("msgs_per_s", "server_cpu", "loadgen_cpu"):
+                _check_summary(entry[key], f"{variant}[{pairs}].{key}")
+            assert entry["msgs_per_s"]["median"] > 0, f"{variant} with {pairs} pairs delivered nothing"
+            assert entry["dropped_connections"] == 0
+    ratios = results["throughput"]["ratios"]
+    assert any(key.endswith("/naive-asyncio") for key in ratios)
+    for per_pairs in ratios.values():
+        for entry in per_pairs.values():
+            _check_summary(entry, "ratio")
+
+
+def test_latency_percentiles(results: dict[str, Any]) -> None:
+    for variant, per_rate in results["latency"]["variants"].items():
+        for rate, entry in per_rate.items():
+            for key in ("p50_ms", "p99_ms", "p999_ms"):
+                _check_summary(entry[key], f"{variant}@{rate}.{key}")
+            assert entry["samples"] > 0
+            assert entry["p50_ms"]["median"] <= entry["p999_ms"]["median"]
+
+
+def test_connections_held(results: dict[str, Any]) -> None:
+    conn = results["connections"]
+    for variant, entry in conn["variants"].items():
+        assert entry["connected"]["median"] == conn["target"], (variant, entry["failures"])
+        for key in ("accept_auth_s", "kib_per_connection", "server_cpu_ms_per_auth"):
+            _check_summary(entry[key], f"{variant}.{key}")
+
+
+def test_crypto_overheads(results: dict[str, Any]) -> None:
+    for name in ("rsa3072", "rsa2048"):
+        entry = results["crypto"][name]
+        for key in ("seal_us", "raw_seal_us", "seal_overhead", "open_us", "raw_open_us", "open_overhead", "keygen_ms"):
+            _check_summary(entry[key], f"{name}.{key}")
+
+
+def test_scaling_patterns(results: dict[str, Any]) -> None:
+    patterns = results["scaling"]["patterns"]
+    assert set(patterns) == {"pairs", "fan-in", "fan-out"}
+    for pattern, per_users in patterns.items():
+        assert per_users, pattern
+        for users, entry in per_users.items():
+            _check_summary(entry["msgs_per_s"], f"{pattern}[{users}]")
+            _check_summary(entry["server_cpu"], f"{pattern}[{users}].cpu")
+
+
+def test_table_renders_every_section(results: dict[str, Any]) -> None:
+    text = table(results)
+    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5."):
+        assert heading in text
+
+
+def test_stats_helpers() -> None:
+    assert summary([3.0, 1.0, 2.0]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+    values = sorted(float(i) for i in range(1, 1001))
+    assert percentile(values, 50) == 500.0
+    assert percentile(values, 99) == 990.0
+    assert percentile(values, 99.9) == 999.0
+    assert math.isnan(percentile([], 50))
