@@ -81,11 +81,11 @@ class JsonClient:
                 return event
         async with asyncio.timeout(timeout):
             while True:
-                event = await self._read_event()
-                if event is None:
+                line = await self._read_event()
+                if line is None:
                     raise AssertionError(f"stdout closed; events so far: {self.events}")
-                if predicate(event):
-                    return event
+                if predicate(line):
+                    return line
 
     async def wait_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
         return await self.wait(
@@ -233,7 +233,7 @@ async def test_stdout_reader_gone_quits(server: ServerProcess, spawn: Any) -> No
     alice = await spawn("alice", server.port)
     await alice.wait_event("ready")
     assert alice.proc.stdout is not None
-    alice.proc._transport.get_pipe_transport(1).close()  # type: ignore[attr-defined]
+    alice.proc._transport.get_pipe_transport(1).close()
     await alice.command({"cmd": "list"})  # its answer hits the broken pipe
     status = await asyncio.wait_for(alice.proc.wait(), WAIT)
     assert alice.proc.stderr is not None

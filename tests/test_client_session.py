@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
 
 
 @pytest.fixture
-def make_client(tmp_path: Path) -> Callable[..., Client]:
+def make_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
     made: list[Client] = []
 
     def make(name: str, port: int, home: Path | None = None, **options: Any) -> Client:
@@ -105,7 +105,7 @@ def make_client(tmp_path: Path) -> Callable[..., Client]:
         made.append(client)
         return client
 
-    yield make  # type: ignore[misc]
+    yield make
     for client in made:
         client.session.store.close()
 

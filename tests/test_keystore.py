@@ -106,9 +106,9 @@ def test_tofu_pin_change_trust_verify(tmp_path: Path, other_keys: list[crypto.Pr
         assert (info.value.old_fingerprint, info.value.new_fingerprint) == (old_fp, new_fp)
     # Never silently re-pinned, also after a restart.
     with KeyStore.open(tmp_path, "alice") as store:
-        pin = store.pins.get("bob")
-        assert pin is not None and pin.fingerprint == old_fp and pin.trust == "changed"
-        assert pin.pending_fingerprint == new_fp
+        stored = store.pins.get("bob")
+        assert stored is not None and stored.fingerprint == old_fp and stored.trust == "changed"
+        assert stored.pending_fingerprint == new_fp
         with pytest.raises(KeyChanged):
             store.pins.pin("bob", new_pem)
         assert not store.pins.verify("bob", old_fp)  # only the pending key counts while changed
