@@ -596,6 +596,11 @@ class ClientSession:
         msg_id: str = envelope["id"]
         server_ts = frame.get("server_ts") if type(frame.get("server_ts")) is int else None
         received = {"type": "received", "id": msg_id, "from": sender}
+        if (sender, msg_id) in self._store.accepted:
+            # A replay or a redelivery (our earlier `received` was lost): confirm, show
+            # nothing, and spend no RSA operation on it.
+            conn.write(received)
+            return
         payload = crypto.encode_payload(envelope)
         try:
             opened = await self._open(sender, envelope)
@@ -603,9 +608,6 @@ class ClientSession:
             self._emit(MessageRejected(sender, msg_id, exc.reason, exc.detail, payload))
             # Confirmed anyway: a server must not redeliver an envelope we will never accept.
             conn.write(received)
-            return
-        if (sender, msg_id) in self._store.accepted:
-            conn.write(received)  # a replay or a redelivery: confirm, do not show again
             return
         self._store.accepted.add(sender, msg_id)
         self._store.history.add(HistoryEntry(sender, "in", msg_id, opened.ts, opened.text))
