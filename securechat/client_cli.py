@@ -378,3 +378,7 @@ def history(name: str, home: Path | None, peer: str, limit: int) -> None:
         who = f"{identity.name} -> {peer}" if entry.direction == "out" else f"{peer} -> {identity.name}"
         status = f"  [{entry.status}]" if entry.status else ""
         click.echo(f"{when:%Y-%m-%d %H:%M:%S}  {who}: {entry.text}{status}")
+
+
+if __name__ == "__main__":
+    main()
