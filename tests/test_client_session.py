@@ -507,3 +507,41 @@ async def test_rate_limited_send_is_retried_with_the_same_id(make_client: Callab
         await alice.stop()
         fake.close()
         await fake.wait_closed()
+
+
+async def test_unacked_send_is_resent_after_the_connection_drops(make_client: Callable[..., Client]) -> None:
+    """A server that dies between receiving a send and acking it loses nothing."""
+    sends: list[dict[str, Any]] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        decoder = FrameDecoder()
+        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
+        while data := await reader.read(65536):
+            for frame in decoder.feed(data):
+                if frame["type"] == "auth":
+                    writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
+                elif frame["type"] == "send":
+                    sends.append(frame)
+                    if len(sends) == 1:
+                        writer.transport.abort()  # "crash" before the ack
+                        return
+                    ack = {"type": "ack", "id": frame["envelope"]["id"], "to": "bob", "status": "queued"}
+                    writer.write(encode_frame(ack))
+
+    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
+    alice = make_client("alice", fake.sockets[0].getsockname()[1])
+    bob = crypto.generate_private_key(BITS)
+    alice.session.store.pins.pin("bob", crypto.public_key_pem(bob.public_key()))
+    alice.start()
+    try:
+        await alice.rec.wait_kind(Ready)
+        msg_id = await alice.session.send("bob", "do not lose me")
+        await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
+        await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
+        assert [s["envelope"] for s in sends] == [sends[0]["envelope"]] * 2
+        assert sends[0]["envelope"]["id"] == msg_id
+        assert await alice.session.wait_idle(WAIT)
+    finally:
+        await alice.stop()
+        fake.close()
+        await fake.wait_closed()
