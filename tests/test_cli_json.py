@@ -239,3 +239,18 @@ async def test_stdout_reader_gone_quits(server: ServerProcess, spawn: Any) -> No
     assert alice.proc.stderr is not None
     stderr = (await alice.proc.stderr.read()).decode()
     assert status == 0 and "Traceback" not in stderr and "Fatal" not in stderr, stderr
+
+
+async def test_name_taken_exits_1(server: ServerProcess, spawn: Any, tmp_path: Path) -> None:
+    alice = await spawn("alice", server.port)
+    await alice.wait_event("ready")
+    assert (await alice.finish())[0] == 0
+    impostor = await JsonClient.start("alice", server.port, tmp_path / "other-home")
+    try:
+        error = await impostor.wait_event("error", code="name_taken")
+        assert error["fatal"] is True
+        await impostor.wait_event("connection", state="offline")
+        status, stderr = await impostor.finish()
+        assert status == 1 and "Traceback" not in stderr
+    finally:
+        impostor.kill()
