@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
 import threading
@@ -40,6 +41,8 @@ from .errors import (
     SessionClosed,
 )
 from .events import ContactInfo, SessionEvent, event_to_json
+
+log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT: Final = 15.0
 MAX_COMMAND_LINE: Final = 1 << 20
@@ -251,6 +254,10 @@ async def run_json_mode(
         await session.close()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait({run_task}, timeout=10.0)
-    if run_task.done() and not run_task.cancelled() and run_task.exception() is not None:
-        return 1
+    if run_task.done() and not run_task.cancelled():
+        error = run_task.exception()
+        if error is not None:
+            if not isinstance(error, SecurechatError):  # already reported as an event otherwise
+                log.error("the session failed", exc_info=error)
+            return 1
     return status
