@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 
@@ -35,6 +36,8 @@ from .events import (
     SessionEvent,
     UsersListed,
 )
+
+log = logging.getLogger(__name__)
 
 HELP = (
     "/msg NAME TEXT   send TEXT to NAME (and make NAME the current conversation)\n"
@@ -244,6 +247,10 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
         finally:
             await session.close()
             await asyncio.wait({run_task}, timeout=10.0)
-    if run_task.done() and not run_task.cancelled() and run_task.exception() is not None:
-        status = 1
+    if run_task.done() and not run_task.cancelled():
+        error = run_task.exception()
+        if error is not None:
+            if not isinstance(error, SecurechatError):  # otherwise already shown as an event
+                log.error("the session failed", exc_info=error)
+            status = 1
     return status
