@@ -66,6 +66,8 @@ BACKLOG_BATCH: Final = 500
 # most this long, so the peer reads the error frame instead of a TCP reset.
 LINGER_SECONDS: Final = 2.0
 EXPIRE_INTERVAL: Final = 3600.0
+# Frames written in one loop iteration go out in one transport write, up to this many bytes.
+COALESCE_LIMIT: Final = 64 * 1024
 
 
 def default_db_path() -> Path:
@@ -182,15 +184,39 @@ class _Connection:
         self.reason = "peer closed"
         self.max_out = cfg.max_outgoing_buffer
         self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.out: list[bytes] = []
+        self.out_bytes = 0
 
     def write(self, data: bytes) -> None:
-        """Queue ``data``; a peer that lets the buffer pass the bound is dropped."""
+        """Queue ``data`` for the end of this loop iteration (one syscall for many frames)."""
+        if self.transport.is_closing():
+            return
+        out = self.out
+        out.append(data)
+        self.out_bytes += len(data)
+        if self.out_bytes >= COALESCE_LIMIT:
+            self.flush()
+        elif len(out) == 1:
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Hand queued bytes to the transport; a peer that lets them pile up past the bound is dropped."""
+        out = self.out
+        if not out:
+            return
+        self.out = []
+        self.out_bytes = 0
         transport = self.transport
         if transport.is_closing():
             return
-        transport.write(data)
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
         if transport.get_write_buffer_size() > self.max_out and not self.closing:
             self.server._drop_slow(self)
+
+    def buffered(self) -> int:
+        """Bytes written to this connection and not yet sent."""
+        return self.transport.get_write_buffer_size() + self.out_bytes
 
     def send(self, frame: dict[str, Any]) -> None:
         self.write(encode_frame(frame))
@@ -425,6 +451,7 @@ class ChatServer:
         log.info("fatal %s to %s%s: %s", code, conn.peer, f" ({conn.name})" if conn.name else "", message)
         conn.reason = f"fatal {code}"
         conn.send(error_frame(code, message, fatal=True, rid=rid))
+        conn.flush()
         conn.closing = True
         self._release(conn)
         transport = conn.transport
@@ -444,6 +471,8 @@ class ChatServer:
         )
         conn.reason = "outgoing buffer over the limit"
         conn.closing = True
+        conn.out = []
+        conn.out_bytes = 0
         self._release(conn)
         conn.transport.abort()
 
@@ -663,14 +692,16 @@ class ChatServer:
                         m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True
                     )
                     # Wait for the reader instead of tripping the outgoing bound ourselves.
-                    buffered = conn.transport.get_write_buffer_size()
+                    buffered = conn.buffered()
                     if buffered and buffered + len(m.frame) > conn.max_out:
+                        conn.flush()
                         await conn.writer.drain()
                         if conn.closing:
                             return
                     conn.write(m.frame)
                     if conn.closing:
                         return
+                conn.flush()
                 if conn.transport.get_write_buffer_size() > READ_CHUNK:
                     await conn.writer.drain()
         except (ConnectionError, OSError):
