@@ -237,6 +237,7 @@ class Worker:
         self.latencies_us: list[float] = []
         self.sent_in_window = 0
         self.redis_received = 0
+        self.skipped = 0
 
     # --- frames from the server ---------------------------------------------------------
 
@@ -296,9 +297,15 @@ class Worker:
         limit = asyncio.Semaphore(self.job.get("connect_concurrency", 64))
         failures: list[str] = []
         timeout = self.job.get("handshake_timeout", 30.0)
+        budget = self.job.get("connect_budget_s")
+        deadline = time.perf_counter() + budget if budget else None
+        self.skipped = 0
 
         async def one(spec: ClientSpec) -> None:
             async with limit:
+                if deadline is not None and time.perf_counter() > deadline:
+                    self.skipped += 1  # out of time: counted, not attempted
+                    return
                 try:
                     _, client = await loop.create_connection(lambda: LoadClient(self, spec), host, port)
                     await client.login(self.keys[spec.key_index], self.pems[spec.key_index], timeout)
@@ -578,6 +585,7 @@ async def _worker_async(worker: Worker, job: dict[str, Any], conn: Connection) -
         "failed": failed,
         "failures": failures,
         "connect_s": t_connected - t0,
+        "skipped": worker.skipped,
         "t_connected": t_connected,
     }
     conn.send(("ready", info))

@@ -34,6 +34,7 @@ class Plan:
     latency_timing: Timing
     connections: int
     connection_reps: int
+    connection_budget_s: float
     scaling_users: tuple[int, ...]
     scaling_patterns: tuple[str, ...]
     scaling_timing: Timing
@@ -52,6 +53,7 @@ class Plan:
                 latency_timing=Timing(warmup=0.1, duration=0.5, drain=2.0),
                 connections=connections or 200,
                 connection_reps=1,
+                connection_budget_s=20.0,
                 scaling_users=(2, 20),
                 scaling_patterns=("pairs", "fan-in", "fan-out"),
                 scaling_timing=Timing(warmup=0.1, duration=0.3, drain=2.0),
@@ -66,7 +68,8 @@ class Plan:
             latency_pairs=100,
             latency_timing=Timing(warmup=0.5, duration=5.0, drain=5.0),
             connections=connections or 10_000,
-            connection_reps=3,
+            connection_reps=2,
+            connection_budget_s=60.0,
             scaling_users=(2, 10, 100, 1000),
             scaling_patterns=("pairs", "fan-in", "fan-out"),
             scaling_timing=Timing(warmup=0.5, duration=2.0, drain=5.0),
@@ -198,13 +201,16 @@ def latency(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log: L
 
 
 def connections(variants: list[str], pool: KeyPool, plan: Plan, help_text: str, log: Log) -> dict[str, Any]:
-    out: dict[str, Any] = {"target": plan.connections, "variants": {}}
+    out: dict[str, Any] = {"target": plan.connections, "budget_s": plan.connection_budget_s, "variants": {}}
     for variant in variants:
         runs = []
         for rep in range(plan.connection_reps):
             server = start_server(variant, help_text=help_text, max_connections=plan.connections + 100)
             try:
-                result = run_idle(server, pool, users=plan.connections, workers=plan.workers, uvloop=True)
+                result = run_idle(
+                    server, pool, users=plan.connections, workers=plan.workers, uvloop=True,
+                    budget_s=plan.connection_budget_s,
+                )  # fmt: skip
                 result["server_log_lines"] = server.log_lines
             finally:
                 server.stop()
@@ -218,6 +224,7 @@ def connections(variants: list[str], pool: KeyPool, plan: Plan, help_text: str, 
         out["variants"][variant] = {
             "connected": summary([r["connected"] for r in runs], 0),
             "failed": sum(r["failed"] for r in runs),
+            "not_attempted": summary([r["not_attempted"] for r in runs], 0),
             "failures": [f for r in runs for f in r["failures"]][:3],
             "accept_auth_s": summary([r["accept_auth_s"] for r in runs], 3),
             "auth_per_s": summary([r["auth_per_s"] or 0.0 for r in runs], 0),
