@@ -65,6 +65,7 @@ BACKLOG_BATCH: Final = 500
 # After a fatal error the server stops writing (FIN) and discards input for at
 # most this long, so the peer reads the error frame instead of a TCP reset.
 LINGER_SECONDS: Final = 2.0
+MAX_LINGERING_REFUSALS: Final = 256
 EXPIRE_INTERVAL: Final = 3600.0
 # Frames written in one loop iteration go out in one transport write, up to this many bytes.
 COALESCE_LIMIT: Final = 64 * 1024
@@ -258,14 +259,20 @@ class ChatServer:
 
     async def start(self) -> None:
         """Open the store, expire old messages and bind the listening socket."""
-        self._server_id = await self._store.server_id()
-        self._server_id_b64 = b64encode(self._server_id)
-        expired = await self._store.expire()
-        if expired:
-            log.info("expired %d queued messages older than the TTL", expired)
-        self._server = await asyncio.start_server(
-            self._handle, self.config.host, self.config.port, limit=READ_CHUNK
-        )
+        try:
+            self._server_id = await self._store.server_id()
+            self._server_id_b64 = b64encode(self._server_id)
+            expired = await self._store.expire()
+            if expired:
+                log.info("expired %d queued messages older than the TTL", expired)
+            self._server = await asyncio.start_server(
+                self._handle, self.config.host, self.config.port, limit=READ_CHUNK
+            )
+        except BaseException:
+            self._closing = True
+            await self._store.close()
+            self._stopped.set()
+            raise
         sockets = self._server.sockets
         self._port = sockets[0].getsockname()[1] if sockets else self.config.port
         self._spawn(self._expire_loop())
@@ -345,6 +352,9 @@ class ChatServer:
         if self._closing or len(self._conns) >= cfg.max_connections or self._per_ip.get(ip, 0) >= cfg.max_per_ip:
             log.info("refused connection from %s: server busy", peer)
             writer.write(encode_frame(error_frame("server_busy", "too many connections", fatal=True)))
+            if len(self._refused) >= MAX_LINGERING_REFUSALS:  # a flood: no courtesy linger
+                writer.close()
+                return
             self._refused.add(writer)
             try:
                 await self._linger(reader, writer)
