@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from securechat.crypto import b64decode, b64encode, public_key_pem, sign_auth
 from securechat.server import ChatServer, ServerConfig
@@ -656,3 +658,67 @@ async def test_confirming_a_large_backlog_is_not_rate_limited(tmp_path: Path) ->
             await b.send_raw(json_frame({"type": "received", "id": [1], "from": {"x": 1}}))
             await nonfatal(b, "bad_request")
         assert await srv._store.queue_size("bob") == (0, 0)
+
+
+async def test_received_for_an_unknown_message_is_harmless(server: ChatServer) -> None:
+    async with clients(server.port, "alice", "bob") as (a, b):
+        await b.send_frame({"type": "received", "id": msg_id(99), "from": "alice"})
+        await still_open(b)
+        await a.send_frame({"type": "ping"})
+        assert await a.recv_type("pong") == {"type": "pong"}  # no stray ack before it
+
+
+async def test_presence_only_reaches_authenticated_connections(server: ChatServer) -> None:
+    pending = await connect(server)
+    await pending.hello("carol", identity_key("carol"))
+    async with clients(server.port, "alice"):
+        pass
+    await pending.expect_silence()
+    await pending.close()
+
+
+async def test_start_failure_leaves_nothing_running(server: ChatServer, tmp_path: Path) -> None:
+    second = ChatServer(ServerConfig(port=server.port, db_path=tmp_path / "other.db"))
+    with pytest.raises(OSError):
+        await second.start()
+    await second.close()
+
+
+# --- whatever a client sends, the server answers or closes and stays up ----------------
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_frames = st.fixed_dictionaries(
+    {"type": st.sampled_from(["send", "received", "lookup", "list", "ping", "hello", "auth", "x"])},
+    optional={
+        "to": st.sampled_from(["bob", "alice", "Bob", ""]) | _json,
+        "name": st.sampled_from(["bob", "nobody"]) | _json,
+        "id": st.just(msg_id(1)) | _json,
+        "from": st.sampled_from(["bob", "alice"]) | _json,
+        "envelope": st.just(envelope("alice", "bob", msg_id(1))) | _json,
+        "rid": _json,
+    },
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(_frames, min_size=1, max_size=5))
+def test_arbitrary_frames_never_break_the_server(tmp_path: Path, frames: list[dict[str, Any]]) -> None:
+    async def scenario() -> None:
+        async with running_server(tmp_path / "fuzz.db") as srv, clients(srv.port, "alice", "bob") as (a, _):
+            for frame in frames:
+                await a.send_frame(frame)
+            await a.send_frame({"type": "ping", "rid": "end"})
+            while True:
+                reply = await a.recv()
+                assert reply["type"] != "error" or reply["code"] != "internal", reply
+                if reply == {"type": "pong", "rid": "end"}:
+                    break
+            # Another session is unaffected.
+            async with clients(srv.port, "carol") as (c,):
+                await still_open(c)
+
+    asyncio.run(scenario())
