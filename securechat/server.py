@@ -66,6 +66,7 @@ BACKLOG_BATCH: Final = 500
 # most this long, so the peer reads the error frame instead of a TCP reset.
 LINGER_SECONDS: Final = 2.0
 MAX_LINGERING_REFUSALS: Final = 256
+PRESENCE_BATCH_SECONDS: Final = 0.05
 EXPIRE_INTERVAL: Final = 3600.0
 # Frames written in one loop iteration go out in one transport write, up to this many bytes.
 COALESCE_LIMIT: Final = 64 * 1024
@@ -246,6 +247,8 @@ class ChatServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._refused: set[asyncio.StreamWriter] = set()  # refused connections still lingering
+        self._presence: dict[str, bool] = {}
+        self._presence_timer: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self._closing = False
         self._port = 0
@@ -299,6 +302,8 @@ class ChatServer:
                 conn.transport.close()
             for writer in list(self._refused):
                 writer.transport.abort()
+            if self._presence_timer is not None:
+                self._presence_timer.cancel()
             for task in list(self._tasks):
                 task.cancel()
             pending = list(self._tasks) + list(self._handlers)
@@ -506,7 +511,7 @@ class ChatServer:
         if self._online.get(name) is conn:
             del self._online[name]
             if not conn.replaced:
-                self._broadcast(encode_frame({"type": "presence", "name": name, "online": False}), None)
+                self._note_presence(name, False)
         back = [
             QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame, e.created)
             for e in conn.inflight.values()
@@ -539,10 +544,41 @@ class ChatServer:
                     ack["rid"] = rid
                 sender.send(ack)
 
-    def _broadcast(self, frame: bytes, skip: _Connection | None) -> None:
-        for other in list(self._online.values()):
-            if other is not skip:
-                other.write(frame)
+    def _note_presence(self, name: str, online: bool) -> None:
+        """Record a presence change; changes are pushed in batches.
+
+        Pushing each change to every connection at once costs O(connections) per
+        connect, O(n^2) for n clients logging in; a batch costs one write per
+        connection however many people came and went meanwhile. Only the latest
+        state of each name is pushed.
+        """
+        self._presence.pop(name, None)
+        self._presence[name] = online
+        if self._presence_timer is None and not self._closing:
+            self._presence_timer = asyncio.get_running_loop().call_later(
+                PRESENCE_BATCH_SECONDS, self._push_presence
+            )
+
+    def _push_presence(self) -> None:
+        self._presence_timer = None
+        changes, self._presence = self._presence, {}
+        if not changes or not self._online:
+            return
+        spans: dict[str, tuple[int, int]] = {}
+        parts: list[bytes] = []
+        offset = 0
+        for name, online in changes.items():
+            frame = encode_frame({"type": "presence", "name": name, "online": online})
+            spans[name] = (offset, offset + len(frame))
+            parts.append(frame)
+            offset += len(frame)
+        blob = b"".join(parts)
+        for name, conn in self._online.items():
+            span = spans.get(name)
+            if span is None:
+                conn.write(blob)
+            elif len(spans) > 1:  # nobody is told about themselves
+                conn.write(blob[: span[0]] + blob[span[1] :])
 
     # --- frames -------------------------------------------------------------------------
 
@@ -680,7 +716,7 @@ class ChatServer:
             welcome["rid"] = rid
         conn.send(welcome)
         log.debug("session %s for %s", conn.peer, name)
-        self._broadcast(encode_frame({"type": "presence", "name": name, "online": True}), conn)
+        self._note_presence(name, True)
         self._spawn(self._deliver_backlog(conn, name))
 
     async def _deliver_backlog(self, conn: _Connection, name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -45,11 +46,13 @@ def send(to: str, n: int, sender: str = "alice", rid: str | None = None, **env: 
 
 
 async def fatal(client: RawClient, code: str) -> dict[str, Any]:
-    """The next frame is the fatal error ``code`` and the server then closes."""
+    """The next frame (presence aside) is the fatal error ``code`` and the server then closes."""
     frame = await client.recv()
+    while frame["type"] == "presence":
+        frame = await client.recv()
     assert frame["type"] == "error" and frame["code"] == code and frame["fatal"] is True, frame
     assert "Traceback" not in frame["message"]
-    assert await client.expect_closed() == []
+    assert [f for f in await client.expect_closed() if f["type"] != "presence"] == []
     return frame
 
 
@@ -722,3 +725,15 @@ def test_arbitrary_frames_never_break_the_server(tmp_path: Path, frames: list[di
                 await still_open(c)
 
     asyncio.run(scenario())
+
+
+async def test_presence_is_batched_and_never_about_oneself(server: ChatServer) -> None:
+    async with clients(server.port, "alice") as (a,), clients(server.port, "bob", "carol") as (b, c):
+        seen = {(await a.recv_type("presence"))["name"] for _ in range(2)}
+        assert seen == {"bob", "carol"}
+        for client, me in ((b, "bob"), (c, "carol")):
+            frames = []
+            with contextlib.suppress(TimeoutError):
+                while True:  # batches go out within 50 ms; collect until a quiet spell
+                    frames.append(await client.recv(0.15))
+            assert all(f["type"] == "presence" and f["name"] != me for f in frames), (me, frames)

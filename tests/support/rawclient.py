@@ -92,13 +92,17 @@ class RawClient:
                     return seen
                 seen.extend(self.decoder.feed(data))
 
-    async def expect_silence(self, timeout: float = 0.2) -> None:
-        """Assert that no frame arrives within ``timeout`` (for 'gets nothing' checks)."""
-        try:
-            frame = await self.recv(timeout)
-        except TimeoutError:
-            return
-        raise AssertionError(f"unexpected frame {frame}")
+    async def expect_silence(self, timeout: float = 0.2, ignore: tuple[str, ...] = ("presence",)) -> None:
+        """Assert that no frame but ``ignore``d types arrives within ``timeout``."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while (left := end - loop.time()) > 0:
+            try:
+                frame = await self.recv(left)
+            except TimeoutError:
+                return
+            if frame["type"] not in ignore:
+                raise AssertionError(f"unexpected frame {frame}")
 
     async def hello(self, name: str, key: rsa.RSAPrivateKey, **extra: Any) -> dict[str, Any]:
         await self.send_frame({"type": "hello", "version": 1, "name": name, "pubkey": public_key_pem(key.public_key()), **extra})
