@@ -177,6 +177,7 @@ class _Connection:
         self.hello_key: Any = None
         self.nonce: bytes | None = None
         self.inflight: dict[tuple[str, str], _InFlight] = {}
+        self.inflight_bytes = 0
         self.pending: list[tuple[str, str]] = []
         self.flushing = False
         self.closing = False  # a fatal error was sent or the connection is going away
@@ -222,6 +223,20 @@ class _Connection:
 
     def send(self, frame: dict[str, Any]) -> None:
         self.write(encode_frame(frame))
+
+    def hand_out(self, key: tuple[str, str], entry: _InFlight) -> None:
+        """Remember ``entry`` as handed to this connection until it is confirmed."""
+        old = self.inflight.get(key)
+        if old is not None:
+            self.inflight_bytes -= len(old.frame)
+        self.inflight[key] = entry
+        self.inflight_bytes += len(entry.frame)
+
+    def confirm(self, key: tuple[str, str]) -> _InFlight | None:
+        entry = self.inflight.pop(key, None)
+        if entry is not None:
+            self.inflight_bytes -= len(entry.frame)
+        return entry
 
 
 class ChatServer:
@@ -519,6 +534,7 @@ class ChatServer:
         ]
         rids = {(e.sender, e.msg_id): e.rid for e in conn.inflight.values() if not e.from_store}
         conn.inflight.clear()
+        conn.inflight_bytes = 0
         conn.pending.clear()
         if back:
             fut = self._store.requeue(back)
@@ -734,9 +750,7 @@ class ChatServer:
                     if held is not None:  # a resend already waiting in memory: it is stored too
                         held.from_store = True
                         continue
-                    conn.inflight[key] = _InFlight(
-                        m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True
-                    )
+                    conn.hand_out(key, _InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True))
                     # Wait for the reader instead of tripping the outgoing bound ourselves.
                     buffered = conn.buffered()
                     if buffered and buffered + len(m.frame) > conn.max_out:
@@ -815,12 +829,16 @@ class ChatServer:
         server_ts = now_ms()
         target = self._online.get(to)
         if target is not None:
-            if len(target.inflight) >= self.config.queue_limit:
+            body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
+            # Unconfirmed messages held for one recipient obey the same caps as its stored queue.
+            if (
+                len(target.inflight) >= self.config.queue_limit
+                or target.inflight_bytes + len(body) > self.config.queue_bytes
+            ):
                 self._error(conn, "queue_full", f"too many unconfirmed messages for '{to}'", rid)
                 return None
-            body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
             key = (sender, msg_id)
-            target.inflight[key] = _InFlight(sender, msg_id, server_ts, body, time.time(), False, rid)
+            target.hand_out(key, _InFlight(sender, msg_id, server_ts, body, time.time(), False, rid))
             if target.flushing:
                 target.pending.append(key)
             else:
@@ -852,7 +870,7 @@ class ChatServer:
         assert recipient is not None
         sender: str = frame["from"]
         msg_id: str = frame["id"]
-        entry = conn.inflight.pop((sender, msg_id), None)
+        entry = conn.confirm((sender, msg_id))
         if entry is None or entry.from_store:
             # Confirmed from the backlog (or from an earlier session): batch the deletes.
             if not self._deletes:

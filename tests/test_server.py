@@ -737,3 +737,16 @@ async def test_presence_is_batched_and_never_about_oneself(server: ChatServer) -
                 while True:  # batches go out within 50 ms; collect until a quiet spell
                     frames.append(await client.recv(0.15))
             assert all(f["type"] == "presence" and f["name"] != me for f in frames), (me, frames)
+
+
+async def test_unconfirmed_messages_for_an_online_recipient_are_capped(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", queue_limit=2) as srv, clients(srv.port, "alice", "bob") as (a, b):
+        for n in range(2):
+            await a.send_frame(send("bob", n))
+            await b.recv_type("message")
+        await a.send_frame(send("bob", 2, rid="cap"))
+        assert (await nonfatal(a, "queue_full"))["rid"] == "cap"
+        await b.send_frame({"type": "received", "id": msg_id(0), "from": "alice"})
+        assert (await a.recv_type("ack"))["status"] == "delivered"
+        await a.send_frame(send("bob", 2))
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(2)
