@@ -537,7 +537,11 @@ class ChatServer:
         conn.inflight_bytes = 0
         conn.pending.clear()
         if back:
-            fut = self._store.requeue(back)
+            try:
+                fut = self._store.requeue(back)
+            except RuntimeError:  # the store is already closed: nothing more can be kept
+                log.error("store closed: %d unconfirmed messages for %s not requeued", len(back), name)
+                return
             fut.add_done_callback(lambda f: self._requeued(f, name, back, rids))
 
     def _requeued(
@@ -589,7 +593,7 @@ class ChatServer:
             parts.append(frame)
             offset += len(frame)
         blob = b"".join(parts)
-        for name, conn in self._online.items():
+        for name, conn in list(self._online.items()):  # a write may drop a slow reader
             span = spans.get(name)
             if span is None:
                 conn.write(blob)

@@ -750,3 +750,12 @@ async def test_unconfirmed_messages_for_an_online_recipient_are_capped(tmp_path:
         assert (await a.recv_type("ack"))["status"] == "delivered"
         await a.send_frame(send("bob", 2))
         assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(2)
+
+
+async def test_shutdown_keeps_unconfirmed_messages(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    async with running_server(db) as srv, clients(srv.port, "alice", "bob") as (a, b):
+        await a.send_frame(send("bob", 1))
+        await b.recv_type("message")  # and never confirmed before the server stops
+    async with running_server(db) as srv, clients(srv.port, "bob") as (b,):
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
