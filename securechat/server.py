@@ -17,6 +17,7 @@ goes back to the store (backlog messages never left it).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -39,6 +40,7 @@ from .crypto import (
 from .errors import BadKey, ProtocolError
 from .protocol import (
     DEFAULT_MAX_FRAME,
+    HEADER,
     FrameDecoder,
     SessionState,
     check_transition,
@@ -70,6 +72,17 @@ PRESENCE_BATCH_SECONDS: Final = 0.05
 EXPIRE_INTERVAL: Final = 3600.0
 # Frames written in one loop iteration go out in one transport write, up to this many bytes.
 COALESCE_LIMIT: Final = 64 * 1024
+
+
+def ack_frame(msg_id: str, to: str, status: str, rid: str | None) -> bytes:
+    """The ``ack`` frame, built without a JSON encoder: it is one per message.
+
+    ``msg_id`` (32 hex digits) and ``to`` (a valid name) were validated and need
+    no escaping; ``rid`` may hold anything, so it goes through the encoder.
+    """
+    tail = "}" if rid is None else ',"rid":' + json.dumps(rid, ensure_ascii=False) + "}"
+    body = f'{{"type":"ack","id":"{msg_id}","to":"{to}","status":"{status}"{tail}'.encode()
+    return HEADER.pack(len(body)) + body
 
 
 def default_db_path() -> Path:
@@ -558,11 +571,7 @@ class ChatServer:
         for m in back:
             sender = self._online.get(m.sender)
             if sender is not None:
-                ack = {"type": "ack", "id": m.msg_id, "to": recipient, "status": "queued"}
-                rid = rids.get((m.sender, m.msg_id))
-                if rid is not None:
-                    ack["rid"] = rid
-                sender.send(ack)
+                sender.write(ack_frame(m.msg_id, recipient, "queued", rids.get((m.sender, m.msg_id))))
 
     def _note_presence(self, name: str, online: bool) -> None:
         """Record a presence change; changes are pushed in batches.
@@ -863,10 +872,7 @@ class ChatServer:
         except QueueFull as exc:
             self._error(conn, "queue_full", str(exc), rid)
             return
-        ack: dict[str, Any] = {"type": "ack", "id": msg_id, "to": to, "status": "queued"}
-        if rid is not None:
-            ack["rid"] = rid
-        conn.send(ack)
+        conn.write(ack_frame(msg_id, to, "queued", rid))
 
     def _on_received(self, conn: _Connection, frame: dict[str, Any]) -> None:
         validate_client_frame(frame)
@@ -884,10 +890,7 @@ class ChatServer:
             return
         target = self._online.get(sender)
         if target is not None:
-            ack: dict[str, Any] = {"type": "ack", "id": msg_id, "to": recipient, "status": "delivered"}
-            if entry.rid is not None:
-                ack["rid"] = entry.rid
-            target.send(ack)
+            target.write(ack_frame(msg_id, recipient, "delivered", entry.rid))
 
     def _flush_deletes(self) -> None:
         if not self._deletes:

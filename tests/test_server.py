@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from securechat.crypto import b64decode, b64encode, public_key_pem, sign_auth
-from securechat.server import ChatServer, ServerConfig
+from securechat.protocol import encode_frame
+from securechat.server import ChatServer, ServerConfig, ack_frame
 from securechat.store import QueuedMessage, SqliteStore
 from tests.support.rawclient import (
     RawClient,
@@ -759,3 +760,11 @@ async def test_shutdown_keeps_unconfirmed_messages(tmp_path: Path) -> None:
         await b.recv_type("message")  # and never confirmed before the server stops
     async with running_server(db) as srv, clients(srv.port, "bob") as (b,):
         assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
+
+
+@given(rid=st.none() | st.text(max_size=64), status=st.sampled_from(["queued", "delivered"]), n=st.integers(0, 2**128 - 1))
+def test_ack_frame_is_byte_identical_to_the_encoder(rid: str | None, status: str, n: int) -> None:
+    expected: dict[str, Any] = {"type": "ack", "id": msg_id(n), "to": "bob-1_x", "status": status}
+    if rid is not None:
+        expected["rid"] = rid
+    assert ack_frame(msg_id(n), "bob-1_x", status, rid) == encode_frame(expected)
