@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from typing import Any
@@ -42,6 +43,23 @@ def raise_fd_limit(wanted: int) -> int:
     if target > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _commit() -> str:
+    """The commit measured: $SECURECHAT_BENCH_COMMIT, else git's HEAD (+ "-dirty" for local edits)."""
+    if os.environ.get("SECURECHAT_BENCH_COMMIT"):
+        return os.environ["SECURECHAT_BENCH_COMMIT"]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", here, "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{head}-dirty" if head and dirty else head or "unknown"
 
 
 def _log(message: str) -> None:
@@ -82,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             "reps": plan.reps,
             "load_workers": plan.workers,
             "loadavg_at_start": os.getloadavg(),
+            "commit": _commit(),
         }
     }
 

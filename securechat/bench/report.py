@@ -64,12 +64,16 @@ def table(results: dict[str, Any]) -> str:
         add("")
         add(f"### 3. Idle authenticated connections (target {conn['target']:,})")
         add("")
-        add("| server | held | accept+auth s | logins/s | server CPU ms/login | KiB/connection | RSS after (MiB) |")
-        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        add(
+            "| server | held | accept+auth s | logins/s | server CPU ms/login | load-gen CPU ms/login "
+            "| KiB/connection | RSS after (MiB) |"
+        )
+        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for variant, r in conn["variants"].items():
             add(
                 f"| {variant} | {_fmt(r['connected'])} | {_fmt(r['accept_auth_s'], '{:.2f}')} | "
                 f"{_fmt(r['auth_per_s'])} | {_fmt(r['server_cpu_ms_per_auth'], '{:.3f}')} | "
+                f"{_fmt(r['loadgen_cpu_ms_per_auth'], '{:.3f}')} | "
                 f"{_fmt(r['kib_per_connection'], '{:.2f}')} | {_fmt(r['rss_after_kib'], '{:.0f}', 1 / 1024)} |"
             )
     elif conn is not None:
