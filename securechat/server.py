@@ -779,6 +779,13 @@ class ChatServer:
                     await conn.writer.drain()
         except (ConnectionError, OSError):
             return
+        except Exception:  # e.g. the store failed: the session cannot keep its order
+            log.exception("backlog delivery to %s failed", name)
+            conn.reason = "backlog delivery failed"
+            conn.closing = True
+            self._release(conn)
+            conn.transport.abort()
+            return
         if conn.closing:
             return
         conn.flushing = False

@@ -768,3 +768,17 @@ def test_ack_frame_is_byte_identical_to_the_encoder(rid: str | None, status: str
     if rid is not None:
         expected["rid"] = rid
     assert ack_frame(msg_id(n), "bob-1_x", status, rid) == encode_frame(expected)
+
+
+async def test_a_failing_backlog_fetch_closes_only_that_session(server: ChatServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    async with clients(server.port, "alice"):
+        monkeypatch.setattr(server._store, "fetch", broken)
+        b = await connect(server)
+        await b.login("bob", identity_key("bob"))
+        await b.expect_closed()
+        monkeypatch.undo()
+        async with clients(server.port, "bob") as (b2,):
+            await still_open(b2)
