@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, TypeVar
@@ -177,6 +178,18 @@ END;
 """
 
 
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction (the connection is in autocommit mode otherwise)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 class SqliteStore:
     """:class:`ServerStore` on one SQLite file (WAL) driven by one worker thread.
 
@@ -233,7 +246,7 @@ class SqliteStore:
 
     def _server_id(self) -> bytes:
         db = self._conn()
-        with db:
+        with _transaction(db):
             row = db.execute("SELECT value FROM meta WHERE key = 'server_id'").fetchone()
             if row is not None:
                 return bytes(row[0])
@@ -249,7 +262,7 @@ class SqliteStore:
 
     def _register(self, name: str, pubkey_pem: str, fingerprint: str) -> tuple[Registration, bool]:
         db = self._conn()
-        with db:
+        with _transaction(db):
             cur = db.execute(
                 "INSERT OR IGNORE INTO registrations (name, pubkey_pem, fingerprint, created) VALUES (?, ?, ?, ?)",
                 (name, pubkey_pem, fingerprint, self._clock()),
@@ -268,14 +281,12 @@ class SqliteStore:
 
     def _enqueue(self, m: QueuedMessage) -> bool:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(db):
             dup = db.execute(
                 "SELECT 1 FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?",
                 (m.recipient, m.sender, m.msg_id),
             ).fetchone()
             if dup is not None:
-                db.execute("COMMIT")
                 return False
             count, size = self._totals(db, m.recipient)
             if count + 1 > self.queue_limit or size + m.size > self.queue_bytes:
@@ -285,15 +296,11 @@ class SqliteStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at),
             )
-            db.execute("COMMIT")
             return True
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _requeue(self, messages: Sequence[QueuedMessage]) -> int:
         db = self._conn()
-        with db:
+        with _transaction(db):
             stored = 0
             for m in messages:
                 cur = db.execute(
@@ -317,13 +324,13 @@ class SqliteStore:
 
     def _delete(self, keys: Sequence[tuple[str, str, str]]) -> int:
         db = self._conn()
-        with db:
+        with _transaction(db):
             cur = db.executemany("DELETE FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?", keys)
             return cur.rowcount
 
     def _expire(self) -> int:
         db = self._conn()
-        with db:
+        with _transaction(db):
             cur = db.execute("DELETE FROM queue WHERE enqueued_at < ?", (self._clock() - self.queue_ttl,))
             return cur.rowcount
 
