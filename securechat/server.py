@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -166,6 +167,21 @@ class _InFlight:
     created: float
     from_store: bool
     rid: str | None = None
+
+
+class _Deferred:
+    """A handler result the read loop may await later (after reading on), keeping order."""
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[None]) -> None:
+        self.awaitable = awaitable
+
+
+async def _settle(deferred: list[Awaitable[None]]) -> None:
+    """Await ``deferred`` in order and empty it."""
+    while deferred:
+        await deferred.pop(0)
 
 
 class _Connection:
@@ -451,6 +467,7 @@ class ChatServer:
                 return
             if conn.closing:
                 continue  # lingering after a fatal error: discard until EOF
+            deferred: list[Awaitable[None]] = []  # offline sends being stored, in order
             try:
                 frames = decoder.feed(data)
                 if frames:
@@ -458,8 +475,15 @@ class ChatServer:
                     conn.last_frame = now
                 while frames:
                     for frame in frames:
+                        # Answers go out in request order, except that a `send` refused at once
+                        # may overtake the acks of earlier sends still being stored.
+                        if deferred and frame["type"] != "send":
+                            await _settle(deferred)
                         pending = self._dispatch(conn, frame, now)
-                        if pending is not None:
+                        if type(pending) is _Deferred:
+                            deferred.append(pending.awaitable)
+                        elif pending is not None:
+                            await _settle(deferred)
                             await pending
                         if conn.closing:
                             break
@@ -469,6 +493,8 @@ class ChatServer:
                     frames = decoder.feed(b"")
             except ProtocolError as exc:
                 self._fatal(conn, exc.code, exc.detail)
+            finally:
+                await _settle(deferred)
 
     def _handshake_expired(self, conn: _Connection) -> None:
         conn.timer = None
@@ -864,7 +890,23 @@ class ChatServer:
             else:
                 target.write(body)
             return None
+        if to in self._registrations:
+            # The common case needs no lookup: store without waiting, so the next frames of
+            # this connection are read meanwhile and their enqueues share one commit.
+            body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
+            stored = self._store.enqueue(QueuedMessage(to, sender, msg_id, server_ts, body, time.time()))
+            return _Deferred(self._guard(conn, frame, self._ack_queued(conn, stored, msg_id, to, rid)))
         return self._guard(conn, frame, self._send_offline(conn, sender, to, envelope, server_ts, rid))
+
+    async def _ack_queued(
+        self, conn: _Connection, stored: asyncio.Future[bool], msg_id: str, to: str, rid: str | None
+    ) -> None:
+        try:
+            await stored
+        except QueueFull as exc:
+            self._error(conn, "queue_full", str(exc), rid)
+            return
+        conn.write(ack_frame(msg_id, to, "queued", rid))
 
     async def _send_offline(
         self, conn: _Connection, sender: str, to: str, envelope: dict[str, Any], server_ts: int, rid: str | None
@@ -874,12 +916,8 @@ class ChatServer:
             return
         body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
         msg_id: str = envelope["id"]
-        try:
-            await self._store.enqueue(QueuedMessage(to, sender, msg_id, server_ts, body, time.time()))
-        except QueueFull as exc:
-            self._error(conn, "queue_full", str(exc), rid)
-            return
-        conn.write(ack_frame(msg_id, to, "queued", rid))
+        stored = self._store.enqueue(QueuedMessage(to, sender, msg_id, server_ts, body, time.time()))
+        await self._ack_queued(conn, stored, msg_id, to, rid)
 
     def _on_received(self, conn: _Connection, frame: dict[str, Any]) -> None:
         validate_client_frame(frame)

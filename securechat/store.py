@@ -217,13 +217,39 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._db_thread: int | None = None
         self._closed = False
+        self._batch: list[tuple[QueuedMessage, asyncio.Future[bool]]] = []
 
     # --- plumbing --------------------------------------------------------------------
 
     def _submit(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
         if self._closed:
             raise RuntimeError("store is closed")
+        self._submit_enqueues()  # whatever was enqueued before this call runs before it
         return asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _submit_enqueues(self) -> None:
+        """Hand the enqueues gathered in this loop iteration to the worker as one transaction."""
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        job = asyncio.get_running_loop().run_in_executor(
+            self._executor, self._enqueue_many, [m for m, _ in batch]
+        )
+
+        def settle(done: asyncio.Future[list[bool | QueueFull]]) -> None:
+            failure = None if done.cancelled() else done.exception()
+            results = None if done.cancelled() or failure is not None else done.result()
+            for i, (_, fut) in enumerate(batch):
+                if fut.done():
+                    continue
+                if results is None:
+                    fut.set_exception(failure or RuntimeError("store job cancelled"))
+                elif isinstance(results[i], QueueFull):
+                    fut.set_exception(results[i])  # type: ignore[arg-type]
+                else:
+                    fut.set_result(bool(results[i]))
+
+        job.add_done_callback(settle)
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
@@ -279,24 +305,28 @@ class SqliteStore:
         row = db.execute("SELECT count, bytes FROM queue_totals WHERE recipient = ?", (recipient,)).fetchone()
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
-    def _enqueue(self, m: QueuedMessage) -> bool:
+    def _enqueue_one(self, db: sqlite3.Connection, m: QueuedMessage) -> bool | QueueFull:
+        dup = db.execute(
+            "SELECT 1 FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?",
+            (m.recipient, m.sender, m.msg_id),
+        ).fetchone()
+        if dup is not None:
+            return False
+        count, size = self._totals(db, m.recipient)
+        if count + 1 > self.queue_limit or size + m.size > self.queue_bytes:
+            return QueueFull(m.recipient, count, size, self.queue_limit, self.queue_bytes)
+        db.execute(
+            "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at),
+        )
+        return True
+
+    def _enqueue_many(self, messages: Sequence[QueuedMessage]) -> list[bool | QueueFull]:
+        """Group commit: each message is accepted, a duplicate, or refused on its own."""
         db = self._conn()
         with _transaction(db):
-            dup = db.execute(
-                "SELECT 1 FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?",
-                (m.recipient, m.sender, m.msg_id),
-            ).fetchone()
-            if dup is not None:
-                return False
-            count, size = self._totals(db, m.recipient)
-            if count + 1 > self.queue_limit or size + m.size > self.queue_bytes:
-                raise QueueFull(m.recipient, count, size, self.queue_limit, self.queue_bytes)
-            db.execute(
-                "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at),
-            )
-            return True
+            return [self._enqueue_one(db, m) for m in messages]
 
     def _requeue(self, messages: Sequence[QueuedMessage]) -> int:
         db = self._conn()
@@ -360,7 +390,15 @@ class SqliteStore:
         return self._submit(self._list_names)
 
     def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
-        return self._submit(self._enqueue, message)
+        """Enqueues made in one loop iteration share one transaction (group commit)."""
+        if self._closed:
+            raise RuntimeError("store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._batch.append((message, fut))
+        if len(self._batch) == 1:
+            loop.call_soon(self._submit_enqueues)
+        return fut
 
     def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
         return self._submit(self._requeue, list(messages))

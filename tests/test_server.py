@@ -782,3 +782,19 @@ async def test_a_failing_backlog_fetch_closes_only_that_session(server: ChatServ
         monkeypatch.undo()
         async with clients(server.port, "bob") as (b2,):
             await still_open(b2)
+
+
+async def test_a_burst_of_offline_sends_is_acked_in_order_before_later_answers(tmp_path: Path) -> None:
+    async with running_server(tmp_path / "s.db", queue_limit=4) as srv:
+        async with clients(srv.port, "bob"):
+            pass
+        async with clients(srv.port, "alice") as (a,):
+            burst = b"".join(json_frame(send("bob", n, rid=f"b{n}")) for n in range(6))
+            await a.send_raw(burst + json_frame({"type": "ping", "rid": "last"}))
+            replies = [await a.recv() for _ in range(7)]
+            assert [r.get("rid") for r in replies] == [f"b{n}" for n in range(6)] + ["last"]
+            assert [r["type"] for r in replies[:4]] == ["ack"] * 4
+            assert [r.get("code") for r in replies[4:6]] == ["queue_full"] * 2
+        async with clients(srv.port, "bob") as (b,):
+            ids = [(await b.recv_type("message"))["envelope"]["id"] for _ in range(4)]
+            assert ids == [msg_id(n) for n in range(4)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -182,3 +183,17 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
 def test_bad_limits_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         SqliteStore(tmp_path / "s.db", queue_limit=0)
+
+
+async def test_enqueues_in_one_iteration_share_a_commit_but_keep_their_own_results(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db", queue_limit=2, clock=Clock())
+    futures = [s.enqueue(message(0)), s.enqueue(message(0)), s.enqueue(message(1)), s.enqueue(message(2))]
+    # Work submitted after the enqueues (not awaited yet) sees them: call order is kept.
+    fetched = s.fetch("bob")
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    assert results[:3] == [True, False, True]
+    assert isinstance(results[3], QueueFull)
+    assert ids(await fetched) == [0, 1]
+    await s.close()
+    with pytest.raises(RuntimeError):
+        s.enqueue(message(3))
