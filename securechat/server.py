@@ -12,6 +12,12 @@ starts, its backlog is streamed from the store oldest first, in batches;
 messages arriving meanwhile are held in memory and written after the backlog,
 so order is kept. Whatever is in flight and unconfirmed when a connection ends
 goes back to the store (backlog messages never left it).
+
+Cost model. Frames written to one connection in one loop iteration leave in
+one transport write; offline sends of one iteration share one SQLite commit
+(the connection keeps reading while they are stored); ``ack`` frames are built
+without the JSON encoder; presence changes are pushed in 50 ms batches; the
+online path touches no database.
 """
 
 from __future__ import annotations
