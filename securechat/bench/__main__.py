@@ -52,10 +52,18 @@ def _commit() -> str:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
         head = subprocess.run(
-            ["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+            ["git", "-C", here, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", here, "status", "--porcelain", "--", "."], capture_output=True, text=True, timeout=10
+            ["git", "-C", here, "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
@@ -69,7 +77,9 @@ def _log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m securechat.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI mode: tiny counts, one repetition, seconds")
-    parser.add_argument("--out", "--json-out", dest="out", default="bench-results.json", help="JSON results file")
+    parser.add_argument(
+        "--out", "--json-out", dest="out", default="bench-results.json", help="JSON results file"
+    )
     parser.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 3, quick 1)")
     parser.add_argument("--connections", type=int, default=None, help="idle clients to hold (default 10000)")
     parser.add_argument(
@@ -88,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     redis = redis_server_path()
     results: dict[str, Any] = {
         "meta": {
-            "command": " ".join(["python -m securechat.bench", *(argv if argv is not None else sys.argv[1:])]),
+            "command": " ".join(
+                ["python -m securechat.bench", *(argv if argv is not None else sys.argv[1:])]
+            ),
             "mode": "quick" if args.quick else "full",
-            "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -106,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
     relay_variants: list[str] = []
     if server_missing is None:
-        relay_variants += ["securechat-uvloop", "securechat-asyncio"] if have_uvloop else ["securechat-asyncio"]
+        relay_variants += (
+            ["securechat-uvloop", "securechat-asyncio"] if have_uvloop else ["securechat-asyncio"]
+        )
     relay_variants.append("naive-asyncio")
     if have_uvloop and not args.quick:
         relay_variants.append("naive-uvloop")
@@ -131,9 +145,15 @@ def main(argv: list[str] | None = None) -> int:
             if not redis:
                 results["throughput"]["variants"]["redis"] = sections.SKIPPED_REDIS
         if "latency" in wanted:
-            results["latency"] = sections.timed(_log, "latency", lambda: sections.latency(running, pool, plan, _log))
+            results["latency"] = sections.timed(
+                _log, "latency", lambda: sections.latency(running, pool, plan, _log)
+            )
         if "scaling" in wanted:
-            target = running.get("securechat-uvloop") or running.get("securechat-asyncio") or running["naive-asyncio"]
+            target = (
+                running.get("securechat-uvloop")
+                or running.get("securechat-asyncio")
+                or running["naive-asyncio"]
+            )
             results["scaling"] = sections.timed(
                 _log, "scaling", lambda: sections.scaling(target, pool, plan, _log)
             )

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import importlib
 import json
 import os
 import re
@@ -39,7 +40,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -75,7 +76,7 @@ def use_uvloop(enabled: bool) -> str:
     """Install uvloop's policy when asked and available; return the loop's name."""
     if enabled:
         try:
-            import uvloop  # type: ignore[import-not-found]
+            uvloop = importlib.import_module("uvloop")  # optional: securechat[fast]
         except ImportError:
             return "asyncio"
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
@@ -94,8 +95,12 @@ class Route:
         return self.head + msg_id + self.tail
 
 
-def build_route(sender_key: crypto.PrivateKey, sender: str, recipient: str, recipient_key: crypto.PublicKey) -> Route:
-    envelope = crypto.seal_envelope(sender_key, recipient_key, sender, recipient, TEXT, msg_id=_ID_PLACEHOLDER)
+def build_route(
+    sender_key: crypto.PrivateKey, sender: str, recipient: str, recipient_key: crypto.PublicKey
+) -> Route:
+    envelope = crypto.seal_envelope(
+        sender_key, recipient_key, sender, recipient, TEXT, msg_id=_ID_PLACEHOLDER
+    )
     body = encode_body({"type": "send", "to": recipient, "envelope": envelope})
     head, tail = body.split(_ID_PLACEHOLDER.encode(), 1)
     return Route(head=len(body).to_bytes(4, "big") + head, tail=tail)
@@ -187,7 +192,9 @@ class LoadClient(asyncio.Protocol):
     async def login(self, key: crypto.PrivateKey, pubkey_pem: str, timeout: float) -> None:
         assert self.transport is not None
         name = self.spec.name
-        self.transport.write(encode_frame({"type": "hello", "version": 1, "name": name, "pubkey": pubkey_pem}))
+        self.transport.write(
+            encode_frame({"type": "hello", "version": 1, "name": name, "pubkey": pubkey_pem})
+        )
         challenge = await self._expect("challenge", timeout)
         signature = crypto.sign_auth(
             key, crypto.b64decode(challenge["server_id"]), name, crypto.b64decode(challenge["nonce"])
@@ -310,7 +317,7 @@ class Worker:
                     _, client = await loop.create_connection(lambda: LoadClient(self, spec), host, port)
                     await client.login(self.keys[spec.key_index], self.pems[spec.key_index], timeout)
                     self.clients.append(client)
-                except Exception as exc:  # counted and reported, the run goes on
+                except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
                     failures.append(f"{type(exc).__name__}: {exc}"[:200])
 
         await asyncio.gather(*(one(spec) for spec in specs))
@@ -455,7 +462,7 @@ class RedisSubscriber(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        transport.write(_resp(b"SUBSCRIBE", self.channel))
+        self.transport.write(_resp(b"SUBSCRIBE", self.channel))
 
     def data_received(self, data: bytes) -> None:
         chunk = self.tail + data
@@ -503,7 +510,9 @@ class RedisPublisher(asyncio.Protocol):
         size = len(self.payload.head) + 32 + len(self.payload.tail)
         for _ in range(room):
             self.seq += 1
-            out.append(b"%s$%d\r\n%s\r\n" % (self.head, size, self.payload.frame(prefix + b"%024x" % self.seq)))
+            out.append(
+                b"%s$%d\r\n%s\r\n" % (self.head, size, self.payload.frame(prefix + b"%024x" % self.seq))
+            )
         self.transport.write(b"".join(out))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -518,16 +527,12 @@ async def run_redis(worker: Worker, job: dict[str, Any], conn: Connection) -> di
     key = worker.keys[0]
     for pair in job["pairs"]:
         channel = pair["receiver"].encode()
-        _, sub = await loop.create_connection(lambda: RedisSubscriber(worker, channel), host, port)
-        subs.append(sub)
+        subs.append(await _connect(loop, RedisSubscriber(worker, channel), host, port))
     await asyncio.wait_for(asyncio.gather(*(s.subscribed for s in subs)), 10)
     for pair in job["pairs"]:
         payload = build_route(key, pair["sender"], pair["receiver"], key.public_key())
         channel = pair["receiver"].encode()
-        _, pub = await loop.create_connection(
-            lambda: RedisPublisher(worker, channel, payload, pair["uid"]), host, port
-        )
-        pubs.append(pub)
+        pubs.append(await _connect(loop, RedisPublisher(worker, channel, payload, pair["uid"]), host, port))
     conn.send(("ready", {"connected": len(subs) + len(pubs), "failed": 0, "failures": []}))
     go = await loop.run_in_executor(None, conn.recv)
     await _sleep_until(go["t_go"])
@@ -549,6 +554,14 @@ async def run_redis(worker: Worker, job: dict[str, Any], conn: Connection) -> di
     return worker.result()
 
 
+_P = TypeVar("_P", bound=asyncio.Protocol)
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, protocol: _P, host: str, port: int) -> _P:
+    await loop.create_connection(lambda: protocol, host, port)
+    return protocol
+
+
 # --- worker process entry ---------------------------------------------------------------------
 
 
@@ -561,7 +574,7 @@ def worker_main(conn: Connection, job: dict[str, Any], key_pems: list[bytes]) ->
         worker = Worker(job, keys, pems)
         result = asyncio.run(_worker_async(worker, job, conn))
         conn.send(("result", result))
-    except BaseException as exc:  # reported to the orchestrator, which fails the run
+    except BaseException as exc:  # noqa: BLE001 - reported to the orchestrator, which fails the run
         conn.send(("failed", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"))
     finally:
         conn.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib
 import json
 import os
 import sys
@@ -58,19 +59,27 @@ class NaiveRelay:
                     envelope = frame["envelope"]
                     target = self.writers.get(frame["to"])
                     if target is None:
-                        await self.send(writer, {"type": "error", "code": "unknown_user", "message": "", "fatal": False})
+                        await self.send(
+                            writer, {"type": "error", "code": "unknown_user", "message": "", "fatal": False}
+                        )
                         continue
                     self.pending[(frame["to"], envelope["id"])] = name
                     await self.send(
                         target,
-                        {"type": "message", "from": name, "server_ts": int(time.time() * 1000), "envelope": envelope},
+                        {
+                            "type": "message",
+                            "from": name,
+                            "server_ts": int(time.time() * 1000),
+                            "envelope": envelope,
+                        },
                     )
                 elif kind == "received" and name is not None:
                     sender = self.pending.pop((name, frame["id"]), None)
                     sender_writer = self.writers.get(sender) if sender else None
                     if sender_writer is not None:
                         await self.send(
-                            sender_writer, {"type": "ack", "id": frame["id"], "to": name, "status": "delivered"}
+                            sender_writer,
+                            {"type": "ack", "id": frame["id"], "to": name, "status": "delivered"},
                         )
                 elif kind == "ping":
                     await self.send(writer, {"type": "pong"})
@@ -98,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop (default: the standard loop)")
     args = parser.parse_args(argv)
     if args.uvloop:
-        import uvloop  # type: ignore[import-not-found]
-
+        uvloop = importlib.import_module("uvloop")
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
         asyncio.run(serve(args.host, args.port))

@@ -25,7 +25,9 @@ def table(results: dict[str, Any]) -> str:
     tp = results.get("throughput")
     if isinstance(tp, dict) and "variants" in tp:
         add("")
-        add(f"### 1. Relay throughput (messages delivered end to end per second, {tp['seconds_per_rep']} s windows)")
+        add(
+            f"### 1. Relay throughput (messages delivered end to end per second, {tp['seconds_per_rep']} s windows)"
+        )
         add("")
         add("| server | pairs | msg/s | server CPU | load-gen CPU | server µs/msg |")
         add("| --- | ---: | ---: | ---: | ---: | ---: |")
@@ -51,13 +53,16 @@ def table(results: dict[str, Any]) -> str:
         add("")
         add(f"### 2. Latency, send to receive, {lat['pairs']} pairs at a steady rate")
         add("")
-        add("| server | rate msg/s | p50 ms | p99 ms | p99.9 ms | server CPU | samples | lost |")
-        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        add(
+            "| server | rate msg/s | p50 ms | p99 ms | p99.9 ms | server CPU | load-gen CPU | samples | lost |"
+        )
+        add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for variant, per in lat["variants"].items():
             for rate, r in per.items():
                 add(
                     f"| {variant} | {int(rate):,} | {_fmt(r['p50_ms'], '{:.2f}')} | {_fmt(r['p99_ms'], '{:.2f}')} | "
-                    f"{_fmt(r['p999_ms'], '{:.2f}')} | {_pct(r['server_cpu'])} | {r['samples']:,} | {r['lost']} |"
+                    f"{_fmt(r['p999_ms'], '{:.2f}')} | {_pct(r['server_cpu'])} | {_pct(r.get('loadgen_cpu'))} | "
+                    f"{r['samples']:,} | {r['lost']} |"
                 )
     conn = results.get("connections")
     if isinstance(conn, dict) and "variants" in conn:
@@ -85,7 +90,7 @@ def table(results: dict[str, Any]) -> str:
         add("")
         add("| key | seal | raw seal | seal overhead | open | raw open | open overhead | keygen ms |")
         add("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for name, r in cr.items():
+        for r in cr.values():
             if not isinstance(r, dict) or "seal_us" not in r:
                 continue
             add(

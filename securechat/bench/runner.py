@@ -185,7 +185,9 @@ def run_load(
         jobs = []
         for part in parts:
             pairs = [
-                {"sender": s["name"], "receiver": s["targets"][0], "uid": s["uid"]} for s in part if s["targets"]
+                {"sender": s["name"], "receiver": s["targets"][0], "uid": s["uid"]}
+                for s in part
+                if s["targets"]
             ]
             jobs.append({**common, "pairs": pairs})
     else:

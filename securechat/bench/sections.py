@@ -104,7 +104,9 @@ def _merge_errors(runs: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def throughput(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log: Log) -> dict[str, Any]:
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {v: {p: [] for p in plan.throughput_pairs} for v in servers}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+        v: {p: [] for p in plan.throughput_pairs} for v in servers
+    }
     for rep in range(plan.reps):
         for pairs in plan.throughput_pairs:
             for variant, server in servers.items():
@@ -123,7 +125,8 @@ def throughput(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log
         "pairs": list(plan.throughput_pairs),
         "seconds_per_rep": plan.throughput_timing.duration,
         "variants": {
-            variant: {str(p): _rate_summaries(rs) for p, rs in per_pairs.items()} for variant, per_pairs in runs.items()
+            variant: {str(p): _rate_summaries(rs) for p, rs in per_pairs.items()}
+            for variant, per_pairs in runs.items()
         },
         "ratios": {},
     }
@@ -153,7 +156,9 @@ def throughput(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log
 
 def latency(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log: Log) -> dict[str, Any]:
     variants = {v: s for v, s in servers.items() if v != "redis"}
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {v: {r: [] for r in plan.latency_rates} for v in variants}
+    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
+        v: {r: [] for r in plan.latency_rates} for v in variants
+    }
     for rep in range(plan.reps):
         for rate in plan.latency_rates:
             for variant, server in variants.items():
@@ -171,7 +176,7 @@ def latency(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log: L
                 log(
                     f"latency rep {rep + 1}/{plan.reps} rate={rate:<6} {variant:<20} p50 {result['p50_ms']:.2f} ms "
                     f"p99 {result['p99_ms']:.2f} ms p99.9 {result['p999_ms']:.2f} ms ({len(lat)} samples, "
-                    f"lost {result['lost']}) server cpu {result['server_cpu']:.0%}"
+                    f"lost {result['lost']}) server cpu {result['server_cpu']:.0%} loadgen cpu {result['loadgen_cpu']:.0%}"
                 )
     return {
         "pairs": plan.latency_pairs,
@@ -184,8 +189,11 @@ def latency(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log: L
                     "p99_ms": summary([r["p99_ms"] for r in rs], 3),
                     "p999_ms": summary([r["p999_ms"] for r in rs], 3),
                     "max_ms": summary([r["max_ms"] for r in rs], 3),
-                    "achieved_msgs_per_s": summary([r["samples"] / plan.latency_timing.duration for r in rs], 0),
+                    "achieved_msgs_per_s": summary(
+                        [r["samples"] / plan.latency_timing.duration for r in rs], 0
+                    ),
                     "server_cpu": summary([r["server_cpu"] for r in rs], 3),
+                    "loadgen_cpu": summary([r["loadgen_cpu"] for r in rs], 3),
                     "samples": sum(r["samples"] for r in rs),
                     "lost": sum(r["lost"] for r in rs),
                     "errors": _merge_errors(rs),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import re
 import shutil
@@ -41,19 +42,15 @@ def rss_kib(pid: int) -> int:
 
 
 def uvloop_available() -> bool:
-    try:
-        import uvloop  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("uvloop") is not None
 
 
 def securechat_server_available() -> str | None:
     """None if the real server can be imported, else why not."""
     try:
-        import securechat.server  # noqa: F401
+        import securechat.server
         import securechat.server_cli  # noqa: F401
-    except Exception as exc:  # any import failure means: skip with the reason
+    except Exception as exc:  # noqa: BLE001 - any import failure means: skip with the reason
         return f"securechat server not importable ({type(exc).__name__}: {exc})"
     return None
 
@@ -144,6 +141,7 @@ def server_help() -> str:
             capture_output=True,
             timeout=30,
             text=True,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
