@@ -20,6 +20,7 @@
     │   ├── UnwrapFailed              OAEP unwrap of the AES key failed
     │   ├── DecryptFailed             AES-GCM tag check failed
     │   └── BadPlaintext              plaintext is not the JSON object {"text": str}
+    ├── QueueFull                     server side: a recipient's offline queue is at its cap
     ├── ServerErrorReply              the server answered with an ``error`` frame
     ├── KeyStoreError                 the client's home directory: keys, pins, files
     │   ├── InsecurePermissions       private key or directory readable by others
@@ -162,6 +163,27 @@ class DecryptFailed(EnvelopeRejected):
 
 class BadPlaintext(EnvelopeRejected):
     reason = "bad_plaintext"
+
+
+# --- server side ---------------------------------------------------------------
+
+
+class QueueFull(SecurechatError):
+    """A recipient's offline queue is at its message-count or byte cap."""
+
+    def __init__(self, recipient: str, count: int, size: int, limit: int, limit_bytes: int) -> None:
+        super().__init__(recipient)
+        self.recipient = recipient
+        self.count = count
+        self.size = size
+        self.limit = limit
+        self.limit_bytes = limit_bytes
+
+    def __str__(self) -> str:
+        return (
+            f"the queue for '{self.recipient}' is full "
+            f"({self.count}/{self.limit} messages, {self.size}/{self.limit_bytes} bytes)"
+        )
 
 
 # --- client side ---------------------------------------------------------------

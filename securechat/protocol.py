@@ -310,9 +310,11 @@ def validate_client_frame(frame: Mapping[str, Any]) -> None:
         if not isinstance(sig, str) or len(sig) > MAX_PEM_LENGTH:
             raise BadRequest("'signature' must be a base64 string", code="auth_failed", fatal=True)
     elif kind == "lookup":
-        _name_field(frame, "name", code="invalid_name")
+        # The spec lists invalid_name among the fatal codes: a conforming client
+        # validates names before sending, so one that does not is broken.
+        _name_field(frame, "name", code="invalid_name", fatal=True)
     elif kind == "send":
-        to = _name_field(frame, "to", code="invalid_name")
+        to = _name_field(frame, "to", code="invalid_name", fatal=True)
         envelope = validate_envelope_shape(frame.get("envelope"))
         if envelope["to"] != to:
             raise BadRequest("'to' does not match envelope 'to'")

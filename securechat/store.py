@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 from .crypto import SERVER_ID_SIZE
-from .errors import SecurechatError
+from .errors import QueueFull
 
 DEFAULT_QUEUE_LIMIT: Final = 10_000
 DEFAULT_QUEUE_BYTES: Final = 64 * 2**20
@@ -35,24 +35,6 @@ DEFAULT_QUEUE_TTL: Final = 30 * 86_400.0
 SCHEMA_VERSION: Final = 1
 
 T = TypeVar("T")
-
-
-class QueueFull(SecurechatError):
-    """A recipient's offline queue is at its message-count or byte cap."""
-
-    def __init__(self, recipient: str, count: int, size: int, limit: int, limit_bytes: int) -> None:
-        super().__init__(recipient)
-        self.recipient = recipient
-        self.count = count
-        self.size = size
-        self.limit = limit
-        self.limit_bytes = limit_bytes
-
-    def __str__(self) -> str:
-        return (
-            f"the queue for '{self.recipient}' is full "
-            f"({self.count}/{self.limit} messages, {self.size}/{self.limit_bytes} bytes)"
-        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from securechat.crypto import b64decode, b64encode, public_key_pem, sign_auth
-from securechat.protocol import encode_frame
+from securechat.protocol import FATAL_CODES, encode_frame
 from securechat.server import ChatServer, ServerConfig, ack_frame
 from securechat.store import QueuedMessage, SqliteStore
 from tests.support.rawclient import (
@@ -719,6 +719,11 @@ def test_arbitrary_frames_never_break_the_server(tmp_path: Path, frames: list[di
             while True:
                 reply = await a.recv()
                 assert reply["type"] != "error" or reply["code"] != "internal", reply
+                if reply["type"] == "error" and reply["fatal"]:
+                    # A fatal answer (e.g. invalid_name) is allowed; then the server closes.
+                    assert reply["code"] in FATAL_CODES, reply
+                    await a.expect_closed()
+                    break
                 if reply == {"type": "pong", "rid": "end"}:
                     break
             # Another session is unaffected.
