@@ -119,3 +119,130 @@ def test_offline_1000_delivered_in_order_once_and_kept_in_history(tmp_path: Path
     )
     print(f"offline: {n} queued, {n} delivered in order once, {len(lines)} in history "
           f"in {time.monotonic() - started:.1f} s")
+
+
+# --- 2. kill -9 of the server mid-stream ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spawn: object) -> None:
+    n = 5000
+    db = tmp_path / "server.db"
+    started = time.monotonic()
+    first = ServerProcess(db, FAST)
+    second: ServerProcess | None = None
+    try:
+        port = first.wait_listening()
+        bob = spawn("bob", port)  # type: ignore[operator]
+        bob.wait_event("ready")
+        alice = spawn("alice", port)  # type: ignore[operator]
+        alice.wait_event("ready")
+        sent = texts(n)
+        alice.send_in_background("bob", sent)
+        before = len(bob.count_until("message", n // 4, LONG))
+        assert first.kill() == -9
+        bob.wait_event("connection", state="reconnecting")
+        alice.wait_event("connection", state="reconnecting")
+        second = ServerProcess(db, FAST, port=port)
+        assert second.wait_listening() == port
+        bob.count_until("message", n, LONG)
+        alice.count_until("ack", n, LONG)  # every send settled: nothing more can arrive
+        reconnects = (len(alice.of_kind("ready")), len(bob.of_kind("ready")))
+        assert alice.finish() == 0, alice.stderr_tail()
+        assert bob.finish() == 0, bob.stderr_tail()
+        messages = shown(bob, "alice")
+        got = [m["text"] for m in messages]
+        check_exactly_once(messages, sent, f"server killed after bob showed {before}", ordered=False)
+        assert reconnects == (2, 2), f"ready events (alice, bob) = {reconnects}: both should reconnect once"
+        out_of_order = sum(1 for a, b in zip(got, got[1:], strict=False) if a > b)
+        print(f"server kill -9 after {before} shown: {len(set(got))}/{n} delivered, "
+              f"{len(got) - len(set(got))} twice, {out_of_order} out of order, "
+              f"{time.monotonic() - started:.1f} s")
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+
+
+# --- 3. kill -9 of the recipient's client mid-stream --------------------------------------------
+
+
+@pytest.mark.slow
+def test_recipient_kill9_mid_stream_of_2000_shown_once_across_restart(tmp_path: Path, spawn: object) -> None:
+    n = 2000
+    started = time.monotonic()
+    with server_process(tmp_path / "server.db", FAST) as server:
+        bob1 = spawn("bob", server.port, "-1")  # type: ignore[operator]
+        bob1.wait_event("ready")
+        alice = spawn("alice", server.port)  # type: ignore[operator]
+        alice.wait_event("ready")
+        sent = texts(n)
+        alice.send_in_background("bob", sent)
+        bob1.count_until("message", n // 4, LONG)
+        assert bob1.kill() == -9
+        first = shown(bob1, "alice")
+        bob2 = spawn("bob", server.port, "-2")  # type: ignore[operator]
+        bob2.wait_event("ready")
+        first_ids = {m["id"] for m in first}
+
+        def union_complete(events: list[Event]) -> bool:
+            ids = {e["id"] for e in events if e["event"] == "message"}
+            return len(ids | first_ids) >= n
+
+        bob2.wait_until(union_complete, LONG, what=f"all {n} messages across both bob processes")
+        alice.count_until("ack", n, LONG)
+        assert alice.finish() == 0, alice.stderr_tail()
+        assert bob2.finish() == 0, bob2.stderr_tail()
+        second = shown(bob2, "alice")
+        check_exactly_once(first + second, sent, f"bob killed after showing {len(first)}", ordered=False)
+        # Each process on its own shows its part in order.
+        check_exactly_once(first, sorted(m["text"] for m in first), "first bob process")
+        check_exactly_once(second, sorted(m["text"] for m in second), "second bob process")
+        print(f"recipient kill -9: first process showed {len(first)}, second {len(second)}, "
+              f"union {len({m['id'] for m in first + second})}/{n}, {time.monotonic() - started:.1f} s")
+
+
+# --- 4. kill -9 of the sender's client with an unacknowledged outbox ------------------------------
+
+
+@pytest.mark.slow
+def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, spawn: object) -> None:
+    n = 50
+    db = tmp_path / "server.db"
+    first = ServerProcess(db, FAST)
+    second: ServerProcess | None = None
+    try:
+        port = first.wait_listening()
+        bob = spawn("bob", port)  # type: ignore[operator]
+        bob.wait_event("ready")
+        alice1 = spawn("alice", port, "-1")  # type: ignore[operator]
+        alice1.wait_event("ready")
+        alice1.command({"cmd": "send", "to": "bob", "text": "before"})  # pins bob's key
+        bob.wait_event("message", text="before")
+        alice1.wait_event("ack", status="delivered")
+        assert first.kill() == -9
+        alice1.wait_event("connection", state="reconnecting")
+        sent = texts(n, "offline")
+        alice1.commands({"cmd": "send", "to": "bob", "text": t} for t in sent)
+        alice1.count_until("sent", n + 1, LONG)
+        assert len(alice1.of_kind("ack")) == 1, "no ack can come while the server is down"
+        assert alice1.kill() == -9
+        unacked = {e["id"] for e in alice1.of_kind("sent")} - acked_ids(alice1)
+        assert len(unacked) == n, f"{len(unacked)} unacknowledged when alice was killed"
+
+        second = ServerProcess(db, FAST, port=port)
+        second.wait_listening()
+        alice2 = spawn("alice", port, "-2")  # type: ignore[operator]
+        alice2.wait_event("ready")
+        bob.count_until("message", n + 1, LONG)
+        alice2.count_until("ack", n, LONG)
+        assert acked_ids(alice2) == unacked, "alice's second process did not get an ack for each resend"
+        assert alice2.finish() == 0, alice2.stderr_tail()
+        assert bob.finish() == 0, bob.stderr_tail()
+        check_exactly_once(shown(bob, "alice"), ["before", *sent], f"alice killed with {n} unacked")
+        print(f"sender kill -9: {len(unacked)} unacked resent, bob showed {len(shown(bob, 'alice'))} "
+              f"(1 before the crash)")
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
