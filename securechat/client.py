@@ -609,8 +609,8 @@ class ClientSession:
             # Confirmed anyway: a server must not redeliver an envelope we will never accept.
             conn.write(received)
             return
-        self._store.accepted.add(sender, msg_id)
-        self._store.history.add(HistoryEntry(sender, "in", msg_id, opened.ts, opened.text))
+        # One transaction: accepted without its history row would lose the message on a crash.
+        self._store.history.add(HistoryEntry(sender, "in", msg_id, opened.ts, opened.text), accepted=True)
         self._emit(MessageReceived(sender, msg_id, opened.ts, opened.text, payload, server_ts))
         conn.write(received)
 

@@ -604,9 +604,20 @@ class History:
         )
         return nonce, sealed
 
-    def add(self, entry: HistoryEntry) -> None:
+    def add(self, entry: HistoryEntry, *, accepted: bool = False) -> None:
+        """Store ``entry``; with ``accepted``, also record its ``(peer, id)`` as accepted.
+
+        Both in one transaction: a crash between two commits would keep the id as
+        accepted (so every redelivery is confirmed and dropped) with no history
+        row and nothing shown, losing the message.
+        """
         nonce, sealed = self._seal(entry)
         with self._store.transaction() as db:
+            if accepted:
+                db.execute(
+                    "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",
+                    (entry.peer, entry.msg_id, _now_ms()),
+                )
             db.execute(
                 "INSERT OR IGNORE INTO history (peer, direction, msg_id, nonce, sealed) VALUES (?, ?, ?, ?, ?)",
                 (entry.peer, entry.direction, entry.msg_id, nonce, sealed),
