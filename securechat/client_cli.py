@@ -113,6 +113,26 @@ def _existing_passphrase(home: ClientHome, name: str, interactive: bool) -> str 
     return str(click.prompt(f"Passphrase for {normalize_name(name)}", hide_input=True, err=True))
 
 
+def _new_passphrase() -> str:
+    """Offer a passphrase for a new key; only a non-empty one is asked twice."""
+    while True:
+        first = str(
+            click.prompt(
+                "Passphrase for the new key (empty for none)",
+                hide_input=True,
+                default="",
+                show_default=False,
+                err=True,
+            )
+        )
+        if not first:
+            return ""
+        again = str(click.prompt("Repeat the passphrase", hide_input=True, err=True))
+        if again == first:
+            return first
+        click.echo("The two passphrases differ; try again.", err=True)
+
+
 def load_identity(home: ClientHome, name: str, *, interactive: bool) -> Identity:
     """An existing identity, asking for its passphrase when needed."""
     return home.load_identity(name, _existing_passphrase(home, name, interactive))
@@ -128,14 +148,7 @@ def open_or_create(
     if first_run:
         passphrase = os.environ.get(PASSPHRASE_ENV)
         if passphrase is None and interactive:
-            passphrase = click.prompt(
-                "Passphrase for the new key (empty for none)",
-                hide_input=True,
-                confirmation_prompt=True,
-                default="",
-                show_default=False,
-                err=True,
-            )
+            passphrase = _new_passphrase()
         bits = _key_bits()
         click.echo(f"Generating a {bits}-bit RSA key for {name}…", err=True)
         if on_generate is not None:
