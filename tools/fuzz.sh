@@ -1,0 +1,16 @@
+#!/bin/sh
+# Long fuzzing run: every hypothesis test over the decoder and the live server
+# handlers with the `fuzz` profile (10,000 examples per test, tests/conftest.py).
+# CI runs the same tests with the quick `ci` profile.
+#
+#   tools/fuzz.sh                 # the default fuzz targets
+#   tools/fuzz.sh -k bytes        # extra pytest arguments pass through
+#
+# Bounded: FUZZ_TIMEOUT seconds in all (default 3600).
+set -eu
+cd "$(dirname "$0")/.."
+export HYPOTHESIS_PROFILE=fuzz
+exec timeout "${FUZZ_TIMEOUT:-3600}" python -m pytest -q -p no:cacheprovider -o timeout=0 \
+    tests/test_fuzz_decoder.py tests/test_attacks_fuzz.py \
+    tests/test_protocol.py -k "random or arbitrary or mutated or garbage or validate or prefix or fuzzed" \
+    --hypothesis-show-statistics "$@"
