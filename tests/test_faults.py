@@ -14,10 +14,12 @@ its own tests in test_server.py).
 
 from __future__ import annotations
 
-import asyncio
-import statistics
+import fcntl
+import itertools
+import struct
+import termios
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,11 @@ pytestmark = pytest.mark.timeout(240)
 FAST = ["--rate", "100000", "--burst", "100000"]
 LONG = 120.0
 
+Spawn = Callable[..., JsonClientProcess]
+
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[object]:
+def spawn(tmp_path: Path) -> Iterator[Spawn]:
     """Start ``securechat-client --json`` processes; all are killed at the end of the test."""
     started: list[JsonClientProcess] = []
 
@@ -75,7 +79,7 @@ def check_exactly_once(
     ids = [m["id"] for m in messages]
     assert len(set(ids)) == len(ids), summary + f"; {len(ids) - len(set(ids))} ids shown twice"
     if ordered:
-        out_of_order = sum(1 for a, b in zip(got, got[1:], strict=False) if a > b)
+        out_of_order = sum(1 for a, b in itertools.pairwise(got) if a > b)
         assert got == sorted(got), summary + f"; {out_of_order} out of order"
 
 
@@ -96,9 +100,9 @@ def wait_history(home: Path, name: str, peer: str, n: int, timeout: float = LONG
             return kept
 
 
-def register(spawn: object, name: str, port: int) -> None:
+def register(spawn: Spawn, name: str, port: int) -> None:
     """Run ``name`` once so the server knows the name (and the client has a key)."""
-    client = spawn(name, port, "-register")  # type: ignore[operator]
+    client = spawn(name, port, "-register")
     client.wait_event("ready", name=name)
     assert client.finish() == 0, client.stderr_tail()
 
@@ -107,12 +111,12 @@ def register(spawn: object, name: str, port: int) -> None:
 
 
 @pytest.mark.slow
-def test_offline_1000_delivered_in_order_once_and_kept_in_history(tmp_path: Path, spawn: object) -> None:
+def test_offline_1000_delivered_in_order_once_and_kept_in_history(tmp_path: Path, spawn: Spawn) -> None:
     n = 1000
     started = time.monotonic()
     with server_process(tmp_path / "server.db", FAST) as server:
         register(spawn, "bob", server.port)
-        alice = spawn("alice", server.port)  # type: ignore[operator]
+        alice = spawn("alice", server.port)
         alice.wait_event("ready")
         sent = texts(n)
         alice.send_in_background("bob", sent)
@@ -121,7 +125,7 @@ def test_offline_1000_delivered_in_order_once_and_kept_in_history(tmp_path: Path
         assert statuses == {"queued"}, f"bob was offline, yet acks were {statuses}"
         assert alice.finish() == 0, alice.stderr_tail()
 
-        bob = spawn("bob", server.port)  # type: ignore[operator]
+        bob = spawn("bob", server.port)
         bob.count_until("message", n, LONG)
         assert bob.finish() == 0, bob.stderr_tail()
         check_exactly_once(shown(bob, "alice"), sent, f"offline bob ({n} queued)")
@@ -130,15 +134,17 @@ def test_offline_1000_delivered_in_order_once_and_kept_in_history(tmp_path: Path
     # The history command, after both clients and the server stopped, shows the conversation.
     kept = history_texts(tmp_path / "homes", "bob", "alice", n)
     assert kept == sent, f"history shows {len(kept)} of {n} messages ({len(set(kept))} distinct)"
-    print(f"offline: {n} queued, {n} delivered in order once, {len(kept)} in history "
-          f"in {time.monotonic() - started:.1f} s")
+    print(
+        f"offline: {n} queued, {n} delivered in order once, {len(kept)} in history "
+        f"in {time.monotonic() - started:.1f} s"
+    )
 
 
 # --- 2. kill -9 of the server mid-stream ----------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spawn: object) -> None:
+def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spawn: Spawn) -> None:
     n = 5000
     db = tmp_path / "server.db"
     started = time.monotonic()
@@ -146,9 +152,9 @@ def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spa
     second: ServerProcess | None = None
     try:
         port = first.wait_listening()
-        bob = spawn("bob", port)  # type: ignore[operator]
+        bob = spawn("bob", port)
         bob.wait_event("ready")
-        alice = spawn("alice", port)  # type: ignore[operator]
+        alice = spawn("alice", port)
         alice.wait_event("ready")
         sent = texts(n)
         alice.send_in_background("bob", sent)
@@ -167,10 +173,12 @@ def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spa
         got = [m["text"] for m in messages]
         check_exactly_once(messages, sent, f"server killed after bob showed {before}", ordered=False)
         assert reconnects == (2, 2), f"ready events (alice, bob) = {reconnects}: both should reconnect once"
-        out_of_order = sum(1 for a, b in zip(got, got[1:], strict=False) if a > b)
-        print(f"server kill -9 after {before} shown: {len(set(got))}/{n} delivered, "
-              f"{len(got) - len(set(got))} twice, {out_of_order} out of order, "
-              f"{time.monotonic() - started:.1f} s")
+        out_of_order = sum(1 for a, b in itertools.pairwise(got) if a > b)
+        print(
+            f"server kill -9 after {before} shown: {len(set(got))}/{n} delivered, "
+            f"{len(got) - len(set(got))} twice, {out_of_order} out of order, "
+            f"{time.monotonic() - started:.1f} s"
+        )
     finally:
         for proc in (first, second):
             if proc is not None:
@@ -181,27 +189,29 @@ def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spa
 
 
 @pytest.mark.slow
-def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(tmp_path: Path, spawn: object) -> None:
+def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(tmp_path: Path, spawn: Spawn) -> None:
     n = 2000
     kill_after = [300, 150, 250, 100]  # messages shown by each bob process before its kill -9
     started = time.monotonic()
     with server_process(tmp_path / "server.db", FAST) as server:
-        bobs = [spawn("bob", server.port, "-0")]  # type: ignore[operator]
+        bobs = [spawn("bob", server.port, "-0")]
         bobs[0].wait_event("ready")
-        alice = spawn("alice", server.port)  # type: ignore[operator]
+        alice = spawn("alice", server.port)
         alice.wait_event("ready")
         sent = texts(n)
         alice.send_in_background("bob", sent)
         for k, count in enumerate(kill_after):
             bobs[-1].count_until("message", count, LONG)
             assert bobs[-1].kill() == -9
-            bobs.append(spawn("bob", server.port, f"-{k + 1}"))  # type: ignore[operator]
+            bobs.append(spawn("bob", server.port, f"-{k + 1}"))
             bobs[-1].wait_event("ready")
         alice.count_until("ack", n, LONG)  # bob confirmed (or the server queued) every message
         last = bobs[-1]
         earlier = {m["id"] for b in bobs[:-1] for m in shown(b, "alice")}
         last.wait_until(
-            lambda events: len(earlier | {e["id"] for e in events if e["event"] == "message"}) >= n - len(kill_after),
+            lambda events: (
+                len(earlier | {e["id"] for e in events if e["event"] == "message"}) >= n - len(kill_after)
+            ),
             LONG,
             what="the rest of the stream on the last bob process",
         )
@@ -226,25 +236,27 @@ def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(tmp_path
     # is in history but was never printed: at most one per kill, never more.
     unprinted = sorted(set(sent) - set(got))
     assert len(unprinted) <= len(kill_after), f"{label}: {len(unprinted)} never printed: {unprinted[:5]}"
-    print(f"recipient kill -9 x{len(kill_after)}: shown per process {per_process}, "
-          f"{len(set(got))}/{n} printed once, {len(unprinted)} only in history {unprinted}, "
-          f"{len(kept)}/{n} in history, {time.monotonic() - started:.1f} s")
+    print(
+        f"recipient kill -9 x{len(kill_after)}: shown per process {per_process}, "
+        f"{len(set(got))}/{n} printed once, {len(unprinted)} only in history {unprinted}, "
+        f"{len(kept)}/{n} in history, {time.monotonic() - started:.1f} s"
+    )
 
 
 # --- 4. kill -9 of the sender's client with an unacknowledged outbox ------------------------------
 
 
 @pytest.mark.slow
-def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, spawn: object) -> None:
+def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, spawn: Spawn) -> None:
     n = 50
     db = tmp_path / "server.db"
     first = ServerProcess(db, FAST)
     second: ServerProcess | None = None
     try:
         port = first.wait_listening()
-        bob = spawn("bob", port)  # type: ignore[operator]
+        bob = spawn("bob", port)
         bob.wait_event("ready")
-        alice1 = spawn("alice", port, "-1")  # type: ignore[operator]
+        alice1 = spawn("alice", port, "-1")
         alice1.wait_event("ready")
         alice1.command({"cmd": "send", "to": "bob", "text": "before"})  # pins bob's key
         bob.wait_event("message", text="before")
@@ -261,7 +273,7 @@ def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, 
 
         second = ServerProcess(db, FAST, port=port)
         second.wait_listening()
-        alice2 = spawn("alice", port, "-2")  # type: ignore[operator]
+        alice2 = spawn("alice", port, "-2")
         alice2.wait_event("ready")
         bob.count_until("message", n + 1, LONG)
         alice2.count_until("ack", n, LONG)
@@ -269,9 +281,132 @@ def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, 
         assert alice2.finish() == 0, alice2.stderr_tail()
         assert bob.finish() == 0, bob.stderr_tail()
         check_exactly_once(shown(bob, "alice"), ["before", *sent], f"alice killed with {n} unacked")
-        print(f"sender kill -9: {len(unacked)} unacked resent, bob showed {len(shown(bob, 'alice'))} "
-              f"(1 before the crash)")
+        print(
+            f"sender kill -9: {len(unacked)} unacked resent, bob showed {len(shown(bob, 'alice'))} "
+            f"(1 before the crash)"
+        )
     finally:
         for proc in (first, second):
             if proc is not None:
                 proc.kill()
+
+
+# --- 5. a recipient that stops reading ------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def round_trips(carol: RawClient, dave: RawClient, n: int, start: int) -> list[float]:
+    """``n`` carol -> dave messages, one at a time: send until carol holds dave's ``delivered`` ack."""
+    rtts: list[float] = []
+    for i in range(start, start + n):
+        mid = f"{i:032x}"
+        t0 = time.perf_counter()
+        await carol.send_frame({"type": "send", "to": "dave", "envelope": envelope("carol", "dave", mid)})
+        message = await dave.recv_type("message", 10.0)
+        await dave.send_frame({"type": "received", "id": message["envelope"]["id"], "from": "carol"})
+        ack = await carol.recv_type("ack", 10.0)
+        rtts.append(time.perf_counter() - t0)
+        assert (ack["id"], ack["status"]) == (mid, "delivered"), ack
+    return rtts
+
+
+def unread_bytes(client: RawClient) -> int:
+    """Bytes waiting in the client's kernel receive buffer (FIONREAD)."""
+    sock = client.writer.get_extra_info("socket")
+    assert sock is not None
+    raw = fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0")
+    return int(struct.unpack("i", raw)[0])
+
+
+def dropped_eve(server: ServerProcess) -> bool:
+    return any("dropping" in line and "(eve)" in line for line in list(server.lines))
+
+
+@pytest.mark.slow
+async def test_stalled_reader_300_round_trips_not_slowed_and_its_flood_kept(tmp_path: Path) -> None:
+    n_rtt = 300
+    flood_connected = 400  # x 4 KiB: more than eve's receive buffer, less than the server's 4 MiB bound
+    body = "A" * 4096
+    with server_process(tmp_path / "server.db", FAST) as server:
+        port = server.port
+        clients: dict[str, RawClient] = {}
+        try:
+            for name in ("carol", "dave", "mallory", "eve"):
+                clients[name] = await RawClient.connect(port)
+                await clients[name].login(name, identity_key(name))
+            carol, dave, mallory, eve = (clients[k] for k in ("carol", "dave", "mallory", "eve"))
+            await round_trips(carol, dave, 20, 0)  # warm up
+            baseline = await round_trips(carol, dave, n_rtt, 1000)
+
+            # eve stops reading; mallory floods her until eve's receive buffer is full and the
+            # rest waits on the server's side, still under the server's outgoing bound (4 MiB).
+            sent: list[str] = []
+
+            async def flood_eve(count: int, tag: str) -> None:
+                for _ in range(count):
+                    mid = f"{0xE000000 + len(sent):032x}"
+                    await mallory.send_frame(
+                        {
+                            "type": "send",
+                            "to": "eve",
+                            "envelope": {**envelope("mallory", "eve", mid), "ct": body},
+                        }
+                    )
+                    sent.append(mid)
+                await mallory.send_frame({"type": "ping", "rid": tag})
+                pong = await mallory.recv_type("pong", 30.0)  # the server has routed the whole flood
+                assert pong.get("rid") == tag
+
+            await flood_eve(flood_connected, "stalled")
+            stuck = len(sent) * len(body) - unread_bytes(eve)
+            assert stuck > 0, "eve's socket took the whole flood: the reader is not stalled"
+            assert not dropped_eve(server), "eve was dropped before her buffer reached the bound"
+
+            # Measured while eve stays stalled and mallory keeps writing to her.
+            stalled: list[float] = []
+            for chunk in range(n_rtt // 50):
+                stalled += await round_trips(carol, dave, 50, 2000 + 50 * chunk)
+                await flood_eve(1, f"trickle-{chunk}")
+
+            # Past the server's bound (kernel buffers hold several MiB more): eve's connection is
+            # dropped and her unconfirmed messages requeued. Flood in 1 MiB steps until then.
+            for step in range(64):
+                if dropped_eve(server):
+                    break
+                await flood_eve(256, f"over-{step}")
+            assert dropped_eve(server), "eve's connection was never dropped: " + server.stderr[-2000:]
+            after_drop = await round_trips(carol, dave, 50, 9000)
+            mallory_errors = [f for f in mallory.frames if f["type"] == "error"]
+
+            # eve comes back on a new connection and reads: everything sent to her arrives once.
+            await eve.close()
+            eve2 = await RawClient.connect(port)
+            clients["eve"] = eve2
+            await eve2.login("eve", identity_key("eve"))
+            got: list[str] = []
+            while len(set(got)) < len(sent):
+                frame = await eve2.recv_type("message", 30.0)
+                got.append(frame["envelope"]["id"])
+                await eve2.send_frame({"type": "received", "id": got[-1], "from": "mallory"})
+        finally:
+            for client in clients.values():
+                await client.close()
+    p50_base, p99_base = percentile(baseline, 0.5), percentile(baseline, 0.99)
+    p50_stall, p99_stall = percentile(stalled, 0.5), percentile(stalled, 0.99)
+    report = (
+        f"carol->dave round trip over {n_rtt}: p50 {p50_base * 1e3:.2f} ms / p99 {p99_base * 1e3:.2f} ms "
+        f"without, p50 {p50_stall * 1e3:.2f} ms / p99 {p99_stall * 1e3:.2f} ms with eve stalled "
+        f"({stuck} of {flood_connected} x 4 KiB bytes waiting on the server's side); after eve was "
+        f"dropped p50 {percentile(after_drop, 0.5) * 1e3:.2f} ms; eve got {len(set(got))}/{len(sent)} ({len(sent) * 4 // 1024} MiB) "
+        f"({len(got) - len(set(got))} twice) after reconnecting; mallory errors: {len(mallory_errors)}"
+    )
+    print(report)
+    assert not mallory_errors, report
+    assert sorted(set(got)) == sorted(sent) and len(got) == len(sent), report
+    assert got == sent, report + "; order differs"
+    assert p50_stall <= 5 * p50_base + 0.005, report
+    assert p99_stall <= 5 * p99_base + 0.05, report

@@ -41,6 +41,7 @@ def run_client(home: Path, args: list[str], timeout: float = WAIT) -> subprocess
     return subprocess.run(
         [*client_command(), "--home", str(home), *args],
         capture_output=True,
+        check=False,
         text=True,
         timeout=timeout,
         env=client_env(),
@@ -58,7 +59,16 @@ class JsonClientProcess:
         self.stderr_path = home / f"{name}{label}.stderr.log"
         self._stderr: IO[bytes] = open(self.stderr_path, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(
-            [*client_command(), "--name", name, "--server", f"127.0.0.1:{port}", "--home", str(home), "--json"],
+            [
+                *client_command(),
+                "--name",
+                name,
+                "--server",
+                f"127.0.0.1:{port}",
+                "--home",
+                str(home),
+                "--json",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -122,7 +132,9 @@ class JsonClientProcess:
             return list(self.events)
 
     def of_kind(self, kind: str, **fields: Any) -> list[Event]:
-        return [e for e in self.snapshot() if e["event"] == kind and all(e.get(k) == v for k, v in fields.items())]
+        return [
+            e for e in self.snapshot() if e["event"] == kind and all(e.get(k) == v for k, v in fields.items())
+        ]
 
     def wait_for(self, predicate: Callable[[Event], bool], timeout: float = WAIT, what: str = "") -> Event:
         """The first event (from the start) that satisfies ``predicate``; AssertionError on timeout/EOF."""
@@ -150,7 +162,9 @@ class JsonClientProcess:
             what=f"{kind} {fields}",
         )
 
-    def wait_until(self, condition: Callable[[list[Event]], bool], timeout: float = WAIT, what: str = "") -> None:
+    def wait_until(
+        self, condition: Callable[[list[Event]], bool], timeout: float = WAIT, what: str = ""
+    ) -> None:
         """Wait until ``condition(events)`` holds; it is re-checked on every new line (keep it cheap)."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -170,7 +184,7 @@ class JsonClientProcess:
         scanned = [0]
 
         def enough(events: list[Event]) -> bool:
-            for event in events[scanned[0]:]:
+            for event in events[scanned[0] :]:
                 if event["event"] == kind:
                     found.add(event.get(key))
             scanned[0] = len(events)
