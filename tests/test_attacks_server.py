@@ -519,3 +519,15 @@ def test_fatal_codes_used_here_are_in_the_spec() -> None:
         "not_authenticated",
     ):
         assert code in FATAL_CODES
+
+
+async def test_answers_are_not_lost_when_the_client_half_closes(server: ChatServer) -> None:
+    """A scripted client that sends its frames and then shuts its write side still gets every answer."""
+    count = 300  # within the default burst; sent with the EOF in one go
+    async with clients(server.port, "alice") as (a,):
+        a.writer.write(b"".join(json_frame({"type": "ping", "rid": str(n)}) for n in range(count)))
+        a.writer.write_eof()
+        seen = [f for f in await a.expect_closed() if f["type"] != "presence"]
+        assert [f.get("rid") for f in seen] == [str(n) for n in range(count)], (
+            f"{len(seen)} of {count} answers"
+        )
