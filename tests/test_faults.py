@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import os
 import struct
+import tempfile
 import termios
 import time
 from collections.abc import Callable, Iterator
@@ -37,13 +39,33 @@ LONG = 120.0
 Spawn = Callable[..., JsonClientProcess]
 
 
+def client_homes(tmp_path: Path) -> Iterator[Path]:
+    """Where the clients' homes live: tmpfs when there is one.
+
+    A kill -9 loses nothing the kernel already has, so these tests do not need
+    the disk's fsync; on a shared CI disk each fsync can take milliseconds and
+    the clients make two to four per message.
+    """
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        with tempfile.TemporaryDirectory(dir=shm, prefix="securechat-faults-") as root:
+            yield Path(root)
+    else:
+        yield tmp_path
+
+
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Spawn]:
+def homes(tmp_path: Path) -> Iterator[Path]:
+    yield from client_homes(tmp_path)
+
+
+@pytest.fixture
+def spawn(homes: Path) -> Iterator[Spawn]:
     """Start ``securechat-client --json`` processes; all are killed at the end of the test."""
     started: list[JsonClientProcess] = []
 
     def make(name: str, port: int, label: str = "") -> JsonClientProcess:
-        client = JsonClientProcess(name, port, tmp_path / "homes", label=label)
+        client = JsonClientProcess(name, port, homes, label=label)
         started.append(client)
         return client
 
@@ -111,7 +133,9 @@ def register(spawn: Spawn, name: str, port: int) -> None:
 
 
 @pytest.mark.slow
-def test_offline_1000_delivered_in_order_once_and_kept_in_history(tmp_path: Path, spawn: Spawn) -> None:
+def test_offline_1000_delivered_in_order_once_and_kept_in_history(
+    tmp_path: Path, homes: Path, spawn: Spawn
+) -> None:
     n = 1000
     started = time.monotonic()
     with server_process(tmp_path / "server.db", FAST) as server:
@@ -132,7 +156,7 @@ def test_offline_1000_delivered_in_order_once_and_kept_in_history(tmp_path: Path
         sent_ids = [e["id"] for e in alice.of_kind("sent")]
         assert [m["id"] for m in shown(bob, "alice")] == sent_ids, "bob's order is not alice's send order"
     # The history command, after both clients and the server stopped, shows the conversation.
-    kept = history_texts(tmp_path / "homes", "bob", "alice", n)
+    kept = history_texts(homes, "bob", "alice", n)
     assert kept == sent, f"history shows {len(kept)} of {n} messages ({len(set(kept))} distinct)"
     print(
         f"offline: {n} queued, {n} delivered in order once, {len(kept)} in history "
@@ -189,7 +213,9 @@ def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spa
 
 
 @pytest.mark.slow
-def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(tmp_path: Path, spawn: Spawn) -> None:
+def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(
+    tmp_path: Path, homes: Path, spawn: Spawn
+) -> None:
     n = 2000
     kill_after = [300, 150, 250, 100]  # messages shown by each bob process before its kill -9
     started = time.monotonic()
@@ -215,7 +241,7 @@ def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(tmp_path
             LONG,
             what="the rest of the stream on the last bob process",
         )
-        kept = wait_history(tmp_path / "homes", "bob", "alice", n)  # the last backlog is stored, too
+        kept = wait_history(homes, "bob", "alice", n)  # the last backlog is stored, too
         assert alice.finish() == 0, alice.stderr_tail()
         assert last.finish() == 0, last.stderr_tail()
     per_process = [len(shown(b, "alice")) for b in bobs]
