@@ -13,7 +13,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,11 +65,10 @@ async def still_serving(port: int, name: str = "zed") -> None:
 
 
 def pem_of(key: Any) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
+    pem: bytes = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return pem.decode()
 
 
 def hello(name: str, pubkey: str) -> dict[str, Any]:
@@ -200,7 +199,7 @@ async def test_one_mebibyte_name_after_login(server: ChatServer, kind: str) -> N
     async with clients(server.port, "alice") as (a,):
         big = "b" * (MIB - 1024)
         if kind == "lookup":
-            frame = {"type": "lookup", "name": big}
+            frame: dict[str, Any] = {"type": "lookup", "name": big}
         else:
             frame = {"type": "send", "to": big, "envelope": envelope("alice", "bob", msg_id(1))}
         await a.send_frame(frame)
@@ -265,7 +264,7 @@ def _small_rsa() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(65537, 1024)
 
 
-BAD_KEYS = {
+BAD_KEYS: dict[str, Callable[[], str]] = {
     "rsa-1024": lambda: pem_of(_small_rsa()),
     "ec-p256": lambda: pem_of(ec.generate_private_key(ec.SECP256R1())),
     "ed25519": lambda: pem_of(ed25519.Ed25519PrivateKey.generate()),
