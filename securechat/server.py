@@ -79,6 +79,10 @@ PRESENCE_BATCH_SECONDS: Final = 0.05
 EXPIRE_INTERVAL: Final = 3600.0
 # Frames written in one loop iteration go out in one transport write, up to this many bytes.
 COALESCE_LIMIT: Final = 64 * 1024
+# Before `welcome` a connection may hold at most this many undecoded bytes. The largest
+# legitimate handshake frame is a hello with a 16 KiB PEM; without this bound every
+# anonymous connection could pin a max_frame body for the whole handshake timeout.
+PREAUTH_BUFFER_LIMIT: Final = 64 * 1024
 
 
 def ack_frame(msg_id: str, to: str, status: str, rid: str | None) -> bytes:
@@ -497,6 +501,13 @@ class ChatServer:
                         break
                     # The decoder raises an error found after complete frames on the next call.
                     frames = decoder.feed(b"")
+                if (
+                    conn.state is not SessionState.OPEN
+                    and decoder.buffered > PREAUTH_BUFFER_LIMIT
+                    and not conn.closing
+                ):
+                    detail = f"frames before welcome are limited to {PREAUTH_BUFFER_LIMIT} bytes"
+                    self._fatal(conn, "frame_too_large", detail)
             except ProtocolError as exc:
                 self._fatal(conn, exc.code, exc.detail)
             finally:
