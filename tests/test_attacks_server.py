@@ -171,7 +171,8 @@ async def test_deep_nesting_fills_a_frame_without_recursion(server: ChatServer, 
     async with clients(server.port, *(["alice"] if logged_in else [])) as logged:
         c = logged[0] if logged else await RawClient.connect(server.port)
         await c.send_raw(raw_frame(body))
-        await fatal(c, "bad_frame")
+        # Before login the pre-auth buffer bound cuts it first; after login the decoder refuses it.
+        await fatal(c, "bad_frame" if logged_in else "frame_too_large")
     await still_serving(server.port)
 
 
@@ -182,6 +183,7 @@ async def test_duplicate_keys_after_login_cannot_smuggle_a_type(server: ChatServ
 
 
 async def test_one_mebibyte_name_in_hello(server: ChatServer) -> None:
+    """Before login the buffer is capped far below max_frame, so the megabyte never gets parsed."""
     pem = public_key_pem(identity_key("alice").public_key())
     overhead = len(json.dumps(hello("", pem)).encode())
     name = "a" * (MIB - overhead)
@@ -189,9 +191,26 @@ async def test_one_mebibyte_name_in_hello(server: ChatServer) -> None:
     assert len(frame) == MIB + 4  # exactly max_frame: a valid frame, an invalid name
     c = await RawClient.connect(server.port)
     await c.send_raw(frame)
-    reply = await fatal(c, "invalid_name")
+    reply = await fatal(c, "frame_too_large")
     assert len(json.dumps(reply)) < 1024, "the error must not echo the megabyte back"
     await still_serving(server.port)
+
+
+async def test_a_name_just_over_the_limit_in_a_small_hello(server: ChatServer) -> None:
+    c = await RawClient.connect(server.port)
+    await c.send_frame(hello("a" * 33, public_key_pem(identity_key("alice").public_key())))
+    await fatal(c, "invalid_name")
+
+
+async def test_slowloris_bodies_before_login_cannot_pin_max_frame_each(tmp_path: Path) -> None:
+    """A body trickled toward max_frame before welcome is cut at the pre-auth bound, not held for 10 s."""
+    async with running_server(tmp_path / "s.db", handshake_timeout=30) as srv:
+        c = await RawClient.connect(srv.port)
+        started = time.monotonic()
+        await c.send_raw(struct.pack(">I", MIB) + b'{"type":"hello","name":"' + b"a" * (200 * 1024))
+        await fatal(c, "frame_too_large")
+        assert time.monotonic() - started < 5  # long before the 30 s handshake timeout
+        await still_serving(srv.port)
 
 
 @pytest.mark.parametrize("kind", ["lookup", "send"])
