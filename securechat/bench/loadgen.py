@@ -548,9 +548,10 @@ async def run_redis(worker: Worker, job: dict[str, Any], conn: Connection) -> di
     await asyncio.sleep(0.05)
     conn.send(("drained", {}))
     await loop.run_in_executor(None, conn.recv)
-    for proto in [*subs, *pubs]:
-        if proto.transport is not None:
-            proto.transport.close()
+    transports = [p.transport for p in subs] + [p.transport for p in pubs]
+    for transport in transports:
+        if transport is not None:
+            transport.close()
     return worker.result()
 
 
