@@ -117,6 +117,9 @@ UNDELIVERABLE_CODES: Final = frozenset({"unknown_user", "bad_request", "invalid_
 RETRY_CODES: Final = frozenset({"rate_limited", "queue_full", "internal"})
 READ_CHUNK: Final = 65536
 MAX_PENDING_INCOMING: Final = 1000
+# Envelope bytes waiting for the worker: a server flooding 1 MiB envelopes while the
+# worker waits on a lookup would otherwise hold up to MAX_PENDING_INCOMING MiB.
+MAX_PENDING_INCOMING_BYTES: Final = 16 * 2**20
 
 
 def precheck_envelope(envelope: object, recipient: str, frame_sender: str | None = None) -> None:
@@ -154,6 +157,14 @@ def _addressable(frame: Mapping[str, Any]) -> bool:
     return isinstance(msg_id, str) and ENVELOPE_ID_PATTERN.fullmatch(msg_id) is not None
 
 
+def _envelope_size(frame: Mapping[str, Any]) -> int:
+    """About the memory a queued ``message`` frame holds: its envelope's string fields."""
+    envelope = frame.get("envelope")
+    if not isinstance(envelope, dict):
+        return 0
+    return sum(len(value) for value in envelope.values() if isinstance(value, str))
+
+
 @dataclass(eq=False)
 class _Connection:
     reader: asyncio.StreamReader
@@ -164,6 +175,7 @@ class _Connection:
         default_factory=lambda: asyncio.Queue(MAX_PENDING_INCOMING)
     )
     fatal: ServerErrorReply | None = None
+    incoming_bytes: int = 0
 
     def write(self, frame: Mapping[str, Any]) -> None:
         if not self.writer.is_closing():
@@ -503,11 +515,18 @@ class ClientSession:
         # challenge/welcome after the handshake, and unknown types: ignored.
 
     def _queue_message(self, conn: _Connection, frame: dict[str, Any]) -> None:
+        size = _envelope_size(frame)
+        if conn.incoming_bytes + size > MAX_PENDING_INCOMING_BYTES and not conn.incoming.empty():
+            # Not confirmed, so the server redelivers it after the next reconnect.
+            log.warning("dropping an incoming message: %d bytes are waiting", conn.incoming_bytes)
+            return
         try:
             conn.incoming.put_nowait(frame)
         except asyncio.QueueFull:
             # Not confirmed, so the server redelivers it after the next reconnect.
             log.warning("dropping an incoming message: %d are waiting", MAX_PENDING_INCOMING)
+            return
+        conn.incoming_bytes += size
 
     def _resolve(self, frame: dict[str, Any], kind: str, name: str | None) -> None:
         rid = frame.get("rid")
@@ -582,6 +601,7 @@ class ClientSession:
         # which the read loop answers, so this cannot run inside the read loop.
         while True:
             frame = await conn.incoming.get()
+            conn.incoming_bytes -= _envelope_size(frame)
             try:
                 await self._on_message(conn, frame)
             except SessionClosed:
