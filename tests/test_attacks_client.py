@@ -50,6 +50,7 @@ class HostileServer:
 
     def __init__(self) -> None:
         self.keys: dict[str, str] = {}  # what `lookup` answers: name -> PEM
+        self.hang_lookups = False  # never answer a lookup (the client's worker waits)
         self.scripts: list[Script] = []  # one per connection, in order; later ones get none
         self.from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.client_key: rsa.RSAPublicKey | None = None
@@ -110,6 +111,8 @@ class HostileServer:
                         self.push({"type": "welcome", "name": name, "fingerprint": fp, "new": False})
                         if index < len(self.scripts):
                             await self.scripts[index](self, writer)
+                    elif kind == "lookup" and self.hang_lookups:
+                        pass
                     elif kind == "lookup":
                         rid = frame.get("rid")
                         pem = self.keys.get(frame["name"])
@@ -478,6 +481,43 @@ async def test_json_client_process_against_a_hostile_server(hostile: HostileServ
         status, stderr = await proc.finish()
         assert status == 0, stderr
         assert "Traceback" not in stderr, stderr
+    finally:
+        proc.kill()
+        await proc.proc.wait()
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def test_a_flood_of_megabyte_messages_does_not_grow_the_client_without_bound(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """The server may flood big envelopes while the client is busy: held ones are bounded in bytes."""
+    mib = 2**20
+    proc = await JsonClient.start("alice", hostile.port, tmp_path / "jhome")
+    try:
+        await proc.wait_event("ready", timeout=30)
+        hostile.hang_lookups = True  # the first message's lookup never returns: nothing is consumed
+        template = seal("bob", "x", srv=hostile)
+        before = _rss(proc.proc.pid)
+        big = "A" * (mib - 4096)
+        assert hostile.writer is not None
+        for n in range(300):
+            hostile.message("carol", {**template, "from": "carol", "id": f"{n:032x}", "ct": big})
+            await hostile.writer.drain()
+        await asyncio.wait_for(proc.command({"cmd": "whois", "name": "alice"}), 5)
+        await proc.wait_event("contact", name="alice")  # the client is still responsive
+        after = _rss(proc.proc.pid)
+        growth = after - before
+        report = (
+            f"client RSS {before / mib:.0f} -> {after / mib:.0f} MiB ({growth / mib:+.0f}) for 300 MiB sent"
+        )
+        print(report)
+        assert growth < 100 * mib, report
     finally:
         proc.kill()
         await proc.proc.wait()
