@@ -333,19 +333,23 @@ def test_sender_kill9_mid_stream_of_1000_resends_shown_once(tmp_path: Path, spaw
         unacked = {e["id"] for e in announced} - acked_ids(alice1)
         alice2 = spawn("alice", server.port, "-2")  # resends its outbox; the rest is never sent
         alice2.wait_event("ready")
-        alice2.count_until("ack", len(unacked), LONG)
-        assert alice2.finish() == 0, alice2.stderr_tail()
         # Wait for the outbox resends: bob ends with a prefix of the stream, each message once.
         bob.wait_until(
             lambda events: len({e["id"] for e in events if e["event"] == "message"}) >= len(announced),
             LONG,
             what=f"the {len(announced)} messages alice announced",
         )
+        # Exit status 0: alice2's outbox was drained.
+        assert alice2.finish() == 0, alice2.stderr_tail()
         assert bob.finish() == 0, bob.stderr_tail()
+    resent = acked_ids(alice2)
+    # Each side may be off by one message caught in the instant of the kill: an ack stored
+    # but not printed (one resend fewer), or a message sealed but not announced (one more).
+    assert len(unacked - resent) <= 1 and len(resent - unacked) <= 1, (sorted(resent), sorted(unacked))
     messages = shown(bob, "alice")
     last = max(sent.index(m["text"]) for m in messages)
     label = (
-        f"alice killed after {len(announced)} sent lines, {len(unacked)} unacked; "
+        f"alice killed after {len(announced)} sent lines, {len(unacked)} unacked, {len(resent)} resent; "
         f"bob showed {len(messages)} (up to {sent[last]})"
     )
     # A message sealed into the outbox in the instant of the kill has no `sent` line yet:
