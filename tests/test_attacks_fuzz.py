@@ -209,15 +209,16 @@ def test_random_bytes_after_login_only_give_errors_or_closes(
 
 
 def test_the_fuzzed_server_is_still_whole(target: tuple[ServerThread, _ErrorRecords]) -> None:
-    """After every example: no handler task left behind, the bystander still served."""
+    """After every example: no fuzzing connection left behind, the bystander still served."""
     srv, errors = target
     srv.run(_bystander_alive(srv))
     assert not errors.records
 
-    async def settled() -> int:
+    async def settled() -> set[str | None]:
         async with asyncio.timeout(EXAMPLE_TIMEOUT):
-            while len(srv.server._conns) > 2:  # watcher + carol
+            while {conn.name for conn in srv.server._conns} - {"watcher", "carol"}:
                 await asyncio.sleep(0.05)
-        return len(srv.server._conns)
+        return {conn.name for conn in srv.server._conns}
 
-    assert srv.run(settled()) == 2
+    # carol never sends a frame, so a long run closes her at the idle timeout (120 s): expected.
+    assert "watcher" in srv.run(settled())
