@@ -76,6 +76,9 @@ BACKLOG_BATCH: Final = 500
 LINGER_SECONDS: Final = 2.0
 MAX_LINGERING_REFUSALS: Final = 256
 PRESENCE_BATCH_SECONDS: Final = 0.05
+# asyncio's default listen backlog (100) overflows under a login burst: the kernel drops SYNs
+# and clients back off for 1, 3, 7, 15 s. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG: Final = 4096
 EXPIRE_INTERVAL: Final = 3600.0
 # Frames written in one loop iteration go out in one transport write, up to this many bytes.
 COALESCE_LIMIT: Final = 64 * 1024
@@ -229,6 +232,8 @@ class _Connection:
         self.loop = asyncio.get_running_loop()
         self.out: list[bytes] = []
         self.out_bytes = 0
+        self.watching: set[str] | None = None  # names whose presence this session asked about
+        self.watch_all = False  # it listed the directory: every name's presence
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the end of this loop iteration (one syscall for many frames)."""
@@ -302,6 +307,8 @@ class ChatServer:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._refused: set[asyncio.StreamWriter] = set()  # refused connections still lingering
         self._presence: dict[str, bool] = {}
+        self._watchers: dict[str, set[_Connection]] = {}  # name -> sessions interested in its presence
+        self._watch_all: set[_Connection] = set()  # sessions that listed the directory
         self._presence_timer: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self._closing = False
@@ -323,7 +330,7 @@ class ChatServer:
             if expired:
                 log.info("expired %d queued messages older than the TTL", expired)
             self._server = await asyncio.start_server(
-                self._handle, self.config.host, self.config.port, limit=READ_CHUNK
+                self._handle, self.config.host, self.config.port, limit=READ_CHUNK, backlog=LISTEN_BACKLOG
             )
         except BaseException:
             self._closing = True
@@ -576,6 +583,7 @@ class ChatServer:
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
+        self._unwatch(conn)
         name = conn.name
         if name is None:
             return
@@ -619,10 +627,11 @@ class ChatServer:
     def _note_presence(self, name: str, online: bool) -> None:
         """Record a presence change; changes are pushed in batches.
 
-        Pushing each change to every connection at once costs O(connections) per
-        connect, O(n^2) for n clients logging in; a batch costs one write per
-        connection however many people came and went meanwhile. Only the latest
-        state of each name is pushed.
+        A change goes only to the sessions interested in that name (they looked it
+        up, wrote to it or received from it) and to those that listed the
+        directory: pushing every change to every connection made n logins cost
+        O(n^2). A batch costs one write per interested connection however many
+        people came and went meanwhile. Only the latest state of each name is pushed.
         """
         self._presence.pop(name, None)
         self._presence[name] = online
@@ -636,21 +645,45 @@ class ChatServer:
         changes, self._presence = self._presence, {}
         if not changes or not self._online:
             return
-        spans: dict[str, tuple[int, int]] = {}
-        parts: list[bytes] = []
-        offset = 0
-        for name, online in changes.items():
-            frame = encode_frame({"type": "presence", "name": name, "online": online})
-            spans[name] = (offset, offset + len(frame))
-            parts.append(frame)
-            offset += len(frame)
-        blob = b"".join(parts)
-        for name, conn in list(self._online.items()):  # a write may drop a slow reader
-            span = spans.get(name)
-            if span is None:
-                conn.write(blob)
-            elif len(spans) > 1:  # nobody is told about themselves
-                conn.write(blob[: span[0]] + blob[span[1] :])
+        frames = {name: encode_frame({"type": "presence", "name": name, "online": online}) for name, online in changes.items()}
+        out: dict[_Connection, list[bytes]] = {}
+        for conn in self._watch_all:
+            out[conn] = [frame for name, frame in frames.items() if name != conn.name]  # never about oneself
+        watchers = self._watchers
+        for name, frame in frames.items():
+            for conn in watchers.get(name, ()):
+                if not conn.watch_all:
+                    out.setdefault(conn, []).append(frame)
+        for conn, parts in out.items():  # a write may drop a slow reader: the sets are not iterated here
+            if parts and not conn.closing:
+                conn.write(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def _watch(self, conn: _Connection, name: str) -> None:
+        """From now on, push ``name``'s presence changes to ``conn`` (it looked the name up, wrote to it or heard from it)."""
+        if conn.watch_all or conn.closing or name == conn.name:
+            return
+        watching = conn.watching
+        if watching is None:
+            watching = conn.watching = set()
+        elif name in watching:
+            return
+        watching.add(name)
+        watchers = self._watchers.get(name)
+        if watchers is None:
+            watchers = self._watchers[name] = set()
+        watchers.add(conn)
+
+    def _unwatch(self, conn: _Connection) -> None:
+        if conn.watch_all:
+            conn.watch_all = False
+            self._watch_all.discard(conn)
+        watching, conn.watching = conn.watching, None
+        for name in watching or ():
+            watchers = self._watchers.get(name)
+            if watchers is not None:
+                watchers.discard(conn)
+                if not watchers:
+                    del self._watchers[name]
 
     # --- frames -------------------------------------------------------------------------
 
@@ -807,6 +840,7 @@ class ChatServer:
                         held.from_store = True
                         continue
                     conn.hand_out(key, _InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True))
+                    self._watch(conn, m.sender)
                     # Wait for the reader instead of tripping the outgoing bound ourselves.
                     buffered = conn.buffered()
                     if buffered and buffered + len(m.frame) > conn.max_out:
@@ -859,6 +893,7 @@ class ChatServer:
         if reg is None:
             self._error(conn, "unknown_user", f"no user named '{name}'", rid)
             return
+        self._watch(conn, name)
         reply: dict[str, Any] = {"type": "key", "name": name, "pubkey": reg.pubkey_pem, "fingerprint": reg.fingerprint}
         if rid is not None:
             reply["rid"] = rid
@@ -866,6 +901,9 @@ class ChatServer:
 
     async def _on_list(self, conn: _Connection, frame: dict[str, Any]) -> None:
         names = await self._store.list_names()
+        if not conn.closing and not conn.watch_all:
+            conn.watch_all = True
+            self._watch_all.add(conn)
         online = self._online
         reply: dict[str, Any] = {"type": "users", "users": [{"name": n, "online": n in online} for n in names]}
         rid = request_id(frame)
@@ -902,12 +940,15 @@ class ChatServer:
                 return None
             key = (sender, msg_id)
             target.hand_out(key, _InFlight(sender, msg_id, server_ts, body, time.time(), False, rid))
+            self._watch(conn, to)
+            self._watch(target, sender)
             if target.flushing:
                 target.pending.append(key)
             else:
                 target.write(body)
             return None
         if to in self._registrations:
+            self._watch(conn, to)
             # The common case needs no lookup: store without waiting, so the next frames of
             # this connection are read meanwhile and their enqueues share one commit.
             body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
@@ -931,6 +972,7 @@ class ChatServer:
         if await self._registration(to) is None:
             self._error(conn, "unknown_user", f"no user named '{to}'", rid)
             return
+        self._watch(conn, to)
         body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
         msg_id: str = envelope["id"]
         stored = self._store.enqueue(QueuedMessage(to, sender, msg_id, server_ts, body, time.time()))

@@ -264,7 +264,8 @@ async def test_frames_keep_an_idle_connection_open(tmp_path: Path) -> None:
 
 async def test_new_session_replaces_the_old(server: ChatServer) -> None:
     async with clients(server.port, "alice", "bob") as (a, b):
-        await a.recv_type("presence")
+        await a.send_frame({"type": "lookup", "name": "bob"})  # presence goes to sessions interested in bob
+        await a.recv_type("key")
         newer = await connect(server)
         await newer.login("bob", identity_key("bob"))
         await fatal(b, "replaced")
@@ -326,6 +327,8 @@ async def test_lookup_and_list_and_presence(server: ChatServer) -> None:
     async with clients(server.port, "alice") as (a,):
         await a.send_frame({"type": "lookup", "name": "bob"})
         await nonfatal(a, "unknown_user")
+        await a.send_frame({"type": "list"})  # from now on alice hears every name's presence
+        assert (await a.recv_type("users"))["users"] == [{"name": "alice", "online": True}]
         async with clients(server.port, "carol", "bob") as (_, b):
             assert await a.recv_type("presence") == {"type": "presence", "name": "carol", "online": True}
             assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": True}
@@ -734,15 +737,48 @@ def test_arbitrary_frames_never_break_the_server(tmp_path: Path, frames: list[di
 
 
 async def test_presence_is_batched_and_never_about_oneself(server: ChatServer) -> None:
-    async with clients(server.port, "alice") as (a,), clients(server.port, "bob", "carol") as (b, c):
-        seen = {(await a.recv_type("presence"))["name"] for _ in range(2)}
-        assert seen == {"bob", "carol"}
-        for client, me in ((b, "bob"), (c, "carol")):
-            frames = []
-            with contextlib.suppress(TimeoutError):
-                while True:  # batches go out within 50 ms; collect until a quiet spell
-                    frames.append(await client.recv(0.15))
-            assert all(f["type"] == "presence" and f["name"] != me for f in frames), (me, frames)
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "list"})
+        await a.recv_type("users")
+        async with clients(server.port, "bob", "carol") as (b, c):
+            for client in (b, c):  # right after welcome, usually before their own batch went out
+                await client.send_frame({"type": "list"})
+                await client.recv_type("users")
+            seen = {(await a.recv_type("presence"))["name"] for _ in range(2)}
+            assert seen == {"bob", "carol"}
+            for client, me in ((b, "bob"), (c, "carol")):
+                frames = []
+                with contextlib.suppress(TimeoutError):
+                    while True:  # batches go out within 50 ms; collect until a quiet spell
+                        frames.append(await client.recv(0.15))
+                assert all(f["type"] == "presence" and f["name"] != me for f in frames), (me, frames)
+
+
+async def test_presence_goes_only_to_interested_sessions(server: ChatServer) -> None:
+    async with clients(server.port, "carol"):
+        pass  # registered, now offline
+    async with clients(server.port, "alice", "bob", "dave", "erin") as (a, b, d, e):
+        await a.send_frame({"type": "lookup", "name": "carol"})
+        await a.recv_type("key")
+        await d.send_frame({"type": "list"})
+        await d.recv_type("users")
+        await e.send_frame(send("carol", 1, sender="erin"))  # writing to carol (queued) is interest too
+        assert (await e.recv_type("ack"))["status"] == "queued"
+        for client in (a, d, e):  # b drains the logins' presence it never asked for: there is none
+            await client.send_frame({"type": "ping", "rid": "sync"})
+            await client.recv_type("pong")
+        async with clients(server.port, "carol") as (c,):
+            for client in (a, d, e):
+                while (frame := await client.recv_type("presence"))["name"] != "carol":
+                    pass
+                assert frame == {"type": "presence", "name": "carol", "online": True}
+            await b.send_frame({"type": "ping"})
+            assert await b.recv() == {"type": "pong"}  # the batch went out before: bob got nothing
+            # carol received from erin in this session: she hears when erin leaves.
+            assert (await c.recv_type("message"))["from"] == "erin"
+            await e.close()
+            while (frame := await c.recv_type("presence")) != {"type": "presence", "name": "erin", "online": False}:
+                assert frame["name"] == "erin", frame  # erin's login may share carol's first batch
 
 
 async def test_unconfirmed_messages_for_an_online_recipient_are_capped(tmp_path: Path) -> None:
