@@ -68,7 +68,7 @@ class Plan:
             latency_pairs=100,
             latency_timing=Timing(warmup=0.5, duration=5.0, drain=5.0),
             connections=connections or 10_000,
-            connection_reps=2,
+            connection_reps=min(2, reps or 3),
             connection_budget_s=60.0,
             scaling_users=(2, 10, 100, 1000),
             scaling_patterns=("pairs", "fan-in", "fan-out"),
