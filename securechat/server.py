@@ -79,6 +79,8 @@ PRESENCE_BATCH_SECONDS: Final = 0.05
 # asyncio's default listen backlog (100) overflows under a login burst: the kernel drops SYNs
 # and clients back off for 1, 3, 7, 15 s. The kernel caps it at net.core.somaxconn.
 LISTEN_BACKLOG: Final = 4096
+# Handshake and idle timeouts are checked by one periodic sweep, at least this often.
+SWEEP_INTERVAL: Final = 1.0
 EXPIRE_INTERVAL: Final = 3600.0
 # Frames written in one loop iteration go out in one transport write, up to this many bytes.
 COALESCE_LIMIT: Final = 64 * 1024
@@ -212,7 +214,6 @@ class _Connection:
         self.lookups = _TokenBucket(cfg.lookup_rate, max(1.0, cfg.lookup_rate), now)
         self.started = now
         self.last_frame = now
-        self.timer: asyncio.TimerHandle | None = None
         self.linger: asyncio.TimerHandle | None = None
         self.name: str | None = None
         self.hello_name: str | None = None
@@ -301,7 +302,9 @@ class ChatServer:
         self._conns: set[_Connection] = set()
         self._per_ip: dict[str, int] = {}
         self._online: dict[str, _Connection] = {}
-        self._registrations: dict[str, Registration] = {}  # bindings never change: safe to cache
+        # name -> key fingerprint; bindings never change, so this is safe to cache. Only the
+        # fingerprint: the PEM (for `lookup`) is read from the store, keeping ~0.6 KiB per name out.
+        self._fingerprints: dict[str, str] = {}
         self._deletes: list[tuple[str, str, str]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -310,6 +313,7 @@ class ChatServer:
         self._watchers: dict[str, set[_Connection]] = {}  # name -> sessions interested in its presence
         self._watch_all: set[_Connection] = set()  # sessions that listed the directory
         self._presence_timer: asyncio.TimerHandle | None = None
+        self._sweep_timer: asyncio.TimerHandle | None = None
         self._stopped = asyncio.Event()
         self._closing = False
         self._port = 0
@@ -340,6 +344,7 @@ class ChatServer:
         sockets = self._server.sockets
         self._port = sockets[0].getsockname()[1] if sockets else self.config.port
         self._spawn(self._expire_loop())
+        self._sweep_timer = asyncio.get_running_loop().call_later(self._sweep_interval(), self._sweep)
         log.info("listening on %s:%d", self.config.host, self._port)
 
     async def serve_forever(self) -> None:
@@ -365,6 +370,8 @@ class ChatServer:
                 writer.transport.abort()
             if self._presence_timer is not None:
                 self._presence_timer.cancel()
+            if self._sweep_timer is not None:
+                self._sweep_timer.cancel()
             for task in list(self._tasks):
                 task.cancel()
             pending = list(self._tasks) + list(self._handlers)
@@ -431,7 +438,6 @@ class ChatServer:
         conn = _Connection(self, writer, peer, ip, now)
         self._conns.add(conn)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        conn.timer = loop.call_later(cfg.handshake_timeout, self._handshake_expired, conn)
         try:
             await self._read_loop(conn, reader)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
@@ -441,8 +447,6 @@ class ChatServer:
             conn.reason = "internal error"
         finally:
             self._release(conn)
-            if conn.timer is not None:
-                conn.timer.cancel()
             if conn.linger is not None:
                 conn.linger.cancel()
             conn.transport.close()
@@ -520,22 +524,36 @@ class ChatServer:
             finally:
                 await _settle(deferred)
 
-    def _handshake_expired(self, conn: _Connection) -> None:
-        conn.timer = None
-        if conn.state is not SessionState.OPEN and not conn.closing:
-            self._fatal(conn, "timeout", "the handshake did not finish in time")
-
-    def _idle_check(self, conn: _Connection) -> None:
-        conn.timer = None
-        if conn.closing:
+    def _sweep(self) -> None:
+        """Time out unfinished handshakes and idle sessions: one periodic pass, no timer per connection."""
+        self._sweep_timer = None
+        if self._closing:
             return
         loop = asyncio.get_running_loop()
-        idle = loop.time() - conn.last_frame
-        limit = self.config.idle_timeout
-        if idle >= limit:
-            self._fatal(conn, "timeout", f"no frame for {limit:g} seconds")
-        else:
-            conn.timer = loop.call_later(limit - idle, self._idle_check, conn)
+        now = loop.time()
+        handshake, idle = self.config.handshake_timeout, self.config.idle_timeout
+        late = [
+            conn
+            for conn in self._conns
+            if not conn.closing
+            and (
+                now - conn.last_frame >= idle
+                if conn.state is SessionState.OPEN
+                else now - conn.started >= handshake
+            )
+        ]
+        for conn in late:
+            if conn.closing:
+                continue
+            if conn.state is SessionState.OPEN:
+                self._fatal(conn, "timeout", f"no frame for {idle:g} seconds")
+            else:
+                self._fatal(conn, "timeout", "the handshake did not finish in time")
+        self._sweep_timer = loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep_interval(self) -> float:
+        # At most a quarter of the shorter timeout late, and at most a second.
+        return min(SWEEP_INTERVAL, self.config.handshake_timeout / 4, self.config.idle_timeout / 4)
 
     def _fatal(self, conn: _Connection, code: str, message: str, rid: str | None = None) -> None:
         """Send a fatal error, stop routing to the connection and close it after a short linger."""
@@ -580,9 +598,6 @@ class ChatServer:
         conn.released = True
         conn.closing = True
         conn.state = SessionState.CLOSED
-        if conn.timer is not None:
-            conn.timer.cancel()
-            conn.timer = None
         self._unwatch(conn)
         name = conn.name
         if name is None:
@@ -792,22 +807,19 @@ class ChatServer:
             self._fatal(conn, "auth_failed", "signature does not verify with the presented key", rid)
             return
         fp = fingerprint(key)
-        reg = self._registrations.get(name)
+        known = self._fingerprints.get(name)
         new = False
-        if reg is None:
+        if known is None:
             reg, new = await self._store.register(name, public_key_pem(key), fp)
-            self._registrations[name] = reg
+            known = self._fingerprints[name] = reg.fingerprint
             if new:
                 log.info("registered %s with key %s from %s", name, fp, conn.peer)
         if conn.closing:
             return
-        if reg.fingerprint != fp:
+        if known != fp:
             self._fatal(conn, "name_taken", f"the name '{name}' is registered with another key", rid)
             return
-        loop = asyncio.get_running_loop()
-        if conn.timer is not None:
-            conn.timer.cancel()
-        conn.timer = loop.call_later(self.config.idle_timeout, self._idle_check, conn)
+        conn.last_frame = asyncio.get_running_loop().time()  # the idle clock starts at welcome
         old = self._online.get(name)
         if old is not None and old is not conn:
             old.replaced = True
@@ -875,11 +887,9 @@ class ChatServer:
     # directory
 
     async def _registration(self, name: str) -> Registration | None:
-        reg = self._registrations.get(name)
-        if reg is None:
-            reg = await self._store.get_registration(name)
-            if reg is not None:
-                self._registrations[name] = reg
+        reg = await self._store.get_registration(name)
+        if reg is not None:
+            self._fingerprints[name] = reg.fingerprint
         return reg
 
     async def _on_lookup(self, conn: _Connection, frame: dict[str, Any]) -> None:
@@ -947,7 +957,7 @@ class ChatServer:
             else:
                 target.write(body)
             return None
-        if to in self._registrations:
+        if to in self._fingerprints:
             self._watch(conn, to)
             # The common case needs no lookup: store without waiting, so the next frames of
             # this connection are read meanwhile and their enqueues share one commit.
