@@ -16,8 +16,12 @@ goes back to the store (backlog messages never left it).
 Cost model. Frames written to one connection in one loop iteration leave in
 one transport write; offline sends of one iteration share one SQLite commit
 (the connection keeps reading while they are stored); ``ack`` frames are built
-without the JSON encoder; presence changes are pushed in 50 ms batches; the
-online path touches no database.
+without the JSON encoder; presence changes are pushed in 50 ms batches, only
+to the sessions interested in the name; the online path touches no database.
+Each connection is one :class:`asyncio.Protocol` object handling frames in
+``data_received``: a task exists only while a handler waits (the store), and
+handshake and idle timeouts are one periodic sweep, so an idle session holds
+no task, no timer and no stream objects.
 """
 
 from __future__ import annotations
@@ -199,15 +203,38 @@ async def _settle(deferred: list[Awaitable[None]]) -> None:
         await deferred.pop(0)
 
 
-class _Connection:
-    """Per-connection state; all of it is touched only on the event loop."""
+class _Connection(asyncio.Protocol):
+    """Per-connection state and the protocol of its socket; all of it is touched only on the event loop.
 
-    def __init__(self, server: ChatServer, writer: asyncio.StreamWriter, peer: str, ip: str, now: float) -> None:
+    Frames are handled straight from ``data_received``. Only a frame whose handler has to
+    wait (the store, ...) starts a task, which then also takes, in order, the reads that
+    arrive meanwhile (reading is paused past ``READ_CHUNK`` of them). An idle session holds
+    no task, no timer and no stream objects: this object, its decoder and its buckets.
+    """
+
+    __slots__ = (
+        "bucket", "closing", "decoder", "drain_waiter", "eof", "flushing", "hello_key", "hello_name",
+        "inbox", "inbox_bytes", "inflight", "inflight_bytes", "ip", "last_frame", "linger", "lookups",
+        "loop", "max_out", "name", "nonce", "out", "out_bytes", "paused", "peer", "pending", "rate_logged",
+        "reason", "refused", "released", "replaced", "server", "started", "state", "task", "transport",
+        "watch_all", "watching", "write_paused",
+    )
+
+    def __init__(self, server: ChatServer) -> None:
         cfg = server.config
-        self.writer = writer
-        self.transport = writer.transport
-        self.peer = peer
-        self.ip = ip
+        self.loop = asyncio.get_running_loop()
+        now = self.loop.time()
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+        self.peer = "?"
+        self.ip = "?"
+        self.refused = False  # answered server_busy: input is discarded until EOF or the linger ends
+        self.task: asyncio.Task[None] | None = None  # handling frames that had to wait
+        self.inbox: list[bytes] = []  # reads that arrived while the task was busy
+        self.inbox_bytes = 0
+        self.paused = False
+        self.eof = False  # EOF arrived while the task was busy
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
         self.state = SessionState.AWAIT_HELLO
         self.decoder = FrameDecoder(cfg.max_frame)
         self.bucket = _TokenBucket(cfg.rate, cfg.burst, now)
@@ -235,6 +262,43 @@ class _Connection:
         self.out_bytes = 0
         self.watching: set[str] | None = None  # names whose presence this session asked about
         self.watch_all = False  # it listed the directory: every name's presence
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server._accept(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.closing:  # after a fatal error (or a refusal) input is discarded until EOF
+            self.server._data(self, data)
+
+    def eof_received(self) -> bool:
+        return self.server._eof(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server._lost(self, exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter, self.drain_waiter = self.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport's buffer is below its low-water mark; raise once the connection is gone."""
+        if self.transport.is_closing():
+            await asyncio.sleep(0)
+            raise ConnectionResetError("connection lost")
+        if not self.write_paused:
+            return
+        waiter = self.drain_waiter
+        if waiter is None or waiter.done():
+            waiter = self.drain_waiter = self.loop.create_future()
+        await waiter
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the end of this loop iteration (one syscall for many frames)."""
@@ -308,7 +372,8 @@ class ChatServer:
         self._deletes: list[tuple[str, str, str]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
-        self._refused: set[asyncio.StreamWriter] = set()  # refused connections still lingering
+        self._refused: set[_Connection] = set()  # refused connections still lingering
+        self._conns_gone: asyncio.Future[None] | None = None  # set when close() has seen every connection go
         self._presence: dict[str, bool] = {}
         self._watchers: dict[str, set[_Connection]] = {}  # name -> sessions interested in its presence
         self._watch_all: set[_Connection] = set()  # sessions that listed the directory
@@ -333,8 +398,8 @@ class ChatServer:
             expired = await self._store.expire()
             if expired:
                 log.info("expired %d queued messages older than the TTL", expired)
-            self._server = await asyncio.start_server(
-                self._handle, self.config.host, self.config.port, limit=READ_CHUNK, backlog=LISTEN_BACKLOG
+            self._server = await asyncio.get_running_loop().create_server(
+                lambda: _Connection(self), self.config.host, self.config.port, backlog=LISTEN_BACKLOG
             )
         except BaseException:
             self._closing = True
@@ -366,19 +431,23 @@ class ChatServer:
                 conn.reason = "server shutting down"
                 self._release(conn)
                 conn.transport.close()
-            for writer in list(self._refused):
-                writer.transport.abort()
+            for refused in list(self._refused):
+                refused.transport.abort()
             if self._presence_timer is not None:
                 self._presence_timer.cancel()
             if self._sweep_timer is not None:
                 self._sweep_timer.cancel()
             for task in list(self._tasks):
                 task.cancel()
-            pending = list(self._tasks) + list(self._handlers)
+            pending: list[asyncio.Future[Any]] = list(self._tasks) + list(self._handlers)
+            if self._conns:  # closing transports flush what is buffered first
+                self._conns_gone = asyncio.get_running_loop().create_future()
+                pending.append(self._conns_gone)
             if pending:
                 await asyncio.wait(pending, timeout=LINGER_SECONDS + 1)
             for conn in list(self._conns):
                 conn.transport.abort()
+            await asyncio.sleep(0)  # let the aborted connections' connection_lost run
             self._flush_deletes()
             await self._store.close()
             log.info("server stopped")
@@ -406,123 +475,202 @@ class ChatServer:
 
     # --- connections ------------------------------------------------------------------
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
-        try:
-            await self._serve_connection(reader, writer)
-        finally:
-            if task is not None:
-                self._handlers.discard(task)
-
-    async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        peername = writer.get_extra_info("peername")
+    def _accept(self, conn: _Connection) -> None:
+        """``connection_made``: admit the connection or refuse it with ``server_busy``."""
+        transport = conn.transport
+        peername = transport.get_extra_info("peername")
         ip = str(peername[0]) if peername else "?"
-        peer = f"{ip}:{peername[1]}" if peername else "?"
+        conn.ip = ip
+        conn.peer = f"{ip}:{peername[1]}" if peername else "?"
         cfg = self.config
         if self._closing or len(self._conns) >= cfg.max_connections or self._per_ip.get(ip, 0) >= cfg.max_per_ip:
-            log.info("refused connection from %s: server busy", peer)
-            writer.write(encode_frame(error_frame("server_busy", "too many connections", fatal=True)))
+            log.info("refused connection from %s: server busy", conn.peer)
+            conn.refused = conn.closing = conn.released = True
+            transport.write(encode_frame(error_frame("server_busy", "too many connections", fatal=True)))
             if len(self._refused) >= MAX_LINGERING_REFUSALS:  # a flood: no courtesy linger
-                writer.close()
+                transport.close()
                 return
-            self._refused.add(writer)
-            try:
-                await self._linger(reader, writer)
-            finally:
-                self._refused.discard(writer)
+            self._refused.add(conn)
+            if transport.can_write_eof():
+                try:
+                    transport.write_eof()
+                except OSError:
+                    transport.abort()
+                    return
+            conn.linger = conn.loop.call_later(LINGER_SECONDS, self._end_refusal, conn)
             return
-        now = loop.time()
-        conn = _Connection(self, writer, peer, ip, now)
         self._conns.add(conn)
         self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
-        try:
-            await self._read_loop(conn, reader)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            conn.reason = conn.reason if conn.closing else "connection lost"
-        except Exception:
-            log.exception("unexpected failure on connection %s", peer)
-            conn.reason = "internal error"
-        finally:
-            self._release(conn)
-            if conn.linger is not None:
-                conn.linger.cancel()
-            conn.transport.close()
-            self._conns.discard(conn)
-            left = self._per_ip.get(ip, 1) - 1
-            if left > 0:
-                self._per_ip[ip] = left
-            else:
-                self._per_ip.pop(ip, None)
-            log.info(
-                "connection %s%s closed after %.1fs: %s",
-                peer,
-                f" ({conn.name})" if conn.name else "",
-                loop.time() - conn.started,
-                conn.reason,
-            )
 
-    async def _linger(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            if writer.can_write_eof():
-                writer.write_eof()
-            async with asyncio.timeout(LINGER_SECONDS):
-                while await reader.read(READ_CHUNK):
-                    pass
-        except (TimeoutError, ConnectionError, OSError):
-            pass
-        finally:
-            if writer.transport.get_write_buffer_size():
-                writer.transport.abort()
-            else:
-                writer.close()
+    def _end_refusal(self, conn: _Connection) -> None:
+        if conn.linger is not None:
+            conn.linger.cancel()
+            conn.linger = None
+        transport = conn.transport
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
-    async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
-        loop = asyncio.get_running_loop()
+    def _eof(self, conn: _Connection) -> bool:
+        """``eof_received``: answer what was asked, then close (the transport stays open meanwhile)."""
+        if conn.refused:
+            self._end_refusal(conn)
+        elif conn.task is not None:
+            conn.eof = True  # the task closes when it is done
+        else:
+            self._finish(conn)
+        return True
+
+    def _finish(self, conn: _Connection) -> None:
+        """The peer is done and every answer is written: stop routing to it and close."""
+        self._release(conn)
+        if conn.linger is not None:
+            conn.linger.cancel()
+            conn.linger = None
+        conn.transport.close()
+
+    def _lost(self, conn: _Connection, exc: Exception | None) -> None:
+        """``connection_lost``: the bookkeeping that ends every connection."""
+        if conn.linger is not None:
+            conn.linger.cancel()
+            conn.linger = None
+        waiter, conn.drain_waiter = conn.drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ConnectionResetError("connection lost"))
+        if conn.refused:
+            self._refused.discard(conn)
+            return
+        if not conn.closing:
+            conn.reason = "connection lost"
+        self._release(conn)
+        if conn not in self._conns:
+            return
+        self._conns.discard(conn)
+        ip = conn.ip
+        left = self._per_ip.get(ip, 1) - 1
+        if left > 0:
+            self._per_ip[ip] = left
+        else:
+            self._per_ip.pop(ip, None)
+        log.info(
+            "connection %s%s closed after %.1fs: %s",
+            conn.peer,
+            f" ({conn.name})" if conn.name else "",
+            conn.loop.time() - conn.started,
+            conn.reason,
+        )
+        if not self._conns and self._conns_gone is not None and not self._conns_gone.done():
+            self._conns_gone.set_result(None)
+
+    def _data(self, conn: _Connection, data: bytes) -> None:
+        """``data_received``: handle every complete frame now; a frame that must wait hands the rest to a task."""
+        if conn.task is not None:  # earlier frames are still being handled: keep the order
+            conn.inbox.append(data)
+            conn.inbox_bytes += len(data)
+            if conn.inbox_bytes >= READ_CHUNK and not conn.paused:
+                conn.paused = True
+                conn.transport.pause_reading()
+            return
         decoder = conn.decoder
-        while True:
-            data = await reader.read(READ_CHUNK)
-            if not data:
-                return
-            if conn.closing:
-                continue  # lingering after a fatal error: discard until EOF
-            deferred: list[Awaitable[None]] = []  # offline sends being stored, in order
-            try:
-                frames = decoder.feed(data)
-                if frames:
-                    now = loop.time()
-                    conn.last_frame = now
-                while frames:
-                    for frame in frames:
+        try:
+            frames = decoder.feed(data)
+            now = conn.last_frame
+            if frames:
+                now = conn.last_frame = conn.loop.time()
+            while frames:
+                for i, frame in enumerate(frames):
+                    pending = self._dispatch(conn, frame, now)
+                    if pending is not None:
+                        task = conn.loop.create_task(self._consume(conn, frames, i, pending, now))
+                        conn.task = task
+                        self._handlers.add(task)
+                        task.add_done_callback(self._handlers.discard)
+                        return
+                    if conn.closing:
+                        return
+                # The decoder raises an error found after complete frames on the next call.
+                frames = decoder.feed(b"")
+            self._check_preauth(conn)
+        except ProtocolError as exc:
+            self._fatal(conn, exc.code, exc.detail)
+        except Exception:  # noqa: BLE001 - logged with its traceback, the connection closed
+            self._broken(conn)
+
+    def _check_preauth(self, conn: _Connection) -> None:
+        if conn.state is not SessionState.OPEN and conn.decoder.buffered > PREAUTH_BUFFER_LIMIT and not conn.closing:
+            detail = f"frames before welcome are limited to {PREAUTH_BUFFER_LIMIT} bytes"
+            self._fatal(conn, "frame_too_large", detail)
+
+    def _broken(self, conn: _Connection) -> None:
+        log.exception("unexpected failure on connection %s", conn.peer)
+        conn.reason = "internal error"
+        self._release(conn)
+        conn.transport.close()
+
+    async def _consume(
+        self, conn: _Connection, frames: list[dict[str, Any]], i: int, pending: Any, now: float
+    ) -> None:
+        """Go on from ``frames[i]``, whose handler returned ``pending``; then the reads that came meanwhile."""
+        decoder = conn.decoder
+        data: bytes | None = None
+        try:
+            while True:
+                deferred: list[Awaitable[None]] = []  # offline sends being stored, in order
+                try:
+                    if data is not None:
+                        frames, i, pending = decoder.feed(data), -1, None
+                        if frames:
+                            now = conn.last_frame = conn.loop.time()
+                    while True:
+                        if pending is not None:
+                            handler, pending = pending, None
+                            if type(handler) is _Deferred:
+                                deferred.append(handler.awaitable)
+                            else:
+                                await _settle(deferred)
+                                await handler
+                        if conn.closing:
+                            break
+                        i += 1
+                        if i >= len(frames):
+                            # The decoder raises an error found after complete frames on the next call.
+                            frames, i = decoder.feed(b""), -1
+                            if not frames:
+                                break
+                            continue
+                        frame = frames[i]
                         # Answers go out in request order, except that a `send` refused at once
                         # may overtake the acks of earlier sends still being stored.
                         if deferred and frame["type"] != "send":
                             await _settle(deferred)
                         pending = self._dispatch(conn, frame, now)
-                        if type(pending) is _Deferred:
-                            deferred.append(pending.awaitable)
-                        elif pending is not None:
-                            await _settle(deferred)
-                            await pending
-                        if conn.closing:
-                            break
-                    if conn.closing:
-                        break
-                    # The decoder raises an error found after complete frames on the next call.
-                    frames = decoder.feed(b"")
-                if (
-                    conn.state is not SessionState.OPEN
-                    and decoder.buffered > PREAUTH_BUFFER_LIMIT
-                    and not conn.closing
-                ):
-                    detail = f"frames before welcome are limited to {PREAUTH_BUFFER_LIMIT} bytes"
-                    self._fatal(conn, "frame_too_large", detail)
-            except ProtocolError as exc:
-                self._fatal(conn, exc.code, exc.detail)
-            finally:
-                await _settle(deferred)
+                    self._check_preauth(conn)
+                except ProtocolError as exc:
+                    self._fatal(conn, exc.code, exc.detail)
+                finally:
+                    await _settle(deferred)
+                if conn.closing or not conn.inbox:
+                    break
+                data = conn.inbox.pop(0)
+                conn.inbox_bytes -= len(data)
+        except (ConnectionError, OSError):
+            if not conn.closing:
+                conn.reason = "connection lost"
+            self._release(conn)
+            conn.transport.close()
+        except Exception:  # noqa: BLE001 - logged with its traceback, the connection closed
+            self._broken(conn)
+        finally:
+            conn.task = None
+            conn.inbox.clear()
+            conn.inbox_bytes = 0
+            if conn.paused:
+                conn.paused = False
+                if not conn.transport.is_closing():
+                    conn.transport.resume_reading()
+            if conn.eof:
+                self._finish(conn)
 
     def _sweep(self) -> None:
         """Time out unfinished handshakes and idle sessions: one periodic pass, no timer per connection."""
@@ -857,7 +1005,7 @@ class ChatServer:
                     buffered = conn.buffered()
                     if buffered and buffered + len(m.frame) > conn.max_out:
                         conn.flush()
-                        await conn.writer.drain()
+                        await conn.drain()
                         if conn.closing:
                             return
                     conn.write(m.frame)
@@ -865,7 +1013,7 @@ class ChatServer:
                         return
                 conn.flush()
                 if conn.transport.get_write_buffer_size() > READ_CHUNK:
-                    await conn.writer.drain()
+                    await conn.drain()
         except (ConnectionError, OSError):
             return
         except Exception:  # e.g. the store failed: the session cannot keep its order
