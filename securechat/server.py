@@ -123,7 +123,8 @@ class ServerConfig:
     rate: float = 200.0
     burst: int = 400
     max_connections: int = 10_000
-    max_per_ip: int = 10_000
+    # One address must not be able to take every slot; NAT-ed offices still fit.
+    max_per_ip: int = 256
     lookup_rate: float = 20.0
     queue_limit: int = DEFAULT_QUEUE_LIMIT
     queue_bytes: int = DEFAULT_QUEUE_BYTES
