@@ -48,7 +48,7 @@ from .crypto import (
     public_key_pem,
     verify_auth,
 )
-from .errors import BadKey, ProtocolError
+from .errors import BadKey, ProtocolError, QueueFull
 from .protocol import (
     DEFAULT_MAX_FRAME,
     HEADER,
@@ -65,7 +65,6 @@ from .store import (
     DEFAULT_QUEUE_LIMIT,
     DEFAULT_QUEUE_TTL,
     QueuedMessage,
-    QueueFull,
     Registration,
     ServerStore,
     SqliteStore,

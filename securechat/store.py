@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Final, Protocol, TypeVar
 
 from .crypto import SERVER_ID_SIZE
-from .errors import QueueFull as QueueFull  # re-exported: callers of enqueue() catch it
+from .errors import QueueFull
 
 DEFAULT_QUEUE_LIMIT: Final = 10_000
 DEFAULT_QUEUE_BYTES: Final = 64 * 2**20
