@@ -813,3 +813,22 @@ class ClientSession:
     def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
         """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
         return self._store.history.recent(self._checked_name(peer), limit)
+
+
+async def finish_session(session: ClientSession, run_task: asyncio.Task[None], timeout: float = 10.0) -> bool:
+    """Close ``session`` and wait (bounded) for its ``run()`` task; True if ``run()`` failed.
+
+    The front ends share this ending: a :class:`SecurechatError` from ``run()``
+    was already shown to the user as an event; anything else is logged here.
+    """
+    await session.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait({run_task}, timeout=timeout)
+    if not run_task.done() or run_task.cancelled():
+        return False
+    error = run_task.exception()
+    if error is None:
+        return False
+    if not isinstance(error, SecurechatError):
+        log.error("the session failed", exc_info=error)
+    return True

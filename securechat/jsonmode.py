@@ -31,7 +31,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, Final
 
-from .client import ClientSession
+from .client import ClientSession, finish_session
 from .errors import (
     KeyChanged,
     KeyStoreError,
@@ -251,13 +251,5 @@ async def run_json_mode(
             status = 2
     finally:
         gone_task.cancel()
-        await session.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({run_task}, timeout=10.0)
-    if run_task.done() and not run_task.cancelled():
-        error = run_task.exception()
-        if error is not None:
-            if not isinstance(error, SecurechatError):  # already reported as an event otherwise
-                log.error("the session failed", exc_info=error)
-            return 1
-    return status
+        failed = await finish_session(session, run_task)
+    return 1 if failed else status

@@ -17,7 +17,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 
-from .client import ClientSession
+from .client import ClientSession, finish_session
 from .crypto import format_fingerprint
 from .errors import SecurechatError, SessionClosed
 from .events import (
@@ -245,12 +245,6 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
                 if not await chat.handle(line):
                     break
         finally:
-            await session.close()
-            await asyncio.wait({run_task}, timeout=10.0)
-    if run_task.done() and not run_task.cancelled():
-        error = run_task.exception()
-        if error is not None:
-            if not isinstance(error, SecurechatError):  # otherwise already shown as an event
-                log.error("the session failed", exc_info=error)
-            status = 1
+            if await finish_session(session, run_task):
+                status = 1
     return status
