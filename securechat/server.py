@@ -1088,22 +1088,7 @@ class ChatServer:
         server_ts = now_ms()
         target = self._online.get(to)
         if target is not None:
-            body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
-            # Unconfirmed messages held for one recipient obey the same caps as its stored queue.
-            if (
-                len(target.inflight) >= self.config.queue_limit
-                or target.inflight_bytes + len(body) > self.config.queue_bytes
-            ):
-                self._error(conn, "queue_full", f"too many unconfirmed messages for '{to}'", rid)
-                return None
-            key = (sender, msg_id)
-            target.hand_out(key, _InFlight(sender, msg_id, server_ts, body, time.time(), False, rid))
-            self._watch(conn, to)
-            self._watch(target, sender)
-            if target.flushing:
-                target.pending.append(key)
-            else:
-                target.write(body)
+            self._forward(conn, target, sender, envelope, server_ts, rid)
             return None
         if to in self._fingerprints:
             self._watch(conn, to)
@@ -1113,6 +1098,26 @@ class ChatServer:
             stored = self._store.enqueue(QueuedMessage(to, sender, msg_id, server_ts, body, time.time()))
             return _Deferred(self._guard(conn, frame, self._ack_queued(conn, stored, msg_id, to, rid)))
         return self._guard(conn, frame, self._send_offline(conn, sender, to, envelope, server_ts, rid))
+
+    def _forward(
+        self, conn: _Connection, target: _Connection, sender: str, envelope: dict[str, Any], server_ts: int, rid: str | None
+    ) -> None:
+        """Hand a message to its online recipient; held as unconfirmed until ``received``."""
+        to: str = envelope["to"]
+        msg_id: str = envelope["id"]
+        body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
+        # Unconfirmed messages held for one recipient obey the same caps as its stored queue.
+        if len(target.inflight) >= self.config.queue_limit or target.inflight_bytes + len(body) > self.config.queue_bytes:
+            self._error(conn, "queue_full", f"too many unconfirmed messages for '{to}'", rid)
+            return
+        key = (sender, msg_id)
+        target.hand_out(key, _InFlight(sender, msg_id, server_ts, body, time.time(), False, rid))
+        self._watch(conn, to)
+        self._watch(target, sender)
+        if target.flushing:
+            target.pending.append(key)
+        else:
+            target.write(body)
 
     async def _ack_queued(
         self, conn: _Connection, stored: asyncio.Future[bool], msg_id: str, to: str, rid: str | None
@@ -1129,6 +1134,15 @@ class ChatServer:
     ) -> None:
         if await self._registration(to) is None:
             self._error(conn, "unknown_user", f"no user named '{to}'", rid)
+            return
+        if conn.closing:
+            return
+        # The recipient may have logged in while we looked it up; its backlog fetch
+        # is already under way, so storing now would strand the message until its
+        # next session.
+        target = self._online.get(to)
+        if target is not None:
+            self._forward(conn, target, sender, envelope, server_ts, rid)
             return
         self._watch(conn, to)
         body = encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})

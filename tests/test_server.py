@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from securechat.crypto import b64decode, b64encode, public_key_pem, sign_auth
 from securechat.protocol import FATAL_CODES, encode_frame
 from securechat.server import ChatServer, ServerConfig, ack_frame
-from securechat.store import QueuedMessage, SqliteStore
+from securechat.store import QueuedMessage, Registration, SqliteStore
 from tests.support.rawclient import (
     RawClient,
     clients,
@@ -839,3 +839,50 @@ async def test_a_burst_of_offline_sends_is_acked_in_order_before_later_answers(t
         async with clients(srv.port, "bob") as (b,):
             ids = [(await b.recv_type("message"))["envelope"]["id"] for _ in range(4)]
             assert ids == [msg_id(n) for n in range(4)]
+
+
+class _GatedRegistrations(SqliteStore):
+    """A store whose first lookup of ``gated`` waits until ``gate`` opens."""
+
+    def __init__(self, path: Path, gated: str) -> None:
+        super().__init__(path)
+        self.gated = gated
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    def get_registration(self, name: str) -> asyncio.Future[Registration | None]:
+        inner = super().get_registration(name)
+        if name != self.gated or self.gate.is_set():
+            return inner
+
+        async def gated() -> Registration | None:
+            self.waiting.set()
+            await self.gate.wait()
+            return await inner
+
+        return asyncio.ensure_future(gated())
+
+
+async def test_recipient_logging_in_during_the_send_lookup_still_gets_the_message(tmp_path: Path) -> None:
+    """After a restart the server must look bob up before storing for him; if bob logs in
+    during that lookup, his backlog fetch has already run, so the message must be
+    forwarded to his new session, not stored until his next one."""
+    db = tmp_path / "s.db"
+    async with running_server(db) as srv, clients(srv.port, "alice", "bob"):
+        pass  # both registered; the next server starts with no cached fingerprints
+    store = _GatedRegistrations(db, gated="bob")
+    server = ChatServer(ServerConfig(host="127.0.0.1", port=0, db_path=db), store=store)
+    await server.start()
+    try:
+        async with clients(server.port, "alice") as (a,):
+            await a.send_frame(send("bob", 7, rid="during-login"))
+            await asyncio.wait_for(store.waiting.wait(), 10)  # the send is waiting on bob's lookup
+            async with clients(server.port, "bob") as (b,):
+                store.gate.set()
+                message = await b.recv_type("message")
+                assert message["envelope"]["id"] == msg_id(7)
+                await b.send_frame({"type": "received", "id": msg_id(7), "from": "alice"})
+                ack = await a.recv_type("ack")
+                assert (ack["id"], ack["status"]) == (msg_id(7), "delivered")
+    finally:
+        await server.close()
