@@ -69,7 +69,10 @@ def test_throughput_has_numbers_and_ratios(results: dict[str, Any]) -> None:
             for key in ("msgs_per_s", "server_cpu", "loadgen_cpu"):
                 _check_summary(entry[key], f"{variant}[{pairs}].{key}")
             assert entry["msgs_per_s"]["median"] > 0, f"{variant} with {pairs} pairs delivered nothing"
-            assert entry["dropped_connections"] == 0
+            assert entry["dropped_connections"] == 0, (
+                f"{variant} with {pairs} pairs: {entry['dropped_connections']} connection(s) dropped, "
+                f"errors {entry.get('errors')}"
+            )
     ratios = results["throughput"]["ratios"]
     assert any(key.endswith("/naive-asyncio") for key in ratios)
     for per_pairs in ratios.values():
