@@ -374,85 +374,97 @@ async def test_permanent_refusal_stops_run(
     assert impostor.rec.of(ConnectionChanged)[-1].state == "offline"
 
 
-async def test_bad_envelopes_rejected_in_order_and_confirmed(make_client: Callable[..., Client]) -> None:
-    """Checks that need no key run before any lookup; every rejection is confirmed."""
-    from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    other = crypto.generate_private_key(BITS)
+FrameHandler = Callable[[dict[str, Any], asyncio.StreamWriter], "bool | None"]
+
+
+@contextlib.asynccontextmanager
+async def fake_server(on_frame: FrameHandler) -> AsyncIterator[int]:
+    """A fake server on 127.0.0.1 that accepts any ``auth`` and hands every client frame
+    (``auth`` included, after its ``welcome``) to ``on_frame``; a true result ends that
+    connection's handling. Yields the port."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         decoder = FrameDecoder()
         writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
-        sent_messages = False
         while data := await reader.read(65536):
             for frame in decoder.feed(data):
-                from_client.put_nowait(frame)
                 if frame["type"] == "auth":
                     writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
-                if frame["type"] == "auth" and not sent_messages:
-                    sent_messages = True
-                    good = crypto.seal_envelope(other, alice.session.store.public_key, "bob", "alice", "hi")
-                    for envelope in (
-                        {"v": 1, "id": "a" * 32},  # malformed
-                        {**good, "id": "b" * 32, "v": 2},  # bad version
-                        {**good, "id": "c" * 32, "to": "carol"},  # not for us
-                        {**good, "id": "d" * 32, "from": "mallory"},  # frame says bob
-                    ):
-                        writer.write(encode_frame({"type": "message", "from": "bob", "envelope": envelope}))
+                if on_frame(frame, writer):
+                    return
 
     fake = await asyncio.start_server(handle, "127.0.0.1", 0)
-    alice = make_client("alice", fake.sockets[0].getsockname()[1])
-    alice.start()
     try:
-        await alice.rec.wait_for(lambda e: len(alice.rec.of(MessageRejected)) >= 4)
-        reasons = [(e.msg_id, e.reason) for e in alice.rec.of(MessageRejected)]
-        assert reasons == [
-            ("a" * 32, "malformed"),
-            ("b" * 32, "bad_version"),
-            ("c" * 32, "bad_recipient"),
-            ("d" * 32, "sender_mismatch"),
-        ]
-        confirmed: list[str] = []
-        async with asyncio.timeout(WAIT):
-            while len(confirmed) < 4:
-                frame = await from_client.get()
-                assert frame["type"] != "lookup"  # no key was needed to reject these
-                if frame["type"] == "received":
-                    confirmed.append(frame["id"])
-        assert confirmed == ["a" * 32, "b" * 32, "c" * 32, "d" * 32]
+        yield fake.sockets[0].getsockname()[1]
     finally:
-        await alice.stop()
         fake.close()
         await fake.wait_closed()
+
+
+async def test_bad_envelopes_rejected_in_order_and_confirmed(make_client: Callable[..., Client]) -> None:
+    """Checks that need no key run before any lookup; every rejection is confirmed."""
+    from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    other = crypto.generate_private_key(BITS)
+    sent_messages = False
+
+    def on_frame(frame: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        nonlocal sent_messages
+        from_client.put_nowait(frame)
+        if frame["type"] == "auth" and not sent_messages:
+            sent_messages = True
+            good = crypto.seal_envelope(other, alice.session.store.public_key, "bob", "alice", "hi")
+            for envelope in (
+                {"v": 1, "id": "a" * 32},  # malformed
+                {**good, "id": "b" * 32, "v": 2},  # bad version
+                {**good, "id": "c" * 32, "to": "carol"},  # not for us
+                {**good, "id": "d" * 32, "from": "mallory"},  # frame says bob
+            ):
+                writer.write(encode_frame({"type": "message", "from": "bob", "envelope": envelope}))
+
+    async with fake_server(on_frame) as port:
+        alice = make_client("alice", port)
+        alice.start()
+        try:
+            await alice.rec.wait_for(lambda e: len(alice.rec.of(MessageRejected)) >= 4)
+            reasons = [(e.msg_id, e.reason) for e in alice.rec.of(MessageRejected)]
+            assert reasons == [
+                ("a" * 32, "malformed"),
+                ("b" * 32, "bad_version"),
+                ("c" * 32, "bad_recipient"),
+                ("d" * 32, "sender_mismatch"),
+            ]
+            confirmed: list[str] = []
+            async with asyncio.timeout(WAIT):
+                while len(confirmed) < 4:
+                    frame = await from_client.get()
+                    assert frame["type"] != "lookup"  # no key was needed to reject these
+                    if frame["type"] == "received":
+                        confirmed.append(frame["id"])
+            assert confirmed == ["a" * 32, "b" * 32, "c" * 32, "d" * 32]
+        finally:
+            await alice.stop()
 
 
 async def test_pings_and_silent_server_is_dropped(make_client: Callable[..., Client]) -> None:
     pings = 0
     two_pings = asyncio.Event()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def on_frame(frame: dict[str, Any], writer: asyncio.StreamWriter) -> None:
         nonlocal pings
-        decoder = FrameDecoder()
-        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
-        while data := await reader.read(65536):
-            for frame in decoder.feed(data):
-                if frame["type"] == "auth":
-                    writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
-                elif frame["type"] == "ping":  # never answered
-                    pings += 1
-                    if pings >= 2:
-                        two_pings.set()
+        if frame["type"] == "ping":  # never answered
+            pings += 1
+            if pings >= 2:
+                two_pings.set()
 
-    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
-    alice = make_client("alice", fake.sockets[0].getsockname()[1], ping_interval=0.05, silence_timeout=0.5)
-    alice.start()
-    try:
-        await asyncio.wait_for(two_pings.wait(), WAIT)
-        dropped = await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
-        assert "nothing heard" in dropped.detail
-    finally:
-        await alice.stop()
-        fake.close()
-        await fake.wait_closed()
+    async with fake_server(on_frame) as port:
+        alice = make_client("alice", port, ping_interval=0.05, silence_timeout=0.5)
+        alice.start()
+        try:
+            await asyncio.wait_for(two_pings.wait(), WAIT)
+            dropped = await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
+            assert "nothing heard" in dropped.detail
+        finally:
+            await alice.stop()
 
 
 async def test_send_to_pinned_but_unregistered_name_fails_cleanly(
@@ -472,76 +484,61 @@ async def test_send_to_pinned_but_unregistered_name_fails_cleanly(
 async def test_rate_limited_send_is_retried_with_the_same_id(make_client: Callable[..., Client]) -> None:
     sends: list[dict[str, Any]] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = FrameDecoder()
-        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
-        while data := await reader.read(65536):
-            for frame in decoder.feed(data):
-                if frame["type"] == "auth":
-                    writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
-                elif frame["type"] == "send":
-                    sends.append(frame)
-                    if len(sends) == 1:
-                        reply = {"type": "error", "code": "rate_limited", "message": "slow down"}
-                        writer.write(encode_frame({**reply, "fatal": False, "rid": frame["rid"]}))
-                    else:
-                        env = frame["envelope"]
-                        writer.write(
-                            encode_frame({"type": "ack", "id": env["id"], "to": "bob", "status": "queued"})
-                        )
+    def on_frame(frame: dict[str, Any], writer: asyncio.StreamWriter) -> None:
+        if frame["type"] != "send":
+            return
+        sends.append(frame)
+        if len(sends) == 1:
+            reply = {"type": "error", "code": "rate_limited", "message": "slow down"}
+            writer.write(encode_frame({**reply, "fatal": False, "rid": frame["rid"]}))
+        else:
+            env = frame["envelope"]
+            writer.write(encode_frame({"type": "ack", "id": env["id"], "to": "bob", "status": "queued"}))
 
-    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
-    alice = make_client("alice", fake.sockets[0].getsockname()[1])
-    bob = crypto.generate_private_key(BITS)
-    alice.session.store.pins.pin("bob", crypto.public_key_pem(bob.public_key()))
-    alice.start()
-    try:
-        await alice.rec.wait_kind(Ready)
-        msg_id = await alice.session.send("bob", "patience")
-        limited = await alice.rec.wait_kind(ErrorReported, code="rate_limited")
-        assert limited.msg_id == msg_id
-        await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
-        assert [s["envelope"]["id"] for s in sends] == [msg_id, msg_id]
-        assert sends[0]["envelope"] == sends[1]["envelope"]  # byte-for-byte the same envelope
-    finally:
-        await alice.stop()
-        fake.close()
-        await fake.wait_closed()
+    async with fake_server(on_frame) as port:
+        alice = make_client("alice", port)
+        bob = crypto.generate_private_key(BITS)
+        alice.session.store.pins.pin("bob", crypto.public_key_pem(bob.public_key()))
+        alice.start()
+        try:
+            await alice.rec.wait_kind(Ready)
+            msg_id = await alice.session.send("bob", "patience")
+            limited = await alice.rec.wait_kind(ErrorReported, code="rate_limited")
+            assert limited.msg_id == msg_id
+            await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
+            assert [s["envelope"]["id"] for s in sends] == [msg_id, msg_id]
+            assert sends[0]["envelope"] == sends[1]["envelope"]  # byte-for-byte the same envelope
+        finally:
+            await alice.stop()
 
 
 async def test_unacked_send_is_resent_after_the_connection_drops(make_client: Callable[..., Client]) -> None:
     """A server that dies between receiving a send and acking it loses nothing."""
     sends: list[dict[str, Any]] = []
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        decoder = FrameDecoder()
-        writer.write(encode_frame({"type": "challenge", "server_id": "AAAA", "nonce": "AAAA"}))
-        while data := await reader.read(65536):
-            for frame in decoder.feed(data):
-                if frame["type"] == "auth":
-                    writer.write(encode_frame({"type": "welcome", "name": "alice", "fingerprint": "x"}))
-                elif frame["type"] == "send":
-                    sends.append(frame)
-                    if len(sends) == 1:
-                        writer.transport.abort()  # "crash" before the ack
-                        return
-                    ack = {"type": "ack", "id": frame["envelope"]["id"], "to": "bob", "status": "queued"}
-                    writer.write(encode_frame(ack))
+    def on_frame(frame: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        if frame["type"] != "send":
+            return False
+        sends.append(frame)
+        if len(sends) == 1:
+            writer.transport.abort()  # "crash" before the ack
+            return True
+        ack = {"type": "ack", "id": frame["envelope"]["id"], "to": "bob", "status": "queued"}
+        writer.write(encode_frame(ack))
+        return False
 
-    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
-    alice = make_client("alice", fake.sockets[0].getsockname()[1])
-    bob = crypto.generate_private_key(BITS)
-    alice.session.store.pins.pin("bob", crypto.public_key_pem(bob.public_key()))
-    alice.start()
-    try:
-        await alice.rec.wait_kind(Ready)
-        msg_id = await alice.session.send("bob", "do not lose me")
-        await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
-        await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
-        assert [s["envelope"] for s in sends] == [sends[0]["envelope"]] * 2
-        assert sends[0]["envelope"]["id"] == msg_id
-        assert await alice.session.wait_idle(WAIT)
-    finally:
-        await alice.stop()
-        fake.close()
-        await fake.wait_closed()
+    async with fake_server(on_frame) as port:
+        alice = make_client("alice", port)
+        bob = crypto.generate_private_key(BITS)
+        alice.session.store.pins.pin("bob", crypto.public_key_pem(bob.public_key()))
+        alice.start()
+        try:
+            await alice.rec.wait_kind(Ready)
+            msg_id = await alice.session.send("bob", "do not lose me")
+            await alice.rec.wait_kind(ConnectionChanged, state="reconnecting")
+            await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
+            assert [s["envelope"] for s in sends] == [sends[0]["envelope"]] * 2
+            assert sends[0]["envelope"]["id"] == msg_id
+            assert await alice.session.wait_idle(WAIT)
+        finally:
+            await alice.stop()
