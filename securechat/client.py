@@ -59,29 +59,27 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from . import crypto
+from .encoding import b64decode, b64encode
+from .envelope import ParsedEnvelope, check_addressing, is_message_id, is_timestamp, parse_envelope
 from .errors import (
     BadRequest,
     BadSignature,
     EnvelopeRejected,
     KeyChanged,
+    MessageTooLong,
     ProtocolError,
     SecurechatError,
     SenderKeyChanged,
-    SenderMismatch,
     ServerErrorReply,
     SessionClosed,
     UnknownSender,
-    UnsupportedVersion,
-    WrongRecipient,
 )
 from .events import (
     Acked,
     ConnectionChanged,
-    ContactInfo,
     ContactPinned,
     ErrorReported,
     EventListener,
-    HistoryEntry,
     KeyChangedAlert,
     MessageReceived,
     MessageRejected,
@@ -93,17 +91,16 @@ from .events import (
     UsersListed,
 )
 from .keystore import KeyStore, OutboxEntry, Pin
+from .names import is_valid_name, parse_typed_name
 from .protocol import (
     DEFAULT_MAX_FRAME,
-    ENVELOPE_ID_PATTERN,
     HEADER_SIZE,
     PROTOCOL_VERSION,
     FrameDecoder,
     encode_frame,
-    is_valid_name,
-    normalize_name,
     validate_server_frame,
 )
+from .records import ContactInfo, HistoryEntry
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +119,16 @@ MAX_PENDING_INCOMING: Final = 1000
 MAX_PENDING_INCOMING_BYTES: Final = 16 * 2**20
 
 
-def precheck_envelope(envelope: object, recipient: str, frame_sender: str | None = None) -> None:
-    """The checks that need no sender key, in the section-5 order: shape, ``v``, ``to``, ``from``.
+def precheck_envelope(envelope: object, recipient: str, frame_sender: str | None = None) -> ParsedEnvelope:
+    """Checks 0 to 3 of docs/protocol.md section 7, which need no sender key.
 
     Raises the same :class:`~securechat.errors.EnvelopeRejected` subclasses as
     :func:`securechat.crypto.open_envelope`, so a key is fetched only for an
     envelope that could be accepted.
     """
-    parsed = crypto.parse_envelope(envelope)
-    if parsed.version != crypto.ENVELOPE_VERSION:
-        raise UnsupportedVersion(f"envelope version {parsed.version} is not {crypto.ENVELOPE_VERSION}")
-    if parsed.recipient != recipient:
-        raise WrongRecipient(f"envelope is addressed to '{parsed.recipient}', not '{recipient}'")
-    if frame_sender is not None and parsed.sender != frame_sender:
-        raise SenderMismatch(f"envelope claims '{parsed.sender}' but the server says '{frame_sender}'")
+    parsed = parse_envelope(envelope)
+    check_addressing(parsed, recipient, frame_sender)
+    return parsed
 
 
 class _Dropped(Exception):
@@ -151,10 +144,7 @@ class _Permanent(Exception):
 def _addressable(frame: Mapping[str, Any]) -> bool:
     """A ``message`` frame we can answer ``received`` to: valid ``from`` and envelope ``id``."""
     envelope = frame.get("envelope")
-    if not is_valid_name(frame.get("from")) or not isinstance(envelope, dict):
-        return False
-    msg_id = envelope.get("id")
-    return isinstance(msg_id, str) and ENVELOPE_ID_PATTERN.fullmatch(msg_id) is not None
+    return is_valid_name(frame.get("from")) and isinstance(envelope, dict) and is_message_id(envelope.get("id"))
 
 
 def _envelope_size(frame: Mapping[str, Any]) -> int:
@@ -429,13 +419,13 @@ class ClientSession:
         )
         challenge = await self._expect(conn, "challenge")
         try:
-            server_id = crypto.b64decode(challenge["server_id"])
-            nonce = crypto.b64decode(challenge["nonce"])
+            server_id = b64decode(challenge["server_id"])
+            nonce = b64decode(challenge["nonce"])
         except ValueError:
             self._emit(ErrorReported("bad_server_frame", "the server's challenge is not valid base64"))
             raise _Dropped("bad challenge from the server") from None
         signature = crypto.sign_auth(identity.private_key, server_id, self.name, nonce)
-        conn.write({"type": "auth", "signature": crypto.b64encode(signature)})
+        conn.write({"type": "auth", "signature": b64encode(signature)})
         welcome = await self._expect(conn, "welcome")
         if welcome["name"] != self.name:
             self._emit(ErrorReported("bad_server_frame", f"the server welcomed '{welcome['name']}', not us"))
@@ -614,7 +604,7 @@ class ClientSession:
         sender: str = frame["from"]
         envelope: dict[str, Any] = frame["envelope"]
         msg_id: str = envelope["id"]
-        server_ts = frame.get("server_ts") if type(frame.get("server_ts")) is int else None
+        server_ts = frame.get("server_ts") if is_timestamp(frame.get("server_ts")) else None
         received = {"type": "received", "id": msg_id, "from": sender}
         if (sender, msg_id) in self._store.accepted:
             # A replay or a redelivery (our earlier `received` was lost): confirm, show
@@ -636,7 +626,7 @@ class ClientSession:
 
     async def _open(self, sender: str, envelope: dict[str, Any]) -> crypto.OpenedMessage:
         """The section-5 checks in order (docs/protocol.md section 7), fetching the key at step 4."""
-        precheck_envelope(envelope, self.name, sender)  # steps 0-3 need no key
+        parsed = precheck_envelope(envelope, self.name, sender)  # checks 0-3 need no key
         pin = self._store.pins.get(sender)
         first_contact = pin is None
         if pin is None:
@@ -655,9 +645,7 @@ class ClientSession:
             self._alert(pin)
             raise SenderKeyChanged(f"the key of '{sender}' changed; trust or verify the new key first")
         try:
-            return crypto.open_envelope(
-                self._identity.private_key, self.name, pin.public_key(), envelope, sender
-            )
+            return crypto.open_parsed(self._identity.private_key, pin.public_key(), parsed)
         except BadSignature:
             # Maybe they have a new key: ask the server and say so rather than "bad signature".
             if not first_contact and await self._changed_on_server(sender):
@@ -706,15 +694,6 @@ class ClientSession:
         finally:
             self._pending.pop(rid, None)
 
-    def _checked_name(self, name: str) -> str:
-        normalized = normalize_name(name)
-        if not is_valid_name(normalized):
-            raise BadRequest(
-                f"'{name}' is not a valid name (a-z, 0-9, '_' and '-', 1 to 32 characters)",
-                code="invalid_name",
-            )
-        return normalized
-
     async def lookup(self, name: str) -> ContactInfo:
         """Ask the server for ``name``'s key; pin it on first sight, alert if it changed.
 
@@ -722,7 +701,7 @@ class ClientSession:
         when offline, :class:`BadKey` if the server presents an unusable key.
         A changed key does not raise: the returned info has trust ``changed``.
         """
-        name = self._checked_name(name)
+        name = parse_typed_name(name)
         frame = await self._request({"type": "lookup", "name": name}, "lookup", name)
         if frame["name"] != name:
             raise BadRequest(f"asked for the key of '{name}', the server answered for '{frame['name']}'")
@@ -738,6 +717,10 @@ class ClientSession:
                 self._emit(ContactPinned(name, pin.fingerprint, pin.trust))
         return self._store.pins.info(name)
 
+    def unacknowledged(self) -> int:
+        """How many own messages the server has not acknowledged yet (they stay in the outbox)."""
+        return len(self._store.outbox)
+
     async def list_users(self) -> None:
         """Ask the server for the directory; the answer arrives as :class:`UsersListed`."""
         conn = await self._connection(self.request_timeout)
@@ -750,7 +733,7 @@ class ClientSession:
         needs a connection). Raises :class:`KeyChanged` while a changed key
         of ``to`` is not trusted.
         """
-        to = self._checked_name(to)
+        to = parse_typed_name(to)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
@@ -766,8 +749,9 @@ class ClientSession:
             raise KeyChanged(to, pin.fingerprint, pin.pending_fingerprint or "")
         envelope = crypto.seal_envelope(self._identity.private_key, pin.public_key(), self.name, to, text)
         frame = {"type": "send", "to": to, "envelope": envelope, "rid": envelope["id"]}
-        if len(encode_frame(frame)) - HEADER_SIZE > self.max_frame:
-            raise BadRequest(f"the message is too long for one frame ({self.max_frame} bytes)")
+        size = len(encode_frame(frame)) - HEADER_SIZE
+        if size > self.max_frame:
+            raise MessageTooLong(size, self.max_frame)
         msg_id: str = envelope["id"]
         ts: int = envelope["ts"]
         self._store.outbox.add(to, envelope)
@@ -786,11 +770,11 @@ class ClientSession:
     # --- contacts and history (local) ---------------------------------------------------------
 
     def contact(self, name: str) -> ContactInfo:
-        return self._store.pins.info(self._checked_name(name))
+        return self._store.pins.info(parse_typed_name(name))
 
     def trust(self, name: str) -> None:
         """Accept the pending changed key of ``name`` (after a :class:`KeyChangedAlert`)."""
-        name = self._checked_name(name)
+        name = parse_typed_name(name)
         before = self._store.pins.get(name)
         pin = self._store.pins.trust(name)
         if pin is not None and before is not None and before.trust == "changed":
@@ -798,7 +782,7 @@ class ClientSession:
 
     def verify(self, name: str, fingerprint: str) -> bool:
         """Mark ``name`` verified if ``fingerprint`` matches the pinned key; False if not."""
-        name = self._checked_name(name)
+        name = parse_typed_name(name)
         before = self._store.pins.get(name)
         ok = self._store.pins.verify(name, fingerprint)
         pin = self._store.pins.get(name)
@@ -812,7 +796,7 @@ class ClientSession:
 
     def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
         """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
-        return self._store.history.recent(self._checked_name(peer), limit)
+        return self._store.history.recent(parse_typed_name(peer), limit)
 
 
 async def finish_session(session: ClientSession, run_task: asyncio.Task[None], timeout: float = 10.0) -> bool:

@@ -29,8 +29,8 @@ from .errors import (
     UnknownSender,
 )
 from .events import KeyGenerating
-from .keystore import ClientHome, Identity, KeyStore, default_home, normalize_fingerprint
-from .protocol import is_valid_name, normalize_name
+from .keystore import ClientHome, Identity, KeyStore, default_home
+from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
 
 log = logging.getLogger("securechat.client")
 
@@ -108,9 +108,9 @@ def _existing_passphrase(home: ClientHome, name: str, interactive: bool) -> str 
         return env
     if not interactive:
         raise KeyStoreError(
-            f"the key of '{normalize_name(name)}' is protected by a passphrase; set {PASSPHRASE_ENV}"
+            f"the key of '{parse_typed_name(name)}' is protected by a passphrase; set {PASSPHRASE_ENV}"
         )
-    return str(click.prompt(f"Passphrase for {normalize_name(name)}", hide_input=True, err=True))
+    return str(click.prompt(f"Passphrase for {parse_typed_name(name)}", hide_input=True, err=True))
 
 
 def _new_passphrase() -> str:
@@ -142,7 +142,7 @@ def open_or_create(
     home: ClientHome, name: str, *, interactive: bool, on_generate: Callable[[str, int], None] | None = None
 ) -> tuple[KeyStore, bool]:
     """Load ``name``'s identity, or create it on first use; returns (store, first_run)."""
-    name = normalize_name(name)
+    name = parse_typed_name(name)
     home.identity_dir(name)  # validates the name
     first_run = not home.has_identity(name)
     if first_run:
@@ -340,7 +340,7 @@ def fingerprint(name: str, home: Path | None) -> None:
     """Print the fingerprint of your own key (compare it with your contacts out of band)."""
     client_home = _resolve_home(home)
     key = client_home.load_public_key(name)
-    click.echo(crypto.format_fingerprint(crypto.fingerprint(key)))
+    click.echo(format_fingerprint(crypto.fingerprint(key)))
 
 
 @main.command()
@@ -351,8 +351,8 @@ def fingerprint(name: str, home: Path | None) -> None:
 def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[str, ...]) -> None:
     """Mark CONTACT verified if FINGERPRINT (spaces allowed) matches their pinned key."""
     client_home = _resolve_home(home)
-    contact = normalize_name(contact)
-    wanted = normalize_fingerprint("".join(fingerprint_parts))
+    contact = parse_typed_name(contact)
+    wanted = parse_fingerprint("".join(fingerprint_parts))
     with client_home.open_store(name) as store:
         pin = store.pins.get(contact)
         if pin is None:
@@ -364,12 +364,12 @@ def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[
                 else pin.fingerprint
             )
             raise KeyStoreError(
-                f"the fingerprint does not match the key of '{contact}' ({crypto.format_fingerprint(shown)}); "
+                f"the fingerprint does not match the key of '{contact}' ({format_fingerprint(shown)}); "
                 "not verified"
             )
         pin = store.pins.get(contact)
         assert pin is not None
-        click.echo(f"{contact}: verified ({crypto.format_fingerprint(pin.fingerprint)})")
+        click.echo(f"{contact}: verified ({format_fingerprint(pin.fingerprint)})")
 
 
 @main.command()
@@ -381,7 +381,7 @@ def history(name: str, home: Path | None, peer: str, limit: int) -> None:
     """Show the local (decrypted) history of the conversation with PEER."""
     client_home = _resolve_home(home)
     identity = load_identity(client_home, name, interactive=_interactive())
-    peer = normalize_name(peer)
+    peer = parse_typed_name(peer)
     with client_home.open_store(name, identity) as store:
         entries = store.history.recent(peer, limit)
     if not entries:

@@ -1,4 +1,4 @@
-"""securechat's cryptographic construction (protocol v1, sections 2, 3, 5, 6).
+"""securechat's cryptographic construction (docs/protocol.md sections 3 and 6).
 
 Pure functions over bytes and key objects, all primitives from
 ``cryptography``: RSA-OAEP-SHA256 to wrap a fresh AES-256 key, AES-256-GCM
@@ -12,14 +12,9 @@ known-answer vectors can be checked; the public API draws them fresh.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import os
 import secrets
-import struct
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -29,29 +24,31 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from . import jsoncodec
+from .clock import now_ms
+from .encoding import b64decode, b64encode, lp
+from .envelope import (
+    ENVELOPE_VERSION,
+    GCM_NONCE_SIZE,
+    ParsedEnvelope,
+    check_addressing,
+    parse_envelope,
+)
 from .errors import (
     BadKey,
     BadPlaintext,
     BadSignature,
     DecryptFailed,
     MalformedEnvelope,
-    SenderMismatch,
-    UnsupportedVersion,
     UnwrapFailed,
-    WrongRecipient,
 )
-from .protocol import _JSON_DECODER as _STRICT_JSON
-from .protocol import ENVELOPE_ID_PATTERN, _has_lone_surrogate, is_valid_name
 
 AUTH_LABEL: Final = b"securechat-auth-v1"
 MESSAGE_LABEL: Final = b"securechat-msg-v1"
-ENVELOPE_VERSION: Final = 1
 RSA_PUBLIC_EXPONENT: Final = 65537
 DEFAULT_KEY_BITS: Final = 3072
 MIN_KEY_BITS: Final = 2048
 AES_KEY_SIZE: Final = 32
-GCM_NONCE_SIZE: Final = 12
-GCM_TAG_SIZE: Final = 16
 PSS_SALT_LENGTH: Final = 32
 SERVER_ID_SIZE: Final = 16
 AUTH_NONCE_SIZE: Final = 32
@@ -59,7 +56,6 @@ MESSAGE_ID_BYTES: Final = 16
 
 _PEM_BEGIN: Final = "-----BEGIN PUBLIC KEY-----"
 _PEM_END: Final = "-----END PUBLIC KEY-----"
-_U32: Final = struct.Struct(">I")
 
 _PSS: Final = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=PSS_SALT_LENGTH)
 _OAEP: Final = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
@@ -69,39 +65,7 @@ PrivateKey = rsa.RSAPrivateKey
 PublicKey = rsa.RSAPublicKey
 
 
-# --- encoding helpers ----------------------------------------------------------------
-
-
-def lp(*fields: bytes | str) -> bytes:
-    """``uint32_be(len(x)) || x`` for each field, concatenated; text is UTF-8 first."""
-    out = bytearray()
-    for field in fields:
-        data = field.encode("utf-8") if isinstance(field, str) else field
-        out += _U32.pack(len(data))
-        out += data
-    return bytes(out)
-
-
-def b64encode(data: bytes) -> str:
-    """Standard base64 with padding (RFC 4648 section 4)."""
-    return base64.b64encode(data).decode("ascii")
-
-
-def b64decode(text: str) -> bytes:
-    """Strict standard base64: alphabet and padding checked; raises ``ValueError``."""
-    try:
-        raw = text.encode("ascii")
-        data = base64.b64decode(raw, validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
-        raise ValueError(f"invalid base64 ({exc})") from None
-    # Non-zero pad bits ("AB==" for b"\0") decode fine; requiring the canonical
-    # spelling keeps envelopes non-malleable outside what the signature covers.
-    if base64.b64encode(data) != raw:
-        raise ValueError("non-canonical base64 (pad bits are not zero)")
-    return data
-
-
-# --- keys ------------------------------------------------------------------------------
+# --- keys -----------------------------------------------------------------------------
 
 
 def generate_private_key(bits: int = DEFAULT_KEY_BITS) -> rsa.RSAPrivateKey:
@@ -160,12 +124,7 @@ def fingerprint(key: rsa.RSAPublicKey) -> str:
     return hashlib.sha256(public_key_der(key)).hexdigest()
 
 
-def format_fingerprint(hex_fingerprint: str) -> str:
-    """The fingerprint as people compare it: groups of four hex digits."""
-    return " ".join(hex_fingerprint[i : i + 4] for i in range(0, len(hex_fingerprint), 4))
-
-
-# --- raw primitives (also run against the Wycheproof vectors) --------------------------
+# --- raw primitives (also run against the Wycheproof vectors) -------------------------
 
 
 def pss_sign(key: rsa.RSAPrivateKey, message: bytes) -> bytes:
@@ -208,7 +167,7 @@ def gcm_open(key: bytes, nonce: bytes, ciphertext_and_tag: bytes, aad: bytes) ->
         raise DecryptFailed("AES-GCM authentication failed") from None
 
 
-# --- session start (section 3) -----------------------------------------------------------
+# --- session start (docs/protocol.md 6.1) ---------------------------------------------
 
 
 def auth_message(server_id: bytes, name: str, nonce: bytes) -> bytes:
@@ -224,7 +183,7 @@ def verify_auth(key: rsa.RSAPublicKey, signature: bytes, server_id: bytes, name:
     return pss_verify(key, signature, auth_message(server_id, name, nonce))
 
 
-# --- envelopes (section 5) ----------------------------------------------------------------
+# --- envelopes (docs/protocol.md 6.2) -------------------------------------------------
 
 
 def envelope_header(sender: str, recipient: str, msg_id: str, ts: int) -> bytes:
@@ -239,12 +198,8 @@ def new_message_id() -> str:
     return secrets.token_hex(MESSAGE_ID_BYTES)
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def encode_plaintext(text: str) -> bytes:
-    return json.dumps({"text": text}, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return jsoncodec.dumps({"text": text})
 
 
 def seal_envelope_from_parts(
@@ -315,64 +270,6 @@ class OpenedMessage:
     plaintext: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedEnvelope:
-    """An envelope's fields, type-checked and base64-decoded, not yet verified."""
-
-    version: int
-    sender: str
-    recipient: str
-    msg_id: str
-    ts: int
-    wrapped_key: bytes
-    nonce: bytes
-    ciphertext: bytes
-    signature: bytes
-
-
-def parse_envelope(envelope: object) -> ParsedEnvelope:
-    """Check types and decode base64; raise :class:`MalformedEnvelope`."""
-    if not isinstance(envelope, Mapping):
-        raise MalformedEnvelope("envelope is not a JSON object")
-    version = envelope.get("v")
-    if type(version) is not int:
-        raise MalformedEnvelope("'v' must be an integer")
-    fields: dict[str, str] = {}
-    for key in ("from", "to", "id", "key", "nonce", "ct", "sig"):
-        value = envelope.get(key)
-        if not isinstance(value, str):
-            raise MalformedEnvelope(f"'{key}' must be a string")
-        fields[key] = value
-    ts = envelope.get("ts")
-    if type(ts) is not int or ts < 0:
-        raise MalformedEnvelope("'ts' must be a non-negative integer")
-    if not is_valid_name(fields["from"]) or not is_valid_name(fields["to"]):
-        raise MalformedEnvelope("'from' and 'to' must be valid names")
-    if ENVELOPE_ID_PATTERN.fullmatch(fields["id"]) is None:
-        raise MalformedEnvelope("'id' must be 32 lowercase hex digits")
-    decoded: dict[str, bytes] = {}
-    for key in ("key", "nonce", "ct", "sig"):
-        try:
-            decoded[key] = b64decode(fields[key])
-        except ValueError:
-            raise MalformedEnvelope(f"'{key}' is not valid base64") from None
-    if len(decoded["nonce"]) != GCM_NONCE_SIZE:
-        raise MalformedEnvelope(f"'nonce' must be {GCM_NONCE_SIZE} bytes")
-    if len(decoded["ct"]) < GCM_TAG_SIZE:
-        raise MalformedEnvelope("'ct' is shorter than the GCM tag")
-    return ParsedEnvelope(
-        version=version,
-        sender=fields["from"],
-        recipient=fields["to"],
-        msg_id=fields["id"],
-        ts=ts,
-        wrapped_key=decoded["key"],
-        nonce=decoded["nonce"],
-        ciphertext=decoded["ct"],
-        signature=decoded["sig"],
-    )
-
-
 def open_envelope(
     recipient_key: rsa.RSAPrivateKey,
     recipient: str,
@@ -380,20 +277,22 @@ def open_envelope(
     envelope: object,
     frame_sender: str | None = None,
 ) -> OpenedMessage:
-    """Run the recipient's checks in the order of section 5 and return the message.
+    """Run every recipient check of docs/protocol.md section 7 in order and return the message.
 
     ``frame_sender`` is the ``from`` of the enclosing ``message`` frame (None
     for a pasted payload, which has no frame). ``sender_key`` is the key the
     caller has pinned for the envelope's ``from``. Raises a subclass of
     :class:`~securechat.errors.EnvelopeRejected` naming the failed check.
     """
-    env = parse_envelope(envelope)
-    if env.version != ENVELOPE_VERSION:
-        raise UnsupportedVersion(f"envelope version {env.version} is not 1")
-    if env.recipient != recipient:
-        raise WrongRecipient(f"envelope is addressed to '{env.recipient}', not '{recipient}'")
-    if frame_sender is not None and env.sender != frame_sender:
-        raise SenderMismatch(f"envelope claims '{env.sender}' but the server says '{frame_sender}'")
+    parsed = parse_envelope(envelope)
+    check_addressing(parsed, recipient, frame_sender)
+    return open_parsed(recipient_key, sender_key, parsed)
+
+
+def open_parsed(
+    recipient_key: rsa.RSAPrivateKey, sender_key: rsa.RSAPublicKey, env: ParsedEnvelope
+) -> OpenedMessage:
+    """Checks 5 to 8 of section 7 on an envelope already parsed and addressed to us."""
     header = envelope_header(env.sender, env.recipient, env.msg_id, env.ts)
     signed = envelope_signed_bytes(header, env.wrapped_key, env.nonce, env.ciphertext)
     if not pss_verify(sender_key, env.signature, signed):
@@ -403,16 +302,12 @@ def open_envelope(
         raise UnwrapFailed(f"unwrapped key is {len(aes_key)} bytes, not {AES_KEY_SIZE}")
     plaintext = gcm_open(aes_key, env.nonce, env.ciphertext, header)
     try:
-        # The same strict JSON as frames: no duplicate keys, NaN/Infinity.
-        body = _STRICT_JSON.decode(plaintext.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadPlaintext("plaintext is not UTF-8 JSON") from None
+        # The same strict JSON as frames; a lone surrogate escape would crash a UI.
+        body = jsoncodec.loads(plaintext)
+    except jsoncodec.JSONRejected as exc:
+        raise BadPlaintext(f"plaintext is not strict UTF-8 JSON: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         raise BadPlaintext("plaintext is not an object with a string 'text'")
-    # A lone surrogate escape parses but cannot be printed or re-encoded as UTF-8:
-    # a UI would crash on it.
-    if _has_lone_surrogate(body):
-        raise BadPlaintext("plaintext holds an unpaired surrogate escape")
     return OpenedMessage(
         sender=env.sender,
         recipient=env.recipient,
@@ -423,12 +318,12 @@ def open_envelope(
     )
 
 
-# --- the pasted payload (section 6) ---------------------------------------------------------
+# --- the pasted payload (docs/protocol.md section 8) ----------------------------------
 
 
 def encode_payload(envelope: Mapping[str, Any]) -> str:
-    """base64 of the envelope's JSON text, on one line."""
-    return b64encode(json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    """base64 of the envelope's compact JSON text, on one line."""
+    return b64encode(jsoncodec.dumps(envelope))
 
 
 def decode_payload(payload: str) -> dict[str, Any]:
@@ -438,8 +333,8 @@ def decode_payload(payload: str) -> dict[str, Any]:
     except ValueError:
         raise MalformedEnvelope("payload is not valid base64 (truncated or mangled when copied?)") from None
     try:
-        envelope = _STRICT_JSON.decode(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        envelope = jsoncodec.loads(raw)
+    except jsoncodec.JSONRejected:
         raise MalformedEnvelope("payload does not hold an envelope's JSON") from None
     if not isinstance(envelope, dict):
         raise MalformedEnvelope("payload does not hold a JSON object")

@@ -20,6 +20,10 @@
     │   ├── UnwrapFailed              OAEP unwrap of the AES key failed
     │   ├── DecryptFailed             AES-GCM tag check failed
     │   └── BadPlaintext              plaintext is not the JSON object {"text": str}
+    ├── UsageError                    a local mistake: what the user or the caller asked for (never sent)
+    │   ├── InvalidName               a typed name that is not a valid name
+    │   ├── InvalidFingerprint        a typed fingerprint that is not 64 hex digits
+    │   └── MessageTooLong            a message that does not fit one frame
     ├── QueueFull                     server side: a recipient's offline queue is at its cap
     ├── ServerErrorReply              the server answered with an ``error`` frame
     ├── KeyStoreError                 the client's home directory: keys, pins, files
@@ -163,6 +167,62 @@ class DecryptFailed(EnvelopeRejected):
 
 class BadPlaintext(EnvelopeRejected):
     reason = "bad_plaintext"
+
+
+# --- local mistakes ----------------------------------------------------------
+
+
+class UsageError(SecurechatError):
+    """Something we were asked to do locally is invalid; nothing was sent.
+
+    The local counterpart of :class:`ProtocolError` (h11's LocalProtocolError):
+    a typo is the user's to fix, not the peer's fault. ``code`` names it for
+    the ``--json`` mode's error lines.
+    """
+
+    code: str = "bad_input"
+
+
+class InvalidName(UsageError):
+    """A typed name that does not match the name rule (docs/protocol.md section 3)."""
+
+    code = "invalid_name"
+
+    def __init__(self, typed: str) -> None:
+        super().__init__(typed)
+        self.typed = typed
+
+    def __str__(self) -> str:
+        from .names import NAME_RULE, shown  # names imports this module
+
+        return f"{shown(self.typed)} is not a valid name ({NAME_RULE})"
+
+
+class InvalidFingerprint(UsageError):
+    """A typed fingerprint that is not 64 hex digits once separators are removed."""
+
+    code = "invalid_fingerprint"
+
+    def __init__(self, typed: str) -> None:
+        super().__init__(typed)
+        self.typed = typed
+
+    def __str__(self) -> str:
+        return "a fingerprint is 64 hex digits (spaces, colons and dashes are ignored)"
+
+
+class MessageTooLong(UsageError):
+    """A message whose sealed frame would exceed the frame limit."""
+
+    code = "too_long"
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(size)
+        self.size = size
+        self.limit = limit
+
+    def __str__(self) -> str:
+        return f"the message is too long for one frame ({self.size} bytes sealed, the limit is {self.limit})"
 
 
 # --- server side ---------------------------------------------------------------

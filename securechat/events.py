@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from .records import ContactInfo, HistoryEntry, TrustState
+
 ConnectionStateName = Literal["connecting", "online", "reconnecting", "offline"]
-TrustState = Literal["unverified", "verified", "changed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,28 +149,6 @@ SessionEvent = (
 EventListener = Callable[[SessionEvent], None]
 
 
-@dataclass(frozen=True, slots=True)
-class ContactInfo:
-    """What the client knows of a contact: for ``/whois``."""
-
-    name: str
-    fingerprint: str | None
-    trust: TrustState | None
-    pending_fingerprint: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One line of a conversation's local history (persisted, encrypted at rest)."""
-
-    peer: str
-    direction: Literal["in", "out"]
-    msg_id: str
-    ts: int
-    text: str
-    status: str = ""  # for own messages: sending / queued / delivered
-
-
 class SessionAPI(Protocol):
     """The calls a front end makes on a client session."""
 
@@ -191,6 +170,14 @@ class SessionAPI(Protocol):
 
     async def send(self, to: str, text: str) -> str:
         """Seal and send; returns the message id. Queued in the outbox while offline."""
+        ...
+
+    async def lookup(self, name: str) -> ContactInfo:
+        """Ask the server for ``name``'s key; pin it on first sight, alert if it changed."""
+        ...
+
+    def unacknowledged(self) -> int:
+        """How many own messages the server has not acknowledged yet (they stay in the outbox)."""
         ...
 
     async def list_users(self) -> None:

@@ -39,8 +39,10 @@ from .errors import (
     SecurechatError,
     ServerErrorReply,
     SessionClosed,
+    UsageError,
 )
-from .events import ContactInfo, SessionEvent, event_to_json
+from .events import SessionEvent, event_to_json
+from .records import ContactInfo
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ def failure_code(exc: SecurechatError) -> str:
         return exc.code
     if isinstance(exc, SessionClosed):
         return "offline"
-    if isinstance(exc, ProtocolError):
+    if isinstance(exc, ProtocolError | UsageError):
         return exc.code
     if isinstance(exc, KeyStoreError):
         return "keystore"
@@ -242,7 +244,7 @@ async def run_json_mode(
             await execute(session, command, out)
         status = 0
         if not run_task.done() and not await session.wait_idle(drain_timeout):
-            left = len(session.store.outbox)
+            left = session.unacknowledged()
             out(
                 error_json(
                     "unacknowledged", f"{left} message(s) not acknowledged; kept in the outbox for next time"

@@ -23,7 +23,6 @@ import os
 import secrets
 import sqlite3
 import stat
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +33,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import crypto
+from .clock import now_ms
+from .encoding import lp
+from .envelope import GCM_NONCE_SIZE
 from .errors import (
     BadKey,
     DecryptFailed,
@@ -43,8 +45,8 @@ from .errors import (
     UnwrapFailed,
     WrongPassphrase,
 )
-from .events import ContactInfo, HistoryEntry, TrustState
-from .protocol import is_valid_name, normalize_name
+from .names import parse_fingerprint, parse_typed_name
+from .records import ContactInfo, HistoryEntry, TrustState
 
 PRIVATE_KEY_FILE: Final = "identity.pem"
 PUBLIC_KEY_FILE: Final = "identity.pub.pem"
@@ -100,11 +102,6 @@ def default_home() -> Path:
     import click  # only for get_app_dir; the library otherwise has no CLI dependency
 
     return Path(click.get_app_dir("securechat"))
-
-
-def normalize_fingerprint(text: str) -> str:
-    """Hex digits only, lowercase: people paste fingerprints with spaces or colons."""
-    return "".join(ch for ch in text.lower() if ch not in " :\t\n-")
 
 
 # --- files ------------------------------------------------------------------------------
@@ -187,12 +184,7 @@ class ClientHome:
         self.root = Path(root).expanduser() if root is not None else default_home()
 
     def identity_dir(self, name: str) -> Path:
-        name = normalize_name(name)
-        if not is_valid_name(name):
-            raise KeyStoreError(
-                f"'{name}' is not a valid name (a-z, 0-9, _ and -, at most 32, starting a-z0-9)"
-            )
-        return self.root / name
+        return self.root / parse_typed_name(name)
 
     def has_identity(self, name: str) -> bool:
         return (self.identity_dir(name) / PRIVATE_KEY_FILE).exists()
@@ -322,10 +314,6 @@ class OutboxEntry:
     recipient: str
     envelope: dict[str, Any]
     created: int
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class KeyStore:
@@ -472,7 +460,7 @@ class PinnedKeys:
             with self._store.transaction() as db:
                 db.execute(
                     "INSERT INTO contacts (name, pubkey, fingerprint, trust, pinned_at) VALUES (?, ?, ?, ?, ?)",
-                    (name, pem, fp, "unverified", _now_ms()),
+                    (name, pem, fp, "unverified", now_ms()),
                 )
             return Pin(name, pem, fp, "unverified")
         if hmac.compare_digest(current.fingerprint, fp):
@@ -496,7 +484,7 @@ class PinnedKeys:
                 "UPDATE contacts SET pubkey = pending_pubkey, fingerprint = pending_fingerprint, "
                 "trust = 'unverified', pending_pubkey = NULL, pending_fingerprint = NULL, pinned_at = ? "
                 "WHERE name = ?",
-                (_now_ms(), name),
+                (now_ms(), name),
             )
         return self.get(name)
 
@@ -509,7 +497,7 @@ class PinnedKeys:
         current = self.get(name)
         if current is None:
             return False
-        wanted = normalize_fingerprint(fingerprint)
+        wanted = parse_fingerprint(fingerprint)
         if current.trust == "changed":
             if current.pending_fingerprint is None or not hmac.compare_digest(
                 current.pending_fingerprint, wanted
@@ -540,7 +528,7 @@ class AcceptedIds:
         with self._store.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",
-                (sender, msg_id, _now_ms()),
+                (sender, msg_id, now_ms()),
             )
 
 
@@ -554,7 +542,7 @@ class Outbox:
         with self._store.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox (msg_id, recipient, envelope, created) VALUES (?, ?, ?, ?)",
-                (envelope["id"], recipient, json.dumps(envelope, separators=(",", ":")), _now_ms()),
+                (envelope["id"], recipient, json.dumps(envelope, separators=(",", ":")), now_ms()),
             )
 
     def remove(self, msg_id: str) -> OutboxEntry | None:
@@ -594,10 +582,10 @@ class History:
 
     @staticmethod
     def _aad(peer: str, direction: str, msg_id: str) -> bytes:
-        return crypto.lp(HISTORY_LABEL, peer, direction, msg_id)
+        return lp(HISTORY_LABEL, peer, direction, msg_id)
 
     def _seal(self, entry: HistoryEntry) -> tuple[bytes, bytes]:
-        nonce = os.urandom(crypto.GCM_NONCE_SIZE)
+        nonce = os.urandom(GCM_NONCE_SIZE)
         body = json.dumps({"ts": entry.ts, "text": entry.text, "status": entry.status}).encode("utf-8")
         sealed = crypto.gcm_seal(
             self._store.history_key(), nonce, body, self._aad(entry.peer, entry.direction, entry.msg_id)
@@ -616,7 +604,7 @@ class History:
             if accepted:
                 db.execute(
                     "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",
-                    (entry.peer, entry.msg_id, _now_ms()),
+                    (entry.peer, entry.msg_id, now_ms()),
                 )
             db.execute(
                 "INSERT OR IGNORE INTO history (peer, direction, msg_id, nonce, sealed) VALUES (?, ?, ?, ?, ?)",

@@ -18,12 +18,10 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 from .client import ClientSession, finish_session
-from .crypto import format_fingerprint
 from .errors import SecurechatError, SessionClosed
 from .events import (
     Acked,
     ConnectionChanged,
-    ContactInfo,
     ContactPinned,
     ErrorReported,
     KeyChangedAlert,
@@ -36,6 +34,8 @@ from .events import (
     SessionEvent,
     UsersListed,
 )
+from .names import format_fingerprint
+from .records import ContactInfo
 
 log = logging.getLogger(__name__)
 

@@ -9,28 +9,24 @@ asyncio server and client feed bytes in and write the bytes handed back.
 from __future__ import annotations
 
 import enum
-import json
-import math
-import re
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
 
-from .errors import BadFrame, BadRequest, FrameTooLarge, ProtocolError
+from . import jsoncodec
+from .envelope import check_envelope, is_message_id, is_timestamp
+from .errors import BadFrame, BadRequest, FrameTooLarge, MalformedEnvelope, ProtocolError
+from .names import NAME_PATTERN, is_valid_name, shown
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME: Final = 1 << 20
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
 MAX_RID_LENGTH: Final = 64
-
-NAME_PATTERN: Final = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-ENVELOPE_ID_PATTERN: Final = re.compile(r"[0-9a-f]{32}")
-# Generous bounds on fields the server only forwards; the frame limit bounds the total.
+# A generous bound on the PEM and signature strings of the handshake.
 MAX_PEM_LENGTH: Final = 16_384
-MAX_B64_FIELD: Final = 2 * DEFAULT_MAX_FRAME
 
-# --- error codes (section 7) ----------------------------------------------------
+# --- error codes (docs/protocol.md section 9) -------------------------------------------------
 
 FATAL_CODES: Final = frozenset(
     {
@@ -62,75 +58,22 @@ SERVER_TYPES: Final = frozenset(
 # --- framing -------------------------------------------------------------------
 
 
-def _reject_constant(token: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {token}")
-
-
-def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise ValueError("duplicate key in JSON object")
-    return obj
-
-
-def _finite_float(token: str) -> float:
-    # "1e400" is valid JSON grammar but parses to inf, which re-encodes as the
-    # non-standard "Infinity" a strict peer rejects: a frame forwarded with it
-    # would kill the recipient's connection.
-    value = float(token)
-    if not math.isfinite(value):
-        raise ValueError(f"number {token[:20]} overflows a double")
-    return value
-
-
-_JSON_DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_unique_object, parse_constant=_reject_constant, parse_float=_finite_float
-)
-
-
-def _has_lone_surrogate(value: Any) -> bool:
-    """True if any string in ``value`` holds an unpaired UTF-16 surrogate."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return False
-
-
 def decode_body(body: bytes) -> dict[str, Any]:
     """Parse one frame body; raise :class:`BadFrame` for anything but a typed JSON object."""
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadFrame(f"body is not valid UTF-8 (byte {exc.start})") from None
-    try:
-        obj = _JSON_DECODER.decode(text)
-    except RecursionError:
-        raise BadFrame("JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, int digit limit
-        raise BadFrame(f"body is not valid JSON ({exc})") from None
+        obj = jsoncodec.loads(body)
+    except jsoncodec.JSONRejected as exc:
+        raise BadFrame(f"body is {exc}") from None
     if not isinstance(obj, dict):
         raise BadFrame("top level of a frame must be a JSON object")
     if not isinstance(obj.get("type"), str):
         raise BadFrame("frame has no string field 'type'")
-    # Escaped lone surrogates parse but can never be re-encoded as UTF-8.
-    if b"\\u" in body and (b"\\ud" in body.lower()) and _has_lone_surrogate(obj):
-        raise BadFrame("string holds an unpaired surrogate escape")
     return obj
 
 
 def encode_body(obj: Mapping[str, Any]) -> bytes:
     """Serialise a frame body as compact UTF-8 JSON."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return jsoncodec.dumps(obj)
 
 
 def frame_bytes(body: bytes) -> bytes:
@@ -212,15 +155,6 @@ class FrameDecoder:
 # --- validation helpers ------------------------------------------------------------
 
 
-def is_valid_name(value: object) -> bool:
-    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
-
-
-def normalize_name(typed: str) -> str:
-    """What a client sends for a name a person typed: stripped and lowercased."""
-    return typed.strip().lower()
-
-
 def _field(frame: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
     value = frame.get(key)
     # bool is an int subclass; a JSON true is never a valid number field here.
@@ -232,9 +166,9 @@ def _field(frame: Mapping[str, Any], key: str, kind: type, what: str) -> Any:
 def _name_field(frame: Mapping[str, Any], key: str, *, code: str = "bad_request", fatal: bool = False) -> str:
     value = frame.get(key)
     if not is_valid_name(value):
-        shown = repr(value)[:40] if isinstance(value, str) else type(value).__name__
+        what = shown(value) if isinstance(value, str) else type(value).__name__
         raise BadRequest(
-            f"'{key}' is not a valid name ({shown}); names match {NAME_PATTERN.pattern}",
+            f"'{key}' is not a valid name ({what}); names match {NAME_PATTERN.pattern}",
             code=code,
             fatal=fatal,
         )
@@ -251,27 +185,12 @@ def request_id(frame: Mapping[str, Any]) -> str | None:
 
 
 def validate_envelope_shape(envelope: object) -> dict[str, Any]:
-    """Check the envelope's outer shape: field presence and types (not its crypto).
-
-    Used by the server before routing and by clients before opening.
-    """
-    if not isinstance(envelope, dict):
-        raise BadRequest("'envelope' must be an object")
-    if type(envelope.get("v")) is not int:
-        raise BadRequest("envelope 'v' must be an integer")
-    for key in ("from", "to"):
-        if not is_valid_name(envelope.get(key)):
-            raise BadRequest(f"envelope '{key}' is not a valid name")
-    msg_id = envelope.get("id")
-    if not isinstance(msg_id, str) or ENVELOPE_ID_PATTERN.fullmatch(msg_id) is None:
-        raise BadRequest("envelope 'id' must be 32 lowercase hex digits")
-    ts = envelope.get("ts")
-    if type(ts) is not int or ts < 0 or ts >= 1 << 53:
-        raise BadRequest("envelope 'ts' must be a non-negative integer below 2**53")
-    for key in ("key", "nonce", "ct", "sig"):
-        value = envelope.get(key)
-        if not isinstance(value, str) or len(value) > MAX_B64_FIELD:
-            raise BadRequest(f"envelope '{key}' must be a base64 string")
+    """The envelope's structure as the server checks it before routing (:func:`envelope.check_envelope`)."""
+    try:
+        check_envelope(envelope)
+    except MalformedEnvelope as exc:
+        raise BadRequest(exc.detail) from None
+    assert isinstance(envelope, dict)
     return envelope
 
 
@@ -319,8 +238,7 @@ def validate_client_frame(frame: Mapping[str, Any]) -> None:
         if envelope["to"] != to:
             raise BadRequest("'to' does not match envelope 'to'")
     elif kind == "received":
-        msg_id = frame.get("id")
-        if not isinstance(msg_id, str) or ENVELOPE_ID_PATTERN.fullmatch(msg_id) is None:
+        if not is_message_id(frame.get("id")):
             raise BadRequest("'id' must be 32 lowercase hex digits")
         _name_field(frame, "from")
     elif kind in ("list", "ping"):
@@ -433,11 +351,10 @@ def validate_server_frame(frame: Mapping[str, Any]) -> None:
     elif kind == "message":
         _name_field(frame, "from")
         validate_envelope_shape(frame.get("envelope"))
-        if "server_ts" in frame and type(frame["server_ts"]) is not int:
-            raise BadRequest("message 'server_ts' must be an integer")
+        if "server_ts" in frame and not is_timestamp(frame["server_ts"]):
+            raise BadRequest("message 'server_ts' must be an integer from 0 to 2**53 - 1")
     elif kind == "ack":
-        msg_id = frame.get("id")
-        if not isinstance(msg_id, str) or ENVELOPE_ID_PATTERN.fullmatch(msg_id) is None:
+        if not is_message_id(frame.get("id")):
             raise BadRequest("ack 'id' must be 32 lowercase hex digits")
         _name_field(frame, "to")
         if frame.get("status") not in ("queued", "delivered"):

@@ -38,16 +38,9 @@ from typing import Any, Final
 
 import click
 
-from .crypto import (
-    AUTH_NONCE_SIZE,
-    b64decode,
-    b64encode,
-    fingerprint,
-    load_public_key_pem,
-    now_ms,
-    public_key_pem,
-    verify_auth,
-)
+from .clock import now_ms
+from .crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, public_key_pem, verify_auth
+from .encoding import b64decode, b64encode
 from .errors import BadKey, ProtocolError, QueueFull
 from .protocol import (
     DEFAULT_MAX_FRAME,

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto
 from securechat.client import ClientSession
+from securechat.encoding import b64encode
 from securechat.errors import KeyChanged
 from securechat.events import (
     ConnectionChanged,
@@ -34,6 +35,7 @@ from securechat.events import (
     Ready,
 )
 from securechat.keystore import KeyStore
+from securechat.names import format_fingerprint
 from securechat.protocol import FrameDecoder, encode_frame
 from tests.support.rawclient import identity_key
 from tests.test_cli_json import JsonClient
@@ -101,8 +103,8 @@ class HostileServer:
                         self.push(
                             {
                                 "type": "challenge",
-                                "server_id": crypto.b64encode(self.server_id),
-                                "nonce": crypto.b64encode(nonce),
+                                "server_id": b64encode(self.server_id),
+                                "nonce": b64encode(nonce),
                             }
                         )
                     elif kind == "auth":
@@ -313,7 +315,7 @@ async def test_changed_key_frame_raises_key_changed_and_never_repins(
     info = await session.lookup("bob")
     original = info.fingerprint
     if verified:
-        assert session.verify("bob", crypto.format_fingerprint(original or ""))
+        assert session.verify("bob", format_fingerprint(original or ""))
     hostile.keys["bob"] = crypto.public_key_pem(identity_key("mallory").public_key())
     changed = await session.lookup("bob")
     alert = await alice.rec.wait_kind(KeyChangedAlert, name="bob")

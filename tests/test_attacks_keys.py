@@ -24,8 +24,9 @@ import click
 import pytest
 
 from securechat import client_cli, crypto
-from securechat.events import ContactInfo
 from securechat.keystore import ClientHome
+from securechat.names import format_fingerprint
+from securechat.records import ContactInfo
 from tests.support.rawclient import identity_key
 from tests.support.ui_fakes import BOB_FP, BOB_NEW_FP, FakeSession
 from tests.test_attacks_client import HostileServer
@@ -191,7 +192,7 @@ async def test_json_whois_shows_unverified_verified_and_changed(tmp_path: Path) 
         assert (await proc.wait_event("contact", name="bob"))["trust"] == "unverified"
         await proc.command({"cmd": "verify", "name": "bob", "fingerprint": "00" * 32})
         assert (await proc.wait_event("verify", name="bob"))["ok"] is False
-        await proc.command({"cmd": "verify", "name": "bob", "fingerprint": crypto.format_fingerprint(bob_fp)})
+        await proc.command({"cmd": "verify", "name": "bob", "fingerprint": format_fingerprint(bob_fp)})
         assert (await proc.wait(lambda e: e["event"] == "verify" and e["ok"] is True))["name"] == "bob"
         await proc.command({"cmd": "whois", "name": "bob"})
         verified = await proc.wait(lambda e: e["event"] == "contact" and e["trust"] == "verified")

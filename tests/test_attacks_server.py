@@ -21,7 +21,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from securechat.crypto import b64decode, b64encode, public_key_pem, sign_auth
+from securechat.crypto import public_key_pem, sign_auth
+from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FATAL_CODES
 from securechat.server import ChatServer
 from tests.support.rawclient import (

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from securechat import crypto
-from securechat.events import HistoryEntry
 from securechat.keystore import ClientHome, KeyStore
+from securechat.names import format_fingerprint
+from securechat.records import HistoryEntry
 
 from .test_cli_json import client_command, client_env
 
@@ -54,7 +55,7 @@ def home(tmp_path: Path) -> Path:
 def test_fingerprint(home: Path) -> None:
     result = run(home, ["fingerprint", "--name", "alice"])
     assert result.returncode == 0, result.stderr
-    expected = crypto.format_fingerprint(crypto.fingerprint(ClientHome(home).load_public_key("alice")))
+    expected = format_fingerprint(crypto.fingerprint(ClientHome(home).load_public_key("alice")))
     assert result.stdout.strip() == expected
     # --home on the group works too, and the name is case-insensitive.
     again = subprocess.run(
@@ -72,13 +73,18 @@ def test_verify(home: Path) -> None:
     bob_fp = crypto.fingerprint(ClientHome(home).load_public_key("bob"))
     wrong = one_line_error(run(home, ["verify", "--name", "alice", "bob", "00" * 32]))
     assert "does not match" in wrong
-    ok = run(home, ["verify", "--name", "alice", "bob", *crypto.format_fingerprint(bob_fp).split()])
+    ok = run(home, ["verify", "--name", "alice", "bob", *format_fingerprint(bob_fp).split()])
     assert ok.returncode == 0, ok.stderr
     assert "verified" in ok.stdout
     with KeyStore.open(home, "alice") as store:
         assert store.pins.info("bob").trust == "verified"
     assert "no key is pinned for 'carol'" in one_line_error(
-        run(home, ["verify", "--name", "alice", "carol", "ab"])
+        run(home, ["verify", "--name", "alice", "carol", "ab" * 32])
+    )
+    # A typo in the fingerprint is an input error, said before anything is looked up.
+    assert "a fingerprint is 64 hex digits" in one_line_error(run(home, ["verify", "--name", "alice", "bob", "ab"]))
+    assert "a fingerprint is 64 hex digits" in one_line_error(
+        run(home, ["verify", "--name", "alice", "bob", "٠" * 64])
     )
 
 

@@ -28,6 +28,7 @@ from securechat.events import (
     UsersListed,
 )
 from securechat.keystore import KeyStore
+from securechat.names import format_fingerprint
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server import ChatServer, ServerConfig
 from tests.support.rawclient import RawClient
@@ -292,7 +293,7 @@ async def test_key_change_alert_and_refusal(tmp_path: Path, make_client: Callabl
         msg_id = await alice2.session.send("bob", "welcome back")
         got = await new_bob.rec.wait_kind(MessageReceived)
         assert (got.msg_id, got.text) == (msg_id, "welcome back")
-        assert alice2.session.verify("bob", crypto.format_fingerprint(new_bob.session.fingerprint))
+        assert alice2.session.verify("bob", format_fingerprint(new_bob.session.fingerprint))
         assert alice2.session.contact("bob").trust == "verified"
         await alice2.stop()
         await new_bob.stop()

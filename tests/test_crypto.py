@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import crypto
+from securechat.encoding import b64decode, b64encode
 from securechat.errors import (
     BadKey,
     BadPlaintext,
@@ -29,6 +30,7 @@ from securechat.errors import (
     UnwrapFailed,
     WrongRecipient,
 )
+from securechat.names import format_fingerprint
 
 MSG_ID = "00112233445566778899aabbccddeeff"
 TS = 1_700_000_000_123
@@ -71,8 +73,8 @@ def build_envelope(
     sig = crypto.pss_sign(key(sender), crypto.envelope_signed_bytes(header, wrapped, nonce, ct))
     return {
         "v": 1, "from": sender, "to": recipient, "id": MSG_ID, "ts": TS,
-        "key": crypto.b64encode(wrapped), "nonce": crypto.b64encode(nonce),
-        "ct": crypto.b64encode(ct), "sig": crypto.b64encode(sig),
+        "key": b64encode(wrapped), "nonce": b64encode(nonce),
+        "ct": b64encode(ct), "sig": b64encode(sig),
     }
 
 
@@ -310,8 +312,8 @@ def test_aad_mismatch_is_decrypt_failed() -> None:
     wrapped = crypto.oaep_wrap(key("bob").public_key(), aes_key)
     sig = crypto.pss_sign(key("alice"), crypto.envelope_signed_bytes(header, wrapped, nonce, ct))
     env = {
-        "v": 1, "from": "alice", "to": "bob", "id": MSG_ID, "ts": TS, "key": crypto.b64encode(wrapped),
-        "nonce": crypto.b64encode(nonce), "ct": crypto.b64encode(ct), "sig": crypto.b64encode(sig),
+        "v": 1, "from": "alice", "to": "bob", "id": MSG_ID, "ts": TS, "key": b64encode(wrapped),
+        "nonce": b64encode(nonce), "ct": b64encode(ct), "sig": b64encode(sig),
     }
     with pytest.raises(DecryptFailed):
         open_as_bob(env)
@@ -523,7 +525,7 @@ def test_fingerprint_is_sha256_of_der_spki() -> None:
 
 def test_format_fingerprint_groups_of_four() -> None:
     fp = "0123456789abcdef" * 4
-    shown = crypto.format_fingerprint(fp)
+    shown = format_fingerprint(fp)
     assert shown.split(" ") == [fp[i : i + 4] for i in range(0, 64, 4)]
     assert len(shown.split(" ")) == 16
 
@@ -597,7 +599,7 @@ def test_pss_verify_wrong_length_signature_is_false() -> None:
 
 
 def test_b64decode_is_strict() -> None:
-    assert crypto.b64decode("AAEC") == b"\x00\x01\x02"
+    assert b64decode("AAEC") == b"\x00\x01\x02"
     for bad in ("AAE", "AA=C", "AA C", "AAE\n", "AB==", "-_-_", "é"):
         with pytest.raises(ValueError):
-            crypto.b64decode(bad)
+            b64decode(bad)

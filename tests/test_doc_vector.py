@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto, errors, protocol
+from securechat.encoding import b64decode, b64encode
+from securechat.names import format_fingerprint
 
 from .conftest import REPO_ROOT
 
@@ -44,7 +46,7 @@ def hexblock(name: str) -> bytes:
 
 
 def b64block(name: str) -> bytes:
-    return crypto.b64decode(blocks()[name].strip())
+    return b64decode(blocks()[name].strip())
 
 
 @functools.cache
@@ -82,7 +84,7 @@ def test_keys_and_fingerprints(who: str) -> None:
     assert private_key(who).public_key().public_numbers() == pub.public_numbers()
     assert crypto.fingerprint(pub) == blocks()[f"{who}-fingerprint"].strip()
     # The grouped form shown to people is in the document too.
-    assert crypto.format_fingerprint(crypto.fingerprint(pub)) in doc_text()
+    assert format_fingerprint(crypto.fingerprint(pub)) in doc_text()
 
 
 def test_header_bytes() -> None:
@@ -126,7 +128,7 @@ def test_envelope_holds_the_documented_parts() -> None:
     i = inputs()
     assert env == {
         "v": 1, "from": i["from"], "to": i["to"], "id": i["id"], "ts": i["ts"],
-        "key": blocks()["wrapped-key"].strip(), "nonce": crypto.b64encode(bytes.fromhex(i["nonce_hex"])),
+        "key": blocks()["wrapped-key"].strip(), "nonce": b64encode(bytes.fromhex(i["nonce_hex"])),
         "ct": blocks()["ct"].strip(), "sig": blocks()["signature"].strip(),
     }
     protocol.validate_envelope_shape(env)

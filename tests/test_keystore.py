@@ -9,15 +9,22 @@ from pathlib import Path
 import pytest
 
 from securechat import crypto
-from securechat.errors import BadKey, InsecurePermissions, KeyChanged, KeyStoreError, WrongPassphrase
-from securechat.events import HistoryEntry
+from securechat.errors import (
+    BadKey,
+    InsecurePermissions,
+    InvalidName,
+    KeyChanged,
+    KeyStoreError,
+    WrongPassphrase,
+)
 from securechat.keystore import (
     PRIVATE_KEY_FILE,
     STATE_FILE,
     ClientHome,
     KeyStore,
-    normalize_fingerprint,
 )
+from securechat.names import format_fingerprint
+from securechat.records import HistoryEntry
 
 BITS = 2048
 
@@ -50,7 +57,7 @@ def test_create_then_reuse_with_private_modes(tmp_path: Path) -> None:
 def test_no_identity_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(KeyStoreError, match="no identity 'bob'"):
         KeyStore.open(tmp_path, "bob", create=False)
-    with pytest.raises(KeyStoreError, match="not a valid name"):
+    with pytest.raises(InvalidName, match="not a valid name"):
         ClientHome(tmp_path).identity_dir("../etc")
 
 
@@ -116,7 +123,7 @@ def test_tofu_pin_change_trust_verify(tmp_path: Path, other_keys: list[crypto.Pr
         assert trusted is not None and (trusted.fingerprint, trusted.trust) == (new_fp, "unverified")
         assert trusted.pending_fingerprint is None
         assert not store.pins.verify("bob", old_fp)
-        assert store.pins.verify("bob", crypto.format_fingerprint(new_fp).upper())
+        assert store.pins.verify("bob", format_fingerprint(new_fp).upper())
         assert store.pins.info("bob").trust == "verified"
         assert store.pins.info("carol").fingerprint is None
 
@@ -136,10 +143,6 @@ def test_pin_rejects_bad_key(tmp_path: Path) -> None:
         with pytest.raises(BadKey):
             store.pins.pin("bob", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----")
         assert store.pins.get("bob") is None
-
-
-def test_normalize_fingerprint() -> None:
-    assert normalize_fingerprint("AB:cd ef\t01") == "abcdef01"
 
 
 def test_accepted_ids_persist(tmp_path: Path) -> None:

@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from securechat.crypto import b64decode, b64encode, public_key_pem, sign_auth
+from securechat.crypto import public_key_pem, sign_auth
+from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FATAL_CODES, encode_frame
 from securechat.server import ChatServer, ServerConfig, ack_frame
 from securechat.store import QueuedMessage, Registration, SqliteStore

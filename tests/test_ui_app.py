@@ -15,6 +15,7 @@ from prompt_toolkit.data_structures import Size
 from prompt_toolkit.input import PipeInput, create_pipe_input
 from prompt_toolkit.output import ColorDepth, DummyOutput
 
+from securechat.encoding import b64decode, b64encode
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -575,9 +576,9 @@ async def test_real_session_against_real_server(tmp_path: Path) -> None:
 
                 # A tampered envelope from bob is shown as rejected, never as text.
                 bad = crypto.seal_envelope(bob_key, identity.public_key, "bob", "alice", "tampered secret")
-                ct = bytearray(crypto.b64decode(bad["ct"]))
+                ct = bytearray(b64decode(bad["ct"]))
                 ct[0] ^= 1
-                bad["ct"] = crypto.b64encode(bytes(ct))
+                bad["ct"] = b64encode(bytes(ct))
                 await bob.send_frame({"type": "send", "to": "alice", "envelope": bad})
                 await wait_until(lambda: "rejected a message from bob" in ui.pane_text(), 10, "rejected")
                 assert "tampered secret" not in ui.pane_text()

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from securechat.names import NAME_PATTERN, is_valid_name
 from securechat.ui import commands as c
 
 FP = "0123456789abcdef" * 4
@@ -93,7 +94,7 @@ def test_parse_never_raises(line: str) -> None:
 )
 def test_msg_round_trip(name: str, text: str) -> None:
     result = c.parse(f"/msg {name} {text}")
-    valid = c.NAME_RE.match(name) is not None
+    valid = is_valid_name(name)
     if valid and text.strip():
         assert result == c.Msg(name, text.lstrip(" "))
     else:
@@ -138,14 +139,9 @@ def test_completion_replaces_the_current_word() -> None:
     assert c.completions("/wh", NAMES) == [("/whois", -3)]
 
 
-@given(st.text(), st.lists(st.from_regex(c.NAME_RE, fullmatch=True), max_size=5))
+@given(st.text(), st.lists(st.from_regex(NAME_PATTERN, fullmatch=True), max_size=5))
 def test_completions_never_raise(before: str, names: list[str]) -> None:
     for _text, start in c.completions(before, names):
         assert -len(before) <= start <= 0
 
 
-def test_normalizers() -> None:
-    assert c.normalize_name(" Bob ") == "bob"
-    assert c.normalize_name("-bob") is None
-    assert c.normalize_fingerprint(FP.upper()) == FP
-    assert c.normalize_fingerprint(FP[:-1]) is None

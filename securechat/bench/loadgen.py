@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import crypto
+from ..encoding import b64decode, b64encode
 from ..protocol import encode_body, encode_frame
 
 TEXT = ("Benchmark message: the quick brown fox jumps over the lazy dog, again and again. " * 3)[:200]
@@ -197,9 +198,9 @@ class LoadClient(asyncio.Protocol):
         )
         challenge = await self._expect("challenge", timeout)
         signature = crypto.sign_auth(
-            key, crypto.b64decode(challenge["server_id"]), name, crypto.b64decode(challenge["nonce"])
+            key, b64decode(challenge["server_id"]), name, b64decode(challenge["nonce"])
         )
-        self.transport.write(encode_frame({"type": "auth", "signature": crypto.b64encode(signature)}))
+        self.transport.write(encode_frame({"type": "auth", "signature": b64encode(signature)}))
         await self._expect("welcome", timeout)
         self.open = True
         leftover = [encode_body(f) for f in self.handshake_frames]  # queued messages or presence

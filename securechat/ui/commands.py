@@ -7,11 +7,10 @@ tab-completion candidates for the text before the cursor.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
-FINGERPRINT_HEX_LEN = 64
+from securechat.errors import UsageError
+from securechat.names import parse_fingerprint, parse_typed_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,20 +111,6 @@ ALIASES = {"m": "msg", "query": "to", "q": "quit", "exit": "quit", "w": "whois",
 NAME_FIRST = {"msg", "to", "whois", "trust", "verify", "m", "query", "w"}
 
 
-def normalize_name(raw: str) -> str | None:
-    """The protocol form of a typed name (lowercase), or None if it is not valid."""
-    name = raw.strip().lower()
-    return name if NAME_RE.match(name) else None
-
-
-def normalize_fingerprint(raw: str) -> str | None:
-    """64 lowercase hex digits from a fingerprint typed with or without separators."""
-    digits = re.sub(r"[\s:]", "", raw).lower()
-    if len(digits) == FINGERPRINT_HEX_LEN and re.fullmatch(r"[0-9a-f]+", digits):
-        return digits
-    return None
-
-
 def _usage(cmd: str) -> Hint:
     return Hint(f"usage: {COMMANDS[cmd][0]}")
 
@@ -133,10 +118,10 @@ def _usage(cmd: str) -> Hint:
 def _name_arg(cmd: str, raw: str) -> str | Hint:
     if not raw:
         return _usage(cmd)
-    name = normalize_name(raw)
-    if name is None:
-        return Hint(f"'{raw}' is not a valid name (a-z, 0-9, _ and -, at most 32 characters)")
-    return name
+    try:
+        return parse_typed_name(raw)
+    except UsageError as exc:
+        return Hint(str(exc))
 
 
 def parse(line: str) -> Command | Hint | None:
@@ -182,10 +167,10 @@ def parse(line: str) -> Command | Hint | None:
                 return name
             if not fp_text.strip():
                 return _usage(cmd)
-            fp = normalize_fingerprint(fp_text)
-            if fp is None:
-                return Hint("a fingerprint is 64 hex digits (spaces and colons are ignored)")
-            return Verify(name, fp)
+            try:
+                return Verify(name, parse_fingerprint(fp_text))
+            except UsageError as exc:
+                return Hint(str(exc))
         case "users" | "fingerprint" | "raw" | "clear" | "help" | "mouse" | "quit":
             if rest:
                 return Hint(f"{COMMANDS[cmd][0]} takes no arguments")

@@ -7,13 +7,13 @@ import time
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
+from securechat.names import short_fingerprint
 from securechat.ui.state import (
     STATUS_LABELS,
     STATUS_WINDOW,
     ChatState,
     Line,
     fingerprint_rows,
-    short_fingerprint,
 )
 from securechat.ui.style import name_class
 

@@ -13,13 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from securechat.crypto import format_fingerprint
 from securechat.events import (
     Acked,
     ConnectionChanged,
     ContactPinned,
     ErrorReported,
-    HistoryEntry,
     KeyChangedAlert,
     KeyGenerating,
     MessageReceived,
@@ -30,6 +28,8 @@ from securechat.events import (
     SessionEvent,
     UsersListed,
 )
+from securechat.names import format_fingerprint
+from securechat.records import HistoryEntry
 
 STATUS_WINDOW = ""
 # Lines kept per window: enough scrollback for a session, bounded so a chatty
@@ -59,15 +59,8 @@ class Line:
 
 
 def pretty_fingerprint(fp: str | None) -> str:
-    """Groups of four hex digits, whether ``fp`` came grouped or not."""
-    if not fp:
-        return "(none)"
-    return format_fingerprint(fp.replace(" ", "").replace(":", "").lower())
-
-
-def short_fingerprint(fp: str | None) -> str:
-    """The first eight hex digits, enough to recognise a key at a glance."""
-    return pretty_fingerprint(fp)[:9] if fp else "?"
+    """Groups of four hex digits, or "(none)"."""
+    return format_fingerprint(fp) if fp else "(none)"
 
 
 def fingerprint_rows(fp: str | None) -> list[str]:

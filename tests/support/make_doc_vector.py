@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto
+from securechat.encoding import b64encode
+from securechat.names import format_fingerprint
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "protocol.md"
@@ -171,7 +173,7 @@ def make_section() -> str:
         "",
         block("text", "alice-fingerprint", crypto.fingerprint(alice.public_key())),
         "",
-        "    " + crypto.format_fingerprint(crypto.fingerprint(alice.public_key())),
+        "    " + format_fingerprint(crypto.fingerprint(alice.public_key())),
         "",
         "bob's private key:",
         "",
@@ -185,7 +187,7 @@ def make_section() -> str:
         "",
         block("text", "bob-fingerprint", crypto.fingerprint(bob.public_key())),
         "",
-        "    " + crypto.format_fingerprint(crypto.fingerprint(bob.public_key())),
+        "    " + format_fingerprint(crypto.fingerprint(bob.public_key())),
         "",
         "**Inputs** (normally random or the clock; fixed here):",
         "",
@@ -254,7 +256,7 @@ def make_section() -> str:
         "",
         "one valid (randomized) PSS signature of them:",
         "",
-        block("base64", "auth-signature", crypto.b64encode(auth_sig)),
+        block("base64", "auth-signature", b64encode(auth_sig)),
         "",
         END,
     ]

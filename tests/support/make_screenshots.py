@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from securechat import crypto
+from securechat.encoding import b64decode, b64encode
 from tests.support.rawclient import RawClient
 from tests.support.serverproc import server_process
 from tests.support.tmux import TmuxPane, client_argv
@@ -65,9 +66,9 @@ async def _send_tampered(port: int) -> None:
         await mallory.send_frame({"type": "lookup", "name": "alice"})
         alice_key = crypto.load_public_key_pem((await mallory.recv_type("key", 10))["pubkey"])
         env = crypto.seal_envelope(key, alice_key, "mallory", "alice", "this text must never be shown")
-        ct = bytearray(crypto.b64decode(env["ct"]))
+        ct = bytearray(b64decode(env["ct"]))
         ct[-1] ^= 0x01
-        env["ct"] = crypto.b64encode(bytes(ct))
+        env["ct"] = b64encode(bytes(ct))
         await mallory.send_frame({"type": "send", "to": "alice", "envelope": env})
         await mallory.recv_type("ack", 10)
     finally:

@@ -17,7 +17,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from securechat.crypto import b64decode, b64encode, generate_private_key, public_key_pem, sign_auth
+from securechat.crypto import generate_private_key, public_key_pem, sign_auth
+from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server import ChatServer, ServerConfig
 

@@ -1,0 +1,39 @@
+"""Byte encodings of the wire: length-prefixed fields and strict base64 (docs/protocol.md section 1)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from typing import Final
+
+_U32: Final = struct.Struct(">I")
+
+
+def lp(*fields: bytes | str) -> bytes:
+    """``uint32_be(len(x)) || x`` for each field, concatenated; text is UTF-8 first."""
+    out = bytearray()
+    for field in fields:
+        data = field.encode("utf-8") if isinstance(field, str) else field
+        out += _U32.pack(len(data))
+        out += data
+    return bytes(out)
+
+
+def b64encode(data: bytes) -> str:
+    """Standard base64 with padding (RFC 4648 section 4)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(text: str) -> bytes:
+    """Strict standard base64: alphabet and padding checked; raises ``ValueError``."""
+    try:
+        raw = text.encode("ascii")
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(f"invalid base64 ({exc})") from None
+    # Non-zero pad bits ("AB==" for b"\0") decode fine; requiring the canonical
+    # spelling keeps envelopes non-malleable outside what the signature covers.
+    if base64.b64encode(data) != raw:
+        raise ValueError("non-canonical base64 (pad bits are not zero)")
+    return data

@@ -1,0 +1,34 @@
+"""Plain records the client keeps about contacts and conversations.
+
+Shared by the client's storage and its session API; they import nothing of
+either, so storage never depends on the events a user interface renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+TrustState = Literal["unverified", "verified", "changed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactInfo:
+    """What the client knows of a contact: for ``/whois``."""
+
+    name: str
+    fingerprint: str | None
+    trust: TrustState | None
+    pending_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One line of a conversation's local history (persisted, encrypted at rest)."""
+
+    peer: str
+    direction: Literal["in", "out"]
+    msg_id: str
+    ts: int
+    text: str
+    status: str = ""  # for own messages: sending / queued / delivered
