@@ -1,4 +1,4 @@
-"""Shared test configuration: hypothesis profiles and paths to outside vectors."""
+"""Shared test configuration: hypothesis profiles and the vendored vectors' folder."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# ../shared/wycheproof beside the checkout (CI lays shared/ beside its clone).
-WYCHEPROOF_DIR = Path(os.environ.get("SECURECHAT_WYCHEPROOF", REPO_ROOT.parent / "shared" / "wycheproof"))
+# Vendored with their license and source (tests/vectors/wycheproof/README.md): the repository stands alone.
+WYCHEPROOF_DIR = REPO_ROOT / "tests" / "vectors" / "wycheproof"
 
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile(

@@ -1,8 +1,8 @@
 """Project Wycheproof vectors through securechat.crypto's own primitives.
 
-The vectors are read in place from ``WYCHEPROOF_DIR`` (``../shared/wycheproof``
-beside the checkout). A missing directory or file is a FAILURE, not a skip:
-a green run must mean the vectors really ran.
+The vectors are vendored in ``tests/vectors/wycheproof/`` (source, version
+and license in its README) and read only from there. A missing file is a
+FAILURE, not a skip: a green run must mean the vectors really ran.
 
 What applies to protocol v1:
 
@@ -60,9 +60,9 @@ def load(name: str) -> dict[str, Any] | None:
 
 def missing_message(name: str) -> str:
     return (
-        f"Wycheproof vectors not found: {Path(WYCHEPROOF_DIR) / name}. The suite reads them in place "
-        "from ../shared/wycheproof beside the checkout (or $SECURECHAT_WYCHEPROOF); without them the "
-        "crypto primitives are untested, so this is a failure, not a skip."
+        f"Wycheproof vectors not found: {Path(WYCHEPROOF_DIR) / name}. They are vendored in "
+        "tests/vectors/wycheproof/; without them the crypto primitives are untested, so this is a "
+        "failure, not a skip."
     )
 
 
