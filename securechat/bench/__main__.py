@@ -74,7 +74,10 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
+SECTIONS = "throughput,latency,connections,crypto,scaling"
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m securechat.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="CI mode: tiny counts, one repetition, seconds")
     parser.add_argument(
@@ -82,88 +85,96 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--reps", type=int, default=None, help="repetitions per figure (default 3, quick 1)")
     parser.add_argument("--connections", type=int, default=None, help="idle clients to hold (default 10000)")
-    parser.add_argument(
-        "--sections",
-        default="throughput,latency,connections,crypto,scaling",
-        help="comma-separated subset of: throughput,latency,connections,crypto,scaling",
-    )
-    args = parser.parse_args(argv)
+    parser.add_argument("--sections", default=SECTIONS, help=f"comma-separated subset of: {SECTIONS}")
+    return parser.parse_args(argv)
+
+
+def _meta(
+    argv: list[str] | None, quick: bool, plan: sections.Plan, fd_limit: int, uvloop: bool, redis: str | None
+) -> dict[str, Any]:
+    return {
+        "command": " ".join(["python -m securechat.bench", *(argv if argv is not None else sys.argv[1:])]),
+        "mode": "quick" if quick else "full",
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "uvloop": uvloop,
+        "redis_server": redis or SKIPPED_REDIS_REASON,
+        "fd_limit": fd_limit,
+        "reps": plan.reps,
+        "load_workers": plan.workers,
+        "loadavg_at_start": os.getloadavg(),
+        "commit": _commit(),
+    }
+
+
+def _relay_variants(server_missing: str | None, uvloop: bool, quick: bool, redis: str | None) -> list[str]:
+    variants: list[str] = []
+    if server_missing is None:
+        variants += ["securechat-uvloop", "securechat-asyncio"] if uvloop else ["securechat-asyncio"]
+    variants.append("naive-asyncio")
+    if uvloop and not quick:
+        variants.append("naive-uvloop")
+    if redis:
+        variants.append("redis")
+    return variants
+
+
+def _start_relays(variants: list[str], help_text: str) -> dict[str, ServerProcess]:
+    with concurrent.futures.ThreadPoolExecutor(len(variants)) as executor:
+        started = executor.map(lambda v: start_server(v, help_text=help_text), variants)
+        running = dict(zip(variants, started))
+    _log(f"servers up: {', '.join(f'{v} :{s.port}' for v, s in running.items())}")
+    return running
+
+
+def _relay_sections(
+    wanted: set[str], running: dict[str, ServerProcess], pool: KeyPool, plan: sections.Plan, redis: str | None
+) -> dict[str, Any]:
+    """The sections that measure running relays (and the crypto, which needs none)."""
+    results: dict[str, Any] = {}
+    if "crypto" in wanted:
+        results["crypto"] = sections.timed(_log, "crypto", lambda: sections.client_crypto(plan, _log))
+    if "throughput" in wanted:
+        results["throughput"] = sections.timed(
+            _log, "throughput", lambda: sections.throughput(running, pool, plan, _log)
+        )
+        if not redis:
+            results["throughput"]["variants"]["redis"] = sections.SKIPPED_REDIS
+    if "latency" in wanted:
+        results["latency"] = sections.timed(_log, "latency", lambda: sections.latency(running, pool, plan, _log))
+    if "scaling" in wanted:
+        target = running.get("securechat-uvloop") or running.get("securechat-asyncio") or running["naive-asyncio"]
+        results["scaling"] = sections.timed(_log, "scaling", lambda: sections.scaling(target, pool, plan, _log))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
     wanted = set(args.sections.split(","))
     plan = sections.Plan.make(args.quick, args.connections, args.reps)
     fd_limit = raise_fd_limit(2 * plan.connections + 1024)
     started = time.perf_counter()
-
     have_uvloop = uvloop_available()
     server_missing = securechat_server_available()
     redis = redis_server_path()
-    results: dict[str, Any] = {
-        "meta": {
-            "command": " ".join(
-                ["python -m securechat.bench", *(argv if argv is not None else sys.argv[1:])]
-            ),
-            "mode": "quick" if args.quick else "full",
-            "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "uvloop": have_uvloop,
-            "redis_server": redis or SKIPPED_REDIS_REASON,
-            "fd_limit": fd_limit,
-            "reps": plan.reps,
-            "load_workers": plan.workers,
-            "loadavg_at_start": os.getloadavg(),
-            "commit": _commit(),
-        }
-    }
-
-    relay_variants: list[str] = []
-    if server_missing is None:
-        relay_variants += (
-            ["securechat-uvloop", "securechat-asyncio"] if have_uvloop else ["securechat-asyncio"]
-        )
-    relay_variants.append("naive-asyncio")
-    if have_uvloop and not args.quick:
-        relay_variants.append("naive-uvloop")
-    if redis:
-        relay_variants.append("redis")
+    results: dict[str, Any] = {"meta": _meta(argv, args.quick, plan, fd_limit, have_uvloop, redis)}
+    relay_variants = _relay_variants(server_missing, have_uvloop, args.quick, redis)
     help_text = server_help() if server_missing is None else ""
 
     running: dict[str, ServerProcess] = {}
     try:
         if wanted & {"throughput", "latency", "scaling"}:
-            with concurrent.futures.ThreadPoolExecutor(len(relay_variants)) as executor:
-                started_servers = executor.map(lambda v: start_server(v, help_text=help_text), relay_variants)
-                running.update(zip(relay_variants, started_servers))
-            _log(f"servers up: {', '.join(f'{v} :{s.port}' for v, s in running.items())}")
+            running = _start_relays(relay_variants, help_text)
         pool = KeyPool()
-        if "crypto" in wanted:
-            results["crypto"] = sections.timed(_log, "crypto", lambda: sections.client_crypto(plan, _log))
-        if "throughput" in wanted:
-            results["throughput"] = sections.timed(
-                _log, "throughput", lambda: sections.throughput(running, pool, plan, _log)
-            )
-            if not redis:
-                results["throughput"]["variants"]["redis"] = sections.SKIPPED_REDIS
-        if "latency" in wanted:
-            results["latency"] = sections.timed(
-                _log, "latency", lambda: sections.latency(running, pool, plan, _log)
-            )
-        if "scaling" in wanted:
-            target = (
-                running.get("securechat-uvloop")
-                or running.get("securechat-asyncio")
-                or running["naive-asyncio"]
-            )
-            results["scaling"] = sections.timed(
-                _log, "scaling", lambda: sections.scaling(target, pool, plan, _log)
-            )
+        results.update(_relay_sections(wanted, running, pool, plan, redis))
         for server in running.values():
             server.stop()
         running.clear()
         if "connections" in wanted:
             variants = [v for v in relay_variants if v.startswith("securechat")] or ["naive-asyncio"]
-            if args.quick:
-                variants = variants[:1]
+            variants = variants[:1] if args.quick else variants
             results["connections"] = sections.timed(
                 _log, "connections", lambda: sections.connections(variants, pool, plan, help_text, _log)
             )

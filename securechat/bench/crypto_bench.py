@@ -28,12 +28,6 @@ def _per_op_us(fn: Callable[[], object], iterations: int) -> float:
 
 def bench_key_size(bits: int, iterations: int, reps: int, keygen_reps: int) -> dict[str, Any]:
     """Seal/open and their primitives for one RSA size, plus key generation."""
-    keygen_ms: list[float] = []
-    for _ in range(keygen_reps):
-        start = time.perf_counter()
-        crypto.generate_private_key(bits)
-        keygen_ms.append((time.perf_counter() - start) * 1e3)
-
     alice = crypto.generate_private_key(bits)
     bob = crypto.generate_private_key(bits)
     alice_pub, bob_pub = alice.public_key(), bob.public_key()
@@ -76,30 +70,40 @@ def bench_key_size(bits: int, iterations: int, reps: int, keygen_reps: int) -> d
         "pss_verify": lambda: crypto.pss_verify(alice_pub, signature, signed),
         "gcm_open": lambda: crypto.gcm_open(aes_key, nonce, sealed_ct, header),
     }
-    seal_us: list[float] = []
-    raw_seal_us: list[float] = []
-    open_us: list[float] = []
-    raw_open_us: list[float] = []
-    part_us: dict[str, list[float]] = {name: [] for name in parts}
-    for _ in range(reps):
-        seal_us.append(_per_op_us(seal, iterations))
-        raw_seal_us.append(_per_op_us(raw_seal, iterations))
-        open_us.append(_per_op_us(open_, iterations))
-        raw_open_us.append(_per_op_us(raw_open, iterations))
-        for name, fn in parts.items():
-            part_us[name].append(_per_op_us(fn, iterations))
+    whole = {"seal": seal, "raw_seal": raw_seal, "open": open_, "raw_open": raw_open}
+    us = _interleaved({**whole, **parts}, iterations, reps)
     return {
         "bits": bits,
         "iterations_per_rep": iterations,
-        "seal_us": summary(seal_us, 1),
-        "raw_seal_us": summary(raw_seal_us, 1),
-        "seal_overhead": summary([a / b for a, b in zip(seal_us, raw_seal_us)], 3),
-        "open_us": summary(open_us, 1),
-        "raw_open_us": summary(raw_open_us, 1),
-        "open_overhead": summary([a / b for a, b in zip(open_us, raw_open_us)], 3),
-        "primitives_us": {name: summary(values, 1) for name, values in part_us.items()},
-        "keygen_ms": summary(keygen_ms, 1),
+        "seal_us": summary(us["seal"], 1),
+        "raw_seal_us": summary(us["raw_seal"], 1),
+        "seal_overhead": summary([a / b for a, b in zip(us["seal"], us["raw_seal"])], 3),
+        "open_us": summary(us["open"], 1),
+        "raw_open_us": summary(us["raw_open"], 1),
+        "open_overhead": summary([a / b for a, b in zip(us["open"], us["raw_open"])], 3),
+        "primitives_us": {name: summary(us[name], 1) for name in parts},
+        "keygen_ms": summary(_keygen_ms(bits, keygen_reps), 1),
     }
+
+
+def _interleaved(
+    operations: dict[str, Callable[[], object]], iterations: int, reps: int
+) -> dict[str, list[float]]:
+    """µs per call of each operation, every operation once per repetition, in turn (ratios within a rep)."""
+    us: dict[str, list[float]] = {name: [] for name in operations}
+    for _ in range(reps):
+        for name, fn in operations.items():
+            us[name].append(_per_op_us(fn, iterations))
+    return us
+
+
+def _keygen_ms(bits: int, reps: int) -> list[float]:
+    times: list[float] = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        crypto.generate_private_key(bits)
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
 
 
 def run(*, quick: bool) -> dict[str, Any]:

@@ -156,6 +156,71 @@ def _check_ready(ready: list[dict[str, Any]], expected: int, server: ServerProce
         )
 
 
+def _load_jobs(mode: str, parts: list[list[dict[str, Any]]], common: dict[str, Any]) -> list[dict[str, Any]]:
+    if mode != "redis":
+        return [{**common, "clients": part} for part in parts]
+    jobs = []
+    for part in parts:
+        pairs = [{"sender": s["name"], "receiver": s["targets"][0], "uid": s["uid"]} for s in part if s["targets"]]
+        jobs.append({**common, "pairs": pairs})
+    return jobs
+
+
+def _drive(
+    job: Job, server: ServerProcess, parts: list[list[dict[str, Any]]], timing: Timing, rate: float, senders: int
+) -> tuple[list[dict[str, Any]], float, float, float]:
+    """Start the load, measure one window; (results, server CPU s, load-gen CPU s, wall s) of the window."""
+    t_go = time.perf_counter() + 0.2
+    t_meas0 = t_go + timing.warmup
+    t_meas1 = t_meas0 + timing.duration
+    offsets = itertools.accumulate([0] + [sum(1 for s in p if s["targets"]) for p in parts])
+    for conn, offset in zip(job.conns, offsets):
+        conn.send(
+            {
+                "t_go": t_go,
+                "t_meas0": t_meas0,
+                "t_meas1": t_meas1,
+                "drain": timing.drain,
+                "rate": rate,
+                "total_senders": senders,
+                "sender_offset": offset,
+            }
+        )
+    _sleep_until(t_meas0)
+    cpu0, lg0, wall0 = server.cpu(), job.worker_cpu(), time.perf_counter()
+    _sleep_until(t_meas1)
+    cpu1, lg1, wall1 = server.cpu(), job.worker_cpu(), time.perf_counter()
+    job.gather("drained", timing.drain + 60)
+    job.send({"close": True})
+    return job.gather("result", 60), cpu1 - cpu0, lg1 - lg0, wall1 - wall0
+
+
+def _load_summary(
+    results: list[dict[str, Any]], mode: str, cpu: float, loadgen: float, wall: float, duration: float
+) -> dict[str, Any]:
+    key = "redis_received" if mode == "redis" else "delivered_in_window"
+    delivered = sum(r[key] for r in results)
+    errors: dict[str, int] = {}
+    for r in results:
+        for code, count in r["errors"].items():
+            errors[code] = errors.get(code, 0) + count
+    out: dict[str, Any] = {
+        "msgs_per_s": delivered / duration,
+        "server_cpu": cpu / wall,
+        "loadgen_cpu": loadgen / wall,
+        "server_cpu_us_per_msg": cpu / delivered * 1e6 if delivered else None,
+        "delivered": delivered,
+        "queued_acks": sum(r["queued"] for r in results),
+        "dropped_connections": sum(r["dropped"] for r in results),
+        "errors": errors,
+    }
+    if mode == "latency":
+        out["latencies_us"] = sorted(x for r in results for x in r["latencies_us"])
+        out["sent_in_window"] = sum(r["sent_in_window"] for r in results)
+        out["lost"] = sum(r["lost"] for r in results)
+    return out
+
+
 def run_load(
     server: ServerProcess,
     pool: KeyPool,
@@ -171,7 +236,6 @@ def run_load(
     """One throughput or latency measurement; returns rates, CPU shares and raw counts."""
     job_id = next(_JOB_IDS)
     specs, senders = pattern_clients(pattern, users, job_id, len(pool))
-    key_of = {s["name"]: s["key_index"] for s in specs}
     parts = _split(specs, workers, pattern)
     common = {
         "mode": mode,
@@ -179,75 +243,17 @@ def run_load(
         "port": server.port,
         "uvloop": uvloop,
         "window": _window(senders),
-        "key_of": key_of,
+        "key_of": {s["name"]: s["key_index"] for s in specs},
     }
-    if mode == "redis":
-        jobs = []
-        for part in parts:
-            pairs = [
-                {"sender": s["name"], "receiver": s["targets"][0], "uid": s["uid"]}
-                for s in part
-                if s["targets"]
-            ]
-            jobs.append({**common, "pairs": pairs})
-    else:
-        jobs = [{**common, "clients": part} for part in parts]
-    job = Job(pool, jobs)
+    job = Job(pool, _load_jobs(mode, parts, common))
     try:
         ready = job.gather("ready", 120)
-        expected = sum(len(p) for p in parts) if mode != "redis" else 2 * senders
-        _check_ready(ready, expected, server)
-        t_go = time.perf_counter() + 0.2
-        t_meas0 = t_go + timing.warmup
-        t_meas1 = t_meas0 + timing.duration
-        offsets = itertools.accumulate([0] + [sum(1 for s in p if s["targets"]) for p in parts])
-        for conn, offset in zip(job.conns, offsets):
-            conn.send(
-                {
-                    "t_go": t_go,
-                    "t_meas0": t_meas0,
-                    "t_meas1": t_meas1,
-                    "drain": timing.drain,
-                    "rate": rate,
-                    "total_senders": senders,
-                    "sender_offset": offset,
-                }
-            )
-        _sleep_until(t_meas0)
-        cpu0, lg0, wall0 = server.cpu(), job.worker_cpu(), time.perf_counter()
-        _sleep_until(t_meas1)
-        cpu1, lg1, wall1 = server.cpu(), job.worker_cpu(), time.perf_counter()
-        job.gather("drained", timing.drain + 60)
-        job.send({"close": True})
-        results = job.gather("result", 60)
+        _check_ready(ready, sum(len(p) for p in parts) if mode != "redis" else 2 * senders, server)
+        results, cpu, loadgen, wall = _drive(job, server, parts, timing, rate, senders)
     finally:
         job.join()
-    wall = wall1 - wall0
-    delivered = sum(r["delivered_in_window"] for r in results)
-    if mode == "redis":
-        delivered = sum(r["redis_received"] for r in results)
-    errors: dict[str, int] = {}
-    for r in results:
-        for code, count in r["errors"].items():
-            errors[code] = errors.get(code, 0) + count
-    out: dict[str, Any] = {
-        "msgs_per_s": delivered / timing.duration,
-        "server_cpu": (cpu1 - cpu0) / wall,
-        "loadgen_cpu": (lg1 - lg0) / wall,
-        "server_cpu_us_per_msg": (cpu1 - cpu0) / delivered * 1e6 if delivered else None,
-        "delivered": delivered,
-        "queued_acks": sum(r["queued"] for r in results),
-        "dropped_connections": sum(r["dropped"] for r in results),
-        "errors": errors,
-        "window_per_sender": common["window"],
-        "senders": senders,
-        "users": len(specs),
-    }
-    if mode == "latency":
-        latencies = sorted(x for r in results for x in r["latencies_us"])
-        out["latencies_us"] = latencies
-        out["sent_in_window"] = sum(r["sent_in_window"] for r in results)
-        out["lost"] = sum(r["lost"] for r in results)
+    out = _load_summary(results, mode, cpu, loadgen, wall, timing.duration)
+    out.update(window_per_sender=common["window"], senders=senders, users=len(specs))
     return out
 
 
@@ -288,17 +294,32 @@ def run_idle(
         t_go = time.perf_counter() + 0.1
         job.send({"t_go": t_go})
         ready = job.gather("ready", budget_s + 180)
-        t_done = max(r["t_connected"] for r in ready)
         cpu1, lg1 = server.cpu(), job.worker_cpu()
         time.sleep(0.5)  # let the server settle (buffers freed, presence fan-out done)
         rss1 = server.rss()
-        connected = sum(r["connected"] for r in ready)
-        elapsed = t_done - t_go
         server.kill()
         job.send({"close": True})
         job.gather("result", 120)
     finally:
         job.join()
+    return _idle_summary(
+        ready, users, budget_s, t_go, server_cpu=cpu1 - cpu0, loadgen_cpu=lg1 - lg0, rss=(rss0, rss1)
+    )
+
+
+def _idle_summary(
+    ready: list[dict[str, Any]],
+    users: int,
+    budget_s: float,
+    t_go: float,
+    *,
+    server_cpu: float,
+    loadgen_cpu: float,
+    rss: tuple[int, int],
+) -> dict[str, Any]:
+    connected = sum(r["connected"] for r in ready)
+    elapsed = max(r["t_connected"] for r in ready) - t_go
+    rss0, rss1 = rss
     return {
         "users": users,
         "connected": connected,
@@ -308,11 +329,11 @@ def run_idle(
         "failures": [f for r in ready for f in r["failures"]][:3],
         "accept_auth_s": elapsed,
         "auth_per_s": connected / elapsed if elapsed > 0 else None,
-        "server_cpu_s": cpu1 - cpu0,
-        "server_cpu_ms_per_auth": (cpu1 - cpu0) / connected * 1e3 if connected else None,
+        "server_cpu_s": server_cpu,
+        "server_cpu_ms_per_auth": server_cpu / connected * 1e3 if connected else None,
         # Logging in costs the client a PSS signature: the clients may be what limits the rate.
-        "loadgen_cpu_ms_per_auth": (lg1 - lg0) / connected * 1e3 if connected else None,
-        "server_cpu_share": (cpu1 - cpu0) / elapsed if elapsed > 0 else None,
+        "loadgen_cpu_ms_per_auth": loadgen_cpu / connected * 1e3 if connected else None,
+        "server_cpu_share": server_cpu / elapsed if elapsed > 0 else None,
         "rss_before_kib": rss0,
         "rss_after_kib": rss1,
         "kib_per_connection": (rss1 - rss0) / connected if connected else None,
