@@ -20,7 +20,10 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, crypto
-from .client import ClientSession, precheck_envelope
+from .client import ClientSession
+from .client.home import ClientHome, Identity, default_home
+from .client.inbox import precheck_envelope
+from .client.state import ClientStore as KeyStore
 from .errors import (
     BadKey,
     EnvelopeRejected,
@@ -29,7 +32,6 @@ from .errors import (
     UnknownSender,
 )
 from .events import KeyGenerating
-from .keystore import ClientHome, Identity, KeyStore, default_home
 from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
 
 log = logging.getLogger("securechat.client")

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto
 from securechat.client import ClientSession
+from securechat.client.state import ClientStore
 from securechat.encoding import b64encode
 from securechat.errors import KeyChanged
 from securechat.events import (
@@ -34,7 +35,6 @@ from securechat.events import (
     MessageRejected,
     Ready,
 )
-from securechat.keystore import KeyStore
 from securechat.names import format_fingerprint
 from securechat.protocol import FrameDecoder, encode_frame
 from tests.support.rawclient import identity_key
@@ -181,7 +181,7 @@ async def alice(
 ) -> AsyncIterator[Client]:
     caplog.set_level(logging.INFO)
     watch = LoopWatch()
-    store = KeyStore.open(tmp_path / "home", "alice", bits=2048)
+    store = ClientStore.open(tmp_path / "home", "alice", bits=2048)
     session = ClientSession(
         store, "127.0.0.1", hostile.port, backoff_initial=0.05, backoff_max=0.2, request_timeout=5.0
     )

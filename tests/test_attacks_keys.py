@@ -24,7 +24,7 @@ import click
 import pytest
 
 from securechat import client_cli, crypto
-from securechat.keystore import ClientHome
+from securechat.client.home import ClientHome
 from securechat.names import format_fingerprint
 from securechat.records import ContactInfo
 from tests.support.rawclient import identity_key

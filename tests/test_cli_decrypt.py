@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from securechat import crypto
-from securechat.keystore import KeyStore
+from securechat.client.state import ClientStore as KeyStore
 
 from .test_cli_json import client_command, client_env
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from securechat.keystore import ClientHome
+from securechat.client.home import ClientHome
 
 from .test_cli_json import client_command, client_env
 

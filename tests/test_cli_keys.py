@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from securechat import crypto
-from securechat.keystore import ClientHome, KeyStore
+from securechat.client.home import ClientHome
+from securechat.client.state import ClientStore as KeyStore
 from securechat.names import format_fingerprint
 from securechat.records import HistoryEntry
 

@@ -13,6 +13,7 @@ import pytest
 
 from securechat import crypto
 from securechat.client import ClientSession
+from securechat.client.state import ClientStore
 from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
 from securechat.events import (
     Acked,
@@ -27,7 +28,6 @@ from securechat.events import (
     SessionEvent,
     UsersListed,
 )
-from securechat.keystore import KeyStore
 from securechat.names import format_fingerprint
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server import ChatServer, ServerConfig
@@ -99,7 +99,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
     made: list[Client] = []
 
     def make(name: str, port: int, home: Path | None = None, **options: Any) -> Client:
-        store = KeyStore.open(home or tmp_path / "homes", name, bits=BITS)
+        store = ClientStore.open(home or tmp_path / "homes", name, bits=BITS)
         options = {"backoff_initial": 0.05, "backoff_max": 0.3, "request_timeout": 5.0, **options}
         client = Client(ClientSession(store, "127.0.0.1", port, **options), Recorder())
         client.session.add_listener(client.rec)
@@ -166,7 +166,7 @@ async def test_replay_confirmed_not_shown_twice(
     server: ChatServer, make_client: Callable[..., Client]
 ) -> None:
     bob = await online(make_client("bob", server.port))
-    alice_store = KeyStore.open(bob.session.store.directory.parent, "alice", bits=BITS)
+    alice_store = ClientStore.open(bob.session.store.directory.parent, "alice", bits=BITS)
     alice_key = alice_store.require_identity().private_key
     alice_store.close()
     raw = await RawClient.connect(server.port)

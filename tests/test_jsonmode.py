@@ -12,9 +12,9 @@ import pytest
 
 from securechat import crypto
 from securechat.client import ClientSession
+from securechat.client.state import ClientStore as KeyStore
 from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
 from securechat.jsonmode import BadCommand, failure_code, parse_command, run_json_mode
-from securechat.keystore import KeyStore
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -551,7 +551,7 @@ def test_no_color_is_monochrome(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_real_session_against_real_server(tmp_path: Path) -> None:
     from securechat import crypto
     from securechat.client import ClientSession
-    from securechat.keystore import ClientHome
+    from securechat.client.home import ClientHome
     from tests.support.rawclient import clients, identity_key, running_server
 
     async with running_server(tmp_path / "server.db") as server:

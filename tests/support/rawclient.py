@@ -1,7 +1,8 @@
 """A raw protocol v1 client for tests, and a helper that runs a real ChatServer.
 
-``RawClient`` speaks frames directly (no client library), so tests can send
-anything, including bytes that are not frames at all.
+``RawClient`` speaks frames directly, so tests can send anything, including
+bytes that are not frames at all; only its handshake (``hello``, ``login``) is
+the client library's own :class:`~securechat.client.connection.ClientConnection`.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from securechat.crypto import generate_private_key, public_key_pem, sign_auth
-from securechat.encoding import b64decode, b64encode
-from securechat.protocol import FrameDecoder, encode_frame
+from securechat.client.connection import ClientConnection, Phase
+from securechat.crypto import generate_private_key
+from securechat.protocol import HEADER_SIZE, FrameDecoder, decode_body, encode_frame
 from securechat.server import ChatServer, ServerConfig
 
 DEFAULT_TIMEOUT = 5.0
@@ -41,6 +42,7 @@ class RawClient:
         self.frames: list[dict[str, Any]] = []
         self.name: str | None = None
         self.server_id: bytes | None = None
+        self.handshake: ClientConnection | None = None  # the client library's side of the handshake
 
     @classmethod
     async def connect(cls, port: int, host: str = "127.0.0.1") -> RawClient:
@@ -106,20 +108,36 @@ class RawClient:
                 raise AssertionError(f"unexpected frame {frame}")
 
     async def hello(self, name: str, key: rsa.RSAPrivateKey, **extra: Any) -> dict[str, Any]:
-        await self.send_frame({"type": "hello", "version": 1, "name": name, "pubkey": public_key_pem(key.public_key()), **extra})
+        """Start the real handshake (``ClientConnection``'s ``hello``); returns the server's next frame.
+
+        ``extra`` fields go into the ``hello`` on top of the real ones. A test that
+        answers the challenge itself (a bad signature, another server's id...) stops here.
+        """
+        self.handshake = ClientConnection(name, key)
+        hello = self.handshake.data_to_send()
+        if extra:
+            hello = encode_frame({**decode_body(hello[HEADER_SIZE:]), **extra})
+        await self.send_raw(hello)
         return await self.recv()
 
     async def login(self, name: str, key: rsa.RSAPrivateKey | None = None) -> dict[str, Any]:
-        """hello / challenge / auth / welcome; returns the welcome frame."""
-        key = key or identity_key(name)
-        challenge = await self.hello(name, key)
+        """hello / challenge / auth / welcome, as ``ClientConnection`` does it; returns the welcome frame.
+
+        The frames are read here (raw, as any test sees them) and handed to the
+        connection object, which answers the challenge; afterwards this client
+        sends whatever a test asks for.
+        """
+        challenge = await self.hello(name, key or identity_key(name))
         assert challenge["type"] == "challenge", challenge
-        server_id = b64decode(challenge["server_id"])
-        nonce = b64decode(challenge["nonce"])
-        self.server_id = server_id
-        await self.send_frame({"type": "auth", "signature": b64encode(sign_auth(key, server_id, name, nonce))})
+        assert self.handshake is not None
+        events = self.handshake.receive_frame(challenge)
+        assert not events, events  # a challenge we cannot answer
+        self.server_id = self.handshake.server_id
+        await self.send_raw(self.handshake.data_to_send())
         welcome = await self.recv()
         assert welcome["type"] == "welcome", welcome
+        events = self.handshake.receive_frame(welcome)
+        assert self.handshake.phase is Phase.OPEN, events
         self.name = name
         return welcome
 

@@ -1,0 +1,20 @@
+"""The client library: a session with no user interface, its policies and its storage.
+
+Modules, from the wire up:
+
+- ``connection``: :class:`ClientConnection`, the client's side of the protocol, sans I/O
+- ``link``: one TCP connection driving a ``ClientConnection``
+- ``session``: :class:`ClientSession`, the asyncio shell (connect, reconnect, ping);
+  ``requests``: answers matched to requests by ``rid``
+- ``inbox`` / ``outbox``: what happens to incoming and outgoing messages; ``parts``: what
+  the session shares with them
+- ``contacts``: trust on first use over the pinned keys
+- ``home``: identity files and their permissions; ``state`` / ``history``: the state database
+"""
+
+from __future__ import annotations
+
+from .connection import ClientConnection
+from .session import ClientSession, finish_session
+
+__all__ = ["ClientConnection", "ClientSession", "finish_session"]

@@ -1,0 +1,134 @@
+"""Conversation history at rest: each row's content sealed with AES-256-GCM.
+
+The history key is random, created on first use and stored in the state database
+OAEP-wrapped with the identity key: history is exactly as protected as the private
+key itself. The peer, direction and id stay in clear (to find rows) and are bound to
+the sealed content as associated data, so rows cannot be swapped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from .. import crypto
+from ..clock import now_ms
+from ..encoding import lp
+from ..envelope import GCM_NONCE_SIZE
+from ..errors import DecryptFailed, KeyStoreError, UnwrapFailed
+from ..records import HistoryEntry
+
+if TYPE_CHECKING:  # the store owns its History; only the type goes this way
+    from .state import ClientStore
+
+HISTORY_LABEL: Final = b"securechat-history-v1"
+HISTORY_KEY_META: Final = "history_key"
+
+
+class History:
+    """Per-conversation history in the state database."""
+
+    def __init__(self, store: ClientStore) -> None:
+        self._store = store
+        self._key: bytes | None = None
+
+    def _history_key(self) -> bytes:
+        """The AES key sealing history rows; created on first use, stored OAEP-wrapped."""
+        if self._key is not None:
+            return self._key
+        identity = self._store.require_identity()
+        rows = self._store.query("SELECT v FROM meta WHERE k = ?", (HISTORY_KEY_META,))
+        if rows:
+            try:
+                key = crypto.oaep_unwrap(identity.private_key, bytes(rows[0][0]))
+            except UnwrapFailed:
+                raise KeyStoreError("the history key does not unwrap with this identity key") from None
+        else:
+            key = os.urandom(crypto.AES_KEY_SIZE)
+            with self._store.transaction() as db:
+                db.execute(
+                    "INSERT INTO meta (k, v) VALUES (?, ?)",
+                    (HISTORY_KEY_META, crypto.oaep_wrap(identity.public_key, key)),
+                )
+        self._key = key
+        return key
+
+    @staticmethod
+    def _aad(peer: str, direction: str, msg_id: str) -> bytes:
+        return lp(HISTORY_LABEL, peer, direction, msg_id)
+
+    def _seal(self, entry: HistoryEntry) -> tuple[bytes, bytes]:
+        nonce = os.urandom(GCM_NONCE_SIZE)
+        body = json.dumps({"ts": entry.ts, "text": entry.text, "status": entry.status}).encode("utf-8")
+        sealed = crypto.gcm_seal(
+            self._history_key(), nonce, body, self._aad(entry.peer, entry.direction, entry.msg_id)
+        )
+        return nonce, sealed
+
+    def add(self, entry: HistoryEntry, *, accepted: bool = False) -> None:
+        """Store ``entry``; with ``accepted``, also record its ``(peer, id)`` as accepted.
+
+        Both in one transaction: a crash between two commits would keep the id as
+        accepted (so every redelivery is confirmed and dropped) with no history
+        row and nothing shown, losing the message.
+        """
+        nonce, sealed = self._seal(entry)
+        with self._store.transaction() as db:
+            if accepted:
+                db.execute(
+                    "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",
+                    (entry.peer, entry.msg_id, now_ms()),
+                )
+            db.execute(
+                "INSERT OR IGNORE INTO history (peer, direction, msg_id, nonce, sealed) VALUES (?, ?, ?, ?, ?)",
+                (entry.peer, entry.direction, entry.msg_id, nonce, sealed),
+            )
+
+    def get(self, peer: str, direction: Literal["in", "out"], msg_id: str) -> HistoryEntry | None:
+        rows = self._store.query(
+            "SELECT peer, direction, msg_id, nonce, sealed FROM history "
+            "WHERE peer = ? AND direction = ? AND msg_id = ?",
+            (peer, direction, msg_id),
+        )
+        return self._open(rows[0]) if rows else None
+
+    def set_status(self, peer: str, msg_id: str, status: str) -> bool:
+        """Update an own message's status; False if there is no such message."""
+        current = self.get(peer, "out", msg_id)
+        if current is None:
+            return False
+        if current.status == status:
+            return True
+        updated = HistoryEntry(current.peer, "out", msg_id, current.ts, current.text, status)
+        nonce, sealed = self._seal(updated)
+        with self._store.transaction() as db:
+            db.execute(
+                "UPDATE history SET nonce = ?, sealed = ? WHERE peer = ? AND direction = 'out' AND msg_id = ?",
+                (nonce, sealed, peer, msg_id),
+            )
+        return True
+
+    def recent(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
+        rows = self._store.query(
+            "SELECT peer, direction, msg_id, nonce, sealed FROM history WHERE peer = ? ORDER BY seq DESC LIMIT ?",
+            (peer, max(0, limit)),
+        )
+        return [self._open(row) for row in reversed(rows)]
+
+    def peers(self) -> list[str]:
+        return [row[0] for row in self._store.query("SELECT DISTINCT peer FROM history ORDER BY peer")]
+
+    def _open(self, row: tuple[Any, ...]) -> HistoryEntry:
+        peer, direction, msg_id, nonce, sealed = row
+        try:
+            body = json.loads(
+                crypto.gcm_open(
+                    self._history_key(), bytes(nonce), bytes(sealed), self._aad(peer, direction, msg_id)
+                )
+            )
+        except DecryptFailed:
+            raise KeyStoreError(f"a history entry with '{peer}' is corrupt or was tampered with") from None
+        return HistoryEntry(
+            peer, direction, msg_id, int(body["ts"]), str(body["text"]), str(body.get("status", ""))
+        )

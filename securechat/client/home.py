@@ -1,0 +1,260 @@
+"""The client's home directory: one directory per own name, its key files, and their permissions.
+
+Layout::
+
+    HOME/                       0700 when we create it
+      NAME/                     0700, refused if group/others can access it
+        identity.pem            0600, PKCS#8 PEM private key (passphrase-encrypted if one was given)
+        identity.pub.pem        0600, the public key, so ``fingerprint`` needs no passphrase
+        state.sqlite3           0600, the state database (:mod:`securechat.client.state`)
+
+Like ssh, a key file or directory that group or others can access is refused
+(:class:`~securechat.errors.InsecurePermissions`) before anything is read from it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .. import crypto
+from ..errors import BadKey, InsecurePermissions, KeyStoreError, WrongPassphrase
+from ..names import parse_typed_name
+from .state import ClientStore
+
+PRIVATE_KEY_FILE: Final = "identity.pem"
+PUBLIC_KEY_FILE: Final = "identity.pub.pem"
+STATE_FILE: Final = "state.sqlite3"
+DIR_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
+
+
+def default_home() -> Path:
+    """``$SECURECHAT_HOME``, else the platform's per-user application directory."""
+    env = os.environ.get("SECURECHAT_HOME")
+    if env:
+        return Path(env).expanduser()
+    import click  # only for get_app_dir; the library otherwise has no CLI dependency
+
+    return Path(click.get_app_dir("securechat"))
+
+
+# --- private files ------------------------------------------------------------------------
+
+
+def check_private_path(path: Path, wanted: int) -> None:
+    """Refuse, like ssh, a key file or directory that group or others can access."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise KeyStoreError(f"'{path}' does not exist") from None
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read '{path}': {exc.strerror}") from None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise InsecurePermissions(str(path), mode, wanted)
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise KeyStoreError(f"'{path}' is not owned by the current user")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically (tmp + fsync + rename) with mode 0600."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # the umask may have removed bits; never added any
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _private_state_file(directory: Path) -> Path:
+    """The state database's path, created empty with mode 0600 if missing, then checked."""
+    path = directory / STATE_FILE
+    try:
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise KeyStoreError(f"cannot create '{path}': {exc.strerror}") from None
+    check_private_path(path, FILE_MODE)
+    return path
+
+
+# --- identities ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An own name with its private key."""
+
+    name: str
+    private_key: rsa.RSAPrivateKey
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        return self.private_key.public_key()
+
+    @property
+    def public_pem(self) -> str:
+        return crypto.public_key_pem(self.public_key)
+
+    @property
+    def fingerprint(self) -> str:
+        return crypto.fingerprint(self.public_key)
+
+
+class ClientHome:
+    """The home directory holding one identity directory per own name."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_home()
+
+    def identity_dir(self, name: str) -> Path:
+        return self.root / parse_typed_name(name)
+
+    def has_identity(self, name: str) -> bool:
+        return (self.identity_dir(name) / PRIVATE_KEY_FILE).exists()
+
+    def key_is_encrypted(self, name: str) -> bool:
+        """True if the stored private key needs a passphrase."""
+        path = self.identity_dir(name) / PRIVATE_KEY_FILE
+        try:
+            head = path.read_bytes()[:64]
+        except OSError as exc:
+            raise KeyStoreError(f"cannot read '{path}': {exc.strerror}") from None
+        return b"ENCRYPTED" in head
+
+    def create_identity(
+        self, name: str, passphrase: str | None = None, *, bits: int = crypto.DEFAULT_KEY_BITS
+    ) -> Identity:
+        """Generate and store a new key for ``name``; refuses to overwrite an existing one."""
+        directory = self.identity_dir(name)
+        if (directory / PRIVATE_KEY_FILE).exists():
+            raise KeyStoreError(f"an identity for '{directory.name}' already exists in '{directory}'")
+        try:
+            if not self.root.exists():
+                self.root.mkdir(mode=DIR_MODE, parents=True)
+            if not directory.exists():
+                directory.mkdir(mode=DIR_MODE)
+                os.chmod(directory, DIR_MODE)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot create '{directory}': {exc.strerror}") from None
+        check_private_path(directory, DIR_MODE)
+        key = crypto.generate_private_key(bits)
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(passphrase.encode("utf-8"))
+            if passphrase
+            else serialization.NoEncryption()
+        )
+        private_pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        identity = Identity(directory.name, key)
+        try:
+            write_private_file(directory / PUBLIC_KEY_FILE, identity.public_pem.encode("ascii"))
+            write_private_file(directory / PRIVATE_KEY_FILE, private_pem)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot write the key in '{directory}': {exc.strerror}") from None
+        return identity
+
+    def check_identity(self, name: str) -> Path:
+        """The identity directory of ``name``, after checking it exists and is private."""
+        directory = self.identity_dir(name)
+        if not (directory / PRIVATE_KEY_FILE).exists():
+            raise KeyStoreError(
+                f"no identity '{directory.name}' in '{self.root}' "
+                f"(run 'securechat-client --name {directory.name}' once to create it)"
+            )
+        check_private_path(directory, DIR_MODE)
+        check_private_path(directory / PRIVATE_KEY_FILE, FILE_MODE)
+        return directory
+
+    def load_identity(self, name: str, passphrase: str | None = None) -> Identity:
+        """Load the private key of ``name``; checks permissions and the passphrase."""
+        directory = self.check_identity(name)
+        data = (directory / PRIVATE_KEY_FILE).read_bytes()
+        encrypted = b"ENCRYPTED" in data[:64]
+        if encrypted and not passphrase:
+            raise KeyStoreError(
+                f"the key of '{directory.name}' is protected by a passphrase; "
+                "give it (or set SECURECHAT_PASSPHRASE)"
+            )
+        password = passphrase.encode("utf-8") if encrypted and passphrase else None
+        try:
+            key = serialization.load_pem_private_key(data, password=password)
+        except ValueError:
+            if encrypted:
+                raise WrongPassphrase() from None
+            raise KeyStoreError(f"'{directory / PRIVATE_KEY_FILE}' is not a readable private key") from None
+        except TypeError as exc:
+            raise KeyStoreError(f"cannot load '{directory / PRIVATE_KEY_FILE}': {exc}") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise KeyStoreError(f"'{directory / PRIVATE_KEY_FILE}' is not an RSA key")
+        try:
+            crypto.check_public_key(key.public_key())
+        except BadKey as exc:
+            raise KeyStoreError(f"'{directory / PRIVATE_KEY_FILE}': {exc}") from None
+        return Identity(directory.name, key)
+
+    def load_public_key(self, name: str) -> rsa.RSAPublicKey:
+        """The public half of ``name``'s identity (no passphrase needed)."""
+        directory = self.check_identity(name)
+        try:
+            return crypto.load_public_key_pem((directory / PUBLIC_KEY_FILE).read_text("ascii"))
+        except (OSError, UnicodeDecodeError, BadKey) as exc:
+            raise KeyStoreError(f"cannot read the public key of '{directory.name}': {exc}") from None
+
+    def open_store(self, name: str, identity: Identity | None = None) -> ClientStore:
+        """Open the per-identity state (pins, accepted ids, outbox, history).
+
+        Without ``identity`` only the public key is loaded: enough for pins (``verify``),
+        not for history, which is sealed with a key wrapped by the private key.
+        """
+        directory = self.check_identity(name)
+        public_key = identity.public_key if identity is not None else self.load_public_key(name)
+        return ClientStore(_private_state_file(directory), public_key, identity)
+
+    def open_or_create(
+        self,
+        name: str,
+        passphrase: str | None = None,
+        *,
+        create: bool = True,
+        bits: int = crypto.DEFAULT_KEY_BITS,
+    ) -> ClientStore:
+        """Load (or, with ``create``, generate on first use) ``name``'s identity and open its state."""
+        if create and not self.has_identity(name):
+            identity = self.create_identity(name, passphrase, bits=bits)
+        else:
+            identity = self.load_identity(name, passphrase)
+        return self.open_store(name, identity)

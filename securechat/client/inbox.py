@@ -1,0 +1,189 @@
+"""The incoming policy: what the client does with a ``message`` frame (docs/protocol.md section 7).
+
+In order, for one message at a time:
+
+1. a ``(from, id)`` already accepted is a replay or a redelivery: confirm it with
+   ``received`` again, show nothing, spend no RSA operation on it;
+2. checks 0-3, which need no key (:func:`precheck_envelope`);
+3. the sender's pinned key; on first contact it is looked up and pinned
+   (:class:`~securechat.client.contacts.Contacts`); a pending key change rejects;
+4. :func:`securechat.crypto.open_parsed` (checks 5-8); a bad signature from a pinned
+   contact asks the server once more, and a different key there means ``key_changed``;
+5. accepted: the ``(from, id)`` and the history row in one transaction, then
+   :class:`~securechat.events.MessageReceived`, then ``received``.
+
+A rejected envelope is confirmed with ``received`` too (and shown as
+:class:`~securechat.events.MessageRejected`): a server must not redeliver an
+envelope we will never accept, for ever. Messages wait for the inbox in an
+:class:`IncomingQueue` bounded in count and bytes; one that does not fit is not
+confirmed, so the server redelivers it after the next reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Final
+
+from .. import crypto
+from ..envelope import ParsedEnvelope, check_addressing, parse_envelope
+from ..errors import (
+    BadSignature,
+    EnvelopeRejected,
+    SecurechatError,
+    SenderKeyChanged,
+    ServerErrorReply,
+    SessionClosed,
+    UnknownSender,
+)
+from ..events import ErrorReported, MessageReceived, MessageRejected
+from ..records import HistoryEntry
+from .connection import MessageFrame
+from .link import Link
+from .parts import SessionParts
+from .state import Pin
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_INCOMING: Final = 1000
+# Envelope bytes waiting for the inbox: a server flooding 1 MiB envelopes while the
+# inbox waits on a lookup would otherwise hold up to MAX_PENDING_INCOMING MiB.
+MAX_PENDING_INCOMING_BYTES: Final = 16 * 2**20
+
+
+
+def precheck_envelope(envelope: object, recipient: str, frame_sender: str | None = None) -> ParsedEnvelope:
+    """Checks 0 to 3 of docs/protocol.md section 7, which need no sender key.
+
+    Raises the same :class:`~securechat.errors.EnvelopeRejected` subclasses as
+    :func:`securechat.crypto.open_envelope`, so a key is fetched only for an
+    envelope that could be accepted.
+    """
+    parsed = parse_envelope(envelope)
+    check_addressing(parsed, recipient, frame_sender)
+    return parsed
+
+
+def _envelope_size(envelope: dict[str, Any]) -> int:
+    """About the memory a waiting message holds: its envelope's string fields."""
+    return sum(len(value) for value in envelope.values() if isinstance(value, str))
+
+
+class IncomingQueue:
+    """Messages of one connection waiting for the inbox, bounded in count and in bytes."""
+
+    def __init__(
+        self, max_count: int = MAX_PENDING_INCOMING, max_bytes: int = MAX_PENDING_INCOMING_BYTES
+    ) -> None:
+        self._queue: asyncio.Queue[MessageFrame] = asyncio.Queue(max_count)
+        self._max_count = max_count
+        self._max_bytes = max_bytes
+        self.bytes = 0
+
+    def offer(self, message: MessageFrame) -> bool:
+        """Queue ``message``; False (and not confirmed, so redelivered later) if it does not fit."""
+        size = _envelope_size(message.envelope)
+        if self.bytes + size > self._max_bytes and not self._queue.empty():
+            log.warning("dropping an incoming message: %d bytes are waiting", self.bytes)
+            return False
+        try:
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            log.warning("dropping an incoming message: %d are waiting", self._max_count)
+            return False
+        self.bytes += size
+        return True
+
+    async def get(self) -> MessageFrame:
+        message = await self._queue.get()
+        self.bytes -= _envelope_size(message.envelope)
+        return message
+
+
+class Inbox:
+    """Opens, checks, stores and confirms incoming messages, one at a time and in order."""
+
+    def __init__(self, parts: SessionParts) -> None:
+        self._store = parts.store
+        self._identity = parts.identity
+        self._contacts = parts.contacts
+        self._emit = parts.emit
+        self._lookup = parts.lookup
+
+    async def serve(self, link: Link, queue: IncomingQueue) -> None:
+        """Handle ``queue`` until cancelled with the connection.
+
+        A task of its own, not the read loop: opening may need a lookup round
+        trip, which the read loop answers.
+        """
+        while True:
+            message = await queue.get()
+            try:
+                await self._on_message(link, message)
+            except SessionClosed:
+                continue  # unconfirmed: the server redelivers it after a reconnect
+            except Exception:
+                log.exception("failed to handle an incoming message")
+                self._emit(ErrorReported("internal", "could not handle an incoming message"))
+
+    async def _on_message(self, link: Link, message: MessageFrame) -> None:
+        sender, envelope, msg_id = message.sender, message.envelope, message.msg_id
+        received = {"type": "received", "id": msg_id, "from": sender}
+        if (sender, msg_id) in self._store.accepted:
+            link.send(received)  # a replay or a redelivery (our earlier `received` was lost)
+            return
+        payload = crypto.encode_payload(envelope)
+        try:
+            opened = await self._open(sender, envelope)
+        except EnvelopeRejected as exc:
+            self._emit(MessageRejected(sender, msg_id, exc.reason, exc.detail, payload))
+            link.send(received)
+            return
+        # One transaction: accepted without its history row would lose the message on a crash.
+        self._store.history.add(HistoryEntry(sender, "in", msg_id, opened.ts, opened.text), accepted=True)
+        self._emit(MessageReceived(sender, msg_id, opened.ts, opened.text, payload, message.server_ts))
+        link.send(received)
+
+    async def _open(self, sender: str, envelope: dict[str, Any]) -> crypto.OpenedMessage:
+        """The checks of docs/protocol.md section 7 in order, fetching the key at check 4."""
+        parsed = precheck_envelope(envelope, self._identity.name, sender)  # checks 0-3 need no key
+        pin = self._contacts.pinned(sender)
+        first_contact = pin is None
+        if pin is None:
+            pin = await self._first_contact(sender)
+        if pin.trust == "changed":
+            self._contacts.alert(pin)
+            raise SenderKeyChanged(f"the key of '{sender}' changed; trust or verify the new key first")
+        try:
+            return crypto.open_parsed(self._identity.private_key, pin.public_key(), parsed)
+        except BadSignature:
+            # Maybe they have a new key: ask the server and say so rather than "bad signature".
+            if not first_contact and await self._changed_on_server(sender):
+                raise SenderKeyChanged(
+                    f"the message is not signed by the pinned key of '{sender}', and the server now "
+                    "presents a different key"
+                ) from None
+            raise
+
+    async def _first_contact(self, sender: str) -> Pin:
+        try:
+            await self._lookup(sender)
+        except SessionClosed:
+            raise
+        except ServerErrorReply as exc:
+            raise UnknownSender(f"the server has no key for '{sender}' ({exc.code})") from None
+        except SecurechatError as exc:
+            raise UnknownSender(f"the server gave no usable key for '{sender}' ({exc})") from None
+        pin = self._contacts.pinned(sender)
+        if pin is None:
+            raise UnknownSender(f"no key for '{sender}'")
+        return pin
+
+    async def _changed_on_server(self, name: str) -> bool:
+        try:
+            info = await self._lookup(name)
+        except SessionClosed:
+            raise
+        except SecurechatError:
+            return False
+        return info.trust == "changed"

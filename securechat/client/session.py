@@ -1,0 +1,398 @@
+"""The client session: one authenticated connection to a server, kept alive.
+
+:class:`ClientSession` implements :class:`securechat.events.SessionAPI` as a thin
+asyncio shell around the sans-I/O :class:`~securechat.client.connection.ClientConnection`:
+it connects, reconnects with capped exponential backoff and jitter, pings, matches
+answers to requests by ``rid`` (:mod:`~securechat.client.requests`), and hands
+messages to the incoming policy (:mod:`~securechat.client.inbox`) and sends to the
+outgoing one (:mod:`~securechat.client.outbox`). Front ends hear what happened
+through the immutable events of :mod:`securechat.events`; nothing here imports a UI.
+
+Connection life cycle::
+
+    connecting -> (hello, challenge, auth, welcome) -> online
+    online --(EOF, framing error, silence, fatal error)--> reconnecting (backoff) -> connecting
+    a fatal error that retrying cannot fix (PERMANENT_CODES: name_taken, auth_failed, replaced, ...)
+        -> offline, and run() raises ServerErrorReply
+    close() -> offline, run() returns
+
+A bad frame from the server is reported as :class:`~securechat.events.ErrorReported`
+and skipped; a framing error drops the connection (and we reconnect). Nothing a
+server sends can make the session raise. Silence: if no byte arrives for
+``silence_timeout`` seconds (default ``2 * ping_interval + 5``) the connection is
+considered dead and replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import Final
+
+from ..errors import BadRequest, SecurechatError, ServerErrorReply, SessionClosed
+from ..events import (
+    ConnectionChanged,
+    ErrorReported,
+    EventListener,
+    PresenceChanged,
+    Ready,
+    SessionEvent,
+    UserEntry,
+    UsersListed,
+)
+from ..names import parse_typed_name
+from ..protocol import DEFAULT_MAX_FRAME
+from ..records import ContactInfo, HistoryEntry
+from . import connection as wire
+from .contacts import Contacts
+from .inbox import Inbox, IncomingQueue
+from .link import Link, LinkDropped, raise_if_dropped
+from .outbox import Outbox
+from .parts import SessionParts
+from .requests import PendingRequests
+from .state import ClientStore
+
+log = logging.getLogger(__name__)
+
+# Fatal codes that a reconnect cannot cure: stop and tell the user.
+PERMANENT_CODES: Final = frozenset(
+    {"name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced"}
+)
+
+
+class ClientSession:
+    """One user's session with a server; see the module docstring for its life cycle."""
+
+    def __init__(
+        self,
+        store: ClientStore,
+        host: str = "127.0.0.1",
+        port: int = 5000,
+        *,
+        ping_interval: float = 30.0,
+        request_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        silence_timeout: float | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._identity = store.require_identity()
+        self.host = host
+        self.port = port
+        self.ping_interval = ping_interval
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.max_frame = max_frame
+        # No byte at all for this long (pongs included): the connection is dead.
+        self.silence_timeout = silence_timeout if silence_timeout is not None else ping_interval * 2 + 5
+        self._rng = rng if rng is not None else random.Random()
+        self._listeners: list[EventListener] = []
+        self._contacts = Contacts(store, self._emit)
+        parts = SessionParts(store, self._identity, self._contacts, self._emit, self.lookup)
+        self._inbox = Inbox(parts)
+        self._outbox = Outbox(parts, max_frame=max_frame, retry_max=backoff_max, rng=self._rng)
+        self._conn: Link | None = None  # set once welcomed
+        self._socket: Link | None = None  # set from connect to close
+        self._online = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._closing = False
+        self._running = False
+        self._done = asyncio.Event()
+        self._requests = PendingRequests()
+        self._last_drop = ""
+
+    # --- SessionAPI: identity and listeners ------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._identity.name
+
+    @property
+    def fingerprint(self) -> str:
+        return self._identity.fingerprint
+
+    @property
+    def store(self) -> ClientStore:
+        return self._store
+
+    @property
+    def online(self) -> bool:
+        return self._online.is_set()
+
+    def add_listener(self, listener: EventListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: EventListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _emit(self, event: SessionEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a broken UI callback must not kill the session
+                log.exception("event listener failed on %r", event)
+
+    # --- SessionAPI: run / close --------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, authenticate and serve until :meth:`close`; reconnects with backoff.
+
+        Raises :class:`ServerErrorReply` when the server refuses us in a way a
+        reconnect cannot fix (``name_taken``, ``auth_failed``, ``replaced``, ...).
+        """
+        if self._running:
+            raise RuntimeError("ClientSession.run() is already running")
+        self._running = True
+        self._done.clear()
+        attempt = 0
+        try:
+            while not self._closing:
+                self._emit(ConnectionChanged("connecting"))
+                try:
+                    welcomed = await self._connect_and_serve()
+                except ServerErrorReply as exc:  # PERMANENT_CODES
+                    self._emit(ConnectionChanged("offline", detail=str(exc)))
+                    raise
+                if self._closing:
+                    break
+                if welcomed:
+                    attempt = 0
+                delay = self._backoff(attempt)
+                attempt += 1
+                self._emit(ConnectionChanged("reconnecting", retry_in=delay, detail=self._last_drop))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+            self._emit(ConnectionChanged("offline"))
+        finally:
+            self._running = False
+            self._done.set()
+
+    def _backoff(self, attempt: int) -> float:
+        """Capped exponential backoff with jitter (half to full of the step)."""
+        step: float = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt, 30))
+        return step * self._rng.uniform(0.5, 1.0)
+
+    async def close(self) -> None:
+        """Stop reconnecting and close the connection (pending sends stay in the outbox)."""
+        self._closing = True
+        self._stop.set()
+        if self._socket is not None:
+            self._socket.close()
+        self._outbox.cancel_retries()
+        if self._running:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._done.wait(), 5.0)
+
+    async def wait_online(self, timeout: float | None = None) -> bool:
+        """Wait until authenticated; False on timeout."""
+        try:
+            await asyncio.wait_for(self._online.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every outbox entry is acknowledged; False on timeout."""
+        return await self._outbox.wait_idle(timeout)
+
+    # --- one connection -----------------------------------------------------------------
+
+    async def _connect_and_serve(self) -> bool:
+        """Run one connection to its end; True if it got as far as ``welcome``."""
+        connection = wire.ClientConnection(self.name, self._identity.private_key, max_frame=self.max_frame)
+        try:
+            link = await Link.open(self.host, self.port, self.connect_timeout, connection)
+        except (OSError, TimeoutError) as exc:
+            self._last_drop = f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
+            return False
+        self._socket = link
+        try:
+            welcomed = await self._serve(link)
+        finally:
+            self._online.clear()
+            self._conn = None
+            self._socket = None
+            self._outbox.detach()
+            self._requests.connection_lost()
+            await link.wait_closed()
+        if connection.fatal is not None and connection.fatal.code in PERMANENT_CODES:
+            raise connection.fatal
+        return welcomed
+
+    async def _serve(self, link: Link) -> bool:
+        """Handshake, then read until the connection drops; True if welcomed."""
+        welcomed = False
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            if self._closing:
+                return False
+            link.flush()  # the hello
+            incoming = IncomingQueue()
+            welcome, events = await asyncio.wait_for(self._handshake(link, incoming), self.request_timeout)
+            welcomed = True
+            self._conn = link
+            self._online.set()
+            self._emit(Ready(self.name, self.fingerprint, welcome.new))
+            self._emit(ConnectionChanged("online"))
+            tasks.append(asyncio.create_task(self._inbox.serve(link, incoming)))
+            tasks.append(asyncio.create_task(self._pinger(link)))
+            self._outbox.attach(link)
+            await self._read_loop(link, incoming, events)
+        except TimeoutError:
+            self._last_drop = "the server did not finish the handshake in time"
+        except LinkDropped as exc:
+            self._last_drop = str(exc)
+        except (ConnectionError, OSError) as exc:
+            self._last_drop = f"connection lost: {exc}"
+        except Exception as exc:  # a bug here must cost a reconnect, not the session
+            log.exception("connection failed unexpectedly")
+            self._emit(ErrorReported("internal", f"the connection failed unexpectedly ({type(exc).__name__})"))
+            self._last_drop = "internal error"
+        finally:
+            for task in tasks:
+                task.cancel()
+        return welcomed
+
+    async def _handshake(
+        self, link: Link, incoming: IncomingQueue
+    ) -> tuple[wire.Welcomed, list[wire.ConnectionEvent]]:
+        """Read until ``welcome``; returns it and the events that came after it."""
+        while True:
+            events = await link.read_events(None)
+            for index, event in enumerate(events):
+                if isinstance(event, wire.Welcomed):
+                    return event, events[index + 1 :]
+                raise_if_dropped(event)
+                self._dispatch(link, incoming, event)  # before welcome: notices and errors
+
+    async def _read_loop(self, link: Link, incoming: IncomingQueue, events: list[wire.ConnectionEvent]) -> None:
+        while True:
+            for event in events:
+                raise_if_dropped(event)
+                try:
+                    self._dispatch(link, incoming, event)
+                except SecurechatError as exc:
+                    self._emit(ErrorReported("bad_server_frame", str(exc)))
+                except Exception:  # never let a server frame crash the session
+                    log.exception("failed to handle a %r frame", event.frame_type)
+                    self._emit(ErrorReported("internal", f"could not handle a {event.frame_type!r} frame"))
+            events = await link.read_events(self.silence_timeout)
+
+    def _dispatch(self, link: Link, incoming: IncomingQueue, event: wire.ConnectionEvent) -> None:
+        match event:
+            case wire.Notice(code, message, fatal):
+                self._emit(ErrorReported(code, message, fatal))
+            case wire.MessageFrame():
+                incoming.offer(event)
+            case wire.KeyAnswer(name=name, rid=rid):
+                self._requests.answer(event, rid, "lookup", name)
+            case wire.UsersAnswer(users):
+                self._emit(UsersListed(tuple(UserEntry(name, online) for name, online in users)))
+            case wire.PresencePush(name, online):
+                self._emit(PresenceChanged(name, online))
+            case wire.AckFrame():
+                self._outbox.on_ack(event)
+            case wire.ServerError(error):
+                self._on_error(link, error)
+
+    def _on_error(self, link: Link, error: ServerErrorReply) -> None:
+        if self._requests.fail(error) and not error.fatal:
+            return  # the caller of the request gets it
+        entry = self._outbox.entry(error.rid)
+        self._emit(ErrorReported(error.code, error.message, error.fatal, entry.msg_id if entry else None))
+        if entry is not None and not error.fatal:
+            self._outbox.on_send_error(link, entry, error.code)
+
+    async def _pinger(self, link: Link) -> None:
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            link.send({"type": "ping"})
+
+    # --- requests --------------------------------------------------------------------------
+
+    async def _connection(self, timeout: float) -> Link:
+        if self._closing:
+            raise SessionClosed("the session is closed")
+        if self._conn is None:
+            await self.wait_online(timeout)
+        link = self._conn
+        if link is None:
+            raise SessionClosed(f"not connected to the server at {self.host}:{self.port}")
+        return link
+
+    async def lookup(self, name: str) -> ContactInfo:
+        """Ask the server for ``name``'s key; pin it on first sight, alert if it changed.
+
+        Raises :class:`ServerErrorReply` (``unknown_user``), :class:`SessionClosed`
+        when offline, :class:`BadKey` if the server presents an unusable key.
+        A changed key does not raise: the returned info has trust ``changed``.
+        """
+        name = parse_typed_name(name)
+        link = await self._connection(self.request_timeout)
+        frame = {"type": "lookup", "name": name}
+        answer: wire.KeyAnswer = await self._requests.ask(link, frame, "lookup", name, self.request_timeout)
+        if answer.name != name:
+            raise BadRequest(f"asked for the key of '{name}', the server answered for '{answer.name}'")
+        return self._contacts.presented(name, answer.pubkey)
+
+    def unacknowledged(self) -> int:
+        """How many own messages the server has not acknowledged yet (they stay in the outbox)."""
+        return len(self._outbox)
+
+    async def list_users(self) -> None:
+        """Ask the server for the directory; the answer arrives as :class:`UsersListed`."""
+        link = await self._connection(self.request_timeout)
+        link.send({"type": "list", "rid": self._requests.new_rid("list")})
+
+    async def send(self, to: str, text: str) -> str:
+        """Seal and send; returns the message id. Queued in the outbox while offline.
+
+        The first message to someone looks up and pins their key (so that one
+        needs a connection). Raises :class:`KeyChanged` while a changed key
+        of ``to`` is not trusted.
+        """
+        return await self._outbox.send(parse_typed_name(to), text)
+
+    # --- contacts and history (local) ---------------------------------------------------------
+
+    def contact(self, name: str) -> ContactInfo:
+        return self._contacts.info(parse_typed_name(name))
+
+    def trust(self, name: str) -> None:
+        """Accept the pending changed key of ``name`` (after a :class:`KeyChangedAlert`)."""
+        self._contacts.trust(parse_typed_name(name))
+
+    def verify(self, name: str, fingerprint: str) -> bool:
+        """Mark ``name`` verified if ``fingerprint`` matches the pinned key; False if not."""
+        return self._contacts.verify(parse_typed_name(name), fingerprint)
+
+    def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
+        """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
+        return self._store.history.recent(parse_typed_name(peer), limit)
+
+
+async def finish_session(session: ClientSession, run_task: asyncio.Task[None], timeout: float = 10.0) -> bool:
+    """Close ``session`` and wait (bounded) for its ``run()`` task; True if ``run()`` failed.
+
+    The front ends share this ending: a :class:`SecurechatError` from ``run()``
+    was already shown to the user as an event; anything else is logged here.
+    """
+    await session.close()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait({run_task}, timeout=timeout)
+    if not run_task.done() or run_task.cancelled():
+        return False
+    error = run_task.exception()
+    if error is None:
+        return False
+    if not isinstance(error, SecurechatError):
+        log.error("the session failed", exc_info=error)
+    return True
