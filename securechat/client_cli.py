@@ -224,8 +224,7 @@ def main(
 
     def announce(who: str, bits: int) -> None:
         if json_mode:
-            from .events import event_to_json
-            from .jsonmode import write_json_line
+            from .jsonmode import event_to_json, write_json_line
 
             obj = event_to_json(KeyGenerating(who, bits))
             if obj is not None:

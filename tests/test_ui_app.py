@@ -135,7 +135,7 @@ async def test_ready_new_shows_intro_once_and_fetches_users() -> None:
         h.fake.emit(Ready("alice", ALICE_FP, new=True))
         assert h.ui.pane_text().count("first session") == 1
         await wait_until(lambda: ("list_users", None) in h.fake.calls)
-        await wait_until(lambda: h.ui.state.users.get("bob") is True)
+        await wait_until(lambda: h.ui.executor.online.get("bob") is True)
 
 
 async def test_plain_text_goes_to_the_current_conversation_with_delivery_state() -> None:
@@ -322,12 +322,19 @@ async def test_session_failures_become_hints_not_crashes() -> None:
     def broken_contact(name: str) -> ContactInfo:
         raise RuntimeError("disk on fire\nsecond line")
 
+    async def broken_lookup(name: str) -> ContactInfo:
+        raise ValueError("the server's answer broke us\nsecond line")
+
     def broken_history(peer: str, limit: int = 200) -> list[HistoryEntry]:
         raise OSError("history unreadable")
 
     fake.contact = broken_contact  # type: ignore[method-assign]
+    fake.lookup = broken_lookup  # type: ignore[method-assign]
     fake.history = broken_history  # type: ignore[method-assign]
     async with running_ui(fake) as h:
+        await h.line("/whois bob")
+        await h.shows("internal error: ValueError: the server's answer broke us")
+        fake.connected = False  # offline: /whois reads the local pin
         await h.line("/whois bob")
         await h.shows("internal error: RuntimeError: disk on fire")
         assert "second line" not in h.ui.pane_text()
@@ -397,7 +404,7 @@ async def test_input_history_with_up() -> None:
 async def test_tab_completes_commands_and_names() -> None:
     async with running_ui() as h:
         h.fake.emit(Ready("alice", ALICE_FP))
-        await wait_until(lambda: "carol" in h.ui.state.users)
+        await wait_until(lambda: "carol" in h.ui.known_names())
         h.type("/wh" + TAB)
         await wait_until(lambda: h.ui.input.text == "/whois")
         h.type(" ca" + TAB)
