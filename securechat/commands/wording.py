@@ -204,6 +204,11 @@ def key_changed_line(name: str) -> str:
     return f"the key of {name} changed: nothing is sent to them until you /trust {name}"
 
 
+def banner_pointer_line(name: str) -> str:
+    """Full-screen only, a matter of layout: the key change is told in ``name``'s window and the banner."""
+    return f"the key of {name} changed — see the banner above"
+
+
 def banner_lines(alert: KeyChangedAlert) -> list[str]:
     """The warning about a changed key, with both fingerprints to compare."""
     name = alert.name

@@ -251,7 +251,7 @@ class ChatState:
                 self.banners[name] = event
                 self._append(name, Line("warn", self.clock(), wording.key_changed_line(name), name))
                 if self.current != name:
-                    self.warn(f"the key of {name} changed — see the banner above")
+                    self.warn(wording.banner_pointer_line(name))
             case ContactPinned(name, fp, trust):
                 if trust != "changed":
                     self.banners.pop(name, None)

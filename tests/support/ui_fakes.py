@@ -101,8 +101,8 @@ class FakeSession:
             self.emit(KeyChangedAlert(to, old, new))  # the real session alerts on each attempt
             raise KeyChanged(to, old, new)
         self._check_user(to)
-        if to not in self.contacts and to in self.server_keys:
-            await self.lookup(to)  # the first message to someone pins their key
+        if to not in self.contacts and (to in self.server_keys or not self.connected):
+            await self.lookup(to)  # the first message to someone pins their key (online only)
         msg_id = f"{next(self._ids):032x}"
         self.sent.append((to, text))
         self.emit(MessageSent(msg_id, to, 1_700_000_000_000, text, f"PAYLOAD-{msg_id[-4:]}"))
