@@ -117,6 +117,7 @@ class LineChat:
         self._write = write
         self._clear = clear
         self.show_raw = False
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def current(self) -> str | None:
@@ -134,8 +135,16 @@ class LineChat:
                 self.render(outcome)
             for line in format_event(event, self.show_raw) if seen.show else []:
                 self.write(line)
+            if isinstance(event, Ready):
+                task = asyncio.ensure_future(self._refresh())
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         except Exception as exc:  # noqa: BLE001 - a hostile peer must not end the chat
             self.write(_marked("warn", f"could not show an event: {say.describe_error(exc)}"))
+
+    async def _refresh(self) -> None:
+        for outcome in await self.executor.refresh():
+            self.render(outcome)
 
     async def handle(self, line: str) -> bool:
         """Run one input line; False when the user asked to quit."""

@@ -215,3 +215,14 @@ async def test_any_failure_is_an_outcome_not_an_exception() -> None:
     fake.changed.add("bob")
     [failed] = await ex.execute(g.Say("x"))
     assert isinstance(failed, Failed) and failed.command == g.Msg("bob", "x")
+
+
+async def test_refresh_asks_for_the_directory_and_shows_nothing() -> None:
+    ex, fake = executor()
+    shown: list[object] = []
+    fake.listeners[:] = [lambda event: shown.extend(ex.observe(event).outcomes)]
+    assert await ex.refresh() == []
+    assert shown == [] and ex.online["bob"] is True
+    fake.go_offline()
+    [failed] = await ex.refresh()
+    assert isinstance(failed, Failed) and failed.command == g.Users()

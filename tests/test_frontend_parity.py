@@ -12,6 +12,7 @@ Commands declared for one front end only (``/mouse``) and the key line of
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,12 +21,12 @@ import pytest
 
 from securechat.commands import grammar as g
 from securechat.commands.wording import KEY_TIPS, banner_lines, banner_pointer_line, unavailable
-from securechat.events import ContactInfo, HistoryEntry
+from securechat.events import ContactInfo, HistoryEntry, Ready
 from securechat.lineui import LineChat
 from securechat.ui import ChatUI
 from securechat.ui.state import STATUS_WINDOW, Line
 from tests.support.ui_fakes import BOB_FP, FakeSession
-from tests.support.ui_harness import running_ui
+from tests.support.ui_harness import running_ui, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,8 +35,10 @@ MALLORY_OLD = "0d0d" * 16
 MALLORY_NEW = "7e7e" * 16
 T0 = 1_600_000_000_000
 OFFLINE = object()  # not typed: the connection drops here
+READY = object()  # not typed: the session signs in (each front end fetches the directory, silently)
 
 SCRIPT: list[str | object] = [
+    READY,
     "hello?",
     "/help",
     "/fingerprint",
@@ -120,6 +123,15 @@ class Step:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+async def _happen(what: object, fake: FakeSession) -> None:
+    if what is OFFLINE:
+        fake.go_offline()
+        return
+    fake.emit(Ready(fake.name, fake.fingerprint))
+    await wait_until(lambda: ("list_users", None) in fake.calls, what="the directory asked for")
+    await asyncio.sleep(0)  # its answer rendered
+
+
 # --- the full-screen UI --------------------------------------------------------------------
 
 
@@ -158,10 +170,9 @@ async def run_full_screen() -> list[Step]:
     steps: list[Step] = []
     async with running_ui(fake, monochrome=True) as h:
         for item in SCRIPT:
-            if item is OFFLINE:
-                fake.go_offline()
+            if not isinstance(item, str):
+                await _happen(item, fake)
                 continue
-            assert isinstance(item, str)
             before, calls, sent = _ui_snapshot(h.ui), len(fake.calls), len(fake.sent)
             await h.line(item)
             current = h.ui.executor.current
@@ -208,10 +219,9 @@ async def run_plain() -> list[Step]:
     fake.add_listener(chat.on_event)
     steps: list[Step] = []
     for item in SCRIPT:
-        if item is OFFLINE:
-            fake.go_offline()
+        if not isinstance(item, str):
+            await _happen(item, fake)
             continue
-        assert isinstance(item, str)
         printed.clear()
         calls, sent = len(fake.calls), len(fake.sent)
         going_on = await chat.handle(item + "\n")
@@ -267,6 +277,8 @@ async def test_what_the_script_shows() -> None:
     def at(line: str, nth: int = 0) -> list[Shown]:
         return [step for text, step in zip(typed, steps, strict=True) if text == line][nth].shown
 
+    assert at("hello?") == [("!", "no conversation yet: /to NAME to open one, or /msg NAME TEXT")]
+    # Presence is known from the directory fetched at sign-in (nothing was shown for it).
     assert ("*", f"bob online: {' '.join([BOB_FP[:4]] * 16)} (unverified)") in at("/whois bob")
     assert ("*", f"pinned the key of carol: {' '.join(['ca20'] * 16)} (unverified)") in at("/w Carol")
     assert at("/whois Bad!")[0][1].startswith("'Bad!' is not a valid name")

@@ -144,6 +144,20 @@ async def test_raw_clear_and_control_characters() -> None:
     assert out[-1].endswith("bob: a\N{REPLACEMENT CHARACTER}[2Jb")
 
 
+async def test_sign_in_fetches_the_directory_silently() -> None:
+    fake = FakeSession()
+    chat, out = chat_with(fake)
+    fake.emit(Ready("alice", FP))
+    await asyncio.sleep(0.01)
+    assert ("list_users", None) in fake.calls
+    assert out == [f"* signed in as alice (fingerprint {format_fingerprint(FP)})"]
+    assert chat.executor.online == {"alice": True, "bob": True, "carol": False}
+    fake.connected = False
+    fake.emit(Ready("alice", FP))
+    await asyncio.sleep(0.01)
+    assert out[-1] == "! not connected to the server"
+
+
 async def test_first_incoming_message_opens_its_conversation() -> None:
     fake = FakeSession()
     chat, _out = chat_with(fake)

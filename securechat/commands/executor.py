@@ -151,6 +151,18 @@ class Executor:
                 pass  # the connection went while asking: what is pinned here
         return ContactShown(self.session.contact(name), None, asked=False)
 
+    async def refresh(self) -> list[Outcome]:
+        """Ask for the directory without showing it (presence for ``/whois``, names to complete).
+
+        The terminal front ends call it on :class:`~securechat.events.Ready`;
+        ``--json`` does not, since it prints every ``users`` event.
+        """
+        try:
+            await self.session.list_users()
+        except Exception as exc:  # noqa: BLE001 - shown as a line, like any failed command
+            return [Failed(Users(), exc)]
+        return []
+
     def observe(self, event: SessionEvent) -> Seen:
         """Note a session event; the front end renders :attr:`Seen.outcomes`, then the event if ``show``."""
         match event:

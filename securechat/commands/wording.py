@@ -39,11 +39,7 @@ KEY_TIPS: Final[dict[FrontEnd, tuple[str, ...]]] = {
     PLAIN: ("Up/Down recall input; Ctrl-D on an empty line leaves.",),
     "json": (),
 }
-_WHERE: Final[dict[FrontEnd, str]] = {
-    FULL_SCREEN: "the full-screen UI (securechat-client without --plain or --json)",
-    PLAIN: "--plain",
-    "json": "--json",
-}
+_WHERE: Final[dict[FrontEnd, str]] = {FULL_SCREEN: "the full-screen UI", PLAIN: "--plain", "json": "--json"}
 NO_CONVERSATION: Final = "no conversation yet: /to NAME to open one, or /msg NAME TEXT"
 
 
@@ -108,8 +104,7 @@ def _does(spec: Spec) -> str:
 def unavailable(name: str, front_end: FrontEnd) -> str:
     """The answer to a command that belongs to another front end."""
     only = COMMANDS[name].only
-    where = _WHERE[only] if only else "another front end"
-    return f"/{name} works only in {where}; it does nothing in {_WHERE[front_end]}"
+    return f"/{name} works only in {_WHERE[only] if only else 'another front end'}, not in {_WHERE[front_end]}"
 
 
 def own_fingerprint_lines(name: str, fingerprint: str) -> tuple[str, ...]:

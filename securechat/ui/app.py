@@ -97,7 +97,7 @@ class ChatUI:
             if seen.show:
                 self.state.apply(event)
             if isinstance(event, Ready):
-                self._spawn(self.session.list_users())  # names for tab completion
+                self._spawn(self.executor.refresh())
             if isinstance(event, MessageSent) and event.to == self.state.current:
                 self.pane.follow()  # typing means the user is at the bottom
         except Exception as exc:  # noqa: BLE001 - a hostile peer must not take the screen down
@@ -198,20 +198,15 @@ class ChatUI:
 
     # --- tasks ------------------------------------------------------------------------
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(self._guarded(coro))
+    def _spawn(self, outcomes: Awaitable[list[Outcome]]) -> None:
+        task = asyncio.ensure_future(self._render_later(outcomes))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _guarded(self, coro: Awaitable[Any]) -> Any:
-        try:
-            return await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - session calls fail as hints
-            self.state.hint(describe_error(exc))
-            self.app.invalidate()
-            return None
+    async def _render_later(self, outcomes: Awaitable[list[Outcome]]) -> None:
+        for outcome in await outcomes:
+            self.render(outcome)
+        self.app.invalidate()
 
     def _session_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
