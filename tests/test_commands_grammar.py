@@ -216,3 +216,11 @@ def test_every_slash_command_has_a_parser_and_only_known_front_ends() -> None:
         assert not isinstance(c.parse_line(spec.usage.split()[0]), c.Hint) or " " in spec.usage
     for alias, name in c.ALIASES.items():
         assert name in c.COMMANDS and alias not in c.COMMANDS
+
+
+def test_every_command_value_names_its_command() -> None:
+    for name in c.COMMANDS:
+        usage = c.COMMANDS[name].usage.replace("NAME", "bob").replace("TEXT", "hi")
+        command = c.parse_line(usage.replace("FINGERPRINT", FP))
+        assert not isinstance(command, c.Hint) and command is not None
+        assert c.slash_name(command) == name

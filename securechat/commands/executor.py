@@ -29,6 +29,7 @@ from securechat.commands.grammar import (
     Users,
     Verify,
     Whois,
+    slash_name,
 )
 from securechat.commands.outcomes import (
     ContactShown,
@@ -73,9 +74,9 @@ class Executor:
     front_end: FrontEnd
     current: str | None = None
     online: dict[str, bool] = field(default_factory=dict)
-    _opened: set[str] = field(default_factory=set)
-    _told: dict[str, KeyChangedAlert] = field(default_factory=dict)
-    _users_wanted: int = 0
+    _opened: set[str] = field(default_factory=set, init=False)
+    _told: dict[str, KeyChangedAlert] = field(default_factory=dict, init=False)
+    _users_wanted: int = field(default=0, init=False)
 
     async def execute(self, command: Command) -> list[Outcome]:
         """Run ``command``; a failure of the session is a :class:`Failed` outcome, never an exception."""
@@ -116,7 +117,7 @@ class Executor:
         return []
 
     def _local(self, command: Mouse | Raw | Clear | Quit) -> list[Outcome]:
-        name = type(command).__name__.lower()
+        name = slash_name(command)
         only = COMMANDS[name].only
         if only is not None and only != self.front_end:
             return [Said((wording.unavailable(name, self.front_end),), "hint")]

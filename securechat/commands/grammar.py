@@ -167,9 +167,14 @@ class _Usage(Exception):
     """Inside the parser: the arguments do not fit the command's usage line."""
 
 
+def slash_name(command: Command) -> str:
+    """The :data:`COMMANDS` key of ``command`` (each value class is named after its command)."""
+    return "say" if isinstance(command, Say) else type(command).__name__.lower()
+
+
 def json_name(command: Command) -> str:
     """The ``--json`` name of ``command`` (its slash name where --json has none)."""
-    return _JSON_NAMES.get(type(command), type(command).__name__.lower())
+    return _JSON_NAMES.get(type(command), slash_name(command))
 
 
 # --- typed lines ----------------------------------------------------------------------

@@ -104,7 +104,9 @@ def _does(spec: Spec) -> str:
 def unavailable(name: str, front_end: FrontEnd) -> str:
     """The answer to a command that belongs to another front end."""
     only = COMMANDS[name].only
-    return f"/{name} works only in {_WHERE[only] if only else 'another front end'}, not in {_WHERE[front_end]}"
+    return (
+        f"/{name} works only in {_WHERE[only] if only else 'another front end'}, not in {_WHERE[front_end]}"
+    )
 
 
 def own_fingerprint_lines(name: str, fingerprint: str) -> tuple[str, ...]:
@@ -136,8 +138,10 @@ def describe(outcome: Outcome) -> list[Shown]:
             return [(level, line) for line in lines]
         case Switched(name, _history, online, error):
             talking = f"talking to {name}" + (" (offline: messages are queued)" if online is False else "")
-            failed: list[Shown] = [("hint", f"could not load the history with {name}: {error}")]
-            return [*(failed if error else []), ("info", talking)]
+            unread: list[Shown] = (
+                [("hint", f"could not load the history with {name}: {error}")] if error else []
+            )
+            return [*unread, ("info", talking)]
         case ContactShown():
             return _contact(outcome)
         case Trusted(before, after):
