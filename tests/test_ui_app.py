@@ -229,6 +229,19 @@ async def test_whois_fingerprint_and_verify() -> None:
         await h.shows("a fingerprint is 64 hex digits")
 
 
+async def test_whois_asks_the_server_and_reads_the_pin_offline() -> None:
+    fake = FakeSession(server_keys={"bob": BOB_FP})
+    async with running_ui(fake) as h:
+        await h.line("/whois bob")
+        assert ("lookup", "bob") in fake.calls
+        await h.shows(f"bob: {' '.join([BOB_FP[:4]] * 16)} (unverified)")
+        assert "pinned the key of bob" in "\n".join(line.text for line in h.ui.state.windows["bob"])
+        fake.go_offline()
+        await h.line("/whois bob")
+        await h.shows("(offline: that is what is pinned here; the server was not asked)")
+        assert fake.calls.count(("lookup", "bob")) == 1
+
+
 async def test_users_lists_registered_and_online() -> None:
     async with running_ui() as h:
         await h.line("/users")
