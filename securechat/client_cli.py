@@ -23,7 +23,7 @@ from . import __version__, crypto
 from .client import ClientSession
 from .client.home import ClientHome, Identity, default_home
 from .client.inbox import precheck_envelope
-from .client.state import ClientStore as KeyStore
+from .client.state import ClientStore
 from .errors import (
     BadKey,
     EnvelopeRejected,
@@ -142,7 +142,7 @@ def load_identity(home: ClientHome, name: str, *, interactive: bool) -> Identity
 
 def open_or_create(
     home: ClientHome, name: str, *, interactive: bool, on_generate: Callable[[str, int], None] | None = None
-) -> tuple[KeyStore, bool]:
+) -> tuple[ClientStore, bool]:
     """Load ``name``'s identity, or create it on first use; returns (store, first_run)."""
     name = parse_typed_name(name)
     home.identity_dir(name)  # validates the name
@@ -226,8 +226,7 @@ def main(
 
     def announce(who: str, bits: int) -> None:
         if json_mode:
-            from .events import event_to_json
-            from .jsonmode import write_json_line
+            from .jsonmode import event_to_json, write_json_line
 
             obj = event_to_json(KeyGenerating(who, bits))
             if obj is not None:
@@ -244,7 +243,7 @@ def main(
 
 
 async def _chat(
-    store: KeyStore, host: str, port: int, *, json_mode: bool, plain: bool, first_run: bool
+    store: ClientStore, host: str, port: int, *, json_mode: bool, plain: bool, first_run: bool
 ) -> int:
     session = ClientSession(store, host, port)
     if json_mode:
@@ -307,7 +306,7 @@ def decrypt(
 
 
 def _decrypt_one(
-    store: KeyStore, identity: Identity, payload: str, explicit: crypto.PublicKey | None, prefix: str
+    store: ClientStore, identity: Identity, payload: str, explicit: crypto.PublicKey | None, prefix: str
 ) -> bool:
     try:
         envelope = crypto.decode_payload(payload)

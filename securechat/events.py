@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 from .records import ContactInfo, HistoryEntry, TrustState
 
@@ -166,6 +166,11 @@ class SessionAPI(Protocol):
     @property
     def fingerprint(self) -> str: ...
 
+    @property
+    def online(self) -> bool:
+        """True while authenticated to the server (``/whois`` asks it then, else reads the pin)."""
+        ...
+
     def add_listener(self, listener: EventListener) -> None: ...
 
     async def send(self, to: str, text: str) -> str:
@@ -197,49 +202,3 @@ class SessionAPI(Protocol):
     def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
         """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
         ...
-
-
-def event_to_json(event: SessionEvent) -> dict[str, Any] | None:
-    """The ``--json`` line for an event (None for events that mode does not print)."""
-    match event:
-        case Ready(name, fp, new):
-            return {"event": "ready", "name": name, "fingerprint": fp, "new": new}
-        case ConnectionChanged(state, retry_in, detail):
-            out: dict[str, Any] = {"event": "connection", "state": state}
-            if retry_in is not None:
-                out["retry_in"] = round(retry_in, 3)
-            if detail:
-                out["detail"] = detail
-            return out
-        case KeyGenerating(name, bits):
-            return {"event": "key_generating", "name": name, "bits": bits}
-        case MessageSent(msg_id, to, ts, _text, _payload):
-            return {"event": "sent", "id": msg_id, "to": to, "ts": ts}
-        case MessageReceived(sender, msg_id, ts, text, payload, server_ts):
-            return {
-                "event": "message",
-                "from": sender,
-                "id": msg_id,
-                "ts": ts,
-                "server_ts": server_ts,
-                "text": text,
-                "payload": payload,
-            }
-        case MessageRejected(sender, msg_id, reason, detail, _payload):
-            return {"event": "rejected", "from": sender, "id": msg_id, "reason": reason, "detail": detail}
-        case Acked(msg_id, to, status):
-            return {"event": "ack", "id": msg_id, "to": to, "status": status}
-        case KeyChangedAlert(name, old, new):
-            return {"event": "key_changed", "name": name, "old": old, "new": new}
-        case ContactPinned(name, fp, trust):
-            return {"event": "pinned", "name": name, "fingerprint": fp, "trust": trust}
-        case UsersListed(users):
-            return {"event": "users", "users": [{"name": u.name, "online": u.online} for u in users]}
-        case PresenceChanged(name, online):
-            return {"event": "presence", "name": name, "online": online}
-        case ErrorReported(code, message, fatal, msg_id):
-            err: dict[str, Any] = {"event": "error", "code": code, "message": message, "fatal": fatal}
-            if msg_id is not None:
-                err["id"] = msg_id
-            return err
-    return None

@@ -1,8 +1,8 @@
 """``securechat-client --json``: events as JSON lines on stdout, commands as JSON lines on stdin.
 
 Output: exactly one JSON object per line, nothing else on stdout (logs go to
-stderr). Session events use :func:`securechat.events.event_to_json`; replies
-to local commands add three kinds::
+stderr). Session events use :func:`event_to_json`; replies to local commands
+add three kinds::
 
     {"event":"contact","name":..,"fingerprint":..|null,"trust":..|null,"pending_fingerprint":..|null}
     {"event":"verify","name":..,"ok":true|false}
@@ -12,6 +12,10 @@ Input, one object per line::
 
     {"cmd":"send","to":"bob","text":"hi"}   {"cmd":"list"}   {"cmd":"whois","name":"bob"}
     {"cmd":"trust","name":"bob"}   {"cmd":"verify","name":"bob","fingerprint":"..."}   {"cmd":"quit"}
+
+Commands are parsed by :func:`securechat.commands.parse_json` and run by the
+same :class:`~securechat.commands.Executor` as the terminal front ends; this
+module only turns events and outcomes into JSON lines.
 
 ``quit`` and end of input both wait (bounded) until the outbox is
 acknowledged, then close. Exit status: 0, 1 if the server refused us for
@@ -27,11 +31,14 @@ import json
 import logging
 import os
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from typing import IO, Any, Final
 
 from .client import ClientSession, finish_session
+from .commands import Executor, Hint, parse_json
+from .commands.driver import feed, stdin_lines
+from .commands.grammar import JSON, Quit, json_name
+from .commands.outcomes import ContactShown, Failed, Outcome, Trusted, Verified
 from .errors import (
     KeyChanged,
     KeyStoreError,
@@ -41,65 +48,74 @@ from .errors import (
     SessionClosed,
     UsageError,
 )
-from .events import SessionEvent, event_to_json
+from .events import (
+    Acked,
+    ConnectionChanged,
+    ContactPinned,
+    ErrorReported,
+    KeyChangedAlert,
+    KeyGenerating,
+    MessageReceived,
+    MessageRejected,
+    MessageSent,
+    PresenceChanged,
+    Ready,
+    SessionEvent,
+    UsersListed,
+)
 from .records import ContactInfo
 
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT: Final = 15.0
-MAX_COMMAND_LINE: Final = 1 << 20
-READ_CHUNK: Final = 65536
 
 Emit = Callable[[dict[str, Any]], None]
 
 
-class BadCommand(Exception):
-    """A command line that is not one of the documented JSON commands."""
-
-
-async def stdin_lines(fd: int | None = None) -> AsyncIterator[bytes]:
-    """Lines from file descriptor ``fd`` (default: stdin) without blocking the event loop.
-
-    A daemon thread does the blocking reads, so this works for pipes, files
-    and terminals alike; the iterator ends at end of input. The thread uses
-    ``os.read`` rather than ``sys.stdin``: a daemon thread parked inside a
-    buffered reader's lock aborts the interpreter at exit.
-    """
-    source = fd if fd is not None else sys.stdin.fileno()
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    def put(item: bytes | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop may be gone at exit
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def reader() -> None:
-        pending = b""
-        try:
-            while True:
-                chunk = os.read(source, READ_CHUNK)
-                if not chunk:
-                    break
-                pending += chunk
-                *complete, pending = pending.split(b"\n")
-                for line in complete:
-                    put(line + b"\n")
-                if len(pending) > MAX_COMMAND_LINE:  # an endless line: hand it on to be refused
-                    put(pending)
-                    pending = b""
-        except OSError:
-            pass
-        finally:
-            if pending:
-                put(pending)
-            put(None)
-
-    threading.Thread(target=reader, name="securechat-stdin", daemon=True).start()
-    while True:
-        item = await queue.get()
-        if item is None:
-            return
-        yield item
+def event_to_json(event: SessionEvent) -> dict[str, Any] | None:  # noqa: C901 - a match dispatcher over events
+    """The ``--json`` line for an event (None for events that mode does not print)."""
+    match event:
+        case Ready(name, fp, new):
+            return {"event": "ready", "name": name, "fingerprint": fp, "new": new}
+        case ConnectionChanged(state, retry_in, detail):
+            out: dict[str, Any] = {"event": "connection", "state": state}
+            if retry_in is not None:
+                out["retry_in"] = round(retry_in, 3)
+            if detail:
+                out["detail"] = detail
+            return out
+        case KeyGenerating(name, bits):
+            return {"event": "key_generating", "name": name, "bits": bits}
+        case MessageSent(msg_id, to, ts, _text, _payload):
+            return {"event": "sent", "id": msg_id, "to": to, "ts": ts}
+        case MessageReceived(sender, msg_id, ts, text, payload, server_ts):
+            return {
+                "event": "message",
+                "from": sender,
+                "id": msg_id,
+                "ts": ts,
+                "server_ts": server_ts,
+                "text": text,
+                "payload": payload,
+            }
+        case MessageRejected(sender, msg_id, reason, detail, _payload):
+            return {"event": "rejected", "from": sender, "id": msg_id, "reason": reason, "detail": detail}
+        case Acked(msg_id, to, status):
+            return {"event": "ack", "id": msg_id, "to": to, "status": status}
+        case KeyChangedAlert(name, old, new):
+            return {"event": "key_changed", "name": name, "old": old, "new": new}
+        case ContactPinned(name, fp, trust):
+            return {"event": "pinned", "name": name, "fingerprint": fp, "trust": trust}
+        case UsersListed(users):
+            return {"event": "users", "users": [{"name": u.name, "online": u.online} for u in users]}
+        case PresenceChanged(name, online):
+            return {"event": "presence", "name": name, "online": online}
+        case ErrorReported(code, message, fatal, msg_id):
+            err: dict[str, Any] = {"event": "error", "code": code, "message": message, "fatal": fatal}
+            if msg_id is not None:
+                err["id"] = msg_id
+            return err
+    return None
 
 
 def write_json_line(obj: dict[str, Any], out: IO[str] | None = None) -> None:
@@ -118,11 +134,14 @@ def contact_json(info: ContactInfo) -> dict[str, Any]:
     }
 
 
-def error_json(code: str, message: str) -> dict[str, Any]:
-    return {"event": "error", "code": code, "message": message, "fatal": False}
+def error_json(code: str, message: str, cmd: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"event": "error", "code": code, "message": message, "fatal": False}
+    if cmd is not None:
+        out["cmd"] = cmd
+    return out
 
 
-def failure_code(exc: SecurechatError) -> str:
+def failure_code(exc: Exception) -> str:
     """The ``code`` of the error line for a command that failed."""
     if isinstance(exc, KeyChanged):
         return "key_changed"
@@ -134,58 +153,66 @@ def failure_code(exc: SecurechatError) -> str:
         return exc.code
     if isinstance(exc, KeyStoreError):
         return "keystore"
-    return "failed"
+    return "failed" if isinstance(exc, SecurechatError) else "internal_error"
 
 
-def parse_command(line: bytes) -> dict[str, Any]:
-    """One input line as a command object; raise :class:`BadCommand`."""
-    try:
-        obj = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise BadCommand("not a JSON object on one line") from None
-    if not isinstance(obj, dict):
-        raise BadCommand("a command must be a JSON object")
-    cmd = obj.get("cmd")
-    required: dict[str, tuple[str, ...]] = {
-        "send": ("to", "text"),
-        "list": (),
-        "trust": ("name",),
-        "verify": ("name", "fingerprint"),
-        "whois": ("name",),
-        "quit": (),
-    }
-    if not isinstance(cmd, str) or cmd not in required:
-        raise BadCommand(f"unknown command {cmd!r}; expected one of {', '.join(sorted(required))}")
-    for key in required[cmd]:
-        if not isinstance(obj.get(key), str):
-            raise BadCommand(f"'{cmd}' needs a string '{key}'")
-    return obj
+def outcome_to_json(outcome: Outcome) -> dict[str, Any] | None:
+    """The reply line for a command's outcome (None for outcomes --json has no line for)."""
+    match outcome:
+        case ContactShown(info):
+            return contact_json(info)
+        case Trusted(_before, after):
+            return contact_json(after)
+        case Verified(name, ok):
+            return {"event": "verify", "name": name, "ok": ok}
+        case Failed(command, error):
+            return error_json(failure_code(error), str(error), json_name(command))
+    return None
 
 
-async def execute(session: ClientSession, command: dict[str, Any], emit: Emit) -> None:
-    """Run one parsed command; failures become error lines, never exceptions."""
-    cmd = command["cmd"]
-    try:
-        if cmd == "send":
-            await session.send(command["to"], command["text"])
-        elif cmd == "list":
-            await session.list_users()
-        elif cmd == "trust":
-            session.trust(command["name"])
-            emit(contact_json(session.contact(command["name"])))
-        elif cmd == "verify":
-            ok = session.verify(command["name"], command["fingerprint"])
-            emit({"event": "verify", "name": session.contact(command["name"]).name, "ok": ok})
-        elif cmd == "whois":
-            try:
-                info = await session.lookup(command["name"])
-            except SessionClosed:
-                info = session.contact(command["name"])  # offline: what we have pinned
-            emit(contact_json(info))
-    except SecurechatError as exc:
-        out = error_json(failure_code(exc), str(exc))
-        out["cmd"] = cmd
-        emit(out)
+class JsonFrontEnd:
+    """Events and replies as JSON lines through ``emit``; stops writing once its reader is gone."""
+
+    def __init__(self, session: ClientSession, emit: Emit, *, own_stdout: bool) -> None:
+        self.session = session
+        self.executor = Executor(session, JSON)
+        self.emit = emit
+        self.own_stdout = own_stdout
+        self.reader_gone = asyncio.Event()
+
+    def out(self, obj: dict[str, Any]) -> None:
+        if self.reader_gone.is_set():
+            return
+        try:
+            self.emit(obj)
+        except (BrokenPipeError, ConnectionResetError):
+            # Whoever read our stdout is gone: quit (after the bounded drain).
+            self.reader_gone.set()
+            if self.own_stdout:
+                with contextlib.suppress(OSError, ValueError):
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    def on_event(self, event: SessionEvent) -> None:
+        self.executor.observe(event)  # --json prints every event; the executor keeps its books
+        obj = event_to_json(event)
+        if obj is not None:
+            self.out(obj)
+
+    async def handle(self, line: bytes) -> bool:
+        """Run one command line; False for ``quit``."""
+        if not line.strip():
+            return True
+        command = parse_json(line)
+        if isinstance(command, Hint):
+            self.out(error_json(command.code, command.text, command.cmd))
+            return True
+        if isinstance(command, Quit):
+            return False
+        for outcome in await self.executor.execute(command):
+            obj = outcome_to_json(outcome)
+            if obj is not None:
+                self.out(obj)
+        return True
 
 
 async def run_json_mode(
@@ -196,56 +223,17 @@ async def run_json_mode(
     drain_timeout: float = DRAIN_TIMEOUT,
 ) -> int:
     """Drive ``session`` from JSON command lines until ``quit`` or end of input; the exit status."""
-    write: Emit = emit if emit is not None else write_json_line
-    source = lines if lines is not None else stdin_lines()
-    reader_gone = asyncio.Event()
-
-    def out(obj: dict[str, Any]) -> None:
-        if reader_gone.is_set():
-            return
-        try:
-            write(obj)
-        except (BrokenPipeError, ConnectionResetError):
-            # Whoever read our stdout is gone: quit (after the bounded drain).
-            reader_gone.set()
-            if emit is None:
-                with contextlib.suppress(OSError, ValueError):
-                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-    def on_event(event: SessionEvent) -> None:
-        obj = event_to_json(event)
-        if obj is not None:
-            out(obj)
-
-    session.add_listener(on_event)
+    front = JsonFrontEnd(session, emit or write_json_line, own_stdout=emit is None)
+    session.add_listener(front.on_event)
     run_task = asyncio.create_task(session.run())
-    gone_task = asyncio.create_task(reader_gone.wait())
-    iterator = source.__aiter__()
+    gone_task = asyncio.create_task(front.reader_gone.wait())
     try:
-        while True:
-            next_line = asyncio.ensure_future(iterator.__anext__())
-            await asyncio.wait({next_line, run_task, gone_task}, return_when=asyncio.FIRST_COMPLETED)
-            if not next_line.done():  # the session ended by itself, or stdout's reader left
-                next_line.cancel()
-                break
-            try:
-                line = next_line.result()
-            except StopAsyncIteration:
-                break
-            if not line.strip():
-                continue
-            try:
-                command = parse_command(line)
-            except BadCommand as exc:
-                out(error_json("bad_command", str(exc)))
-                continue
-            if command["cmd"] == "quit":
-                break
-            await execute(session, command, out)
+        # Ends at quit, end of input, the session ending by itself, or stdout's reader leaving.
+        await feed(lines if lines is not None else stdin_lines(), front.handle, {run_task, gone_task})
         status = 0
         if not run_task.done() and not await session.wait_idle(drain_timeout):
             left = session.unacknowledged()
-            out(
+            front.out(
                 error_json(
                     "unacknowledged", f"{left} message(s) not acknowledged; kept in the outbox for next time"
                 )

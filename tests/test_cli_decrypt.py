@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from securechat import crypto
-from securechat.client.state import ClientStore as KeyStore
+from securechat.client.state import ClientStore
 
 from .test_cli_json import client_command, client_env
 
@@ -32,7 +32,7 @@ class World:
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """alice and bob homes; bob has alice pinned (as after a first message)."""
     home = tmp_path_factory.mktemp("home")
-    with KeyStore.open(home, "alice", bits=BITS) as alice, KeyStore.open(home, "bob", bits=BITS) as bob:
+    with ClientStore.open(home, "alice", bits=BITS) as alice, ClientStore.open(home, "bob", bits=BITS) as bob:
         assert alice.identity is not None and bob.identity is not None
         bob.pins.pin("alice", alice.identity.public_pem)
         alice.pins.pin("bob", bob.identity.public_pem)

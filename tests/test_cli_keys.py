@@ -11,7 +11,7 @@ import pytest
 
 from securechat import crypto
 from securechat.client.home import ClientHome
-from securechat.client.state import ClientStore as KeyStore
+from securechat.client.state import ClientStore
 from securechat.names import format_fingerprint
 from securechat.records import HistoryEntry
 
@@ -44,8 +44,8 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def home(tmp_path: Path) -> Path:
     """alice with bob pinned and one history line; bob's key is known."""
     with (
-        KeyStore.open(tmp_path, "alice", bits=BITS) as alice,
-        KeyStore.open(tmp_path, "bob", bits=BITS) as bob,
+        ClientStore.open(tmp_path, "alice", bits=BITS) as alice,
+        ClientStore.open(tmp_path, "bob", bits=BITS) as bob,
     ):
         assert bob.identity is not None
         alice.pins.pin("bob", bob.identity.public_pem)
@@ -77,7 +77,7 @@ def test_verify(home: Path) -> None:
     ok = run(home, ["verify", "--name", "alice", "bob", *format_fingerprint(bob_fp).split()])
     assert ok.returncode == 0, ok.stderr
     assert "verified" in ok.stdout
-    with KeyStore.open(home, "alice") as store:
+    with ClientStore.open(home, "alice") as store:
         assert store.pins.info("bob").trust == "verified"
     assert "no key is pinned for 'carol'" in one_line_error(
         run(home, ["verify", "--name", "alice", "carol", "ab" * 32])

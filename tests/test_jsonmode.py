@@ -1,4 +1,4 @@
-"""``--json`` mode in process: command parsing, and the exit status when sends stay unacknowledged."""
+"""``--json`` mode in process: command parsing and replies, and the exit status when sends stay unacknowledged."""
 
 from __future__ import annotations
 
@@ -12,9 +12,13 @@ import pytest
 
 from securechat import crypto
 from securechat.client import ClientSession
-from securechat.client.state import ClientStore as KeyStore
+from securechat.client.state import ClientStore
+from securechat.commands import Hint, parse_json
+from securechat.commands.grammar import Msg, Quit, Users
 from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
-from securechat.jsonmode import BadCommand, failure_code, parse_command, run_json_mode
+from securechat.jsonmode import JsonFrontEnd, failure_code, run_json_mode
+from securechat.records import ContactInfo
+from tests.support.ui_fakes import BOB_FP, BOB_NEW_FP, FakeSession
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -35,20 +39,22 @@ pytestmark = pytest.mark.timeout(30)
     ],
 )
 def test_bad_commands(line: bytes) -> None:
-    with pytest.raises(BadCommand):
-        parse_command(line)
+    hint = parse_json(line)
+    assert isinstance(hint, Hint)
+    assert hint.code == "bad_command" and hint.cmd is None and hint.text
 
 
 def test_good_commands() -> None:
-    assert parse_command(b'{"cmd":"send","to":"bob","text":"hi","extra":1}\n')["text"] == "hi"
-    assert parse_command(b'{"cmd":"list"}')["cmd"] == "list"
-    assert parse_command(b'{"cmd":"quit"}')["cmd"] == "quit"
+    assert parse_json(b'{"cmd":"send","to":"bob","text":"hi","extra":1}\n') == Msg("bob", "hi")
+    assert parse_json(b'{"cmd":"list"}') == Users()
+    assert parse_json(b'{"cmd":"quit"}') == Quit()
 
 
 def test_failure_codes() -> None:
     assert failure_code(KeyChanged("bob", "a", "b")) == "key_changed"
     assert failure_code(ServerErrorReply("unknown_user", "no")) == "unknown_user"
     assert failure_code(SessionClosed("x")) == "offline"
+    assert failure_code(RuntimeError("bug")) == "internal_error"
 
 
 def closed_port() -> int:
@@ -64,7 +70,7 @@ async def lines(*items: bytes) -> AsyncIterator[bytes]:
 
 async def test_unacknowledged_sends_exit_2_and_stay_in_outbox(tmp_path: Path) -> None:
     bob_key = crypto.generate_private_key(2048)
-    store = KeyStore.open(tmp_path, "alice", bits=2048)
+    store = ClientStore.open(tmp_path, "alice", bits=2048)
     store.pins.pin("bob", crypto.public_key_pem(bob_key.public_key()))
     session = ClientSession(store, "127.0.0.1", closed_port(), backoff_initial=0.05, backoff_max=0.1)
     out: list[dict[str, Any]] = []
@@ -81,3 +87,68 @@ async def test_unacknowledged_sends_exit_2_and_stay_in_outbox(tmp_path: Path) ->
     assert out[-1] == {"event": "connection", "state": "offline"}
     assert [e.msg_id for e in store.outbox.entries()] == [sent["id"]]
     store.close()
+
+
+async def test_replies_to_commands_keep_the_documented_shapes() -> None:
+    fake = FakeSession(
+        contacts={"bob": ContactInfo("bob", BOB_FP, "changed", BOB_NEW_FP)},
+        server_keys={"carol": "c0c0" * 16},
+    )
+    out: list[dict[str, Any]] = []
+    front = JsonFrontEnd(fake, out.append, own_stdout=False)  # type: ignore[arg-type]
+    fake.add_listener(front.on_event)
+    for line in (
+        b'{"cmd":"whois","name":"Carol"}',
+        b'{"cmd":"trust","name":"bob"}',
+        b'{"cmd":"verify","name":"bob","fingerprint":"' + BOB_NEW_FP.encode() + b'"}',
+        b'{"cmd":"verify","name":"bob","fingerprint":"' + BOB_FP.encode() + b'"}',
+        b'{"cmd":"verify","name":"bob","fingerprint":"12"}',
+        b'{"cmd":"send","to":"nobody","text":"x"}',
+        b'{"cmd":"list"}',
+    ):
+        assert await front.handle(line)
+    assert not await front.handle(b'{"cmd":"quit"}')
+    fp_c = "c0c0" * 16
+    assert out == [
+        {"event": "pinned", "name": "carol", "fingerprint": fp_c, "trust": "unverified"},
+        {
+            "event": "contact",
+            "name": "carol",
+            "fingerprint": fp_c,
+            "trust": "unverified",
+            "pending_fingerprint": None,
+        },
+        {"event": "pinned", "name": "bob", "fingerprint": BOB_NEW_FP, "trust": "unverified"},
+        {
+            "event": "contact",
+            "name": "bob",
+            "fingerprint": BOB_NEW_FP,
+            "trust": "unverified",
+            "pending_fingerprint": None,
+        },
+        {"event": "pinned", "name": "bob", "fingerprint": BOB_NEW_FP, "trust": "verified"},
+        {"event": "verify", "name": "bob", "ok": True},
+        {"event": "verify", "name": "bob", "ok": False},
+        {
+            "event": "error",
+            "code": "invalid_fingerprint",
+            "message": "a fingerprint is 64 hex digits (spaces, colons and dashes are ignored)",
+            "fatal": False,
+            "cmd": "verify",
+        },
+        {
+            "event": "error",
+            "code": "unknown_user",
+            "message": "server error unknown_user: no user named 'nobody'",
+            "fatal": False,
+            "cmd": "send",
+        },
+        {
+            "event": "users",
+            "users": [
+                {"name": "alice", "online": True},
+                {"name": "bob", "online": True},
+                {"name": "carol", "online": False},
+            ],
+        },
+    ]

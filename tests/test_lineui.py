@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from securechat.errors import KeyChanged, SessionClosed
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -27,8 +26,10 @@ from securechat.events import (
     UserEntry,
     UsersListed,
 )
-from securechat.lineui import LineChat, format_contact, format_event
+from securechat.lineui import LineChat, format_event
+from securechat.names import format_fingerprint
 from tests.support.serverproc import server_process
+from tests.support.ui_fakes import FakeSession
 
 from .test_cli_json import JsonClient, client_command, client_env
 
@@ -47,81 +48,123 @@ def test_every_event_has_a_line() -> None:
         Acked("1" * 32, "bob", "delivered"),
         KeyChangedAlert("bob", FP, "cd" * 32),
         ContactPinned("bob", FP),
-        UsersListed((UserEntry("bob", True), UserEntry("carol", False))),
         PresenceChanged("bob", False),
         ErrorReported("unknown_user", "no such user", msg_id="1" * 32),
     ]
-    lines = [format_event(e) or "" for e in events]
+    lines = [format_event(e) for e in events]
     assert all(lines)
-    assert "CHANGED" in lines[8] and "/trust bob" in lines[8]
-    assert "carol (offline)" in lines[10]
-    assert format_event(ConnectionChanged("online")) is None
-    assert "new key waiting" in format_contact(ContactInfo("bob", FP, "changed", "cd" * 32))
-    assert "no key" in format_contact(ContactInfo("bob", None, None))
+    assert lines[6] == ["! rejected a message from bob: bad_signature (nope)"]
+    changed = "\n".join(lines[8])
+    assert "the key of bob changed" in changed and "/trust bob" in changed
+    assert "now  cdcd cdcd" in changed  # both fingerprints, to compare
+    assert lines[11] == ["! error unknown_user: no such user (message 11111111)"]
+    assert format_event(ConnectionChanged("online")) == []
+    # /users answers come from the command layer, only when asked for.
+    assert format_event(UsersListed((UserEntry("bob", True),))) == []
+    # /raw shows payloads under messages.
+    assert format_event(MessageReceived("bob", "2" * 32, 0, "yo", "PAY"), raw=True)[-1] == "PAY"
+    assert format_event(MessageReceived("bob", "2" * 32, 0, "yo", "PAY"))[-1].endswith("bob: yo")
 
 
-class FakeSession:
-    name = "alice"
-    fingerprint = FP
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self.calls: list[str] = []
-
-    async def send(self, to: str, text: str) -> str:
-        if to == "mallory":
-            raise KeyChanged("mallory", FP, "cd" * 32)
-        self.sent.append((to.lower(), text))
-        return "1" * 32
-
-    async def list_users(self) -> None:
-        self.calls.append("list")
-
-    async def lookup(self, name: str) -> ContactInfo:
-        raise SessionClosed("offline")
-
-    def contact(self, name: str) -> ContactInfo:
-        return ContactInfo(name.strip().lower(), FP, "unverified")
-
-    def trust(self, name: str) -> None:
-        self.calls.append(f"trust {name}")
-
-    def verify(self, name: str, fingerprint: str) -> bool:
-        return fingerprint.replace(" ", "") == FP
-
-    def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
-        return [HistoryEntry(peer, "out", "1" * 32, 0, "earlier", "delivered")]
+def chat_with(fake: FakeSession) -> tuple[LineChat, list[str]]:
+    out: list[str] = []
+    chat = LineChat(fake, out.append)
+    fake.add_listener(chat.on_event)
+    return chat, out
 
 
 async def test_line_commands() -> None:
-    session = FakeSession()
-    out: list[str] = []
-    chat = LineChat(session, out.append)  # type: ignore[arg-type]
+    hist = [HistoryEntry("bob", "out", "1" * 32, 0, "earlier", "delivered")]
+    fake = FakeSession(histories={"bob": hist}, contacts={"bob": ContactInfo("bob", FP, "unverified")})
+    chat, out = chat_with(fake)
     assert await chat.handle("hello?")
-    assert "no conversation" in out[-1]
-    await chat.handle("/msg Bob hi there")
+    assert out[-1] == "! no conversation yet: /to NAME to open one, or /msg NAME TEXT"
+    await chat.handle("/msg Bob hi there\n")
+    assert chat.current is None  # /msg does not switch, as in the full-screen UI
+    await chat.handle("/to bob")
+    assert out[-2:] == ["  (delivered to bob)", "* talking to bob"]
+    assert out[-3].endswith("] me -> bob: earlier")  # the history, as /to shows it in the full-screen UI
     await chat.handle("and again")
     await chat.handle("//slash text")
-    assert session.sent == [("bob", "hi there"), ("bob", "and again"), ("bob", "/slash text")]
+    assert fake.sent == [("bob", "hi there"), ("bob", "and again"), ("bob", "/slash text")]
     await chat.handle("/to carol")
     await chat.handle("for carol")
-    assert session.sent[-1] == ("carol", "for carol")
+    assert fake.sent[-1] == ("carol", "for carol")
     await chat.handle("/msg bob")
-    assert "usage" in out[-1]
+    assert out[-1] == "! usage: /msg NAME TEXT"
+    fake.changed.add("mallory")
+    fake.users["mallory"] = True
     await chat.handle("/msg mallory hi")
-    assert out[-1].startswith("! the key of 'mallory' changed")
+    assert out[-1].startswith('! not sent to mallory ("hi"): the key of mallory changed; compare it')
     await chat.handle("/users")
+    assert out[-1] == "* 4 registered, 3 online: alice, bob, carol (offline), mallory"
     await chat.handle("/trust bob")
-    assert session.calls == ["list", "trust bob"]
+    assert out[-1] == "* nothing to trust: the key of bob has not changed (unverified)"
     await chat.handle("/verify bob " + " ".join(FP[i : i + 4] for i in range(0, 64, 4)))
-    assert out[-1] == "* bob verified"
+    assert out[-1] == "* bob is verified: the fingerprint matches their pinned key"
+    await chat.handle("/verify bob 12")
+    assert out[-1].startswith("! a fingerprint is 64 hex digits")
     await chat.handle("/whois bob")
-    assert "unverified" in out[-1]
-    await chat.handle("/history")
-    assert "earlier" in out[-1]
+    assert out[-1] == f"* bob online: {format_fingerprint(FP)} (verified)"
+    assert ("lookup", "bob") in fake.calls  # asked the server
+    await chat.handle("/fingerprint")
+    assert out[-3:] == [
+        "* your fingerprint (alice):",
+        "*     " + " ".join(["a1ce"] * 8),
+        "*     " + " ".join(["a1ce"] * 8),
+    ]
+    await chat.handle("/mouse")
+    assert out[-1].startswith("! /mouse works only in the full-screen UI")
     await chat.handle("/bogus")
-    assert "unknown command" in out[-1]
+    assert "unknown command /bogus" in out[-1]
+    await chat.handle("/history")
+    assert "unknown command /history" in out[-1]  # /to NAME shows the history now
     assert not await chat.handle("/quit")
+
+
+async def test_raw_clear_and_control_characters() -> None:
+    fake = FakeSession()
+    cleared: list[bool] = []
+    out: list[str] = []
+    chat = LineChat(fake, out.append, lambda: cleared.append(True))
+    fake.add_listener(chat.on_event)
+    await chat.handle("/to bob")
+    await chat.handle("/raw")
+    assert out[-2:] == [
+        "* showing payloads under messages; select one with the mouse and pass it to",
+        "* `securechat-client decrypt` as one quoted argument (line breaks are ignored).",
+    ]
+    await chat.handle("hi")
+    assert out[-3].endswith("] me -> bob: hi") and out[-2] == "PAYLOAD-0000"
+    await chat.handle("/raw")
+    assert out[-1] == "* payloads hidden"
+    await chat.handle("/clear")
+    assert cleared == [True]
+    fake.emit(MessageReceived("bob", "b" * 32, 0, "a\x1b[2Jb", "P"))
+    assert out[-1].endswith("bob: a\N{REPLACEMENT CHARACTER}[2Jb")
+
+
+async def test_sign_in_fetches_the_directory_silently() -> None:
+    fake = FakeSession()
+    chat, out = chat_with(fake)
+    fake.emit(Ready("alice", FP))
+    await asyncio.sleep(0.01)
+    assert ("list_users", None) in fake.calls
+    assert out == [f"* signed in as alice (fingerprint {format_fingerprint(FP)})"]
+    assert chat.executor.online == {"alice": True, "bob": True, "carol": False}
+    fake.connected = False
+    fake.emit(Ready("alice", FP))
+    await asyncio.sleep(0.01)
+    assert out[-1] == "! not connected to the server"
+
+
+async def test_first_incoming_message_opens_its_conversation() -> None:
+    fake = FakeSession()
+    chat, _out = chat_with(fake)
+    fake.emit(MessageReceived("bob", "b" * 32, 0, "hi", "P"))
+    assert chat.current == "bob"
+    await chat.handle("hi back")
+    assert fake.sent == [("bob", "hi back")]
 
 
 @pytest.mark.timeout(60)

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from prompt_toolkit.application import create_app_session
-from prompt_toolkit.data_structures import Size
-from prompt_toolkit.input import PipeInput, create_pipe_input
-from prompt_toolkit.output import ColorDepth, DummyOutput
+from prompt_toolkit.input import create_pipe_input
+from prompt_toolkit.output import ColorDepth
 
 from securechat.encoding import b64decode, b64encode
 from securechat.events import (
@@ -31,81 +26,22 @@ from securechat.events import (
 )
 from securechat.ui import ChatUI, run_chat_ui
 from tests.support.ui_fakes import ALICE_FP, BOB_FP, BOB_NEW_FP, FakeSession
+from tests.support.ui_harness import (
+    ALT_ENTER,
+    CTRL_C,
+    CTRL_D,
+    ENTER,
+    PAGE_DOWN,
+    PAGE_UP,
+    TAB,
+    UP,
+    TerminalOutput,
+    paste,
+    running_ui,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(30)
-
-ENTER = "\r"
-PAGE_UP = "\x1b[5~"
-PAGE_DOWN = "\x1b[6~"
-UP = "\x1b[A"
-TAB = "\t"
-CTRL_C = "\x03"
-CTRL_D = "\x04"
-ALT_ENTER = "\x1b\r"
-
-
-def paste(text: str) -> str:
-    return f"\x1b[200~{text}\x1b[201~"
-
-
-class TerminalOutput(DummyOutput):
-    """A dummy output with a real terminal's size (80x24 unless told)."""
-
-    def __init__(self, rows: int = 24, columns: int = 80) -> None:
-        self.size = Size(rows=rows, columns=columns)
-
-    def get_size(self) -> Size:
-        return self.size
-
-
-async def wait_until(cond: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or cond}")
-        await asyncio.sleep(0.01)
-
-
-@dataclass
-class Harness:
-    ui: ChatUI
-    fake: FakeSession
-    inp: PipeInput
-    task: asyncio.Task[int]
-
-    def type(self, text: str) -> None:
-        self.inp.send_text(text)
-
-    async def line(self, text: str) -> None:
-        """Type ``text`` and Enter, and wait until the input line took it."""
-        before = self.ui.state.generation
-        self.inp.send_text(text + ENTER)
-        await wait_until(lambda: self.ui.state.generation != before and not self.ui.input.text, what=text)
-
-    async def shows(self, needle: str, timeout: float = 5.0) -> None:
-        await wait_until(lambda: needle in self.ui.pane_text(), timeout, f"{needle!r} in the pane")
-
-    async def quit(self) -> int:
-        self.type(CTRL_C)
-        return await asyncio.wait_for(self.task, 5)
-
-
-@asynccontextmanager
-async def running_ui(
-    fake: FakeSession | None = None, *, first_run: bool = False, size: tuple[int, int] = (24, 80)
-) -> AsyncIterator[Harness]:
-    fake = fake or FakeSession()
-    with create_pipe_input() as inp, create_app_session(input=inp, output=TerminalOutput(*size)):
-        ui = ChatUI(fake, first_run=first_run, monochrome=False)
-        task = asyncio.ensure_future(ui.run())
-        await wait_until(lambda: ui.app.is_running and fake.running.is_set(), what="app running")
-        h = Harness(ui, fake, inp, task)
-        try:
-            yield h
-        finally:
-            if not task.done():
-                ui.quit()
-            await asyncio.wait_for(task, 5)
 
 
 async def test_start_shows_identity_and_connection_state() -> None:
@@ -135,7 +71,7 @@ async def test_ready_new_shows_intro_once_and_fetches_users() -> None:
         h.fake.emit(Ready("alice", ALICE_FP, new=True))
         assert h.ui.pane_text().count("first session") == 1
         await wait_until(lambda: ("list_users", None) in h.fake.calls)
-        await wait_until(lambda: h.ui.state.users.get("bob") is True)
+        await wait_until(lambda: h.ui.executor.online.get("bob") is True)
 
 
 async def test_plain_text_goes_to_the_current_conversation_with_delivery_state() -> None:
@@ -293,6 +229,19 @@ async def test_whois_fingerprint_and_verify() -> None:
         await h.shows("a fingerprint is 64 hex digits")
 
 
+async def test_whois_asks_the_server_and_reads_the_pin_offline() -> None:
+    fake = FakeSession(server_keys={"bob": BOB_FP})
+    async with running_ui(fake) as h:
+        await h.line("/whois bob")
+        assert ("lookup", "bob") in fake.calls
+        await h.shows(f"bob: {' '.join([BOB_FP[:4]] * 16)} (unverified)")
+        assert "pinned the key of bob" in "\n".join(line.text for line in h.ui.state.windows["bob"])
+        fake.go_offline()
+        await h.line("/whois bob")
+        await h.shows("(offline: that is what is pinned here; the server was not asked)")
+        assert fake.calls.count(("lookup", "bob")) == 1
+
+
 async def test_users_lists_registered_and_online() -> None:
     async with running_ui() as h:
         await h.line("/users")
@@ -322,12 +271,19 @@ async def test_session_failures_become_hints_not_crashes() -> None:
     def broken_contact(name: str) -> ContactInfo:
         raise RuntimeError("disk on fire\nsecond line")
 
+    async def broken_lookup(name: str) -> ContactInfo:
+        raise ValueError("the server's answer broke us\nsecond line")
+
     def broken_history(peer: str, limit: int = 200) -> list[HistoryEntry]:
         raise OSError("history unreadable")
 
     fake.contact = broken_contact  # type: ignore[method-assign]
+    fake.lookup = broken_lookup  # type: ignore[method-assign]
     fake.history = broken_history  # type: ignore[method-assign]
     async with running_ui(fake) as h:
+        await h.line("/whois bob")
+        await h.shows("internal error: ValueError: the server's answer broke us")
+        fake.connected = False  # offline: /whois reads the local pin
         await h.line("/whois bob")
         await h.shows("internal error: RuntimeError: disk on fire")
         assert "second line" not in h.ui.pane_text()
@@ -397,7 +353,7 @@ async def test_input_history_with_up() -> None:
 async def test_tab_completes_commands_and_names() -> None:
     async with running_ui() as h:
         h.fake.emit(Ready("alice", ALICE_FP))
-        await wait_until(lambda: "carol" in h.ui.state.users)
+        await wait_until(lambda: "carol" in h.ui.known_names())
         h.type("/wh" + TAB)
         await wait_until(lambda: h.ui.input.text == "/whois")
         h.type(" ca" + TAB)

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prompt_toolkit.utils import get_cwidth
 
+from securechat.commands.wording import pretty_fingerprint, sanitize
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -23,7 +24,7 @@ from securechat.events import (
     UsersListed,
 )
 from securechat.ui import render
-from securechat.ui.state import MAX_LINES, STATUS_WINDOW, ChatState, Line, pretty_fingerprint, sanitize
+from securechat.ui.state import MAX_LINES, STATUS_WINDOW, ChatState, Line
 from securechat.ui.style import NAME_COLOURS, build_style, name_class, no_color
 
 FP_A = "a1ce" * 16
@@ -118,13 +119,18 @@ def test_unread_counts_and_switch_clears_them() -> None:
     assert texts(s)[-1] == "m2"
 
 
-def test_first_message_opens_conversation_and_keeps_welcome_lines() -> None:
+def test_leaving_the_status_window_keeps_welcome_lines() -> None:
+    # The command layer opens bob's conversation for his first message (tests/test_commands_executor.py).
     s = make_state()
     s.info("welcome")
+    s.switch("bob")
     s.apply(MessageReceived("bob", "b1", T0, "hi", "P"))
     assert s.current == "bob"
     assert texts(s) == ["welcome", "hi"]
     assert s.unread == {}
+    s.switch("carol")
+    s.switch("bob")
+    assert texts(s) == ["welcome", "hi"]  # carried along once only
 
 
 def test_rejected_message_shows_reason_and_never_text() -> None:
@@ -200,18 +206,15 @@ def test_ready_intro_only_on_first_run_and_once() -> None:
     assert "/verify NAME FINGERPRINT" in joined
 
 
-def test_users_listed_only_printed_when_asked() -> None:
+def test_users_listed_prints_nothing_and_names_complete() -> None:
+    # The answer to /users is the command layer's (tests/test_commands_executor.py).
     s = make_state()
-    users = UsersListed((UserEntry("bob", True), UserEntry("carol", False)))
-    s.apply(users)
+    s.apply(UsersListed((UserEntry("bob", True), UserEntry("carol", False))))
     assert texts(s) == []
-    assert s.known_names() == ["bob", "carol"]
-    s.users_requested = 1
-    s.apply(users)
-    assert texts(s) == ["2 registered, 1 online: bob, carol (offline)"]
-    s.users_requested = 1
-    s.apply(UsersListed(()))
-    assert texts(s)[-1] == "no users are registered"
+    assert s.known_names(["alice", "bob", "carol"]) == ["bob", "carol"]
+    s.switch("dave")
+    s.apply(KeyChangedAlert("erin", FP_B, FP_B2))
+    assert s.known_names(["bob"]) == ["bob", "dave", "erin"]
 
 
 def test_presence_error_keygen_and_pinned_lines() -> None:
@@ -223,7 +226,7 @@ def test_presence_error_keygen_and_pinned_lines() -> None:
     s.apply(KeyGenerating("alice", 3072))
     s.apply(ContactPinned("bob", FP_B))
     s.apply(PresenceChanged("zed", True))  # no window for zed: none is created
-    assert "zed" not in s.windows and s.users["zed"] is True
+    assert "zed" not in s.windows
     out = pane(s)
     assert "bob is offline" in out
     assert "[failed: queue_full]" in out

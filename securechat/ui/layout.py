@@ -27,7 +27,7 @@ from prompt_toolkit.layout.menus import CompletionsMenu
 from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 from prompt_toolkit.widgets import TextArea
 
-from securechat.ui import commands
+from securechat.commands.grammar import completions
 from securechat.ui.render import banner, pane_rows, status_bar
 from securechat.ui.state import STATUS_WINDOW, ChatState
 
@@ -119,11 +119,11 @@ class ChatCompleter(Completer):
         self.names = names
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
-        for text, start in commands.completions(document.text_before_cursor, self.names()):
+        for text, start in completions(document.text_before_cursor, self.names()):
             yield Completion(text, start_position=start)
 
 
-def build_input(state: ChatState, accept: Callable[[str], None]) -> TextArea:
+def build_input(state: ChatState, accept: Callable[[str], None], names: Callable[[], list[str]]) -> TextArea:
     def prompt() -> StyleAndTextTuples:
         where = state.current if state.current != STATUS_WINDOW else "status"
         return [("class:prompt", f"[{where}] ")]
@@ -138,7 +138,7 @@ def build_input(state: ChatState, accept: Callable[[str], None]) -> TextArea:
         wrap_lines=True,
         height=Dimension(min=1, max=INPUT_MAX_ROWS),
         dont_extend_height=True,
-        completer=ChatCompleter(state.known_names),
+        completer=ChatCompleter(names),
         complete_while_typing=False,
         accept_handler=on_accept,
         history=InMemoryHistory(),  # Up/Down recall; never written to disk

@@ -7,14 +7,9 @@ import time
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
+from securechat.commands.wording import banner_lines
 from securechat.names import short_fingerprint
-from securechat.ui.state import (
-    STATUS_LABELS,
-    STATUS_WINDOW,
-    ChatState,
-    Line,
-    fingerprint_rows,
-)
+from securechat.ui.state import STATUS_LABELS, STATUS_WINDOW, ChatState, Line
 from securechat.ui.style import name_class
 
 # A logical line: its fragments (text may hold "\n") and the indent of its
@@ -161,11 +156,7 @@ def status_bar(state: ChatState, scrolled: bool) -> StyleAndTextTuples:
 def banner(state: ChatState) -> StyleAndTextTuples:
     """One block per contact whose key changed; stays until the user trusts the new key."""
     lines: list[str] = []
-    for name, alert in sorted(state.banners.items()):
-        lines.append(f" !! THE KEY OF {name.upper()} CHANGED. Nothing is sent to {name} until you act.")
-        for label, fp in (("was", alert.old), ("now", alert.new)):
-            first, *rest = fingerprint_rows(fp)
-            lines.append(f"  {label}  {first}")
-            lines += [f"       {row}" for row in rest]
-        lines.append(f"  Compare 'now' with {name} over another channel, then /trust {name}.")
+    for _name, alert in sorted(state.banners.items()):
+        first, *rest = banner_lines(alert)
+        lines += [f" !! {first}", *(f"  {line}" for line in rest)]
     return [("class:banner", "\n".join(lines))] if lines else []

@@ -13,6 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from securechat.commands import wording
+from securechat.commands.outcomes import Level
+from securechat.commands.wording import fingerprint_rows, sanitize
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -28,7 +31,6 @@ from securechat.events import (
     SessionEvent,
     UsersListed,
 )
-from securechat.names import format_fingerprint
 from securechat.records import HistoryEntry
 
 STATUS_WINDOW = ""
@@ -58,33 +60,6 @@ class Line:
     payload: str | None = None
 
 
-def pretty_fingerprint(fp: str | None) -> str:
-    """Groups of four hex digits, or "(none)"."""
-    return format_fingerprint(fp) if fp else "(none)"
-
-
-def fingerprint_rows(fp: str | None) -> list[str]:
-    """A fingerprint as two rows of eight groups, easy to read out and compare."""
-    groups = pretty_fingerprint(fp).split(" ")
-    half = (len(groups) + 1) // 2
-    return [" ".join(groups[:half]), " ".join(groups[half:])] if len(groups) > 1 else groups
-
-
-def sanitize(text: str) -> str:
-    """Remove control characters a peer could use to repaint the terminal.
-
-    Newlines stay (a pasted multi-line message is one message); tabs become spaces.
-    """
-    out = []
-    for ch in text.replace("\r\n", "\n").replace("\t", "    "):
-        code = ord(ch)
-        if ch == "\n" or (code >= 0x20 and code != 0x7F and not 0x80 <= code < 0xA0):
-            out.append(ch)
-        else:
-            out.append("\N{REPLACEMENT CHARACTER}")
-    return "".join(out)
-
-
 @dataclass
 class ChatState:
     """Everything the screen shows; mutated only through its methods."""
@@ -101,10 +76,7 @@ class ChatState:
     connection_detail: str = ""
     retry_at: float | None = None
     show_raw: bool = False
-    users: dict[str, bool] = field(default_factory=dict)
-    history_loaded: set[str] = field(default_factory=set)
     by_id: dict[str, Line] = field(default_factory=dict)
-    users_requested: int = 0
     intro_shown: bool = False
     left_status: bool = False
     # Bumped on every change so views can tell that something was appended.
@@ -143,6 +115,10 @@ class ChatState:
         """A line in the warning colour in the current window."""
         self._here("warn", text)
 
+    def say(self, level: Level, text: str) -> None:
+        """A line of the command layer's wording at its level."""
+        self._here(level, text)
+
     def switch(self, name: str) -> None:
         """Make ``name`` the current conversation and mark it read."""
         if name == self.current:
@@ -168,7 +144,6 @@ class ChatState:
 
     def add_history(self, peer: str, entries: Iterable[HistoryEntry]) -> int:
         """Put persisted history above this session's lines; returns how many were added."""
-        self.history_loaded.add(peer)
         lines = self.window(peer)
         seen = {line.msg_id for line in lines if line.msg_id}
         older: list[Line] = []
@@ -211,8 +186,6 @@ class ChatState:
 
     def _incoming(self, peer: str, line: Line) -> None:
         line.sender = sanitize(line.sender)
-        if self.current == STATUS_WINDOW:
-            self.switch(peer)
         self._append(peer, line)
         if peer != self.current:
             self.unread[peer] = self.unread.get(peer, 0) + 1
@@ -225,15 +198,21 @@ class ChatState:
             return None
         return max(0, int(self.retry_at - self.clock() + 0.999))
 
-    def known_names(self) -> list[str]:
-        names = set(self.users) | {w for w in self.windows if w} | set(self.banners)
+    def known_names(self, users: Iterable[str] = ()) -> list[str]:
+        """Names for completion: ``users`` (the directory), open conversations, key changes."""
+        names = set(users) | {w for w in self.windows if w} | set(self.banners)
         names.discard(self.own_name)
         return sorted(names)
 
     # --- events ---------------------------------------------------------------
 
-    def apply(self, event: SessionEvent) -> None:
-        """Fold one session event into the state."""
+    # size: a match dispatcher over the session's events, one case each
+    def apply(self, event: SessionEvent) -> None:  # noqa: C901 - the same dispatcher
+        """Fold one session event into the state.
+
+        The front end asks its :class:`~securechat.commands.Executor` first: it
+        opens the first conversation and drops repeated key-change alerts.
+        """
         match event:
             case Ready(name, fp, new):
                 self.own_name, self.fingerprint = name, fp
@@ -245,7 +224,7 @@ class ChatState:
                 self.connection_detail = detail
                 self.retry_at = self.clock() + retry_in if retry_in is not None else None
             case KeyGenerating(name, bits):
-                self.info(f"generating a {bits}-bit key for {name}…")
+                self.info(wording.key_generating_line(name, bits))
             case MessageSent(msg_id, to, ts, text, payload):
                 known = self.by_id.get(msg_id)
                 if known is not None:
@@ -260,11 +239,8 @@ class ChatState:
                 line = Line("in", when, sanitize(text), sender, msg_id, payload=payload)
                 self._incoming(sender, line)
             case MessageRejected(sender, msg_id, reason, detail, payload):
-                text = f"rejected a message from {sender}: {reason}"
-                if detail:
-                    text += f" ({detail})"
-                line = Line("rejected", self.clock(), sanitize(text), sender, msg_id, payload=payload)
-                self._incoming(sender, line)
+                text = sanitize(wording.rejected_line(sender, reason, detail))
+                self._incoming(sender, Line("rejected", self.clock(), text, sender, msg_id, payload=payload))
             case Acked(msg_id, _to, status):
                 acked = self.by_id.get(msg_id)
                 # "delivered" may overtake "queued"; never step backwards.
@@ -272,54 +248,26 @@ class ChatState:
                     acked.status = status
                     self.generation += 1
             case KeyChangedAlert(name, _old, _new):
-                if self.banners.get(name) == event:
-                    self.generation += 1
-                    return  # the session repeats the alert on each attempt; the banner is enough
                 self.banners[name] = event
-                self._append(
-                    name,
-                    Line(
-                        "warn",
-                        self.clock(),
-                        f"the key of {name} changed: nothing is sent to them until you /trust {name}",
-                        name,
-                    ),
-                )
+                self._append(name, Line("warn", self.clock(), wording.key_changed_line(name), name))
                 if self.current != name:
-                    self.warn(f"the key of {name} changed — see the banner above")
+                    self.warn(wording.banner_pointer_line(name))
             case ContactPinned(name, fp, trust):
                 if trust != "changed":
                     self.banners.pop(name, None)
-                self._append(
-                    name,
-                    Line(
-                        "info",
-                        self.clock(),
-                        f"pinned the key of {name}: {pretty_fingerprint(fp)} ({trust})",
-                        name,
-                    ),
-                )
-            case UsersListed(users):
-                self.users = {u.name: u.online for u in users}
-                if self.users_requested > 0:
-                    self.users_requested -= 1
-                    self._show_users()
-                self.generation += 1
+                self._append(name, Line("info", self.clock(), wording.pinned_line(name, fp, trust), name))
             case PresenceChanged(name, online):
-                self.users[name] = online
                 if name in self.windows:
-                    self._append(
-                        name,
-                        Line("info", self.clock(), f"{name} is {'online' if online else 'offline'}", name),
-                    )
+                    self._append(name, Line("info", self.clock(), wording.presence_line(name, online), name))
                 else:
                     self.generation += 1
             case ErrorReported(code, message, fatal, msg_id):
                 failed = self.by_id.get(msg_id) if msg_id else None
                 if failed is not None:
                     failed.status = f"failed: {code}"
-                flat = " ".join(f"{code}: {message}".split())  # server text: one line
-                self.warn(f"{'fatal ' if fatal else ''}error {flat}")
+                self.warn(wording.error_line(code, message, fatal))
+            case UsersListed():
+                self.generation += 1  # shown by the command layer when /users asked for it
 
     def show_intro(self) -> None:
         """First run: the own fingerprint and how to compare it with a contact."""
@@ -332,11 +280,3 @@ class ChatState:
         self.info("person, by phone): they read out theirs (/fingerprint), you check")
         self.info("it against /whois NAME; if it matches, /verify NAME FINGERPRINT.")
         self.info("/help lists the commands.")
-
-    def _show_users(self) -> None:
-        if not self.users:
-            self.info("no users are registered")
-            return
-        parts = [f"{n}{'' if on else ' (offline)'}" for n, on in sorted(self.users.items())]
-        online = sum(1 for on in self.users.values() if on)
-        self.info(f"{len(self.users)} registered, {online} online: " + ", ".join(parts))

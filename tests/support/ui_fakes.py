@@ -1,17 +1,28 @@
-"""A scripted stand-in for ``ClientSession``: records calls, emits events on demand."""
+"""A scripted stand-in for ``ClientSession``: records calls, emits events on demand.
+
+It behaves like the real session where the front ends can tell: ``lookup``
+pins a key on first sight (``server_keys``) and repeats a pending key change
+as an alert, ``send`` refuses (and alerts) while a key change is pending,
+``trust`` and ``verify`` re-pin with a :class:`ContactPinned`, and nothing
+that needs the server works while ``connected`` is False.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
-from securechat.errors import KeyChanged, ServerErrorReply
+from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
 from securechat.events import (
     Acked,
+    ConnectionChanged,
     ContactInfo,
+    ContactPinned,
     EventListener,
     HistoryEntry,
+    KeyChangedAlert,
     MessageSent,
     SessionEvent,
     UserEntry,
@@ -31,15 +42,18 @@ class FakeSession:
     own_fp: str = ALICE_FP
     users: dict[str, bool] = field(default_factory=lambda: {"alice": True, "bob": True, "carol": False})
     contacts: dict[str, ContactInfo] = field(default_factory=dict)
+    server_keys: dict[str, str] = field(default_factory=dict)  # what lookup pins on first sight
     histories: dict[str, list[HistoryEntry]] = field(default_factory=dict)
     changed: set[str] = field(default_factory=set)
     auto_ack: str | None = "delivered"
+    connected: bool = True
     run_error: BaseException | None = None
     sent: list[tuple[str, str]] = field(default_factory=list)
     calls: list[tuple[str, object]] = field(default_factory=list)
     listeners: list[EventListener] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     running: asyncio.Event = field(default_factory=asyncio.Event)
+    unacked: set[str] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
     @property
@@ -50,12 +64,20 @@ class FakeSession:
     def fingerprint(self) -> str:
         return self.own_fp
 
+    @property
+    def online(self) -> bool:
+        return self.connected
+
     def add_listener(self, listener: EventListener) -> None:
         self.listeners.append(listener)
 
     def emit(self, event: SessionEvent) -> None:
         for listener in self.listeners:
             listener(event)
+
+    def go_offline(self) -> None:
+        self.connected = False
+        self.emit(ConnectionChanged("reconnecting", retry_in=1.0, detail="the server closed the connection"))
 
     async def run(self) -> None:
         self.running.set()
@@ -67,21 +89,50 @@ class FakeSession:
         self.calls.append(("close", None))
         self.closed.set()
 
+    def _check_user(self, name: str) -> None:
+        if name not in self.users:
+            raise ServerErrorReply("unknown_user", f"no user named '{name}'")
+
     async def send(self, to: str, text: str) -> str:
         if to in self.changed:
-            raise KeyChanged(to, BOB_FP, BOB_NEW_FP)
-        if to not in self.users:
-            raise ServerErrorReply("unknown_user", f"no user named '{to}'")
+            info = self.contacts.get(to)
+            old = info.fingerprint if info and info.fingerprint else BOB_FP
+            new = info.pending_fingerprint if info and info.pending_fingerprint else BOB_NEW_FP
+            self.emit(KeyChangedAlert(to, old, new))  # the real session alerts on each attempt
+            raise KeyChanged(to, old, new)
+        self._check_user(to)
+        if to not in self.contacts and (to in self.server_keys or not self.connected):
+            await self.lookup(to)  # the first message to someone pins their key (online only)
         msg_id = f"{next(self._ids):032x}"
         self.sent.append((to, text))
         self.emit(MessageSent(msg_id, to, 1_700_000_000_000, text, f"PAYLOAD-{msg_id[-4:]}"))
-        if self.auto_ack is not None:
+        if self.auto_ack is not None and self.connected:
             status = "delivered" if self.users.get(to) else "queued"
             self.emit(Acked(msg_id, to, status))  # type: ignore[arg-type]
+        else:
+            self.unacked.add(msg_id)
         return msg_id
+
+    async def lookup(self, name: str) -> ContactInfo:
+        self.calls.append(("lookup", name))
+        if not self.connected:
+            raise SessionClosed("not connected to the server")
+        self._check_user(name)
+        info = self.contacts.get(name)
+        if info is None and name in self.server_keys:
+            info = self.contacts[name] = ContactInfo(name, self.server_keys[name], "unverified")
+            self.emit(ContactPinned(name, self.server_keys[name], "unverified"))
+        if info is not None and info.trust == "changed" and info.fingerprint and info.pending_fingerprint:
+            self.emit(KeyChangedAlert(name, info.fingerprint, info.pending_fingerprint))
+        return info or ContactInfo(name, None, None)
+
+    def unacknowledged(self) -> int:
+        return len(self.unacked)
 
     async def list_users(self) -> None:
         self.calls.append(("list_users", None))
+        if not self.connected:
+            raise SessionClosed("not connected to the server")
         self.emit(UsersListed(tuple(UserEntry(n, on) for n, on in sorted(self.users.items()))))
 
     def contact(self, name: str) -> ContactInfo:
@@ -91,11 +142,20 @@ class FakeSession:
     def trust(self, name: str) -> None:
         self.calls.append(("trust", name))
         self.changed.discard(name)
+        info = self.contacts.get(name)
+        if info is not None and info.trust == "changed" and info.pending_fingerprint:
+            self.contacts[name] = ContactInfo(name, info.pending_fingerprint, "unverified")
+            self.emit(ContactPinned(name, info.pending_fingerprint, "unverified"))
 
     def verify(self, name: str, fingerprint: str) -> bool:
         self.calls.append(("verify", (name, fingerprint)))
         info = self.contacts.get(name)
-        return info is not None and info.fingerprint == fingerprint
+        if info is None or info.fingerprint != fingerprint:
+            return False
+        if info.trust != "verified":
+            self.contacts[name] = dataclasses.replace(info, trust="verified")
+            self.emit(ContactPinned(name, fingerprint, "verified"))
+        return True
 
     def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
         self.calls.append(("history", peer))

@@ -1,4 +1,4 @@
-"""The slash-command parser and completion: pure functions, no terminal."""
+"""The command grammar: typed lines and --json command lines into the same values; completion."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from securechat.commands import grammar as c
+from securechat.commands.wording import help_lines
 from securechat.names import NAME_PATTERN, is_valid_name
-from securechat.ui import commands as c
 
 FP = "0123456789abcdef" * 4
 
@@ -44,7 +45,7 @@ FP = "0123456789abcdef" * 4
     ],
 )
 def test_parse(line: str, expected: object) -> None:
-    assert c.parse(line) == expected
+    assert c.parse_line(line) == expected
 
 
 @pytest.mark.parametrize(
@@ -69,21 +70,21 @@ def test_parse(line: str, expected: object) -> None:
     ],
 )
 def test_parse_hints(line: str, hint: str) -> None:
-    result = c.parse(line)
+    result = c.parse_line(line)
     assert isinstance(result, c.Hint)
     assert hint in result.text
     assert "\n" not in result.text
 
 
 def test_unknown_command_hint_is_bounded() -> None:
-    result = c.parse("/" + "x" * 5000)
+    result = c.parse_line("/" + "x" * 5000)
     assert isinstance(result, c.Hint)
     assert len(result.text) < 200
 
 
 @given(st.text())
 def test_parse_never_raises(line: str) -> None:
-    result = c.parse(line)
+    result = c.parse_line(line)
     assert result is None or isinstance(result, (c.Hint, *c.Command.__args__))
     if isinstance(result, c.Hint):
         assert "\n" not in result.text or "/" in line
@@ -93,7 +94,7 @@ def test_parse_never_raises(line: str) -> None:
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789_-", min_size=1, max_size=40), st.text(min_size=1)
 )
 def test_msg_round_trip(name: str, text: str) -> None:
-    result = c.parse(f"/msg {name} {text}")
+    result = c.parse_line(f"/msg {name} {text}")
     valid = is_valid_name(name)
     if valid and text.strip():
         assert result == c.Msg(name, text.lstrip(" "))
@@ -101,10 +102,12 @@ def test_msg_round_trip(name: str, text: str) -> None:
         assert isinstance(result, c.Hint)
 
 
-def test_help_lists_every_command() -> None:
-    text = "\n".join(c.help_lines())
-    for usage, _ in c.COMMANDS.values():
-        assert usage in text
+@pytest.mark.parametrize("front_end", [c.FULL_SCREEN, c.PLAIN])
+def test_help_lists_every_command(front_end: c.FrontEnd) -> None:
+    text = "\n".join(help_lines(front_end))
+    for spec in c.COMMANDS.values():
+        assert spec.usage in text
+    assert "full-screen only: toggle mouse" in text
 
 
 NAMES = ["bob", "bobby", "carol"]
@@ -145,3 +148,79 @@ def test_completions_never_raise(before: str, names: list[str]) -> None:
         assert -len(before) <= start <= 0
 
 
+# --- --json command lines: the same values --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        (b'{"cmd":"send","to":"bob","text":"hi","extra":1}\n', c.Msg("bob", "hi")),
+        (b'{"cmd":"send","to":"Bob","text":"  kept  "}', c.Msg("bob", "  kept  ")),
+        (b'{"cmd":"list"}', c.Users()),
+        (b'{"cmd":"whois","name":"Carol"}', c.Whois("carol")),
+        (b'{"cmd":"trust","name":"bob"}', c.Trust("bob")),
+        (b'{"cmd":"verify","name":"bob","fingerprint":"' + FP.upper().encode() + b'"}', c.Verify("bob", FP)),
+        (b'{"cmd":"quit"}', c.Quit()),
+    ],
+)
+def test_parse_json(line: bytes, expected: c.Command) -> None:
+    assert c.parse_json(line) == expected
+
+
+def test_json_and_typed_lines_give_the_same_values() -> None:
+    pairs = [
+        (b'{"cmd":"send","to":"bob","text":"hi there"}', "/msg bob hi there"),
+        (b'{"cmd":"list"}', "/users"),
+        (b'{"cmd":"whois","name":"bob"}', "/whois bob"),
+        (b'{"cmd":"trust","name":"bob"}', "/trust bob"),
+        (b'{"cmd":"verify","name":"bob","fingerprint":"' + FP.encode() + b'"}', f"/verify bob {FP}"),
+        (b'{"cmd":"quit"}', "/quit"),
+    ]
+    for json_line, typed in pairs:
+        command = c.parse_json(json_line)
+        assert command == c.parse_line(typed)
+        assert c.json_name(command) == json_line.split(b'"')[3].decode()  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "cmd"),
+    [
+        (b'{"cmd":"send","to":"Not A Name!","text":"x"}', "invalid_name", "send"),
+        (b'{"cmd":"whois","name":""}', "invalid_name", "whois"),
+        (b'{"cmd":"verify","name":"bob","fingerprint":"abc"}', "invalid_fingerprint", "verify"),
+        (b'{"cmd":"verify","name":"B B","fingerprint":"abc"}', "invalid_name", "verify"),
+        (b'{"cmd":"launch"}', "bad_command", None),
+        (b'{"cmd":"send","to":"bob"}', "bad_command", None),
+    ],
+)
+def test_json_mistakes_are_local(line: bytes, code: str, cmd: str | None) -> None:
+    hint = c.parse_json(line)
+    assert isinstance(hint, c.Hint)
+    assert (hint.code, hint.cmd) == (code, cmd)
+    assert hint.text and "\n" not in hint.text
+
+
+def test_typed_value_mistakes_carry_their_code() -> None:
+    assert c.parse_line("/whois BAD!") == c.Hint(
+        "'BAD!' is not a valid name (a-z, 0-9, '_' and '-', starting with a letter or digit, 1 to 32 characters)",
+        "invalid_name",
+    )
+    hint = c.parse_line("/verify bob 12")
+    assert isinstance(hint, c.Hint) and hint.code == "invalid_fingerprint"
+
+
+def test_every_slash_command_has_a_parser_and_only_known_front_ends() -> None:
+    for name, spec in c.COMMANDS.items():
+        assert spec.usage.startswith(f"/{name}")
+        assert spec.only in (None, c.FULL_SCREEN, c.PLAIN)
+        assert not isinstance(c.parse_line(spec.usage.split()[0]), c.Hint) or " " in spec.usage
+    for alias, name in c.ALIASES.items():
+        assert name in c.COMMANDS and alias not in c.COMMANDS
+
+
+def test_every_command_value_names_its_command() -> None:
+    for name in c.COMMANDS:
+        usage = c.COMMANDS[name].usage.replace("NAME", "bob").replace("TEXT", "hi")
+        command = c.parse_line(usage.replace("FINGERPRINT", FP))
+        assert not isinstance(command, c.Hint) and command is not None
+        assert c.slash_name(command) == name
