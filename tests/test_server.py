@@ -19,7 +19,8 @@ from securechat.crypto import public_key_pem, sign_auth
 from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FATAL_CODES, encode_frame
 from securechat.server import ChatServer, ServerConfig, ack_frame
-from securechat.store import QueuedMessage, Registration, SqliteStore
+from securechat.server.sqlite import SqliteStore
+from securechat.server.store import QueuedMessage, Registration
 from tests.support.rawclient import (
     RawClient,
     clients,

@@ -32,18 +32,14 @@ import logging
 import os
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Final
 
-import click
-
-from .clock import now_ms
-from .crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, public_key_pem, verify_auth
-from .encoding import b64decode, b64encode
-from .errors import BadKey, ProtocolError, QueueFull
-from .protocol import (
-    DEFAULT_MAX_FRAME,
+from ..clock import now_ms
+from ..crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, public_key_pem, verify_auth
+from ..encoding import b64decode, b64encode
+from ..errors import BadKey, ProtocolError, QueueFull
+from ..protocol import (
     HEADER,
     FrameDecoder,
     SessionState,
@@ -53,15 +49,9 @@ from .protocol import (
     request_id,
     validate_client_frame,
 )
-from .store import (
-    DEFAULT_QUEUE_BYTES,
-    DEFAULT_QUEUE_LIMIT,
-    DEFAULT_QUEUE_TTL,
-    QueuedMessage,
-    Registration,
-    ServerStore,
-    SqliteStore,
-)
+from .config import ServerConfig
+from .sqlite import SqliteStore
+from .store import QueuedMessage, Registration, ServerStore
 
 log = logging.getLogger("securechat.server")
 
@@ -95,57 +85,6 @@ def ack_frame(msg_id: str, to: str, status: str, rid: str | None) -> bytes:
     tail = "}" if rid is None else ',"rid":' + json.dumps(rid, ensure_ascii=False) + "}"
     body = f'{{"type":"ack","id":"{msg_id}","to":"{to}","status":"{status}"{tail}'.encode()
     return HEADER.pack(len(body)) + body
-
-
-def default_db_path() -> Path:
-    """``server.db`` in the per-user application directory."""
-    return Path(click.get_app_dir("securechat")) / "server.db"
-
-
-@dataclass
-class ServerConfig:
-    """Every server option; the defaults are the documented ones."""
-
-    host: str = "127.0.0.1"
-    port: int = 5000
-    db_path: Path = field(default_factory=default_db_path)
-    max_frame: int = DEFAULT_MAX_FRAME
-    handshake_timeout: float = 10.0
-    idle_timeout: float = 120.0
-    rate: float = 200.0
-    burst: int = 400
-    max_connections: int = 10_000
-    # One address must not be able to take every slot; NAT-ed offices still fit.
-    max_per_ip: int = 256
-    lookup_rate: float = 20.0
-    queue_limit: int = DEFAULT_QUEUE_LIMIT
-    queue_bytes: int = DEFAULT_QUEUE_BYTES
-    queue_ttl: float = DEFAULT_QUEUE_TTL
-    max_outgoing_buffer: int = 4 * 2**20
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first option with an impossible value."""
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
-        positive = {
-            "max_frame": self.max_frame,
-            "handshake_timeout": self.handshake_timeout,
-            "idle_timeout": self.idle_timeout,
-            "rate": self.rate,
-            "burst": self.burst,
-            "max_connections": self.max_connections,
-            "max_per_ip": self.max_per_ip,
-            "lookup_rate": self.lookup_rate,
-            "queue_limit": self.queue_limit,
-            "queue_bytes": self.queue_bytes,
-            "queue_ttl": self.queue_ttl,
-            "max_outgoing_buffer": self.max_outgoing_buffer,
-        }
-        for key, value in positive.items():
-            if not value > 0:
-                raise ValueError(f"{key} must be positive, got {value}")
-        if self.max_frame >= 2**32:
-            raise ValueError("max_frame must fit the 32-bit length prefix")
 
 
 class _TokenBucket:
