@@ -1,14 +1,13 @@
 """securechat wire protocol v1, sans-I/O.
 
 Framing (``uint32_be(N) || N bytes of UTF-8 JSON object``), an incremental
-:class:`FrameDecoder`, schema validation of every frame type, and the server
-session state table. Nothing here touches a socket or an event loop: the
-asyncio server and client feed bytes in and write the bytes handed back.
+:class:`FrameDecoder` and schema validation of every frame type. Nothing here
+touches a socket or an event loop, and nothing here keeps a session's state:
+the server's state table is :mod:`securechat.server.connection`.
 """
 
 from __future__ import annotations
 
-import enum
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
@@ -245,58 +244,6 @@ def validate_client_frame(frame: Mapping[str, Any]) -> None:
         pass
     else:
         raise BadRequest(f"unknown frame type {kind[:40]!r}", code="unknown_type")
-
-
-# --- server session state table (h11 style) ------------------------------------------
-
-
-class SessionState(enum.Enum):
-    """States of one connection as the server sees it."""
-
-    AWAIT_HELLO = "await_hello"
-    AWAIT_AUTH = "await_auth"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-# Every frame type the server accepts in each state, and the state it leads to.
-SERVER_TRANSITIONS: Final[dict[SessionState, dict[str, SessionState]]] = {
-    SessionState.AWAIT_HELLO: {"hello": SessionState.AWAIT_AUTH},
-    SessionState.AWAIT_AUTH: {"auth": SessionState.OPEN},
-    SessionState.OPEN: {
-        "lookup": SessionState.OPEN,
-        "list": SessionState.OPEN,
-        "send": SessionState.OPEN,
-        "received": SessionState.OPEN,
-        "ping": SessionState.OPEN,
-    },
-    SessionState.CLOSED: {},
-}
-
-
-def check_transition(state: SessionState, kind: str) -> SessionState:
-    """The state after the server accepts a ``kind`` frame in ``state``.
-
-    Raises the protocol error the server must answer with when the table has
-    no such transition; it names the state and the frame type.
-    """
-    allowed = SERVER_TRANSITIONS[state]
-    nxt = allowed.get(kind)
-    if nxt is not None:
-        return nxt
-    shown = kind[:40]
-    if state is SessionState.CLOSED:
-        raise BadRequest("connection is closed", code="bad_request", fatal=True)
-    if state is not SessionState.OPEN:
-        expected = " or ".join(sorted(allowed))
-        raise BadRequest(
-            f"expected {expected} before authentication, got {shown!r}",
-            code="not_authenticated",
-            fatal=True,
-        )
-    if kind in ("hello", "auth"):
-        raise BadRequest(f"{shown!r} is not allowed: this session is already authenticated")
-    raise BadRequest(f"unknown frame type {shown!r}", code="unknown_type")
 
 
 # --- frame builders (server -> client, client -> server) ---------------------------
