@@ -56,7 +56,7 @@ class ChatServer:
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections (tests look at them)
         self._routing = LocalRouting(config, self._store, self._directory, self._presence, self._spawn)
-        self._handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {
+        self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
             Send: self._routing.send,
             Received: self._routing.received,
             Login: self._on_login,
@@ -185,9 +185,6 @@ class ChatServer:
     def connected(self, peer: Peer) -> None:
         if not self._admission.admit(peer):
             peer.refuse(linger=self._admission.hold_refused(peer))
-
-    def handle(self, peer: Peer, event: Event) -> Handled:
-        return self._handlers[type(event)](peer, event)
 
     def release(self, peer: Peer) -> None:
         self._presence.forget(peer)

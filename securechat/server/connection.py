@@ -54,8 +54,6 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-ENDED: Final = frozenset({Phase.FAILED, Phase.REFUSED, Phase.CLOSED})
-
 # Every frame type the server accepts in each phase, and the phase it leads to.
 SERVER_TRANSITIONS: Final[dict[Phase, dict[str, Phase]]] = {
     Phase.AWAIT_HELLO: {"hello": Phase.AWAIT_AUTH},
@@ -71,6 +69,8 @@ SERVER_TRANSITIONS: Final[dict[Phase, dict[str, Phase]]] = {
     Phase.REFUSED: {},
     Phase.CLOSED: {},
 }
+# The phases that accept nothing: the connection has ended.
+ENDED: Final = frozenset(phase for phase, row in SERVER_TRANSITIONS.items() if not row)
 
 
 def check_transition(phase: Phase, kind: str) -> Phase:
@@ -130,8 +130,8 @@ class ServerConnection:
 
     __slots__ = (
         "_bucket", "_clock", "_decoder", "_frames", "_hello", "_login", "_lookups", "_next", "_nonce", "_now",
-        "_out_bytes", "_rate_logged", "_server_id", "_timeouts", "_writes", "handed", "last_frame", "name",
-        "peer", "phase", "reason", "started",
+        "_phase", "_rate_logged", "_row", "_server_id", "_timeouts", "_writes", "bytes_to_send", "handed",
+        "last_frame", "name", "peer", "reason", "started",
     )
 
     def __init__(self, config: ServerConfig, server_id: bytes, clock: Callable[[], float], peer: str = "?") -> None:
@@ -149,9 +149,10 @@ class ServerConnection:
         self._nonce: bytes | None = None
         self._login: Login | None = None  # verified, waiting for accept_login() or fail()
         self._writes: list[bytes] = []
-        self._out_bytes = 0
+        self.bytes_to_send = 0  # what data_to_send() would return, in bytes (read-only outside)
         self._rate_logged = False  # one log line per connection, not one per dropped frame
-        self.phase = Phase.AWAIT_HELLO
+        self._phase = Phase.AWAIT_HELLO
+        self._row = SERVER_TRANSITIONS[Phase.AWAIT_HELLO]  # the frame types this phase accepts
         self.name: str | None = None
         self.peer = peer  # for the log
         self.reason = "peer closed"  # why the connection ended, for the log
@@ -162,13 +163,22 @@ class ServerConnection:
     # --- bytes in, events out ------------------------------------------------------------
 
     @property
+    def phase(self) -> Phase:
+        """Where the connection is (docs/protocol.md section 5)."""
+        return self._phase
+
+    @property
     def ended(self) -> bool:
         """FAILED, REFUSED or CLOSED: nothing more is read or answered."""
-        return self.phase in ENDED
+        return not self._row
+
+    def _enter(self, phase: Phase) -> None:
+        self._phase = phase
+        self._row = SERVER_TRANSITIONS[phase]
 
     def receive_data(self, data: bytes) -> None:
         """Take bytes from the peer; the frames they complete come out of :meth:`next_event`."""
-        if self.phase in ENDED:
+        if not self._row:
             return
         try:
             frames = self._decoder.feed(data)
@@ -187,7 +197,8 @@ class ServerConnection:
 
     def next_event(self) -> Event | Pull:
         """Handle the next decoded frame: its event, ``HANDLED`` if answered here, or ``NEED_DATA``."""
-        if self.phase in ENDED or self._login is not None:
+        row = self._row
+        if not row or self._login is not None:  # ended, or paused until the login is answered
             return NEED_DATA
         i = self._next
         if i >= len(self._frames):
@@ -202,8 +213,8 @@ class ServerConnection:
             self.error("rate_limited", "too many frames; this one was dropped", request_id(frame))
             return HANDLED
         try:
-            if kind not in SERVER_TRANSITIONS[self.phase]:
-                raise _unexpected(self.phase, kind)
+            if kind not in row:
+                raise _unexpected(self._phase, kind)
             return _HANDLERS[kind](self, frame) or HANDLED
         except Exception as exc:  # noqa: BLE001 - reported as the peer's error or as `internal`
             self.report(exc, kind, request_id(frame))
@@ -216,7 +227,7 @@ class ServerConnection:
         except ProtocolError as exc:
             self.fail(exc.code, exc.detail)
             return
-        if self.phase is not Phase.OPEN and self._decoder.buffered > PREAUTH_BUFFER_LIMIT:
+        if self._phase is not Phase.OPEN and self._decoder.buffered > PREAUTH_BUFFER_LIMIT:
             self.fail("frame_too_large", f"frames before welcome are limited to {PREAUTH_BUFFER_LIMIT} bytes")
 
     def _confirms_handed(self, frame: dict[str, Any]) -> bool:
@@ -232,7 +243,7 @@ class ServerConnection:
         self._nonce = os.urandom(AUTH_NONCE_SIZE)
         challenge = {"type": "challenge", "server_id": b64encode(self._server_id), "nonce": b64encode(self._nonce)}
         self.answer(challenge, request_id(frame))
-        self.phase = SERVER_TRANSITIONS[Phase.AWAIT_HELLO]["hello"]
+        self._enter(SERVER_TRANSITIONS[Phase.AWAIT_HELLO]["hello"])
 
     def _on_auth(self, frame: dict[str, Any]) -> Login | None:
         rid = request_id(frame)
@@ -294,7 +305,7 @@ class ServerConnection:
         self._login = None
         self.name = login.name
         self.last_frame = self._clock()  # the idle clock starts at welcome
-        self.phase = SERVER_TRANSITIONS[Phase.AWAIT_AUTH]["auth"]
+        self._enter(SERVER_TRANSITIONS[Phase.AWAIT_AUTH]["auth"])
         self.answer({"type": "welcome", "name": login.name, "fingerprint": login.fingerprint, "new": new}, login.rid)
 
     def answer(self, frame: dict[str, Any], rid: str | None) -> None:
@@ -303,17 +314,12 @@ class ServerConnection:
             frame["rid"] = rid
         self.send_data(encode_frame(frame))
 
-    def send_data(self, data: bytes) -> None:
-        """Queue encoded frames for the peer; dropped once the connection ended."""
-        if self.phase in ENDED:
-            return
-        self._writes.append(data)
-        self._out_bytes += len(data)
-
-    @property
-    def bytes_to_send(self) -> int:
-        """How many bytes :meth:`data_to_send` would return."""
-        return self._out_bytes
+    def send_data(self, data: bytes) -> int:
+        """Queue encoded frames for the peer (dropped once the connection ended); returns the bytes queued now."""
+        if self._row:
+            self._writes.append(data)
+            self.bytes_to_send += len(data)
+        return self.bytes_to_send
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer, in order; the queue is then empty."""
@@ -321,7 +327,7 @@ class ServerConnection:
         if not writes:
             return b""
         self._writes = []
-        self._out_bytes = 0
+        self.bytes_to_send = 0
         return writes[0] if len(writes) == 1 else b"".join(writes)
 
     def error(self, code: str, message: str, rid: str | None) -> None:
@@ -333,27 +339,27 @@ class ServerConnection:
 
     def fail(self, code: str, message: str, rid: str | None = None) -> None:
         """A fatal error: queue the ``error`` frame, then discard everything (FAILED)."""
-        if self.phase in ENDED:
+        if not self._row:
             return
         log.info("fatal %s to %s%s: %s", code, self.peer, self._who(), message)
         self.reason = f"fatal {code}"
         self.send_data(encode_frame(error_frame(code, message, fatal=True, rid=rid)))
         self._login = None
         self._frames, self._next = [], 0
-        self.phase = Phase.FAILED
+        self._enter(Phase.FAILED)
 
     def refuse(self) -> None:
         """Over a connection cap: ``server_busy`` before anything is read (REFUSED)."""
         log.info("refused connection from %s: server busy", self.peer)
         self.send_data(encode_frame(error_frame("server_busy", "too many connections", fatal=True)))
-        self.phase = Phase.REFUSED
+        self._enter(Phase.REFUSED)
 
     def close(self, reason: str | None = None) -> None:
         """The connection is going away (CLOSED); ``reason`` replaces the one the log will give."""
         if reason is not None:
             self.reason = reason
         self._login = None
-        self.phase = Phase.CLOSED
+        self._enter(Phase.CLOSED)
 
     def report(self, exc: Exception, kind: str, rid: str | None) -> None:
         """Answer a failure while handling a ``kind`` frame: the peer's mistake by its code, ours as ``internal``."""
@@ -372,9 +378,9 @@ class ServerConnection:
     def overdue(self, now: float) -> str | None:
         """Why the connection has timed out at ``now``, or None (docs/protocol.md section 10)."""
         handshake, idle = self._timeouts
-        if self.phase is Phase.OPEN:
+        if self._phase is Phase.OPEN:
             return f"no frame for {idle:g} seconds" if now - self.last_frame >= idle else None
-        if self.phase in ENDED or now - self.started < handshake:
+        if not self._row or now - self.started < handshake:
             return None
         return "the handshake did not finish in time"
 

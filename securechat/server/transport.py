@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .connection import ENDED, Phase, ServerConnection
+from .connection import Phase, ServerConnection
 from .events import HANDLED, NEED_DATA, Deferred, Event, Handled
 
 if TYPE_CHECKING:
@@ -47,8 +47,9 @@ class Handler(Protocol):
     def connected(self, peer: Peer) -> None:
         """A socket was accepted: admit it, or :meth:`Peer.refuse` it."""
 
-    def handle(self, peer: Peer, event: Event) -> Handled:
-        """Act on one event of ``peer``'s connection."""
+    @property
+    def handlers(self) -> Mapping[type[Event], Callable[[Peer, Any], Handled]]:
+        """What acts on each type of event of a peer's connection."""
 
     def release(self, peer: Peer) -> None:
         """The connection ended: stop routing to it (idempotent)."""
@@ -100,7 +101,7 @@ class Peer(asyncio.Protocol):
     @property
     def closing(self) -> bool:
         """The connection ended (failed, refused or closed): route nothing more to it."""
-        return self.conn.phase in ENDED
+        return self.conn.ended
 
     @property
     def mailbox(self) -> Mailbox | None:
@@ -124,7 +125,7 @@ class Peer(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
-        if conn.phase in ENDED:  # after a fatal error (or a refusal) input is discarded until EOF
+        if conn.ended:  # after a fatal error (or a refusal) input is discarded until EOF
             return
         if self.task is not None:  # earlier events are still being handled: keep the order
             self.inbox.append(data)
@@ -172,9 +173,14 @@ class Peer(asyncio.Protocol):
     def _run(self) -> None:
         """Handle every event the connection has now; an event that must wait hands the rest to a task."""
         conn = self.conn
+        handlers = self.handler.handlers
         while (event := conn.next_event()) is not NEED_DATA:
             if event is not HANDLED:
-                pending = self._handle(event)
+                try:
+                    pending = handlers[type(event)](self, event)
+                except Exception as exc:  # noqa: BLE001 - the peer gets its error code or `internal`
+                    conn.report(exc, event.kind, event.rid)
+                    pending = None
                 if pending is not None:
                     self.task = task = self.loop.create_task(self._consume(event, pending))
                     self.handler.track(task)
@@ -185,7 +191,7 @@ class Peer(asyncio.Protocol):
 
     def _handle(self, event: Event) -> Handled:
         try:
-            return self.handler.handle(self, event)
+            return self.handler.handlers[type(event)](self, event)
         except Exception as exc:  # noqa: BLE001 - the peer gets its error code or `internal`, the log the traceback
             self.conn.report(exc, event.kind, event.rid)
             return None
@@ -259,9 +265,7 @@ class Peer(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Queue encoded frames for the end of this loop iteration (one syscall for many frames)."""
-        conn = self.conn
-        conn.send_data(data)
-        queued = conn.bytes_to_send
+        queued = self.conn.send_data(data)
         if queued >= COALESCE_LIMIT:
             self.flush()
         elif queued and self.flush_handle is None:
@@ -310,12 +314,20 @@ class Peer(asyncio.Protocol):
             waiter = self.drain_waiter = self.loop.create_future()
         await waiter
 
+    def _schedule(self) -> None:
+        """Flush at the end of this loop iteration, or now if enough is queued."""
+        queued = self.conn.bytes_to_send
+        if queued >= COALESCE_LIMIT:
+            self.flush()
+        elif queued and self.flush_handle is None:
+            self.flush_handle = self.loop.call_soon(self.flush)
+
     def _after_step(self) -> None:
         """Act on what the connection did: linger after a fatal error, else schedule what it queued."""
         if self.conn.phase is Phase.FAILED and self.linger is None:
             self._linger()
-        elif self.flush_handle is None and self.conn.bytes_to_send:
-            self.flush_handle = self.loop.call_soon(self.flush)
+        else:
+            self._schedule()
 
     # --- ending ---------------------------------------------------------------------------
 
