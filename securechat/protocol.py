@@ -9,7 +9,7 @@ the server's state table is :mod:`securechat.server.connection`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import jsoncodec
@@ -205,45 +205,75 @@ def _frame_type(frame: Mapping[str, Any]) -> str:
     return kind
 
 
+def check_hello(frame: Mapping[str, Any]) -> None:
+    """A ``hello``'s fields; every mistake is fatal, with the code of the step."""
+    version = frame.get("version")
+    if type(version) is not int:
+        raise BadRequest("'version' must be an integer", code="version_unsupported", fatal=True)
+    if version != PROTOCOL_VERSION:
+        raise BadRequest(
+            f"protocol version {version} is not supported (this server speaks 1)",
+            code="version_unsupported",
+            fatal=True,
+        )
+    _name_field(frame, "name", code="invalid_name", fatal=True)
+    pubkey = frame.get("pubkey")
+    if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
+        raise BadRequest("'pubkey' must be a PEM string", code="bad_key", fatal=True)
+
+
+def check_auth(frame: Mapping[str, Any]) -> None:
+    """An ``auth``'s fields."""
+    sig = frame.get("signature")
+    if not isinstance(sig, str) or len(sig) > MAX_PEM_LENGTH:
+        raise BadRequest("'signature' must be a base64 string", code="auth_failed", fatal=True)
+
+
+def check_lookup(frame: Mapping[str, Any]) -> None:
+    """A ``lookup``'s fields."""
+    # The spec lists invalid_name among the fatal codes: a conforming client
+    # validates names before sending, so one that does not is broken.
+    _name_field(frame, "name", code="invalid_name", fatal=True)
+
+
+def check_send(frame: Mapping[str, Any]) -> None:
+    """A ``send``'s fields, its envelope's structure included."""
+    to = _name_field(frame, "to", code="invalid_name", fatal=True)
+    envelope = validate_envelope_shape(frame.get("envelope"))
+    if envelope["to"] != to:
+        raise BadRequest("'to' does not match envelope 'to'")
+
+
+def check_received(frame: Mapping[str, Any]) -> None:
+    """A ``received``'s fields."""
+    if not is_message_id(frame.get("id")):
+        raise BadRequest("'id' must be 32 lowercase hex digits")
+    _name_field(frame, "from")
+
+
+def _no_fields(frame: Mapping[str, Any]) -> None:
+    pass
+
+
+# The field checks of each client frame type (docs/protocol.md section 4).
+CLIENT_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
+    "hello": check_hello,
+    "auth": check_auth,
+    "lookup": check_lookup,
+    "send": check_send,
+    "received": check_received,
+    "list": _no_fields,
+    "ping": _no_fields,
+}
+
 
 def validate_client_frame(frame: Mapping[str, Any]) -> None:
     """Check a client frame's fields for its (known) type; raise :class:`ProtocolError`."""
     kind = _frame_type(frame)
-    if kind == "hello":
-        version = frame.get("version")
-        if type(version) is not int:
-            raise BadRequest("'version' must be an integer", code="version_unsupported", fatal=True)
-        if version != PROTOCOL_VERSION:
-            raise BadRequest(
-                f"protocol version {version} is not supported (this server speaks 1)",
-                code="version_unsupported",
-                fatal=True,
-            )
-        _name_field(frame, "name", code="invalid_name", fatal=True)
-        pubkey = frame.get("pubkey")
-        if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
-            raise BadRequest("'pubkey' must be a PEM string", code="bad_key", fatal=True)
-    elif kind == "auth":
-        sig = frame.get("signature")
-        if not isinstance(sig, str) or len(sig) > MAX_PEM_LENGTH:
-            raise BadRequest("'signature' must be a base64 string", code="auth_failed", fatal=True)
-    elif kind == "lookup":
-        # The spec lists invalid_name among the fatal codes: a conforming client
-        # validates names before sending, so one that does not is broken.
-        _name_field(frame, "name", code="invalid_name", fatal=True)
-    elif kind == "send":
-        to = _name_field(frame, "to", code="invalid_name", fatal=True)
-        envelope = validate_envelope_shape(frame.get("envelope"))
-        if envelope["to"] != to:
-            raise BadRequest("'to' does not match envelope 'to'")
-    elif kind == "received":
-        if not is_message_id(frame.get("id")):
-            raise BadRequest("'id' must be 32 lowercase hex digits")
-        _name_field(frame, "from")
-    elif kind in ("list", "ping"):
-        pass
-    else:
+    check = CLIENT_FRAME_CHECKS.get(kind)
+    if check is None:
         raise BadRequest(f"unknown frame type {kind[:40]!r}", code="unknown_type")
+    check(frame)
 
 
 # --- frame builders (server -> client, client -> server) ---------------------------

@@ -31,7 +31,17 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from ..crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, verify_auth
 from ..encoding import b64decode, b64encode
 from ..errors import BadKey, BadRequest, ProtocolError
-from ..protocol import FrameDecoder, encode_frame, error_frame, request_id, validate_client_frame
+from ..protocol import (
+    FrameDecoder,
+    check_auth,
+    check_hello,
+    check_lookup,
+    check_received,
+    check_send,
+    encode_frame,
+    error_frame,
+    request_id,
+)
 from .config import ServerConfig
 from .events import HANDLED, NEED_DATA, Event, ListUsers, Login, Lookup, Pull, Received, Send
 
@@ -237,7 +247,7 @@ class ServerConnection:
     # --- one method per frame type (the table below) --------------------------------------
 
     def _on_hello(self, frame: dict[str, Any]) -> None:
-        validate_client_frame(frame)
+        check_hello(frame)
         key = load_public_key_pem(frame["pubkey"])
         self._hello = (frame["name"], key)
         self._nonce = os.urandom(AUTH_NONCE_SIZE)
@@ -247,7 +257,7 @@ class ServerConnection:
 
     def _on_auth(self, frame: dict[str, Any]) -> Login | None:
         rid = request_id(frame)
-        validate_client_frame(frame)
+        check_auth(frame)
         nonce = self._nonce
         assert self._hello is not None and nonce is not None
         name, key = self._hello
@@ -268,14 +278,14 @@ class ServerConnection:
         if not self._lookups.take(self._clock()):
             self.error("rate_limited", "too many lookups", rid)
             return None
-        validate_client_frame(frame)
+        check_lookup(frame)
         return Lookup(frame["name"], rid)
 
     def _on_list(self, frame: dict[str, Any]) -> ListUsers:
         return ListUsers(request_id(frame))
 
     def _on_send(self, frame: dict[str, Any]) -> Send | None:
-        validate_client_frame(frame)
+        check_send(frame)
         sender = self.name
         assert sender is not None
         to: str = frame["to"]
@@ -290,7 +300,7 @@ class ServerConnection:
         return Send(sender, to, envelope, rid)
 
     def _on_received(self, frame: dict[str, Any]) -> Received:
-        validate_client_frame(frame)
+        check_received(frame)
         return Received(frame["from"], frame["id"], request_id(frame))
 
     def _on_ping(self, frame: dict[str, Any]) -> None:
@@ -314,12 +324,11 @@ class ServerConnection:
             frame["rid"] = rid
         self.send_data(encode_frame(frame))
 
-    def send_data(self, data: bytes) -> int:
-        """Queue encoded frames for the peer (dropped once the connection ended); returns the bytes queued now."""
+    def send_data(self, data: bytes) -> None:
+        """Queue encoded frames for the peer; dropped once the connection ended."""
         if self._row:
             self._writes.append(data)
             self.bytes_to_send += len(data)
-        return self.bytes_to_send
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer, in order; the queue is then empty."""

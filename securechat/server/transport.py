@@ -265,11 +265,8 @@ class Peer(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         """Queue encoded frames for the end of this loop iteration (one syscall for many frames)."""
-        queued = self.conn.send_data(data)
-        if queued >= COALESCE_LIMIT:
-            self.flush()
-        elif queued and self.flush_handle is None:
-            self.flush_handle = self.loop.call_soon(self.flush)
+        self.conn.send_data(data)
+        self._schedule()
 
     def accept_login(self, new: bool) -> None:
         """The login is good: ``welcome`` goes out before anything routed to the session."""
