@@ -24,7 +24,7 @@ from .connection import ServerConnection
 from .directory import Directory
 from .events import Event, Handled, ListUsers, Login, Lookup, Received, Send
 from .presence import Presence
-from .routing import LocalRouting
+from .routing import LocalRouting, Routing
 from .sqlite import SqliteStore
 from .store import ServerStore
 from .transport import LINGER_SECONDS, Peer
@@ -55,7 +55,7 @@ class ChatServer:
         self._presence = Presence()
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections (tests look at them)
-        self._routing = LocalRouting(config, self._store, self._directory, self._presence, self._spawn)
+        self._routing: Routing = LocalRouting(config, self._store, self._directory, self._presence, self._spawn)
         self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
             Send: self._routing.send,
             Received: self._routing.received,

@@ -173,14 +173,9 @@ class Peer(asyncio.Protocol):
     def _run(self) -> None:
         """Handle every event the connection has now; an event that must wait hands the rest to a task."""
         conn = self.conn
-        handlers = self.handler.handlers
         while (event := conn.next_event()) is not NEED_DATA:
             if event is not HANDLED:
-                try:
-                    pending = handlers[type(event)](self, event)
-                except Exception as exc:  # noqa: BLE001 - the peer gets its error code or `internal`
-                    conn.report(exc, event.kind, event.rid)
-                    pending = None
+                pending = self._handle(event)
                 if pending is not None:
                     self.task = task = self.loop.create_task(self._consume(event, pending))
                     self.handler.track(task)
