@@ -1,9 +1,11 @@
-"""Admission: the connection caps, overall and per address (docs/protocol.md, "Rate and connection limits").
+"""Admission and limits (docs/protocol.md, "Rate and connection limits").
 
-A connection over a cap is refused with ``server_busy`` before anything is
-read (:meth:`~securechat.server.transport.Peer.refuse`). A refused connection
+The connection caps, overall and per address: a connection over a cap is
+refused with ``server_busy`` before anything is read
+(:meth:`~securechat.server.transport.Peer.refuse`). A refused connection
 lingers briefly so its peer reads the error, but only so many at once: past
-``MAX_LINGERING_REFUSALS`` a flood is closed at once.
+``MAX_LINGERING_REFUSALS`` a flood is closed at once. And the token bucket
+behind each connection's frame and lookup rates.
 """
 
 from __future__ import annotations
@@ -56,4 +58,25 @@ class Admission:
             self._per_ip[peer.ip] = left
         else:
             self._per_ip.pop(peer.ip, None)
+        return True
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; :meth:`take` spends one if there is one."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        tokens = min(self.tokens + (now - self.stamp) * self.rate, self.burst)
+        self.stamp = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
         return True

@@ -42,6 +42,7 @@ from ..protocol import (
     error_frame,
     request_id,
 )
+from .admission import TokenBucket
 from .config import ServerConfig
 from .events import HANDLED, NEED_DATA, Event, ListUsers, Login, Lookup, Pull, Received, Send
 
@@ -107,27 +108,6 @@ def _unexpected(phase: Phase, kind: str) -> ProtocolError:
     if kind in ("hello", "auth"):
         return BadRequest(f"{shown!r} is not allowed: this session is already authenticated")
     return BadRequest(f"unknown frame type {shown!r}", code="unknown_type")
-
-
-class TokenBucket:
-    """``rate`` tokens a second up to ``burst``; :meth:`take` spends one if there is one."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.stamp = now
-
-    def take(self, now: float) -> bool:
-        tokens = min(self.tokens + (now - self.stamp) * self.rate, self.burst)
-        self.stamp = now
-        if tokens < 1.0:
-            self.tokens = tokens
-            return False
-        self.tokens = tokens - 1.0
-        return True
 
 
 class ServerConnection:
