@@ -681,9 +681,14 @@ async def test_received_for_an_unknown_message_is_harmless(server: ChatServer) -
 async def test_presence_only_reaches_authenticated_connections(server: ChatServer) -> None:
     pending = await connect(server)
     await pending.hello("carol", identity_key("carol"))
-    async with clients(server.port, "alice"):
-        pass
-    await pending.expect_silence()
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "list"})  # alice hears every change from now on
+        await a.recv_type("users")
+        async with clients(server.port, "bob"):
+            assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": True}
+        assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": False}
+    # Both batches went out while carol was mid-handshake: nothing of them reached her.
+    await pending.expect_silence(ignore=())
     await pending.close()
 
 
