@@ -173,7 +173,7 @@ class LocalRouting:
         name = peer.name
         assert name is not None
         old = self._online.get(name)
-        peer.mailbox = Mailbox(name)  # holding what arrives until the backlog is out
+        peer.set_mailbox(Mailbox(name))  # holding what arrives until the backlog is out
         self._online[name] = peer
         return old
 
@@ -182,7 +182,7 @@ class LocalRouting:
         box = peer.mailbox
         if box is None:
             return
-        peer.mailbox = None
+        peer.set_mailbox(None)
         name = box.name
         if self._online.get(name) is peer:  # not when a newer session replaced it: it never went offline
             del self._online[name]

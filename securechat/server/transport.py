@@ -71,8 +71,8 @@ class Peer(asyncio.Protocol):
     """One client socket and its :class:`ServerConnection`; touched only on the event loop."""
 
     __slots__ = (
-        "_mailbox", "conn", "drain_waiter", "eof", "flush_handle", "handler", "inbox", "inbox_bytes", "ip",
-        "linger", "loop", "max_out", "paused", "task", "transport", "write_paused",
+        "conn", "drain_waiter", "eof", "flush_handle", "handler", "inbox", "inbox_bytes", "ip", "linger", "loop",
+        "mailbox", "max_out", "paused", "task", "transport", "write_paused",
     )
 
     def __init__(self, handler: Handler, conn: ServerConnection, max_out: int) -> None:
@@ -82,7 +82,7 @@ class Peer(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self.ip = "?"
-        self._mailbox: Mailbox | None = None
+        self.mailbox: Mailbox | None = None  # routing's state for this session while it is routed to
         self.task: asyncio.Task[None] | None = None  # handling events that had to wait
         self.inbox: list[bytes] = []  # reads that arrived while the task was busy
         self.inbox_bytes = 0
@@ -103,14 +103,9 @@ class Peer(asyncio.Protocol):
         """The connection ended (failed, refused or closed): route nothing more to it."""
         return self.conn.ended
 
-    @property
-    def mailbox(self) -> Mailbox | None:
-        """Routing's state for this session while it is routed to, else None."""
-        return self._mailbox
-
-    @mailbox.setter
-    def mailbox(self, box: Mailbox | None) -> None:
-        self._mailbox = box
+    def set_mailbox(self, box: Mailbox | None) -> None:
+        """Routing starts (or stops) routing to this session through ``box``."""
+        self.mailbox = box
         # What was handed to this session and not confirmed: `received` for it is free.
         self.conn.handed = box.inflight if box is not None else frozenset()
 
@@ -261,7 +256,8 @@ class Peer(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Queue encoded frames for the end of this loop iteration (one syscall for many frames)."""
         self.conn.send_data(data)
-        self._schedule()
+        if self.flush_handle is None or self.conn.bytes_to_send >= COALESCE_LIMIT:
+            self._schedule()
 
     def accept_login(self, new: bool) -> None:
         """The login is good: ``welcome`` goes out before anything routed to the session."""
