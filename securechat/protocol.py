@@ -1,16 +1,15 @@
 """securechat wire protocol v1, sans-I/O.
 
 Framing (``uint32_be(N) || N bytes of UTF-8 JSON object``), an incremental
-:class:`FrameDecoder`, schema validation of every frame type, and the server
-session state table. Nothing here touches a socket or an event loop: the
-asyncio server and client feed bytes in and write the bytes handed back.
+:class:`FrameDecoder` and schema validation of every frame type. Nothing here
+touches a socket or an event loop, and nothing here keeps a session's state:
+the server's state table is :mod:`securechat.server.connection`.
 """
 
 from __future__ import annotations
 
-import enum
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import jsoncodec
@@ -206,97 +205,75 @@ def _frame_type(frame: Mapping[str, Any]) -> str:
     return kind
 
 
+def check_hello(frame: Mapping[str, Any]) -> None:
+    """A ``hello``'s fields; every mistake is fatal, with the code of the step."""
+    version = frame.get("version")
+    if type(version) is not int:
+        raise BadRequest("'version' must be an integer", code="version_unsupported", fatal=True)
+    if version != PROTOCOL_VERSION:
+        raise BadRequest(
+            f"protocol version {version} is not supported (this server speaks 1)",
+            code="version_unsupported",
+            fatal=True,
+        )
+    _name_field(frame, "name", code="invalid_name", fatal=True)
+    pubkey = frame.get("pubkey")
+    if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
+        raise BadRequest("'pubkey' must be a PEM string", code="bad_key", fatal=True)
+
+
+def check_auth(frame: Mapping[str, Any]) -> None:
+    """An ``auth``'s fields."""
+    sig = frame.get("signature")
+    if not isinstance(sig, str) or len(sig) > MAX_PEM_LENGTH:
+        raise BadRequest("'signature' must be a base64 string", code="auth_failed", fatal=True)
+
+
+def check_lookup(frame: Mapping[str, Any]) -> None:
+    """A ``lookup``'s fields."""
+    # The spec lists invalid_name among the fatal codes: a conforming client
+    # validates names before sending, so one that does not is broken.
+    _name_field(frame, "name", code="invalid_name", fatal=True)
+
+
+def check_send(frame: Mapping[str, Any]) -> None:
+    """A ``send``'s fields, its envelope's structure included."""
+    to = _name_field(frame, "to", code="invalid_name", fatal=True)
+    envelope = validate_envelope_shape(frame.get("envelope"))
+    if envelope["to"] != to:
+        raise BadRequest("'to' does not match envelope 'to'")
+
+
+def check_received(frame: Mapping[str, Any]) -> None:
+    """A ``received``'s fields."""
+    if not is_message_id(frame.get("id")):
+        raise BadRequest("'id' must be 32 lowercase hex digits")
+    _name_field(frame, "from")
+
+
+def _no_fields(frame: Mapping[str, Any]) -> None:
+    pass
+
+
+# The field checks of each client frame type (docs/protocol.md section 4).
+CLIENT_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
+    "hello": check_hello,
+    "auth": check_auth,
+    "lookup": check_lookup,
+    "send": check_send,
+    "received": check_received,
+    "list": _no_fields,
+    "ping": _no_fields,
+}
+
 
 def validate_client_frame(frame: Mapping[str, Any]) -> None:
     """Check a client frame's fields for its (known) type; raise :class:`ProtocolError`."""
     kind = _frame_type(frame)
-    if kind == "hello":
-        version = frame.get("version")
-        if type(version) is not int:
-            raise BadRequest("'version' must be an integer", code="version_unsupported", fatal=True)
-        if version != PROTOCOL_VERSION:
-            raise BadRequest(
-                f"protocol version {version} is not supported (this server speaks 1)",
-                code="version_unsupported",
-                fatal=True,
-            )
-        _name_field(frame, "name", code="invalid_name", fatal=True)
-        pubkey = frame.get("pubkey")
-        if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
-            raise BadRequest("'pubkey' must be a PEM string", code="bad_key", fatal=True)
-    elif kind == "auth":
-        sig = frame.get("signature")
-        if not isinstance(sig, str) or len(sig) > MAX_PEM_LENGTH:
-            raise BadRequest("'signature' must be a base64 string", code="auth_failed", fatal=True)
-    elif kind == "lookup":
-        # The spec lists invalid_name among the fatal codes: a conforming client
-        # validates names before sending, so one that does not is broken.
-        _name_field(frame, "name", code="invalid_name", fatal=True)
-    elif kind == "send":
-        to = _name_field(frame, "to", code="invalid_name", fatal=True)
-        envelope = validate_envelope_shape(frame.get("envelope"))
-        if envelope["to"] != to:
-            raise BadRequest("'to' does not match envelope 'to'")
-    elif kind == "received":
-        if not is_message_id(frame.get("id")):
-            raise BadRequest("'id' must be 32 lowercase hex digits")
-        _name_field(frame, "from")
-    elif kind in ("list", "ping"):
-        pass
-    else:
+    check = CLIENT_FRAME_CHECKS.get(kind)
+    if check is None:
         raise BadRequest(f"unknown frame type {kind[:40]!r}", code="unknown_type")
-
-
-# --- server session state table (h11 style) ------------------------------------------
-
-
-class SessionState(enum.Enum):
-    """States of one connection as the server sees it."""
-
-    AWAIT_HELLO = "await_hello"
-    AWAIT_AUTH = "await_auth"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-# Every frame type the server accepts in each state, and the state it leads to.
-SERVER_TRANSITIONS: Final[dict[SessionState, dict[str, SessionState]]] = {
-    SessionState.AWAIT_HELLO: {"hello": SessionState.AWAIT_AUTH},
-    SessionState.AWAIT_AUTH: {"auth": SessionState.OPEN},
-    SessionState.OPEN: {
-        "lookup": SessionState.OPEN,
-        "list": SessionState.OPEN,
-        "send": SessionState.OPEN,
-        "received": SessionState.OPEN,
-        "ping": SessionState.OPEN,
-    },
-    SessionState.CLOSED: {},
-}
-
-
-def check_transition(state: SessionState, kind: str) -> SessionState:
-    """The state after the server accepts a ``kind`` frame in ``state``.
-
-    Raises the protocol error the server must answer with when the table has
-    no such transition; it names the state and the frame type.
-    """
-    allowed = SERVER_TRANSITIONS[state]
-    nxt = allowed.get(kind)
-    if nxt is not None:
-        return nxt
-    shown = kind[:40]
-    if state is SessionState.CLOSED:
-        raise BadRequest("connection is closed", code="bad_request", fatal=True)
-    if state is not SessionState.OPEN:
-        expected = " or ".join(sorted(allowed))
-        raise BadRequest(
-            f"expected {expected} before authentication, got {shown!r}",
-            code="not_authenticated",
-            fatal=True,
-        )
-    if kind in ("hello", "auth"):
-        raise BadRequest(f"{shown!r} is not allowed: this session is already authenticated")
-    raise BadRequest(f"unknown frame type {shown!r}", code="unknown_type")
+    check(frame)
 
 
 # --- frame builders (server -> client, client -> server) ---------------------------

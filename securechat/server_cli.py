@@ -19,8 +19,7 @@ from typing import Any
 
 import click
 
-from .server import ChatServer, ServerConfig, default_db_path
-from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL
+from .server import ChatServer, ServerConfig
 
 log = logging.getLogger("securechat.server")
 
@@ -29,6 +28,11 @@ _DEFAULTS = ServerConfig.__dataclass_fields__  # the defaults live in one place:
 
 def _default(name: str) -> Any:
     return _DEFAULTS[name].default
+
+
+def default_db_path() -> Path:
+    """``server.db`` in the per-user application directory (the server core takes a path, not click's idea of one)."""
+    return Path(click.get_app_dir("securechat")) / "server.db"
 
 
 _POSITIVE_INT = click.IntRange(min=1)
@@ -103,11 +107,11 @@ class _OneLineErrors(click.Command):
               help="Connections served at once from one address.")
 @click.option("--lookup-rate", type=_POSITIVE_FLOAT, default=_default("lookup_rate"), show_default=True,
               help="Key lookups per second per connection.")
-@click.option("--queue-limit", type=_POSITIVE_INT, default=DEFAULT_QUEUE_LIMIT, show_default=True,
+@click.option("--queue-limit", type=_POSITIVE_INT, default=_default("queue_limit"), show_default=True,
               help="Messages stored for one offline recipient.")
-@click.option("--queue-bytes", type=_POSITIVE_INT, default=DEFAULT_QUEUE_BYTES, show_default=True,
+@click.option("--queue-bytes", type=_POSITIVE_INT, default=_default("queue_bytes"), show_default=True,
               help="Bytes stored for one offline recipient.")
-@click.option("--queue-ttl", type=_POSITIVE_FLOAT, default=DEFAULT_QUEUE_TTL, show_default=True,
+@click.option("--queue-ttl", type=_POSITIVE_FLOAT, default=_default("queue_ttl"), show_default=True,
               help="Seconds a stored message is kept.")
 @click.option("--max-outgoing-buffer", type=_POSITIVE_INT, default=_default("max_outgoing_buffer"),
               show_default=True, help="Bytes buffered for a slow reader before it is disconnected.")

@@ -347,6 +347,52 @@ async def test_lookalike_lookup_after_login_is_fatal(server: ChatServer) -> None
 # --- messaging ------------------------------------------------------------------------------
 
 
+class _BurstTally:
+    """Every send of the burst is either refused `rate_limited` or forwarded to the victim (who does
+    not confirm, so no ack comes back): the two counts must add up to the burst."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.answers = {"forwarded": 0, "rate_limited": 0, "other": 0}
+        self.complete = asyncio.Event()
+
+    def tally(self, key: str) -> None:
+        self.answers[key] += 1
+        if sum(self.answers.values()) >= self.count:
+            self.complete.set()
+
+    async def drain_sender(self, m: RawClient) -> None:
+        while True:
+            frame = await m.recv(30)
+            if frame["type"] == "error" and frame["code"] == "rate_limited":
+                assert frame["fatal"] is False
+                self.tally("rate_limited")
+            elif frame["type"] != "presence":
+                self.tally("other")
+
+    async def drain_recipient(self, victim: RawClient) -> None:
+        while True:
+            frame = await victim.recv(30)
+            if frame["type"] == "message":
+                self.tally("forwarded")
+
+
+async def _round_trips(a: RawClient, b: RawClient, until: asyncio.Event) -> list[float]:
+    """alice <-> bob round trips (send, received, delivered), at most 20, until ``until`` is set."""
+    loop = asyncio.get_running_loop()
+    rtts: list[float] = []
+    for n in range(20):
+        t0 = loop.time()
+        await a.send_frame({"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(n))})
+        got = await b.recv_type("message", timeout=5)
+        await b.send_frame({"type": "received", "id": got["envelope"]["id"], "from": "alice"})
+        await a.recv_type("ack", timeout=5)  # delivered
+        rtts.append(loop.time() - t0)
+        if until.is_set():
+            break
+    return rtts
+
+
 async def test_burst_of_10000_sends_is_rate_limited_and_others_stay_responsive(tmp_path: Path) -> None:
     count = 10_000
     async with (
@@ -357,45 +403,12 @@ async def test_burst_of_10000_sends_is_rate_limited_and_others_stay_responsive(t
             json_frame({"type": "send", "to": "victim", "envelope": envelope("mallory", "victim", msg_id(n))})
             for n in range(count)
         )
-        loop = asyncio.get_running_loop()
         blast = asyncio.create_task(m.send_raw(frames))
-        # Every send is either refused `rate_limited` or forwarded to the victim (who does not
-        # confirm, so no ack comes back): the two counts must add up to the burst.
-        answers = {"forwarded": 0, "rate_limited": 0, "other": 0}
-        complete = asyncio.Event()
-
-        def tally(key: str) -> None:
-            answers[key] += 1
-            if sum(answers.values()) >= count:
-                complete.set()
-
-        async def drain_mallory() -> None:
-            while True:
-                frame = await m.recv(30)
-                if frame["type"] == "error" and frame["code"] == "rate_limited":
-                    assert frame["fatal"] is False
-                    tally("rate_limited")
-                elif frame["type"] != "presence":
-                    tally("other")
-
-        async def drain_victim() -> None:
-            while True:
-                frame = await victim.recv(30)
-                if frame["type"] == "message":
-                    tally("forwarded")
-
-        readers = [asyncio.create_task(drain_mallory()), asyncio.create_task(drain_victim())]
+        burst = _BurstTally(count)
+        answers, complete = burst.answers, burst.complete
+        readers = [asyncio.create_task(burst.drain_sender(m)), asyncio.create_task(burst.drain_recipient(victim))]
         # alice <-> bob round trips while mallory's burst is being processed
-        rtts: list[float] = []
-        for n in range(20):
-            t0 = loop.time()
-            await a.send_frame({"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(n))})
-            got = await b.recv_type("message", timeout=5)
-            await b.send_frame({"type": "received", "id": got["envelope"]["id"], "from": "alice"})
-            await a.recv_type("ack", timeout=5)  # delivered
-            rtts.append(loop.time() - t0)
-            if complete.is_set():
-                break
+        rtts = await _round_trips(a, b, complete)
         await blast
         try:
             await asyncio.wait_for(complete.wait(), 30)

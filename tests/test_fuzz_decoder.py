@@ -23,11 +23,10 @@ from securechat.protocol import (
     FATAL_CODES,
     NONFATAL_CODES,
     FrameDecoder,
-    SessionState,
-    check_transition,
     encode_frame,
     validate_client_frame,
 )
+from securechat.server.connection import Phase, check_transition
 
 MAX_FRAME = 4096
 
@@ -85,7 +84,7 @@ client_frames = st.builds(
 
 def serve(frames: list[dict[str, Any]]) -> None:
     """What the server does with decoded frames; only ProtocolError may escape each step."""
-    state = SessionState.AWAIT_HELLO
+    state = Phase.AWAIT_HELLO
     for frame in frames:
         try:
             validate_client_frame(frame)
@@ -93,7 +92,7 @@ def serve(frames: list[dict[str, Any]]) -> None:
         except ProtocolError as exc:
             assert exc.code in FATAL_CODES | NONFATAL_CODES
             if exc.fatal:
-                state = SessionState.CLOSED
+                state = Phase.CLOSED
                 return
 
 

@@ -1,4 +1,4 @@
-"""Tests of securechat.protocol: framing, the incremental decoder, schemas, the state table."""
+"""Tests of securechat.protocol: framing, the incremental decoder, schemas (the state table: test_server_connection.py)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,7 @@ from securechat.protocol import (
     DEFAULT_MAX_FRAME,
     FATAL_CODES,
     NONFATAL_CODES,
-    SERVER_TRANSITIONS,
     FrameDecoder,
-    SessionState,
-    check_transition,
     decode_body,
     encode_body,
     encode_frame,
@@ -485,50 +482,3 @@ def test_validators_reject_a_missing_or_non_string_type(frame: dict[str, Any]) -
         validate_client_frame(frame)
     with pytest.raises(BadFrame):
         validate_server_frame(frame)
-
-
-# --- the session state table ---------------------------------------------------------------
-
-ALL_KINDS = sorted(CLIENT_TYPES | {"welcome", "message", "bogus", ""})
-
-
-@pytest.mark.parametrize("state", list(SessionState), ids=lambda s: s.value)
-@pytest.mark.parametrize("kind", ALL_KINDS)
-def test_every_state_and_frame_type(state: SessionState, kind: str) -> None:
-    allowed = SERVER_TRANSITIONS[state]
-    if kind in allowed:
-        assert check_transition(state, kind) is allowed[kind]
-        return
-    with pytest.raises(ProtocolError) as info:
-        check_transition(state, kind)
-    exc = info.value
-    if state is SessionState.CLOSED:
-        assert exc.fatal
-    elif state is not SessionState.OPEN:
-        assert (exc.code, exc.fatal) == ("not_authenticated", True)
-        assert state.value in str(exc) or "before authentication" in str(exc)
-    elif kind in ("hello", "auth"):
-        assert (exc.code, exc.fatal) == ("bad_request", False)
-    else:
-        assert (exc.code, exc.fatal) == ("unknown_type", False)
-
-
-def test_handshake_path() -> None:
-    state = SessionState.AWAIT_HELLO
-    for kind in ("hello", "auth", "ping", "lookup", "list", "send", "received"):
-        state = check_transition(state, kind)
-    assert state is SessionState.OPEN
-
-
-def test_every_client_type_is_reachable() -> None:
-    reachable = {kind for row in SERVER_TRANSITIONS.values() for kind in row}
-    assert reachable == CLIENT_TYPES
-
-
-@given(st.text(max_size=50))
-def test_state_table_never_raises_anything_but_protocol_errors(kind: str) -> None:
-    for state in SessionState:
-        try:
-            check_transition(state, kind)
-        except ProtocolError:
-            pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,8 @@ from securechat.crypto import public_key_pem, sign_auth
 from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FATAL_CODES, encode_frame
 from securechat.server import ChatServer, ServerConfig, ack_frame
-from securechat.store import QueuedMessage, Registration, SqliteStore
+from securechat.server.sqlite import SqliteStore
+from securechat.server.store import QueuedMessage, Registration
 from tests.support.rawclient import (
     RawClient,
     clients,
@@ -679,9 +681,14 @@ async def test_received_for_an_unknown_message_is_harmless(server: ChatServer) -
 async def test_presence_only_reaches_authenticated_connections(server: ChatServer) -> None:
     pending = await connect(server)
     await pending.hello("carol", identity_key("carol"))
-    async with clients(server.port, "alice"):
-        pass
-    await pending.expect_silence()
+    async with clients(server.port, "alice") as (a,):
+        await a.send_frame({"type": "list"})  # alice hears every change from now on
+        await a.recv_type("users")
+        async with clients(server.port, "bob"):
+            assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": True}
+        assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": False}
+    # Both batches went out while carol was mid-handshake: nothing of them reached her.
+    await pending.expect_silence(ignore=())
     await pending.close()
 
 
@@ -887,3 +894,32 @@ async def test_recipient_logging_in_during_the_send_lookup_still_gets_the_messag
                 assert (ack["id"], ack["status"]) == (msg_id(7), "delivered")
     finally:
         await server.close()
+
+
+async def test_answers_are_not_lost_when_the_client_half_closes_while_a_request_waits(server: ChatServer) -> None:
+    """EOF arriving while a request waits on the store: every answer still goes out before the close."""
+    async with clients(server.port, "alice") as (a,):
+        pings = b"".join(json_frame({"type": "ping", "rid": str(n)}) for n in range(50))
+        a.writer.write(json_frame({"type": "list", "rid": "l"}) + pings)
+        a.writer.write_eof()
+        seen = [f for f in await a.expect_closed() if f["type"] != "presence"]
+        assert [f.get("rid") for f in seen] == ["l"] + [str(n) for n in range(50)], f"{len(seen)} of 51 answers"
+
+
+async def test_a_fatal_error_after_a_send_being_stored_logs_no_error(
+    server: ChatServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ack of a send still being stored is not written after the fatal error (nor crashes the write)."""
+    async with clients(server.port, "bob"):
+        pass  # registered, now offline
+    async with clients(server.port, "alice") as (a,):
+        stored = json_frame(send("bob", 1))
+        await a.send_raw(json_frame({"type": "list"}) + stored + struct.pack(">I", 0))
+        seen = [f for f in await a.expect_closed() if f["type"] != "presence"]
+        assert [(f["type"], f.get("code")) for f in seen] == [("users", None), ("error", "bad_frame")]
+        # The store answers the send after the connection failed, while alice still lingers.
+        assert (await server._store.queue_size("bob"))[0] == 1
+        await asyncio.sleep(0.1)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    async with clients(server.port, "bob") as (b,):  # it was stored all the same
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from securechat.store import QueuedMessage, QueueFull, ServerStore, SqliteStore
+from securechat.errors import QueueFull
+from securechat.server.sqlite import SqliteStore
+from securechat.server.store import QueuedMessage, ServerStore
 
 
 class Clock:

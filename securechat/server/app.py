@@ -1,0 +1,240 @@
+"""ChatServer: the relay's lifecycle, its periodic sweeps, and the wiring of its parts.
+
+Each accepted socket is a :class:`~securechat.server.transport.Peer` around a
+sans-I/O :class:`~securechat.server.connection.ServerConnection`; the events
+that come out of it are handled here: a login binds the name in the
+:class:`~securechat.server.directory.Directory` and attaches the session to
+:class:`~securechat.server.routing.LocalRouting`; sends and confirmations go to
+routing; lookups and listings to the directory, with
+:class:`~securechat.server.presence.Presence` noting who is interested in whom.
+:class:`~securechat.server.admission.Admission` caps the connections. Handshake
+and idle timeouts are one periodic sweep, so an idle session holds no timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from .admission import Admission
+from .config import ServerConfig
+from .connection import ServerConnection
+from .directory import Directory
+from .events import Event, Handled, ListUsers, Login, Lookup, Received, Send
+from .presence import Presence
+from .routing import LocalRouting, Routing
+from .sqlite import SqliteStore
+from .store import ServerStore
+from .transport import LINGER_SECONDS, Peer
+
+log = logging.getLogger("securechat.server")
+
+# asyncio's default listen backlog (100) overflows under a login burst: the kernel drops SYNs
+# and clients back off for 1, 3, 7, 15 s. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG: Final = 4096
+# Handshake and idle timeouts are checked by one periodic sweep, at least this often.
+SWEEP_INTERVAL: Final = 1.0
+EXPIRE_INTERVAL: Final = 3600.0
+
+
+class ChatServer:
+    """The relay. ``start()`` binds, ``serve_forever()`` waits, ``close()`` shuts down cleanly."""
+
+    def __init__(self, config: ServerConfig, store: ServerStore | None = None) -> None:
+        config.validate()
+        self.config = config
+        self._store: ServerStore = store or SqliteStore(
+            config.db_path,
+            queue_limit=config.queue_limit,
+            queue_bytes=config.queue_bytes,
+            queue_ttl=config.queue_ttl,
+        )
+        self._directory = Directory(self._store)
+        self._presence = Presence()
+        self._admission = Admission(config.max_connections, config.max_per_ip)
+        self._conns = self._admission.sessions  # the admitted connections (tests look at them)
+        self._routing: Routing = LocalRouting(config, self._store, self._directory, self._presence, self._spawn)
+        self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
+            Send: self._routing.send,
+            Received: self._routing.received,
+            Login: self._on_login,
+            Lookup: self._on_lookup,
+            ListUsers: self._on_list,
+        }
+        self._server: asyncio.base_events.Server | None = None
+        self._server_id = b""
+        self._tasks: set[asyncio.Task[Any]] = set()  # background work, cancelled at shutdown
+        self._pipelines: set[asyncio.Task[None]] = set()  # peers' handlers that wait, awaited at shutdown
+        self._conns_gone: asyncio.Future[None] | None = None  # set when close() has seen every connection go
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._stopped = asyncio.Event()
+        self._closing = False
+        self._port = 0
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when the config asked for 0)."""
+        return self._port
+
+    async def start(self) -> None:
+        """Open the store, expire old messages and bind the listening socket."""
+        loop = asyncio.get_running_loop()
+        try:
+            self._server_id = await self._store.server_id()
+            expired = await self._store.expire()
+            if expired:
+                log.info("expired %d queued messages older than the TTL", expired)
+            self._server = await loop.create_server(
+                self._new_peer, self.config.host, self.config.port, backlog=LISTEN_BACKLOG
+            )
+        except BaseException:
+            self._closing = True
+            await self._store.close()
+            self._stopped.set()
+            raise
+        sockets = self._server.sockets
+        self._port = sockets[0].getsockname()[1] if sockets else self.config.port
+        self._spawn(self._expire_loop())
+        self._sweep_timer = loop.call_later(self._sweep_interval(), self._sweep)
+        log.info("listening on %s:%d", self.config.host, self._port)
+
+    def _new_peer(self) -> Peer:
+        loop = asyncio.get_running_loop()
+        return Peer(self, ServerConnection(self.config, self._server_id, loop.time), self.config.max_outgoing_buffer)
+
+    async def serve_forever(self) -> None:
+        """Serve until :meth:`close` is called."""
+        if self._server is None:
+            await self.start()
+        await self._stopped.wait()
+
+    async def close(self) -> None:
+        """Stop accepting, close every connection (requeueing unconfirmed messages), flush the store."""
+        if self._closing:
+            await self._stopped.wait()
+            return
+        self._closing = self._admission.closing = True
+        try:
+            if self._server is not None:
+                self._server.close()
+            for peer in list(self._conns):
+                peer.end("server shutting down")
+            for refused in list(self._admission.refused):
+                refused.transport.abort()
+            self._presence.close()
+            if self._sweep_timer is not None:
+                self._sweep_timer.cancel()
+            for task in list(self._tasks):
+                task.cancel()
+            pending: list[asyncio.Future[Any]] = [*self._tasks, *self._pipelines]
+            if self._conns:  # closing transports flush what is buffered first
+                self._conns_gone = asyncio.get_running_loop().create_future()
+                pending.append(self._conns_gone)
+            if pending:
+                await asyncio.wait(pending, timeout=LINGER_SECONDS + 1)
+            for peer in list(self._conns):
+                peer.transport.abort()
+            await asyncio.sleep(0)  # let the aborted connections' connection_lost run
+            self._routing.flush_deletes()
+            await self._store.close()
+            log.info("server stopped")
+        finally:
+            self._stopped.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def _expire_loop(self) -> None:
+        interval = min(EXPIRE_INTERVAL, self.config.queue_ttl)
+        while True:
+            await asyncio.sleep(interval)
+            count = await self._store.expire()
+            if count:
+                log.info("expired %d queued messages older than the TTL", count)
+
+    def _sweep(self) -> None:
+        """Time out unfinished handshakes and idle sessions: one periodic pass, no timer per connection."""
+        self._sweep_timer = None
+        if self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        late = [(peer, why) for peer in self._conns if (why := peer.conn.overdue(now)) is not None]
+        for peer, why in late:
+            peer.fail("timeout", why)
+        self._sweep_timer = loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep_interval(self) -> float:
+        # At most a quarter of the shorter timeout late, and at most a second.
+        return min(SWEEP_INTERVAL, self.config.handshake_timeout / 4, self.config.idle_timeout / 4)
+
+    # --- transport.Handler --------------------------------------------------------------
+
+    def connected(self, peer: Peer) -> None:
+        if not self._admission.admit(peer):
+            peer.refuse(linger=self._admission.hold_refused(peer))
+
+    def release(self, peer: Peer) -> None:
+        self._presence.forget(peer)
+        self._routing.detach(peer)
+
+    def gone(self, peer: Peer) -> None:
+        self.release(peer)
+        if not self._admission.leave(peer):
+            return
+        conn = peer.conn
+        who = f" ({conn.name})" if conn.name else ""
+        log.info("connection %s%s closed after %.1fs: %s", conn.peer, who, peer.loop.time() - conn.started, conn.reason)
+        if not self._conns and self._conns_gone is not None and not self._conns_gone.done():
+            self._conns_gone.set_result(None)
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        self._pipelines.add(task)
+        task.add_done_callback(self._pipelines.discard)
+
+    # --- events that need the directory -------------------------------------------------
+
+    async def _on_login(self, peer: Peer, login: Login) -> None:
+        name = login.name
+        known, new = await self._directory.bind(name, login.key, login.fingerprint)
+        if new:
+            log.info("registered %s with key %s from %s", name, login.fingerprint, peer.conn.peer)
+        if peer.closing:
+            return
+        if known != login.fingerprint:
+            peer.fail("name_taken", f"the name '{name}' is registered with another key", login.rid)
+            return
+        peer.accept_login(new)
+        old = self._routing.attach(peer)  # before anything can be routed here
+        if old is not None:
+            old.fail("replaced", "a new session for this name started elsewhere")
+        log.debug("session %s for %s", peer.conn.peer, name)
+        self._presence.note(name, True)
+        self._routing.deliver_backlog(peer)
+
+    async def _on_lookup(self, peer: Peer, lookup: Lookup) -> None:
+        reg = await self._directory.registration(lookup.name)
+        if reg is None:
+            peer.error("unknown_user", f"no user named '{lookup.name}'", lookup.rid)
+            return
+        self._presence.watch(peer, lookup.name)
+        reply = {"type": "key", "name": lookup.name, "pubkey": reg.pubkey_pem, "fingerprint": reg.fingerprint}
+        peer.answer(reply, lookup.rid)
+
+    async def _on_list(self, peer: Peer, request: ListUsers) -> None:
+        names = await self._directory.names()
+        self._presence.watch_all(peer)
+        online = self._routing.online(names)
+        peer.answer({"type": "users", "users": [{"name": n, "online": n in online} for n in names]}, request.rid)

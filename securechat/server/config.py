@@ -1,0 +1,59 @@
+"""ServerConfig: every server option, with the documented defaults.
+
+No command-line library here: the CLI (:mod:`securechat.server_cli`) gathers
+options, fills ``db_path`` (a per-user default there) and builds this object.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..protocol import DEFAULT_MAX_FRAME
+from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL
+
+
+@dataclass
+class ServerConfig:
+    """Every server option; the defaults are the documented ones. ``db_path`` has none: the caller picks it."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    db_path: Path = field(kw_only=True)
+    max_frame: int = DEFAULT_MAX_FRAME
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    rate: float = 200.0
+    burst: int = 400
+    max_connections: int = 10_000
+    # One address must not be able to take every slot; NAT-ed offices still fit.
+    max_per_ip: int = 256
+    lookup_rate: float = 20.0
+    queue_limit: int = DEFAULT_QUEUE_LIMIT
+    queue_bytes: int = DEFAULT_QUEUE_BYTES
+    queue_ttl: float = DEFAULT_QUEUE_TTL
+    max_outgoing_buffer: int = 4 * 2**20
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first option with an impossible value."""
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        positive = {
+            "max_frame": self.max_frame,
+            "handshake_timeout": self.handshake_timeout,
+            "idle_timeout": self.idle_timeout,
+            "rate": self.rate,
+            "burst": self.burst,
+            "max_connections": self.max_connections,
+            "max_per_ip": self.max_per_ip,
+            "lookup_rate": self.lookup_rate,
+            "queue_limit": self.queue_limit,
+            "queue_bytes": self.queue_bytes,
+            "queue_ttl": self.queue_ttl,
+            "max_outgoing_buffer": self.max_outgoing_buffer,
+        }
+        for key, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{key} must be positive, got {value}")
+        if self.max_frame >= 2**32:
+            raise ValueError("max_frame must fit the 32-bit length prefix")

@@ -1,0 +1,388 @@
+"""The server side of one connection, without I/O (docs/protocol.md sections 2, 4, 5 and 9).
+
+Bytes in (:meth:`ServerConnection.receive_data`), events out
+(:meth:`ServerConnection.next_event`), bytes to send
+(:meth:`ServerConnection.data_to_send`), in the style of h11's ``Connection``
+and websockets' ``Protocol``. This module holds the server's state table and
+the connection's :class:`Phase`, the handshake (``hello`` -> ``challenge`` ->
+``auth``, whose signature is verified here), the per-connection rate buckets,
+the pre-auth buffer bound and "fail then discard": a fatal error queues its
+``error`` frame, moves to ``FAILED`` and every later byte is ignored.
+
+What needs the rest of the server comes out as an event: :class:`Login` (the
+signature verified; the server binds the name and answers with
+:meth:`~ServerConnection.accept_login` or :meth:`~ServerConnection.fail`),
+:class:`Send`, :class:`Received`, :class:`Lookup` and :class:`ListUsers`.
+``ping`` and every frame-level error are answered here. The caller pulls one
+result at a time and handles an event before pulling the next, so each frame
+meets the phase its predecessors left.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+from collections.abc import Callable, Container
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+from ..crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, verify_auth
+from ..encoding import b64decode, b64encode
+from ..errors import BadKey, BadRequest, ProtocolError
+from ..protocol import (
+    FrameDecoder,
+    check_auth,
+    check_hello,
+    check_lookup,
+    check_received,
+    check_send,
+    encode_frame,
+    error_frame,
+    request_id,
+)
+from .admission import TokenBucket
+from .config import ServerConfig
+from .events import HANDLED, NEED_DATA, Event, ListUsers, Login, Lookup, Pull, Received, Send
+
+log = logging.getLogger("securechat.server")
+
+# Before `welcome` a connection may hold at most this many undecoded bytes. The largest
+# legitimate handshake frame is a hello with a 16 KiB PEM; without this bound every
+# anonymous connection could pin a max_frame body for the whole handshake timeout.
+PREAUTH_BUFFER_LIMIT: Final = 64 * 1024
+
+
+class Phase(enum.Enum):
+    """Where a connection is, as the server sees it (docs/protocol.md section 5)."""
+
+    AWAIT_HELLO = "await_hello"  # the handshake: nothing read yet
+    AWAIT_AUTH = "await_auth"  # the handshake: challenge sent (then, while the login is checked, paused)
+    OPEN = "open"  # welcome sent
+    FAILED = "failed"  # a fatal error was queued: input is discarded while the peer reads it
+    REFUSED = "refused"  # server_busy was queued before anything was read
+    CLOSED = "closed"
+
+
+# Every frame type the server accepts in each phase, and the phase it leads to.
+SERVER_TRANSITIONS: Final[dict[Phase, dict[str, Phase]]] = {
+    Phase.AWAIT_HELLO: {"hello": Phase.AWAIT_AUTH},
+    Phase.AWAIT_AUTH: {"auth": Phase.OPEN},
+    Phase.OPEN: {
+        "lookup": Phase.OPEN,
+        "list": Phase.OPEN,
+        "send": Phase.OPEN,
+        "received": Phase.OPEN,
+        "ping": Phase.OPEN,
+    },
+    Phase.FAILED: {},
+    Phase.REFUSED: {},
+    Phase.CLOSED: {},
+}
+# The phases that accept nothing: the connection has ended.
+ENDED: Final = frozenset(phase for phase, row in SERVER_TRANSITIONS.items() if not row)
+
+
+def check_transition(phase: Phase, kind: str) -> Phase:
+    """The phase after the server accepts a ``kind`` frame in ``phase``.
+
+    Raises the protocol error the server must answer with when the table has
+    no such transition; it names the phase and the frame type.
+    """
+    nxt = SERVER_TRANSITIONS[phase].get(kind)
+    if nxt is None:
+        raise _unexpected(phase, kind)
+    return nxt
+
+
+def _unexpected(phase: Phase, kind: str) -> ProtocolError:
+    shown = kind[:40]
+    if phase in ENDED:
+        return BadRequest("connection is closed", code="bad_request", fatal=True)
+    if phase is not Phase.OPEN:
+        expected = " or ".join(sorted(SERVER_TRANSITIONS[phase]))
+        return BadRequest(
+            f"expected {expected} before authentication, got {shown!r}", code="not_authenticated", fatal=True
+        )
+    if kind in ("hello", "auth"):
+        return BadRequest(f"{shown!r} is not allowed: this session is already authenticated")
+    return BadRequest(f"unknown frame type {shown!r}", code="unknown_type")
+
+
+class ServerConnection:
+    """One client connection's protocol state; no sockets, no event loop, no other connections.
+
+    ``clock`` (seconds, monotonic) times the rate buckets and the timeouts.
+    ``handed`` is what a ``received`` may confirm for free: the (sender, id)
+    pairs handed to this session and not yet confirmed (routing sets it at login).
+    """
+
+    __slots__ = (
+        "_bucket", "_clock", "_decoder", "_frames", "_hello", "_login", "_lookups", "_next", "_nonce", "_now",
+        "_phase", "_rate_logged", "_row", "_server_id", "_timeouts", "_writes", "bytes_to_send", "handed",
+        "last_frame", "name", "peer", "reason", "started",
+    )
+
+    def __init__(self, config: ServerConfig, server_id: bytes, clock: Callable[[], float], peer: str = "?") -> None:
+        now = clock()
+        self._clock = clock
+        self._server_id = server_id
+        self._timeouts = (config.handshake_timeout, config.idle_timeout)
+        self._decoder = FrameDecoder(config.max_frame)
+        self._bucket = TokenBucket(config.rate, config.burst, now)
+        self._lookups = TokenBucket(config.lookup_rate, max(1.0, config.lookup_rate), now)
+        self._frames: list[dict[str, Any]] = []  # decoded, not yet handled from _next on
+        self._next = 0
+        self._now = now  # when the frames being handled were decoded
+        self._hello: tuple[str, RSAPublicKey] | None = None
+        self._nonce: bytes | None = None
+        self._login: Login | None = None  # verified, waiting for accept_login() or fail()
+        self._writes: list[bytes] = []
+        self.bytes_to_send = 0  # what data_to_send() would return, in bytes (read-only outside)
+        self._rate_logged = False  # one log line per connection, not one per dropped frame
+        self._phase = Phase.AWAIT_HELLO
+        self._row = SERVER_TRANSITIONS[Phase.AWAIT_HELLO]  # the frame types this phase accepts
+        self.name: str | None = None
+        self.peer = peer  # for the log
+        self.reason = "peer closed"  # why the connection ended, for the log
+        self.started = now
+        self.last_frame = now
+        self.handed: Container[tuple[str, str]] = frozenset()
+
+    # --- bytes in, events out ------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        """Where the connection is (docs/protocol.md section 5)."""
+        return self._phase
+
+    @property
+    def ended(self) -> bool:
+        """FAILED, REFUSED or CLOSED: nothing more is read or answered."""
+        return not self._row
+
+    def _enter(self, phase: Phase) -> None:
+        self._phase = phase
+        self._row = SERVER_TRANSITIONS[phase]
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the peer; the frames they complete come out of :meth:`next_event`."""
+        if not self._row:
+            return
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.detail)
+            return
+        if frames:
+            self._now = self.last_frame = self._clock()
+            if self._next < len(self._frames):
+                frames = self._frames[self._next :] + frames
+            self._frames, self._next = frames, 0
+
+    def next_kind(self) -> str | None:
+        """The type of the next decoded frame, or None if none is waiting."""
+        return self._frames[self._next]["type"] if self._next < len(self._frames) else None
+
+    def next_event(self) -> Event | Pull:
+        """Handle the next decoded frame: its event, ``HANDLED`` if answered here, or ``NEED_DATA``."""
+        row = self._row
+        if not row or self._login is not None:  # ended, or paused until the login is answered
+            return NEED_DATA
+        i = self._next
+        if i >= len(self._frames):
+            self._exhausted()
+            return NEED_DATA
+        self._next = i + 1
+        frame = self._frames[i]
+        kind: str = frame["type"]
+        # A `received` confirming a message this connection was handed is free: a client
+        # working through a 10,000-message backlog must be able to confirm every one.
+        if not (kind == "received" and self._confirms_handed(frame)) and not self._bucket.take(self._now):
+            self.error("rate_limited", "too many frames; this one was dropped", request_id(frame))
+            return HANDLED
+        try:
+            if kind not in row:
+                raise _unexpected(self._phase, kind)
+            return _HANDLERS[kind](self, frame) or HANDLED
+        except Exception as exc:  # noqa: BLE001 - reported as the peer's error or as `internal`
+            self.report(exc, kind, request_id(frame))
+            return HANDLED
+
+    def _exhausted(self) -> None:
+        self._frames, self._next = [], 0
+        try:
+            self._decoder.feed(b"")  # raises an error found after complete frames
+        except ProtocolError as exc:
+            self.fail(exc.code, exc.detail)
+            return
+        if self._phase is not Phase.OPEN and self._decoder.buffered > PREAUTH_BUFFER_LIMIT:
+            self.fail("frame_too_large", f"frames before welcome are limited to {PREAUTH_BUFFER_LIMIT} bytes")
+
+    def _confirms_handed(self, frame: dict[str, Any]) -> bool:
+        sender, msg_id = frame.get("from"), frame.get("id")
+        return isinstance(sender, str) and isinstance(msg_id, str) and (sender, msg_id) in self.handed
+
+    # --- one method per frame type (the table below) --------------------------------------
+
+    def _on_hello(self, frame: dict[str, Any]) -> None:
+        check_hello(frame)
+        key = load_public_key_pem(frame["pubkey"])
+        self._hello = (frame["name"], key)
+        self._nonce = os.urandom(AUTH_NONCE_SIZE)
+        challenge = {"type": "challenge", "server_id": b64encode(self._server_id), "nonce": b64encode(self._nonce)}
+        self.answer(challenge, request_id(frame))
+        self._enter(SERVER_TRANSITIONS[Phase.AWAIT_HELLO]["hello"])
+
+    def _on_auth(self, frame: dict[str, Any]) -> Login | None:
+        rid = request_id(frame)
+        check_auth(frame)
+        nonce = self._nonce
+        assert self._hello is not None and nonce is not None
+        name, key = self._hello
+        self._nonce = None  # one signature per challenge
+        try:
+            signature = b64decode(frame["signature"])
+        except ValueError:
+            self.fail("auth_failed", "signature is not valid base64", rid)
+            return None
+        if not verify_auth(key, signature, self._server_id, name, nonce):
+            self.fail("auth_failed", "signature does not verify with the presented key", rid)
+            return None
+        self._login = Login(name, key, fingerprint(key), rid)
+        return self._login
+
+    def _on_lookup(self, frame: dict[str, Any]) -> Lookup | None:
+        rid = request_id(frame)
+        if not self._lookups.take(self._clock()):
+            self.error("rate_limited", "too many lookups", rid)
+            return None
+        check_lookup(frame)
+        return Lookup(frame["name"], rid)
+
+    def _on_list(self, frame: dict[str, Any]) -> ListUsers:
+        return ListUsers(request_id(frame))
+
+    def _on_send(self, frame: dict[str, Any]) -> Send | None:
+        check_send(frame)
+        sender = self.name
+        assert sender is not None
+        to: str = frame["to"]
+        envelope: dict[str, Any] = frame["envelope"]
+        rid = request_id(frame)
+        if envelope["from"] != sender:
+            self.error("bad_request", "envelope 'from' is not your name", rid)
+            return None
+        if to == sender:
+            self.error("bad_request", "cannot send a message to yourself", rid)
+            return None
+        return Send(sender, to, envelope, rid)
+
+    def _on_received(self, frame: dict[str, Any]) -> Received:
+        check_received(frame)
+        return Received(frame["from"], frame["id"], request_id(frame))
+
+    def _on_ping(self, frame: dict[str, Any]) -> None:
+        self.answer({"type": "pong"}, request_id(frame))
+
+    # --- the server's answers ------------------------------------------------------------
+
+    def accept_login(self, new: bool) -> None:
+        """The name is bound to the key that signed: OPEN, and ``welcome`` goes out (``new``: just registered)."""
+        login = self._login
+        assert login is not None, "accept_login() without a Login event"
+        self._login = None
+        self.name = login.name
+        self.last_frame = self._clock()  # the idle clock starts at welcome
+        self._enter(SERVER_TRANSITIONS[Phase.AWAIT_AUTH]["auth"])
+        self.answer({"type": "welcome", "name": login.name, "fingerprint": login.fingerprint, "new": new}, login.rid)
+
+    def answer(self, frame: dict[str, Any], rid: str | None) -> None:
+        """Queue ``frame`` for the peer, with the request's ``rid`` if it had one."""
+        if rid is not None:
+            frame["rid"] = rid
+        self.send_data(encode_frame(frame))
+
+    def send_data(self, data: bytes) -> None:
+        """Queue encoded frames for the peer; dropped once the connection ended."""
+        if self._row:
+            self._writes.append(data)
+            self.bytes_to_send += len(data)
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer, in order; the queue is then empty."""
+        writes = self._writes
+        if not writes:
+            return b""
+        self._writes = []
+        self.bytes_to_send = 0
+        return writes[0] if len(writes) == 1 else b"".join(writes)
+
+    def error(self, code: str, message: str, rid: str | None) -> None:
+        """A non-fatal error for one request."""
+        if code != "rate_limited" or not self._rate_logged:
+            self._rate_logged |= code == "rate_limited"
+            log.info("error %s to %s%s: %s", code, self.peer, self._who(), message)
+        self.send_data(encode_frame(error_frame(code, message, fatal=False, rid=rid)))
+
+    def fail(self, code: str, message: str, rid: str | None = None) -> None:
+        """A fatal error: queue the ``error`` frame, then discard everything (FAILED)."""
+        if not self._row:
+            return
+        log.info("fatal %s to %s%s: %s", code, self.peer, self._who(), message)
+        self.reason = f"fatal {code}"
+        self.send_data(encode_frame(error_frame(code, message, fatal=True, rid=rid)))
+        self._login = None
+        self._frames, self._next = [], 0
+        self._enter(Phase.FAILED)
+
+    def refuse(self) -> None:
+        """Over a connection cap: ``server_busy`` before anything is read (REFUSED)."""
+        log.info("refused connection from %s: server busy", self.peer)
+        self.send_data(encode_frame(error_frame("server_busy", "too many connections", fatal=True)))
+        self._enter(Phase.REFUSED)
+
+    def close(self, reason: str | None = None) -> None:
+        """The connection is going away (CLOSED); ``reason`` replaces the one the log will give."""
+        if reason is not None:
+            self.reason = reason
+        self._login = None
+        self._enter(Phase.CLOSED)
+
+    def report(self, exc: Exception, kind: str, rid: str | None) -> None:
+        """Answer a failure while handling a ``kind`` frame: the peer's mistake by its code, ours as ``internal``."""
+        self._login = None  # a login whose handling failed is dropped; the session stays in AWAIT_AUTH
+        if isinstance(exc, ProtocolError):
+            if exc.fatal:
+                self.fail(exc.code, exc.detail, rid)
+            else:
+                self.error(exc.code, exc.detail, rid)
+        elif isinstance(exc, BadKey):
+            self.fail("bad_key", exc.detail, rid)
+        else:
+            log.error("internal error handling %r from %s", kind[:40], self.peer, exc_info=exc)
+            self.send_data(encode_frame(error_frame("internal", "internal server error", fatal=False, rid=rid)))
+
+    def overdue(self, now: float) -> str | None:
+        """Why the connection has timed out at ``now``, or None (docs/protocol.md section 10)."""
+        handshake, idle = self._timeouts
+        if self._phase is Phase.OPEN:
+            return f"no frame for {idle:g} seconds" if now - self.last_frame >= idle else None
+        if not self._row or now - self.started < handshake:
+            return None
+        return "the handshake did not finish in time"
+
+    def _who(self) -> str:
+        return f" ({self.name})" if self.name else ""
+
+
+_HANDLERS: Final[dict[str, Callable[[ServerConnection, dict[str, Any]], Event | None]]] = {
+    "hello": ServerConnection._on_hello,
+    "auth": ServerConnection._on_auth,
+    "lookup": ServerConnection._on_lookup,
+    "list": ServerConnection._on_list,
+    "send": ServerConnection._on_send,
+    "received": ServerConnection._on_received,
+    "ping": ServerConnection._on_ping,
+}

@@ -1,0 +1,104 @@
+"""The server's durable state: the :class:`ServerStore` interface and its records.
+
+:class:`ServerStore` is what routing code sees: the server's id, registered
+names and keys, and each recipient's offline queue. :class:`SqliteStore`
+(:mod:`securechat.server.sqlite`) implements it on one SQLite file.
+
+Every method submits its work at call time and work is applied in call order;
+the server relies on that (for example, messages handed back to the queue when
+a connection drops are stored before the next session's backlog is fetched).
+A networked backend must keep the same ordering guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+DEFAULT_QUEUE_LIMIT: Final = 10_000
+DEFAULT_QUEUE_BYTES: Final = 64 * 2**20
+DEFAULT_QUEUE_TTL: Final = 30 * 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A name bound to its key by the first successful ``auth``."""
+
+    name: str
+    pubkey_pem: str
+    fingerprint: str
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """One ``message`` frame waiting for its recipient.
+
+    ``frame`` is the complete frame (length prefix included) as it goes on the
+    wire; ``seq`` orders the queue (0 until stored).
+    """
+
+    recipient: str
+    sender: str
+    msg_id: str
+    server_ts: int
+    frame: bytes
+    enqueued_at: float
+    seq: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.frame)
+
+
+class ServerStore(Protocol):
+    """What the server needs to keep across restarts.
+
+    Each method submits its work when called and returns a future; work is
+    applied in call order.
+    """
+
+    def server_id(self) -> asyncio.Future[bytes]:
+        """The server's random id, generated on first use and kept."""
+        ...
+
+    def get_registration(self, name: str) -> asyncio.Future[Registration | None]: ...
+
+    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> asyncio.Future[tuple[Registration, bool]]:
+        """Bind ``name`` unless it is bound already; returns the binding and whether it is new."""
+        ...
+
+    def list_names(self) -> asyncio.Future[list[str]]: ...
+
+    def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
+        """Store ``message``; False if (recipient, sender, msg_id) is already queued.
+
+        Raises :class:`QueueFull` past the recipient's caps; nothing queued is dropped.
+        """
+        ...
+
+    def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
+        """Put back messages that were handed out but never confirmed, ignoring the caps."""
+        ...
+
+    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[QueuedMessage]]:
+        """Unexpired messages for ``recipient`` with ``seq > after_seq``, oldest first."""
+        ...
+
+    def delete(self, keys: Sequence[tuple[str, str, str]]) -> asyncio.Future[int]:
+        """Delete confirmed messages by (recipient, sender, msg_id); returns how many went."""
+        ...
+
+    def expire(self) -> asyncio.Future[int]:
+        """Drop messages older than the TTL; returns how many went."""
+        ...
+
+    def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:
+        """(message count, bytes) queued for ``recipient``."""
+        ...
+
+    async def close(self) -> None:
+        """Finish the work already submitted, then release the backend."""
+        ...
