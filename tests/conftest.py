@@ -1,11 +1,25 @@
-"""Shared test configuration: hypothesis profiles and the vendored vectors' folder."""
+"""Shared test configuration: hypothesis profiles, the vendored vectors' folder and the fixtures
+that several test modules use (a server in this process, a server process, client sessions,
+``--json`` client processes). Helpers that are not fixtures live in ``tests/support/``.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from securechat.client import ClientSession
+from securechat.client.state import ClientStore
+from securechat.server import ChatServer
+from tests.support.jsonclient import JsonClient
+from tests.support.rawclient import running_server
+from tests.support.serverproc import ServerProcess, server_process
+from tests.support.sessions import BITS, Client, Recorder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Vendored with their license and source (tests/vectors/wycheproof/README.md): the repository stands alone.
@@ -16,3 +30,51 @@ settings.register_profile(
     "fuzz", max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck)
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
+    """A ChatServer in this process on 127.0.0.1 and a free port, with its database in ``tmp_path``."""
+    async with running_server(tmp_path / "server.db") as srv:
+        yield srv
+
+
+@pytest.fixture
+def server_proc(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A ``securechat-server`` process on 127.0.0.1 and a free port, killed at the end."""
+    with server_process(tmp_path / "server.db") as proc:
+        yield proc
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
+    """Make client sessions (not started) with homes in ``tmp_path``; their stores close at the end."""
+    made: list[Client] = []
+
+    def make(name: str, port: int, home: Path | None = None, **options: Any) -> Client:
+        store = ClientStore.open(home or tmp_path / "homes", name, bits=BITS)
+        options = {"backoff_initial": 0.05, "backoff_max": 0.3, "request_timeout": 5.0, **options}
+        client = Client(ClientSession(store, "127.0.0.1", port, **options), Recorder())
+        client.session.add_listener(client.rec)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.session.store.close()
+
+
+@pytest.fixture
+async def spawn(tmp_path: Path) -> AsyncIterator[Callable[[str, int], Any]]:
+    """Start ``securechat-client --json`` processes (home ``tmp_path/home``); killed at the end."""
+    started: list[JsonClient] = []
+
+    async def make(name: str, port: int) -> JsonClient:
+        client = await JsonClient.start(name, port, tmp_path / "home")
+        started.append(client)
+        return client
+
+    yield make
+    for client in started:
+        client.kill()
+        await client.proc.wait()

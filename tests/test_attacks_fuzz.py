@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from securechat.protocol import EXTRA_FATAL_CODES, FATAL_CODES, NONFATAL_CODES, SERVER_TYPES, encode_frame
 from securechat.server import ChatServer, ServerConfig
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
-from tests.test_fuzz_decoder import anything, client_frames, envelopes, names
+from tests.support.strategies import anything, client_frames, envelopes, names
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -168,6 +168,7 @@ handler_frames = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(frames=st.lists(handler_frames, min_size=1, max_size=6))
 def test_random_frames_after_login_only_give_answers_errors_or_closes(
@@ -198,6 +199,7 @@ async def _bytes_scenario(srv: ServerThread, prefix: list[dict[str, Any]], data:
     await _bystander_alive(srv)
 
 
+@pytest.mark.slow
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(prefix=st.lists(handler_frames, max_size=3), data=st.binary(max_size=300))
 def test_random_bytes_after_login_only_give_errors_or_closes(

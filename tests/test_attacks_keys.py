@@ -27,11 +27,12 @@ from securechat import client_cli, crypto
 from securechat.client.home import ClientHome
 from securechat.names import format_fingerprint
 from securechat.records import ContactInfo
+from tests.support.cli import client_command, client_env
+from tests.support.hostile import HostileServer
+from tests.support.jsonclient import JsonClient
 from tests.support.rawclient import identity_key
 from tests.support.ui_fakes import BOB_FP, BOB_NEW_FP, FakeSession
-from tests.test_attacks_client import HostileServer
-from tests.test_cli_json import JsonClient, client_command, client_env
-from tests.test_ui_app import running_ui
+from tests.support.ui_harness import running_ui
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,7 +13,7 @@ import json
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +40,6 @@ from tests.support.serverproc import server_process
 pytestmark = pytest.mark.timeout(60)
 
 MIB = 2**20
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    async with running_server(tmp_path / "server.db") as srv:
-        yield srv
 
 
 async def fatal(client: RawClient, code: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -520,6 +514,7 @@ async def _attack_batch(port: int) -> None:
         c.writer.transport.abort()
 
 
+@pytest.mark.slow
 async def test_memory_stays_bounded_under_every_attack(tmp_path: Path) -> None:
     args = ["--rate", "100000", "--burst", "100000", "--handshake-timeout", "2"]
     with server_process(tmp_path / "s.db", args) as proc:

@@ -15,8 +15,7 @@ import pytest
 
 from securechat import crypto
 from securechat.client.state import ClientStore
-
-from .test_cli_json import client_command, client_env
+from tests.support.cli import client_command, client_env
 
 BITS = 2048
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from securechat.client.home import ClientHome
-
-from .test_cli_json import client_command, client_env
+from tests.support.cli import client_command, client_env
 
 pytestmark = pytest.mark.skipif(
     not hasattr(os, "openpty") or shutil.which("setsid") is None, reason="needs a pseudo-terminal and setsid"

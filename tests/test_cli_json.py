@@ -3,137 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import shutil
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.serverproc import ServerProcess, server_process
+from tests.support.jsonclient import JsonClient
+from tests.support.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
 
 WAIT = 15.0
 
 
-def client_command() -> list[str]:
-    script = shutil.which("securechat-client")
-    return [script] if script else [sys.executable, "-m", "securechat.client_cli"]
-
-
-def client_env(home: Path, **extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("SECURECHAT_PASSPHRASE", None)
-    env.update({"SECURECHAT_HOME": str(home), "SECURECHAT_KEY_BITS": "2048", **extra})
-    return env
-
-
-class JsonClient:
-    """A ``securechat-client --json`` child: write commands, wait for event lines."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self.raw_lines: list[bytes] = []
-
-    @classmethod
-    async def start(cls, name: str, port: int, home: Path) -> JsonClient:
-        proc = await asyncio.create_subprocess_exec(
-            *client_command(),
-            "--name",
-            name,
-            "--server",
-            f"127.0.0.1:{port}",
-            "--json",
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=client_env(home),
-        )
-        return cls(proc)
-
-    async def command(self, obj: dict[str, Any] | str) -> None:
-        assert self.proc.stdin is not None
-        line = obj if isinstance(obj, str) else json.dumps(obj)
-        self.proc.stdin.write(line.encode() + b"\n")
-        await self.proc.stdin.drain()
-
-    async def _read_event(self) -> dict[str, Any] | None:
-        assert self.proc.stdout is not None
-        raw = await self.proc.stdout.readline()
-        if not raw:
-            return None
-        self.raw_lines.append(raw)
-        event = json.loads(raw)  # every stdout line must be one JSON object
-        assert isinstance(event, dict) and isinstance(event.get("event"), str), raw
-        self.events.append(event)
-        return event
-
-    async def wait(
-        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT
-    ) -> dict[str, Any]:
-        for event in self.events:
-            if predicate(event):
-                return event
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await self._read_event()
-                if line is None:
-                    raise AssertionError(f"stdout closed; events so far: {self.events}")
-                if predicate(line):
-                    return line
-
-    async def wait_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
-        return await self.wait(
-            lambda e: e["event"] == kind and all(e.get(k) == v for k, v in fields.items()), timeout
-        )
-
-    async def finish(self, timeout: float = WAIT) -> tuple[int, str]:
-        """Close stdin, read the remaining events, return (exit status, stderr)."""
-        assert self.proc.stdin is not None and self.proc.stderr is not None
-        if not self.proc.stdin.is_closing():
-            self.proc.stdin.close()
-        async with asyncio.timeout(timeout):
-            while await self._read_event() is not None:
-                pass
-            stderr = (await self.proc.stderr.read()).decode()
-            return await self.proc.wait(), stderr
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with server_process(tmp_path / "server.db") as proc:
-        yield proc
-
-
-@pytest.fixture
-async def spawn(tmp_path: Path) -> Any:
-    started: list[JsonClient] = []
-
-    async def make(name: str, port: int) -> JsonClient:
-        client = await JsonClient.start(name, port, tmp_path / "home")
-        started.append(client)
-        return client
-
-    yield make
-    for client in started:
-        client.kill()
-        await client.proc.wait()
-
-
-async def test_ready_send_message_ack_list_and_eof(server: ServerProcess, spawn: Any) -> None:
-    bob = await spawn("bob", server.port)
+async def test_ready_send_message_ack_list_and_eof(server_proc: ServerProcess, spawn: Any) -> None:
+    bob = await spawn("bob", server_proc.port)
     ready = await bob.wait_event("ready", name="bob")
     assert ready["new"] is True and len(ready["fingerprint"]) == 64
-    alice = await spawn("alice", server.port)
+    alice = await spawn("alice", server_proc.port)
     await alice.wait_event("ready")
     await alice.command({"cmd": "send", "to": "bob", "text": "hello über bob"})
     sent = await alice.wait_event("sent", to="bob")
@@ -160,11 +47,11 @@ async def test_ready_send_message_ack_list_and_eof(server: ServerProcess, spawn:
     assert status == 0
 
 
-async def test_eof_waits_for_ack_of_queued_message(server: ServerProcess, spawn: Any) -> None:
-    bob = await spawn("bob", server.port)
+async def test_eof_waits_for_ack_of_queued_message(server_proc: ServerProcess, spawn: Any) -> None:
+    bob = await spawn("bob", server_proc.port)
     await bob.wait_event("ready")
     assert (await bob.finish())[0] == 0
-    alice = await spawn("alice", server.port)
+    alice = await spawn("alice", server_proc.port)
     await alice.command({"cmd": "send", "to": "bob", "text": "for later"})
     status, stderr = await alice.finish()  # EOF straight after the send
     assert status == 0, stderr
@@ -172,14 +59,14 @@ async def test_eof_waits_for_ack_of_queued_message(server: ServerProcess, spawn:
     kinds = [e["event"] for e in alice.events]
     assert {"event": "ack", "id": sent["id"], "to": "bob", "status": "queued"} in alice.events
     assert kinds.index("ack") < len(kinds) - 1  # the ack came before the final offline line
-    bob2 = await spawn("bob", server.port)
+    bob2 = await spawn("bob", server_proc.port)
     message = await bob2.wait_event("message", id=sent["id"])
     assert message["text"] == "for later"
     await bob2.finish()
 
 
-async def test_malformed_commands_are_reported_and_ignored(server: ServerProcess, spawn: Any) -> None:
-    alice = await spawn("alice", server.port)
+async def test_malformed_commands_are_reported_and_ignored(server_proc: ServerProcess, spawn: Any) -> None:
+    alice = await spawn("alice", server_proc.port)
     await alice.wait_event("ready")
     for bad in (
         "this is not json",
@@ -217,8 +104,8 @@ async def test_first_run_announces_key_generation_and_quits_without_server(
     assert (tmp_path / "home" / "carol" / "identity.pem").exists()
 
 
-async def test_quit_with_stdin_still_open(server: ServerProcess, spawn: Any) -> None:
-    alice = await spawn("alice", server.port)
+async def test_quit_with_stdin_still_open(server_proc: ServerProcess, spawn: Any) -> None:
+    alice = await spawn("alice", server_proc.port)
     await alice.wait_event("ready")
     await alice.command({"cmd": "quit"})
     await alice.wait_event("connection", state="offline")
@@ -229,8 +116,8 @@ async def test_quit_with_stdin_still_open(server: ServerProcess, spawn: Any) -> 
     assert status == 0 and "Fatal Python error" not in stderr, stderr
 
 
-async def test_stdout_reader_gone_quits(server: ServerProcess, spawn: Any) -> None:
-    alice = await spawn("alice", server.port)
+async def test_stdout_reader_gone_quits(server_proc: ServerProcess, spawn: Any) -> None:
+    alice = await spawn("alice", server_proc.port)
     await alice.wait_event("ready")
     assert alice.proc.stdout is not None
     alice.proc._transport.get_pipe_transport(1).close()
@@ -241,11 +128,11 @@ async def test_stdout_reader_gone_quits(server: ServerProcess, spawn: Any) -> No
     assert status == 0 and "Traceback" not in stderr and "Fatal" not in stderr, stderr
 
 
-async def test_name_taken_exits_1(server: ServerProcess, spawn: Any, tmp_path: Path) -> None:
-    alice = await spawn("alice", server.port)
+async def test_name_taken_exits_1(server_proc: ServerProcess, spawn: Any, tmp_path: Path) -> None:
+    alice = await spawn("alice", server_proc.port)
     await alice.wait_event("ready")
     assert (await alice.finish())[0] == 0
-    impostor = await JsonClient.start("alice", server.port, tmp_path / "other-home")
+    impostor = await JsonClient.start("alice", server_proc.port, tmp_path / "other-home")
     try:
         error = await impostor.wait_event("error", code="name_taken")
         assert error["fatal"] is True

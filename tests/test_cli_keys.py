@@ -14,8 +14,7 @@ from securechat.client.home import ClientHome
 from securechat.client.state import ClientStore
 from securechat.names import format_fingerprint
 from securechat.records import HistoryEntry
-
-from .test_cli_json import client_command, client_env
+from tests.support.cli import client_command, client_env
 
 BITS = 2048
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from securechat import crypto
-from securechat.client import ClientSession
 from securechat.client.state import ClientStore
 from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
 from securechat.events import (
@@ -25,96 +24,16 @@ from securechat.events import (
     MessageRejected,
     MessageSent,
     Ready,
-    SessionEvent,
     UsersListed,
 )
 from securechat.names import format_fingerprint
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server import ChatServer, ServerConfig
 from tests.support.rawclient import RawClient
+from tests.support.sessions import BITS, WAIT, Client, online
 
 pytestmark = pytest.mark.timeout(60)
 
-BITS = 2048
-WAIT = 10.0
-
-
-class Recorder:
-    """Collects a session's events; tests wait on them, never sleep."""
-
-    def __init__(self) -> None:
-        self.events: list[SessionEvent] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, event: SessionEvent) -> None:
-        self.events.append(event)
-        self._changed.set()
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-    async def wait_for(self, predicate: Callable[[SessionEvent], bool], timeout: float = WAIT) -> Any:
-        seen = 0
-        async with asyncio.timeout(timeout):
-            while True:
-                for event in self.events[seen:]:
-                    if predicate(event):
-                        return event
-                seen = len(self.events)
-                self._changed.clear()
-                await self._changed.wait()
-
-    async def wait_kind(self, kind: type, timeout: float = WAIT, **fields: Any) -> Any:
-        return await self.wait_for(
-            lambda e: isinstance(e, kind) and all(getattr(e, k) == v for k, v in fields.items()), timeout
-        )
-
-
-class Client:
-    def __init__(self, session: ClientSession, rec: Recorder) -> None:
-        self.session = session
-        self.rec = rec
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self.session.run())
-
-    async def stop(self) -> None:
-        await self.session.close()
-        if self.task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.task, WAIT)
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    srv = ChatServer(ServerConfig(port=0, db_path=tmp_path / "server.db"))
-    await srv.start()
-    yield srv
-    await srv.close()
-
-
-@pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
-    made: list[Client] = []
-
-    def make(name: str, port: int, home: Path | None = None, **options: Any) -> Client:
-        store = ClientStore.open(home or tmp_path / "homes", name, bits=BITS)
-        options = {"backoff_initial": 0.05, "backoff_max": 0.3, "request_timeout": 5.0, **options}
-        client = Client(ClientSession(store, "127.0.0.1", port, **options), Recorder())
-        client.session.add_listener(client.rec)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.session.store.close()
-
-
-async def online(client: Client) -> Client:
-    client.start()
-    await client.rec.wait_kind(Ready)
-    return client
 
 
 async def test_send_receive_ack_delivered(server: ChatServer, make_client: Callable[..., Client]) -> None:

@@ -20,8 +20,7 @@ from securechat import crypto, errors, protocol
 from securechat.encoding import b64decode, b64encode
 from securechat.names import format_fingerprint
 from securechat.server.connection import SERVER_TRANSITIONS
-
-from .conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "protocol.md"
 BLOCK = re.compile(r"^```(\w+) vector=([\w-]+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)

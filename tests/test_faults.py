@@ -65,7 +65,7 @@ def homes(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def spawn(homes: Path) -> Iterator[Spawn]:
+def spawn_process(homes: Path) -> Iterator[Spawn]:
     """Start ``securechat-client --json`` processes; all are killed at the end of the test."""
     started: list[JsonClientProcess] = []
 
@@ -163,9 +163,9 @@ def start_restartable(db: Path) -> ServerProcess:
     return proc
 
 
-def register(spawn: Spawn, name: str, port: int) -> None:
+def register(spawn_process: Spawn, name: str, port: int) -> None:
     """Run ``name`` once so the server knows the name (and the client has a key)."""
-    client = spawn(name, port, "-register")
+    client = spawn_process(name, port, "-register")
     client.wait_event("ready", name=name)
     assert client.finish() == 0, client.stderr_tail()
 
@@ -175,13 +175,13 @@ def register(spawn: Spawn, name: str, port: int) -> None:
 
 @pytest.mark.slow
 def test_offline_1000_delivered_in_order_once_and_kept_in_history(
-    tmp_path: Path, homes: Path, spawn: Spawn
+    tmp_path: Path, homes: Path, spawn_process: Spawn
 ) -> None:
     n = 1000
     started = time.monotonic()
     with server_process(tmp_path / "server.db", FAST) as server:
-        register(spawn, "bob", server.port)
-        alice = spawn("alice", server.port)
+        register(spawn_process, "bob", server.port)
+        alice = spawn_process("alice", server.port)
         alice.wait_event("ready")
         sent = texts(n)
         alice.send_in_background("bob", sent)
@@ -190,7 +190,7 @@ def test_offline_1000_delivered_in_order_once_and_kept_in_history(
         assert statuses == {"queued"}, f"bob was offline, yet acks were {statuses}"
         assert alice.finish() == 0, alice.stderr_tail()
 
-        bob = spawn("bob", server.port)
+        bob = spawn_process("bob", server.port)
         bob.count_until("message", n, LONG)
         assert bob.finish() == 0, bob.stderr_tail()
         check_exactly_once(shown(bob, "alice"), sent, f"offline bob ({n} queued)")
@@ -209,7 +209,7 @@ def test_offline_1000_delivered_in_order_once_and_kept_in_history(
 
 
 @pytest.mark.slow
-def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spawn: Spawn) -> None:
+def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spawn_process: Spawn) -> None:
     n = 5000
     db = tmp_path / "server.db"
     started = time.monotonic()
@@ -217,9 +217,9 @@ def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spa
     second: ServerProcess | None = None
     try:
         port = first.port
-        bob = spawn("bob", port)
+        bob = spawn_process("bob", port)
         bob.wait_event("ready")
-        alice = spawn("alice", port)
+        alice = spawn_process("alice", port)
         alice.wait_event("ready")
         sent = texts(n)
         alice.send_in_background("bob", sent)
@@ -255,22 +255,22 @@ def test_server_kill9_mid_stream_of_5000_no_gap_no_duplicate(tmp_path: Path, spa
 
 @pytest.mark.slow
 def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(
-    tmp_path: Path, homes: Path, spawn: Spawn
+    tmp_path: Path, homes: Path, spawn_process: Spawn
 ) -> None:
     n = 2000
     kill_after = [300, 150, 250, 100]  # messages shown by each bob process before its kill -9
     started = time.monotonic()
     with server_process(tmp_path / "server.db", FAST) as server:
-        bobs = [spawn("bob", server.port, "-0")]
+        bobs = [spawn_process("bob", server.port, "-0")]
         bobs[0].wait_event("ready")
-        alice = spawn("alice", server.port)
+        alice = spawn_process("alice", server.port)
         alice.wait_event("ready")
         sent = texts(n)
         alice.send_in_background("bob", sent)
         for k, count in enumerate(kill_after):
             bobs[-1].count_until("message", count, LONG)
             assert bobs[-1].kill() == -9
-            bobs.append(spawn("bob", server.port, f"-{k + 1}"))
+            bobs.append(spawn_process("bob", server.port, f"-{k + 1}"))
             bobs[-1].wait_event("ready")
         alice.count_until("ack", n, LONG)  # bob confirmed (or the server queued) every message
         last = bobs[-1]
@@ -314,16 +314,16 @@ def test_recipient_kill9_4_times_during_2000_none_lost_none_shown_twice(
 
 
 @pytest.mark.slow
-def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, spawn: Spawn) -> None:
+def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, spawn_process: Spawn) -> None:
     n = 50
     db = tmp_path / "server.db"
     first = start_restartable(db)
     second: ServerProcess | None = None
     try:
         port = first.port
-        bob = spawn("bob", port)
+        bob = spawn_process("bob", port)
         bob.wait_event("ready")
-        alice1 = spawn("alice", port, "-1")
+        alice1 = spawn_process("alice", port, "-1")
         alice1.wait_event("ready")
         alice1.command({"cmd": "send", "to": "bob", "text": "before"})  # pins bob's key
         bob.wait_event("message", text="before")
@@ -340,7 +340,7 @@ def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, 
 
         second = ServerProcess(db, FAST, port=port)
         second.wait_listening()
-        alice2 = spawn("alice", port, "-2")
+        alice2 = spawn_process("alice", port, "-2")
         alice2.wait_event("ready")
         bob.count_until("message", n + 1, LONG)
         alice2.count_until("ack", n, LONG)
@@ -359,12 +359,12 @@ def test_sender_kill9_with_50_unacked_resent_after_restart_once(tmp_path: Path, 
 
 
 @pytest.mark.slow
-def test_sender_kill9_mid_stream_of_1000_resends_shown_once(tmp_path: Path, spawn: Spawn) -> None:
+def test_sender_kill9_mid_stream_of_1000_resends_shown_once(tmp_path: Path, spawn_process: Spawn) -> None:
     n = 1000
     with server_process(tmp_path / "server.db", FAST) as server:
-        bob = spawn("bob", server.port)
+        bob = spawn_process("bob", server.port)
         bob.wait_event("ready")
-        alice1 = spawn("alice", server.port, "-1")
+        alice1 = spawn_process("alice", server.port, "-1")
         alice1.wait_event("ready")
         sent = texts(n)
         alice1.send_in_background("bob", sent)
@@ -372,7 +372,7 @@ def test_sender_kill9_mid_stream_of_1000_resends_shown_once(tmp_path: Path, spaw
         assert alice1.kill() == -9
         announced = alice1.of_kind("sent")
         unacked = {e["id"] for e in announced} - acked_ids(alice1)
-        alice2 = spawn("alice", server.port, "-2")  # resends its outbox; the rest is never sent
+        alice2 = spawn_process("alice", server.port, "-2")  # resends its outbox; the rest is never sent
         alice2.wait_event("ready")
         # Wait for the outbox resends: bob ends with a prefix of the stream, each message once.
         bob.wait_until(

@@ -28,10 +28,10 @@ from securechat.events import (
 )
 from securechat.lineui import LineChat, format_event
 from securechat.names import format_fingerprint
+from tests.support.cli import client_command, client_env
+from tests.support.jsonclient import JsonClient
 from tests.support.serverproc import server_process
 from tests.support.ui_fakes import FakeSession
-
-from .test_cli_json import JsonClient, client_command, client_env
 
 FP = "ab" * 32
 

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,6 @@ from tests.support.rawclient import (
 )
 
 pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    async with running_server(tmp_path / "server.db") as srv:
-        yield srv
 
 
 def send(to: str, n: int, sender: str = "alice", rid: str | None = None, **env: Any) -> dict[str, Any]:

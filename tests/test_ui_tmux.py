@@ -11,16 +11,11 @@ from tests.support.serverproc import ServerProcess, server_process
 from tests.support.tmux import EXIT_MARK, TmuxPane, client_argv, have_tmux
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.tmux,
     pytest.mark.timeout(180),
     pytest.mark.skipif(not have_tmux(), reason="tmux is not installed"),
 ]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    with server_process(tmp_path / "server.db") as proc:
-        yield proc
 
 
 @pytest.fixture
@@ -42,10 +37,10 @@ def open_client(
 
 
 def test_two_clients_chat_through_a_real_server(
-    server: ServerProcess, panes: dict[str, TmuxPane], tmp_path: Path
+    server_proc: ServerProcess, panes: dict[str, TmuxPane], tmp_path: Path
 ) -> None:
-    alice = open_client(panes, "alice", tmp_path, server.port)
-    bob = open_client(panes, "bob", tmp_path, server.port, width=120, height=40)
+    alice = open_client(panes, "alice", tmp_path, server_proc.port)
+    bob = open_client(panes, "bob", tmp_path, server_proc.port, width=120, height=40)
     first = alice.capture()
     assert "first session for this name" in first  # first run: fingerprint and how to compare
 
@@ -78,16 +73,16 @@ def test_two_clients_chat_through_a_real_server(
 
 
 def test_offline_typing_is_sent_after_reconnect(
-    server: ServerProcess, panes: dict[str, TmuxPane], tmp_path: Path
+    server_proc: ServerProcess, panes: dict[str, TmuxPane], tmp_path: Path
 ) -> None:
-    alice = open_client(panes, "alice", tmp_path, server.port)
-    bob = open_client(panes, "bob", tmp_path, server.port)
+    alice = open_client(panes, "alice", tmp_path, server_proc.port)
+    bob = open_client(panes, "bob", tmp_path, server_proc.port)
     alice.type("/to bob")
     alice.type("before the outage")
     bob.wait_for("<alice> before the outage")
 
-    port = server.port
-    server.stop()
+    port = server_proc.port
+    server_proc.stop()
     alice.wait_for("reconnecting")
     alice.type("typed while offline")
     alice.wait_for("typed while offline")

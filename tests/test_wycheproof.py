@@ -35,8 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto
 from securechat.errors import DecryptFailed, UnwrapFailed
-
-from .conftest import WYCHEPROOF_DIR
+from tests.conftest import WYCHEPROOF_DIR
 
 OAEP_FILES = [f"rsa_oaep_{bits}_sha256_mgf1sha256_test.json" for bits in (2048, 3072, 4096)]
 PSS_FILES = [f"rsa_pss_{bits}_sha256_mgf1_32_test.json" for bits in (2048, 3072, 4096)]

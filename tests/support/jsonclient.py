@@ -1,4 +1,5 @@
-"""Drive a real ``securechat-client --json`` process from synchronous tests.
+"""Drive real ``securechat-client --json`` processes: ``JsonClientProcess`` from synchronous tests,
+``JsonClient`` from asyncio tests.
 
 A daemon thread reads the child's stdout line by line into ``events`` (a list
 guarded by a condition variable), so a test can wait for any event with a
@@ -7,33 +8,20 @@ deadline while the child keeps running, and a kill -9 never blocks the reader.
 
 from __future__ import annotations
 
+import asyncio
 import json
-import os
-import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
+from tests.support.cli import client_command, client_env
+
 WAIT = 30.0
 
 Event = dict[str, Any]
-
-
-def client_command() -> list[str]:
-    """The installed console script, or the module when the script is not on PATH."""
-    script = shutil.which("securechat-client")
-    return [script] if script else [sys.executable, "-m", "securechat.client_cli"]
-
-
-def client_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("SECURECHAT_PASSPHRASE", None)
-    env.update({"SECURECHAT_KEY_BITS": "2048", **extra})
-    return env
 
 
 def run_client(home: Path, args: list[str], timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
@@ -233,3 +221,79 @@ class JsonClientProcess:
             except OSError:
                 pass
         self._stderr.close()
+
+
+class JsonClient:
+    """A ``securechat-client --json`` child: write commands, wait for event lines."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self.raw_lines: list[bytes] = []
+
+    @classmethod
+    async def start(cls, name: str, port: int, home: Path) -> JsonClient:
+        proc = await asyncio.create_subprocess_exec(
+            *client_command(),
+            "--name",
+            name,
+            "--server",
+            f"127.0.0.1:{port}",
+            "--json",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=client_env(home),
+        )
+        return cls(proc)
+
+    async def command(self, obj: dict[str, Any] | str) -> None:
+        assert self.proc.stdin is not None
+        line = obj if isinstance(obj, str) else json.dumps(obj)
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def _read_event(self) -> dict[str, Any] | None:
+        assert self.proc.stdout is not None
+        raw = await self.proc.stdout.readline()
+        if not raw:
+            return None
+        self.raw_lines.append(raw)
+        event = json.loads(raw)  # every stdout line must be one JSON object
+        assert isinstance(event, dict) and isinstance(event.get("event"), str), raw
+        self.events.append(event)
+        return event
+
+    async def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = WAIT
+    ) -> dict[str, Any]:
+        for event in self.events:
+            if predicate(event):
+                return event
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self._read_event()
+                if line is None:
+                    raise AssertionError(f"stdout closed; events so far: {self.events}")
+                if predicate(line):
+                    return line
+
+    async def wait_event(self, kind: str, timeout: float = WAIT, **fields: Any) -> dict[str, Any]:
+        return await self.wait(
+            lambda e: e["event"] == kind and all(e.get(k) == v for k, v in fields.items()), timeout
+        )
+
+    async def finish(self, timeout: float = WAIT) -> tuple[int, str]:
+        """Close stdin, read the remaining events, return (exit status, stderr)."""
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        if not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        async with asyncio.timeout(timeout):
+            while await self._read_event() is not None:
+                pass
+            stderr = (await self.proc.stderr.read()).decode()
+            return await self.proc.wait(), stderr
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()

@@ -6,11 +6,12 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+
+from tests.support.cli import client_command
 
 DEFAULT_TIMEOUT = 20.0
 POLL = 0.05
@@ -24,12 +25,6 @@ def have_tmux() -> bool:
     return shutil.which("tmux") is not None
 
 
-def client_command() -> list[str]:
-    """The installed ``securechat-client`` script, or the same entry point through python."""
-    script = shutil.which("securechat-client")
-    if script is not None:
-        return [script]
-    return [sys.executable, "-c", "from securechat.client_cli import main; main()"]
 
 
 class TmuxPane:

@@ -18,16 +18,15 @@ from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
 from securechat.events import (
     Acked,
     ConnectionChanged,
-    ContactInfo,
     ContactPinned,
     EventListener,
-    HistoryEntry,
     KeyChangedAlert,
     MessageSent,
     SessionEvent,
     UserEntry,
     UsersListed,
 )
+from securechat.records import ContactInfo, HistoryEntry
 
 ALICE_FP = "a1ce" * 16
 BOB_FP = "b0b0" * 16

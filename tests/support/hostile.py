@@ -1,0 +1,142 @@
+"""A malicious fake relay on 127.0.0.1: a real handshake, then whatever a test scripts.
+
+It hands out a fresh challenge, welcomes whoever answers, serves ``lookup``
+from a table the test controls and then pushes scripted frames; the attack
+tests drive the real client library and the real ``--json`` client with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from securechat import crypto
+from securechat.clock import now_ms
+from securechat.encoding import b64encode
+from securechat.protocol import FrameDecoder, encode_frame
+
+Script = Callable[["HostileServer", asyncio.StreamWriter], Awaitable[None]]
+
+
+class HostileServer:
+    """A fake relay on 127.0.0.1: real handshake, scripted frames afterwards."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}  # what `lookup` answers: name -> PEM
+        self.hang_lookups = False  # never answer a lookup (the client's worker waits)
+        self.scripts: list[Script] = []  # one per connection, in order; later ones get none
+        self.from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.client_key: rsa.RSAPublicKey | None = None
+        self.connections = 0
+        self.server_id = os.urandom(16)
+        self._server: asyncio.Server | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        if self.writer is not None:
+            self.writer.transport.abort()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    def push(self, frame: dict[str, Any]) -> None:
+        assert self.writer is not None
+        self.writer.write(encode_frame(frame))
+
+    def message(self, sender: str, envelope: dict[str, Any]) -> None:
+        self.push({"type": "message", "from": sender, "server_ts": now_ms(), "envelope": envelope})
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        index = self.connections - 1
+        self.writer = writer
+        decoder = FrameDecoder()
+        nonce = os.urandom(32)
+        name = ""
+        try:
+            while data := await reader.read(65536):
+                for frame in decoder.feed(data):
+                    self.from_client.put_nowait(frame)
+                    kind = frame["type"]
+                    if kind == "hello":
+                        name = frame["name"]
+                        key = crypto.load_public_key_pem(frame["pubkey"])
+                        self.client_key = key
+                        self.push(
+                            {
+                                "type": "challenge",
+                                "server_id": b64encode(self.server_id),
+                                "nonce": b64encode(nonce),
+                            }
+                        )
+                    elif kind == "auth":
+                        assert self.client_key is not None
+                        fp = crypto.fingerprint(self.client_key)
+                        self.push({"type": "welcome", "name": name, "fingerprint": fp, "new": False})
+                        if index < len(self.scripts):
+                            await self.scripts[index](self, writer)
+                    elif kind == "lookup" and self.hang_lookups:
+                        pass
+                    elif kind == "lookup":
+                        rid = frame.get("rid")
+                        pem = self.keys.get(frame["name"])
+                        if pem is None:
+                            self.push(
+                                {
+                                    "type": "error",
+                                    "code": "unknown_user",
+                                    "message": "no",
+                                    "fatal": False,
+                                    "rid": rid,
+                                }
+                            )
+                        else:
+                            try:
+                                fp = crypto.fingerprint(crypto.load_public_key_pem(pem))
+                            except Exception:  # noqa: BLE001
+                                fp = "0" * 64  # the key is the lie under test
+                            self.push(
+                                {
+                                    "type": "key",
+                                    "name": frame["name"],
+                                    "pubkey": pem,
+                                    "fingerprint": fp,
+                                    "rid": rid,
+                                }
+                            )
+                    elif kind == "ping":
+                        self.push(
+                            {"type": "pong", "rid": frame.get("rid")} if "rid" in frame else {"type": "pong"}
+                        )
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+
+class LoopWatch:
+    """Records exceptions that reach the event loop and ERROR log records."""
+
+    def __init__(self) -> None:
+        self.unhandled: list[dict[str, Any]] = []
+        self.loop = asyncio.get_running_loop()
+        self._old = self.loop.get_exception_handler()
+        self.loop.set_exception_handler(lambda _loop, ctx: self.unhandled.append(ctx))
+
+    def restore(self) -> None:
+        self.loop.set_exception_handler(self._old)
