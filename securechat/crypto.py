@@ -292,7 +292,7 @@ def open_envelope(
 def open_parsed(
     recipient_key: rsa.RSAPrivateKey, sender_key: rsa.RSAPublicKey, env: ParsedEnvelope
 ) -> OpenedMessage:
-    """Checks 5 to 8 of section 7 on an envelope already parsed and addressed to us."""
+    """Checks 5 to 8 of docs/protocol.md section 7 on an envelope already parsed and addressed to us."""
     header = envelope_header(env.sender, env.recipient, env.msg_id, env.ts)
     signed = envelope_signed_bytes(header, env.wrapped_key, env.nonce, env.ciphertext)
     if not pss_verify(sender_key, env.signature, signed):

@@ -11,7 +11,7 @@ Two levels of the same rules:
   payload reader call it before any key is touched.
 
 :func:`check_addressing` is the recipient's next step: version, recipient,
-sender, in the order of section 7. Everything raises a subclass of
+sender, in the order of its section 7. Everything raises a subclass of
 :class:`~securechat.errors.EnvelopeRejected`.
 """
 
@@ -139,7 +139,7 @@ def parse_envelope(envelope: object) -> ParsedEnvelope:
 
 
 def check_addressing(envelope: ParsedEnvelope, recipient: str, frame_sender: str | None = None) -> None:
-    """The recipient's checks that need no key, in the order of section 7: ``v``, ``to``, ``from``.
+    """The recipient's checks that need no key, in the order of docs/protocol.md section 7: ``v``, ``to``, ``from``.
 
     ``frame_sender`` is the ``from`` of the enclosing ``message`` frame (None
     for a pasted payload, which has no frame).

@@ -46,7 +46,7 @@ class SecurechatError(Exception):
 class ProtocolError(SecurechatError):
     """The peer sent something the protocol does not allow.
 
-    ``code`` is the wire error code (section 7), ``fatal`` whether the
+    ``code`` is the wire error code (docs/protocol.md section 9), ``fatal`` whether the
     connection must close after reporting it.
     """
 

@@ -293,51 +293,83 @@ def error_from_exception(exc: ProtocolError, rid: str | None = None) -> dict[str
 # --- server -> client frames, as a client validates them ------------------------------
 
 
+def _check_challenge(frame: Mapping[str, Any]) -> None:
+    for key in ("server_id", "nonce"):
+        if not isinstance(frame.get(key), str):
+            raise BadRequest(f"challenge '{key}' must be a base64 string")
+
+
+def _check_welcome(frame: Mapping[str, Any]) -> None:
+    _name_field(frame, "name")
+    if not isinstance(frame.get("fingerprint"), str):
+        raise BadRequest("welcome 'fingerprint' must be a string")
+
+
+def _check_key(frame: Mapping[str, Any]) -> None:
+    _name_field(frame, "name")
+    pubkey = frame.get("pubkey")
+    if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
+        raise BadRequest("key 'pubkey' must be a PEM string")
+
+
+def _check_users(frame: Mapping[str, Any]) -> None:
+    users = frame.get("users")
+    if not isinstance(users, list):
+        raise BadRequest("users 'users' must be a list")
+    for entry in users:
+        if not isinstance(entry, dict) or not is_valid_name(entry.get("name")):
+            raise BadRequest("each user needs a valid 'name'")
+        if type(entry.get("online")) is not bool:
+            raise BadRequest("each user needs a boolean 'online'")
+
+
+def _check_presence(frame: Mapping[str, Any]) -> None:
+    _name_field(frame, "name")
+    if type(frame.get("online")) is not bool:
+        raise BadRequest("presence 'online' must be a boolean")
+
+
+def _check_message(frame: Mapping[str, Any]) -> None:
+    _name_field(frame, "from")
+    validate_envelope_shape(frame.get("envelope"))
+    if "server_ts" in frame and not is_timestamp(frame["server_ts"]):
+        raise BadRequest("message 'server_ts' must be an integer from 0 to 2**53 - 1")
+
+
+def _check_ack(frame: Mapping[str, Any]) -> None:
+    if not is_message_id(frame.get("id")):
+        raise BadRequest("ack 'id' must be 32 lowercase hex digits")
+    _name_field(frame, "to")
+    if frame.get("status") not in ("queued", "delivered"):
+        raise BadRequest("ack 'status' must be 'queued' or 'delivered'")
+
+
+def _check_error(frame: Mapping[str, Any]) -> None:
+    if not isinstance(frame.get("code"), str) or not isinstance(frame.get("message"), str):
+        raise BadRequest("error needs string 'code' and 'message'")
+    if "fatal" in frame and type(frame["fatal"]) is not bool:
+        raise BadRequest("error 'fatal' must be a boolean")
+
+
+# The fields a client relies on, per server frame type (docs/protocol.md section 4).
+SERVER_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
+    "challenge": _check_challenge,
+    "welcome": _check_welcome,
+    "key": _check_key,
+    "users": _check_users,
+    "presence": _check_presence,
+    "message": _check_message,
+    "ack": _check_ack,
+    "error": _check_error,
+    "pong": _no_fields,
+}
+
+
 def validate_server_frame(frame: Mapping[str, Any]) -> None:
     """Check the fields a client relies on in a server frame; raise :class:`BadRequest`.
 
     Unknown types are the caller's business (ignored for forward compatibility).
     """
-    kind = _frame_type(frame)
-    if kind == "challenge":
-        for key in ("server_id", "nonce"):
-            if not isinstance(frame.get(key), str):
-                raise BadRequest(f"challenge '{key}' must be a base64 string")
-    elif kind == "welcome":
-        _name_field(frame, "name")
-        if not isinstance(frame.get("fingerprint"), str):
-            raise BadRequest("welcome 'fingerprint' must be a string")
-    elif kind == "key":
-        _name_field(frame, "name")
-        pubkey = frame.get("pubkey")
-        if not isinstance(pubkey, str) or len(pubkey) > MAX_PEM_LENGTH:
-            raise BadRequest("key 'pubkey' must be a PEM string")
-    elif kind == "users":
-        users = frame.get("users")
-        if not isinstance(users, list):
-            raise BadRequest("users 'users' must be a list")
-        for entry in users:
-            if not isinstance(entry, dict) or not is_valid_name(entry.get("name")):
-                raise BadRequest("each user needs a valid 'name'")
-            if type(entry.get("online")) is not bool:
-                raise BadRequest("each user needs a boolean 'online'")
-    elif kind == "presence":
-        _name_field(frame, "name")
-        if type(frame.get("online")) is not bool:
-            raise BadRequest("presence 'online' must be a boolean")
-    elif kind == "message":
-        _name_field(frame, "from")
-        validate_envelope_shape(frame.get("envelope"))
-        if "server_ts" in frame and not is_timestamp(frame["server_ts"]):
-            raise BadRequest("message 'server_ts' must be an integer from 0 to 2**53 - 1")
-    elif kind == "ack":
-        if not is_message_id(frame.get("id")):
-            raise BadRequest("ack 'id' must be 32 lowercase hex digits")
-        _name_field(frame, "to")
-        if frame.get("status") not in ("queued", "delivered"):
-            raise BadRequest("ack 'status' must be 'queued' or 'delivered'")
-    elif kind == "error":
-        if not isinstance(frame.get("code"), str) or not isinstance(frame.get("message"), str):
-            raise BadRequest("error needs string 'code' and 'message'")
-        if "fatal" in frame and type(frame["fatal"]) is not bool:
-            raise BadRequest("error 'fatal' must be a boolean")
+    check = SERVER_FRAME_CHECKS.get(_frame_type(frame))
+    if check is not None:
+        check(frame)

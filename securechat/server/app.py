@@ -54,7 +54,7 @@ class ChatServer:
         self._directory = Directory(self._store)
         self._presence = Presence()
         self._admission = Admission(config.max_connections, config.max_per_ip)
-        self._conns = self._admission.sessions  # the admitted connections (tests look at them)
+        self._conns = self._admission.sessions  # the admitted connections
         self._routing: Routing = LocalRouting(config, self._store, self._directory, self._presence, self._spawn)
         self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
             Send: self._routing.send,
@@ -74,6 +74,10 @@ class ChatServer:
         self._port = 0
 
     # --- lifecycle --------------------------------------------------------------------
+
+    def session_names(self) -> list[str | None]:
+        """The name of each admitted connection (None before its login), for monitoring and tests."""
+        return [peer.name for peer in self._conns]
 
     @property
     def port(self) -> int:
