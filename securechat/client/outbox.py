@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from .. import crypto
 from ..errors import BadRequest, KeyChanged, MessageTooLong, SessionClosed
-from ..events import Acked, MessageSent
+from ..events import Acked, ErrorReported, MessageSent
 from ..protocol import HEADER_SIZE, encode_frame
 from ..records import HistoryEntry
 from .connection import AckFrame
@@ -69,6 +69,14 @@ class Outbox:
         self._link = link
         for entry in self._store.outbox.entries():
             link.send(_send_frame(entry.recipient, entry.envelope))
+        self._report_set_aside()
+
+    def _report_set_aside(self) -> None:
+        """One warning per damaged outbox row the store moved aside (docs/security.md, "Local state")."""
+        for row in self._store.outbox.take_set_aside():
+            log.info("outbox row %r set aside: %s", row.msg_id[:40], row.reason)
+            detail = f"a message in the outbox could not be sent ({row.reason}); it was set aside, not sent"
+            self._emit(ErrorReported("outbox_set_aside", detail, msg_id=None))
 
     def detach(self) -> None:
         self._link = None
@@ -114,7 +122,9 @@ class Outbox:
 
     def entry(self, rid: str | None) -> OutboxEntry | None:
         """The outbox entry a server error is about (its ``rid`` is the envelope id)."""
-        return self._store.outbox.get(rid) if rid is not None else None
+        entry = self._store.outbox.get(rid) if rid is not None else None
+        self._report_set_aside()
+        return entry
 
     def on_send_error(self, link: Link, entry: OutboxEntry, code: str) -> None:
         """A non-fatal error answered a send: give up on it, retry it later, or wait for a reconnect."""
@@ -141,6 +151,7 @@ class Outbox:
 
     def on_ack(self, ack: AckFrame) -> None:
         entry = self._store.outbox.remove(ack.msg_id)
+        self._report_set_aside()
         peer = entry.recipient if entry is not None else ack.to
         current = self._store.history.get(peer, "out", ack.msg_id)
         if entry is None and current is None:

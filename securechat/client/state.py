@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .. import crypto
+from .. import crypto, jsoncodec
 from ..clock import now_ms
-from ..errors import KeyChanged, KeyStoreError
+from ..envelope import check_envelope
+from ..errors import KeyChanged, KeyStoreError, MalformedEnvelope
 from ..names import parse_fingerprint
 from ..records import ContactInfo, TrustState
 from .history import History
@@ -57,6 +58,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     envelope TEXT NOT NULL,
     created INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outbox_set_aside (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    envelope TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS history (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     peer TEXT NOT NULL,
@@ -86,6 +96,15 @@ class Pin:
 
     def info(self) -> ContactInfo:
         return ContactInfo(self.name, self.fingerprint, self.trust, self.pending_fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """An outbox row that could not be sent as it is, moved to ``outbox_set_aside``."""
+
+    msg_id: str
+    recipient: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,10 +299,16 @@ class AcceptedIds:
 
 
 class PendingSends:
-    """The outbox: sealed messages waiting for their ``ack``, resent with the same id after a reconnect."""
+    """The outbox: sealed messages waiting for their ``ack``, resent with the same id after a reconnect.
+
+    A row that is not the sealed envelope its columns name (a damaged or edited
+    file) is never handed out: it is moved to ``outbox_set_aside``, kept for
+    whoever wants to look at it, and reported once by :meth:`take_set_aside`.
+    """
 
     def __init__(self, store: ClientStore) -> None:
         self._store = store
+        self._set_aside: list[SetAside] = []
 
     def add(self, recipient: str, envelope: dict[str, Any]) -> None:
         with self._store.transaction() as db:
@@ -300,18 +325,51 @@ class PendingSends:
         return entry
 
     def get(self, msg_id: str) -> OutboxEntry | None:
-        rows = self._store.query(
-            "SELECT msg_id, recipient, envelope, created FROM outbox WHERE msg_id = ?", (msg_id,)
-        )
+        rows = self._store.query(f"{_OUTBOX_ROWS} WHERE msg_id = ?", (msg_id,))
         return self._entry(rows[0]) if rows else None
 
     def entries(self) -> list[OutboxEntry]:
-        rows = self._store.query("SELECT msg_id, recipient, envelope, created FROM outbox ORDER BY seq")
-        return [self._entry(row) for row in rows]
+        rows = self._store.query(f"{_OUTBOX_ROWS} ORDER BY seq")
+        return [entry for entry in map(self._entry, rows) if entry is not None]
+
+    def take_set_aside(self) -> list[SetAside]:
+        """The rows set aside since the last call (each is reported once)."""
+        taken, self._set_aside = self._set_aside, []
+        return taken
 
     def __len__(self) -> int:
         return int(self._store.query("SELECT COUNT(*) FROM outbox")[0][0])
 
-    @staticmethod
-    def _entry(row: tuple[Any, ...]) -> OutboxEntry:
-        return OutboxEntry(row[0], row[1], json.loads(row[2]), row[3])
+    def _entry(self, row: tuple[Any, ...]) -> OutboxEntry | None:
+        seq, msg_id, recipient, text, created = row
+        try:
+            envelope = _outbox_envelope(self._store.name, msg_id, recipient, text)
+        except ValueError as exc:
+            with self._store.transaction() as db:
+                db.execute(
+                    "INSERT INTO outbox_set_aside (msg_id, recipient, envelope, created, reason, at) "
+                    "SELECT msg_id, recipient, envelope, created, ?, ? FROM outbox WHERE seq = ?",
+                    (str(exc), now_ms(), seq),
+                )
+                db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self._set_aside.append(SetAside(str(msg_id), str(recipient), str(exc)))
+            return None
+        return OutboxEntry(msg_id, recipient, envelope, created)
+
+
+_OUTBOX_ROWS: Final = "SELECT seq, msg_id, recipient, envelope, created FROM outbox"
+
+
+def _outbox_envelope(sender: str, msg_id: object, recipient: object, text: object) -> dict[str, Any]:
+    """The envelope of an outbox row, if it is the one its columns name; else ValueError saying why."""
+    try:
+        envelope = jsoncodec.loads(text.encode("utf-8") if isinstance(text, str) else b"")
+    except (jsoncodec.JSONRejected, UnicodeEncodeError):
+        raise ValueError("the row is not JSON") from None
+    try:
+        check_envelope(envelope)
+    except MalformedEnvelope as exc:
+        raise ValueError(f"the row is not an envelope ({exc})") from None
+    if (envelope["id"], envelope["to"], envelope["from"]) != (msg_id, recipient, sender):
+        raise ValueError("the envelope is not the message its row names")
+    return dict(envelope)
