@@ -125,7 +125,6 @@ def main(db: Path | None, log_level: str, **options: Any) -> None:
     config = ServerConfig(db_path=db if db is not None else default_db_path(), **options)
     try:
         config.validate()
-        config.db_path.parent.mkdir(parents=True, exist_ok=True)
         _run(config)
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise click.ClickException(str(exc)) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -100,4 +101,32 @@ async def test_queued_message_survives_kill_9(tmp_path: Path) -> None:
         assert (await b.login("bob", identity_key("bob")))["new"] is False
         assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
         await b.close()
+        assert await asyncio.to_thread(proc.stop) == 0
+
+
+async def test_first_run_under_umask_022_keeps_the_database_private(tmp_path: Path) -> None:
+    """Issue 13 item 11: a first run under the usual umask 022 must not leave the queue readable by others."""
+    folder = tmp_path / "state" / "securechat"
+    db = folder / "server.db"
+    with server_process(db, umask=0o022) as proc:
+        await login_and_ping(proc.port, "alice")  # a registration: the WAL and its index exist now
+        modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (folder, *folder.iterdir())}
+        assert {"server.db", "server.db-wal", "server.db-shm"} <= modes.keys(), modes
+        assert modes == {"securechat": 0o700, "server.db": 0o600, "server.db-wal": 0o600, "server.db-shm": 0o600}
+        assert await asyncio.to_thread(proc.stop) == 0
+
+
+async def test_an_existing_database_with_loose_modes_is_made_private(tmp_path: Path) -> None:
+    """Files left 0644 by an earlier run (or a copy) are tightened before anything is written to them."""
+    db = tmp_path / "server.db"
+    with server_process(db) as proc:
+        await login_and_ping(proc.port, "alice")
+        proc.kill()  # the WAL and its index stay behind
+    for path in tmp_path.glob("server.db*"):
+        path.chmod(0o644)
+    with server_process(db, umask=0o022) as proc:
+        await login_and_ping(proc.port, "bob")
+        loose = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in tmp_path.glob("server.db*")
+                 if stat.S_IMODE(p.stat().st_mode) & 0o077}
+        assert loose == {}
         assert await asyncio.to_thread(proc.stop) == 0

@@ -23,6 +23,8 @@ from ..errors import QueueFull
 from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL, QueuedMessage, Registration
 
 SCHEMA_VERSION: Final = 1
+PRIVATE_DIR_MODE: Final = 0o700
+PRIVATE_FILE_MODE: Final = 0o600
 
 T = TypeVar("T")
 
@@ -66,6 +68,27 @@ CREATE TRIGGER IF NOT EXISTS queue_totals_delete AFTER DELETE ON queue BEGIN
     WHERE recipient = OLD.recipient;
 END;
 """
+
+
+def prepare_private_files(path: Path) -> None:
+    """Make ``path``'s folder (0700 if created here) and the database file 0600 before SQLite opens it.
+
+    SQLite creates the ``-wal`` and ``-shm`` files with the mode of the database
+    file, whatever the umask, so a 0600 database gives 0600 companions. Files
+    left looser by an earlier run are tightened; an existing folder is left as
+    its owner made it.
+    """
+    folder = path.parent
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
+    for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if companion.stat().st_mode & 0o077:
+                companion.chmod(PRIVATE_FILE_MODE)
 
 
 @contextlib.contextmanager
@@ -143,7 +166,7 @@ class SqliteStore:
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_private_files(self.path)
             db = sqlite3.connect(self.path, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -152,10 +175,6 @@ class SqliteStore:
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             self._db = db
             self._db_thread = threading.get_ident()
-            try:
-                os.chmod(self.path, 0o600)
-            except OSError:
-                pass
         return self._db
 
     # --- synchronous implementations (worker thread only) --------------------------------

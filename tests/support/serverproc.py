@@ -34,8 +34,10 @@ class ServerProcess:
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         port: int | None = 0,
+        umask: int = -1,
     ) -> None:
-        """``db_path`` / ``port`` None: not on the command line (the environment may set them)."""
+        """``db_path`` / ``port`` None: not on the command line (the environment may set them);
+        ``umask`` (if not -1) is the child's file mode creation mask."""
         cmd = server_command()
         if port is not None:
             cmd += ["--port", str(port)]
@@ -45,7 +47,8 @@ class ServerProcess:
         full_env = dict(os.environ)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, text=True
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env, text=True,
+            umask=umask,
         )
         self.lines: list[str] = []
         self.port = 0
@@ -101,9 +104,10 @@ def server_process(
     args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     port: int | None = 0,
+    umask: int = -1,
 ) -> Iterator[ServerProcess]:
     """A started server (port parsed from its log); killed on exit if still running."""
-    proc = ServerProcess(db_path, args, env, port)
+    proc = ServerProcess(db_path, args, env, port, umask)
     try:
         proc.wait_listening()
         yield proc
