@@ -8,7 +8,6 @@ one-line ``Error: ...`` on stderr and a non-zero exit.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import sys
@@ -24,6 +23,7 @@ from .client import ClientSession
 from .client.home import ClientHome, Identity, default_home
 from .client.inbox import precheck_envelope
 from .client.state import ClientStore
+from .commands import times
 from .errors import (
     BadKey,
     EnvelopeRejected,
@@ -325,9 +325,8 @@ def _decrypt_one(
     except EnvelopeRejected as exc:
         click.echo(f"{prefix}rejected: {' '.join(str(exc).split())}", err=True)
         return False
-    when = datetime.datetime.fromtimestamp(opened.ts / 1000, datetime.UTC)
     click.echo(
-        f"{prefix}from {opened.sender} to {opened.recipient} at {when:%Y-%m-%d %H:%M:%S} UTC "
+        f"{prefix}from {opened.sender} to {opened.recipient} at {times.utc_clock(opened.ts)} "
         f"(id {opened.msg_id}); signature verified with {source}"
     )
     click.echo(opened.text)
@@ -388,10 +387,10 @@ def history(name: str, home: Path | None, peer: str, limit: int) -> None:
     if not entries:
         click.echo(f"no history with {peer}", err=True)
     for entry in entries:
-        when = datetime.datetime.fromtimestamp(entry.ts / 1000, datetime.UTC)
+        when = times.utc_message_clock(entry.ts, entry.server_ts)
         who = f"{identity.name} -> {peer}" if entry.direction == "out" else f"{peer} -> {identity.name}"
         status = f"  [{entry.status}]" if entry.status else ""
-        click.echo(f"{when:%Y-%m-%d %H:%M:%S}  {who}: {entry.text}{status}")
+        click.echo(f"{when}  {who}: {entry.text}{status}")
 
 
 if __name__ == "__main__":

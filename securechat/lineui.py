@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 
 from .client import ClientSession, finish_session
-from .commands import Executor, Hint, parse_line
+from .clock import now_ms
+from .commands import Executor, Hint, parse_line, times
 from .commands import wording as say
 from .commands.driver import Ending, feed, stdin_lines
 from .commands.grammar import PLAIN, Clear, Quit, Raw
@@ -47,24 +47,26 @@ log = logging.getLogger(__name__)
 PIPED_DRAIN_TIMEOUT = 10.0
 
 
-def _clock(ms: int) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000).strftime("%H:%M")
-
-
 def _marked(level: Level, text: str) -> str:
     return ("* " if level == "info" else "! ") + text
 
 
-def message_lines(sender: str, to: str | None, ts: int, text: str, payload: str | None) -> list[str]:
-    """An own message (``to`` set) or a received one; the payload under it with ``/raw``."""
+def message_lines(
+    sender: str, to: str | None, ts: int, text: str, payload: str | None, server_ts: int | None = None
+) -> list[str]:
+    """An own message (``to`` set) or a received one; the payload under it with ``/raw``.
+
+    Dated by the signed ``ts``, with the server's time too when they are far apart (:mod:`~securechat.commands.times`).
+    """
     who = f"me -> {to}" if to is not None else sender
-    return [f"[{_clock(ts)}] {who}: {text}", *([payload] if payload else [])]
+    when = times.message_clock(ts, server_ts, now_ms())
+    return [f"[{when}] {who}: {text}", *([payload] if payload else [])]
 
 
 def history_lines(entry: HistoryEntry) -> list[str]:
     """A persisted message, as it was shown when it came or went."""
     if entry.direction == "in":
-        return message_lines(entry.peer, None, entry.ts, entry.text, None)
+        return message_lines(entry.peer, None, entry.ts, entry.text, None, entry.server_ts)
     status = entry.status if entry.status and entry.status != "sending" else None
     ack = [f"  ({status} to {entry.peer})"] if status else []
     return message_lines("", entry.peer, entry.ts, entry.text, None) + ack
@@ -85,8 +87,7 @@ def format_event(event: SessionEvent, raw: bool = False) -> list[str]:  # noqa: 
         case MessageSent(_id, to, ts, text, payload):
             return message_lines("", to, ts, text, payload if raw else None)
         case MessageReceived(sender, _id, ts, text, payload, server_ts):
-            when = server_ts if server_ts is not None else ts  # as the full-screen UI shows it
-            return message_lines(sender, None, when, text, payload if raw else None)
+            return message_lines(sender, None, ts, text, payload if raw else None, server_ts)
         case MessageRejected(sender, _id, reason, detail, payload):
             line = _marked("warn", say.rejected_line(sender, reason, detail))
             return [line, *([payload] if raw and payload else [])]

@@ -32,3 +32,4 @@ class HistoryEntry:
     ts: int
     text: str
     status: str = ""  # for own messages: sending / queued / delivered
+    server_ts: int | None = None  # incoming: the server's clock when it took the message, if it said

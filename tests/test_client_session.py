@@ -462,3 +462,28 @@ async def test_unacked_send_is_resent_after_the_connection_drops(make_client: Ca
             assert await alice.session.wait_idle(WAIT)
         finally:
             await alice.stop()
+
+
+async def test_a_failing_listener_logs_no_plaintext(
+    server: ChatServer, make_client: Callable[..., Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A front end that fails on an event must not put the message's text into the log (issue 13, item 7)."""
+    alice = await online(make_client("alice", server.port))
+    bob = await online(make_client("bob", server.port))
+
+    def fail() -> None:
+        raise ValueError("year 287396 is out of range")
+
+    def broken(event: object) -> None:
+        if isinstance(event, MessageReceived):
+            fail()
+
+    bob.session.add_listener(broken)
+    msg_id = await alice.session.send("bob", "the secret plaintext")
+    await bob.rec.wait_kind(MessageReceived, msg_id=msg_id)
+    await alice.rec.wait_kind(Acked, msg_id=msg_id, status="delivered")
+    logged = [record for record in caplog.records if "listener failed" in record.getMessage()]
+    assert logged, "the failure is logged"
+    assert not any("secret plaintext" in record.getMessage() for record in caplog.records)
+    await alice.stop()
+    await bob.stop()

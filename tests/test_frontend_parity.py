@@ -191,7 +191,8 @@ async def run_full_screen() -> list[Step]:
 
 # --- --plain ---------------------------------------------------------------------------------
 
-_MESSAGE = re.compile(r"\[\d\d:\d\d\] (?:me -> \S+|(\S+)): (.*)", re.DOTALL)
+# The time: HH:MM today, with the date on another day (commands/times.py).
+_MESSAGE = re.compile(r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] (?:me -> \S+|(\S+)): (.*)", re.DOTALL)
 _ACK = re.compile(r"  \((\w+) to \S+\)")
 
 

@@ -69,11 +69,12 @@ def test_own_message_delivery_state_updates_in_place() -> None:
     assert pane(s).count("hi") == 1
 
 
-def test_incoming_time_is_the_servers_when_known() -> None:
+def test_incoming_time_is_the_signed_one_and_the_servers_is_kept() -> None:
     s = make_state()
     s.apply(MessageReceived("bob", "b1", T0, "late", "P", server_ts=T0 + 3_600_000))
     s.apply(MessageReceived("bob", "b2", T0, "no server time", "P"))
-    assert [line.ts for line in s.windows["bob"][-2:]] == [T0 / 1000 + 3600, T0 / 1000]
+    lines = s.windows["bob"][-2:]
+    assert [(line.ts, line.server_ts) for line in lines] == [(T0 / 1000, T0 / 1000 + 3600), (T0 / 1000, None)]
 
 
 def test_ack_for_unknown_id_is_ignored() -> None:
@@ -325,7 +326,7 @@ def test_line_render_kinds() -> None:
         "rejected": "!! x",
     }
     for kind, prefix in kinds.items():
-        ((frags, _indent),) = render.render_line(Line(kind, 0, "x"), show_raw=False)  # type: ignore[arg-type]
+        ((frags, _indent),) = render.render_line(Line(kind, 0, "x"), show_raw=False, now=0)  # type: ignore[arg-type]
         assert render.plain(frags).endswith(prefix)
 
 

@@ -8,6 +8,7 @@ the sealed content as associated data, so rows cannot be swapped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from .. import crypto
 from ..clock import now_ms
 from ..encoding import lp
-from ..envelope import GCM_NONCE_SIZE
+from ..envelope import GCM_NONCE_SIZE, is_timestamp
 from ..errors import DecryptFailed, KeyStoreError, UnwrapFailed
 from ..records import HistoryEntry
 
@@ -60,7 +61,10 @@ class History:
 
     def _seal(self, entry: HistoryEntry) -> tuple[bytes, bytes]:
         nonce = os.urandom(GCM_NONCE_SIZE)
-        body = json.dumps({"ts": entry.ts, "text": entry.text, "status": entry.status}).encode("utf-8")
+        fields: dict[str, Any] = {"ts": entry.ts, "text": entry.text, "status": entry.status}
+        if entry.server_ts is not None:
+            fields["server_ts"] = entry.server_ts
+        body = json.dumps(fields).encode("utf-8")
         sealed = crypto.gcm_seal(
             self._history_key(), nonce, body, self._aad(entry.peer, entry.direction, entry.msg_id)
         )
@@ -100,7 +104,7 @@ class History:
             return False
         if current.status == status:
             return True
-        updated = HistoryEntry(current.peer, "out", msg_id, current.ts, current.text, status)
+        updated = dataclasses.replace(current, status=status)
         nonce, sealed = self._seal(updated)
         with self._store.transaction() as db:
             db.execute(
@@ -129,6 +133,13 @@ class History:
             )
         except DecryptFailed:
             raise KeyStoreError(f"a history entry with '{peer}' is corrupt or was tampered with") from None
+        server_ts = body.get("server_ts")
         return HistoryEntry(
-            peer, direction, msg_id, int(body["ts"]), str(body["text"]), str(body.get("status", ""))
+            peer,
+            direction,
+            msg_id,
+            int(body["ts"]),
+            str(body["text"]),
+            str(body.get("status", "")),
+            server_ts if is_timestamp(server_ts) else None,
         )

@@ -140,7 +140,8 @@ class Inbox:
             link.send(received)
             return
         # One transaction: accepted without its history row would lose the message on a crash.
-        self._store.history.add(HistoryEntry(sender, "in", msg_id, opened.ts, opened.text), accepted=True)
+        entry = HistoryEntry(sender, "in", msg_id, opened.ts, opened.text, server_ts=message.server_ts)
+        self._store.history.add(entry, accepted=True)
         self._emit(MessageReceived(sender, msg_id, opened.ts, opened.text, payload, message.server_ts))
         link.send(received)
 

@@ -138,7 +138,8 @@ class ClientSession:
             try:
                 listener(event)
             except Exception:  # a broken UI callback must not kill the session
-                log.exception("event listener failed on %r", event)
+                # The event's type only: its fields hold plaintext and text from outside.
+                log.exception("event listener failed on a %s event", type(event).__name__)
 
     # --- SessionAPI: run / close --------------------------------------------------------
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
+from securechat.commands import times
 from securechat.commands.wording import banner_lines
 from securechat.names import short_fingerprint
 from securechat.ui.state import STATUS_LABELS, STATUS_WINDOW, ChatState, Line
@@ -17,17 +16,19 @@ from securechat.ui.style import name_class
 Logical = tuple[StyleAndTextTuples, int]
 
 
-def clock_text(ts: float) -> str:
-    return time.strftime("%H:%M", time.localtime(ts))
+def clock_text(line: Line, now: float) -> str:
+    """The line's time (seconds), range-checked, with the server's when far apart (commands/times.py)."""
+    server_ms = line.server_ts * 1000 if line.server_ts is not None else None
+    return times.message_clock(line.ts * 1000, server_ms, now * 1000)
 
 
 def _width(text: str) -> int:
     return sum(get_cwidth(ch) for ch in text)
 
 
-def render_line(line: Line, show_raw: bool) -> list[Logical]:
+def render_line(line: Line, show_raw: bool, now: float) -> list[Logical]:
     """The logical lines for one pane entry (two with ``/raw`` and a payload)."""
-    stamp = clock_text(line.ts) + " "
+    stamp = clock_text(line, now) + " "
     frags: StyleAndTextTuples = [("class:time", stamp)]
     match line.kind:
         case "in" | "out":
@@ -116,8 +117,9 @@ def _merge(cells: list[tuple[str, str, int]]) -> StyleAndTextTuples:
 
 def pane_rows(state: ChatState, width: int) -> list[StyleAndTextTuples]:
     rows: list[StyleAndTextTuples] = []
+    now = state.clock()
     for line in state.visible_lines():
-        for frags, indent in render_line(line, state.show_raw):
+        for frags, indent in render_line(line, state.show_raw, now):
             rows.extend(wrap(frags, width, indent))
     return rows
 

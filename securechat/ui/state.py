@@ -58,6 +58,7 @@ class Line:
     msg_id: str | None = None
     status: str = ""
     payload: str | None = None
+    server_ts: float | None = None  # incoming: the server's time (seconds), shown if far from ``ts``
 
 
 @dataclass
@@ -159,6 +160,7 @@ class ChatState:
                     sender=self.own_name if own else entry.peer,
                     msg_id=entry.msg_id,
                     status=entry.status if own else "",
+                    server_ts=entry.server_ts / 1000 if entry.server_ts is not None else None,
                 )
             )
         if older:
@@ -233,10 +235,9 @@ class ChatState:
                     own = Line("out", ts / 1000, sanitize(text), self.own_name, msg_id, "sending", payload)
                     self._add_own(own, to)
             case MessageReceived(sender, msg_id, ts, text, payload, server_ts):
-                # The server's clock when it took the message, if known: the
-                # sender's clock may be wrong, and a queued message is old news.
-                when = (server_ts if server_ts is not None else ts) / 1000
-                line = Line("in", when, sanitize(text), sender, msg_id, payload=payload)
+                # Dated by the signed time; the server's follows when they are far apart (commands/times.py).
+                server = server_ts / 1000 if server_ts is not None else None
+                line = Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload, server_ts=server)
                 self._incoming(sender, line)
             case MessageRejected(sender, msg_id, reason, detail, payload):
                 text = sanitize(wording.rejected_line(sender, reason, detail))

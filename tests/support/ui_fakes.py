@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 from dataclasses import dataclass, field
 
+from securechat.clock import now_ms
 from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
 from securechat.events import (
     Acked,
@@ -104,7 +105,7 @@ class FakeSession:
             await self.lookup(to)  # the first message to someone pins their key (online only)
         msg_id = f"{next(self._ids):032x}"
         self.sent.append((to, text))
-        self.emit(MessageSent(msg_id, to, 1_700_000_000_000, text, f"PAYLOAD-{msg_id[-4:]}"))
+        self.emit(MessageSent(msg_id, to, now_ms(), text, f"PAYLOAD-{msg_id[-4:]}"))
         if self.auto_ack is not None and self.connected:
             status = "delivered" if self.users.get(to) else "queued"
             self.emit(Acked(msg_id, to, status))  # type: ignore[arg-type]
