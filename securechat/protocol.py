@@ -42,7 +42,7 @@ FATAL_CODES: Final = frozenset(
     }
 )
 NONFATAL_CODES: Final = frozenset(
-    {"unknown_type", "bad_request", "unknown_user", "rate_limited", "queue_full", "internal"}
+    {"unknown_type", "bad_request", "unknown_user", "rate_limited", "queue_full", "internal", "message_too_large"}
 )
 # Not in the v1 spec's list, used by this server when refusing a connection over a cap
 # (documented in docs/protocol.md): fatal, sent before any hello is read.
@@ -277,6 +277,11 @@ def validate_client_frame(frame: Mapping[str, Any]) -> None:
 
 
 # --- frame builders (server -> client, client -> server) ---------------------------
+
+
+def message_frame(sender: str, server_ts: int, envelope: Mapping[str, Any]) -> bytes:
+    """The ``message`` frame that carries ``envelope`` from ``sender`` to its recipient (section 4)."""
+    return encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
 
 
 def error_frame(code: str, message: str, *, fatal: bool, rid: str | None = None) -> dict[str, Any]:

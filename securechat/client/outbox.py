@@ -21,9 +21,10 @@ import random
 from typing import Any, Final
 
 from .. import crypto
+from ..envelope import MAX_TS
 from ..errors import BadRequest, KeyChanged, MessageTooLong, SessionClosed
 from ..events import Acked, ErrorReported, MessageSent
-from ..protocol import HEADER_SIZE, encode_frame
+from ..protocol import HEADER_SIZE, encode_frame, message_frame
 from ..records import HistoryEntry
 from .connection import AckFrame
 from .link import Link
@@ -33,7 +34,7 @@ from .state import OutboxEntry
 log = logging.getLogger(__name__)
 
 # Send failures after which the message can never be delivered as sealed.
-UNDELIVERABLE_CODES: Final = frozenset({"unknown_user", "bad_request", "invalid_name"})
+UNDELIVERABLE_CODES: Final = frozenset({"unknown_user", "bad_request", "invalid_name", "message_too_large"})
 # Send failures worth retrying on the same connection after a pause.
 RETRY_CODES: Final = frozenset({"rate_limited", "queue_full", "internal"})
 RETRY_INITIAL: Final = 1.0
@@ -41,6 +42,13 @@ RETRY_INITIAL: Final = 1.0
 
 def _send_frame(to: str, envelope: dict[str, Any]) -> dict[str, Any]:
     return {"type": "send", "to": to, "envelope": envelope, "rid": envelope["id"]}
+
+
+def _largest_frame(sender: str, to: str, envelope: dict[str, Any]) -> int:
+    """The larger body of our ``send`` and of the ``message`` the server makes of it (at its latest time)."""
+    send = len(encode_frame(_send_frame(to, envelope)))
+    message = len(message_frame(sender, MAX_TS - 1, envelope))
+    return max(send, message) - HEADER_SIZE
 
 
 class Outbox:
@@ -104,7 +112,7 @@ class Outbox:
             raise KeyChanged(to, pin.fingerprint, pin.pending_fingerprint or "")
         identity = self._parts.identity
         envelope = crypto.seal_envelope(identity.private_key, pin.public_key(), identity.name, to, text)
-        size = len(encode_frame(_send_frame(to, envelope))) - HEADER_SIZE
+        size = _largest_frame(identity.name, to, envelope)
         if size > self._max_frame:
             raise MessageTooLong(size, self._max_frame)
         msg_id: str = envelope["id"]

@@ -34,6 +34,11 @@ class ServerConfig:
     queue_ttl: float = DEFAULT_QUEUE_TTL
     max_outgoing_buffer: int = 4 * 2**20
 
+    @property
+    def deliverable_frame(self) -> int:
+        """The largest frame body the server writes: its own limit, and never more than every v1 client reads."""
+        return min(self.max_frame, DEFAULT_MAX_FRAME)
+
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first option with an impossible value."""
         if not 0 <= self.port <= 65535:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..clock import now_ms
 from ..errors import QueueFull
-from ..protocol import HEADER, encode_frame
+from ..protocol import HEADER, HEADER_SIZE, message_frame
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
@@ -77,11 +77,6 @@ def ack_frame(msg_id: str, to: str, status: str, rid: str | None) -> bytes:
     tail = "}" if rid is None else ',"rid":' + json.dumps(rid, ensure_ascii=False) + "}"
     body = f'{{"type":"ack","id":"{msg_id}","to":"{to}","status":"{status}"{tail}'.encode()
     return HEADER.pack(len(body)) + body
-
-
-def message_frame(sender: str, server_ts: int, envelope: dict[str, Any]) -> bytes:
-    """The ``message`` frame that carries ``envelope`` to its recipient."""
-    return encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
 
 
 @dataclass(slots=True)
@@ -221,21 +216,28 @@ class LocalRouting:
 
     def send(self, peer: Peer, message: Send) -> Handled:
         server_ts = now_ms()
+        body = message_frame(message.sender, server_ts, message.envelope)
+        if len(body) - HEADER_SIZE > self._config.deliverable_frame:
+            # The recipient would have to refuse this frame (docs/protocol.md, "Delivery").
+            limit = self._config.deliverable_frame
+            text = f"as a 'message' frame this would be {len(body) - HEADER_SIZE} bytes; the limit is {limit}"
+            peer.error("message_too_large", text, message.rid)
+            return None
         target = self._online.get(message.to)
         if target is not None:
-            self._forward(peer, target, message, server_ts)
+            self._forward(peer, target, message, server_ts, body)
             return None
         if self._directory.knows(message.to):
             # The common case needs no lookup: store without waiting, so the next frames of
             # this connection are read meanwhile and their enqueues share one commit.
-            return Deferred(self._ack_queued(peer, self._store_for_later(peer, message, server_ts), message))
-        return self._send_offline(peer, message, server_ts)
+            stored = self._store_for_later(peer, message, server_ts, body)
+            return Deferred(self._ack_queued(peer, stored, message))
+        return self._send_offline(peer, message, server_ts, body)
 
-    def _forward(self, peer: Peer, target: Peer, message: Send, server_ts: int) -> None:
+    def _forward(self, peer: Peer, target: Peer, message: Send, server_ts: int, body: bytes) -> None:
         """Hand a message to its online recipient; held as unconfirmed until ``received``."""
         box = target.mailbox
         assert box is not None
-        body = message_frame(message.sender, server_ts, message.envelope)
         # Unconfirmed messages held for one recipient obey the same caps as its stored queue.
         if len(box.inflight) >= self._config.queue_limit or box.inflight_bytes + len(body) > self._config.queue_bytes:
             peer.error("queue_full", f"too many unconfirmed messages for '{message.to}'", message.rid)
@@ -249,9 +251,8 @@ class LocalRouting:
         else:
             target.write(body)
 
-    def _store_for_later(self, peer: Peer, message: Send, server_ts: int) -> asyncio.Future[bool]:
+    def _store_for_later(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> asyncio.Future[bool]:
         self._presence.watch(peer, message.to)
-        body = message_frame(message.sender, server_ts, message.envelope)
         msg_id: str = message.envelope["id"]
         return self._store.enqueue(QueuedMessage(message.to, message.sender, msg_id, server_ts, body, time.time()))
 
@@ -263,7 +264,7 @@ class LocalRouting:
             return
         peer.write(ack_frame(message.envelope["id"], message.to, "queued", message.rid))
 
-    async def _send_offline(self, peer: Peer, message: Send, server_ts: int) -> None:
+    async def _send_offline(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> None:
         if await self._directory.registration(message.to) is None:
             peer.error("unknown_user", f"no user named '{message.to}'", message.rid)
             return
@@ -274,9 +275,9 @@ class LocalRouting:
         # next session.
         target = self._online.get(message.to)
         if target is not None:
-            self._forward(peer, target, message, server_ts)
+            self._forward(peer, target, message, server_ts, body)
             return
-        await self._ack_queued(peer, self._store_for_later(peer, message, server_ts), message)
+        await self._ack_queued(peer, self._store_for_later(peer, message, server_ts, body), message)
 
     def received(self, peer: Peer, confirmation: Received) -> None:
         box = peer.mailbox

@@ -1,0 +1,152 @@
+"""Hostile input against the server's queues (issue 13, items 1, 4 and 8).
+
+Each test is an attack that worked against the server before its fix: a message the
+recipient must refuse blocking its whole inbox, one message that kills its recipient
+on every hand-out, unconfirmed messages pinning the server's memory, one sender
+filling another user's queue. Real servers on 127.0.0.1, real client sessions where
+the recipient's own behaviour matters, raw clients where the attacker's does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from securechat import crypto
+from securechat.errors import MessageTooLong
+from securechat.events import Acked, ConnectionChanged, MessageReceived
+from securechat.protocol import DEFAULT_MAX_FRAME, HEADER_SIZE, encode_frame, message_frame
+from securechat.server import ChatServer
+from tests.conftest import REPO_ROOT
+from tests.support.rawclient import RawClient, envelope, identity_key, msg_id, running_server
+from tests.support.sessions import WAIT, Client, online
+
+pytestmark = pytest.mark.timeout(90)
+
+LONG_NAME = "mallory-has-a-long-name-32-chars"
+assert len(LONG_NAME) == 32
+
+
+def send_at_the_limit(sender: str, to: str, n: int, limit: int = DEFAULT_MAX_FRAME) -> dict[str, Any]:
+    """A well-shaped ``send`` whose body is exactly ``limit`` bytes (the server reads it whole)."""
+    frame: dict[str, Any] = {"type": "send", "to": to, "envelope": envelope(sender, to, msg_id(n)), "rid": f"big{n}"}
+    frame["envelope"]["ct"] = ""
+    frame["envelope"]["ct"] = "A" * (limit - (len(encode_frame(frame)) - HEADER_SIZE))
+    assert len(encode_frame(frame)) - HEADER_SIZE == limit
+    return frame
+
+
+def doc_example(label: str) -> str:
+    """The body of the code block tagged ``example=<label>`` in docs/protocol.md."""
+    text = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    match = re.search(rf"```\w+ example={re.escape(label)}\n(.*?)\n *```", text, re.DOTALL)
+    assert match is not None, f"no example={label} block in docs/protocol.md"
+    return "\n".join(line.strip() for line in match.group(1).splitlines())
+
+
+async def no_reconnects(client: Client) -> None:
+    assert not [e for e in client.rec.of(ConnectionChanged) if e.state == "reconnecting"], client.rec.events
+
+
+# --- item 1: the server never produces a frame its peer must refuse -------------------------------
+
+
+@pytest.mark.parametrize("sender", ["mal", LONG_NAME], ids=["name-as-long-as-the-recipients", "longer-name"])
+async def test_a_send_at_the_frame_limit_is_refused_and_does_not_block_the_inbox(
+    server: ChatServer, make_client: Callable[..., Client], sender: str
+) -> None:
+    """A send of exactly max_frame bytes becomes a `message` frame past the recipient's limit (the
+    server adds `from` and `server_ts`): before the fix bob's client refused it as fatal on every
+    reconnect and carol's later message never arrived."""
+    bob = await online(make_client("bob", server.port))
+    carol = await online(make_client("carol", server.port))
+    m = await RawClient.connect(server.port)
+    await m.login(sender, identity_key(sender))
+    await m.send_frame(send_at_the_limit(sender, "bob", 1))
+    await carol.session.send("bob", "after the big one")
+    got = await bob.rec.wait_kind(MessageReceived, sender="carol")  # before the fix: never
+    assert got.text == "after the big one"
+    await no_reconnects(bob)
+    refused = await m.recv_type("error", timeout=WAIT)
+    assert (refused["code"], refused["fatal"], refused["rid"]) == ("message_too_large", False, "big1"), refused
+    assert str(DEFAULT_MAX_FRAME) in refused["message"]
+    if sender == "mal":  # the worked example in docs/protocol.md, byte for byte
+        assert refused == json.loads(doc_example("message-too-large"))
+    await m.send_frame({"type": "ping", "rid": "alive"})  # the sender's connection was kept
+    assert (await m.recv_type("pong"))["rid"] == "alive"
+    await m.close()
+
+
+def text_whose_message_frame_is_too_large(sender: crypto.PrivateKey, name: str, to: str, key: Any, limit: int) -> str:
+    """A text whose `send` frame fits ``limit`` but whose `message` frame does not."""
+    n = limit * 3 // 4 - 2000  # base64 makes 4 bytes of 3; the keys and signature take the rest
+    while True:
+        text = "x" * n
+        env = crypto.seal_envelope(sender, key, name, to, text)
+        send = len(encode_frame({"type": "send", "to": to, "envelope": env, "rid": env["id"]})) - HEADER_SIZE
+        message = len(message_frame(name, crypto_now_bound(), env)) - HEADER_SIZE
+        if send <= limit < message:
+            return text
+        assert send <= limit, "no text size fits the gap: the test's arithmetic is wrong"
+        n += 3 * max(1, (limit - send) // 4 - 4)  # base64 quanta still free, less a margin
+
+
+def crypto_now_bound() -> int:
+    """A server time with as many digits as today's (13)."""
+    return 1_767_225_600_000
+
+
+async def test_an_honest_long_text_from_a_longer_name_is_refused_at_the_sender_and_blocks_nothing(
+    server: ChatServer, make_client: Callable[..., Client]
+) -> None:
+    """Before the fix the client checked only its own `send` frame: this text went out, and its
+    `message` frame (a 32-character `from` instead of bob's 3-character `to`) was refused by bob's
+    client on every reconnect, ahead of everything sent after it."""
+    bob = await online(make_client("bob", server.port))
+    alice = await online(make_client(LONG_NAME, server.port))
+    info = await alice.session.lookup("bob")
+    identity = alice.session.store.require_identity()
+    pin = alice.session.store.pins.get("bob")
+    assert pin is not None and info.fingerprint == pin.fingerprint
+    text = text_whose_message_frame_is_too_large(identity.private_key, LONG_NAME, "bob", pin.public_key(), DEFAULT_MAX_FRAME)
+    refused: MessageTooLong | None = None
+    try:
+        await alice.session.send("bob", text)
+    except MessageTooLong as exc:
+        refused = exc
+    await alice.session.send("bob", "the next one")
+    got = await bob.rec.wait_kind(MessageReceived, sender=LONG_NAME)  # before the fix: never
+    assert got.text == "the next one"
+    await no_reconnects(bob)
+    assert refused is not None, "the client sent a message whose `message` frame its recipient must refuse"
+    assert await alice.session.wait_idle(WAIT)
+
+
+async def test_a_send_the_server_refuses_as_too_large_is_failed_not_retried(
+    tmp_path: Any, make_client: Callable[..., Client]
+) -> None:
+    """The client's own check cannot know a server's smaller --max-frame: the server's
+    `message_too_large` marks the message failed (history and outbox), never resent."""
+    limit = 4096
+    async with running_server(tmp_path / "s.db", max_frame=limit) as srv:
+        bob = await online(make_client("bob", srv.port))
+        alice = await online(make_client(LONG_NAME, srv.port))
+        await alice.session.lookup("bob")
+        identity = alice.session.store.require_identity()
+        pin = alice.session.store.pins.get("bob")
+        assert pin is not None
+        text = text_whose_message_frame_is_too_large(identity.private_key, LONG_NAME, "bob", pin.public_key(), limit)
+        msg = await alice.session.send("bob", text)
+        assert await alice.session.wait_idle(WAIT), "the refused message stayed in the outbox"
+        entry = alice.session.store.history.get("bob", "out", msg)
+        assert entry is not None and entry.status == "failed"
+        await alice.session.send("bob", "short")
+        got = await bob.rec.wait_kind(MessageReceived, sender=LONG_NAME)
+        assert got.text == "short"
+        await alice.rec.wait_kind(Acked, status="delivered")
+        assert not [e for e in alice.rec.of(Acked) if e.msg_id == msg]
+        await no_reconnects(bob)
