@@ -23,6 +23,7 @@ from .client import ClientSession
 from .client.home import ClientHome, Identity, default_home
 from .client.inbox import precheck_envelope
 from .client.state import ClientStore
+from .commands import sanitize as safe
 from .commands import times
 from .errors import (
     BadKey,
@@ -50,8 +51,8 @@ class _ClientGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except SecurechatError as exc:
-            raise click.ClickException(str(exc)) from None
+        except SecurechatError as exc:  # its text may quote a server or a payload
+            raise click.ClickException(safe.one_line(str(exc))) from None
         except OSError as exc:  # e.g. an unreadable home directory
             where = f" ({exc.filename})" if exc.filename else ""
             raise click.ClickException(f"{exc.strerror or exc}{where}") from None
@@ -176,9 +177,7 @@ def parse_server(value: str) -> tuple[str, int]:
 
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=level, handlers=[safe.log_handler(sys.stderr)])
 
 
 @click.group(
@@ -323,13 +322,16 @@ def _decrypt_one(
             key, source = pin.public_key(), f"the pinned key of {pin.name} ({pin.trust})"
         opened = crypto.open_envelope(identity.private_key, identity.name, key, envelope)
     except EnvelopeRejected as exc:
-        click.echo(f"{prefix}rejected: {' '.join(str(exc).split())}", err=True)
+        click.echo(f"{prefix}rejected: {safe.one_line(' '.join(str(exc).split()))}", err=True)
         return False
-    click.echo(
+    safe.echo_rows(
+        click.echo,
         f"{prefix}from {opened.sender} to {opened.recipient} at {times.utc_clock(opened.ts)} "
-        f"(id {opened.msg_id}); signature verified with {source}"
+        f"(id {opened.msg_id}); signature verified with {source}",
+        safe.OWN_INDENT,
     )
-    click.echo(opened.text)
+    # The text, indented further than our own rows: no row of it can pass for ours.
+    safe.echo_rows(click.echo, " " * safe.TEXT_INDENT + opened.text)
     return True
 
 
@@ -390,7 +392,7 @@ def history(name: str, home: Path | None, peer: str, limit: int) -> None:
         when = times.utc_message_clock(entry.ts, entry.server_ts)
         who = f"{identity.name} -> {peer}" if entry.direction == "out" else f"{peer} -> {identity.name}"
         status = f"  [{entry.status}]" if entry.status else ""
-        click.echo(f"{when}  {who}: {entry.text}{status}")
+        safe.echo_rows(click.echo, f"{when}  {who}: {entry.text}{status}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,13 @@ before information, ``! `` before hints and warnings, ``[HH:MM]`` before
 messages. On a terminal the prompt is prompt_toolkit's (with
 ``patch_stdout`` so events do not tear the input line); otherwise lines are
 read from stdin.
+
+Every line goes out through :meth:`LineChat.write`: sanitised and cut into rows
+no wider than the terminal by :func:`securechat.commands.sanitize.rows`. The
+program's own rows start at the first column (``[``, ``* ``, ``! ``) or, for an
+acknowledgement, after two spaces; the rows that continue a message start
+after :data:`MESSAGE_INDENT` spaces, so a peer's text can never start a row
+that looks like ours.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import AsyncIterator, Callable
 from .client import ClientSession, finish_session
 from .clock import now_ms
 from .commands import Executor, Hint, parse_line, times
+from .commands import sanitize as safe
 from .commands import wording as say
 from .commands.driver import Ending, feed, stdin_lines
 from .commands.grammar import PLAIN, Clear, Quit, Raw
@@ -45,6 +53,8 @@ from .records import HistoryEntry
 log = logging.getLogger(__name__)
 
 PIPED_DRAIN_TIMEOUT = 10.0
+# Rows that continue a message (a line break in it, or a row the terminal would wrap).
+MESSAGE_INDENT = 8
 
 
 def _marked(level: Level, text: str) -> str:
@@ -111,12 +121,17 @@ class LineChat:
     """The ``--plain`` front end, apart from how lines arrive and leave (testable)."""
 
     def __init__(
-        self, session: SessionAPI, write: Callable[[str], None], clear: Callable[[], None] | None = None
+        self,
+        session: SessionAPI,
+        write: Callable[[str], None],
+        clear: Callable[[], None] | None = None,
+        width: Callable[[], int | None] | None = None,
     ) -> None:
         self.session = session
         self.executor = Executor(session, PLAIN)
         self._write = write
         self._clear = clear
+        self._width = width
         self.show_raw = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -125,8 +140,11 @@ class LineChat:
         return self.executor.current
 
     def write(self, text: str) -> None:
-        """One line (or a multi-line message) on the output, without terminal controls."""
-        self._write(say.sanitize(text))
+        """One line (or a multi-line message) on the output: sanitised, in rows that fit the terminal."""
+        # A message line is ours up to its "] name: "; what follows may be a peer's.
+        indent = MESSAGE_INDENT if text.startswith("[") else safe.OWN_INDENT
+        for row in safe.rows(text, indent, self._width() if self._width is not None else None):
+            self._write(row)
 
     def on_event(self, event: SessionEvent) -> None:
         """Session listener: print the event; never raises."""
@@ -203,7 +221,9 @@ def _clear_terminal() -> None:
 async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int:
     """Chat line by line until /quit or end of input; the exit status."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
-    chat = LineChat(session, lambda text: print(text, flush=True), _clear_terminal if tty else None)
+    chat = LineChat(
+        session, lambda text: print(text, flush=True), _clear_terminal if tty else None, safe.terminal_columns
+    )
     session.add_listener(chat.on_event)
     if first_run:
         chat.write(f"* your fingerprint: {format_fingerprint(session.fingerprint)} (type /help for commands)")

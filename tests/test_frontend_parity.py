@@ -22,7 +22,7 @@ import pytest
 from securechat.commands import grammar as g
 from securechat.commands.wording import KEY_TIPS, banner_lines, banner_pointer_line, unavailable
 from securechat.events import ContactInfo, HistoryEntry, Ready
-from securechat.lineui import LineChat
+from securechat.lineui import MESSAGE_INDENT, LineChat
 from securechat.ui import ChatUI
 from securechat.ui.state import STATUS_WINDOW, Line
 from tests.support.ui_fakes import BOB_FP, FakeSession
@@ -208,6 +208,10 @@ def _plain_shown(printed: list[str], own: str) -> list[Shown]:
             shown.append((text[0], text[2:].strip()))
         elif text.startswith("PAYLOAD-"):
             shown.append(("payload", text))
+        elif text.startswith(" " * MESSAGE_INDENT) and shown and shown[-1][0] == "msg":
+            # The next row of a multi-line message: the UI keeps it in the message's line.
+            kind, who, body, ack = shown[-1]
+            shown[-1] = (kind, who, body + "\n" + text[MESSAGE_INDENT:], ack)
         else:
             raise AssertionError(f"--plain printed a line of no known kind: {text!r}")
     return shown

@@ -141,7 +141,7 @@ async def test_raw_clear_and_control_characters() -> None:
     await chat.handle("/clear")
     assert cleared == [True]
     fake.emit(MessageReceived("bob", "b" * 32, 0, "a\x1b[2Jb", "P"))
-    assert out[-1].endswith("bob: a\N{REPLACEMENT CHARACTER}[2Jb")
+    assert out[-1].endswith("bob: a⟨U+001B⟩[2Jb")
 
 
 async def test_sign_in_fetches_the_directory_silently() -> None:

@@ -300,7 +300,7 @@ async def test_session_failures_become_hints_not_crashes() -> None:
 async def test_control_characters_from_peers_are_neutralised() -> None:
     async with running_ui() as h:
         h.fake.emit(MessageReceived("bob", "b1" * 16, 1_700_000_000_000, "a\x1b[2Jb\x07c", "P"))
-        await h.shows("<bob> a\N{REPLACEMENT CHARACTER}[2Jb\N{REPLACEMENT CHARACTER}c")
+        await h.shows("<bob> a⟨U+001B⟩[2Jb⟨U+0007⟩c")
 
 
 async def test_to_loads_persisted_history_once() -> None:

@@ -3,8 +3,9 @@
 Each function returns plain text (no colour, no time stamp, no layout); a front
 end adds those. :func:`describe` words a command's
 :mod:`~securechat.commands.outcomes`; the ``*_line`` functions word the session
-events both front ends show. :func:`sanitize` is the one filter for text that
-comes from outside (peers, the server) before it reaches a terminal.
+events both front ends show. The one filter for text that comes from outside
+(peers, the server) before it reaches a terminal is :mod:`securechat.commands.sanitize`;
+the front ends apply it to every line they show.
 """
 
 from __future__ import annotations
@@ -41,21 +42,6 @@ KEY_TIPS: Final[dict[FrontEnd, tuple[str, ...]]] = {
 }
 _WHERE: Final[dict[FrontEnd, str]] = {FULL_SCREEN: "the full-screen UI", PLAIN: "--plain", "json": "--json"}
 NO_CONVERSATION: Final = "no conversation yet: /to NAME to open one, or /msg NAME TEXT"
-
-
-def sanitize(text: str) -> str:
-    """Remove control characters a peer could use to repaint the terminal.
-
-    Newlines stay (a pasted multi-line message is one message); tabs become spaces.
-    """
-    out = []
-    for ch in text.replace("\r\n", "\n").replace("\t", "    "):
-        code = ord(ch)
-        if ch == "\n" or (code >= 0x20 and code != 0x7F and not 0x80 <= code < 0xA0):
-            out.append(ch)
-        else:
-            out.append("\N{REPLACEMENT CHARACTER}")
-    return "".join(out)
 
 
 def pretty_fingerprint(fp: str | None) -> str:

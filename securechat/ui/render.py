@@ -6,6 +6,7 @@ from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
 from securechat.commands import times
+from securechat.commands.sanitize import Cell, wrap_cells
 from securechat.commands.wording import banner_lines
 from securechat.names import short_fingerprint
 from securechat.ui.state import STATUS_LABELS, STATUS_WINDOW, ChatState, Line
@@ -64,48 +65,16 @@ def render_line(line: Line, show_raw: bool, now: float) -> list[Logical]:
 def wrap(frags: StyleAndTextTuples, width: int, indent: int) -> list[StyleAndTextTuples]:
     """Split fragments into rows of at most ``width`` cells; ``\\n`` starts a row.
 
-    Rows break after a space when there is one in the row's second half (so
-    words and fingerprint groups stay whole), else at the edge.
+    :func:`securechat.commands.sanitize.wrap_cells` cuts them, as it does ``--plain``'s
+    rows: every row after the first is indented, whatever the sender's name.
     """
-    width = max(width, 1)
-    indent = indent if indent < width // 2 else 0
-    pad: list[tuple[str, str, int]] = [("", " ", 1)] * indent
-    rows: list[list[tuple[str, str, int]]] = [[]]
-    col = 0
-    for frag in frags:
-        style, text = frag[0], frag[1]
-        for ch in text:
-            if ch == "\n":
-                rows.append(list(pad))
-                col = indent
-                continue
-            w = get_cwidth(ch)
-            if col + w > width and col > indent:
-                if ch == " ":
-                    # The edge falls on a space: break there and drop it.
-                    rows.append(list(pad))
-                    col = indent
-                    continue
-                row = rows[-1]
-                cut = _break_at(row, indent, width)
-                moved = row[cut:] if cut else []
-                del row[len(row) - len(moved) :]
-                rows.append(pad + moved)
-                col = indent + sum(c[2] for c in moved)
-            rows[-1].append((style, ch, w))
-            col += w
-    return [_merge(row) for row in rows]
+    cells = (
+        (frag[0], ch, 0 if ch == "\n" else get_cwidth(ch)) for frag in frags for ch in frag[1]
+    )
+    return [_merge(row) for row in wrap_cells(cells, width, indent)]
 
 
-def _break_at(row: list[tuple[str, str, int]], indent: int, width: int) -> int:
-    """Index just after the last space in the row's second half, or 0 for none."""
-    for i in range(len(row) - 1, max(indent, width // 2) - 1, -1):
-        if row[i][1] == " ":
-            return i + 1 if i + 1 < len(row) else 0
-    return 0
-
-
-def _merge(cells: list[tuple[str, str, int]]) -> StyleAndTextTuples:
+def _merge(cells: list[Cell]) -> StyleAndTextTuples:
     out: StyleAndTextTuples = []
     for style, ch, _w in cells:
         if out and out[-1][0] == style:

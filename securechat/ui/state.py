@@ -15,7 +15,8 @@ from typing import Literal
 
 from securechat.commands import wording
 from securechat.commands.outcomes import Level
-from securechat.commands.wording import fingerprint_rows, sanitize
+from securechat.commands.sanitize import one_line, sanitize
+from securechat.commands.wording import fingerprint_rows
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -187,7 +188,7 @@ class ChatState:
             self._append(self.current, line)
 
     def _incoming(self, peer: str, line: Line) -> None:
-        line.sender = sanitize(line.sender)
+        line.sender = one_line(line.sender)
         self._append(peer, line)
         if peer != self.current:
             self.unread[peer] = self.unread.get(peer, 0) + 1

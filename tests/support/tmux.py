@@ -74,6 +74,10 @@ class TmuxPane:
     def capture(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "0").stdout
 
+    def title(self) -> str:
+        """The pane's title, which an application sets with an OSC 0 or 2 sequence."""
+        return self._tmux("display-message", "-p", "-t", "0", "#{pane_title}").stdout.strip()
+
     def resize(self, width: int, height: int) -> None:
         self._tmux("resize-window", "-t", "0", "-x", str(width), "-y", str(height))
 
