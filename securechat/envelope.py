@@ -2,10 +2,11 @@
 
 Two levels of the same rules:
 
-- :func:`check_envelope` checks the structure: every field present with its
-  type, names that are names, an id of 32 hex digits, ``0 <= ts < 2**53``,
+- :func:`validate_envelope` checks the structure: every field present with
+  its type, names that are names, an id of 32 hex digits, ``0 <= ts < 2**53``,
   the base64 fields strings of bounded length. The server calls it before it
-  routes (it forwards what it cannot read, so it decodes nothing).
+  routes (it forwards what it cannot read, so it decodes nothing);
+  :func:`check_envelope` also returns the fields.
 - :func:`parse_envelope` does that and decodes the base64 fields strictly,
   checking the sizes the construction fixes. The recipient and the pasted
   payload reader call it before any key is touched.
@@ -24,7 +25,7 @@ from typing import Final
 
 from .encoding import b64decode
 from .errors import MalformedEnvelope, SenderMismatch, UnsupportedVersion, WrongRecipient
-from .names import is_valid_name
+from .names import NAME_PATTERN
 
 ENVELOPE_VERSION: Final = 1
 MESSAGE_ID_PATTERN: Final = re.compile(r"[0-9a-f]{32}")
@@ -78,26 +79,38 @@ class ParsedEnvelope:
     signature: bytes
 
 
-def check_envelope(envelope: object) -> EnvelopeFields:
-    """Check the envelope's structure (not its base64 or crypto); raise :class:`MalformedEnvelope`."""
-    if not isinstance(envelope, Mapping):
+_NAME_MATCH: Final = NAME_PATTERN.fullmatch
+_ID_MATCH: Final = MESSAGE_ID_PATTERN.fullmatch
+
+
+def validate_envelope(envelope: object) -> None:
+    """The structure checks of :func:`check_envelope`, without building its result (the relay's hot path)."""
+    if type(envelope) is not dict and not isinstance(envelope, Mapping):
         raise MalformedEnvelope("envelope is not a JSON object")
-    version = envelope.get("v")
-    if type(version) is not int:  # a JSON true is not 1
+    get = envelope.get
+    if type(get("v")) is not int:  # a JSON true is not 1
         raise MalformedEnvelope("envelope 'v' must be an integer")
     for key in NAME_FIELDS:
-        if not is_valid_name(envelope.get(key)):
+        name = get(key)
+        if not isinstance(name, str) or _NAME_MATCH(name) is None:
             raise MalformedEnvelope(f"envelope '{key}' is not a valid name")
-    if not is_message_id(envelope.get("id")):
+    msg_id = get("id")
+    if not isinstance(msg_id, str) or _ID_MATCH(msg_id) is None:
         raise MalformedEnvelope("envelope 'id' must be 32 lowercase hex digits")
-    if not is_timestamp(envelope.get("ts")):
+    if not is_timestamp(get("ts")):
         raise MalformedEnvelope("envelope 'ts' must be an integer from 0 to 2**53 - 1")
     for key in B64_FIELDS:
-        value = envelope.get(key)
+        value = get(key)
         if not isinstance(value, str) or len(value) > MAX_B64_FIELD:
             raise MalformedEnvelope(f"envelope '{key}' must be a base64 string")
+
+
+def check_envelope(envelope: object) -> EnvelopeFields:
+    """Check the envelope's structure (not its base64 or crypto); raise :class:`MalformedEnvelope`."""
+    validate_envelope(envelope)
+    assert isinstance(envelope, Mapping)
     return EnvelopeFields(
-        version,
+        envelope["v"],
         envelope["from"],
         envelope["to"],
         envelope["id"],

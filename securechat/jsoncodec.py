@@ -2,20 +2,45 @@
 
 Strict means RFC 8259 plus the restrictions of docs/protocol.md section 2:
 UTF-8 only, no duplicate keys, no ``NaN``/``Infinity``, no number that
-overflows a double, no unpaired surrogate escape, bounded nesting. A body
-that breaks any of them raises :class:`JSONRejected` naming the rule.
+overflows a double, no integer of more than 4,300 digits, no unpaired
+surrogate escape, at most :data:`MAX_DEPTH` levels of nesting. A body that
+breaks any of them raises :class:`JSONRejected` naming the rule.
+
+:func:`loads` is the one entry point, with two implementations behind it that
+accept exactly the same texts and return equal values:
+
+- the standard library's C scanner, without a Python hook per object: a text
+  is proven free of duplicate keys when its ``:`` bytes (an upper bound on
+  its key-value pairs) are as many as the keys parsed; only a text where they
+  differ (a duplicate, or a colon inside a string) is parsed again with the
+  duplicate-key hook, which then decides;
+- ``orjson`` (the ``securechat[fast]`` extra) when it is installed and
+  ``SECURECHAT_JSON`` is not ``stdlib``. It validates UTF-8 as strictly as
+  Python and refuses lone surrogate escapes; its acceptance is used only
+  when it is provably the strict one (no float anywhere, since orjson turns
+  integers beyond 64 bits into floats, and the same duplicate and depth
+  proofs). Every other text, and every text orjson refuses, goes to the
+  standard-library path, which decides. ``tests/test_jsoncodec.py`` runs both
+  on the same inputs and checks they agree.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 
 class JSONRejected(ValueError):
     """The bytes are not strict JSON; the message says which rule they break."""
+
+
+# No frame of the protocol needs more than 4 levels; the parsers' own limits are higher
+# (about 1,000), so this bound is the one both implementations enforce.
+MAX_DEPTH: Final = 256
 
 
 def _reject_constant(token: str) -> Any:
@@ -39,7 +64,10 @@ def _finite_float(token: str) -> float:
     return value
 
 
-_DECODER: Final = json.JSONDecoder(
+# The C scanner builds dicts itself; duplicates are found by counting (see the docstring).
+_SCANNER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+# The authority on duplicate keys: a Python hook per object, used only when counting cannot prove.
+_HOOKED: Final = json.JSONDecoder(
     object_pairs_hook=_unique_object, parse_constant=_reject_constant, parse_float=_finite_float
 )
 
@@ -62,23 +90,101 @@ def has_lone_surrogate(value: Any) -> bool:
     return False
 
 
-def loads(data: bytes) -> Any:
-    """Parse strict JSON from UTF-8 bytes; raise :class:`JSONRejected`."""
+def _walk(value: Any) -> tuple[int, int, bool]:
+    """(keys in all objects, nesting depth, any float) of a parsed value."""
+    keys = depth = 0
+    floats = False
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            keys += len(item)
+            depth = max(depth, level)
+            stack.extend((v, level + 1) for v in item.values())
+        elif kind is list:
+            depth = max(depth, level)
+            stack.extend((v, level + 1) for v in item)
+        elif kind is float:
+            floats = True
+    return keys, depth, floats
+
+
+def _shape(data: bytes, value: Any) -> tuple[int, int, bool]:
+    """:func:`_walk`, without the walk when the text holds at most one object or array (the top level)."""
+    if data.count(b"{") + data.count(b"[") > 1:
+        return _walk(value)
+    kind = type(value)
+    if kind is dict:
+        return len(value), 1, float in map(type, value.values())
+    if kind is list:
+        return 0, 1, float in map(type, value)
+    return 0, 0, kind is float
+
+
+def _rejected(exc: ValueError) -> JSONRejected:
+    return JSONRejected(f"not valid JSON ({exc})")
+
+
+def _loads_stdlib(data: bytes) -> Any:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JSONRejected(f"not valid UTF-8 (byte {exc.start})") from None
     try:
-        value = _DECODER.decode(text)
+        value = _SCANNER.decode(text)
     except RecursionError:
-        raise JSONRejected("JSON nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, duplicate keys, NaN, int digit limit
-        raise JSONRejected(f"not valid JSON ({exc})") from None
+        raise JSONRejected(f"JSON nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, NaN, an overflowing float, the int digit limit
+        raise _rejected(exc) from None
+    keys, depth, _ = _shape(data, value)
+    if depth > MAX_DEPTH:
+        raise JSONRejected(f"JSON nested deeper than {MAX_DEPTH} levels")
+    if keys != data.count(b":"):  # a duplicate key, or a colon inside a string: the hook decides
+        try:
+            value = _HOOKED.decode(text)
+        except ValueError as exc:
+            raise _rejected(exc) from None
     # Escaped lone surrogates parse but can never be re-encoded as UTF-8; only an
     # escape starting \uD (either case) can be one, so most bodies skip the walk.
     if (b"\\ud" in data or b"\\uD" in data) and has_lone_surrogate(value):
         raise JSONRejected("a string holds an unpaired surrogate escape")
     return value
+
+
+def _orjson_loads() -> Callable[[bytes], Any] | None:
+    if os.environ.get("SECURECHAT_JSON", "") == "stdlib":
+        return None
+    try:
+        module = importlib.import_module("orjson")  # optional: securechat[fast]
+    except ImportError:
+        return None
+    loads: Callable[[bytes], Any] = module.loads
+    return loads
+
+
+_ORJSON_LOADS: Final = _orjson_loads()
+
+
+def _loads_orjson(data: bytes) -> Any:
+    assert _ORJSON_LOADS is not None
+    try:
+        value = _ORJSON_LOADS(data)
+    except ValueError:  # orjson.JSONDecodeError: the strict path gives the verdict and the reason
+        return _loads_stdlib(data)
+    keys, depth, floats = _shape(data, value)
+    if floats or depth > MAX_DEPTH or keys != data.count(b":"):
+        return _loads_stdlib(data)
+    return value
+
+
+CODEC: Final = "orjson" if _ORJSON_LOADS is not None else "stdlib"
+_LOADS: Final = _loads_orjson if _ORJSON_LOADS is not None else _loads_stdlib
+
+
+def loads(data: bytes) -> Any:
+    """Parse strict JSON from UTF-8 bytes; raise :class:`JSONRejected` (:data:`CODEC` says which parser runs)."""
+    return _LOADS(data)
 
 
 def dumps(obj: Mapping[str, Any]) -> bytes:

@@ -3,7 +3,7 @@
 Framing (``uint32_be(N) || N bytes of UTF-8 JSON object``), an incremental
 :class:`FrameDecoder` and schema validation of every frame type. Nothing here
 touches a socket or an event loop, and nothing here keeps a session's state:
-the server's state table is :mod:`securechat.server.connection`.
+the server's state table is :mod:`securechat.server.phases`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import jsoncodec
-from .envelope import check_envelope, is_message_id, is_timestamp
+from .envelope import is_message_id, is_timestamp, validate_envelope
 from .errors import BadFrame, BadRequest, FrameTooLarge, MalformedEnvelope, ProtocolError
 from .names import NAME_PATTERN, is_valid_name, shown
 
@@ -118,37 +118,50 @@ class FrameDecoder:
         caller only if it discards them: the error is raised on the *next*
         call when at least one frame was decoded first.
         """
+        frames: list[dict[str, Any]] = []
+        for body in self.split(data):
+            try:
+                frames.append(decode_body(body))
+            except ProtocolError as exc:
+                self.fail(exc)
+                if frames:
+                    return frames
+                raise
+        return frames
+
+    def split(self, data: bytes) -> list[bytes]:
+        """Like :meth:`feed`, but the bodies are not decoded: the caller runs :func:`decode_body` (and :meth:`fail`)."""
         if self._error is not None:
             raise self._error
-        self._buffer += data
-        frames: list[dict[str, Any]] = []
         buf = self._buffer
-        pos = 0
-        try:
-            while True:
-                if self._need is None:
-                    if len(buf) - pos < HEADER_SIZE:
-                        break
-                    (size,) = HEADER.unpack_from(buf, pos)
-                    if size == 0 or size > self.max_frame:
-                        raise FrameTooLarge(size, self.max_frame)
-                    pos += HEADER_SIZE
-                    self._need = size
-                size = self._need
-                if len(buf) - pos < size:
+        buf += data
+        bodies: list[bytes] = []
+        pos, end = 0, len(buf)
+        while True:
+            if self._need is None:
+                if end - pos < HEADER_SIZE:
                     break
-                body = bytes(buf[pos : pos + size])
-                pos += size
-                self._need = None
-                frames.append(decode_body(body))
-        except ProtocolError as exc:
-            self._error = exc
-            self._buffer = bytearray()
-            if frames:
-                return frames
-            raise
+                (size,) = HEADER.unpack_from(buf, pos)
+                if size == 0 or size > self.max_frame:
+                    error = FrameTooLarge(size, self.max_frame)
+                    self.fail(error)
+                    if bodies:
+                        return bodies
+                    raise error
+                pos += HEADER_SIZE
+                self._need = size
+            size = self._need
+            if end - pos < size:
+                break
+            bodies.append(bytes(buf[pos : pos + size]))
+            pos += size
+            self._need = None
         del buf[:pos]
-        return frames
+        return bodies
+
+    def fail(self, error: ProtocolError) -> None:
+        """Fail for good with ``error`` (every later call raises it), dropping what is buffered."""
+        self._error, self._buffer, self._need = error, bytearray(), None
 
 
 # --- validation helpers ------------------------------------------------------------
@@ -184,9 +197,9 @@ def request_id(frame: Mapping[str, Any]) -> str | None:
 
 
 def validate_envelope_shape(envelope: object) -> dict[str, Any]:
-    """The envelope's structure as the server checks it before routing (:func:`envelope.check_envelope`)."""
+    """The envelope's structure as the server checks it before routing (:func:`envelope.validate_envelope`)."""
     try:
-        check_envelope(envelope)
+        validate_envelope(envelope)
     except MalformedEnvelope as exc:
         raise BadRequest(exc.detail) from None
     assert isinstance(envelope, dict)
@@ -279,9 +292,15 @@ def validate_client_frame(frame: Mapping[str, Any]) -> None:
 # --- frame builders (server -> client, client -> server) ---------------------------
 
 
-def message_frame(sender: str, server_ts: int, envelope: Mapping[str, Any]) -> bytes:
-    """The ``message`` frame that carries ``envelope`` from ``sender`` to its recipient (section 4)."""
-    return encode_frame({"type": "message", "from": sender, "server_ts": server_ts, "envelope": envelope})
+def message_frame(sender: str, server_ts: int, envelope: bytes | Mapping[str, Any]) -> bytes:
+    """The ``message`` frame that carries ``envelope`` from ``sender`` to its recipient (section 4).
+
+    ``envelope``: its strict JSON text, as checked ("Forwarding" in docs/protocol.md), or the envelope
+    itself. Built from bytes: a valid name and an integer ``server_ts`` need no escaping.
+    """
+    text = envelope if isinstance(envelope, bytes) else encode_body(envelope)
+    body = b'{"type":"message","from":"%s","server_ts":%d,"envelope":%s}' % (sender.encode(), server_ts, text)
+    return HEADER.pack(len(body)) + body
 
 
 def error_frame(code: str, message: str, *, fatal: bool, rid: str | None = None) -> dict[str, Any]:

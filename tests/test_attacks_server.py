@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from securechat.crypto import public_key_pem, sign_auth
 from securechat.encoding import b64decode, b64encode
-from securechat.protocol import FATAL_CODES
+from securechat.protocol import FATAL_CODES, encode_body
 from securechat.server import ChatServer
 from tests.support.rawclient import (
     RawClient,
@@ -175,6 +175,34 @@ async def test_duplicate_keys_after_login_cannot_smuggle_a_type(server: ChatServ
     async with clients(server.port, "alice") as (a,):
         await a.send_raw(raw_frame(b'{"type":"ping","type":"send"}'))
         await fatal(a, "bad_frame")
+
+
+# The usual compact `send` is read in place (securechat/relayframes.py): poison in its envelope must be
+# refused exactly as when the whole frame is parsed, and never reach the recipient.
+ENVELOPE_POISON = {
+    "duplicate-key": b'"v":2,',
+    "duplicate-id": b'"id":"' + b"0" * 32 + b'",',
+    "nan": b'"x":NaN,',
+    "huge-float": b'"x":1e999,',
+    "huge-int": b'"x":' + b"9" * 5000 + b",",
+    "lone-surrogate": b'"x":"\\udc00",',
+    "deep": b'"x":' + b"[" * 300 + b"]" * 300 + b",",
+    "invalid-utf8": b'"x":"\xff",',
+    "control-char": b'"x":"\x01",',
+}
+
+
+@pytest.mark.parametrize("poison", list(ENVELOPE_POISON.values()), ids=list(ENVELOPE_POISON))
+async def test_poison_in_a_compact_send_is_bad_frame_and_never_forwarded(server: ChatServer, poison: bytes) -> None:
+    async with clients(server.port, "alice", "bob") as (a, b):
+        body = encode_body({"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(1)), "rid": "s"})
+        await a.send_raw(raw_frame(body.replace(b'"envelope":{', b'"envelope":{' + poison, 1)))
+        await fatal(a, "bad_frame")
+        await b.send_frame({"type": "ping", "rid": "after"})
+        frame = await b.recv()
+        while frame["type"] == "presence":
+            frame = await b.recv()
+        assert frame == {"type": "pong", "rid": "after"}  # no message came first
 
 
 async def test_one_mebibyte_name_in_hello(server: ChatServer) -> None:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from securechat import crypto, errors, protocol
 from securechat.encoding import b64decode, b64encode
 from securechat.names import format_fingerprint
-from securechat.server.connection import SERVER_TRANSITIONS
+from securechat.server.phases import SERVER_TRANSITIONS
 from tests.conftest import REPO_ROOT
 
 DOC = REPO_ROOT / "docs" / "protocol.md"

@@ -24,7 +24,7 @@ from securechat.protocol import (
     encode_frame,
     validate_client_frame,
 )
-from securechat.server.connection import Phase, check_transition
+from securechat.server.phases import Phase, check_transition
 from tests.support.strategies import client_frames
 
 MAX_FRAME = 4096

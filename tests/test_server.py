@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from securechat.crypto import public_key_pem, sign_auth
 from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FATAL_CODES, encode_frame
-from securechat.server import ChatServer, ServerConfig, ack_frame
+from securechat.relayframes import ack_frame
+from securechat.server import ChatServer, ServerConfig
 from securechat.server.sqlite import SqliteStore
 from securechat.server.store import QueuedMessage, Registration
 from tests.support.rawclient import (

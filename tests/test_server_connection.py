@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import struct
-from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from securechat.crypto import public_key_pem, sign_auth
-from securechat.encoding import b64decode, b64encode
 from securechat.errors import ProtocolError
-from securechat.protocol import CLIENT_TYPES, FrameDecoder
-from securechat.server import ServerConfig
-from securechat.server.connection import (
-    ENDED,
-    PREAUTH_BUFFER_LIMIT,
-    SERVER_TRANSITIONS,
-    Phase,
-    ServerConnection,
-    check_transition,
-)
+from securechat.protocol import CLIENT_TYPES
+from securechat.server.connection import PREAUTH_BUFFER_LIMIT
 from securechat.server.events import HANDLED, NEED_DATA, ListUsers, Login, Received, Send
-from tests.support.rawclient import envelope, identity_key, json_frame, msg_id
-
-SERVER_ID = bytes(range(16, 32))
+from securechat.server.phases import ENDED, SERVER_TRANSITIONS, Phase, check_transition
+from tests.support.rawclient import envelope, json_frame, msg_id
+from tests.support.serverconn import Clock, auth_frame, connection, hello_frame, logged_in, sent
 
 # --- the state table (docs/protocol.md section 5) ------------------------------------------
 
@@ -80,46 +68,6 @@ def test_state_table_never_raises_anything_but_protocol_errors(kind: str) -> Non
 
 
 # --- the connection, fed byte strings ------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def connection(clock: Clock | None = None, **options: Any) -> ServerConnection:
-    config = ServerConfig(db_path=Path("unused.db"), **options)
-    return ServerConnection(config, SERVER_ID, clock or Clock(), peer="test")
-
-
-def sent(conn: ServerConnection) -> list[dict[str, Any]]:
-    return FrameDecoder(1 << 20).feed(conn.data_to_send())
-
-
-def hello_frame(name: str = "alice") -> bytes:
-    pubkey = public_key_pem(identity_key(name).public_key())
-    return json_frame({"type": "hello", "version": 1, "name": name, "pubkey": pubkey, "rid": "h"})
-
-
-def auth_frame(conn: ServerConnection, name: str = "alice") -> bytes:
-    (challenge,) = sent(conn)
-    nonce = b64decode(challenge["nonce"])
-    signature = sign_auth(identity_key(name), b64decode(challenge["server_id"]), name, nonce)
-    return json_frame({"type": "auth", "signature": b64encode(signature), "rid": "a"})
-
-
-def logged_in(name: str = "alice", **options: Any) -> ServerConnection:
-    conn = connection(**options)
-    conn.receive_data(hello_frame(name))
-    assert conn.next_event() is HANDLED
-    conn.receive_data(auth_frame(conn, name))
-    assert isinstance(conn.next_event(), Login)
-    conn.accept_login(new=True)
-    conn.data_to_send()
-    return conn
 
 
 def test_the_handshake_in_bytes() -> None:

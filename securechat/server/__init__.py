@@ -7,6 +7,5 @@ store behind an interface (:mod:`.store`, :mod:`.sqlite`); :mod:`.app` wires the
 
 from .app import ChatServer
 from .config import ServerConfig
-from .routing import ack_frame
 
-__all__ = ["ChatServer", "ServerConfig", "ack_frame"]
+__all__ = ["ChatServer", "ServerConfig"]

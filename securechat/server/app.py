@@ -93,7 +93,7 @@ class ChatServer:
             if expired:
                 log.info("expired %d queued messages older than the TTL", expired)
             self._server = await loop.create_server(
-                self._new_peer, self.config.host, self.config.port, backlog=LISTEN_BACKLOG
+                self.new_peer, self.config.host, self.config.port, backlog=LISTEN_BACKLOG
             )
         except BaseException:
             self._closing = True
@@ -106,7 +106,8 @@ class ChatServer:
         self._sweep_timer = loop.call_later(self._sweep_interval(), self._sweep)
         log.info("listening on %s:%d", self.config.host, self._port)
 
-    def _new_peer(self) -> Peer:
+    def new_peer(self) -> Peer:
+        """The protocol factory: a peer for one accepted socket (the hot-path bench gives it a fake transport)."""
         loop = asyncio.get_running_loop()
         return Peer(self, ServerConnection(self.config, self._server_id, loop.time), self.config.max_outgoing_buffer)
 

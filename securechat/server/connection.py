@@ -3,8 +3,8 @@
 Bytes in (:meth:`ServerConnection.receive_data`), events out
 (:meth:`ServerConnection.next_event`), bytes to send
 (:meth:`ServerConnection.data_to_send`), in the style of h11's ``Connection``
-and websockets' ``Protocol``. This module holds the server's state table and
-the connection's :class:`Phase`, the handshake (``hello`` -> ``challenge`` ->
+and websockets' ``Protocol``. It moves through the state table of
+:mod:`~securechat.server.phases` and holds the handshake (``hello`` -> ``challenge`` ->
 ``auth``, whose signature is verified here), the per-connection rate buckets,
 the pre-auth buffer bound and "fail then discard": a fatal error queues its
 ``error`` frame, moves to ``FAILED`` and every later byte is ignored.
@@ -13,14 +13,14 @@ What needs the rest of the server comes out as an event: :class:`Login` (the
 signature verified; the server binds the name and answers with
 :meth:`~ServerConnection.accept_login` or :meth:`~ServerConnection.fail`),
 :class:`Send`, :class:`Received`, :class:`Lookup` and :class:`ListUsers`.
-``ping`` and every frame-level error are answered here. The caller pulls one
+``ping`` and every frame-level error are answered here; the usual ``send`` and
+``received`` are read from their bytes (:mod:`securechat.relayframes`). The caller pulls one
 result at a time and handles an event before pulling the next, so each frame
 meets the phase its predecessors left.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import os
 from collections.abc import Callable, Container
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from ..crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, verify_auth
 from ..encoding import b64decode, b64encode
-from ..errors import BadKey, BadRequest, ProtocolError
+from ..errors import BadFrame, BadKey, ProtocolError
 from ..protocol import (
     FrameDecoder,
     check_auth,
@@ -38,13 +38,16 @@ from ..protocol import (
     check_lookup,
     check_received,
     check_send,
+    decode_body,
     encode_frame,
     error_frame,
     request_id,
 )
+from ..relayframes import RECEIVED_PREFIX, SEND_PREFIX, SendFields, read_received, read_send, send_fields
 from .admission import TokenBucket
 from .config import ServerConfig
 from .events import HANDLED, NEED_DATA, Event, ListUsers, Login, Lookup, Pull, Received, Send
+from .phases import OPEN_ROW, SERVER_TRANSITIONS, Phase, unexpected
 
 log = logging.getLogger("securechat.server")
 
@@ -52,62 +55,6 @@ log = logging.getLogger("securechat.server")
 # legitimate handshake frame is a hello with a 16 KiB PEM; without this bound every
 # anonymous connection could pin a max_frame body for the whole handshake timeout.
 PREAUTH_BUFFER_LIMIT: Final = 64 * 1024
-
-
-class Phase(enum.Enum):
-    """Where a connection is, as the server sees it (docs/protocol.md section 5)."""
-
-    AWAIT_HELLO = "await_hello"  # the handshake: nothing read yet
-    AWAIT_AUTH = "await_auth"  # the handshake: challenge sent (then, while the login is checked, paused)
-    OPEN = "open"  # welcome sent
-    FAILED = "failed"  # a fatal error was queued: input is discarded while the peer reads it
-    REFUSED = "refused"  # server_busy was queued before anything was read
-    CLOSED = "closed"
-
-
-# Every frame type the server accepts in each phase, and the phase it leads to.
-SERVER_TRANSITIONS: Final[dict[Phase, dict[str, Phase]]] = {
-    Phase.AWAIT_HELLO: {"hello": Phase.AWAIT_AUTH},
-    Phase.AWAIT_AUTH: {"auth": Phase.OPEN},
-    Phase.OPEN: {
-        "lookup": Phase.OPEN,
-        "list": Phase.OPEN,
-        "send": Phase.OPEN,
-        "received": Phase.OPEN,
-        "ping": Phase.OPEN,
-    },
-    Phase.FAILED: {},
-    Phase.REFUSED: {},
-    Phase.CLOSED: {},
-}
-# The phases that accept nothing: the connection has ended.
-ENDED: Final = frozenset(phase for phase, row in SERVER_TRANSITIONS.items() if not row)
-
-
-def check_transition(phase: Phase, kind: str) -> Phase:
-    """The phase after the server accepts a ``kind`` frame in ``phase``.
-
-    Raises the protocol error the server must answer with when the table has
-    no such transition; it names the phase and the frame type.
-    """
-    nxt = SERVER_TRANSITIONS[phase].get(kind)
-    if nxt is None:
-        raise _unexpected(phase, kind)
-    return nxt
-
-
-def _unexpected(phase: Phase, kind: str) -> ProtocolError:
-    shown = kind[:40]
-    if phase in ENDED:
-        return BadRequest("connection is closed", code="bad_request", fatal=True)
-    if phase is not Phase.OPEN:
-        expected = " or ".join(sorted(SERVER_TRANSITIONS[phase]))
-        return BadRequest(
-            f"expected {expected} before authentication, got {shown!r}", code="not_authenticated", fatal=True
-        )
-    if kind in ("hello", "auth"):
-        return BadRequest(f"{shown!r} is not allowed: this session is already authenticated")
-    return BadRequest(f"unknown frame type {shown!r}", code="unknown_type")
 
 
 class ServerConnection:
@@ -132,7 +79,7 @@ class ServerConnection:
         self._decoder = FrameDecoder(config.max_frame)
         self._bucket = TokenBucket(config.rate, config.burst, now)
         self._lookups = TokenBucket(config.lookup_rate, max(1.0, config.lookup_rate), now)
-        self._frames: list[dict[str, Any]] = []  # decoded, not yet handled from _next on
+        self._frames: list[bytes | dict[str, Any]] = []  # bodies (decoded by next_kind), not yet handled from _next on
         self._next = 0
         self._now = now  # when the frames being handled were decoded
         self._hello: tuple[str, RSAPublicKey] | None = None
@@ -171,22 +118,32 @@ class ServerConnection:
         if not self._row:
             return
         try:
-            frames = self._decoder.feed(data)
+            bodies: list[bytes | dict[str, Any]] = self._decoder.split(data)  # type: ignore[assignment]
         except ProtocolError as exc:
             self.fail(exc.code, exc.detail)
             return
-        if frames:
+        if bodies:
             self._now = self.last_frame = self._clock()
             if self._next < len(self._frames):
-                frames = self._frames[self._next :] + frames
-            self._frames, self._next = frames, 0
+                bodies = self._frames[self._next :] + bodies
+            self._frames, self._next = bodies, 0
 
     def next_kind(self) -> str | None:
-        """The type of the next decoded frame, or None if none is waiting."""
-        return self._frames[self._next]["type"] if self._next < len(self._frames) else None
+        """The type of the next frame, or None if none is waiting (or it is not a frame: it fails when handled)."""
+        if self._next >= len(self._frames):
+            return None
+        item = self._frames[self._next]
+        if type(item) is bytes:
+            try:
+                item = self._frames[self._next] = decode_body(item)
+            except BadFrame:
+                return None
+        assert isinstance(item, dict)
+        kind: str = item["type"]
+        return kind
 
     def next_event(self) -> Event | Pull:
-        """Handle the next decoded frame: its event, ``HANDLED`` if answered here, or ``NEED_DATA``."""
+        """Handle the next frame: its event, ``HANDLED`` if answered here, or ``NEED_DATA``."""
         row = self._row
         if not row or self._login is not None:  # ended, or paused until the login is answered
             return NEED_DATA
@@ -195,7 +152,19 @@ class ServerConnection:
             self._exhausted()
             return NEED_DATA
         self._next = i + 1
-        frame = self._frames[i]
+        item = self._frames[i]
+        if type(item) is bytes:
+            if row is OPEN_ROW:  # the usual send and received, read from bytes (relayframes)
+                fast = self._fast_event(item)
+                if fast is not None:
+                    return fast
+            try:
+                item = decode_body(item)
+            except BadFrame as exc:
+                self.fail(exc.code, exc.detail)
+                return HANDLED
+        assert isinstance(item, dict)
+        frame = item
         kind: str = frame["type"]
         # A `received` confirming a message this connection was handed is free: a client
         # working through a 10,000-message backlog must be able to confirm every one.
@@ -204,16 +173,36 @@ class ServerConnection:
             return HANDLED
         try:
             if kind not in row:
-                raise _unexpected(self._phase, kind)
+                raise unexpected(self._phase, kind)
             return _HANDLERS[kind](self, frame) or HANDLED
         except Exception as exc:  # noqa: BLE001 - reported as the peer's error or as `internal`
             self.report(exc, kind, request_id(frame))
             return HANDLED
 
+    def _fast_event(self, body: bytes) -> Event | Pull | None:
+        """A ``send`` or ``received`` of the usual shape, handled as the general path would; else None."""
+        if body.startswith(SEND_PREFIX):
+            fields = read_send(body)
+            if fields is None:
+                return None
+            if not self._bucket.take(self._now):
+                self.error("rate_limited", "too many frames; this one was dropped", fields.rid)
+                return HANDLED
+            return self._send_event(fields) or HANDLED
+        if body.startswith(RECEIVED_PREFIX):
+            got = read_received(body)
+            if got is None:
+                return None
+            if got[:2] not in self.handed and not self._bucket.take(self._now):
+                self.error("rate_limited", "too many frames; this one was dropped", got[2])
+                return HANDLED
+            return Received(*got)
+        return None
+
     def _exhausted(self) -> None:
         self._frames, self._next = [], 0
         try:
-            self._decoder.feed(b"")  # raises an error found after complete frames
+            self._decoder.split(b"")  # raises an error found after complete frames
         except ProtocolError as exc:
             self.fail(exc.code, exc.detail)
             return
@@ -266,18 +255,19 @@ class ServerConnection:
 
     def _on_send(self, frame: dict[str, Any]) -> Send | None:
         check_send(frame)
+        return self._send_event(send_fields(frame, request_id(frame)))
+
+    def _send_event(self, fields: SendFields) -> Send | None:
         sender = self.name
         assert sender is not None
-        to: str = frame["to"]
-        envelope: dict[str, Any] = frame["envelope"]
-        rid = request_id(frame)
+        envelope = fields.envelope
         if envelope["from"] != sender:
-            self.error("bad_request", "envelope 'from' is not your name", rid)
+            self.error("bad_request", "envelope 'from' is not your name", fields.rid)
             return None
-        if to == sender:
-            self.error("bad_request", "cannot send a message to yourself", rid)
+        if fields.to == sender:
+            self.error("bad_request", "cannot send a message to yourself", fields.rid)
             return None
-        return Send(sender, to, envelope, rid)
+        return Send(sender, fields.to, envelope["id"], fields.envelope_json, fields.rid)
 
     def _on_received(self, frame: dict[str, Any]) -> Received:
         check_received(frame)

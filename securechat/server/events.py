@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import ClassVar, Final, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
@@ -30,12 +30,18 @@ class Login:
 
 @dataclass(slots=True)
 class Send:
-    """A well-formed ``send`` from ``sender`` (the session's name) to someone else."""
+    """A well-formed ``send`` from ``sender`` (the session's name) to someone else.
+
+    ``envelope`` is the envelope's strict JSON text, its structure checked
+    (:func:`~securechat.envelope.check_envelope`): what the ``message`` frame
+    carries, as is (:func:`~securechat.protocol.message_frame`).
+    """
 
     kind: ClassVar[str] = "send"
     sender: str
     to: str
-    envelope: dict[str, Any]
+    msg_id: str
+    envelope: bytes
     rid: str | None
 
 

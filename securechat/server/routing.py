@@ -40,7 +40,6 @@ nodes (the Redis issue puts one here). What it changes:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Container, Coroutine, Sequence
@@ -49,7 +48,8 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from ..clock import now_ms
 from ..errors import QueueFull
-from ..protocol import HEADER, HEADER_SIZE, message_frame
+from ..protocol import HEADER_SIZE, message_frame
+from ..relayframes import ack_frame
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
@@ -66,17 +66,6 @@ BACKLOG_BATCH: Final = 500
 BACKLOG_DRAIN_ABOVE: Final = 64 * 1024
 
 Key = tuple[str, str]  # (sender, msg_id)
-
-
-def ack_frame(msg_id: str, to: str, status: str, rid: str | None) -> bytes:
-    """The ``ack`` frame, built without a JSON encoder: it is one per message.
-
-    ``msg_id`` (32 hex digits) and ``to`` (a valid name) were validated and need
-    no escaping; ``rid`` may hold anything, so it goes through the encoder.
-    """
-    tail = "}" if rid is None else ',"rid":' + json.dumps(rid, ensure_ascii=False) + "}"
-    body = f'{{"type":"ack","id":"{msg_id}","to":"{to}","status":"{status}"{tail}'.encode()
-    return HEADER.pack(len(body)) + body
 
 
 @dataclass(slots=True)
@@ -242,7 +231,7 @@ class LocalRouting:
         if len(box.inflight) >= self._config.queue_limit or box.inflight_bytes + len(body) > self._config.queue_bytes:
             peer.error("queue_full", f"too many unconfirmed messages for '{message.to}'", message.rid)
             return
-        key = (message.sender, message.envelope["id"])
+        key = (message.sender, message.msg_id)
         box.hand_out(key, InFlight(message.sender, key[1], server_ts, body, time.time(), False, message.rid))
         self._presence.watch(peer, message.to)
         self._presence.watch(target, message.sender)
@@ -253,8 +242,7 @@ class LocalRouting:
 
     def _store_for_later(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> asyncio.Future[bool]:
         self._presence.watch(peer, message.to)
-        msg_id: str = message.envelope["id"]
-        return self._store.enqueue(QueuedMessage(message.to, message.sender, msg_id, server_ts, body, time.time()))
+        return self._store.enqueue(QueuedMessage(message.to, message.sender, message.msg_id, server_ts, body, time.time()))
 
     async def _ack_queued(self, peer: Peer, stored: asyncio.Future[bool], message: Send) -> None:
         try:
@@ -262,7 +250,7 @@ class LocalRouting:
         except QueueFull as exc:
             peer.error("queue_full", str(exc), message.rid)
             return
-        peer.write(ack_frame(message.envelope["id"], message.to, "queued", message.rid))
+        peer.write(ack_frame(message.msg_id, message.to, "queued", message.rid))
 
     async def _send_offline(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> None:
         if await self._directory.registration(message.to) is None:

@@ -25,8 +25,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from .connection import Phase, ServerConnection
+from .connection import ServerConnection
 from .events import HANDLED, NEED_DATA, Deferred, Event, Handled
+from .phases import Phase
 
 if TYPE_CHECKING:
     from .routing import Mailbox
