@@ -31,6 +31,7 @@
     │   ├── WrongPassphrase           the private key did not decrypt
     │   └── KeyChanged                a contact's key differs from the pinned one
     └── SessionClosed                 the client session is closed or not connected
+        └── RequestUnanswered         a request went out and its answer never came (connection lost, timeout)
 """
 
 from __future__ import annotations
@@ -308,3 +309,10 @@ class KeyChanged(KeyStoreError):
 
 class SessionClosed(SecurechatError):
     """The client session is not connected or has been closed."""
+
+
+class RequestUnanswered(SessionClosed):
+    """A request was sent and its answer did not come: the connection went, or the wait timed out.
+
+    Asking again later may well work, so what depended on it is kept and retried, never given up.
+    """

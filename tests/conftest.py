@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from securechat import crypto
 from securechat.client import ClientSession
 from securechat.client.state import ClientStore
 from securechat.server import ChatServer
+from tests.support.hostile import HostileServer
 from tests.support.jsonclient import JsonClient
-from tests.support.rawclient import running_server
+from tests.support.rawclient import identity_key, running_server
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.sessions import BITS, Client, Recorder
 
@@ -44,6 +46,16 @@ def server_proc(tmp_path: Path) -> Iterator[ServerProcess]:
     """A ``securechat-server`` process on 127.0.0.1 and a free port, killed at the end."""
     with server_process(tmp_path / "server.db") as proc:
         yield proc
+
+
+@pytest.fixture
+async def hostile() -> AsyncIterator[HostileServer]:
+    """A malicious fake relay (tests/support/hostile.py) whose ``lookup`` knows bob's key."""
+    srv = HostileServer()
+    srv.keys["bob"] = crypto.public_key_pem(identity_key("bob").public_key())
+    await srv.start()
+    yield srv
+    await srv.close()
 
 
 @pytest.fixture

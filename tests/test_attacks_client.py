@@ -43,15 +43,6 @@ pytestmark = pytest.mark.timeout(60)
 
 WAIT = 10.0
 @pytest.fixture
-async def hostile() -> AsyncIterator[HostileServer]:
-    srv = HostileServer()
-    srv.keys["bob"] = crypto.public_key_pem(identity_key("bob").public_key())
-    await srv.start()
-    yield srv
-    await srv.close()
-
-
-@pytest.fixture
 async def alice(
     tmp_path: Path, hostile: HostileServer, caplog: pytest.LogCaptureFixture
 ) -> AsyncIterator[Client]:

@@ -70,15 +70,22 @@ class History:
         )
         return nonce, sealed
 
-    def add(self, entry: HistoryEntry, *, accepted: bool = False) -> None:
-        """Store ``entry``; with ``accepted``, also record its ``(peer, id)`` as accepted.
+    def add(self, entry: HistoryEntry, *, accepted: bool = False, awaiting_key: bool = False) -> None:
+        """Store ``entry``; with ``accepted``, also record its ``(peer, id)`` as accepted; with
+        ``awaiting_key``, also mark it as an own message waiting for the key to be sealed with.
 
-        Both in one transaction: a crash between two commits would keep the id as
+        Each in one transaction: a crash between two commits would keep the id as
         accepted (so every redelivery is confirmed and dropped) with no history
-        row and nothing shown, losing the message.
+        row and nothing shown, losing the message; or the text without the mark
+        that it still has to be sent.
         """
         nonce, sealed = self._seal(entry)
         with self._store.transaction() as db:
+            if awaiting_key:
+                db.execute(
+                    "INSERT OR IGNORE INTO outbox_awaiting_key (msg_id, recipient, created) VALUES (?, ?, ?)",
+                    (entry.msg_id, entry.peer, now_ms()),
+                )
             if accepted:
                 db.execute(
                     "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",

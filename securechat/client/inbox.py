@@ -14,7 +14,13 @@ In order, for one message at a time:
 
 A rejected envelope is confirmed with ``received`` too (and shown as
 :class:`~securechat.events.MessageRejected`): a server must not redeliver an
-envelope we will never accept, for ever. Messages wait for the inbox in an
+envelope we will never accept, for ever. Only a rejection for what the envelope
+is counts: a first-contact lookup that fails for now (refused ``rate_limited``,
+unanswered, the connection gone) is asked again after a capped pause, and the
+message is not confirmed meanwhile (docs/security.md, "What a client confirms").
+A bad signature from a pinned sender asks the server whether their key changed
+at most once per :data:`KEY_CHECK_INTERVAL` per sender, so a flood of them cannot
+spend the lookups a first contact needs. Messages wait for the inbox in an
 :class:`IncomingQueue` bounded in count and bytes; one that does not fit is not
 confirmed, so the server redelivers it after the next reconnect.
 """
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from typing import Any, Final
 
 from .. import crypto
@@ -40,7 +48,7 @@ from ..events import ErrorReported, MessageReceived, MessageRejected
 from ..records import HistoryEntry
 from .connection import MessageFrame
 from .link import Link
-from .parts import SessionParts
+from .parts import SessionParts, backoff, lookup_can_retry
 from .state import Pin
 
 log = logging.getLogger(__name__)
@@ -49,7 +57,10 @@ MAX_PENDING_INCOMING: Final = 1000
 # Envelope bytes waiting for the inbox: a server flooding 1 MiB envelopes while the
 # inbox waits on a lookup would otherwise hold up to MAX_PENDING_INCOMING MiB.
 MAX_PENDING_INCOMING_BYTES: Final = 16 * 2**20
-
+# How often a bad signature from one pinned sender may ask the server whether their key changed.
+KEY_CHECK_INTERVAL: Final = 60.0
+# Senders remembered for that; past it the memory starts again (a flood of names cannot grow it).
+MAX_KEY_CHECKS: Final = 1024
 
 
 def precheck_envelope(envelope: object, recipient: str, frame_sender: str | None = None) -> ParsedEnvelope:
@@ -103,12 +114,18 @@ class IncomingQueue:
 class Inbox:
     """Opens, checks, stores and confirms incoming messages, one at a time and in order."""
 
-    def __init__(self, parts: SessionParts) -> None:
+    def __init__(
+        self, parts: SessionParts, *, retry_initial: float, retry_max: float, rng: random.Random
+    ) -> None:
         self._store = parts.store
         self._identity = parts.identity
         self._contacts = parts.contacts
         self._emit = parts.emit
         self._lookup = parts.lookup
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._rng = rng
+        self._key_checked: dict[str, float] = {}  # sender -> when a bad signature last asked
 
     async def serve(self, link: Link, queue: IncomingQueue) -> None:
         """Handle ``queue`` until cancelled with the connection.
@@ -167,20 +184,37 @@ class Inbox:
             raise
 
     async def _first_contact(self, sender: str) -> Pin:
-        try:
-            await self._lookup(sender)
-        except SessionClosed:
-            raise
-        except ServerErrorReply as exc:
-            raise UnknownSender(f"the server has no key for '{sender}' ({exc.code})") from None
-        except SecurechatError as exc:
-            raise UnknownSender(f"the server gave no usable key for '{sender}' ({exc})") from None
+        """Look the sender up; a failure that may pass is retried here, never turned into a rejection."""
+        attempt = 0
+        while True:
+            try:
+                await self._lookup(sender)
+            except SessionClosed as exc:
+                if not lookup_can_retry(exc):
+                    raise  # not connected: unconfirmed, the server redelivers it after a reconnect
+            except ServerErrorReply as exc:
+                if not lookup_can_retry(exc):
+                    raise UnknownSender(f"the server has no key for '{sender}' ({exc.code})") from None
+            except SecurechatError as exc:
+                raise UnknownSender(f"the server gave no usable key for '{sender}' ({exc})") from None
+            else:
+                break
+            log.info("the key of %r could not be looked up yet: asking again", sender)
+            await asyncio.sleep(backoff(attempt, self._retry_initial, self._retry_max, self._rng))
+            attempt += 1
         pin = self._contacts.pinned(sender)
         if pin is None:
             raise UnknownSender(f"no key for '{sender}'")
         return pin
 
     async def _changed_on_server(self, name: str) -> bool:
+        now = time.monotonic()
+        last = self._key_checked.get(name)
+        if last is not None and now - last < KEY_CHECK_INTERVAL:
+            return False  # asked lately: the signature is simply bad
+        if len(self._key_checked) >= MAX_KEY_CHECKS:
+            self._key_checked.clear()
+        self._key_checked[name] = now
         try:
             info = await self._lookup(name)
         except SessionClosed:

@@ -11,6 +11,11 @@
 - Errors about a send: :data:`UNDELIVERABLE_CODES` drop it from the outbox (history
   status ``failed``); :data:`RETRY_CODES` resend it on the same connection after a
   capped, jittered pause; anything left is resent after any reconnect.
+- A message to a new contact whose first lookup cannot finish for now (the
+  connection goes while it is in flight, or the server refuses it for the moment)
+  is kept, not failed (:mod:`securechat.client.awaiting`): after the next
+  ``welcome`` (and after a pause when the lookup is refused again) the key is
+  looked up, and the message sealed with its id and time and sent.
 """
 
 from __future__ import annotations
@@ -21,15 +26,17 @@ import random
 from typing import Any, Final
 
 from .. import crypto
+from ..clock import now_ms
 from ..envelope import MAX_TS
-from ..errors import BadRequest, KeyChanged, MessageTooLong, SessionClosed
+from ..errors import BadRequest, KeyChanged, MessageTooLong, SecurechatError, SessionClosed
 from ..events import Acked, ErrorReported, MessageSent
 from ..protocol import HEADER_SIZE, encode_frame, message_frame
 from ..records import HistoryEntry
+from .awaiting import Awaiting
 from .connection import AckFrame
 from .link import Link
-from .parts import SessionParts
-from .state import OutboxEntry
+from .parts import SessionParts, backoff, lookup_can_retry
+from .state import OutboxEntry, Pin
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +73,10 @@ class Outbox:
         self._shrunk = asyncio.Event()
         self._retry_attempts: dict[str, int] = {}
         self._retries: set[asyncio.Task[None]] = set()
+        self._key_attempts = 0  # refused lookups in a row for messages awaiting a key
 
     def __len__(self) -> int:
-        return len(self._store.outbox)
+        return len(self._store.outbox) + len(self._store.awaiting)
 
     # --- the connection ----------------------------------------------------------------
 
@@ -78,6 +86,8 @@ class Outbox:
         for entry in self._store.outbox.entries():
             link.send(_send_frame(entry.recipient, entry.envelope))
         self._report_set_aside()
+        if len(self._store.awaiting):
+            self._spawn(self._seal_awaiting(link))
 
     def _report_set_aside(self) -> None:
         """One warning per damaged outbox row the store moved aside (docs/security.md, "Local state")."""
@@ -88,6 +98,11 @@ class Outbox:
 
     def detach(self) -> None:
         self._link = None
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._retries.add(task)
+        task.add_done_callback(self._retries.discard)
 
     def cancel_retries(self) -> None:
         for task in list(self._retries):
@@ -103,18 +118,14 @@ class Outbox:
             raise BadRequest("the text holds an unpaired surrogate and cannot be sent as UTF-8") from None
         pin = self._contacts.pinned(to)
         if pin is None:
-            await self._parts.lookup(to)
-            pin = self._contacts.pinned(to)
-            if pin is None:
-                raise SessionClosed(f"could not get the key of '{to}'")
-        if pin.trust == "changed":
-            self._contacts.alert(pin)
-            raise KeyChanged(to, pin.fingerprint, pin.pending_fingerprint or "")
-        identity = self._parts.identity
-        envelope = crypto.seal_envelope(identity.private_key, pin.public_key(), identity.name, to, text)
-        size = _largest_frame(identity.name, to, envelope)
-        if size > self._max_frame:
-            raise MessageTooLong(size, self._max_frame)
+            try:
+                pin = await self._first_key(to)
+            except SecurechatError as exc:
+                if not lookup_can_retry(exc):
+                    raise
+                return self._keep_for_key(to, text)
+        self._check_trust(pin)
+        envelope = self._seal(pin, text)
         msg_id: str = envelope["id"]
         ts: int = envelope["ts"]
         self._store.outbox.add(to, envelope)
@@ -125,6 +136,84 @@ class Outbox:
             link.send(_send_frame(to, envelope))
             await link.drain()
         return msg_id
+
+    async def _first_key(self, to: str) -> Pin:
+        await self._parts.lookup(to)
+        pin = self._contacts.pinned(to)
+        if pin is None:
+            raise SessionClosed(f"could not get the key of '{to}'")
+        return pin
+
+    def _check_trust(self, pin: Pin) -> None:
+        if pin.trust == "changed":
+            self._contacts.alert(pin)
+            raise KeyChanged(pin.name, pin.fingerprint, pin.pending_fingerprint or "")
+
+    def _seal(self, pin: Pin, text: str, *, msg_id: str | None = None, ts: int | None = None) -> dict[str, Any]:
+        """``text`` sealed for ``pin``; :class:`MessageTooLong` if it or what the server makes of it is too big."""
+        identity = self._parts.identity
+        envelope = crypto.seal_envelope(
+            identity.private_key, pin.public_key(), identity.name, pin.name, text, msg_id=msg_id, ts=ts
+        )
+        size = _largest_frame(identity.name, pin.name, envelope)
+        if size > self._max_frame:
+            raise MessageTooLong(size, self._max_frame)
+        return envelope
+
+    def _keep_for_key(self, to: str, text: str) -> str:
+        """The first lookup for ``to`` could not finish for now: keep the message until it can."""
+        msg_id, ts = crypto.new_message_id(), now_ms()
+        self._store.history.add(HistoryEntry(to, "out", msg_id, ts, text, "sending"), awaiting_key=True)
+        self._emit(MessageSent(msg_id, to, ts, text, ""))
+        return msg_id
+
+    async def _seal_awaiting(self, link: Link) -> None:
+        """After a welcome: look up, seal and send the messages that wait for a key, oldest first."""
+        for waiting in self._store.awaiting.entries():
+            if self._link is not link:
+                return
+            try:
+                pin = self._contacts.pinned(waiting.recipient) or await self._first_key(waiting.recipient)
+            except SecurechatError as exc:
+                if lookup_can_retry(exc) or isinstance(exc, SessionClosed):
+                    self._seal_later(link)
+                    return
+                self._give_up(waiting, exc)
+                continue
+            if pin.trust != "changed":  # else it waits until the user trusts the new key
+                self._seal_one(link, waiting, pin)
+        self._key_attempts = 0
+
+    def _seal_later(self, link: Link) -> None:
+        delay = backoff(self._key_attempts, RETRY_INITIAL, self._retry_max, self._rng)
+        self._key_attempts += 1
+
+        async def again() -> None:
+            await asyncio.sleep(delay)
+            await self._seal_awaiting(link)
+
+        self._spawn(again())
+
+    def _seal_one(self, link: Link, waiting: Awaiting, pin: Pin) -> None:
+        entry = self._store.history.get(waiting.recipient, "out", waiting.msg_id)
+        if entry is None:  # its text is gone (history cleared): nothing to send
+            self._store.awaiting.remove(waiting.msg_id)
+            return
+        try:
+            envelope = self._seal(pin, entry.text, msg_id=entry.msg_id, ts=entry.ts)
+        except MessageTooLong as exc:
+            self._give_up(waiting, exc)
+            return
+        self._store.outbox.add(waiting.recipient, envelope, awaiting=True)
+        link.send(_send_frame(waiting.recipient, envelope))
+
+    def _give_up(self, waiting: Awaiting, exc: SecurechatError) -> None:
+        """A message that waited for a key can never be sent (no such user, an unusable key...)."""
+        self._store.awaiting.remove(waiting.msg_id)
+        self._store.history.set_status(waiting.recipient, waiting.msg_id, "failed")
+        self._shrunk.set()
+        code = getattr(exc, "code", "undeliverable")
+        self._emit(ErrorReported(code, f"not sent to {waiting.recipient}: {exc}", msg_id=waiting.msg_id))
 
     # --- answers ----------------------------------------------------------------------------
 
@@ -146,16 +235,14 @@ class Outbox:
     def _schedule_retry(self, link: Link, entry: OutboxEntry) -> None:
         attempt = self._retry_attempts.get(entry.msg_id, 0)
         self._retry_attempts[entry.msg_id] = attempt + 1
-        delay = min(self._retry_max, RETRY_INITIAL * 2**attempt) * self._rng.uniform(0.5, 1.0)
+        delay = backoff(attempt, RETRY_INITIAL, self._retry_max, self._rng)
 
         async def retry() -> None:
             await asyncio.sleep(delay)
             if self._link is link and self._store.outbox.get(entry.msg_id) is not None:
                 link.send(_send_frame(entry.recipient, entry.envelope))
 
-        task = asyncio.create_task(retry())
-        self._retries.add(task)
-        task.add_done_callback(self._retries.discard)
+        self._spawn(retry())
 
     def on_ack(self, ack: AckFrame) -> None:
         entry = self._store.outbox.remove(ack.msg_id)

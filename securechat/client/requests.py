@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ServerErrorReply, SessionClosed
+from ..errors import RequestUnanswered, ServerErrorReply
 from .link import Link
 
 
@@ -45,7 +45,7 @@ class PendingRequests:
             link.send({**frame, "rid": rid})
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
-            raise SessionClosed(f"the server did not answer '{kind}' within {timeout:g} s") from None
+            raise RequestUnanswered(f"the server did not answer '{kind}' within {timeout:g} s") from None
         finally:
             self._pending.pop(rid, None)
 
@@ -74,4 +74,4 @@ class PendingRequests:
     def connection_lost(self) -> None:
         for pending in list(self._pending.values()):
             if not pending.future.done():
-                pending.future.set_exception(SessionClosed("the connection to the server was lost"))
+                pending.future.set_exception(RequestUnanswered("the connection to the server was lost"))

@@ -50,7 +50,7 @@ from .contacts import Contacts
 from .inbox import Inbox, IncomingQueue
 from .link import Link, LinkDropped, raise_if_dropped
 from .outbox import Outbox
-from .parts import SessionParts
+from .parts import SessionParts, backoff
 from .requests import PendingRequests
 from .state import ClientStore
 
@@ -96,7 +96,7 @@ class ClientSession:
         self._listeners: list[EventListener] = []
         self._contacts = Contacts(store, self._emit)
         parts = SessionParts(store, self._identity, self._contacts, self._emit, self.lookup)
-        self._inbox = Inbox(parts)
+        self._inbox = Inbox(parts, retry_initial=backoff_initial, retry_max=backoff_max, rng=self._rng)
         self._outbox = Outbox(parts, max_frame=max_frame, retry_max=backoff_max, rng=self._rng)
         self._conn: Link | None = None  # set once welcomed
         self._socket: Link | None = None  # set from connect to close
@@ -177,9 +177,7 @@ class ClientSession:
             self._done.set()
 
     def _backoff(self, attempt: int) -> float:
-        """Capped exponential backoff with jitter (half to full of the step)."""
-        step: float = min(self.backoff_max, self.backoff_initial * 2.0 ** min(attempt, 30))
-        return step * self._rng.uniform(0.5, 1.0)
+        return backoff(attempt, self.backoff_initial, self.backoff_max, self._rng)
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection (pending sends stay in the outbox)."""

@@ -29,6 +29,7 @@ from ..envelope import check_envelope
 from ..errors import KeyChanged, KeyStoreError, MalformedEnvelope
 from ..names import parse_fingerprint
 from ..records import ContactInfo, TrustState
+from .awaiting import AwaitingKey
 from .history import History
 
 if TYPE_CHECKING:  # home.py opens this module's stores; only the type goes the other way
@@ -56,6 +57,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     msg_id TEXT NOT NULL UNIQUE,
     recipient TEXT NOT NULL,
     envelope TEXT NOT NULL,
+    created INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox_awaiting_key (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    msg_id TEXT NOT NULL UNIQUE,
+    recipient TEXT NOT NULL,
     created INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS outbox_set_aside (
@@ -140,6 +147,7 @@ class ClientStore:
         self.pins = PinnedKeys(self)
         self.accepted = AcceptedIds(self)
         self.outbox = PendingSends(self)
+        self.awaiting = AwaitingKey(self)
         self.history = History(self)
 
     @classmethod
@@ -310,12 +318,15 @@ class PendingSends:
         self._store = store
         self._set_aside: list[SetAside] = []
 
-    def add(self, recipient: str, envelope: dict[str, Any]) -> None:
+    def add(self, recipient: str, envelope: dict[str, Any], *, awaiting: bool = False) -> None:
+        """Keep a sealed message until its ``ack``; ``awaiting``: it waited for the key (one transaction)."""
         with self._store.transaction() as db:
             db.execute(
                 "INSERT OR IGNORE INTO outbox (msg_id, recipient, envelope, created) VALUES (?, ?, ?, ?)",
                 (envelope["id"], recipient, json.dumps(envelope, separators=(",", ":")), now_ms()),
             )
+            if awaiting:
+                db.execute("DELETE FROM outbox_awaiting_key WHERE msg_id = ?", (envelope["id"],))
 
     def remove(self, msg_id: str) -> OutboxEntry | None:
         entry = self.get(msg_id)

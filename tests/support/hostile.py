@@ -29,6 +29,7 @@ class HostileServer:
     def __init__(self) -> None:
         self.keys: dict[str, str] = {}  # what `lookup` answers: name -> PEM
         self.hang_lookups = False  # never answer a lookup (the client's worker waits)
+        self.lookup_errors: list[str] = []  # answer the next lookups with these error codes, in turn
         self.scripts: list[Script] = []  # one per connection, in order; later ones get none
         self.from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.client_key: rsa.RSAPublicKey | None = None
@@ -91,6 +92,9 @@ class HostileServer:
                             await self.scripts[index](self, writer)
                     elif kind == "lookup" and self.hang_lookups:
                         pass
+                    elif kind == "lookup" and self.lookup_errors:
+                        code = self.lookup_errors.pop(0)
+                        self.push({"type": "error", "code": code, "message": code, "fatal": False, "rid": frame.get("rid")})
                     elif kind == "lookup":
                         rid = frame.get("rid")
                         pem = self.keys.get(frame["name"])
