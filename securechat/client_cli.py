@@ -1,24 +1,32 @@
 """``securechat-client``: chat, and the offline commands around the client's keys.
 
-Command bodies only gather options and call into the library; :class:`_ClientGroup`
-is the one place that turns a :class:`~securechat.errors.SecurechatError` into a
-one-line ``Error: ...`` on stderr and a non-zero exit.
+Command bodies only gather options and call into the library;
+:class:`~securechat.cli_common.OneLineErrors` is the one place that turns a
+:class:`~securechat.errors.SecurechatError` into a one-line ``Error: ...`` on
+stderr and a non-zero exit (statuses in :mod:`securechat.cli_common`).
+
+The options a subcommand shares with the chat (``--name``, ``--home``) work
+before or after the subcommand's name: ``securechat-client --name bob decrypt``
+is ``securechat-client decrypt --name bob``. The chat's own options given
+before a subcommand that does not use them are refused, never ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import click
 
 from . import __version__, crypto
+from .cli_common import OneLineErrors, UsageLine, parse_server
+from .cli_identity import load_identity, open_or_create, own_name
 from .client import ClientSession
 from .client.home import ClientHome, Identity, default_home
 from .client.inbox import precheck_envelope
@@ -29,150 +37,98 @@ from .errors import (
     BadKey,
     EnvelopeRejected,
     KeyStoreError,
-    SecurechatError,
     UnknownSender,
 )
 from .events import KeyGenerating
 from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
+from .pasted import is_whole, split_pasted
 
 log = logging.getLogger("securechat.client")
 
-DEFAULT_SERVER = "127.0.0.1:5000"
-PASSPHRASE_ENV = "SECURECHAT_PASSPHRASE"
-# Tests only: smaller (but still protocol-valid) keys so suites stay fast.
-KEY_BITS_ENV = "SECURECHAT_KEY_BITS"
+DEFAULT_SERVER: Final = "127.0.0.1:5000"
+HOME_ENV: Final = "SECURECHAT_HOME"
+SERVER_ENV: Final = "SECURECHAT_SERVER"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _ClientGroup(click.Group):
-    """Domain errors become one line on stderr and exit status 1; never a traceback."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except SecurechatError as exc:  # its text may quote a server or a payload
-            raise click.ClickException(safe.one_line(str(exc))) from None
-        except OSError as exc:  # e.g. an unreadable home directory
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
-        except KeyboardInterrupt:
-            click.echo("", err=True)
-            raise click.exceptions.Exit(130) from None
-
-
 @dataclass
 class _Config:
-    home: Path | None = None
+    """The group's options, for the subcommands: their ``values``, and which were ``given`` on the line."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    given: frozenset[str] = frozenset()
+    spelled: dict[str, str] = field(default_factory=dict)  # parameter name -> its option, as typed
+
+
+def _name_option(func: F) -> F:
+    return click.option("--name", help="Your own name (lowercase); created with a new key on first use.")(func)
 
 
 def _home_option(func: F) -> F:
     return click.option(
         "--home",
         type=click.Path(file_okay=False, path_type=Path),
-        help="Client home directory (default: $SECURECHAT_HOME or the per-user app directory).",
+        help=f"Where your keys and data live  [default: {default_home()}]",
     )(func)
 
 
-def _name_option(func: F) -> F:
-    return click.option("--name", required=True, help="Your own name (the identity to use).")(func)
+def _group_home_option(func: F) -> F:
+    return click.option(
+        "--home",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar=HOME_ENV,
+        show_envvar=True,
+        help=f"Where your keys and data live  [default: {default_home()}]",
+    )(func)
+
+
+# The options a subcommand shares with the chat, each declared once.
+_SHARED: Final[dict[str, Callable[[Any], Any]]] = {"name": _name_option, "home": _home_option}
+_ANYWHERE: Final = frozenset({"verbose"})  # group options that every subcommand honours
+
+
+def _shared(*names: str) -> Callable[[F], F]:
+    """Give a subcommand the chat's ``names`` options, taken before or after the subcommand's name."""
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            ctx = click.get_current_context()
+            cfg = ctx.find_object(_Config) or _Config()
+            for name in names:
+                kwargs[name] = _merged(ctx, cfg, name, kwargs.get(name))
+            unused = sorted(cfg.given - set(names) - _ANYWHERE)
+            if unused:
+                shown = ", ".join(cfg.spelled.get(n, n) for n in unused)
+                raise UsageLine(f"{shown} is for the chat; '{ctx.info_name}' does not use it")
+            return func(*args, **kwargs)
+
+        for name in reversed(names):
+            run = _SHARED[name](run)
+        return cast(F, run)
+
+    return decorate
+
+
+def _merged(ctx: click.Context, cfg: _Config, name: str, here: Any) -> Any:
+    before = cfg.values.get(name)
+    if here is not None and name in cfg.given and before != here:
+        raise UsageLine(f"--{name} is given twice ({before} before '{ctx.info_name}', {here} after it)")
+    value = here if here is not None else before
+    if name == "name":
+        if value is None:
+            raise UsageLine(f"--name is required (securechat-client --name NAME {ctx.info_name} ...)")
+        return own_name(value)
+    return value
 
 
 def _resolve_home(home: Path | None) -> ClientHome:
-    if home is None:
-        cfg = click.get_current_context().find_object(_Config)
-        home = cfg.home if cfg is not None else None
     return ClientHome(home if home is not None else default_home())
-
-
-def _key_bits() -> int:
-    raw = os.environ.get(KEY_BITS_ENV)
-    if not raw:
-        return crypto.DEFAULT_KEY_BITS
-    try:
-        bits = int(raw)
-    except ValueError:
-        raise click.UsageError(f"{KEY_BITS_ENV} must be a number") from None
-    if bits < crypto.MIN_KEY_BITS:
-        raise click.UsageError(f"{KEY_BITS_ENV} must be at least {crypto.MIN_KEY_BITS}")
-    return bits
 
 
 def _interactive() -> bool:
     return sys.stdin.isatty()
-
-
-def _existing_passphrase(home: ClientHome, name: str, interactive: bool) -> str | None:
-    home.check_identity(name)  # permissions first: never ask for a passphrase to a key others can read
-    if not home.key_is_encrypted(name):
-        return None
-    env = os.environ.get(PASSPHRASE_ENV)
-    if env is not None:
-        return env
-    if not interactive:
-        raise KeyStoreError(
-            f"the key of '{parse_typed_name(name)}' is protected by a passphrase; set {PASSPHRASE_ENV}"
-        )
-    return str(click.prompt(f"Passphrase for {parse_typed_name(name)}", hide_input=True, err=True))
-
-
-def _new_passphrase() -> str:
-    """Offer a passphrase for a new key; only a non-empty one is asked twice."""
-    while True:
-        first = str(
-            click.prompt(
-                "Passphrase for the new key (empty for none)",
-                hide_input=True,
-                default="",
-                show_default=False,
-                err=True,
-            )
-        )
-        if not first:
-            return ""
-        again = str(click.prompt("Repeat the passphrase", hide_input=True, err=True))
-        if again == first:
-            return first
-        click.echo("The two passphrases differ; try again.", err=True)
-
-
-def load_identity(home: ClientHome, name: str, *, interactive: bool) -> Identity:
-    """An existing identity, asking for its passphrase when needed."""
-    return home.load_identity(name, _existing_passphrase(home, name, interactive))
-
-
-def open_or_create(
-    home: ClientHome, name: str, *, interactive: bool, on_generate: Callable[[str, int], None] | None = None
-) -> tuple[ClientStore, bool]:
-    """Load ``name``'s identity, or create it on first use; returns (store, first_run)."""
-    name = parse_typed_name(name)
-    home.identity_dir(name)  # validates the name
-    first_run = not home.has_identity(name)
-    if first_run:
-        passphrase = os.environ.get(PASSPHRASE_ENV)
-        if passphrase is None and interactive:
-            passphrase = _new_passphrase()
-        bits = _key_bits()
-        click.echo(f"Generating a {bits}-bit RSA key for {name}…", err=True)
-        if on_generate is not None:
-            on_generate(name, bits)
-        identity = home.create_identity(name, passphrase or None, bits=bits)
-    else:
-        identity = load_identity(home, name, interactive=interactive)
-    return home.open_store(name, identity), first_run
-
-
-def parse_server(value: str) -> tuple[str, int]:
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not host:
-        raise click.BadParameter(f"expected HOST:PORT, got {value!r}", param_hint="--server")
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise click.BadParameter(f"port must be a number, got {port_text!r}", param_hint="--server") from None
-    if not 0 < port < 65536:
-        raise click.BadParameter(f"port must be 1..65535, got {port}", param_hint="--server")
-    return host.strip("[]"), port
 
 
 def _setup_logging(verbose: int) -> None:
@@ -181,16 +137,18 @@ def _setup_logging(verbose: int) -> None:
 
 
 @click.group(
-    cls=_ClientGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
+    cls=OneLineErrors, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
 )
-@click.option("--name", help="Your own name; created with a new key on first use.")
-@click.option("--server", default=DEFAULT_SERVER, show_default=True, help="Server address HOST:PORT.")
+@_name_option
 @click.option(
-    "--home",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="SECURECHAT_HOME",
-    help="Client home directory (default: $SECURECHAT_HOME or the per-user app directory).",
+    "--server",
+    default=DEFAULT_SERVER,
+    show_default=True,
+    envvar=SERVER_ENV,
+    show_envvar=True,
+    help="Server address HOST:PORT ([::1]:5000 for IPv6).",
 )
+@_group_home_option
 @click.option(
     "--json",
     "json_mode",
@@ -212,17 +170,29 @@ def main(
 ) -> None:
     """End-to-end encrypted chat over TCP.
 
-    Without a subcommand: connect to --server as --name and chat.
+    Without a subcommand: connect to --server as --name and chat. Options
+    such as --name and --home may come before or after a subcommand.
     """
-    ctx.obj = _Config(home=home)
+    ctx.obj = _Config(
+        dict(ctx.params),
+        frozenset(k for k in ctx.params if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE),
+        {p.name: max(p.opts, key=len) for p in ctx.command.params if p.name is not None},
+    )
     _setup_logging(verbose)
     if ctx.invoked_subcommand is not None:
         return
+    if json_mode and plain:
+        raise UsageLine("--json and --plain are two different front ends: choose one")
     if not name:
-        raise click.UsageError("--name is required to chat (for example: securechat-client --name alice)")
+        raise UsageLine("--name is required to chat (for example: securechat-client --name alice)")
+    name = own_name(name)
     host, port = parse_server(server)
     client_home = _resolve_home(home)
+    with client_home.lock(name):
+        ctx.exit(_start_chat(client_home, name, host, port, json_mode=json_mode, plain=plain))
 
+
+def _start_chat(client_home: ClientHome, name: str, host: str, port: int, *, json_mode: bool, plain: bool) -> int:
     def announce(who: str, bits: int) -> None:
         if json_mode:
             from .jsonmode import event_to_json, write_json_line
@@ -235,10 +205,9 @@ def main(
         client_home, name, interactive=_interactive() and not json_mode, on_generate=announce
     )
     try:
-        status = asyncio.run(_chat(store, host, port, json_mode=json_mode, plain=plain, first_run=first_run))
+        return asyncio.run(_chat(store, host, port, json_mode=json_mode, plain=plain, first_run=first_run))
     finally:
         store.close()
-    ctx.exit(status)
 
 
 async def _chat(
@@ -264,9 +233,8 @@ async def _chat(
 # --- offline commands -----------------------------------------------------------------------
 
 
-@main.command()
-@_name_option
-@_home_option
+@main.command(short_help="Open pasted payloads addressed to you.")
+@_shared("name", "home")
 @click.option(
     "--sender-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -277,7 +245,11 @@ async def _chat(
 def decrypt(
     ctx: click.Context, name: str, home: Path | None, sender_key: Path | None, payloads: tuple[str, ...]
 ) -> None:
-    """Open pasted payloads addressed to NAME (arguments, a prompt, or one per line on stdin)."""
+    """Open pasted payloads addressed to NAME: given as arguments, on stdin, or pasted at the prompt.
+
+    Line breaks inside a payload do not matter, however it was copied; a blank
+    line or a complete payload ends one.
+    """
     client_home = _resolve_home(home)
     identity = load_identity(client_home, name, interactive=_interactive())
     explicit: crypto.PublicKey | None = None
@@ -288,20 +260,39 @@ def decrypt(
             raise click.BadParameter(f"cannot read {sender_key}: {exc}", param_hint="--sender-key") from None
         except BadKey as exc:
             raise click.BadParameter(str(exc), param_hint="--sender-key") from None
-    items = list(payloads)
+    items = _pasted(payloads)
     if not items:
-        if sys.stdin.isatty():
-            items = [str(click.prompt("Paste payload", err=True))]
-        else:
-            items = [line for line in sys.stdin.read().splitlines() if line.strip()]
-    if not items:
-        raise click.UsageError("no payload given (pass it as an argument or on stdin)")
+        raise UsageLine("no payload given (pass it as an argument, on stdin, or paste it at the prompt)")
     with client_home.open_store(name, identity) as store:
         results = [
             _decrypt_one(store, identity, item, explicit, f"payload {i}: " if len(items) > 1 else "")
             for i, item in enumerate(items, 1)
         ]
     ctx.exit(0 if all(results) else 1)
+
+
+def _pasted(arguments: tuple[str, ...]) -> list[str]:
+    """The payloads from the arguments, else stdin; on a terminal, one payload pasted at a prompt."""
+    if arguments:
+        return split_pasted(line for argument in arguments for line in argument.splitlines())
+    if not sys.stdin.isatty():
+        return split_pasted(sys.stdin.read().splitlines())
+    click.echo("Paste the payload (line breaks are fine), then press Enter on an empty line:", err=True)
+    lines: list[str] = []
+    while not lines or not is_whole("".join("".join(lines).split())):
+        line = sys.stdin.readline()
+        if not line or (lines and not line.strip()):
+            break  # end of input, or the blank line after the paste
+        if line.strip():
+            lines.append(line)
+    return split_pasted(lines)[:1]
+
+
+_TRUST_NOTES: Final = {
+    "verified": "verified by you",
+    "unverified": "not verified yet: compare fingerprints, then securechat-client verify",
+    "changed": "the server now presents another key: /whois in the chat",
+}
 
 
 def _decrypt_one(
@@ -319,7 +310,8 @@ def _decrypt_one(
                 raise UnknownSender(
                     f"no key pinned for {sender!r}; pass --sender-key FILE to verify the signature"
                 )
-            key, source = pin.public_key(), f"the pinned key of {pin.name} ({pin.trust})"
+            note = _TRUST_NOTES.get(pin.trust, pin.trust)
+            key, source = pin.public_key(), f"the key pinned for {pin.name} ({note})"
         opened = crypto.open_envelope(identity.private_key, identity.name, key, envelope)
     except EnvelopeRejected as exc:
         click.echo(f"{prefix}rejected: {safe.one_line(' '.join(str(exc).split()))}", err=True)
@@ -327,7 +319,7 @@ def _decrypt_one(
     safe.echo_rows(
         click.echo,
         f"{prefix}from {opened.sender} to {opened.recipient} at {times.utc_clock(opened.ts)} "
-        f"(id {opened.msg_id}); signature verified with {source}",
+        f"(id {opened.msg_id}); signed with {source}",
         safe.OWN_INDENT,
     )
     # The text, indented further than our own rows: no row of it can pass for ours.
@@ -335,9 +327,8 @@ def _decrypt_one(
     return True
 
 
-@main.command()
-@_name_option
-@_home_option
+@main.command(short_help="Print your own fingerprint.")
+@_shared("name", "home")
 def fingerprint(name: str, home: Path | None) -> None:
     """Print the fingerprint of your own key (compare it with your contacts out of band)."""
     client_home = _resolve_home(home)
@@ -345,9 +336,8 @@ def fingerprint(name: str, home: Path | None) -> None:
     click.echo(format_fingerprint(crypto.fingerprint(key)))
 
 
-@main.command()
-@_name_option
-@_home_option
+@main.command(short_help="Mark a contact verified after comparing fingerprints.")
+@_shared("name", "home")
 @click.argument("contact")
 @click.argument("fingerprint_parts", metavar="FINGERPRINT", nargs=-1, required=True)
 def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[str, ...]) -> None:
@@ -374,11 +364,16 @@ def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[
         click.echo(f"{contact}: verified ({format_fingerprint(pin.fingerprint)})")
 
 
-@main.command()
-@_name_option
-@_home_option
+@main.command(short_help="Show the stored history of a conversation.")
+@_shared("name", "home")
 @click.argument("peer")
-@click.option("--limit", default=200, show_default=True, help="How many of the latest entries to show.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="How many of the latest entries to show.",
+)
 def history(name: str, home: Path | None, peer: str, limit: int) -> None:
     """Show the local (decrypted) history of the conversation with PEER."""
     client_home = _resolve_home(home)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -326,16 +327,34 @@ def encode_payload(envelope: Mapping[str, Any]) -> str:
     return b64encode(jsoncodec.dumps(envelope))
 
 
+CUT_SHORT: Final = (
+    "the payload is cut short: copy all of it (every row that /raw shows under the message, "
+    "or write it whole with /raw FILE)"
+)
+
+
 def decode_payload(payload: str) -> dict[str, Any]:
-    """The envelope inside a pasted payload; raise :class:`MalformedEnvelope`."""
+    """The envelope inside a pasted payload; raise :class:`MalformedEnvelope` that says what went wrong."""
+    text = "".join(payload.split())
+    if not text:
+        raise MalformedEnvelope("the payload is empty")
     try:
-        raw = b64decode("".join(payload.split()))
+        raw = b64decode(text)
     except ValueError:
-        raise MalformedEnvelope("payload is not valid base64 (truncated or mangled when copied?)") from None
+        if _BASE64_TEXT.fullmatch(text) and len(text) % 4:
+            raise MalformedEnvelope(CUT_SHORT) from None
+        raise MalformedEnvelope(
+            "the payload is not valid base64 (was something other than the payload copied with it?)"
+        ) from None
     try:
         envelope = jsoncodec.loads(raw)
     except jsoncodec.JSONRejected:
-        raise MalformedEnvelope("payload does not hold an envelope's JSON") from None
+        if raw.startswith(b"{") and not raw.endswith(b"}"):
+            raise MalformedEnvelope(CUT_SHORT) from None
+        raise MalformedEnvelope("the payload is damaged: it does not hold an envelope's JSON") from None
     if not isinstance(envelope, dict):
-        raise MalformedEnvelope("payload does not hold a JSON object")
+        raise MalformedEnvelope("the payload is damaged: it does not hold a JSON object")
     return envelope
+
+
+_BASE64_TEXT: Final = re.compile(r"[A-Za-z0-9+/]+={0,2}")

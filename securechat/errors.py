@@ -29,6 +29,7 @@
     ├── KeyStoreError                 the client's home directory: keys, pins, files
     │   ├── InsecurePermissions       private key or directory readable by others
     │   ├── WrongPassphrase           the private key did not decrypt
+    │   ├── IdentityInUse             another process is running as this identity in this home
     │   └── KeyChanged                a contact's key differs from the pinned one
     └── SessionClosed                 the client session is closed or not connected
         └── RequestUnanswered         a request went out and its answer never came (connection lost, timeout)
@@ -289,6 +290,18 @@ class WrongPassphrase(KeyStoreError):
 
     def __str__(self) -> str:
         return "wrong passphrase for the private key"
+
+
+class IdentityInUse(KeyStoreError):
+    """Another process holds the lock of this identity in this home (``pid`` if it said)."""
+
+    def __init__(self, name: str, pid: int | None) -> None:
+        super().__init__(name)
+        self.name = name
+        self.pid = pid
+
+    def __str__(self) -> str:
+        return f"{self.name} is already running in this home (pid {self.pid if self.pid else 'unknown'})"
 
 
 class KeyChanged(KeyStoreError):

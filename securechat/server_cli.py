@@ -1,8 +1,9 @@
 """``securechat-server``: run the relay from the command line.
 
 Every option can also come from the environment (``SECURECHAT_PORT``,
-``SECURECHAT_DB``, ...). The command body only gathers options and calls
-into :mod:`securechat.server`.
+``SECURECHAT_DB``, ...; ``--help`` names each). The command body only gathers
+options and calls into :mod:`securechat.server`. Exit statuses are those of
+:mod:`securechat.cli_common`: 2 for a wrong command line, 1 for a failure.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import click
 
+from . import __version__
+from .cli_common import INTERRUPTED, USAGE
 from .server import ChatServer, ServerConfig
 
 log = logging.getLogger("securechat.server")
@@ -53,6 +56,7 @@ def _run(config: ServerConfig) -> None:
 
 
 async def _serve(config: ServerConfig) -> None:
+    log.info("database %s", config.db_path)
     server = ChatServer(config)
     await server.start()
     loop = asyncio.get_running_loop()
@@ -78,45 +82,62 @@ class _OneLineErrors(click.Command):
         kwargs["standalone_mode"] = False
         try:
             return super().main(*args, **kwargs)
+        except click.exceptions.Exit as exc:  # --help, --version
+            sys.exit(exc.exit_code)
         except click.ClickException as exc:
             click.echo(f"Error: {exc.format_message()}", err=True)
             sys.exit(exc.exit_code)
         except click.Abort:
-            sys.exit(130)
+            sys.exit(INTERRUPTED)
 
 
-@click.command(cls=_OneLineErrors, context_settings={"auto_envvar_prefix": "SECURECHAT", "help_option_names": ["-h", "--help"]})
-@click.option("--host", default=_default("host"), show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=_default("port"), show_default=True,
+class _BadValue(click.ClickException):
+    """An option value that the server's config refuses: a usage error like click's own."""
+
+    exit_code = USAGE
+
+
+_SETTINGS: Final = {
+    "auto_envvar_prefix": "SECURECHAT",
+    "help_option_names": ["-h", "--help"],
+    "show_default": True,
+}
+
+
+@click.command(cls=_OneLineErrors, context_settings=_SETTINGS)
+@click.option("--host", default=_default("host"), show_envvar=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=_default("port"), show_envvar=True,
               help="TCP port (0 picks a free one).")
 @click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SQLite database file  [default: <app dir>/securechat/server.db]")
-@click.option("--max-frame", type=click.IntRange(1, 2**32 - 1), default=_default("max_frame"), show_default=True,
+              show_default=False, show_envvar=True,
+              help=f"SQLite database file, created with its directory if missing  [default: {default_db_path()}]")
+@click.option("--max-frame", type=click.IntRange(1, 2**32 - 1), default=_default("max_frame"), show_envvar=True,
               help="Largest frame body accepted, in bytes.")
 @click.option("--handshake-timeout", type=_POSITIVE_FLOAT, default=_default("handshake_timeout"),
-              show_default=True, help="Seconds allowed from connect to welcome.")
-@click.option("--idle-timeout", type=_POSITIVE_FLOAT, default=_default("idle_timeout"), show_default=True,
+              show_envvar=True, help="Seconds allowed from connect to welcome.")
+@click.option("--idle-timeout", type=_POSITIVE_FLOAT, default=_default("idle_timeout"), show_envvar=True,
               help="Seconds without any frame before the connection is closed.")
-@click.option("--rate", type=_POSITIVE_FLOAT, default=_default("rate"), show_default=True,
+@click.option("--rate", type=_POSITIVE_FLOAT, default=_default("rate"), show_envvar=True,
               help="Frames per second per connection (token bucket refill).")
-@click.option("--burst", type=_POSITIVE_INT, default=_default("burst"), show_default=True,
+@click.option("--burst", type=_POSITIVE_INT, default=_default("burst"), show_envvar=True,
               help="Token bucket size (frames).")
-@click.option("--max-connections", type=_POSITIVE_INT, default=_default("max_connections"), show_default=True,
+@click.option("--max-connections", type=_POSITIVE_INT, default=_default("max_connections"), show_envvar=True,
               help="Connections served at once.")
-@click.option("--max-per-ip", type=_POSITIVE_INT, default=_default("max_per_ip"), show_default=True,
+@click.option("--max-per-ip", type=_POSITIVE_INT, default=_default("max_per_ip"), show_envvar=True,
               help="Connections served at once from one address.")
-@click.option("--lookup-rate", type=_POSITIVE_FLOAT, default=_default("lookup_rate"), show_default=True,
+@click.option("--lookup-rate", type=_POSITIVE_FLOAT, default=_default("lookup_rate"), show_envvar=True,
               help="Key lookups per second per connection.")
-@click.option("--queue-limit", type=_POSITIVE_INT, default=_default("queue_limit"), show_default=True,
+@click.option("--queue-limit", type=_POSITIVE_INT, default=_default("queue_limit"), show_envvar=True,
               help="Messages stored for one offline recipient.")
-@click.option("--queue-bytes", type=_POSITIVE_INT, default=_default("queue_bytes"), show_default=True,
+@click.option("--queue-bytes", type=_POSITIVE_INT, default=_default("queue_bytes"), show_envvar=True,
               help="Bytes stored for one offline recipient.")
-@click.option("--queue-ttl", type=_POSITIVE_FLOAT, default=_default("queue_ttl"), show_default=True,
+@click.option("--queue-ttl", type=_POSITIVE_FLOAT, default=_default("queue_ttl"), show_envvar=True,
               help="Seconds a stored message is kept.")
 @click.option("--max-outgoing-buffer", type=_POSITIVE_INT, default=_default("max_outgoing_buffer"),
-              show_default=True, help="Bytes buffered for a slow reader before it is disconnected.")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
-              default="INFO", show_default=True)
+              show_envvar=True, help="Bytes buffered for a slow reader before it is disconnected.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+              default="info", show_envvar=True, help="How much to log to stderr.")
+@click.version_option(__version__, "-V", "--version", prog_name="securechat-server")
 def main(db: Path | None, log_level: str, **options: Any) -> None:
     """Run the securechat relay server."""
     logging.basicConfig(
@@ -125,9 +146,12 @@ def main(db: Path | None, log_level: str, **options: Any) -> None:
     config = ServerConfig(db_path=db if db is not None else default_db_path(), **options)
     try:
         config.validate()
+    except ValueError as exc:
+        raise _BadValue(str(exc)) from None
+    try:
         _run(config)
     except (ValueError, OSError, sqlite3.Error) as exc:
-        raise click.ClickException(str(exc)) from None
+        raise click.ClickException(str(exc)) from None  # status 1 (FAILURE)
     except KeyboardInterrupt:
         pass  # a second Ctrl-C during shutdown
 

@@ -77,7 +77,7 @@ def test_decrypt_real_payload(world: World) -> None:
     result = run(world, ["decrypt", "--name", "bob", payload(world, "meet at noon")])
     assert result.returncode == 0, result.stderr
     assert "meet at noon" in result.stdout
-    assert "signature verified with the pinned key of alice" in result.stdout
+    assert "signed with the key pinned for alice (not verified yet: compare fingerprints" in result.stdout
 
 
 @pytest.mark.parametrize("field", ["ct", "sig", "key", "nonce"])
@@ -138,7 +138,7 @@ def test_piped_payloads_one_per_line(world: World) -> None:
         world, ["decrypt", "--name", "bob"], stdin=payload(world, "a") + "\n" + payload(world, "b") + "\n"
     )
     assert all_good.returncode == 0, all_good.stderr
-    assert all_good.stdout.count("signature verified") == 2
+    assert all_good.stdout.count("signed with the key pinned for alice") == 2
 
 
 def test_missing_home_or_name_is_a_clear_error(world: World, tmp_path: Path) -> None:
@@ -175,6 +175,65 @@ def test_prompts_for_a_payload_on_a_tty(world: World) -> None:
         os.close(primary)
         os.close(secondary)
     assert proc.returncode == 0, err
-    assert "Paste payload:" in err
+    assert "Paste the payload (line breaks are fine), then press Enter on an empty line:" in err
     assert "typed in by hand" in out
     assert sys.platform != "win32"
+
+
+# --- a payload split over lines, however it was copied (issue 14, item 2) ----------------------
+
+
+def wrapped(text: str, width: int = 80, trail: str = "") -> list[str]:
+    """``text`` hard-wrapped as a terminal selection copies it (rows of ``width``, maybe padded)."""
+    return [text[i : i + width] + trail for i in range(0, len(text), width)]
+
+
+def test_piped_payloads_split_over_lines(world: World) -> None:
+    first, second = payload(world, "first, wrapped"), payload(world, "second, right after")
+    pasted = wrapped(first, 80, "   ") + wrapped(second, 57) + [""] + wrapped(payload(world, "third"), 13)
+    result = run(world, ["decrypt", "--name", "bob"], stdin="\r\n".join(pasted) + "\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("signed with the key pinned for alice") == 3
+    for text in ("first, wrapped", "second, right after", "third"):
+        assert text in result.stdout
+
+
+def test_payload_split_over_several_arguments(world: World) -> None:
+    one, two = payload(world, "in pieces"), payload(world, "and another")
+    result = run(world, ["decrypt", "--name", "bob", *wrapped(one, 100), "\n".join(wrapped(two, 64))])
+    assert result.returncode == 0, result.stderr
+    assert "in pieces" in result.stdout and "and another" in result.stdout
+    assert result.stdout.startswith("payload 1: from alice to bob")
+
+
+def test_a_payload_cut_short_says_so(world: World) -> None:
+    whole = payload(world, "the end is missing")
+    for cut in (whole[: len(whole) // 2], whole[: len(whole) // 2 - 1], whole[:-4]):
+        result = run(world, ["decrypt", "--name", "bob"], stdin=cut + "\n")
+        line = one_line_error(result.stderr)
+        assert line == f"rejected: malformed: {crypto.CUT_SHORT}", (len(cut), line)
+    junk = run(world, ["decrypt", "--name", "bob", "07:19 <alice> hi " + whole])
+    assert "not valid base64 (was something other than the payload copied with it?)" in junk.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+@pytest.mark.parametrize("end", ["", "\n"])
+def test_prompt_reads_a_payload_pasted_over_many_lines(world: World, end: str) -> None:
+    """Pasted at the prompt in rows of 80: read until the payload is whole (or a blank line)."""
+    primary, secondary = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*client_command(), "decrypt", "--name", "bob"],
+            stdin=secondary,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=client_env(world.home),
+            text=True,
+        )
+        os.write(primary, ("\n".join(wrapped(payload(world, "pasted in rows"))) + "\n" + end).encode())
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert proc.returncode == 0, err
+    assert "pasted in rows" in out and out.count("from alice to bob") == 1

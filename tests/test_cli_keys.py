@@ -57,7 +57,7 @@ def test_fingerprint(home: Path) -> None:
     assert result.returncode == 0, result.stderr
     expected = format_fingerprint(crypto.fingerprint(ClientHome(home).load_public_key("alice")))
     assert result.stdout.strip() == expected
-    # --home on the group works too, and the name is case-insensitive.
+    # --home on the group works too; a name with capitals is refused with the name to use (issue 14).
     again = subprocess.run(
         [*client_command(), "--home", str(home), "fingerprint", "--name", "ALICE"],
         check=False,
@@ -66,7 +66,7 @@ def test_fingerprint(home: Path) -> None:
         env=client_env(home / "elsewhere"),
         timeout=30,
     )
-    assert again.returncode == 0 and again.stdout.strip() == expected
+    assert again.returncode == 2 and again.stderr.strip().endswith("use --name alice (not 'ALICE')")
 
 
 def test_verify(home: Path) -> None:

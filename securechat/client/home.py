@@ -7,6 +7,7 @@ Layout::
         identity.pem            0600, PKCS#8 PEM private key (passphrase-encrypted if one was given)
         identity.pub.pem        0600, the public key, so ``fingerprint`` needs no passphrase
         state.sqlite3           0600, the state database (:mod:`securechat.client.state`)
+        lock                    0600, held (flock) by the one chat running as NAME; holds its pid
 
 Like ssh, a key file or directory that group or others can access is refused
 (:class:`~securechat.errors.InsecurePermissions`) before anything is read from it.
@@ -14,24 +15,30 @@ Like ssh, a key file or directory that group or others can access is refused
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import crypto
-from ..errors import BadKey, InsecurePermissions, KeyStoreError, WrongPassphrase
+from ..errors import BadKey, IdentityInUse, InsecurePermissions, KeyStoreError, WrongPassphrase
 from ..names import parse_typed_name
 from .state import ClientStore
 
 PRIVATE_KEY_FILE: Final = "identity.pem"
 PUBLIC_KEY_FILE: Final = "identity.pub.pem"
 STATE_FILE: Final = "state.sqlite3"
+LOCK_FILE: Final = "lock"
+# The holder writes its pid just after taking the lock; a refused start waits this long to read it.
+LOCK_PID_WAIT: Final = 1.0
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 
@@ -110,6 +117,60 @@ def _private_state_file(directory: Path) -> Path:
     return path
 
 
+# --- one process per identity ------------------------------------------------------------
+
+
+class IdentityLock:
+    """An exclusive ``flock`` on ``NAME/lock``: the kernel drops it when the process ends, crash included."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd: int | None = fd
+        self.path = path
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def take_lock(directory: Path) -> IdentityLock:
+    """Lock ``directory`` for this process; :class:`IdentityInUse` (with the holder's pid) if taken."""
+    path = directory / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    except OSError as exc:
+        raise KeyStoreError(f"cannot open '{path}': {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = _holder_pid(fd)
+        os.close(fd)
+        raise IdentityInUse(directory.name, pid) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+    return IdentityLock(fd, path)
+
+
+def _holder_pid(fd: int) -> int | None:
+    deadline = time.monotonic() + LOCK_PID_WAIT
+    while True:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        if text.isdigit():
+            return int(text)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)  # the holder is between flock() and write()
+
+
 # --- identities ---------------------------------------------------------------------------
 
 
@@ -161,15 +222,7 @@ class ClientHome:
         directory = self.identity_dir(name)
         if (directory / PRIVATE_KEY_FILE).exists():
             raise KeyStoreError(f"an identity for '{directory.name}' already exists in '{directory}'")
-        try:
-            if not self.root.exists():
-                self.root.mkdir(mode=DIR_MODE, parents=True)
-            if not directory.exists():
-                directory.mkdir(mode=DIR_MODE)
-                os.chmod(directory, DIR_MODE)
-        except OSError as exc:
-            raise KeyStoreError(f"cannot create '{directory}': {exc.strerror}") from None
-        check_private_path(directory, DIR_MODE)
+        self._private_dir(directory)
         key = crypto.generate_private_key(bits)
         encryption: serialization.KeySerializationEncryption = (
             serialization.BestAvailableEncryption(passphrase.encode("utf-8"))
@@ -186,6 +239,32 @@ class ClientHome:
         except OSError as exc:
             raise KeyStoreError(f"cannot write the key in '{directory}': {exc.strerror}") from None
         return identity
+
+    def _private_dir(self, directory: Path) -> Path:
+        """``directory`` (and the home above it), created 0700 if missing, then checked."""
+        try:
+            if not self.root.exists():
+                self.root.mkdir(mode=DIR_MODE, parents=True)
+            if not directory.exists():
+                directory.mkdir(mode=DIR_MODE)
+                os.chmod(directory, DIR_MODE)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot create '{directory}': {exc.strerror}") from None
+        check_private_path(directory, DIR_MODE)
+        return directory
+
+    def lock(self, name: str) -> IdentityLock:
+        """Take ``name``'s lock (creating its directory on a first run); :class:`IdentityInUse` if held."""
+        return take_lock(self._private_dir(self.identity_dir(name)))
+
+    def discard_identity(self, name: str) -> None:
+        """Remove a key that was never used: made on this start and refused by the server."""
+        directory = self.identity_dir(name)
+        for suffix in (PRIVATE_KEY_FILE, PUBLIC_KEY_FILE, STATE_FILE, STATE_FILE + "-wal", STATE_FILE + "-shm"):
+            (directory / suffix).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (directory / LOCK_FILE).unlink()
+            directory.rmdir()
 
     def check_identity(self, name: str) -> Path:
         """The identity directory of ``name``, after checking it exists and is private."""
