@@ -16,7 +16,7 @@ import click
 from . import crypto
 from .client.home import ClientHome, Identity
 from .client.state import ClientStore
-from .errors import KeyStoreError, UsageError, WrongPassphrase
+from .errors import KeyStoreError, ServerErrorReply, UsageError, WrongPassphrase
 from .names import is_valid_name, parse_typed_name
 
 PASSPHRASE_ENV: Final = "SECURECHAT_PASSPHRASE"
@@ -121,3 +121,15 @@ def open_or_create(
     else:
         identity = load_identity(home, name, interactive=interactive)
     return home.open_store(name, identity), first_run
+
+
+def refusal(error: ServerErrorReply, name: str, server: str) -> str:
+    """What the server's refusal for good means for ``name``, and what to do about it."""
+    if error.code == "name_taken":
+        return (
+            f"the name {name} is taken on {server}: it is registered there with another key. "
+            f"Choose another name: securechat-client --name ANOTHER"
+        )
+    if error.code == "replaced":
+        return f"another securechat-client signed in as {name} on {server}, so this one was signed out"
+    return f"{server} refused {name}: {error.code}: {' '.join(error.message.split())}"

@@ -26,19 +26,15 @@ import click
 
 from . import __version__, crypto
 from .cli_common import OneLineErrors, UsageLine, parse_server
-from .cli_identity import load_identity, open_or_create, own_name
+from .cli_identity import load_identity, open_or_create, own_name, refusal
 from .client import ClientSession
 from .client.home import ClientHome, Identity, default_home
 from .client.inbox import precheck_envelope
 from .client.state import ClientStore
 from .commands import sanitize as safe
 from .commands import times
-from .errors import (
-    BadKey,
-    EnvelopeRejected,
-    KeyStoreError,
-    UnknownSender,
-)
+from .commands.wording import unsent_line
+from .errors import BadKey, EnvelopeRejected, KeyStoreError, UnknownSender
 from .events import KeyGenerating
 from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
 from .pasted import is_whole, split_pasted
@@ -204,16 +200,23 @@ def _start_chat(client_home: ClientHome, name: str, host: str, port: int, *, jso
     store, first_run = open_or_create(
         client_home, name, interactive=_interactive() and not json_mode, on_generate=announce
     )
+    session = ClientSession(store, host, port)
     try:
-        return asyncio.run(_chat(store, host, port, json_mode=json_mode, plain=plain, first_run=first_run))
+        status = asyncio.run(_chat(session, json_mode=json_mode, plain=plain, first_run=first_run))
+        unsent = session.unacknowledged()
     finally:
         store.close()
+    if unsent and not json_mode:  # --json says it with its exit status 2
+        click.echo(unsent_line(unsent, name), err=True)
+    if session.refused is not None:
+        click.echo(f"Error: {refusal(session.refused, name, f'{host}:{port}')}", err=True)
+        if first_run and session.refused.code == "name_taken":
+            client_home.discard_identity(name)  # never registered: nothing can be sealed to it
+            click.echo(f"The key made for {name} on this start was removed.", err=True)
+    return status
 
 
-async def _chat(
-    store: ClientStore, host: str, port: int, *, json_mode: bool, plain: bool, first_run: bool
-) -> int:
-    session = ClientSession(store, host, port)
+async def _chat(session: ClientSession, *, json_mode: bool, plain: bool, first_run: bool) -> int:
     if json_mode:
         from .jsonmode import run_json_mode
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from .client import ClientSession, finish_session
 from .clock import now_ms
@@ -34,7 +35,6 @@ from .commands.grammar import PLAIN, Clear, Quit, Raw
 from .commands.outcomes import Level, Local, Outcome, Switched
 from .events import (
     Acked,
-    ConnectionChanged,
     ContactPinned,
     ErrorReported,
     KeyChangedAlert,
@@ -82,16 +82,13 @@ def history_lines(entry: HistoryEntry) -> list[str]:
     return message_lines("", entry.peer, entry.ts, entry.text, None) + ack
 
 
-def format_event(event: SessionEvent, raw: bool = False) -> list[str]:  # noqa: C901 - a match dispatcher over events
+def format_event(event: SessionEvent, raw: bool = False) -> list[str]:
     """The lines for an event (none for events not worth one); ``raw`` adds payloads."""
     match event:
         case Ready(name, fp, _new):
             return [f"* signed in as {name} (fingerprint {format_fingerprint(fp)})"]
-        case ConnectionChanged("reconnecting", retry_in, detail):
-            extra = f": {detail}" if detail else ""
-            return [f"* connection lost{extra}; retrying in {retry_in or 0:.1f} s"]
-        case ConnectionChanged("offline", _, detail) if detail:
-            return [f"* offline: {detail}"]
+        # Why the connection is down is said once per cause by the executor (Seen.outcomes);
+        # a refusal for good by its error line.
         case KeyGenerating(name, bits):
             return [_marked("info", say.key_generating_line(name, bits))]
         case MessageSent(_id, to, ts, text, payload):
@@ -218,6 +215,21 @@ def _clear_terminal() -> None:
     clear()
 
 
+@contextlib.contextmanager
+def _on_sigterm(handler: Callable[[], object]) -> Iterator[None]:
+    """SIGTERM ends the chat like /quit (the prompt restores the terminal) instead of killing it."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGTERM, handler)
+    except (NotImplementedError, RuntimeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+
 async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int:
     """Chat line by line until /quit or end of input; the exit status."""
     tty = sys.stdin.isatty() and sys.stdout.isatty()
@@ -234,10 +246,16 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
 
         patch = patch_stdout()
     status = 0
-    with patch:
+    terminated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def terminate() -> None:
+        if not terminated.done():
+            terminated.set_result(None)
+
+    with patch, _on_sigterm(terminate):
         lines = _terminal_lines(lambda: f"{chat.current or session.name}> ") if tty else _piped_lines()
         try:
-            ending = await feed(lines, chat.handle, {run_task})
+            ending = await feed(lines, chat.handle, {run_task, terminated})
             if ending is Ending.EOF and not tty:  # piped input: let what was sent get acknowledged
                 await session.wait_idle(PIPED_DRAIN_TIMEOUT)
         finally:

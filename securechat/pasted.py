@@ -7,6 +7,7 @@ this module only finds where each payload starts and ends in what was pasted.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 
 from .crypto import decode_payload
@@ -52,3 +53,15 @@ def split_pasted(lines: Iterable[str]) -> list[str]:
     if pending:
         found.append(pending)
     return found
+
+
+def write_payloads(path: str, payloads: Iterable[str]) -> str:
+    """Write ``payloads`` one per line to a new file at ``path`` (mode 0600); returns the path as given.
+
+    Never overwrites: an existing file raises :class:`FileExistsError`.
+    """
+    target = os.path.expanduser(path)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.writelines(payload + "\n" for payload in payloads)
+    return path

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from securechat.commands import Executor
 from securechat.commands import grammar as g
+from securechat.commands.executor import PAYLOAD_CHARS_KEPT, PAYLOADS_KEPT
 from securechat.commands.outcomes import (
     ContactShown,
     Failed,
@@ -18,9 +21,18 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
-from securechat.commands.wording import NO_CONVERSATION, help_lines
+from securechat.commands.wording import (
+    BACK_ONLINE,
+    NO_CONVERSATION,
+    OFFLINE_USERS,
+    describe,
+    help_lines,
+    no_payloads,
+    payloads_written,
+)
 from securechat.errors import ServerErrorReply, SessionClosed
 from securechat.events import (
+    ConnectionChanged,
     ContactInfo,
     ContactPinned,
     HistoryEntry,
@@ -226,3 +238,107 @@ async def test_refresh_asks_for_the_directory_and_shows_nothing() -> None:
     fake.go_offline()
     [failed] = await ex.refresh()
     assert isinstance(failed, Failed) and failed.command == g.Users()
+
+
+# --- issue 14: what a newcomer trips over ------------------------------------------------------
+
+
+async def test_to_asks_the_server_first_and_refuses_an_unknown_name() -> None:
+    ex, fake = executor()
+    [failed] = await ex.execute(g.To("zed"))
+    assert isinstance(failed, Failed) and getattr(failed.error, "code", None) == "unknown_user"
+    assert describe(failed) == [("hint", "no such user: zed (/users lists who is registered)")]
+    assert ex.current is None and ("lookup", "zed") in fake.calls
+    [switched] = await ex.execute(g.To("bob"))
+    assert isinstance(switched, Switched) and switched.checked and ex.current == "bob"
+
+
+async def test_to_while_offline_switches_and_says_it_was_not_checked() -> None:
+    ex, _fake = executor(FakeSession(connected=False))
+    [switched] = await ex.execute(g.To("zed"))
+    assert isinstance(switched, Switched) and not switched.checked
+    assert ("hint", "offline: the server could not be asked whether zed exists") in describe(switched)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [g.To("alice"), g.Whois("alice"), g.Msg("alice", "hi"), g.Trust("alice"), g.Verify("alice", ALICE_FP)],
+)
+async def test_commands_about_yourself_are_refused_locally(command: g.Command) -> None:
+    ex, fake = executor()
+    [said] = await ex.execute(command)
+    name = g.slash_name(command)
+    assert said == Said(
+        (f"that is you: /{name} is for someone else (/fingerprint shows your own key)",), "hint"
+    )
+    assert fake.calls == [] and fake.sent == [] and ex.current is None
+
+
+async def test_users_offline_is_answered_at_once() -> None:
+    ex, fake = executor(FakeSession(connected=False))
+    [failed] = await ex.execute(g.Users())
+    assert isinstance(failed, Failed) and isinstance(failed.error, SessionClosed)
+    assert describe(failed) == [("hint", OFFLINE_USERS)]
+    assert ("list_users", None) not in fake.calls  # not even asked: no wait for a timeout
+
+
+def test_why_the_connection_is_down_is_told_once_per_cause() -> None:
+    ex, _fake = executor()
+    refused = "cannot connect to 127.0.0.1:9: connection refused (is the server running, and on this port?)"
+    seen = [ex.observe(ConnectionChanged("reconnecting", 1.0, refused)) for _ in range(3)]
+    assert [s.outcomes for s in seen] == [(Said((f"{refused}; retrying until it answers",), "warn"),), (), ()]
+    assert all(s.show for s in seen)  # the status bar still counts down
+    assert ex.observe(ConnectionChanged("connecting")).outcomes == ()
+    other = ex.observe(ConnectionChanged("reconnecting", 2.0, "the server closed the connection"))
+    assert other.outcomes == (Said(("the server closed the connection; retrying until it answers",), "warn"),)
+    assert ex.observe(ConnectionChanged("online")).outcomes == (Said((BACK_ONLINE,)),)
+    assert ex.observe(ConnectionChanged("online")).outcomes == ()  # nothing was said meanwhile
+    again = ex.observe(ConnectionChanged("reconnecting", 1.0, refused))
+    assert again.outcomes  # the same cause after a success is news again
+
+
+@pytest.mark.parametrize("front_end", [g.PLAIN, g.FULL_SCREEN, g.JSON])
+async def test_verify_and_trust_are_said_once(front_end: g.FrontEnd) -> None:
+    """After /verify, no second line "pinned the key of bob ... (verified)" (issue 14, item 9)."""
+    fake = FakeSession(contacts={"bob": ContactInfo("bob", BOB_FP, "changed", BOB_NEW_FP)})
+    ex = Executor(fake, front_end)
+    seen: list[object] = []
+    fake.add_listener(lambda event: seen.append((event, ex.observe(event))))
+    await ex.execute(g.Trust("bob"))
+    await ex.execute(g.Verify("bob", BOB_NEW_FP))
+    pinned = [(event, s.show) for event, s in seen if isinstance(event, ContactPinned)]
+    assert [e.trust for e, _ in pinned] == ["unverified", "verified"]
+    assert all(show == (front_end == g.JSON) for _, show in pinned)  # --json prints every event
+    # A pin that no command of ours caused is shown.
+    fake.emit(ContactPinned("carol", BOB_FP))
+    assert seen[-1][1].show  # type: ignore[index]
+
+
+async def test_raw_file_writes_the_payloads_received_in_this_conversation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ex, fake = executor()
+    assert await ex.execute(g.Raw("none.txt")) == [Said((NO_CONVERSATION,), "hint")]
+    await ex.execute(g.To("bob"))
+    assert await ex.execute(g.Raw("none.txt")) == [Said((no_payloads("bob"),), "hint")]
+    for n, sender in enumerate(["bob", "carol", "bob"]):
+        fake.emit(MessageReceived(sender, f"{n:032x}", T0, "hi", f"PAYLOAD-{sender}-{n}"))
+    [said] = await ex.execute(g.Raw("bob.txt"))
+    assert said == Said(payloads_written(2, "bob", "bob.txt", "alice"))
+    assert (tmp_path / "bob.txt").read_text() == "PAYLOAD-bob-0\nPAYLOAD-bob-2\n"
+    assert (tmp_path / "bob.txt").stat().st_mode & 0o777 == 0o600
+    [again] = await ex.execute(g.Raw("bob.txt"))  # never overwrites
+    assert again == Said(("bob.txt exists already: give a new file name",), "hint")
+    assert (tmp_path / "bob.txt").read_text() == "PAYLOAD-bob-0\nPAYLOAD-bob-2\n"
+
+
+def test_kept_payloads_are_bounded_over_every_conversation() -> None:
+    ex, fake = executor()
+    big = "A" * (PAYLOAD_CHARS_KEPT // 4)
+    for n in range(10):
+        fake.emit(MessageReceived(f"user{n}", f"{n:032x}", T0, "hi", big))
+    assert sum(len(p) for _, p in ex._payloads) <= PAYLOAD_CHARS_KEPT
+    for n in range(PAYLOADS_KEPT + 50):
+        fake.emit(MessageReceived(f"user{n % 7}", f"{n:032x}", T0, "hi", "p"))
+    assert len(ex._payloads) == PAYLOADS_KEPT

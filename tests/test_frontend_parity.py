@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from securechat.commands import grammar as g
-from securechat.commands.wording import KEY_TIPS, banner_lines, banner_pointer_line, unavailable
+from securechat.commands.wording import (
+    KEY_TIPS,
+    OFFLINE_USERS,
+    banner_lines,
+    banner_pointer_line,
+    unavailable,
+)
 from securechat.events import ContactInfo, HistoryEntry, Ready
 from securechat.lineui import MESSAGE_INDENT, LineChat
 from securechat.ui import ChatUI
@@ -77,6 +83,10 @@ SCRIPT: list[str | object] = [
     "with payload",
     "/raw",
     "/clear",
+    "/to bob",
+    "/to alice",
+    "/whois alice",
+    "/to nobody",
     "/users now",
     "/frobnicate",
     "/",
@@ -293,6 +303,14 @@ async def test_what_the_script_shows() -> None:
         ("*", "talking to bob"),
     ]
     assert at("/to bob", 1) == [("*", "talking to bob")]  # the history once
+    # ... and again after /clear emptied the window (issue 14, item 9).
+    assert at("/to bob", 2)[0] == ("msg", "bob", "old hello", "")
+    assert at("/to alice") == [("!", "that is you: /to is for someone else (/fingerprint shows your own key)")]
+    assert at("/whois alice") == [
+        ("!", "that is you: /whois is for someone else (/fingerprint shows your own key)")
+    ]
+    assert at("/to nobody") == [("!", "no such user: nobody (/users lists who is registered)")]
+    assert at("/whois nobody") == [("!", "no such user: nobody (/users lists who is registered)")]
     assert at("after the msg") == [("msg", "alice", "after the msg", "delivered")]
     assert at("/verify bob 1234") == [
         ("!", "a fingerprint is 64 hex digits (spaces, colons and dashes are ignored)")
@@ -313,6 +331,6 @@ async def test_what_the_script_shows() -> None:
         ("*", f"bob: {' '.join([BOB_FP[:4]] * 16)} (verified)"),
         ("*", "(offline: that is what is pinned here; the server was not asked)"),
     ]
-    assert at("/users", 1) == [("!", "not connected to the server")]
+    assert at("/users", 1) == [("!", OFFLINE_USERS)]
     assert at("while offline") == [("msg", "alice", "while offline", "")]
     assert at("/msg dave hi") == [("!", 'not sent to dave ("hi"): not connected to the server')]

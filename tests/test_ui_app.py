@@ -56,6 +56,8 @@ async def test_start_shows_identity_and_connection_state() -> None:
 
 async def test_first_run_shows_fingerprint_and_how_to_compare() -> None:
     async with running_ui(first_run=True) as h:
+        assert "first session" not in h.ui.pane_text()  # not before the server took the name
+        h.fake.emit(Ready("alice", ALICE_FP, new=True))
         await h.shows("your fingerprint")
         await h.shows("---     " + " ".join([ALICE_FP[:4]] * 8) + "\n")
         await h.shows("/verify NAME FINGERPRINT")
@@ -261,7 +263,7 @@ async def test_unknown_commands_and_bad_arguments_are_hints() -> None:
         await h.line("/users now")
         await h.shows("/users takes no arguments")
         await h.line("/msg nobody hello")
-        await h.shows("""not sent to nobody ("hello"): server error unknown_user: no user named 'nobody'""")
+        await h.shows("""not sent to nobody ("hello"): no such user: nobody (/users lists who is registered)""")
         assert "Traceback" not in h.ui.pane_text()
 
 
@@ -463,11 +465,20 @@ async def test_quit_command() -> None:
 async def test_session_failure_is_shown_and_gives_exit_code_1() -> None:
     from securechat.errors import ServerErrorReply
 
-    fake = FakeSession(run_error=ServerErrorReply("name_taken", "alice is registered with another key"))
+    fake = FakeSession(run_error=ServerErrorReply("replaced", "a new session started elsewhere"))
     async with running_ui(fake) as h:
-        await h.shows("the session ended: server error name_taken")
+        await h.shows("nothing more is sent or received in this window; /quit to leave")
         assert h.ui.status_text().startswith(" offline ")
         assert await h.quit() == 1
+
+
+async def test_a_refusal_at_sign_in_ends_the_screen_with_status_1() -> None:
+    """name_taken (issue 14, item 4): the screen does not stay open; the command line says why."""
+    from securechat.errors import ServerErrorReply
+
+    fake = FakeSession(run_error=ServerErrorReply("name_taken", "alice is registered with another key"))
+    async with running_ui(fake) as h:
+        assert await asyncio.wait_for(h.task, 5) == 1
 
 
 async def test_contact_pinned_and_presence_lines() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -78,3 +79,14 @@ def raise_if_dropped(event: ConnectionEvent) -> None:
     """End the connection's handling at a :class:`Dropped` event."""
     if isinstance(event, Dropped):
         raise LinkDropped(event.reason)
+
+
+def why_not_connected(exc: OSError | TimeoutError, timeout: float) -> str:
+    """Why a connect failed, in the words a user can act on."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (is the server running, and on this port?)"
+    if isinstance(exc, socket.gaierror):
+        return "no such host"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    return exc.strerror or str(exc) or type(exc).__name__

@@ -48,7 +48,7 @@ from ..records import ContactInfo, HistoryEntry
 from . import connection as wire
 from .contacts import Contacts
 from .inbox import Inbox, IncomingQueue
-from .link import Link, LinkDropped, raise_if_dropped
+from .link import Link, LinkDropped, raise_if_dropped, why_not_connected
 from .outbox import Outbox
 from .parts import SessionParts, backoff
 from .requests import PendingRequests
@@ -107,6 +107,7 @@ class ClientSession:
         self._done = asyncio.Event()
         self._requests = PendingRequests()
         self._last_drop = ""
+        self.refused: ServerErrorReply | None = None  # the refusal for good that ended run(), if any
 
     # --- SessionAPI: identity and listeners ------------------------------------------
 
@@ -160,6 +161,7 @@ class ClientSession:
                 try:
                     welcomed = await self._connect_and_serve()
                 except ServerErrorReply as exc:  # PERMANENT_CODES
+                    self.refused = exc
                     self._emit(ConnectionChanged("offline", detail=str(exc)))
                     raise
                 if self._closing:
@@ -210,7 +212,7 @@ class ClientSession:
         try:
             link = await Link.open(self.host, self.port, self.connect_timeout, connection)
         except (OSError, TimeoutError) as exc:
-            self._last_drop = f"cannot connect to {self.host}:{self.port}: {exc or type(exc).__name__}"
+            self._last_drop = f"cannot connect to {self.host}:{self.port}: {why_not_connected(exc, self.connect_timeout)}"
             return False
         self._socket = link
         try:

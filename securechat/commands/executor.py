@@ -9,8 +9,13 @@ awaited. It calls only the session API and returns
 
 from __future__ import annotations
 
+import contextlib
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
+from securechat import pasted
 from securechat.commands import wording
 from securechat.commands.grammar import (
     COMMANDS,
@@ -46,6 +51,7 @@ from securechat.commands.outcomes import (
 )
 from securechat.errors import SessionClosed
 from securechat.events import (
+    ConnectionChanged,
     ContactPinned,
     KeyChangedAlert,
     MessageReceived,
@@ -56,6 +62,11 @@ from securechat.events import (
     UsersListed,
 )
 from securechat.records import HistoryEntry
+
+# Received payloads kept for /raw FILE: the newest, bounded in count and in characters
+# summed over every conversation (a peer's messages may each be a megabyte).
+PAYLOADS_KEPT: Final = 500
+PAYLOAD_CHARS_KEPT: Final = 8 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +88,10 @@ class Executor:
     _opened: set[str] = field(default_factory=set, init=False)
     _told: dict[str, KeyChangedAlert] = field(default_factory=dict, init=False)
     _users_wanted: int = field(default=0, init=False)
+    _echo: str | None = field(default=None, init=False)  # the contact a running /trust or /verify re-pins
+    _cause: str | None = field(default=None, init=False)  # why we are offline, as last told
+    _payloads: deque[tuple[str, str]] = field(default_factory=deque, init=False)
+    _payload_chars: int = field(default=0, init=False)
 
     async def execute(self, command: Command) -> list[Outcome]:
         """Run ``command``; a failure of the session is a :class:`Failed` outcome, never an exception."""
@@ -84,6 +99,8 @@ class Executor:
             if self.current is None:
                 return [Said((wording.NO_CONVERSATION,), "hint")]
             command = Msg(self.current, command.text)
+        if _target(command) == self.session.name:
+            return [Said((wording.yourself(slash_name(command)),), "hint")]
         try:
             return await self._run(command)
         except Exception as exc:  # noqa: BLE001 - every failure is shown as a line, never a traceback
@@ -94,20 +111,24 @@ class Executor:
             case Msg(to, text):
                 return [Sent(await self.session.send(to, text), to, text)]
             case To(name):
-                return [self._switch(name)]
+                return await self._to(name)
             case Users():
                 return await self._users()
             case Whois(name):
                 return [await self._whois(name)]
+            case Raw(path) if path is not None:
+                return [self._save_payloads(path)]
             case Fingerprint():
                 return [Said(wording.own_fingerprint_lines(self.session.name, self.session.fingerprint))]
             case Trust(name):
                 before = self.session.contact(name)
-                self.session.trust(name)
+                with self._echoing(name):
+                    self.session.trust(name)
                 self._told.pop(name, None)
                 return [Trusted(before, self.session.contact(name))]
             case Verify(name, fingerprint):
-                ok = self.session.verify(name, fingerprint)
+                with self._echoing(name):
+                    ok = self.session.verify(name, fingerprint)
                 pinned = ok or self.session.contact(name).fingerprint is not None
                 return [Verified(name, ok, pinned)]
             case Help():
@@ -121,9 +142,21 @@ class Executor:
         only = COMMANDS[name].only
         if only is not None and only != self.front_end:
             return [Said((wording.unavailable(name, self.front_end),), "hint")]
+        if isinstance(command, Clear) and self.current is not None:
+            self._opened.discard(self.current)  # the next /to shows the history again
         return [Local(command)]
 
-    def _switch(self, name: str) -> Switched:
+    async def _to(self, name: str) -> list[Outcome]:
+        """Switch to ``name`` once the server says the name exists (offline: switch, unchecked)."""
+        if self.session.online:
+            try:
+                await self.session.lookup(name)  # unknown_user: Failed, and no switch
+            except SessionClosed:
+                return [self._switch(name, checked=False)]
+            return [self._switch(name)]
+        return [self._switch(name, checked=False)]
+
+    def _switch(self, name: str, *, checked: bool = True) -> Switched:
         self.current = name
         history: tuple[HistoryEntry, ...] = ()
         error = None
@@ -133,9 +166,11 @@ class Executor:
                 history = tuple(self.session.history(name))
             except Exception as exc:  # noqa: BLE001 - a broken history file must not block the chat
                 error = wording.describe_error(exc)
-        return Switched(name, history, self.online.get(name), error)
+        return Switched(name, history, self.online.get(name), error, checked)
 
     async def _users(self) -> list[Outcome]:
+        if not self.session.online:  # answered at once, not after the request timeout
+            raise SessionClosed(wording.OFFLINE_USERS)
         self._users_wanted += 1  # before the call: the answer may come while it runs
         try:
             await self.session.list_users()
@@ -152,6 +187,33 @@ class Executor:
                 pass  # the connection went while asking: what is pinned here
         return ContactShown(self.session.contact(name), None, asked=False)
 
+    def _save_payloads(self, path: str) -> Said:
+        peer = self.current
+        if peer is None:
+            return Said((wording.NO_CONVERSATION,), "hint")
+        found = [payload for sender, payload in self._payloads if sender == peer]
+        if not found:
+            return Said((wording.no_payloads(peer),), "hint")
+        try:
+            written = pasted.write_payloads(path, found)
+        except OSError as exc:
+            return Said((wording.payloads_not_written(path, exc),), "hint")
+        return Said(wording.payloads_written(len(found), peer, written, self.session.name))
+
+    def _keep_payload(self, sender: str, payload: str) -> None:
+        self._payloads.append((sender, payload))
+        self._payload_chars += len(payload)
+        while len(self._payloads) > PAYLOADS_KEPT or self._payload_chars > PAYLOAD_CHARS_KEPT:
+            self._payload_chars -= len(self._payloads.popleft()[1])
+
+    @contextlib.contextmanager
+    def _echoing(self, name: str) -> Iterator[None]:
+        self._echo = name
+        try:
+            yield
+        finally:
+            self._echo = None
+
     async def refresh(self) -> list[Outcome]:
         """Ask for the directory without showing it (presence for ``/whois``, names to complete).
 
@@ -166,7 +228,11 @@ class Executor:
 
     def observe(self, event: SessionEvent) -> Seen:
         """Note a session event; the front end renders :attr:`Seen.outcomes`, then the event if ``show``."""
+        if isinstance(event, MessageReceived):
+            self._keep_payload(event.sender, event.payload)
         match event:
+            case ConnectionChanged(state, _retry, detail):
+                return self._connection(state, detail)
             case UsersListed(users):
                 self.online = {user.name: user.online for user in users}
                 if self._users_wanted > 0:
@@ -184,4 +250,24 @@ class Executor:
                 self._told[name] = event
             case ContactPinned(name=name, trust=trust) if trust != "changed":
                 self._told.pop(name, None)
+                if name == self._echo and self.front_end != "json":
+                    return Seen(show=False)  # the /trust or /verify outcome says it
         return Seen()
+
+    def _connection(self, state: str, detail: str) -> Seen:
+        """Say why the connection is down once per cause, and that it is back after one was said."""
+        if state == "online":
+            told, self._cause = self._cause, None
+            return Seen(outcomes=(Said((wording.BACK_ONLINE,)),) if told else ())
+        if state == "reconnecting" and detail and detail != self._cause:
+            self._cause = detail
+            return Seen(outcomes=(Said((wording.connection_lost_line(detail),), "warn"),))
+        return Seen()
+
+
+def _target(command: Command) -> str | None:
+    """The user a command is about, if any."""
+    match command:
+        case Msg(to=name) | To(name) | Whois(name) | Trust(name) | Verify(name=name):
+            return name
+    return None

@@ -75,7 +75,9 @@ class Verify:
 
 @dataclass(frozen=True, slots=True)
 class Raw:
-    pass
+    """``/raw`` toggles the payloads; ``/raw FILE`` writes this conversation's received ones to ``path``."""
+
+    path: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,11 @@ COMMANDS: Final[dict[str, Spec]] = {
     "fingerprint": Spec("/fingerprint", "your own fingerprint"),
     "trust": Spec("/trust NAME", "accept NAME's changed key (after comparing it)"),
     "verify": Spec("/verify NAME FINGERPRINT", "mark NAME verified if FINGERPRINT matches"),
-    "raw": Spec("/raw", "toggle showing each message's payload (for securechat-client decrypt)"),
+    "raw": Spec(
+        "/raw [FILE]",
+        "toggle showing each message's payload; with FILE, write the payloads received here to FILE "
+        "(for securechat-client decrypt)",
+    ),
     "clear": Spec("/clear", "clear this window"),
     "mouse": Spec("/mouse", "toggle mouse wheel scrolling (off: the terminal selects text)", FULL_SCREEN),
     "help": Spec("/help", "this list"),
@@ -254,7 +260,7 @@ _SLASH: Final[dict[str, Callable[[str], Command]]] = {
     "verify": _verify,
     "users": _bare("users", Users()),
     "fingerprint": _bare("fingerprint", Fingerprint()),
-    "raw": _bare("raw", Raw()),
+    "raw": lambda rest: Raw(rest.strip() or None),
     "clear": _bare("clear", Clear()),
     "mouse": _bare("mouse", Mouse()),
     "help": _bare("help", Help()),

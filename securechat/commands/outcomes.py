@@ -43,6 +43,7 @@ class Switched:
     history: tuple[HistoryEntry, ...]
     online: bool | None
     history_error: str | None = None
+    checked: bool = True  # the server said the name exists (False: offline, not asked)
 
 
 @dataclass(frozen=True, slots=True)

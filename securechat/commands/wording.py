@@ -10,10 +10,11 @@ the front ends apply it to every line they show.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Iterable
 from typing import Final
 
-from securechat.commands.grammar import COMMANDS, FULL_SCREEN, PLAIN, FrontEnd, Msg, Spec
+from securechat.commands.grammar import COMMANDS, FULL_SCREEN, PLAIN, FrontEnd, Msg, Spec, To, Whois
 from securechat.commands.outcomes import (
     ContactShown,
     Failed,
@@ -25,7 +26,7 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
-from securechat.errors import KeyChanged, SecurechatError
+from securechat.errors import KeyChanged, SecurechatError, ServerErrorReply
 from securechat.events import KeyChangedAlert, UserEntry
 from securechat.names import format_fingerprint
 
@@ -42,6 +43,16 @@ KEY_TIPS: Final[dict[FrontEnd, tuple[str, ...]]] = {
 }
 _WHERE: Final[dict[FrontEnd, str]] = {FULL_SCREEN: "the full-screen UI", PLAIN: "--plain", "json": "--json"}
 NO_CONVERSATION: Final = "no conversation yet: /to NAME to open one, or /msg NAME TEXT"
+OFFLINE_USERS: Final = "offline: the server cannot be asked who is registered now (it reconnects by itself)"
+BACK_ONLINE: Final = "connected to the server again"
+SESSION_OVER: Final = "nothing more is sent or received in this window; /quit to leave"
+# What a fatal error from the server means, in words a user can act on (the server's own text is
+# shown only for codes not listed here).
+FATAL_WORDS: Final = {
+    "replaced": "another securechat-client signed in with your name (from another home or machine), "
+    "so the server signed this one out",
+    "name_taken": "this name is registered on the server with another key",
+}
 
 
 def pretty_fingerprint(fp: str | None) -> str:
@@ -103,9 +114,48 @@ def raw_lines(on: bool) -> list[str]:
     if not on:
         return ["payloads hidden"]
     return [
-        "showing payloads under messages; select one with the mouse and pass it to",
-        "`securechat-client decrypt` as one quoted argument (line breaks are ignored).",
+        "showing payloads under messages: select one with the mouse (line breaks do not",
+        "matter) and paste it into `securechat-client decrypt`; /raw FILE writes them whole.",
     ]
+
+
+def no_such_user(name: str) -> str:
+    return f"no such user: {name} (/users lists who is registered)"
+
+
+def yourself(command: str) -> str:
+    return f"that is you: /{command} is for someone else (/fingerprint shows your own key)"
+
+
+def connection_lost_line(detail: str) -> str:
+    return f"{detail}; retrying until it answers"
+
+
+def no_payloads(peer: str) -> str:
+    return f"no message from {peer} arrived in this session: no payload to write"
+
+
+def payloads_not_written(path: str, exc: OSError) -> str:
+    if isinstance(exc, FileExistsError):
+        return f"{path} exists already: give a new file name"
+    return f"could not write {path}: {exc.strerror or exc}"
+
+
+def payloads_written(count: int, peer: str, path: str, own: str) -> tuple[str, ...]:
+    plural = "payload" if count == 1 else "payloads"
+    return (
+        f"wrote {count} {plural} from {peer} to {path}; open them with:",
+        f"    securechat-client --name {own} decrypt < {shlex.quote(path)}",
+    )
+
+
+def unsent_line(count: int, name: str) -> str:
+    """Said when the user leaves with own messages the server has not confirmed."""
+    what = "1 message is" if count == 1 else f"{count} messages are"
+    return (
+        f"{what} not confirmed by the server yet: kept in the outbox, sent the next time "
+        f"you start securechat-client --name {name}"
+    )
 
 
 def users_line(users: Iterable[UserEntry]) -> str:
@@ -117,16 +167,18 @@ def users_line(users: Iterable[UserEntry]) -> str:
     return f"{len(listed)} registered, {online} online: " + ", ".join(parts)
 
 
-def describe(outcome: Outcome) -> list[Shown]:
+def describe(outcome: Outcome) -> list[Shown]:  # noqa: C901 - a match dispatcher over outcomes
     """The lines for an outcome (none for those a front end shows its own way)."""
     match outcome:
         case Said(lines, level):
             return [(level, line) for line in lines]
-        case Switched(name, _history, online, error):
+        case Switched(name, _history, online, error, checked):
             talking = f"talking to {name}" + (" (offline: messages are queued)" if online is False else "")
             unread: list[Shown] = (
                 [("hint", f"could not load the history with {name}: {error}")] if error else []
             )
+            if not checked:
+                unread.append(("hint", f"offline: the server could not be asked whether {name} exists"))
             return [*unread, ("info", talking)]
         case ContactShown():
             return _contact(outcome)
@@ -142,10 +194,17 @@ def describe(outcome: Outcome) -> list[Shown]:
             return [("info", users_line(users))]
         case Failed(Msg(to, text), error):
             # The line quotes the text: it has left the input line and would be lost.
-            return [("hint", f"not sent to {to} ({quote(text)}): {describe_error(error)}")]
+            why = no_such_user(to) if _unknown(error) else describe_error(error)
+            return [("hint", f"not sent to {to} ({quote(text)}): {why}")]
+        case Failed(To(name) | Whois(name), error) if _unknown(error):
+            return [("hint", no_such_user(name))]
         case Failed(_command, error):
             return [("hint", describe_error(error))]
     return []
+
+
+def _unknown(error: Exception) -> bool:
+    return isinstance(error, ServerErrorReply) and error.code == "unknown_user"
 
 
 def _contact(shown: ContactShown) -> list[Shown]:
@@ -212,7 +271,9 @@ def rejected_line(sender: str, reason: str, detail: str) -> str:
 
 def error_line(code: str, message: str, fatal: bool) -> str:
     flat = " ".join(f"{code}: {message}".split())  # server text: one line
-    return f"{'fatal ' if fatal else ''}error {flat}"
+    if not fatal:
+        return f"error {flat}"
+    return FATAL_WORDS.get(code) or f"the server closed the connection: {flat}"
 
 
 def key_generating_line(name: str, bits: int) -> str:

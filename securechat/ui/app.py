@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -22,8 +23,9 @@ from prompt_toolkit.filters import Condition
 
 from securechat.commands import Command, Executor, Hint, parse_line
 from securechat.commands.grammar import FULL_SCREEN, Clear, Mouse, Quit, Raw, Say
-from securechat.commands.outcomes import Local, Opened, Outcome, Sent, Switched, Trusted
-from securechat.commands.wording import describe, describe_error, pretty_fingerprint, raw_lines
+from securechat.commands.outcomes import Local, Opened, Outcome, Sent, Switched, Trusted, Verified
+from securechat.commands.wording import SESSION_OVER, describe, describe_error, pretty_fingerprint, raw_lines
+from securechat.errors import ServerErrorReply
 from securechat.events import MessageSent, Ready, SessionAPI, SessionEvent
 from securechat.ui.keybindings import build_key_bindings
 from securechat.ui.layout import MessagePane, build_input, build_layout
@@ -74,14 +76,11 @@ class ChatUI:
             mouse_support=Condition(lambda: self.mouse),
             refresh_interval=REFRESH_INTERVAL,
         )
-        if first_run and self.state.fingerprint:
-            self.state.intro_shown = True
-            self.state.show_intro()
-        else:
-            self.state.info(
-                f"securechat: you are {self.state.own_name or '?'} "
-                f"({pretty_fingerprint(self.state.fingerprint)}). /help lists the commands."
-            )
+        # The first-run welcome waits for the server's (Ready): a taken name is never welcomed.
+        self.state.info(
+            f"securechat: you are {self.state.own_name or '?'} "
+            f"({pretty_fingerprint(self.state.fingerprint)}). /help lists the commands."
+        )
 
     def known_names(self) -> list[str]:
         return self.state.known_names(self.executor.online)
@@ -118,6 +117,8 @@ class ChatUI:
                 st.note_sent(msg_id, to, text)
             case Trusted(_before, after) if after.trust != "changed":
                 st.banners.pop(after.name, None)
+            case Verified(name, True, _pinned):
+                st.banners.pop(name, None)
             case Local(command):
                 self._local(command)
         for level, text in describe(outcome):
@@ -214,7 +215,12 @@ class ChatUI:
         exc = task.exception()
         self.state.connection = "offline"
         self.state.retry_at = None
-        if exc is not None:
+        if isinstance(exc, ServerErrorReply) and exc.code != "replaced":
+            self.quit(1)  # refused at sign-in: the command line says why, after the screen is gone
+        elif isinstance(exc, ServerErrorReply):
+            self.exit_code = 1
+            self.state.warn(SESSION_OVER)  # the error line above said what happened
+        elif exc is not None:
             self.exit_code = 1
             self.state.warn(f"the session ended: {describe_error(exc)}; /quit to leave")
         else:
@@ -227,9 +233,18 @@ class ChatUI:
         session_task = asyncio.ensure_future(self.session.run())
         session_task.add_done_callback(self._session_ended)
         worker = asyncio.ensure_future(self._command_worker())
+        loop = asyncio.get_running_loop()
+        # SIGINT from outside (kill -INT; Ctrl-C is a key here) and SIGTERM end like /quit,
+        # so the terminal is restored: prompt_toolkit's own SIGINT handler ignores it.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.quit)
         try:
-            result = await self.app.run_async()
+            result = await self.app.run_async(handle_sigint=False)
         finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
             worker.cancel()
             for task in list(self._tasks):
                 task.cancel()
