@@ -17,24 +17,33 @@ import asyncio
 import functools
 import logging
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar, cast
+from typing import Final
 
 import click
 
 from . import __version__, crypto
 from .cli_common import OneLineErrors, UsageLine, parse_server
 from .cli_identity import load_identity, open_or_create, own_name, refusal
+from .cli_shared import GroupOptions, group_home_option, name_option, shared
 from .client import ClientSession
 from .client.home import ClientHome, Identity, default_home
 from .client.inbox import precheck_envelope
+from .client.link import why_not_connected
+from .client.namecheck import name_registered
 from .client.state import ClientStore
 from .commands import sanitize as safe
 from .commands import times
-from .commands.wording import unsent_line
-from .errors import BadKey, EnvelopeRejected, KeyStoreError, UnknownSender
+from .commands.wording import describe_error, unsent_line
+from .errors import (
+    BadKey,
+    EnvelopeRejected,
+    KeyStoreError,
+    NameTaken,
+    SecurechatError,
+    ServerErrorReply,
+    UnknownSender,
+)
 from .events import KeyGenerating
 from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
 from .pasted import is_whole, split_pasted
@@ -42,82 +51,8 @@ from .pasted import is_whole, split_pasted
 log = logging.getLogger("securechat.client")
 
 DEFAULT_SERVER: Final = "127.0.0.1:5000"
-HOME_ENV: Final = "SECURECHAT_HOME"
+NAME_CHECK_TIMEOUT: Final = 10.0
 SERVER_ENV: Final = "SECURECHAT_SERVER"
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass
-class _Config:
-    """The group's options, for the subcommands: their ``values``, and which were ``given`` on the line."""
-
-    values: dict[str, Any] = field(default_factory=dict)
-    given: frozenset[str] = frozenset()
-    spelled: dict[str, str] = field(default_factory=dict)  # parameter name -> its option, as typed
-
-
-def _name_option(func: F) -> F:
-    return click.option("--name", help="Your own name (lowercase); created with a new key on first use.")(func)
-
-
-def _home_option(func: F) -> F:
-    return click.option(
-        "--home",
-        type=click.Path(file_okay=False, path_type=Path),
-        help=f"Where your keys and data live  [default: {default_home()}]",
-    )(func)
-
-
-def _group_home_option(func: F) -> F:
-    return click.option(
-        "--home",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar=HOME_ENV,
-        show_envvar=True,
-        help=f"Where your keys and data live  [default: {default_home()}]",
-    )(func)
-
-
-# The options a subcommand shares with the chat, each declared once.
-_SHARED: Final[dict[str, Callable[[Any], Any]]] = {"name": _name_option, "home": _home_option}
-_ANYWHERE: Final = frozenset({"verbose"})  # group options that every subcommand honours
-
-
-def _shared(*names: str) -> Callable[[F], F]:
-    """Give a subcommand the chat's ``names`` options, taken before or after the subcommand's name."""
-
-    def decorate(func: F) -> F:
-        @functools.wraps(func)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            ctx = click.get_current_context()
-            cfg = ctx.find_object(_Config) or _Config()
-            for name in names:
-                kwargs[name] = _merged(ctx, cfg, name, kwargs.get(name))
-            unused = sorted(cfg.given - set(names) - _ANYWHERE)
-            if unused:
-                shown = ", ".join(cfg.spelled.get(n, n) for n in unused)
-                raise UsageLine(f"{shown} is for the chat; '{ctx.info_name}' does not use it")
-            return func(*args, **kwargs)
-
-        for name in reversed(names):
-            run = _SHARED[name](run)
-        return cast(F, run)
-
-    return decorate
-
-
-def _merged(ctx: click.Context, cfg: _Config, name: str, here: Any) -> Any:
-    before = cfg.values.get(name)
-    if here is not None and name in cfg.given and before != here:
-        raise UsageLine(f"--{name} is given twice ({before} before '{ctx.info_name}', {here} after it)")
-    value = here if here is not None else before
-    if name == "name":
-        if value is None:
-            raise UsageLine(f"--name is required (securechat-client --name NAME {ctx.info_name} ...)")
-        return own_name(value)
-    return value
-
 
 def _resolve_home(home: Path | None) -> ClientHome:
     return ClientHome(home if home is not None else default_home())
@@ -135,7 +70,7 @@ def _setup_logging(verbose: int) -> None:
 @click.group(
     cls=OneLineErrors, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]}
 )
-@_name_option
+@name_option
 @click.option(
     "--server",
     default=DEFAULT_SERVER,
@@ -144,7 +79,7 @@ def _setup_logging(verbose: int) -> None:
     show_envvar=True,
     help="Server address HOST:PORT ([::1]:5000 for IPv6).",
 )
-@_group_home_option
+@group_home_option
 @click.option(
     "--json",
     "json_mode",
@@ -169,9 +104,11 @@ def main(
     Without a subcommand: connect to --server as --name and chat. Options
     such as --name and --home may come before or after a subcommand.
     """
-    ctx.obj = _Config(
+    ctx.obj = GroupOptions(
         dict(ctx.params),
-        frozenset(k for k in ctx.params if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE),
+        frozenset(
+            k for k in ctx.params if ctx.get_parameter_source(k) is click.core.ParameterSource.COMMANDLINE
+        ),
         {p.name: max(p.opts, key=len) for p in ctx.command.params if p.name is not None},
     )
     _setup_logging(verbose)
@@ -188,7 +125,9 @@ def main(
         ctx.exit(_start_chat(client_home, name, host, port, json_mode=json_mode, plain=plain))
 
 
-def _start_chat(client_home: ClientHome, name: str, host: str, port: int, *, json_mode: bool, plain: bool) -> int:
+def _start_chat(
+    client_home: ClientHome, name: str, host: str, port: int, *, json_mode: bool, plain: bool
+) -> int:
     def announce(who: str, bits: int) -> None:
         if json_mode:
             from .jsonmode import event_to_json, write_json_line
@@ -197,9 +136,17 @@ def _start_chat(client_home: ClientHome, name: str, host: str, port: int, *, jso
             if obj is not None:
                 write_json_line(obj)
 
-    store, first_run = open_or_create(
-        client_home, name, interactive=_interactive() and not json_mode, on_generate=announce
-    )
+    try:
+        store, first_run = open_or_create(
+            client_home,
+            name,
+            interactive=_interactive() and not json_mode,
+            on_generate=announce,
+            before_create=functools.partial(_must_be_free, host=host, port=port),
+        )
+    except NameTaken:
+        client_home.remove_unused(name)  # the directory the lock made, nothing else
+        raise
     session = ClientSession(store, host, port)
     try:
         status = asyncio.run(_chat(session, json_mode=json_mode, plain=plain, first_run=first_run))
@@ -214,6 +161,22 @@ def _start_chat(client_home: ClientHome, name: str, host: str, port: int, *, jso
             client_home.discard_identity(name)  # never registered: nothing can be sealed to it
             click.echo(f"The key made for {name} on this start was removed.", err=True)
     return status
+
+
+def _must_be_free(name: str, *, host: str, port: int) -> None:
+    """Before a key is made for ``name``: refuse a name the server has already (item 4 of issue 14)."""
+    try:
+        taken = asyncio.run(name_registered(host, port, name, NAME_CHECK_TIMEOUT))
+    except (SecurechatError, OSError, TimeoutError) as exc:
+        why = (
+            describe_error(exc)
+            if isinstance(exc, SecurechatError)
+            else why_not_connected(exc, NAME_CHECK_TIMEOUT)
+        )
+        click.echo(f"Could not ask {host}:{port} whether {name} is free ({why}); going on.", err=True)
+        return
+    if taken:
+        raise NameTaken(refusal(ServerErrorReply("name_taken", ""), name, f"{host}:{port}"))
 
 
 async def _chat(session: ClientSession, *, json_mode: bool, plain: bool, first_run: bool) -> int:
@@ -237,7 +200,7 @@ async def _chat(session: ClientSession, *, json_mode: bool, plain: bool, first_r
 
 
 @main.command(short_help="Open pasted payloads addressed to you.")
-@_shared("name", "home")
+@shared("name", "home")
 @click.option(
     "--sender-key",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -331,7 +294,7 @@ def _decrypt_one(
 
 
 @main.command(short_help="Print your own fingerprint.")
-@_shared("name", "home")
+@shared("name", "home")
 def fingerprint(name: str, home: Path | None) -> None:
     """Print the fingerprint of your own key (compare it with your contacts out of band)."""
     client_home = _resolve_home(home)
@@ -340,7 +303,7 @@ def fingerprint(name: str, home: Path | None) -> None:
 
 
 @main.command(short_help="Mark a contact verified after comparing fingerprints.")
-@_shared("name", "home")
+@shared("name", "home")
 @click.argument("contact")
 @click.argument("fingerprint_parts", metavar="FINGERPRINT", nargs=-1, required=True)
 def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[str, ...]) -> None:
@@ -368,7 +331,7 @@ def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[
 
 
 @main.command(short_help="Show the stored history of a conversation.")
-@_shared("name", "home")
+@shared("name", "home")
 @click.argument("peer")
 @click.option(
     "--limit",

@@ -30,6 +30,7 @@
     │   ├── InsecurePermissions       private key or directory readable by others
     │   ├── WrongPassphrase           the private key did not decrypt
     │   ├── IdentityInUse             another process is running as this identity in this home
+    │   ├── NameTaken                 a new name is registered on the server already: no key is made
     │   └── KeyChanged                a contact's key differs from the pinned one
     └── SessionClosed                 the client session is closed or not connected
         └── RequestUnanswered         a request went out and its answer never came (connection lost, timeout)
@@ -302,6 +303,10 @@ class IdentityInUse(KeyStoreError):
 
     def __str__(self) -> str:
         return f"{self.name} is already running in this home (pid {self.pid if self.pid else 'unknown'})"
+
+
+class NameTaken(KeyStoreError):
+    """The server has the name already (``check_name``): nothing was asked, made or kept for it."""
 
 
 class KeyChanged(KeyStoreError):

@@ -48,9 +48,9 @@ NONFATAL_CODES: Final = frozenset(
 # (documented in docs/protocol.md): fatal, sent before any hello is read.
 EXTRA_FATAL_CODES: Final = frozenset({"server_busy"})
 
-CLIENT_TYPES: Final = frozenset({"hello", "auth", "lookup", "list", "send", "received", "ping"})
+CLIENT_TYPES: Final = frozenset({"check_name", "hello", "auth", "lookup", "list", "send", "received", "ping"})
 SERVER_TYPES: Final = frozenset(
-    {"challenge", "welcome", "key", "users", "presence", "message", "ack", "error", "pong"}
+    {"name_status", "challenge", "welcome", "key", "users", "presence", "message", "ack", "error", "pong"}
 )
 
 
@@ -270,6 +270,7 @@ def _no_fields(frame: Mapping[str, Any]) -> None:
 
 # The field checks of each client frame type (docs/protocol.md section 4).
 CLIENT_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
+    "check_name": check_lookup,  # the same one field, the same rule
     "hello": check_hello,
     "auth": check_auth,
     "lookup": check_lookup,
@@ -368,6 +369,12 @@ def _check_ack(frame: Mapping[str, Any]) -> None:
         raise BadRequest("ack 'status' must be 'queued' or 'delivered'")
 
 
+def _check_name_status(frame: Mapping[str, Any]) -> None:
+    _name_field(frame, "name")
+    if type(frame.get("registered")) is not bool:
+        raise BadRequest("name_status 'registered' must be a boolean")
+
+
 def _check_error(frame: Mapping[str, Any]) -> None:
     if not isinstance(frame.get("code"), str) or not isinstance(frame.get("message"), str):
         raise BadRequest("error needs string 'code' and 'message'")
@@ -377,6 +384,7 @@ def _check_error(frame: Mapping[str, Any]) -> None:
 
 # The fields a client relies on, per server frame type (docs/protocol.md section 4).
 SERVER_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
+    "name_status": _check_name_status,
     "challenge": _check_challenge,
     "welcome": _check_welcome,
     "key": _check_key,

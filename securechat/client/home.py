@@ -257,6 +257,13 @@ class ClientHome:
         """Take ``name``'s lock (creating its directory on a first run); :class:`IdentityInUse` if held."""
         return take_lock(self._private_dir(self.identity_dir(name)))
 
+    def remove_unused(self, name: str) -> None:
+        """Remove ``name``'s directory if it holds nothing but the lock (a first start that stopped early)."""
+        directory = self.identity_dir(name)
+        with contextlib.suppress(OSError):
+            (directory / LOCK_FILE).unlink()
+            directory.rmdir()  # fails, and keeps everything, if anything else is in it
+
     def discard_identity(self, name: str) -> None:
         """Remove a key that was never used: made on this start and refused by the server."""
         directory = self.identity_dir(name)

@@ -22,7 +22,7 @@ from .admission import Admission
 from .config import ServerConfig
 from .connection import ServerConnection
 from .directory import Directory
-from .events import Event, Handled, ListUsers, Login, Lookup, Received, Send
+from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Received, Send
 from .presence import Presence
 from .routing import LocalRouting, Routing
 from .sqlite import SqliteStore
@@ -62,6 +62,7 @@ class ChatServer:
             Login: self._on_login,
             Lookup: self._on_lookup,
             ListUsers: self._on_list,
+            CheckName: self._on_check_name,
         }
         self._server: asyncio.base_events.Server | None = None
         self._server_id = b""
@@ -237,6 +238,11 @@ class ChatServer:
         self._presence.watch(peer, lookup.name)
         reply = {"type": "key", "name": lookup.name, "pubkey": reg.pubkey_pem, "fingerprint": reg.fingerprint}
         peer.answer(reply, lookup.rid)
+
+    async def _on_check_name(self, peer: Peer, check: CheckName) -> None:
+        """Before ``hello``: whether ``check.name`` is registered (docs/protocol.md section 4, step 0)."""
+        registered = await self._directory.registration(check.name) is not None
+        peer.answer({"type": "name_status", "name": check.name, "registered": registered}, check.rid)
 
     async def _on_list(self, peer: Peer, request: ListUsers) -> None:
         names = await self._directory.names()

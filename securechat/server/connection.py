@@ -46,7 +46,7 @@ from ..protocol import (
 from ..relayframes import RECEIVED_PREFIX, SEND_PREFIX, SendFields, read_received, read_send, send_fields
 from .admission import TokenBucket
 from .config import ServerConfig
-from .events import HANDLED, NEED_DATA, Event, ListUsers, Login, Lookup, Pull, Received, Send
+from .events import HANDLED, NEED_DATA, CheckName, Event, ListUsers, Login, Lookup, Pull, Received, Send
 from .phases import OPEN_ROW, SERVER_TRANSITIONS, Phase, unexpected
 
 log = logging.getLogger("securechat.server")
@@ -250,6 +250,14 @@ class ServerConnection:
         check_lookup(frame)
         return Lookup(frame["name"], rid)
 
+    def _on_check_name(self, frame: dict[str, Any]) -> CheckName | None:
+        rid = request_id(frame)
+        if not self._lookups.take(self._clock()):
+            self.error("rate_limited", "too many name checks", rid)
+            return None
+        check_lookup(frame)
+        return CheckName(frame["name"], rid)
+
     def _on_list(self, frame: dict[str, Any]) -> ListUsers:
         return ListUsers(request_id(frame))
 
@@ -368,6 +376,7 @@ class ServerConnection:
 
 
 _HANDLERS: Final[dict[str, Callable[[ServerConnection, dict[str, Any]], Event | None]]] = {
+    "check_name": ServerConnection._on_check_name,
     "hello": ServerConnection._on_hello,
     "auth": ServerConnection._on_auth,
     "lookup": ServerConnection._on_lookup,

@@ -65,6 +65,15 @@ class Lookup:
 
 
 @dataclass(slots=True)
+class CheckName:
+    """``check_name`` before ``hello``, within the lookup rate: is the name registered?"""
+
+    kind: ClassVar[str] = "check_name"
+    name: str
+    rid: str | None
+
+
+@dataclass(slots=True)
 class ListUsers:
     """``list``."""
 
@@ -72,7 +81,7 @@ class ListUsers:
     rid: str | None
 
 
-Event = Login | Send | Received | Lookup | ListUsers
+Event = Login | Send | Received | Lookup | ListUsers | CheckName
 
 
 class Pull(enum.Enum):

@@ -23,7 +23,7 @@ class Phase(enum.Enum):
 
 # Every frame type the server accepts in each phase, and the phase it leads to.
 SERVER_TRANSITIONS: Final[dict[Phase, dict[str, Phase]]] = {
-    Phase.AWAIT_HELLO: {"hello": Phase.AWAIT_AUTH},
+    Phase.AWAIT_HELLO: {"check_name": Phase.AWAIT_HELLO, "hello": Phase.AWAIT_AUTH},
     Phase.AWAIT_AUTH: {"auth": Phase.OPEN},
     Phase.OPEN: {
         "lookup": Phase.OPEN,
