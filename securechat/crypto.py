@@ -327,7 +327,10 @@ def encode_payload(envelope: Mapping[str, Any]) -> str:
     return b64encode(jsoncodec.dumps(envelope))
 
 
-CUT_SHORT: Final = "the payload is cut short: copy all of it (every row that /raw shows under the message)"
+CUT_SHORT: Final = (
+    "the payload is cut short: copy all of it (every row that /raw shows under the message), "
+    "or write it whole with /raw FILE"
+)
 
 
 def decode_payload(payload: str) -> dict[str, Any]:

@@ -71,6 +71,25 @@ class TmuxPane:
         self._tmux("set-buffer", "-b", "sc", text)
         self._tmux("paste-buffer", "-p", "-d", "-b", "sc", "-t", "0")
 
+    def select_rows(self, first: int, last: int) -> str:
+        """Select screen rows ``first..last`` as a person does with the mouse, and copy them.
+
+        tmux's copy mode copies what the terminal shows: rows the application
+        drew one by one come out with a line break after each, as from a real
+        terminal. Returns the copied text.
+        """
+        self._tmux("copy-mode", "-t", "0")
+        self._tmux("send-keys", "-t", "0", "-X", "top-line")
+        if first:
+            self._tmux("send-keys", "-t", "0", "-X", "-N", str(first), "cursor-down")
+        self._tmux("send-keys", "-t", "0", "-X", "start-of-line")
+        self._tmux("send-keys", "-t", "0", "-X", "begin-selection")
+        if last > first:
+            self._tmux("send-keys", "-t", "0", "-X", "-N", str(last - first), "cursor-down")
+        self._tmux("send-keys", "-t", "0", "-X", "end-of-line")
+        self._tmux("send-keys", "-t", "0", "-X", "copy-selection-and-cancel")
+        return self._tmux("show-buffer").stdout
+
     def capture(self) -> str:
         return self._tmux("capture-pane", "-p", "-t", "0").stdout
 
