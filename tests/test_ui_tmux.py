@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from securechat.commands.wording import OFFLINE_USERS
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.tmux import EXIT_MARK, TmuxPane, client_argv, have_tmux
 
@@ -92,3 +96,72 @@ def test_offline_typing_is_sent_after_reconnect(
         alice.wait_for("online │ alice", timeout=60)
         bob.wait_for("<alice> typed while offline", timeout=60)
         alice.wait_for("typed while offline  [delivered]", timeout=30)
+
+
+# --- issue 14: what a newcomer sees in the full screen -----------------------------------------
+
+
+def test_the_pane_says_why_it_cannot_connect_and_answers_while_offline(
+    panes: dict[str, TmuxPane], tmp_path: Path
+) -> None:
+    with server_process(tmp_path / "server.db") as srv:
+        port = srv.port
+        srv.stop()  # a port nothing listens on now
+    alice = TmuxPane("alice", 160, 30)
+    panes["alice"] = alice
+    alice.start(client_argv("alice", tmp_path / "home", port))
+    refused = (
+        f"cannot connect to 127.0.0.1:{port}: connection refused (is the server running, and on this port?)"
+    )
+    alice.wait_for(refused)
+    # Told once per cause: a wait of 5 s or more is the fourth attempt at least (capped jittered
+    # backoff from 0.5 s: 0.25-0.5, 0.5-1, 1-2, 2-4, 4-8 s, ...), and the line is still there once.
+    alice.wait_for(
+        lambda s: (m := re.search(r"reconnecting in (\d+)s", s)) is not None and int(m[1]) >= 5, 60
+    )
+    assert alice.capture().count("connection refused") == 1
+    alice.type("/users")
+    alice.wait_for(OFFLINE_USERS)
+    alice.type("/whois bob")
+    alice.wait_for("no key pinned yet")
+    with server_process(tmp_path / "server.db", ["--port", str(port)]) as again:
+        alice.wait_for("connected to the server again", 60)
+        alice.wait_for("online │ alice")
+        again.stop()
+        alice.wait_for("the server closed the connection; retrying until it answers", 30)
+    alice.type("/quit")
+    alice.wait_for(f"{EXIT_MARK}0")
+
+
+def test_quitting_says_how_many_messages_stay_in_the_outbox(
+    server_proc: ServerProcess, panes: dict[str, TmuxPane], tmp_path: Path
+) -> None:
+    alice = open_client(panes, "alice", tmp_path, server_proc.port)
+    open_client(panes, "bob", tmp_path, server_proc.port)
+    alice.type("/to bob")
+    alice.type("first")
+    alice.wait_for("first  [delivered]")
+    server_proc.stop()
+    alice.wait_for("the server closed the connection")
+    alice.type("still there?")
+    alice.type("hello?")
+    alice.wait_for("hello?  [sending…]")
+    alice.keys("C-c")
+    screen = alice.wait_for(f"{EXIT_MARK}0")
+    said = (
+        "2 messages are not confirmed by the server yet: kept in the outbox, sent the next time "
+        "you start securechat-client --name alice"
+    )
+    assert "".join(said.split()) in "".join(screen.split())  # the terminal wrapped it
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_from_outside_restores_the_terminal(
+    server_proc: ServerProcess, panes: dict[str, TmuxPane], tmp_path: Path, sig: signal.Signals
+) -> None:
+    alice = open_client(panes, "alice", tmp_path, server_proc.port)
+    pid = int((tmp_path / "home-alice" / "alice" / "lock").read_text())  # the lock names its holder
+    os.kill(pid, sig)
+    screen = alice.wait_for(EXIT_MARK, 15)
+    assert f"{EXIT_MARK}0" in screen
+    assert "online │" not in screen  # the full screen is gone: the shell's screen is back
