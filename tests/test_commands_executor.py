@@ -28,6 +28,7 @@ from securechat.commands.wording import (
     describe,
     help_lines,
     no_payloads,
+    offline_first_message,
     payloads_written,
 )
 from securechat.errors import ServerErrorReply, SessionClosed
@@ -275,11 +276,19 @@ async def test_commands_about_yourself_are_refused_locally(command: g.Command) -
 
 
 async def test_users_offline_is_answered_at_once() -> None:
-    ex, fake = executor(FakeSession(connected=False))
+    ex, fake = executor()
+    fake.go_offline()  # the connection was lost (at start, /users waits for the first connection)
     [failed] = await ex.execute(g.Users())
     assert isinstance(failed, Failed) and isinstance(failed.error, SessionClosed)
     assert describe(failed) == [("hint", OFFLINE_USERS)]
     assert ("list_users", None) not in fake.calls  # not even asked: no wait for a timeout
+    [first] = await ex.execute(g.Msg("carol", "hi"))  # no key for carol yet: it needs the server
+    assert describe(first) == [("hint", 'not sent to carol ("hi"): ' + offline_first_message("carol"))]
+    assert fake.sent == [] and ("lookup", "carol") not in fake.calls
+    fake.connected = True
+    fake.emit(ConnectionChanged("online"))
+    assert await ex.execute(g.Users()) == []  # asked: the answer comes as an event
+    assert ("list_users", None) in fake.calls
 
 
 def test_why_the_connection_is_down_is_told_once_per_cause() -> None:

@@ -25,6 +25,7 @@ from securechat.commands.wording import (
     OFFLINE_USERS,
     banner_lines,
     banner_pointer_line,
+    offline_first_message,
     unavailable,
 )
 from securechat.events import ContactInfo, HistoryEntry, Ready
@@ -333,4 +334,4 @@ async def test_what_the_script_shows() -> None:
     ]
     assert at("/users", 1) == [("!", OFFLINE_USERS)]
     assert at("while offline") == [("msg", "alice", "while offline", "")]
-    assert at("/msg dave hi") == [("!", 'not sent to dave ("hi"): not connected to the server')]
+    assert at("/msg dave hi") == [("!", f'not sent to dave ("hi"): {offline_first_message("dave")}')]

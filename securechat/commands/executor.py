@@ -90,6 +90,7 @@ class Executor:
     _users_wanted: int = field(default=0, init=False)
     _echo: str | None = field(default=None, init=False)  # the contact a running /trust or /verify re-pins
     _cause: str | None = field(default=None, init=False)  # why we are offline, as last told
+    _down: bool = field(default=False, init=False)  # the connection was lost (not just starting)
     _payloads: deque[tuple[str, str]] = field(default_factory=deque, init=False)
     _payload_chars: int = field(default=0, init=False)
 
@@ -109,6 +110,8 @@ class Executor:
     async def _run(self, command: Command) -> list[Outcome]:
         match command:
             case Msg(to, text):
+                if self._down and self.session.contact(to).fingerprint is None:
+                    raise SessionClosed(wording.offline_first_message(to))  # at once, not after a timeout
                 return [Sent(await self.session.send(to, text), to, text)]
             case To(name):
                 return await self._to(name)
@@ -169,7 +172,7 @@ class Executor:
         return Switched(name, history, self.online.get(name), error, checked)
 
     async def _users(self) -> list[Outcome]:
-        if not self.session.online:  # answered at once, not after the request timeout
+        if self._down:  # answered at once, not after the request timeout (at start it waits)
             raise SessionClosed(wording.OFFLINE_USERS)
         self._users_wanted += 1  # before the call: the answer may come while it runs
         try:
@@ -256,6 +259,8 @@ class Executor:
 
     def _connection(self, state: str, detail: str) -> Seen:
         """Say why the connection is down once per cause, and that it is back after one was said."""
+        if state != "connecting":
+            self._down = state != "online"
         if state == "online":
             told, self._cause = self._cause, None
             return Seen(outcomes=(Said((wording.BACK_ONLINE,)),) if told else ())

@@ -119,6 +119,10 @@ def raw_lines(on: bool) -> list[str]:
     ]
 
 
+def offline_first_message(name: str) -> str:
+    return f"offline: the first message to {name} needs their key from the server; send it again once connected"
+
+
 def no_such_user(name: str) -> str:
     return f"no such user: {name} (/users lists who is registered)"
 
