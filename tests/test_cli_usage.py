@@ -243,3 +243,30 @@ def test_a_wrong_passphrase_can_be_typed_again(tmp_path: Path) -> None:
     )
     assert code == 1 and screen.count(asked) == 3
     assert screen.rstrip().endswith("Error: wrong passphrase for the private key")
+
+
+def test_the_test_run_starts_without_a_warning() -> None:
+    """Issue 14, item 8: the run used to start with pytest-asyncio's loop-scope deprecation warning."""
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_names.py",
+        ],
+        cwd=REPO_ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "warning" not in (run.stdout + run.stderr).lower(), run.stdout + run.stderr
