@@ -12,8 +12,7 @@ Connection life cycle::
 
     connecting -> (hello, challenge, auth, welcome) -> online
     online --(EOF, framing error, silence, fatal error)--> reconnecting (backoff) -> connecting
-    a fatal error that retrying cannot fix (PERMANENT_CODES: name_taken, auth_failed, replaced, ...)
-        -> offline, and run() raises ServerErrorReply
+    a fatal error retrying cannot fix (PERMANENT_CODES) -> offline; run() raises it, kept in .refused
     close() -> offline, run() returns
 
 A bad frame from the server is reported as :class:`~securechat.events.ErrorReported`
