@@ -28,18 +28,8 @@ MAX_PEM_LENGTH: Final = 16_384
 # --- error codes (docs/protocol.md section 9) -------------------------------------------------
 
 FATAL_CODES: Final = frozenset(
-    {
-        "bad_frame",
-        "frame_too_large",
-        "version_unsupported",
-        "not_authenticated",
-        "auth_failed",
-        "name_taken",
-        "invalid_name",
-        "bad_key",
-        "timeout",
-        "replaced",
-    }
+    {"bad_frame", "frame_too_large", "version_unsupported", "not_authenticated", "auth_failed"}
+    | {"name_taken", "invalid_name", "bad_key", "timeout", "replaced"}
 )
 NONFATAL_CODES: Final = frozenset(
     {"unknown_type", "bad_request", "unknown_user", "rate_limited", "queue_full", "internal", "message_too_large"}
