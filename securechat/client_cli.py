@@ -144,8 +144,12 @@ def _start_chat(
             on_generate=announce,
             before_create=functools.partial(_must_be_free, host=host, port=port),
         )
-    except NameTaken:
+    except NameTaken as exc:
         client_home.remove_unused(name)  # the directory the lock made, nothing else
+        if json_mode:  # a script reads stdout: the same fatal error line as a refusal at sign-in
+            from .jsonmode import write_json_line
+
+            write_json_line({"event": "error", "code": "name_taken", "message": str(exc), "fatal": True})
         raise
     session = ClientSession(store, host, port)
     try:

@@ -134,10 +134,11 @@ async def test_name_taken_exits_1(server_proc: ServerProcess, spawn: Any, tmp_pa
     assert (await alice.finish())[0] == 0
     impostor = await JsonClient.start("alice", server_proc.port, tmp_path / "other-home")
     try:
+        # Refused by check_name before any key is made (issue 14, item 4), on stdout as at sign-in.
         error = await impostor.wait_event("error", code="name_taken")
         assert error["fatal"] is True
-        await impostor.wait_event("connection", state="offline")
         status, stderr = await impostor.finish()
         assert status == 1 and "Traceback" not in stderr
+        assert "alice" in stderr and not (tmp_path / "other-home" / "alice").exists(), stderr
     finally:
         impostor.kill()
