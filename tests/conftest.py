@@ -20,8 +20,10 @@ from securechat.server import ChatServer
 from tests.support.hostile import HostileServer
 from tests.support.jsonclient import JsonClient
 from tests.support.rawclient import identity_key, running_server
+from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.sessions import BITS, Client, Recorder
+from tests.support.stores import StoreMaker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Vendored with their license and source (tests/vectors/wycheproof/README.md): the repository stands alone.
@@ -90,3 +92,58 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Callable[[str, int], Any]]:
     for client in started:
         client.kill()
         await client.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One ``redis-server`` for the session (no persistence); tests keep apart by key prefix."""
+    proc = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def make_redis(tmp_path: Path) -> Iterator[Callable[..., RedisProcess]]:
+    """Start ``redis-server`` processes of this test's own (to kill, pause, restart); stopped at the end."""
+    started: list[RedisProcess] = []
+
+    def make(**options: Any) -> RedisProcess:
+        proc = RedisProcess(tmp_path / f"redis{len(started)}", **options).start()
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The store backend a backend-independent test runs on (each test runs on both)."""
+    return str(request.param)
+
+
+@pytest.fixture
+async def stores(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StoreMaker]:
+    """Make server stores of ``backend``; closed at the end."""
+    redis = request.getfixturevalue("redis_server") if backend == "redis" else None
+    maker = StoreMaker(backend, tmp_path, redis)
+    yield maker
+    await maker.close_all()
+
+
+@pytest.fixture
+def backend_options(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ServerConfig options that put a server on ``backend`` (Redis: a key prefix of its own)."""
+    if backend == "sqlite":
+        return {}
+    redis: RedisProcess = request.getfixturevalue("redis_server")
+    return {"redis_url": redis.url, "redis_prefix": f"{request.node.name[:40]}-{id(request)}:"}
+
+
+@pytest.fixture
+async def any_server(tmp_path: Path, backend_options: dict[str, Any]) -> AsyncIterator[ChatServer]:
+    """:func:`server` on each backend in turn: SQLite with one-node routing, Redis with cluster routing."""
+    async with running_server(tmp_path / "server.db", **backend_options) as srv:
+        assert srv.store_kind == ("redis" if backend_options else "sqlite")
+        yield srv

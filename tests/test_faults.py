@@ -14,13 +14,10 @@ its own tests in test_server.py).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import itertools
 import os
-import random
 import shutil
-import socket
 import struct
 import tempfile
 import termios
@@ -31,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.jsonclient import Event, JsonClientProcess, run_client
+from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, identity_key
 from tests.support.serverproc import ServerProcess, server_process
 
@@ -125,28 +123,6 @@ def wait_history(home: Path, name: str, peer: str, n: int, timeout: float = LONG
         kept = history_texts(home, name, peer, 2 * n)
         if len(set(kept)) >= n or time.monotonic() > deadline:
             return kept
-
-
-def restartable_port() -> int:
-    """A free port below the ephemeral range, for a server that must come back on the same port.
-
-    After a kill -9 the port is free again; a port from the ephemeral range could then be
-    taken as the local port of some outgoing connection (a reconnecting client's, even:
-    a TCP self-connect) before the server restarts.
-    """
-    low = 32768
-    with contextlib.suppress(OSError, ValueError):
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randrange(max(1025, low // 2), low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    return 0  # no luck: an ephemeral port after all
 
 
 def start_restartable(db: Path) -> ServerProcess:

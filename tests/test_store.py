@@ -1,9 +1,15 @@
-"""SqliteStore: the durable server state, exercised directly (no server)."""
+"""The server store, exercised directly (no server): every behaviour of the interface on both backends.
+
+Each test that takes ``stores`` runs twice, on SQLite and on Redis (a real
+redis-server started for the session, each test in its own key prefix). The
+last tests are SQLite's own (its file and its thread).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +17,9 @@ import pytest
 from securechat.errors import QueueFull
 from securechat.server.sqlite import SqliteStore
 from securechat.server.store import QueuedMessage, ServerStore
+from tests.support.stores import StoreMaker
+
+pytestmark = pytest.mark.timeout(30)
 
 
 class Clock:
@@ -30,10 +39,8 @@ def ids(messages: list[QueuedMessage]) -> list[int]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> SqliteStore:
-    s = SqliteStore(tmp_path / "db" / "server.db", clock=Clock())
-    yield s  # type: ignore[misc]
-    await s.close()
+def store(stores: StoreMaker) -> ServerStore:
+    return stores.new(clock=Clock())
 
 
 def test_sqlite_store_satisfies_the_protocol(tmp_path: Path) -> None:
@@ -41,27 +48,17 @@ def test_sqlite_store_satisfies_the_protocol(tmp_path: Path) -> None:
     assert s is not None
 
 
-async def test_server_id_is_generated_once_and_kept(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    first = SqliteStore(path)
+async def test_server_id_is_generated_once_and_kept(stores: StoreMaker) -> None:
+    first = stores.new()
     sid = await first.server_id()
     assert len(sid) == 16
     assert await first.server_id() == sid
     await first.close()
-    second = SqliteStore(path)
-    assert await second.server_id() == sid
-    await second.close()
-    assert await SqliteStore(tmp_path / "other.db").server_id() != sid
+    assert await stores.again().server_id() == sid
+    assert await stores.new().server_id() != sid
 
 
-async def test_wal_mode_and_private_file(store: SqliteStore) -> None:
-    await store.server_id()
-    with sqlite3.connect(store.path) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert store.path.stat().st_mode & 0o077 == 0
-
-
-async def test_register_binds_a_name_once(store: SqliteStore) -> None:
+async def test_register_binds_a_name_once(store: ServerStore) -> None:
     reg, new = await store.register("alice", "PEM1", "f1")
     assert new and reg.name == "alice" and reg.pubkey_pem == "PEM1" and reg.created == 1_000_000.0
     again, new = await store.register("alice", "PEM2", "f2")
@@ -72,7 +69,14 @@ async def test_register_binds_a_name_once(store: SqliteStore) -> None:
     assert await store.list_names() == ["alice", "bob"]
 
 
-async def test_fetch_is_oldest_first_in_batches(store: SqliteStore) -> None:
+async def test_racing_registrations_bind_the_first_only(stores: StoreMaker) -> None:
+    one, two = stores.new(), stores.again()  # two servers on one store
+    results = await asyncio.gather(*(s.register("carol", f"PEM{i}", f"f{i}") for i, s in enumerate([one, two] * 5)))
+    assert sum(new for _, new in results) == 1
+    assert len({reg for reg, _ in results}) == 1
+
+
+async def test_fetch_is_oldest_first_in_batches(store: ServerStore) -> None:
     for n in (5, 3, 9, 1):
         assert await store.enqueue(message(n))
     await store.enqueue(message(7, recipient="carol"))
@@ -82,9 +86,10 @@ async def test_fetch_is_oldest_first_in_batches(store: SqliteStore) -> None:
     assert ids(rest) == [9, 1]
     assert await store.fetch("bob", rest[-1].seq, 10) == []
     assert first[0].frame == message(5).frame and first[0].server_ts == 5
+    assert first[0].sender == "alice" and first[0].recipient == "bob" and first[0].enqueued_at == 1_000_000.0
 
 
-async def test_a_resend_is_not_stored_twice(store: SqliteStore) -> None:
+async def test_a_resend_is_not_stored_twice(store: ServerStore) -> None:
     assert await store.enqueue(message(1)) is True
     assert await store.enqueue(message(1)) is False
     assert await store.queue_size("bob") == (1, 10)
@@ -93,17 +98,18 @@ async def test_a_resend_is_not_stored_twice(store: SqliteStore) -> None:
     assert await store.enqueue(message(1, recipient="carol"))
 
 
-async def test_delete_on_confirmation(store: SqliteStore) -> None:
+async def test_delete_on_confirmation(store: ServerStore) -> None:
     for n in range(4):
         await store.enqueue(message(n))
     assert await store.delete([("bob", "alice", f"{1:032x}"), ("bob", "alice", f"{3:032x}")]) == 2
     assert await store.delete([("bob", "alice", f"{1:032x}")]) == 0
+    assert await store.delete([]) == 0
     assert ids(await store.fetch("bob")) == [0, 2]
     assert await store.queue_size("bob") == (2, 20)
 
 
-async def test_message_count_cap_drops_nothing(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "s.db", queue_limit=3, clock=Clock())
+async def test_message_count_cap_drops_nothing(stores: StoreMaker) -> None:
+    s = stores.new(queue_limit=3, clock=Clock())
     for n in range(3):
         await s.enqueue(message(n))
     with pytest.raises(QueueFull) as info:
@@ -116,31 +122,29 @@ async def test_message_count_cap_drops_nothing(tmp_path: Path) -> None:
     assert ids(await s.fetch("bob")) == [0, 1, 2]
     await s.delete([("bob", "alice", f"{0:032x}")])
     assert await s.enqueue(message(3))
-    await s.close()
 
 
-async def test_byte_cap_drops_nothing(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "s.db", queue_bytes=25, clock=Clock())
+async def test_byte_cap_drops_nothing(stores: StoreMaker) -> None:
+    s = stores.new(queue_bytes=25, clock=Clock())
     await s.enqueue(message(0, size=10))
     await s.enqueue(message(1, size=10))
     with pytest.raises(QueueFull):
         await s.enqueue(message(2, size=10))
     assert await s.enqueue(message(3, size=5))
     assert await s.queue_size("bob") == (3, 25)
-    await s.close()
 
 
-async def test_requeue_ignores_the_caps_and_duplicates(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "s.db", queue_limit=1, clock=Clock())
+async def test_requeue_ignores_the_caps_and_duplicates(stores: StoreMaker) -> None:
+    s = stores.new(queue_limit=1, clock=Clock())
     await s.enqueue(message(0))
     assert await s.requeue([message(0), message(1), message(2)]) == 2
+    assert await s.requeue([]) == 0
     assert ids(await s.fetch("bob")) == [0, 1, 2]
-    await s.close()
 
 
-async def test_ttl_expiry(tmp_path: Path) -> None:
+async def test_ttl_expiry(stores: StoreMaker) -> None:
     clock = Clock(1000.0)
-    s = SqliteStore(tmp_path / "s.db", queue_ttl=100.0, clock=clock)
+    s = stores.new(queue_ttl=100.0, clock=clock)
     await s.enqueue(message(1, at=950.0))
     await s.enqueue(message(2, at=1000.0))
     clock.now = 1060.0
@@ -151,44 +155,43 @@ async def test_ttl_expiry(tmp_path: Path) -> None:
     clock.now = 1101.0
     assert await s.expire() == 1
     assert await s.fetch("bob") == []
-    await s.close()
 
 
-async def test_everything_survives_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    s = SqliteStore(path, clock=Clock())
+async def test_fetch_skips_a_long_run_of_expired_messages(stores: StoreMaker) -> None:
+    clock = Clock(1000.0)
+    s = stores.new(queue_ttl=100.0, clock=clock)
+    for n in range(30):
+        await s.enqueue(message(n, at=800.0))  # expired
+    await s.enqueue(message(99, at=1000.0))
+    assert ids(await s.fetch("bob", 0, 10)) == [99]
+
+
+async def test_everything_survives_reopening(stores: StoreMaker) -> None:
+    s = stores.new(clock=Clock())
     await s.register("alice", "PEM", "f")
     await s.enqueue(message(1))
     await s.close()
     await s.close()  # idempotent
-    s = SqliteStore(path, clock=Clock())
+    s = stores.again(clock=Clock())
     assert (await s.get_registration("alice")) is not None
     assert ids(await s.fetch("bob")) == [1]
     assert await s.queue_size("bob") == (1, 10)
-    await s.close()
 
 
-async def test_work_runs_on_one_dedicated_thread(store: SqliteStore) -> None:
-    import threading
-
-    await store.server_id()
-    assert store._db_thread is not None and store._db_thread != threading.get_ident()
-
-
-async def test_closed_store_refuses_work(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "s.db")
+async def test_closed_store_refuses_work(stores: StoreMaker) -> None:
+    s = stores.new()
     await s.close()
     with pytest.raises(RuntimeError):
         s.fetch("bob")
 
 
-def test_bad_limits_are_rejected(tmp_path: Path) -> None:
+def test_bad_limits_are_rejected(stores: StoreMaker) -> None:
     with pytest.raises(ValueError):
-        SqliteStore(tmp_path / "s.db", queue_limit=0)
+        stores.new(queue_limit=0)
 
 
-async def test_enqueues_in_one_iteration_share_a_commit_but_keep_their_own_results(tmp_path: Path) -> None:
-    s = SqliteStore(tmp_path / "s.db", queue_limit=2, clock=Clock())
+async def test_enqueues_in_one_iteration_keep_their_own_results_and_the_call_order(stores: StoreMaker) -> None:
+    s = stores.new(queue_limit=2, clock=Clock())
     futures = [s.enqueue(message(0)), s.enqueue(message(0)), s.enqueue(message(1)), s.enqueue(message(2))]
     # Work submitted after the enqueues (not awaited yet) sees them: call order is kept.
     fetched = s.fetch("bob")
@@ -199,3 +202,30 @@ async def test_enqueues_in_one_iteration_share_a_commit_but_keep_their_own_resul
     await s.close()
     with pytest.raises(RuntimeError):
         s.enqueue(message(3))
+
+
+async def test_a_requeue_then_a_fetch_in_one_iteration_keep_their_order(store: ServerStore) -> None:
+    """A dropped session's messages go back before the next session's backlog is read."""
+    requeued = store.requeue([message(n) for n in range(50)])
+    fetched = store.fetch("bob", 0, 100)
+    assert await requeued == 50
+    assert ids(await fetched) == list(range(50))
+
+
+# --- SQLite's own -------------------------------------------------------------------------
+
+
+async def test_wal_mode_and_private_file(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "db" / "server.db")
+    await store.server_id()
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert store.path.stat().st_mode & 0o077 == 0
+    await store.close()
+
+
+async def test_work_runs_on_one_dedicated_thread(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.db")
+    await store.server_id()
+    assert store._db_thread is not None and store._db_thread != threading.get_ident()
+    await store.close()

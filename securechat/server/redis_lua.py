@@ -1,0 +1,142 @@
+"""The Lua scripts of the Redis store: each one is atomic, so two nodes always agree.
+
+Every script touches the keys of one user only (``{name}`` hash tag: one Redis
+Cluster slot); what it publishes goes to user channels named the same way.
+Key layout (``P`` is the prefix, ``sc:`` unless a test picks another):
+
+========================  ======  ==============================================================
+``P reg:{name}``          hash    ``pem``, ``fp``, ``created``: the registration (first come)
+``P names``               zset    every registered name, score 0 (sorted by name)
+``P q:{name}``            stream  the queue: entry id ``0-<seq>``; fields ``s`` sender, ``i`` id,
+                                  ``t`` server_ts, ``e`` enqueued_at, ``r`` the send's rid (JSON,
+                                  empty if none), ``q`` 1 if the sender was told ``queued``,
+                                  ``f`` the ``message`` frame
+``P qi:{name}``           hash    ``"<sender> <id>"`` -> ``"<seq> <size>"``: dedupe and delete by id
+``P qm:{name}``           hash    ``n`` the last seq (never reset), ``b`` bytes queued
+``P seen:{name}``         zset    ``"<sender> <id>"`` confirmed, scored by time: a resend within the
+                                  dedupe window is not stored again
+``P sess:{name}``         string  the session counter: each login's number
+``P u:{name}``            pubsub  the user's channel: ``M`` new message, ``G`` look again,
+                                  ``A`` an ack for this sender, ``R`` a newer session
+``P presence``            pubsub  ``<name> <0|1> <session number> <node>``
+``P server_id``           string  the server id every node presents
+========================  ======  ==============================================================
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .resp import Script
+
+# KEYS q qi qm seen; ARGV sender id server_ts enqueued_at frame rid limit bytes_limit channel now dedupe_ttl.
+# limit 0: no caps (a requeue). channel '': publish nothing. Returns {status, seq or count, receivers or bytes}:
+# 1 stored, 0 already queued, 2 confirmed within the dedupe window, -1 over the caps.
+ENQUEUE: Final = Script("enqueue", """
+local field = ARGV[1] .. ' ' .. ARGV[2]
+if redis.call('HEXISTS', KEYS[2], field) == 1 then
+  local receivers = 0
+  if ARGV[9] ~= '' then receivers = redis.call('PUBLISH', ARGV[9], 'G') end
+  return {0, 0, receivers}
+end
+local seen = redis.call('ZSCORE', KEYS[4], field)
+if seen and tonumber(seen) >= tonumber(ARGV[10]) - tonumber(ARGV[11]) then
+  return {2, 0, 0}
+end
+local size = string.len(ARGV[5])
+local limit = tonumber(ARGV[7])
+if limit > 0 then
+  local count = redis.call('HLEN', KEYS[2])
+  local bytes = tonumber(redis.call('HGET', KEYS[3], 'b') or '0')
+  if count + 1 > limit or bytes + size > tonumber(ARGV[8]) then
+    return {-1, count, bytes}
+  end
+end
+local seq = redis.call('HINCRBY', KEYS[3], 'n', 1)
+redis.call('HINCRBY', KEYS[3], 'b', size)
+redis.call('HSET', KEYS[2], field, seq .. ' ' .. size)
+local receivers = 0
+if ARGV[9] ~= '' then
+  receivers = redis.call('PUBLISH', ARGV[9],
+    'M\\n' .. seq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[6] .. '\\n' .. ARGV[5])
+end
+local told = '0'
+if receivers == 0 then told = '1' end
+redis.call('XADD', KEYS[1], '0-' .. seq, 's', ARGV[1], 'i', ARGV[2], 't', ARGV[3], 'e', ARGV[4],
+  'r', ARGV[6], 'q', told, 'f', ARGV[5])
+return {1, seq, receivers}
+""")
+
+# KEYS q qi qm seen; ARGV now dedupe_ttl recipient ack_channel_head, then per message: sender id ack rid.
+# Deletes each message still queued, remembers it as confirmed, and (ack = '1') publishes `delivered`
+# on the sender's channel (ack_channel_head .. sender .. '}'). Returns how many were deleted.
+CONFIRM: Final = Script("confirm", """
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[2])))
+local deleted = 0
+for i = 5, #ARGV, 4 do
+  local field = ARGV[i] .. ' ' .. ARGV[i + 1]
+  local entry = redis.call('HGET', KEYS[2], field)
+  if entry then
+    local space = string.find(entry, ' ', 1, true)
+    redis.call('XDEL', KEYS[1], '0-' .. string.sub(entry, 1, space - 1))
+    redis.call('HDEL', KEYS[2], field)
+    redis.call('HINCRBY', KEYS[3], 'b', -tonumber(string.sub(entry, space + 1)))
+    redis.call('ZADD', KEYS[4], now, field)
+    deleted = deleted + 1
+    if ARGV[i + 2] == '1' then
+      redis.call('PUBLISH', ARGV[4] .. ARGV[i] .. '}',
+        'A\\ndelivered\\n' .. ARGV[i + 1] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[i + 3])
+    end
+  end
+end
+if deleted > 0 and redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
+return deleted
+""")
+
+# KEYS q qi qm; ARGV horizon. Deletes the messages enqueued before the horizon; returns how many.
+EXPIRE: Final = Script("expire", """
+local horizon = tonumber(ARGV[1])
+local removed = 0
+local start = '-'
+while true do
+  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 500)
+  if #batch == 0 then break end
+  for _, entry in ipairs(batch) do
+    local f = entry[2]
+    local sender, id, at, size = '', '', 0, 0
+    for j = 1, #f, 2 do
+      local k = f[j]
+      if k == 's' then sender = f[j + 1]
+      elseif k == 'i' then id = f[j + 1]
+      elseif k == 'e' then at = tonumber(f[j + 1])
+      elseif k == 'f' then size = string.len(f[j + 1]) end
+    end
+    if at < horizon then
+      redis.call('XDEL', KEYS[1], entry[1])
+      redis.call('HDEL', KEYS[2], sender .. ' ' .. id)
+      redis.call('HINCRBY', KEYS[3], 'b', -size)
+      removed = removed + 1
+    end
+  end
+  start = '(' .. batch[#batch][1]
+end
+return removed
+""")
+
+# KEYS reg; ARGV pem fingerprint created. First come: returns {1 if new else 0, pem, fingerprint, created}.
+REGISTER: Final = Script("register", """
+local got = redis.call('HMGET', KEYS[1], 'pem', 'fp', 'created')
+if got[1] then return {0, got[1], got[2], got[3]} end
+redis.call('HSET', KEYS[1], 'pem', ARGV[1], 'fp', ARGV[2], 'created', ARGV[3])
+return {1, ARGV[1], ARGV[2], ARGV[3]}
+""")
+
+# KEYS sess; ARGV channel. A login's number, told to every session of the name (older ones end `replaced`).
+CLAIM: Final = Script("claim", """
+local n = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], 'R\\n' .. n)
+return n
+""")
+
+ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, REGISTER, CLAIM)

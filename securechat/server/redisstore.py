@@ -1,0 +1,319 @@
+"""RedisStore: the :class:`~securechat.server.store.ServerStore` in Redis, shared by every node.
+
+Each call submits its commands on one :class:`~securechat.server.resp.RedisLink`
+at once, so work is applied in call order, as the interface requires; what
+two nodes must agree on is one Lua script (:mod:`securechat.server.redis_lua`
+has the key layout). Durability is Redis's: with ``appendonly yes`` and
+``appendfsync always`` a reply means the change is on disk
+(docs/deployment.md).
+
+Beyond the interface, the cluster routing (:mod:`securechat.server.cluster`)
+uses :meth:`RedisStore.route` (store and tell whoever holds the recipient, in
+one step), :meth:`RedisStore.confirm` (delete and ack the sender),
+:meth:`RedisStore.claim`, :meth:`RedisStore.fetch_routed` and
+:meth:`RedisStore.online`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from ..crypto import SERVER_ID_SIZE
+from ..errors import QueueFull
+from . import redis_lua as lua
+from .resp import RedisAddress, RedisLink
+from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL, QueuedMessage, Registration
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+DEFAULT_PREFIX: Final = "sc:"
+# A confirmed message's (sender, id) is remembered this long, so a sender that resends it (its
+# node died before the ack reached it) is answered `delivered` instead of storing it again.
+DEDUPE_TTL: Final = 600.0
+FETCH_BATCH_MAX: Final = 1000
+
+STORED: Final = 1
+ALREADY_QUEUED: Final = 0
+ALREADY_CONFIRMED: Final = 2
+OVER_CAPS: Final = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A stored message as the cluster routing hands it out: the message, its send's rid, whether ``queued`` went."""
+
+    message: QueuedMessage
+    rid: str | None
+    told_queued: bool
+
+
+def _then(fut: asyncio.Future[T], fn: Callable[[T], R]) -> asyncio.Future[R]:
+    """A future of ``fn(result)``: no task, one callback."""
+    out: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+
+    def done(f: asyncio.Future[T]) -> None:
+        if out.cancelled():
+            return
+        if f.cancelled():
+            out.cancel()
+        elif f.exception() is not None:
+            out.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            try:
+                out.set_result(fn(f.result()))
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
+                out.set_exception(exc)
+
+    fut.add_done_callback(done)
+    return out
+
+
+def rid_text(rid: str | None) -> str:
+    """A send's rid as stored and published: its JSON, or empty for none (a rid may be the empty string)."""
+    return "" if rid is None else json.dumps(rid, ensure_ascii=False)
+
+
+def rid_value(text: bytes | str) -> str | None:
+    return None if not text else json.loads(text)
+
+
+def _entry(recipient: str, entry: list[Any]) -> Routed:
+    raw = entry[1]
+    fields = {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
+    seq = int(entry[0].split(b"-", 1)[1])
+    message = QueuedMessage(
+        recipient,
+        fields[b"s"].decode(),
+        fields[b"i"].decode(),
+        int(fields[b"t"]),
+        fields[b"f"],
+        float(fields[b"e"]),
+        seq,
+    )
+    return Routed(message, rid_value(fields[b"r"]), fields[b"q"] == b"1")
+
+
+class RedisStore:
+    """:class:`ServerStore` in Redis; every node of a cluster opens one on the same Redis."""
+
+    def __init__(
+        self,
+        address: RedisAddress,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        queue_bytes: int = DEFAULT_QUEUE_BYTES,
+        queue_ttl: float = DEFAULT_QUEUE_TTL,
+        dedupe_ttl: float = DEDUPE_TTL,
+        clock: Callable[[], float] = time.time,
+        client_name: str = "securechat",
+    ) -> None:
+        if queue_limit < 1 or queue_bytes < 1 or queue_ttl <= 0 or dedupe_ttl <= 0:
+            raise ValueError("queue_limit, queue_bytes, queue_ttl and dedupe_ttl must be positive")
+        self.address = address
+        self.prefix = prefix
+        self.queue_limit = queue_limit
+        self.queue_bytes = queue_bytes
+        self.queue_ttl = queue_ttl
+        self.dedupe_ttl = dedupe_ttl
+        self._clock = clock
+        self._client_name = client_name
+        self._link_: RedisLink | None = None  # made on first use: it needs the running loop
+        self._closed = False
+
+    @property
+    def _link(self) -> RedisLink:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        if self._link_ is None:
+            self._link_ = RedisLink(self.address, scripts=lua.ALL, client_name=self._client_name)
+        return self._link_
+
+    # --- key names (docs: securechat/server/redis_lua.py) ------------------------------
+
+    def key(self, kind: str, name: str) -> str:
+        """A per-user key: its hash tag is the name, so one user's keys share a Cluster slot."""
+        return f"{self.prefix}{kind}:{{{name}}}"
+
+    def channel(self, name: str) -> bytes:
+        """The user's pub/sub channel."""
+        return f"{self.prefix}u:{{{name}}}".encode()
+
+    def name_of(self, channel: bytes) -> str:
+        """The user whose channel ``channel`` is."""
+        return channel[len(self.prefix) + 3 : -1].decode()
+
+    @property
+    def presence_channel(self) -> bytes:
+        return f"{self.prefix}presence".encode()
+
+    def _queue_keys(self, recipient: str) -> tuple[str, str, str, str]:
+        return self.key("q", recipient), self.key("qi", recipient), self.key("qm", recipient), self.key("seen", recipient)
+
+    # --- ServerStore -------------------------------------------------------------------
+
+    def server_id(self) -> asyncio.Future[bytes]:
+        key = self.prefix + "server_id"
+        self._link.call("SET", key, os.urandom(SERVER_ID_SIZE), "NX")
+        return _then(self._link.call("GET", key), bytes)
+
+    def get_registration(self, name: str) -> asyncio.Future[Registration | None]:
+        def parse(got: list[bytes | None]) -> Registration | None:
+            pem, fp, created = got
+            if pem is None or fp is None or created is None:
+                return None
+            return Registration(name, pem.decode(), fp.decode(), float(created))
+
+        return _then(self._link.call("HMGET", self.key("reg", name), "pem", "fp", "created"), parse)
+
+    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> asyncio.Future[tuple[Registration, bool]]:
+        link = self._link
+        done = link.script(lua.REGISTER, [self.key("reg", name)], [pubkey_pem, fingerprint, repr(self._clock())])
+        link.call("ZADD", self.prefix + "names", 0, name)  # idempotent: a repeat heals a node that died between
+
+        def parse(got: list[Any]) -> tuple[Registration, bool]:
+            return Registration(name, got[1].decode(), got[2].decode(), float(got[3])), got[0] == 1
+
+        return _then(done, parse)
+
+    def list_names(self) -> asyncio.Future[list[str]]:
+        return _then(self._link.call("ZRANGE", self.prefix + "names", 0, -1), lambda got: [n.decode() for n in got])
+
+    def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
+        def result(got: list[int]) -> bool:
+            if got[0] == OVER_CAPS:
+                raise QueueFull(message.recipient, got[1], got[2], self.queue_limit, self.queue_bytes)
+            return got[0] == STORED
+
+        return _then(self._enqueue(message, None, caps=True, channel=b""), result)
+
+    def _enqueue(self, m: QueuedMessage, rid: str | None, *, caps: bool, channel: bytes) -> asyncio.Future[list[int]]:
+        args = (
+            m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid),
+            self.queue_limit if caps else 0, self.queue_bytes, channel, repr(self._clock()), repr(self.dedupe_ttl),
+        )  # fmt: skip
+        return self._link.script(lua.ENQUEUE, self._queue_keys(m.recipient), args)
+
+    def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
+        calls = [self._enqueue(m, None, caps=False, channel=b"") for m in messages]
+        if not calls:
+            return _then(self._link.call("PING"), lambda _: 0)
+        return _then(asyncio.gather(*calls), lambda got: sum(1 for g in got if g[0] == STORED))
+
+    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[QueuedMessage]]:
+        return _then(self.fetch_routed(recipient, after_seq, limit), lambda got: [r.message for r in got])
+
+    def fetch_routed(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[Routed]]:
+        """Like :meth:`fetch`, with each send's rid and whether its sender heard ``queued``."""
+        first = self._xrange(recipient, after_seq, limit)
+        return asyncio.ensure_future(self._fetch_rest(recipient, after_seq, limit, first))
+
+    def _xrange(self, recipient: str, after_seq: int, limit: int) -> asyncio.Future[Any]:
+        count = min(max(limit, 1), FETCH_BATCH_MAX)
+        return self._link.call("XRANGE", self.key("q", recipient), f"(0-{after_seq}", "+", "COUNT", count)
+
+    async def _fetch_rest(self, recipient: str, after_seq: int, limit: int, pending: asyncio.Future[Any]) -> list[Routed]:
+        """Skip expired entries (never handed out) until ``limit`` are found or the queue ends."""
+        horizon = self._clock() - self.queue_ttl
+        out: list[Routed] = []
+        while True:
+            raw = await pending
+            for entry in raw:
+                routed = _entry(recipient, entry)
+                if routed.message.enqueued_at >= horizon:
+                    out.append(routed)
+            if len(out) >= limit or len(raw) < min(max(limit, 1), FETCH_BATCH_MAX) or not raw:
+                return out[:limit]
+            last = int(raw[-1][0].split(b"-", 1)[1])
+            if last <= after_seq:  # ids are 0-<seq>, always increasing: anything else is not our queue
+                raise RuntimeError(f"the queue of {recipient!r} does not advance past {after_seq}")
+            after_seq = last
+            pending = self._xrange(recipient, last, limit - len(out))
+
+    def delete(self, keys: Iterable[tuple[str, str, str]]) -> asyncio.Future[int]:
+        by_recipient: dict[str, list[tuple[str, str, bool, str | None]]] = {}
+        for recipient, sender, msg_id in keys:
+            by_recipient.setdefault(recipient, []).append((sender, msg_id, False, None))
+        calls = [self.confirm(recipient, items) for recipient, items in by_recipient.items()]
+        if not calls:
+            return _then(self._link.call("PING"), lambda _: 0)
+        return _then(asyncio.gather(*calls), sum)
+
+    def expire(self) -> asyncio.Future[int]:
+        return asyncio.ensure_future(self._expire())
+
+    async def _expire(self) -> int:
+        link = self._link
+        horizon = repr(self._clock() - self.queue_ttl)
+        removed, cursor = 0, b"0"
+        match = self.prefix + "q:{*}"
+        while True:
+            cursor, keys = await link.call("SCAN", cursor, "MATCH", match, "COUNT", 1000, "TYPE", "stream")
+            for key in keys:
+                name = key.decode()[len(self.prefix) + 3 : -1]
+                qkeys = self._queue_keys(name)[:3]
+                removed += await link.script(lua.EXPIRE, qkeys, [horizon])
+            if cursor in (b"0", 0):
+                return removed
+
+    def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:
+        count = self._link.call("HLEN", self.key("qi", recipient))
+        size = self._link.call("HGET", self.key("qm", recipient), "b")
+        return _then(asyncio.gather(count, size), lambda got: (int(got[0]), int(got[1] or 0)))
+
+    async def close(self) -> None:
+        """Wait for the answers to what was submitted, then close the connection. Idempotent."""
+        if self._closed:
+            return
+        link, self._link_ = self._link_, None
+        self._closed = True
+        if link is not None:
+            await link.close()
+
+    # --- what the cluster routing adds -----------------------------------------------------
+
+    def route(self, message: QueuedMessage, rid: str | None) -> asyncio.Future[list[int]]:
+        """Store ``message`` and tell whoever holds its recipient, in one step.
+
+        Returns ``[status, seq, receivers]``: status :data:`STORED`,
+        :data:`ALREADY_QUEUED`, :data:`ALREADY_CONFIRMED` or :data:`OVER_CAPS`
+        (then ``seq, receivers`` are the count and bytes queued); ``receivers``
+        is how many nodes hold a session of the recipient (0: offline).
+        """
+        return self._enqueue(message, rid, caps=True, channel=self.channel(message.recipient))
+
+    def confirm(self, recipient: str, items: Sequence[tuple[str, str, bool, str | None]]) -> asyncio.Future[int]:
+        """Delete confirmed messages ``(sender, id, ack, rid)``; ``ack``: publish ``delivered`` to the sender."""
+        args: list[Any] = [repr(self._clock()), repr(self.dedupe_ttl), recipient, f"{self.prefix}u:{{"]
+        for sender, msg_id, ack, rid in items:
+            args += [sender, msg_id, "1" if ack else "0", rid_text(rid)]
+        return self._link.script(lua.CONFIRM, self._queue_keys(recipient), args)
+
+    def claim(self, name: str) -> asyncio.Future[int]:
+        """Number a new session of ``name`` and tell the older ones (they end ``replaced``)."""
+        return self._link.script(lua.CLAIM, [self.key("sess", name)], [self.channel(name)])
+
+    def publish(self, channel: bytes, data: bytes) -> asyncio.Future[int]:
+        return self._link.call("PUBLISH", channel, data)
+
+    def online(self, names: Sequence[str]) -> asyncio.Future[set[str]]:
+        """Which of ``names`` some node holds a session of (a subscriber on their channel)."""
+        if not names:
+            return _then(self._link.call("PING"), lambda _: set())
+        chunks = [names[i : i + 1000] for i in range(0, len(names), 1000)]
+        calls = [self._link.call("PUBSUB", "NUMSUB", *(self.channel(n) for n in chunk)) for chunk in chunks]
+
+        def parse(replies: list[list[Any]]) -> set[str]:
+            out: set[str] = set()
+            for chunk, reply in zip(chunks, replies, strict=True):
+                out.update(name for name, count in zip(chunk, reply[1::2], strict=True) if count)
+            return out
+
+        return _then(asyncio.gather(*calls), parse)

@@ -1,0 +1,191 @@
+"""The server's Redis client against a real redis-server: order, failures that answer instead of hanging,
+reconnection, and a subscriber that resubscribes and says so after any break."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from securechat.server.redisbus import RedisBus
+from securechat.server.resp import RedisAddress, RedisLink, RedisReplyError, RedisUnavailable, Script
+from tests.support.redisproc import RedisProcess
+
+pytestmark = pytest.mark.timeout(60)
+
+MakeRedis = Callable[..., RedisProcess]
+ECHO = Script("echo", "return ARGV[1]")
+
+
+def address(redis: RedisProcess, **fields: Any) -> RedisAddress:
+    return RedisAddress.from_url(redis.url.replace("/0", f"/{fields.pop('db', 0)}"))
+
+
+async def eventually(fn: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """``await fn()`` until it stops raising RedisUnavailable (bounded)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                return await fn()
+            except RedisUnavailable:
+                await asyncio.sleep(0.05)
+
+
+def test_urls() -> None:
+    a = RedisAddress.from_url("redis://user:s3cret@10.0.0.5:6380/3")
+    assert (a.host, a.port, a.db, a.username, a.password, a.tls) == ("10.0.0.5", 6380, 3, "user", "s3cret", False)
+    assert str(a) == "redis://10.0.0.5:6380/3" and "s3cret" not in repr(str(a))
+    assert RedisAddress.from_url("rediss://h:1/0").tls
+    assert RedisAddress.from_url("unix:///run/redis.sock?db=2").path == "/run/redis.sock"
+    with pytest.raises(ValueError, match="must be a number"):
+        RedisAddress.from_url("redis://h:1/zero")
+
+
+async def test_commands_apply_in_call_order_across_loop_iterations(redis_server: RedisProcess) -> None:
+    link = RedisLink(address(redis_server), scripts=[ECHO])
+    key = "order:counter"
+    await link.call("DEL", key)
+    futures = []
+    for i in range(300):
+        futures.append(link.call("INCR", key))
+        if i % 7 == 0:
+            await asyncio.sleep(0)  # some in the same write, some not
+    assert await asyncio.gather(*futures) == list(range(1, 301))
+    assert await link.script(ECHO, [], ["hi"]) == b"hi"
+    with pytest.raises(RedisReplyError):
+        await link.call("INCR", "order:not-a-number-" * 0 + "x", "extra")  # wrong arity: an error reply
+    assert await link.call("GET", key) == b"300"  # the link is still good after an error reply
+    await link.close()
+    with pytest.raises(RuntimeError):
+        link.call("PING")
+
+
+async def test_a_killed_redis_fails_commands_at_once_and_a_restarted_one_serves_again(make_redis: MakeRedis) -> None:
+    redis = make_redis()
+    link = RedisLink(address(redis), scripts=[ECHO])
+    assert await link.call("PING") == b"PONG"
+    redis.kill()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for _ in range(3):  # the lost connection, then refused reconnects, each answered at once
+        with pytest.raises(RedisUnavailable):
+            await link.call("PING")
+    assert loop.time() - started < 2.0
+    redis.restart()
+    # The scripts are loaded on the new connection: EVALSHA works against the fresh server.
+    assert await eventually(lambda: link.script(ECHO, [], ["back"])) == b"back"
+    await link.close()
+
+
+async def test_a_hung_redis_is_an_error_after_the_timeout_not_a_hang(make_redis: MakeRedis) -> None:
+    redis = make_redis()
+    link = RedisLink(address(redis), timeout=0.5)
+    assert await link.call("PING") == b"PONG"
+    redis.pause()
+    try:
+        with pytest.raises(RedisUnavailable):
+            await asyncio.wait_for(link.call("PING"), 5.0)  # well before 5 s: the 0.5 s timeout drops it
+    finally:
+        redis.resume()
+    assert await eventually(lambda: link.call("PING")) == b"PONG"
+    await link.close()
+
+
+async def test_a_refused_login_fails_the_commands(make_redis: MakeRedis) -> None:
+    redis = make_redis(extra=("--requirepass", "right"))
+    wrong = RedisLink(RedisAddress.from_url(f"redis://:wrong@127.0.0.1:{redis.port}/0"))
+    with pytest.raises((RedisReplyError, RedisUnavailable)):
+        await asyncio.wait_for(wrong.call("PING"), 5.0)
+    await wrong.close()
+    right = RedisLink(RedisAddress.from_url(f"redis://:right@127.0.0.1:{redis.port}/0"))
+    assert await right.call("PING") == b"PONG"
+    await right.close()
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bytes, bytes]] = []
+        self.resyncs = 0
+        self.changed = asyncio.Event()
+
+    def message(self, channel: bytes, data: bytes) -> None:
+        self.messages.append((channel, data))
+        self.changed.set()
+
+    def resync(self) -> None:
+        self.resyncs += 1
+        self.changed.set()
+
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_the_subscriber_resubscribes_after_its_connection_is_killed(make_redis: MakeRedis) -> None:
+    redis = make_redis()
+    heard = Heard()
+    bus = RedisBus(address(redis), heard.message, heard.resync)
+    await bus.start()
+    link = RedisLink(address(redis))
+    await bus.subscribe(b"ch:a")
+    assert await link.call("PUBLISH", b"ch:a", b"one") == 1
+    await heard.until(lambda: (b"ch:a", b"one") in heard.messages)
+    resyncs = heard.resyncs
+    assert await link.call("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+    await heard.until(lambda: heard.resyncs > resyncs)  # back, and it says so
+    assert await link.call("PUBLISH", b"ch:a", b"two") == 1  # subscribed again
+    await heard.until(lambda: (b"ch:a", b"two") in heard.messages)
+    bus.unsubscribe(b"ch:a")
+    assert await _numsub_becomes_zero(link, b"ch:a")
+    await bus.close()
+    await link.close()
+
+
+async def _numsub_becomes_zero(link: RedisLink, channel: bytes, timeout: float = 5.0) -> bool:
+    """Redis has no event for an unsubscribe: ask until nobody is subscribed, within ``timeout``."""
+    async with asyncio.timeout(timeout):
+        while (await link.call("PUBSUB", "NUMSUB", channel))[1] != 0:
+            await asyncio.sleep(0.02)
+    return True
+
+
+async def test_the_subscriber_notices_a_hung_redis_by_its_heartbeat(make_redis: MakeRedis) -> None:
+    redis = make_redis()
+    heard = Heard()
+    bus = RedisBus(address(redis), heard.message, heard.resync, timeout=1.0)
+    await bus.start()
+    await bus.subscribe(b"ch:b")
+    resyncs = heard.resyncs
+    redis.pause()
+    try:  # the heartbeat goes unanswered for longer than the 1 s timeout: the bus gives up on it
+        await asyncio.wait_for(_until_disconnected(bus), 10)
+    finally:
+        redis.resume()
+    await heard.until(lambda: heard.resyncs > resyncs)
+    await bus.close()
+
+
+async def test_subscribing_while_redis_is_down_takes_effect_when_it_is_back(make_redis: MakeRedis) -> None:
+    redis = make_redis()
+    heard = Heard()
+    bus = RedisBus(address(redis), heard.message, heard.resync)
+    await bus.start()
+    redis.kill()
+    await asyncio.wait_for(_until_disconnected(bus), 10)
+    waiting = bus.subscribe(b"ch:c")
+    assert not waiting.done()
+    redis.restart()
+    await asyncio.wait_for(waiting, 15)
+    link = RedisLink(address(redis))
+    assert await link.call("PUBLISH", b"ch:c", b"x") == 1
+    await bus.close()
+    await link.close()
+
+
+async def _until_disconnected(bus: RedisBus) -> None:
+    while bus.connected.is_set():
+        await asyncio.sleep(0.02)
