@@ -1,7 +1,7 @@
 """``securechat-server``: run the relay from the command line.
 
 Every option can also come from the environment (``SECURECHAT_PORT``,
-``SECURECHAT_DB``, ...; ``--help`` names each). The command body only gathers
+``SECURECHAT_DB``, ``SECURECHAT_REDIS``, ...; ``--help`` names each). The command body only gathers
 options and calls into :mod:`securechat.server`. Exit statuses are those of
 :mod:`securechat.cli_common`: 2 for a wrong command line, 1 for a failure.
 """
@@ -75,6 +75,17 @@ async def _serve(config: ServerConfig) -> None:
         await asyncio.gather(serving, return_exceptions=True)
 
 
+def _check_redis_option(url: str, db: Path | None) -> None:
+    """``--redis`` needs the extra installed, a URL redis-py understands, and no ``--db`` beside it."""
+    if db is not None:
+        raise click.UsageError("--db and --redis exclude each other: with --redis every node keeps its state in Redis")
+    try:
+        from .server.resp import RedisAddress
+    except ImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    RedisAddress.from_url(url)  # ValueError says what is wrong with it
+
+
 class _OneLineErrors(click.Command):
     """Usage and option errors as one ``Error: ...`` line on stderr, exit status 2."""
 
@@ -135,6 +146,9 @@ _SETTINGS: Final = {
               help="Seconds a stored message is kept.")
 @click.option("--max-outgoing-buffer", type=_POSITIVE_INT, default=_default("max_outgoing_buffer"),
               show_envvar=True, help="Bytes buffered for a slow reader before it is disconnected.")
+@click.option("--redis", "redis_url", default=None, metavar="URL", envvar="SECURECHAT_REDIS", show_envvar=True,
+              help="Share all state with other nodes through Redis at URL (redis://HOST:PORT/DB, "
+                   "rediss://, unix://) instead of the SQLite file; needs securechat[redis].")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_envvar=True, help="How much to log to stderr.")
 @click.version_option(__version__, "-V", "--version", prog_name="securechat-server")
@@ -146,6 +160,8 @@ def main(db: Path | None, log_level: str, **options: Any) -> None:
     config = ServerConfig(db_path=db if db is not None else default_db_path(), **options)
     try:
         config.validate()
+        if config.redis_url is not None:
+            _check_redis_option(config.redis_url, db)
     except ValueError as exc:
         raise _BadValue(str(exc)) from None
     try:

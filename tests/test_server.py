@@ -7,6 +7,7 @@ import contextlib
 import logging
 import struct
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FATAL_CODES, encode_frame
 from securechat.relayframes import ack_frame
 from securechat.server import ChatServer, ServerConfig
+from securechat.server.app import open_store
 from securechat.server.sqlite import SqliteStore
 from securechat.server.store import QueuedMessage, Registration
 from tests.support.rawclient import (
@@ -34,6 +36,14 @@ from tests.support.rawclient import (
 )
 
 pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+async def server(tmp_path: Path, backend_options: dict[str, Any]) -> AsyncIterator[ChatServer]:
+    """Every test here that takes ``server`` runs twice: SQLite on one node, and Redis with the cluster routing."""
+    async with running_server(tmp_path / "server.db", **backend_options) as srv:
+        assert srv.store_kind == ("redis" if backend_options else "sqlite")
+        yield srv
 
 
 def send(to: str, n: int, sender: str = "alice", rid: str | None = None, **env: Any) -> dict[str, Any]:
@@ -484,11 +494,11 @@ async def test_replaced_session_hands_its_in_flight_messages_to_the_new_one(serv
         await newer.close()
 
 
-async def prefill(db: Path, count: int) -> None:
+async def prefill(db: Path, count: int, options: dict[str, Any]) -> None:
     """Register alice and bob and queue ``count`` messages from alice to bob, straight into the store."""
-    async with running_server(db) as srv, clients(srv.port, "alice", "bob"):
+    async with running_server(db, **options) as srv, clients(srv.port, "alice", "bob"):
         pass
-    store = SqliteStore(db)
+    store = open_store(ServerConfig(db_path=db, **options))
     await store.requeue([
         QueuedMessage("bob", "alice", msg_id(n), n, json_frame(
             {"type": "message", "from": "alice", "server_ts": n, "envelope": envelope("alice", "bob", msg_id(n))}
@@ -498,11 +508,11 @@ async def prefill(db: Path, count: int) -> None:
     await store.close()
 
 
-async def test_messages_arriving_during_the_backlog_go_after_it(tmp_path: Path) -> None:
+async def test_messages_arriving_during_the_backlog_go_after_it(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     db = tmp_path / "s.db"
     backlog = 2000
-    await prefill(db, backlog)
-    async with running_server(db) as srv, clients(srv.port, "alice", "carol") as (a, c):
+    await prefill(db, backlog, backend_options)
+    async with running_server(db, **backend_options) as srv, clients(srv.port, "alice", "carol") as (a, c):
         b = await connect(srv)
         await b.login("bob", identity_key("bob"))
         await a.send_frame(send("bob", backlog))  # while the backlog streams
@@ -513,14 +523,14 @@ async def test_messages_arriving_during_the_backlog_go_after_it(tmp_path: Path) 
         await b.close()
 
 
-async def test_registrations_and_queue_survive_a_restart(tmp_path: Path) -> None:
+async def test_registrations_and_queue_survive_a_restart(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     db = tmp_path / "s.db"
-    async with running_server(db) as srv, clients(srv.port, "alice", "bob") as (a, b):
+    async with running_server(db, **backend_options) as srv, clients(srv.port, "alice", "bob") as (a, b):
         await b.close()
         await a.send_frame(send("bob", 7))
         assert (await a.recv_type("ack"))["status"] == "queued"
         server_id = a.server_id
-    async with running_server(db) as srv:
+    async with running_server(db, **backend_options) as srv:
         c = await connect(srv)
         ch = await c.hello("bob", identity_key("mallory"))
         assert b64decode(ch["server_id"]) == server_id
@@ -535,8 +545,8 @@ async def test_registrations_and_queue_survive_a_restart(tmp_path: Path) -> None
         await fatal(c, "name_taken")
 
 
-async def test_queue_full_drops_nothing(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "s.db", queue_limit=3) as srv:
+async def test_queue_full_drops_nothing(tmp_path: Path, backend_options: dict[str, Any]) -> None:
+    async with running_server(tmp_path / "s.db", queue_limit=3, **backend_options) as srv:
         async with clients(srv.port, "bob"):
             pass
         async with clients(srv.port, "alice") as (a,):
@@ -599,9 +609,9 @@ async def test_server_busy_over_max_per_ip(tmp_path: Path) -> None:
         await first.close()
 
 
-async def test_a_non_reading_recipient_is_dropped_and_its_messages_kept(tmp_path: Path) -> None:
+async def test_a_non_reading_recipient_is_dropped_and_its_messages_kept(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     async with (
-        running_server(tmp_path / "s.db", max_outgoing_buffer=256 * 1024) as srv,
+        running_server(tmp_path / "s.db", max_outgoing_buffer=256 * 1024, **backend_options) as srv,
         clients(srv.port, "alice", "bob", "carol") as (a, b, c),
     ):
         big = "A" * (200 * 1024)
@@ -649,11 +659,11 @@ async def test_close_is_clean_with_connections_open(tmp_path: Path) -> None:
     await c.expect_closed()
 
 
-async def test_confirming_a_large_backlog_is_not_rate_limited(tmp_path: Path) -> None:
+async def test_confirming_a_large_backlog_is_not_rate_limited(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     db = tmp_path / "s.db"
     count = 300
-    await prefill(db, count)
-    async with running_server(db, rate=20.0, burst=10) as srv:
+    await prefill(db, count, backend_options)
+    async with running_server(db, rate=20.0, burst=10, **backend_options) as srv:
         async with clients(srv.port, "bob") as (b,):
             for _ in range(count):
                 m = await b.recv_type("message")
@@ -783,8 +793,8 @@ async def test_presence_goes_only_to_interested_sessions(server: ChatServer) -> 
                 assert frame["name"] == "erin", frame  # erin's login may share carol's first batch
 
 
-async def test_unconfirmed_messages_for_an_online_recipient_are_capped(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "s.db", queue_limit=2) as srv, clients(srv.port, "alice", "bob") as (a, b):
+async def test_unconfirmed_messages_for_an_online_recipient_are_capped(tmp_path: Path, backend_options: dict[str, Any]) -> None:
+    async with running_server(tmp_path / "s.db", queue_limit=2, **backend_options) as srv, clients(srv.port, "alice", "bob") as (a, b):
         for n in range(2):
             await a.send_frame(send("bob", n))
             await b.recv_type("message")
@@ -796,12 +806,12 @@ async def test_unconfirmed_messages_for_an_online_recipient_are_capped(tmp_path:
         assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(2)
 
 
-async def test_shutdown_keeps_unconfirmed_messages(tmp_path: Path) -> None:
+async def test_shutdown_keeps_unconfirmed_messages(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     db = tmp_path / "s.db"
-    async with running_server(db) as srv, clients(srv.port, "alice", "bob") as (a, b):
+    async with running_server(db, **backend_options) as srv, clients(srv.port, "alice", "bob") as (a, b):
         await a.send_frame(send("bob", 1))
         await b.recv_type("message")  # and never confirmed before the server stops
-    async with running_server(db) as srv, clients(srv.port, "bob") as (b,):
+    async with running_server(db, **backend_options) as srv, clients(srv.port, "bob") as (b,):
         assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
 
 
@@ -818,7 +828,9 @@ async def test_a_failing_backlog_fetch_closes_only_that_session(server: ChatServ
         raise RuntimeError("disk on fire")
 
     async with clients(server.port, "alice"):
-        monkeypatch.setattr(server._store, "fetch", broken)
+        for method in ("fetch", "fetch_routed"):  # the second is what the cluster routing reads with
+            if hasattr(server._store, method):
+                monkeypatch.setattr(server._store, method, broken)
         b = await connect(server)
         await b.login("bob", identity_key("bob"))
         await b.expect_closed()
@@ -827,8 +839,8 @@ async def test_a_failing_backlog_fetch_closes_only_that_session(server: ChatServ
             await still_open(b2)
 
 
-async def test_a_burst_of_offline_sends_is_acked_in_order_before_later_answers(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "s.db", queue_limit=4) as srv:
+async def test_a_burst_of_offline_sends_is_acked_in_order_before_later_answers(tmp_path: Path, backend_options: dict[str, Any]) -> None:
+    async with running_server(tmp_path / "s.db", queue_limit=4, **backend_options) as srv:
         async with clients(srv.port, "bob"):
             pass
         async with clients(srv.port, "alice") as (a,):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
+from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import server_command, server_process
 
 pytestmark = pytest.mark.timeout(60)
@@ -130,3 +131,64 @@ async def test_an_existing_database_with_loose_modes_is_made_private(tmp_path: P
                  if stat.S_IMODE(p.stat().st_mode) & 0o077}
         assert loose == {}
         assert await asyncio.to_thread(proc.stop) == 0
+
+
+# --- --redis -------------------------------------------------------------------------------
+
+
+def run_server(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*server_command(), "--port", "0", *args],
+        check=False, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_redis_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
+    # A Python that cannot import hiredis, as without `pip install 'securechat[redis]'`.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "hiredis.py").write_text("raise ImportError('No module named hiredis')\n")
+    path = os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])
+    result = run_server(["--redis", "redis://127.0.0.1:1/0"], env={"PYTHONPATH": path})
+    line = one_error_line(result)
+    assert "pip install 'securechat[redis]'" in line, line
+
+
+def test_unreachable_redis_is_a_one_line_error(tmp_path: Path) -> None:
+    line = one_error_line(run_server(["--redis", "redis://127.0.0.1:1/0"]))
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in line, line
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--redis", "http://127.0.0.1:1"], "must start with redis://"),
+        (["--redis", "redis://127.0.0.1:1/x"], "the database after the host must be a number"),
+        (["--redis", "redis://127.0.0.1:1/0", "--db", "x.db"], "exclude each other"),
+    ],
+)
+def test_bad_redis_options_are_one_line_errors(tmp_path: Path, args: list[str], says: str) -> None:
+    assert says in one_error_line(run_server(args))
+
+
+async def test_nodes_share_redis_from_the_environment(tmp_path: Path, redis_server: RedisProcess) -> None:
+    """Two nodes configured by SECURECHAT_REDIS: a name registered on one is known on the other."""
+    env = {"SECURECHAT_REDIS": redis_server.url, "SECURECHAT_PORT": "0"}
+    with server_process(None, env=env, port=None) as a, server_process(None, env=env, port=None) as b:
+        assert "routes through Redis at" in a.stderr
+        await login_and_ping(a.port, "carol")
+        c = await RawClient.connect(b.port)
+        welcome = await c.login("carol", identity_key("carol"))
+        assert welcome["new"] is False
+        await c.close()
+        assert await asyncio.to_thread(a.stop) == 0
+        assert await asyncio.to_thread(b.stop) == 0

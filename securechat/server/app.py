@@ -39,23 +39,29 @@ SWEEP_INTERVAL: Final = 1.0
 EXPIRE_INTERVAL: Final = 3600.0
 
 
+def open_store(config: ServerConfig) -> ServerStore:
+    """The store ``config`` asks for: Redis when it has a URL, else SQLite at ``db_path``."""
+    limits = {"queue_limit": config.queue_limit, "queue_bytes": config.queue_bytes, "queue_ttl": config.queue_ttl}
+    if config.redis_url is None:
+        return SqliteStore(config.db_path, **limits)  # type: ignore[arg-type]
+    from .redisstore import RedisStore
+    from .resp import RedisAddress
+
+    return RedisStore(RedisAddress.from_url(config.redis_url), prefix=config.redis_prefix, **limits)  # type: ignore[arg-type]
+
+
 class ChatServer:
     """The relay. ``start()`` binds, ``serve_forever()`` waits, ``close()`` shuts down cleanly."""
 
     def __init__(self, config: ServerConfig, store: ServerStore | None = None) -> None:
         config.validate()
         self.config = config
-        self._store: ServerStore = store or SqliteStore(
-            config.db_path,
-            queue_limit=config.queue_limit,
-            queue_bytes=config.queue_bytes,
-            queue_ttl=config.queue_ttl,
-        )
+        self._store: ServerStore = store or open_store(config)
         self._directory = Directory(self._store)
         self._presence = Presence()
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections
-        self._routing: Routing = LocalRouting(config, self._store, self._directory, self._presence, self._spawn)
+        self._routing: Routing = self._make_routing()
         self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
             Send: self._routing.send,
             Received: self._routing.received,
@@ -74,6 +80,21 @@ class ChatServer:
         self._closing = False
         self._port = 0
 
+    @property
+    def store_kind(self) -> str:
+        """``redis`` (nodes sharing Redis) or ``sqlite`` (one node)."""
+        return "sqlite" if self.config.redis_url is None else "redis"
+
+    def _make_routing(self) -> Routing:
+        if self.config.redis_url is None:
+            return LocalRouting(self.config, self._store, self._directory, self._presence, self._spawn)
+        from .cluster import ClusterRouting
+        from .redisstore import RedisStore
+
+        if not isinstance(self._store, RedisStore):
+            raise TypeError("a server with a Redis URL needs the Redis store")
+        return ClusterRouting(self._store, self._directory, self._presence, self._spawn)
+
     # --- lifecycle --------------------------------------------------------------------
 
     def session_names(self) -> list[str | None]:
@@ -90,6 +111,7 @@ class ChatServer:
         loop = asyncio.get_running_loop()
         try:
             self._server_id = await self._store.server_id()
+            await self._routing.start()
             expired = await self._store.expire()
             if expired:
                 log.info("expired %d queued messages older than the TTL", expired)
@@ -99,6 +121,7 @@ class ChatServer:
         except BaseException:
             self._closing = True
             await self._store.close()
+            await self._routing.close()
             self._stopped.set()
             raise
         sockets = self._server.sockets
@@ -147,6 +170,7 @@ class ChatServer:
             await asyncio.sleep(0)  # let the aborted connections' connection_lost run
             self._routing.flush_deletes()
             await self._store.close()
+            await self._routing.close()
             log.info("server stopped")
         finally:
             self._stopped.set()
@@ -214,21 +238,25 @@ class ChatServer:
 
     async def _on_login(self, peer: Peer, login: Login) -> None:
         name = login.name
-        known, new = await self._directory.bind(name, login.key, login.fingerprint)
-        if new:
-            log.info("registered %s with key %s from %s", name, login.fingerprint, peer.conn.peer)
+        try:
+            known, new = await self._directory.bind(name, login.key, login.fingerprint)
+            if new:
+                log.info("registered %s with key %s from %s", name, login.fingerprint, peer.conn.peer)
+            if peer.closing:
+                return
+            if known != login.fingerprint:
+                peer.fail("name_taken", f"the name '{name}' is registered with another key", login.rid)
+                return
+            await self._routing.claim(peer, name)
+        except ConnectionError as exc:  # the shared state is out of reach: the client comes back later
+            log.warning("login of %s from %s failed: %s", name, peer.conn.peer, exc)
+            peer.fail("unavailable", "the server cannot reach its shared state; try again shortly", login.rid)
+            return
         if peer.closing:
             return
-        if known != login.fingerprint:
-            peer.fail("name_taken", f"the name '{name}' is registered with another key", login.rid)
-            return
         peer.accept_login(new)
-        old = self._routing.attach(peer)  # before anything can be routed here
-        if old is not None:
-            old.fail("replaced", "a new session for this name started elsewhere")
+        self._routing.attach(peer)
         log.debug("session %s for %s", peer.conn.peer, name)
-        self._presence.note(name, True)
-        self._routing.deliver_backlog(peer)
 
     async def _on_lookup(self, peer: Peer, lookup: Lookup) -> None:
         reg = await self._directory.registration(lookup.name)
@@ -247,5 +275,5 @@ class ChatServer:
     async def _on_list(self, peer: Peer, request: ListUsers) -> None:
         names = await self._directory.names()
         self._presence.watch_all(peer)
-        online = self._routing.online(names)
+        online = await self._routing.online(names)
         peer.answer({"type": "users", "users": [{"name": n, "online": n in online} for n in names]}, request.rid)

@@ -2,6 +2,7 @@
 
 No command-line library here: the CLI (:mod:`securechat.server_cli`) gathers
 options, fills ``db_path`` (a per-user default there) and builds this object.
+With ``redis_url`` set, ``db_path`` is not used.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class ServerConfig:
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     queue_ttl: float = DEFAULT_QUEUE_TTL
     max_outgoing_buffer: int = 4 * 2**20
+    # Several nodes: all shared state in Redis (docs/deployment.md); None: one node on db_path.
+    redis_url: str | None = None
+    redis_prefix: str = "sc:"  # key and channel names start with this (one Redis, several deployments)
 
     @property
     def deliverable_frame(self) -> int:
@@ -60,5 +64,7 @@ class ServerConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key} must be positive, got {value}")
+        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"the Redis URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
         if self.max_frame >= 2**32:
             raise ValueError("max_frame must fit the 32-bit length prefix")

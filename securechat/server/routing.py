@@ -14,27 +14,14 @@ back to the store (backlog messages never left it) and the senders hear
 ``queued``. The online path touches no database.
 
 The seam. :class:`Routing` is what the server calls; :class:`LocalRouting`
-routes within this process. A second implementation can route between server
-nodes (the Redis issue puts one here). What it changes:
-
-- ``attach`` must claim the name for this node cluster-wide and tell the node
-  holding an older session to fail it with ``replaced``: it becomes async (a
-  round trip), and the server must not route to the new session before it
-  completes, as today it must not before the backlog has started.
-- ``send`` to a name held by another node publishes the frame to that node,
-  whose ``received`` must then reach back: in-flight state stays on the node
-  holding the recipient's connection, and ``delivered``/``queued`` acks travel
-  to the node holding the sender (fire and forget: acks to an offline sender
-  are never kept). ``send`` already returns an awaitable where it must wait.
-- ``online`` (for ``list``) and the re-check after a registration lookup (a
-  login meanwhile gets the message at once) must ask the cluster, so they
-  become async; so does the "known registered" shortcut if the directory is
-  not shared.
-- ``detach`` stays synchronous in its effect on this node (the requeue is
-  submitted before anything else can route to the name, so the store keeps
-  the order) and releases the claim asynchronously; presence changes are
-  published to the other nodes' watchers.
-- The store must be shared by the nodes and keep its call-order guarantee.
+routes within this process, and :class:`~securechat.server.cluster.ClusterRouting`
+between server nodes that share Redis. A login is two steps: ``claim`` (may
+wait: cluster-wide it numbers the session and tells older ones they are
+replaced) before ``welcome``, then ``attach`` (route to the session, end the
+one it replaces on this node, note presence, stream the backlog) right after
+it, so nothing routed reaches the peer before its ``welcome``. ``online`` may
+ask another process, so it is awaited. The store keeps its call-order
+guarantee on every backend.
 """
 
 from __future__ import annotations
@@ -108,16 +95,19 @@ class Mailbox:
 
 
 class Routing(Protocol):
-    """What the server asks of routing; see the module docstring for a multi-node implementation."""
+    """What the server asks of routing (the module docstring says how a login goes through it)."""
 
-    def attach(self, peer: Peer) -> Peer | None:
-        """``peer`` logged in: route its name to it from now on; returns the session it replaces."""
+    async def start(self) -> None:
+        """Before the first connection (a cluster connects to its peers here)."""
+
+    async def claim(self, peer: Peer, name: str) -> None:
+        """``peer`` proved it is ``name``: make it the name's session, before ``welcome``; raises if it cannot."""
+
+    def attach(self, peer: Peer) -> None:
+        """``welcome`` went out: route to ``peer``, replace an older session, note presence, stream the backlog."""
 
     def detach(self, peer: Peer) -> None:
         """Stop routing to ``peer`` (idempotent); its unconfirmed messages go back to the store."""
-
-    def deliver_backlog(self, peer: Peer) -> None:
-        """Stream ``peer``'s stored messages, then what arrived meanwhile."""
 
     def send(self, peer: Peer, message: Send) -> Handled:
         """Route a message: at once to an online recipient, else to the store (acked ``queued``)."""
@@ -125,11 +115,14 @@ class Routing(Protocol):
     def received(self, peer: Peer, confirmation: Received) -> None:
         """``peer`` confirmed a message: delete it, tell its sender ``delivered``."""
 
-    def online(self, names: Sequence[str]) -> Container[str]:
+    async def online(self, names: Sequence[str]) -> Container[str]:
         """Which of ``names`` are online."""
 
     def flush_deletes(self) -> None:
         """Submit the deletes of confirmed messages gathered so far."""
+
+    async def close(self) -> None:
+        """After every connection ended and the deletes were flushed."""
 
 
 class LocalRouting:
@@ -153,13 +146,25 @@ class LocalRouting:
 
     # --- sessions ------------------------------------------------------------------------
 
-    def attach(self, peer: Peer) -> Peer | None:
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def claim(self, peer: Peer, name: str) -> None:
+        return None  # one process: attach() takes the name over at once
+
+    def attach(self, peer: Peer) -> None:
         name = peer.name
         assert name is not None
         old = self._online.get(name)
         peer.set_mailbox(Mailbox(name))  # holding what arrives until the backlog is out
-        self._online[name] = peer
-        return old
+        self._online[name] = peer  # before anything can be routed here
+        if old is not None:
+            old.fail("replaced", "a new session for this name started elsewhere")
+        self._presence.note(name, True)
+        self.deliver_backlog(peer)
 
     def detach(self, peer: Peer) -> None:
         """Synchronous on purpose: the requeue is submitted before anything else can route to the name."""
@@ -198,7 +203,7 @@ class LocalRouting:
             if sender is not None:
                 sender.write(ack_frame(m.msg_id, recipient, "queued", rids.get((m.sender, m.msg_id))))
 
-    def online(self, names: Sequence[str]) -> Container[str]:
+    async def online(self, names: Sequence[str]) -> Container[str]:
         return self._online
 
     # --- messages ------------------------------------------------------------------------
@@ -292,6 +297,7 @@ class LocalRouting:
     # --- backlog -------------------------------------------------------------------------
 
     def deliver_backlog(self, peer: Peer) -> None:
+        """Stream ``peer``'s stored messages, then what arrived meanwhile."""
         box = peer.mailbox
         assert box is not None
         self._spawn(self._stream_backlog(peer, box))
@@ -331,19 +337,32 @@ class LocalRouting:
                 continue
             box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True))
             self._presence.watch(peer, m.sender)
-            buffered = peer.buffered()
-            if buffered and buffered + len(m.frame) > peer.max_out:
-                peer.flush()
-                await peer.drain()
-                if peer.closing:
-                    return False
+            if not await make_room(peer, len(m.frame)):
+                return False
             peer.write(m.frame)
             if peer.closing:
                 return False
-        peer.flush()
-        if peer.buffered() > BACKLOG_DRAIN_ABOVE:
-            await peer.drain()
+        await end_batch(peer)
         return True
+
+
+async def make_room(peer: Peer, size: int) -> bool:
+    """Before writing ``size`` more bytes of a backlog: wait for the reader rather than trip its bound.
+
+    False once the connection is gone.
+    """
+    buffered = peer.buffered()
+    if buffered and buffered + size > peer.max_out:
+        peer.flush()
+        await peer.drain()
+    return not peer.closing
+
+
+async def end_batch(peer: Peer) -> None:
+    """After a backlog batch: send it, and wait for the reader while much of it is unsent."""
+    peer.flush()
+    if peer.buffered() > BACKLOG_DRAIN_ABOVE:
+        await peer.drain()
 
 
 def _deleted(fut: asyncio.Future[int]) -> None:

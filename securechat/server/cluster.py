@@ -1,0 +1,348 @@
+"""ClusterRouting: the :class:`~securechat.server.routing.Routing` of several nodes that share Redis.
+
+The durable store is the truth and pub/sub only a poke (docs/deployment.md):
+
+- Every message goes into its recipient's queue in Redis, wherever the
+  recipient is, and the same script publishes it on the recipient's channel
+  (:meth:`RedisStore.route`). The number of nodes that heard it says whether
+  the recipient is online: nobody means the sender gets ``queued`` at once,
+  as on one node. A message leaves the queue only when its recipient
+  confirms it (:meth:`RedisStore.confirm`), and the same script publishes
+  ``delivered`` on the sender's channel.
+- The node holding a session subscribes to its user's channel and keeps the
+  session's *position*: the last queue sequence number it handed out. A
+  published message that follows the position directly is written at once;
+  anything else (a gap, a slow reader, a subscriber connection that had to
+  reconnect) makes the session read the queue from its position
+  (:meth:`_pump`). Messages reach a session in queue order, each once per
+  session; a new session starts from the beginning of the queue.
+- A login is numbered by a script that also publishes the number on the
+  user's channel: every older session, on any node, ends with ``replaced``.
+- Presence changes go out on one channel to every node, carrying the
+  session number so that an old session's late "offline" cannot undo a
+  newer "online".
+
+Room state, when rooms exist, belongs here too: a room's members and history
+are shared state and go into Redis the same way (keys tagged by room).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Container, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+from ..clock import now_ms
+from .directory import Directory
+from .events import Deferred, Handled, Received, Send
+from .presence import Presence
+from .redisbus import RedisBus
+from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore, rid_text, rid_value
+from .resp import RedisReplyError, RedisUnavailable
+from .routing import BACKLOG_BATCH, InFlight, Mailbox, ack_frame, end_batch, make_room, message_frame
+from .store import QueuedMessage
+
+if TYPE_CHECKING:
+    from .transport import Peer
+
+log = logging.getLogger("securechat.server")
+
+CLAIM_TIMEOUT: Final = 5.0  # a login waits this long for its subscription and its number
+
+
+class SessionBox(Mailbox):
+    """A session's mailbox on a node of a cluster: its number and its position in the queue.
+
+    An in-flight entry's ``from_store`` says its sender has heard ``queued``
+    (so a drop need not tell it again).
+    """
+
+    __slots__ = ("again", "number", "position", "pump", "replaced")
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.held = None  # the queue's order is the order: nothing is held back
+        self.number = 0  # this login's number (0 until the claim is answered)
+        self.position = 0  # the last queue seq handed to this session
+        self.pump: object | None = None  # the task reading the queue, while one runs
+        self.again = False  # a poke came while the pump was reading: read once more
+        self.replaced = False
+
+
+class ClusterRouting:
+    """:class:`Routing` between server nodes over one Redis (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        directory: Directory,
+        presence: Presence,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+    ) -> None:
+        self._store = store
+        self._directory = directory
+        self._presence = presence
+        self._spawn = spawn
+        self.node = os.urandom(6).hex()
+        self._local: dict[str, Peer] = {}  # the newest session of each name on this node
+        self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
+        self._presence_numbers: dict[str, int] = {}  # online names -> the session number that said so
+        self._confirms: dict[str, list[tuple[str, str, bool, str | None]]] = {}
+        self._bus: RedisBus | None = None
+
+    @property
+    def bus(self) -> RedisBus:
+        assert self._bus is not None, "ClusterRouting.start() was not awaited"
+        return self._bus
+
+    async def start(self) -> None:
+        self._bus = RedisBus(self._store.address, self._on_message, self._resync, client_name=f"securechat-bus-{self.node}")
+        await self._bus.start()
+        await asyncio.wait_for(self._bus.subscribe(self._store.presence_channel), CLAIM_TIMEOUT)
+        log.info("node %s routes through Redis at %s", self.node, self._store.address)
+
+    async def close(self) -> None:
+        if self._bus is not None:
+            await self._bus.close()
+
+    # --- sessions ------------------------------------------------------------------------
+
+    async def claim(self, peer: Peer, name: str) -> None:
+        box = SessionBox(name)
+        peer.set_mailbox(box)  # from now on detach() undoes what follows
+        subscribed = self.bus.subscribe(self._store.channel(name))
+        self._claiming[name] = self._claiming.get(name, 0)
+        try:
+            # Subscribed before numbered: a newer login's number cannot pass us by.
+            await asyncio.wait_for(asyncio.shield(subscribed), CLAIM_TIMEOUT)
+            number = await asyncio.wait_for(self._store.claim(name), CLAIM_TIMEOUT)
+        except (TimeoutError, RedisReplyError) as exc:
+            raise RedisUnavailable(f"Redis did not number the session: {exc or 'timeout'}") from None
+        finally:
+            newer = self._claiming.pop(name, 0)
+        box.number = number
+        if newer > number:  # a newer login elsewhere was numbered before our answer came
+            box.replaced = True
+            peer.fail("replaced", "a new session for this name started elsewhere")
+
+    def attach(self, peer: Peer) -> None:
+        box = peer.mailbox
+        assert isinstance(box, SessionBox)
+        name = box.name
+        old = self._local.get(name)
+        self._local[name] = peer
+        if old is not None and old is not peer:
+            old_box = old.mailbox
+            if isinstance(old_box, SessionBox):
+                old_box.replaced = True
+            old.fail("replaced", "a new session for this name started elsewhere")
+        self._note_presence(name, True, box.number, publish=True)
+        self._pump_soon(peer, box)  # the backlog: the whole queue, oldest first
+
+    def detach(self, peer: Peer) -> None:
+        box = peer.mailbox
+        if not isinstance(box, SessionBox):
+            return
+        peer.set_mailbox(None)
+        name = box.name
+        self.bus.unsubscribe(self._store.channel(name))
+        if self._local.get(name) is peer:
+            del self._local[name]
+            if not box.replaced and box.number:
+                self._note_presence(name, False, box.number, publish=True)
+        # The messages stay queued; their senders learn that, unless they heard it already.
+        for entry in box.inflight.values():
+            if not entry.from_store:
+                self._tell(entry.sender, b"A\nqueued\n%s\n%s\n%s" % (entry.msg_id.encode(), name.encode(), _rid(entry.rid)))
+        box.inflight.clear()
+        box.inflight_bytes = 0
+
+    async def online(self, names: Sequence[str]) -> Container[str]:
+        return await self._store.online(names)
+
+    # --- messages ------------------------------------------------------------------------
+
+    def send(self, peer: Peer, message: Send) -> Handled:
+        if self._directory.knows(message.to):
+            return Deferred(self._answer(peer, message, self._route(message)))
+        return self._send_unknown(peer, message)
+
+    def _route(self, message: Send) -> asyncio.Future[list[int]]:
+        """Submitted at once: sends of one connection reach the queue in their order."""
+        env = message.envelope
+        server_ts = now_ms()
+        frame = message_frame(message.sender, server_ts, env)
+        queued = QueuedMessage(message.to, message.sender, env["id"], server_ts, frame, time.time())
+        return self._store.route(queued, message.rid)
+
+    async def _send_unknown(self, peer: Peer, message: Send) -> None:
+        if await self._directory.registration(message.to) is None:
+            peer.error("unknown_user", f"no user named '{message.to}'", message.rid)
+            return
+        if not peer.closing:
+            await self._answer(peer, message, self._route(message))
+
+    async def _answer(self, peer: Peer, message: Send, routed: asyncio.Future[list[int]]) -> None:
+        status, seq_or_count, receivers = await routed
+        msg_id: str = message.envelope["id"]
+        if status == OVER_CAPS:
+            peer.error("queue_full", f"the queue for '{message.to}' is full ({seq_or_count} messages)", message.rid)
+            return
+        self._presence.watch(peer, message.to)
+        if status == ALREADY_CONFIRMED:
+            peer.write(ack_frame(msg_id, message.to, "delivered", message.rid))
+        elif not receivers:  # nobody holds the recipient: stored for later, as on one node
+            peer.write(ack_frame(msg_id, message.to, "queued", message.rid))
+
+    def received(self, peer: Peer, confirmation: Received) -> None:
+        box = peer.mailbox
+        assert box is not None
+        entry = box.confirm((confirmation.sender, confirmation.msg_id))
+        if not self._confirms:
+            asyncio.get_running_loop().call_soon(self.flush_deletes)
+        items = self._confirms.setdefault(box.name, [])
+        # A confirmation of something this session was not handed deletes any stored copy, acks nobody.
+        items.append((confirmation.sender, confirmation.msg_id, entry is not None, entry.rid if entry else None))
+
+    def flush_deletes(self) -> None:
+        confirms, self._confirms = self._confirms, {}
+        for recipient, items in confirms.items():
+            try:
+                self._store.confirm(recipient, items).add_done_callback(_confirmed)
+            except RuntimeError:  # the store is closed: the next session gets them again
+                return
+
+    # --- reading the queue ---------------------------------------------------------------
+
+    def _pump_soon(self, peer: Peer, box: SessionBox) -> None:
+        if box.pump is not None:
+            box.again = True
+        elif not peer.closing:
+            box.pump = self._spawn(self._pump(peer, box))
+
+    async def _pump(self, peer: Peer, box: SessionBox) -> None:
+        """Read the queue from the session's position until it is empty, paced to the reader."""
+        try:
+            while not peer.closing:
+                box.again = False
+                batch = await self._store.fetch_routed(box.name, box.position, BACKLOG_BATCH)
+                if not batch and not box.again:
+                    return
+                for routed in batch:
+                    if not await make_room(peer, routed.message.size):
+                        return
+                    self._hand_out(peer, box, routed.message, routed.rid, routed.told_queued)
+                await end_batch(peer)
+        except (ConnectionError, OSError) as exc:  # Redis or the peer went away: the next poke reads again
+            log.info("reading the queue of %s stopped: %s", box.name, exc)
+        except Exception:
+            log.exception("reading the queue of %s failed", box.name)
+            peer.end("queue delivery failed", abort=True)
+        finally:
+            box.pump = None
+
+    def _hand_out(self, peer: Peer, box: SessionBox, m: QueuedMessage, rid: str | None, told: bool) -> None:
+        if m.seq <= box.position:
+            return
+        box.position = m.seq
+        key = (m.sender, m.msg_id)
+        if key in box.inflight:  # resent meanwhile: this session has it already
+            return
+        box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, told, rid))
+        self._presence.watch(peer, m.sender)
+        peer.write(m.frame)
+
+    # --- what the other nodes say ----------------------------------------------------------
+
+    def _on_message(self, channel: bytes, data: bytes) -> None:
+        if channel == self._store.presence_channel:
+            self._on_presence(data)
+            return
+        name = self._store.name_of(channel)
+        kind = data[:1]
+        if kind == b"M":
+            self._on_new_message(name, data)
+        elif kind == b"A":
+            _, status, msg_id, to, rid = data.split(b"\n", 4)
+            peer = self._local.get(name)
+            if peer is not None and not peer.closing:
+                peer.write(ack_frame(msg_id.decode(), to.decode(), status.decode(), rid_value(rid)))
+        elif kind == b"R":
+            self._on_claim(name, int(data[2:]))
+        elif kind == b"G":
+            peer = self._local.get(name)
+            if peer is not None and isinstance(peer.mailbox, SessionBox):
+                self._pump_soon(peer, peer.mailbox)
+
+    def _on_new_message(self, name: str, data: bytes) -> None:
+        _, seq, sender, msg_id, server_ts, rid, frame = data.split(b"\n", 6)
+        peer = self._local.get(name)
+        box = peer.mailbox if peer is not None else None
+        if peer is None or not isinstance(box, SessionBox) or peer.closing:
+            # Subscribed, yet no session to hand it to (one is starting or ending): it stays queued.
+            self._tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), rid))
+            return
+        n = int(seq)
+        if n <= box.position:
+            return
+        # Written at once, as on one node: a reader that falls max_outgoing_buffer behind is dropped.
+        if box.pump is None and n == box.position + 1:
+            m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n)
+            self._hand_out(peer, box, m, rid_value(rid), False)
+        else:
+            self._pump_soon(peer, box)
+
+    def _on_claim(self, name: str, number: int) -> None:
+        if name in self._claiming:
+            self._claiming[name] = max(self._claiming[name], number)
+        peer = self._local.get(name)
+        box = peer.mailbox if peer is not None else None
+        if peer is not None and isinstance(box, SessionBox) and 0 < box.number < number:
+            box.replaced = True
+            peer.fail("replaced", "a new session for this name started elsewhere")
+
+    def _on_presence(self, data: bytes) -> None:
+        name, online, number, node = data.split(b"\n", 3)
+        if node.decode() != self.node:  # this node noted its own changes already
+            self._note_presence(name.decode(), online == b"1", int(number), publish=False)
+
+    def _note_presence(self, name: str, online: bool, number: int, *, publish: bool) -> None:
+        latest = self._presence_numbers.get(name, 0)
+        if online and number >= latest:
+            self._presence_numbers[name] = number
+            self._presence.note(name, True)
+        elif not online and number >= latest:
+            self._presence_numbers.pop(name, None)
+            self._presence.note(name, False)
+        if publish:
+            body = b"%s\n%d\n%d\n%s" % (name.encode(), online, number, self.node.encode())
+            self._store.publish(self._store.presence_channel, body).add_done_callback(_published)
+
+    def _tell(self, name: str, data: bytes) -> None:
+        try:
+            self._store.publish(self._store.channel(name), data).add_done_callback(_published)
+        except RuntimeError:  # the store is closed (shutdown): acks to senders are never kept anyway
+            pass
+
+    def _resync(self) -> None:
+        """The subscriber was away: every session reads its queue from its position."""
+        for peer in list(self._local.values()):
+            if isinstance(peer.mailbox, SessionBox):
+                self._pump_soon(peer, peer.mailbox)
+
+
+def _rid(rid: str | None) -> bytes:
+    return rid_text(rid).encode()
+
+
+def _confirmed(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("could not delete confirmed messages (they stay queued): %s", fut.exception())
+
+
+def _published(fut: asyncio.Future[int]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.info("could not publish to the other nodes: %s", fut.exception())
