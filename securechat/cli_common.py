@@ -62,6 +62,11 @@ def parse_server(value: str, option: str = "--server") -> tuple[str, int]:
     return host, port
 
 
+def parse_servers(value: str, option: str = "--server") -> list[tuple[str, int]]:
+    """``HOST:PORT[,HOST:PORT...]``: the nodes of one server, in the order the client tries them."""
+    return [parse_server(part, option) for part in value.split(",")]
+
+
 class UsageLine(click.ClickException):
     """A usage mistake found after parsing (a bad name, conflicting options): one line, status 2."""
 

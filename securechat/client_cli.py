@@ -23,7 +23,7 @@ from typing import Final
 import click
 
 from . import __version__, crypto
-from .cli_common import OneLineErrors, UsageLine, parse_server
+from .cli_common import OneLineErrors, UsageLine, parse_servers
 from .cli_identity import load_identity, open_or_create, own_name, refusal
 from .cli_shared import GroupOptions, group_home_option, name_option, shared
 from .client import ClientSession
@@ -77,7 +77,8 @@ def _setup_logging(verbose: int) -> None:
     show_default=True,
     envvar=SERVER_ENV,
     show_envvar=True,
-    help="Server address HOST:PORT ([::1]:5000 for IPv6).",
+    help="Server address HOST:PORT ([::1]:5000 for IPv6), or the nodes of one server "
+    "HOST:PORT,HOST:PORT,... (a failed or lost connection moves on to the next).",
 )
 @group_home_option
 @click.option(
@@ -119,15 +120,16 @@ def main(
     if not name:
         raise UsageLine("--name is required to chat (for example: securechat-client --name alice)")
     name = own_name(name)
-    host, port = parse_server(server)
+    servers = parse_servers(server)
     client_home = _resolve_home(home)
     with client_home.lock(name):
-        ctx.exit(_start_chat(client_home, name, host, port, json_mode=json_mode, plain=plain))
+        ctx.exit(_start_chat(client_home, name, servers, json_mode=json_mode, plain=plain))
 
 
 def _start_chat(
-    client_home: ClientHome, name: str, host: str, port: int, *, json_mode: bool, plain: bool
+    client_home: ClientHome, name: str, servers: list[tuple[str, int]], *, json_mode: bool, plain: bool
 ) -> int:
+    (host, port), *others = servers  # check_name asks the first node
     def announce(who: str, bits: int) -> None:
         if json_mode:
             from .jsonmode import event_to_json, write_json_line
@@ -151,7 +153,7 @@ def _start_chat(
 
             write_json_line({"event": "error", "code": "name_taken", "message": str(exc), "fatal": True})
         raise
-    session = ClientSession(store, host, port)
+    session = ClientSession(store, host, port, more_servers=others)
     try:
         status = asyncio.run(_chat(session, json_mode=json_mode, plain=plain, first_run=first_run))
         unsent = session.unacknowledged()

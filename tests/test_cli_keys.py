@@ -133,5 +133,8 @@ def test_bad_usage(tmp_path: Path) -> None:
     assert run(tmp_path, []).returncode == 2  # --name is required to chat
     bad_server = run(tmp_path, ["--name", "alice", "--server", "nowhere"])
     assert bad_server.returncode == 2 and "HOST:PORT" in bad_server.stderr
+    # In a list of nodes, every one must be HOST:PORT.
+    bad_node = run(tmp_path, ["--name", "alice", "--server", "127.0.0.1:5000,127.0.0.1:x"])
+    assert bad_node.returncode == 2 and "port must be a number, got 'x'" in bad_node.stderr
     bad_name = one_line_error(run(tmp_path, ["--name", "no way", "--json"]))
     assert "not a valid name" in bad_name

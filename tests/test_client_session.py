@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -29,7 +30,8 @@ from securechat.events import (
 from securechat.names import format_fingerprint
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server import ChatServer, ServerConfig
-from tests.support.rawclient import RawClient
+from tests.support.rawclient import RawClient, running_server
+from tests.support.redisproc import RedisProcess
 from tests.support.sessions import BITS, WAIT, Client, online
 
 pytestmark = pytest.mark.timeout(60)
@@ -487,3 +489,26 @@ async def test_a_failing_listener_logs_no_plaintext(
     assert not any("secret plaintext" in record.getMessage() for record in caplog.records)
     await alice.stop()
     await bob.stop()
+
+
+async def test_the_nodes_of_one_server_are_tried_in_turn(
+    tmp_path: Path, make_client: Callable[..., Client], redis_server: RedisProcess
+) -> None:
+    """``--server dead,a,b``: a refused node is skipped, a lost connection moves on to the next node."""
+    nodes = {"redis_url": redis_server.url, "redis_prefix": f"turns-{id(tmp_path)}:"}
+    async with running_server(tmp_path / "a.db", **nodes) as a, running_server(tmp_path / "b.db", **nodes) as b:
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            dead = probe.getsockname()[1]
+        alice = make_client("alice", dead, more_servers=[("127.0.0.1", a.port), ("127.0.0.1", b.port)])
+        await online(alice)
+        assert alice.session.port == a.port
+        bob = await online(make_client("bob", b.port))
+        await a.close()  # alice's node goes away: she moves on to b, the next in her list
+        await alice.rec.wait_for(lambda e: isinstance(e, Ready) and len(alice.rec.of(Ready)) == 2)
+        assert alice.session.port == b.port
+        msg_id = await alice.session.send("bob", "through the next node")
+        await alice.rec.wait_kind(Acked, msg_id=msg_id, status="delivered")
+        assert (await bob.rec.wait_kind(MessageReceived)).msg_id == msg_id
+        await alice.stop()
+        await bob.stop()

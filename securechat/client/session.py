@@ -12,6 +12,7 @@ Connection life cycle::
 
     connecting -> (hello, challenge, auth, welcome) -> online
     online --(EOF, framing error, silence, fatal error)--> reconnecting (backoff) -> connecting
+    (with several nodes of one server, every failed or lost connection moves on to the next one)
     a fatal error retrying cannot fix (PERMANENT_CODES) -> offline; run() raises it, kept in .refused
     close() -> offline, run() returns
 
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Sequence
 from typing import Final
 
 from ..errors import BadRequest, SecurechatError, ServerErrorReply, SessionClosed
@@ -78,10 +80,14 @@ class ClientSession:
         max_frame: int = DEFAULT_MAX_FRAME,
         silence_timeout: float | None = None,
         rng: random.Random | None = None,
+        more_servers: Sequence[tuple[str, int]] = (),
     ) -> None:
+        """``host``:``port`` first, then ``more_servers`` (other nodes of the same server), in turn."""
         self._store = store
         self._identity = store.require_identity()
-        self.host = host
+        self.servers: tuple[tuple[str, int], ...] = ((host, port), *more_servers)
+        self._server_index = 0
+        self.host = host  # the node connected or tried now
         self.port = port
         self.ping_interval = ping_interval
         self.request_timeout = request_timeout
@@ -167,6 +173,7 @@ class ClientSession:
                     break
                 if welcomed:
                     attempt = 0
+                self._next_server()
                 delay = self._backoff(attempt)
                 attempt += 1
                 self._emit(ConnectionChanged("reconnecting", retry_in=delay, detail=self._last_drop))
@@ -176,6 +183,11 @@ class ClientSession:
         finally:
             self._running = False
             self._done.set()
+
+    def _next_server(self) -> None:
+        """A connection failed or ended: the next attempt goes to the next node (the same one if alone)."""
+        self._server_index = (self._server_index + 1) % len(self.servers)
+        self.host, self.port = self.servers[self._server_index]
 
     def _backoff(self, attempt: int) -> float:
         return backoff(attempt, self.backoff_initial, self.backoff_max, self._rng)
