@@ -15,6 +15,7 @@ Modules, from the wire up:
 from __future__ import annotations
 
 from .connection import ClientConnection
-from .session import ClientSession, finish_session
+from .finish import finish_session
+from .session import ClientSession
 
 __all__ = ["ClientConnection", "ClientSession", "finish_session"]

@@ -80,9 +80,8 @@ class ClientSession:
         max_frame: int = DEFAULT_MAX_FRAME,
         silence_timeout: float | None = None,
         rng: random.Random | None = None,
-        more_servers: Sequence[tuple[str, int]] = (),
+        more_servers: Sequence[tuple[str, int]] = (),  # other nodes of the same server, tried in turn
     ) -> None:
-        """``host``:``port`` first, then ``more_servers`` (other nodes of the same server), in turn."""
         self._store = store
         self._identity = store.require_identity()
         self.servers: tuple[tuple[str, int], ...] = ((host, port), *more_servers)
@@ -389,22 +388,3 @@ class ClientSession:
     def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
         """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
         return self._store.history.recent(parse_typed_name(peer), limit)
-
-
-async def finish_session(session: ClientSession, run_task: asyncio.Task[None], timeout: float = 10.0) -> bool:
-    """Close ``session`` and wait (bounded) for its ``run()`` task; True if ``run()`` failed.
-
-    The front ends share this ending: a :class:`SecurechatError` from ``run()``
-    was already shown to the user as an event; anything else is logged here.
-    """
-    await session.close()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait({run_task}, timeout=timeout)
-    if not run_task.done() or run_task.cancelled():
-        return False
-    error = run_task.exception()
-    if error is None:
-        return False
-    if not isinstance(error, SecurechatError):
-        log.error("the session failed", exc_info=error)
-    return True
