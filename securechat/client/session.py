@@ -185,6 +185,8 @@ class ClientSession:
 
     def _next_server(self) -> None:
         """A connection failed or ended: the next attempt goes to the next node (the same one if alone)."""
+        if len(self.servers) == 1:
+            return
         self._server_index = (self._server_index + 1) % len(self.servers)
         self.host, self.port = self.servers[self._server_index]
 
