@@ -57,11 +57,12 @@ async def no_reconnects(client: Client) -> None:
 
 @pytest.mark.parametrize("sender", ["mal", LONG_NAME], ids=["name-as-long-as-the-recipients", "longer-name"])
 async def test_a_send_at_the_frame_limit_is_refused_and_does_not_block_the_inbox(
-    server: ChatServer, make_client: Callable[..., Client], sender: str
+    any_server: ChatServer, make_client: Callable[..., Client], sender: str
 ) -> None:
     """A send of exactly max_frame bytes becomes a `message` frame past the recipient's limit (the
     server adds `from` and `server_ts`): before the fix bob's client refused it as fatal on every
-    reconnect and carol's later message never arrived."""
+    reconnect and carol's later message never arrived. On one node and on nodes sharing Redis."""
+    server = any_server
     bob = await online(make_client("bob", server.port))
     carol = await online(make_client("carol", server.port))
     m = await RawClient.connect(server.port)

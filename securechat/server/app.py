@@ -93,7 +93,7 @@ class ChatServer:
 
         if not isinstance(self._store, RedisStore):
             raise TypeError("a server with a Redis URL needs the Redis store")
-        return ClusterRouting(self._store, self._directory, self._presence, self._spawn)
+        return ClusterRouting(self.config, self._store, self._directory, self._presence, self._spawn)
 
     # --- lifecycle --------------------------------------------------------------------
 

@@ -36,13 +36,15 @@ from collections.abc import Callable, Container, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import now_ms
+from ..relayframes import ack_frame
+from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
 from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore, rid_text, rid_value
 from .resp import RedisReplyError, RedisUnavailable
-from .routing import BACKLOG_BATCH, InFlight, Mailbox, ack_frame, end_batch, make_room, message_frame
+from .routing import BACKLOG_BATCH, InFlight, Mailbox, deliverable_frame, end_batch, make_room
 from .store import QueuedMessage
 
 if TYPE_CHECKING:
@@ -77,11 +79,13 @@ class ClusterRouting:
 
     def __init__(
         self,
+        config: ServerConfig,
         store: RedisStore,
         directory: Directory,
         presence: Presence,
         spawn: Callable[[Coroutine[Any, Any, None]], object],
     ) -> None:
+        self._config = config
         self._store = store
         self._directory = directory
         self._presence = presence
@@ -166,28 +170,25 @@ class ClusterRouting:
     # --- messages ------------------------------------------------------------------------
 
     def send(self, peer: Peer, message: Send) -> Handled:
-        if self._directory.knows(message.to):
-            return Deferred(self._answer(peer, message, self._route(message)))
-        return self._send_unknown(peer, message)
-
-    def _route(self, message: Send) -> asyncio.Future[list[int]]:
-        """Submitted at once: sends of one connection reach the queue in their order."""
-        env = message.envelope
         server_ts = now_ms()
-        frame = message_frame(message.sender, server_ts, env)
-        queued = QueuedMessage(message.to, message.sender, env["id"], server_ts, frame, time.time())
-        return self._store.route(queued, message.rid)
+        frame = deliverable_frame(peer, message, server_ts, self._config)
+        if frame is None:
+            return None
+        queued = QueuedMessage(message.to, message.sender, message.msg_id, server_ts, frame, time.time())
+        if self._directory.knows(message.to):
+            return Deferred(self._answer(peer, message, self._store.route(queued, message.rid)))
+        return self._send_unknown(peer, message, queued)
 
-    async def _send_unknown(self, peer: Peer, message: Send) -> None:
+    async def _send_unknown(self, peer: Peer, message: Send, queued: QueuedMessage) -> None:
         if await self._directory.registration(message.to) is None:
             peer.error("unknown_user", f"no user named '{message.to}'", message.rid)
             return
         if not peer.closing:
-            await self._answer(peer, message, self._route(message))
+            await self._answer(peer, message, self._store.route(queued, message.rid))
 
     async def _answer(self, peer: Peer, message: Send, routed: asyncio.Future[list[int]]) -> None:
         status, seq_or_count, receivers = await routed
-        msg_id: str = message.envelope["id"]
+        msg_id = message.msg_id
         if status == OVER_CAPS:
             peer.error("queue_full", f"the queue for '{message.to}' is full ({seq_or_count} messages)", message.rid)
             return

@@ -55,6 +55,20 @@ BACKLOG_DRAIN_ABOVE: Final = 64 * 1024
 Key = tuple[str, str]  # (sender, msg_id)
 
 
+def deliverable_frame(peer: Peer, message: Send, server_ts: int, config: ServerConfig) -> bytes | None:
+    """The ``message`` frame for ``message``, or None after refusing the sender with ``message_too_large``.
+
+    The server never makes a frame its recipient would have to refuse (docs/protocol.md, "Delivery"),
+    on one node or several.
+    """
+    body = message_frame(message.sender, server_ts, message.envelope)
+    size, limit = len(body) - HEADER_SIZE, config.deliverable_frame
+    if size > limit:
+        peer.error("message_too_large", f"as a 'message' frame this would be {size} bytes; the limit is {limit}", message.rid)
+        return None
+    return body
+
+
 @dataclass(slots=True)
 class InFlight:
     """A message handed to a recipient session and not yet confirmed."""
@@ -210,12 +224,8 @@ class LocalRouting:
 
     def send(self, peer: Peer, message: Send) -> Handled:
         server_ts = now_ms()
-        body = message_frame(message.sender, server_ts, message.envelope)
-        if len(body) - HEADER_SIZE > self._config.deliverable_frame:
-            # The recipient would have to refuse this frame (docs/protocol.md, "Delivery").
-            limit = self._config.deliverable_frame
-            text = f"as a 'message' frame this would be {len(body) - HEADER_SIZE} bytes; the limit is {limit}"
-            peer.error("message_too_large", text, message.rid)
+        body = deliverable_frame(peer, message, server_ts, self._config)
+        if body is None:
             return None
         target = self._online.get(message.to)
         if target is not None:
