@@ -45,6 +45,9 @@ from .errors import (
 )
 
 AUTH_LABEL: Final = b"securechat-auth-v1"
+# Over TLS the auth input also covers the server identity (docs/protocol.md 6.1).
+AUTH_LABEL_V2: Final = b"securechat-auth-v2"
+SERVER_IDENTITY_SIZE: Final = 32
 MESSAGE_LABEL: Final = b"securechat-msg-v1"
 RSA_PUBLIC_EXPONENT: Final = 65537
 DEFAULT_KEY_BITS: Final = 3072
@@ -171,17 +174,31 @@ def gcm_open(key: bytes, nonce: bytes, ciphertext_and_tag: bytes, aad: bytes) ->
 # --- session start (docs/protocol.md 6.1) ---------------------------------------------
 
 
-def auth_message(server_id: bytes, name: str, nonce: bytes) -> bytes:
-    return lp(AUTH_LABEL, server_id, name, nonce)
+def auth_message(server_id: bytes, name: str, nonce: bytes, server_identity: bytes | None = None) -> bytes:
+    """The signed bytes of ``auth``: v1 over plaintext, v2 (bound to ``server_identity``) over TLS."""
+    if server_identity is None:
+        return lp(AUTH_LABEL, server_id, name, nonce)
+    if len(server_identity) != SERVER_IDENTITY_SIZE:
+        raise ValueError(f"a server identity is {SERVER_IDENTITY_SIZE} bytes, got {len(server_identity)}")
+    return lp(AUTH_LABEL_V2, server_id, server_identity, name, nonce)
 
 
-def sign_auth(key: rsa.RSAPrivateKey, server_id: bytes, name: str, nonce: bytes) -> bytes:
-    """The ``auth`` signature proving possession of ``key`` to one server, once."""
-    return pss_sign(key, auth_message(server_id, name, nonce))
+def sign_auth(
+    key: rsa.RSAPrivateKey, server_id: bytes, name: str, nonce: bytes, server_identity: bytes | None = None
+) -> bytes:
+    """The ``auth`` signature proving possession of ``key`` to one server (the one with ``server_identity``), once."""
+    return pss_sign(key, auth_message(server_id, name, nonce, server_identity))
 
 
-def verify_auth(key: rsa.RSAPublicKey, signature: bytes, server_id: bytes, name: str, nonce: bytes) -> bool:
-    return pss_verify(key, signature, auth_message(server_id, name, nonce))
+def verify_auth(
+    key: rsa.RSAPublicKey,
+    signature: bytes,
+    server_id: bytes,
+    name: str,
+    nonce: bytes,
+    server_identity: bytes | None = None,
+) -> bool:
+    return pss_verify(key, signature, auth_message(server_id, name, nonce, server_identity))
 
 
 # --- envelopes (docs/protocol.md 6.2) -------------------------------------------------

@@ -8,6 +8,7 @@ fails here.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from securechat import crypto, errors, protocol
+from securechat import crypto, errors, protocol, tls
 from securechat.encoding import b64decode, b64encode
 from securechat.names import format_fingerprint
 from securechat.server.phases import SERVER_TRANSITIONS
@@ -69,7 +70,8 @@ def inputs() -> dict[str, Any]:
 EXPECTED_BLOCKS = {
     "alice-private", "alice-public", "alice-fingerprint", "bob-private", "bob-public", "bob-fingerprint",
     "inputs", "plaintext", "header", "ct", "wrapped-key", "signed-bytes", "signature", "envelope",
-    "payload", "auth-message", "auth-signature",
+    "payload", "auth-message", "auth-signature", "server-spki", "server-identity", "auth-v2-message",
+    "auth-v2-signature", "padding-write", "padding-padded",
 }
 
 
@@ -156,13 +158,44 @@ def test_auth_example() -> None:
     assert crypto.verify_auth(public_key("alice"), b64block("auth-signature"), server_id, "alice", nonce)
 
 
+def test_server_identity_is_the_hash_of_the_spki() -> None:
+    der = serialization.load_pem_public_key(blocks()["server-spki"].encode()).public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert hashlib.sha256(der).hexdigest() == blocks()["server-identity"].strip()
+    assert format_fingerprint(blocks()["server-identity"].strip()) in doc_text()
+
+
+def test_auth_v2_example() -> None:
+    server_id, nonce = bytes(range(0x10, 0x20)), bytes(range(0x40, 0x60))
+    identity = bytes.fromhex(blocks()["server-identity"].strip())
+    assert hexblock("auth-v2-message") == crypto.auth_message(server_id, "alice", nonce, identity)
+    signature = b64block("auth-v2-signature")
+    assert crypto.verify_auth(public_key("alice"), signature, server_id, "alice", nonce, identity)
+    # Bound to the identity: useless as v1, or at a server with another key.
+    assert not crypto.verify_auth(public_key("alice"), signature, server_id, "alice", nonce)
+    other = hashlib.sha256(identity).digest()
+    assert not crypto.verify_auth(public_key("alice"), signature, server_id, "alice", nonce, other)
+
+
+def test_padding_example() -> None:
+    write, padded = hexblock("padding-write"), hexblock("padding-padded")
+    assert tls.pad_write(write) == padded
+    assert len(padded) == tls.padded_size(len(write)) == 256
+    # The strict decoder reads the padded write as the same frames: padding is JSON whitespace.
+    assert protocol.FrameDecoder().feed(padded) == protocol.FrameDecoder().feed(write)
+    assert padded.endswith(b" " * (len(padded) - len(write)))
+
+
 def test_generator_reproduces_the_deterministic_parts() -> None:
     from .support import make_doc_vector as gen
 
     section = gen.make_section()
     fresh = {name: body.strip("\n") for _lang, name, body in BLOCK.findall(section)}
     # OAEP and PSS are randomized: those blocks (and what embeds them) legitimately differ.
-    randomized = {"wrapped-key", "signature", "signed-bytes", "envelope", "payload", "auth-signature"}
+    randomized = {
+        "wrapped-key", "signature", "signed-bytes", "envelope", "payload", "auth-signature", "auth-v2-signature",
+    }
     for name in EXPECTED_BLOCKS - randomized:
         assert fresh[name] == blocks()[name], f"docs/protocol.md block {name!r} is stale; run make_doc_vector.py --write"
 
@@ -217,3 +250,5 @@ def test_constants_in_the_document() -> None:
     assert f"{protocol.MAX_PEM_LENGTH:,}" in text
     assert protocol.NAME_PATTERN.pattern in text
     assert crypto.AUTH_LABEL.decode() in text and crypto.MESSAGE_LABEL.decode() in text
+    assert crypto.AUTH_LABEL_V2.decode() in text
+    assert f"{tls.PAD_STEP:,}" in text and f"{tls.PAD_MIN}" in text

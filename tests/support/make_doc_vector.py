@@ -26,11 +26,13 @@ import textwrap
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from securechat import crypto
 from securechat.encoding import b64encode
 from securechat.names import format_fingerprint
+from securechat.protocol import encode_frame
+from securechat.tls import pad_write
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "protocol.md"
@@ -46,6 +48,11 @@ TEXT = "Hi Bob, café at 10? ☕"
 # An auth example too: everything in it is deterministic.
 SERVER_ID = bytes(range(0x10, 0x20))
 AUTH_NONCE = bytes(range(0x40, 0x60))
+# The write of the padding example: a pong then an ack, as the server may write them at once.
+PADDING_FRAMES = (
+    {"type": "pong"},
+    {"type": "ack", "id": MSG_ID, "to": RECIPIENT, "status": "delivered"},
+)
 
 _SMALL_PRIMES = [p for p in range(3, 2000) if all(p % d for d in range(2, int(p**0.5) + 1))]
 
@@ -136,6 +143,65 @@ def lp_hex(*fields: bytes | str) -> str:
 
 def block(lang: str, name: str, body: str) -> str:
     return f"```{lang} vector={name}\n{body.rstrip()}\n```"
+
+
+def server_identity_key() -> ec.EllipticCurvePrivateKey:
+    """The server's TLS key of the example: P-256, its scalar from a SHA-256 of a fixed seed."""
+    scalar = int.from_bytes(hashlib.sha256(b"securechat doc vector v1: server").digest(), "big")
+    return ec.derive_private_key(scalar, ec.SECP256R1())
+
+
+def spki_pem(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode("ascii")
+
+
+def tls_parts(alice: rsa.RSAPrivateKey) -> list[str]:
+    """The auth v2 example (docs/protocol.md section 6.1) and the padding example (section 2.2)."""
+    server_key = server_identity_key()
+    spki = server_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    identity = hashlib.sha256(spki).digest()
+    auth_v2 = crypto.auth_message(SERVER_ID, SENDER, AUTH_NONCE, identity)
+    assert bytes.fromhex(lp_hex(crypto.AUTH_LABEL_V2, SERVER_ID, identity, SENDER, AUTH_NONCE).replace(" ", "").replace("\n", "")) == auth_v2
+    auth_v2_sig = crypto.sign_auth(alice, SERVER_ID, SENDER, AUTH_NONCE, identity)
+    assert crypto.verify_auth(alice.public_key(), auth_v2_sig, SERVER_ID, SENDER, AUTH_NONCE, identity)
+    write = b"".join(encode_frame(frame) for frame in PADDING_FRAMES)
+    padded = pad_write(write)
+    return [
+        ("**An `auth` over TLS (v2).** The server's certificate holds this P-256 key (derived from a "
+        "fixed seed by the script; only its public half matters here):"),
+        "",
+        block("pem", "server-spki", spki_pem(server_key)),
+        "",
+        "its server identity, the SHA-256 of that DER SubjectPublicKeyInfo (what clients pin, and bind):",
+        "",
+        block("text", "server-identity", identity.hex()),
+        "",
+        "    " + format_fingerprint(identity.hex()),
+        "",
+        ("With the same `server_id` and `nonce`, alice signs `lp(\"securechat-auth-v2\") || lp(server_id) || "
+        "lp(server_identity) || lp(name) || lp(nonce)`:"),
+        "",
+        block("hex", "auth-v2-message", lp_hex(crypto.AUTH_LABEL_V2, SERVER_ID, identity, SENDER, AUTH_NONCE)),
+        "",
+        "one valid (randomized) PSS signature of them; it does not verify as v1, nor under another identity:",
+        "",
+        block("base64", "auth-v2-signature", b64encode(auth_v2_sig)),
+        "",
+        (f"**Padding over TLS.** A write of two frames, `pong` then an `ack` ({len(write)} bytes with their "
+        "length prefixes):"),
+        "",
+        block("hex", "padding-write", hex_lines(write)),
+        "",
+        (f"padded to its bucket of {len(padded)} bytes: the first frame is unchanged, the `ack`'s length prefix "
+        f"grows by {len(padded) - len(write)} and as many spaces (0x20) follow its JSON:"),
+        "",
+        block("hex", "padding-padded", hex_lines(padded)),
+        "",
+    ]
 
 
 def make_section() -> str:
@@ -258,6 +324,7 @@ def make_section() -> str:
         "",
         block("base64", "auth-signature", b64encode(auth_sig)),
         "",
+        *tls_parts(alice),
         END,
     ]
     assert crypto.pss_verify(alice.public_key(), sig, signed)
