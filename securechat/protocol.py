@@ -34,10 +34,11 @@ FATAL_CODES: Final = frozenset(
 NONFATAL_CODES: Final = frozenset(
     {"unknown_type", "bad_request", "unknown_user", "rate_limited", "queue_full", "internal", "message_too_large"}
 )
-# Not in the v1 spec's list (documented in docs/protocol.md section 9): `server_busy` refuses a
-# connection over a cap before any hello is read; `unavailable` ends a login that a node of
-# several cannot complete because the state the nodes share is out of reach. Clients reconnect.
-EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable"})
+# Not in the v1 spec's list (documented in docs/protocol.md sections 2.1 and 9): `server_busy` refuses
+# a connection over a cap and `tls_required`/`tls_unsupported` one that speaks the other transport,
+# before any hello is read; `unavailable` ends a login that a node of several cannot complete because
+# the state the nodes share is out of reach. Clients reconnect.
+EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable", "tls_required", "tls_unsupported"})
 
 CLIENT_TYPES: Final = frozenset({"check_name", "hello", "auth", "lookup", "list", "send", "received", "ping"})
 SERVER_TYPES: Final = frozenset(

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import stat
 import time
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import crypto
 from ..errors import BadKey, IdentityInUse, InsecurePermissions, KeyStoreError, WrongPassphrase
+from ..files import FILE_MODE, write_private_file
 from ..names import parse_typed_name
 from .state import ClientStore
 
@@ -40,7 +40,6 @@ LOCK_FILE: Final = "lock"
 # The holder writes its pid just after taking the lock; a refused start waits this long to read it.
 LOCK_PID_WAIT: Final = 1.0
 DIR_MODE: Final = 0o700
-FILE_MODE: Final = 0o600
 
 
 def default_home() -> Path:
@@ -69,38 +68,6 @@ def check_private_path(path: Path, wanted: int) -> None:
         raise InsecurePermissions(str(path), mode, wanted)
     if hasattr(os, "getuid") and st.st_uid != os.getuid():
         raise KeyStoreError(f"'{path}' is not owned by the current user")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically (tmp + fsync + rename) with mode 0600."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)  # the umask may have removed bits; never added any
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _private_state_file(directory: Path) -> Path:
