@@ -7,12 +7,23 @@ the same directory, fsynced, renamed over the target, and the directory fsynced.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from pathlib import Path
 from typing import Final
 
 FILE_MODE: Final = 0o600
+DIR_MODE: Final = 0o700
+
+
+def make_private_dir(folder: Path) -> None:
+    """Create ``folder`` 0700 (its parents as the umask says) if it does not exist; an existing one is left alone."""
+    if folder.exists():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=DIR_MODE)
 
 
 def fsync_dir(directory: Path) -> None:

@@ -22,7 +22,9 @@ import click
 
 from . import __version__
 from .cli_common import INTERRUPTED, USAGE
+from .names import format_fingerprint
 from .server import ChatServer, ServerConfig
+from .server.identity import identity_for
 
 log = logging.getLogger("securechat.server")
 
@@ -84,6 +86,13 @@ def _check_redis_option(url: str, db: Path | None) -> None:
     except ImportError as exc:
         raise click.ClickException(str(exc)) from None
     RedisAddress.from_url(url)  # ValueError says what is wrong with it
+def _print_fingerprint(config: ServerConfig) -> None:
+    """What the operator publishes: the identity grouped for people, then as one hex word."""
+    if not config.tls:
+        raise click.UsageError("--print-fingerprint prints the TLS identity; it has no meaning with --plaintext")
+    identity = identity_for(config)
+    click.echo(format_fingerprint(identity.fingerprint))
+    click.echo(identity.fingerprint)
 
 
 class _OneLineErrors(click.Command):
@@ -149,15 +158,25 @@ _SETTINGS: Final = {
 @click.option("--redis", "redis_url", default=None, metavar="URL", envvar="SECURECHAT_REDIS", show_envvar=True,
               help="Share all state with other nodes through Redis at URL (redis://HOST:PORT/DB, "
                    "rediss://, unix://) instead of the SQLite file; needs securechat[redis].")
+@click.option("--plaintext", is_flag=True, show_envvar=True,
+              help="Serve the raw protocol without TLS (tests, benchmarks, local use only).")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None, show_envvar=True,
+              help="TLS certificate (PEM)  [default: <db>.tls-cert.pem, made on first start]")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), default=None, show_envvar=True,
+              help="Private key of --tls-cert (PEM)  [default: <db>.tls-key.pem, made on first start]")
+@click.option("--padding/--no-padding", default=_default("padding"), show_default=True,
+              help="Pad what is written over TLS to size buckets.")
+@click.option("--print-fingerprint", is_flag=True,
+              help="Print the TLS identity clients pin (made first if missing) and exit.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_envvar=True, help="How much to log to stderr.")
 @click.version_option(__version__, "-V", "--version", prog_name="securechat-server")
-def main(db: Path | None, log_level: str, **options: Any) -> None:
+def main(db: Path | None, log_level: str, plaintext: bool, print_fingerprint: bool, **options: Any) -> None:
     """Run the securechat relay server."""
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    config = ServerConfig(db_path=db if db is not None else default_db_path(), **options)
+    config = ServerConfig(db_path=db if db is not None else default_db_path(), tls=not plaintext, **options)
     try:
         config.validate()
         if config.redis_url is not None:
@@ -165,6 +184,11 @@ def main(db: Path | None, log_level: str, **options: Any) -> None:
     except ValueError as exc:
         raise _BadValue(str(exc)) from None
     try:
+        if print_fingerprint:
+            _print_fingerprint(config)
+            return
+        if config.tls:
+            identity_for(config).context()  # unusable files: one line now, before the event loop starts
         _run(config)
     except (ValueError, OSError, sqlite3.Error) as exc:
         raise click.ClickException(str(exc)) from None  # status 1 (FAILURE)

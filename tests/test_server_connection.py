@@ -182,3 +182,55 @@ def test_refused() -> None:
     assert (error["code"], error["fatal"]) == ("server_busy", True)
     conn.receive_data(hello_frame())
     assert conn.next_event() is NEED_DATA and conn.data_to_send() == b""
+
+
+# --- over TLS: the auth input is bound to the server identity (docs/protocol.md 6.1) ---------------
+
+IDENTITY = bytes(range(32))
+
+
+def _auth_over(conn: ServerConnection, identity: bytes | None) -> None:
+    (challenge,) = sent(conn)
+    nonce, server_id = b64decode(challenge["nonce"]), b64decode(challenge["server_id"])
+    signature = sign_auth(identity_key("alice"), server_id, "alice", nonce, identity)
+    conn.receive_data(json_frame({"type": "auth", "signature": b64encode(signature)}))
+
+
+@pytest.mark.parametrize(
+    ("signed_for", "accepted"),
+    [(IDENTITY, True), (None, False), (bytes(32), False)],
+    ids=["this identity", "v1 (no identity)", "another server's identity"],
+)
+def test_a_tls_connection_accepts_only_auth_bound_to_its_identity(signed_for: bytes | None, accepted: bool) -> None:
+    conn = ServerConnection(ServerConfig(db_path=Path("unused.db")), SERVER_ID, Clock(), identity=IDENTITY)
+    conn.receive_data(hello_frame())
+    assert conn.next_event() is HANDLED
+    _auth_over(conn, signed_for)
+    event = conn.next_event()
+    if accepted:
+        assert isinstance(event, Login)
+    else:
+        assert event is HANDLED and conn.phase is Phase.FAILED
+        assert [(f["code"], f["fatal"]) for f in sent(conn)] == [("auth_failed", True)]
+
+
+def test_a_plaintext_connection_refuses_a_v2_signature() -> None:
+    conn = connection()
+    conn.receive_data(hello_frame())
+    assert conn.next_event() is HANDLED
+    _auth_over(conn, IDENTITY)
+    assert conn.next_event() is HANDLED and conn.phase is Phase.FAILED
+
+
+def test_a_tls_client_hello_at_a_plaintext_connection_is_tls_unsupported() -> None:
+    conn = connection()
+    conn.receive_data(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # a ClientHello's first bytes
+    assert conn.next_event() is NEED_DATA and conn.phase is Phase.FAILED
+    (error,) = sent(conn)
+    assert (error["code"], error["fatal"]) == ("tls_unsupported", True)
+    assert "--plaintext" in error["message"]
+    # After a login the same prefix is just a frame that is too large.
+    late = logged_in()
+    late.receive_data(b"\x16\x03\x01\x02\x00")
+    assert late.next_event() is NEED_DATA
+    assert sent(late)[0]["code"] == "frame_too_large"

@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
+from ..names import format_fingerprint
+from ..protocol import DEFAULT_MAX_FRAME
+from ..tls import TlsChannel
 from .admission import Admission
 from .config import ServerConfig
 from .connection import ServerConnection
 from .directory import Directory
 from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Received, Send
+from .identity import ServerIdentity, identity_for
 from .presence import Presence
 from .routing import LocalRouting, Routing
 from .sqlite import SqliteStore
 from .store import ServerStore
+from .tlspeer import TlsPeer
 from .transport import LINGER_SECONDS, Peer
 
 log = logging.getLogger("securechat.server")
@@ -72,6 +78,8 @@ class ChatServer:
         }
         self._server: asyncio.base_events.Server | None = None
         self._server_id = b""
+        self.identity: ServerIdentity | None = None  # the TLS identity; None in plaintext
+        self._tls: ssl.SSLContext | None = None
         self._tasks: set[asyncio.Task[Any]] = set()  # background work, cancelled at shutdown
         self._pipelines: set[asyncio.Task[None]] = set()  # peers' handlers that wait, awaited at shutdown
         self._conns_gone: asyncio.Future[None] | None = None  # set when close() has seen every connection go
@@ -110,6 +118,9 @@ class ChatServer:
         """Open the store, expire old messages and bind the listening socket."""
         loop = asyncio.get_running_loop()
         try:
+            if self.config.tls:
+                self.identity = identity_for(self.config)
+                self._tls = self.identity.context()
             self._server_id = await self._store.server_id()
             await self._routing.start()
             expired = await self._store.expire()
@@ -128,12 +139,23 @@ class ChatServer:
         self._port = sockets[0].getsockname()[1] if sockets else self.config.port
         self._spawn(self._expire_loop())
         self._sweep_timer = loop.call_later(self._sweep_interval(), self._sweep)
-        log.info("listening on %s:%d", self.config.host, self._port)
+        if self.identity is None:
+            log.info("listening on %s:%d (plaintext: no TLS, for tests and local use only)", self.config.host, self._port)
+        else:
+            log.info(
+                "listening on %s:%d (TLS 1.3, server identity %s)",
+                self.config.host, self._port, format_fingerprint(self.identity.fingerprint),
+            )
 
     def new_peer(self) -> Peer:
         """The protocol factory: a peer for one accepted socket (the hot-path bench gives it a fake transport)."""
         loop = asyncio.get_running_loop()
-        return Peer(self, ServerConnection(self.config, self._server_id, loop.time), self.config.max_outgoing_buffer)
+        max_out = self.config.max_outgoing_buffer
+        if self._tls is None or self.identity is None:
+            return Peer(self, ServerConnection(self.config, self._server_id, loop.time), max_out)
+        conn = ServerConnection(self.config, self._server_id, loop.time, identity=self.identity.identity)
+        pad = min(self.config.max_frame, DEFAULT_MAX_FRAME) if self.config.padding else 0
+        return TlsPeer(self, conn, max_out, TlsChannel(self._tls, server_side=True), pad)
 
     async def serve_forever(self) -> None:
         """Serve until :meth:`close` is called."""

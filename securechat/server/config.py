@@ -37,6 +37,12 @@ class ServerConfig:
     # Several nodes: all shared state in Redis (docs/deployment.md); None: one node on db_path.
     redis_url: str | None = None
     redis_prefix: str = "sc:"  # key and channel names start with this (one Redis, several deployments)
+    # The transport (docs/protocol.md sections 2.1 and 2.2): TLS 1.3 unless plaintext is asked for;
+    # without files the identity is made beside the database (server/identity.py).
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    padding: bool = True
 
     @property
     def deliverable_frame(self) -> int:
@@ -68,3 +74,5 @@ class ServerConfig:
             raise ValueError(f"the Redis URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
         if self.max_frame >= 2**32:
             raise ValueError("max_frame must fit the 32-bit length prefix")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both --tls-cert and --tls-key, or neither")

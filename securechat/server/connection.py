@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from ..crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, verify_auth
 from ..encoding import b64decode, b64encode
-from ..errors import BadFrame, BadKey, ProtocolError
+from ..errors import BadFrame, BadKey, BadRequest, FrameTooLarge, ProtocolError
 from ..protocol import (
     FrameDecoder,
     check_auth,
@@ -44,6 +44,7 @@ from ..protocol import (
     request_id,
 )
 from ..relayframes import RECEIVED_PREFIX, SEND_PREFIX, SendFields, read_received, read_send, send_fields
+from ..tls import tls_at_plaintext
 from .admission import TokenBucket
 from .config import ServerConfig
 from .events import HANDLED, NEED_DATA, CheckName, Event, ListUsers, Login, Lookup, Pull, Received, Send
@@ -63,18 +64,24 @@ class ServerConnection:
     ``clock`` (seconds, monotonic) times the rate buckets and the timeouts.
     ``handed`` is what a ``received`` may confirm for free: the (sender, id)
     pairs handed to this session and not yet confirmed (routing sets it at login).
+    ``identity`` is the server's TLS identity when the connection runs over TLS:
+    ``auth`` is then checked against it (docs/protocol.md section 6.1, v2); None is plaintext (v1).
     """
 
     __slots__ = (
-        "_bucket", "_clock", "_decoder", "_frames", "_hello", "_login", "_lookups", "_next", "_nonce", "_now",
-        "_phase", "_rate_logged", "_row", "_server_id", "_timeouts", "_writes", "bytes_to_send", "handed",
-        "last_frame", "name", "peer", "reason", "started",
+        "_bucket", "_clock", "_decoder", "_frames", "_hello", "_identity", "_login", "_lookups", "_next", "_nonce",
+        "_now", "_phase", "_rate_logged", "_row", "_server_id", "_timeouts", "_writes", "bytes_to_send",
+        "handed", "last_frame", "name", "peer", "reason", "started",
     )
 
-    def __init__(self, config: ServerConfig, server_id: bytes, clock: Callable[[], float], peer: str = "?") -> None:
+    def __init__(
+        self, config: ServerConfig, server_id: bytes, clock: Callable[[], float], peer: str = "?", *,
+        identity: bytes | None = None,
+    ) -> None:
         now = clock()
         self._clock = clock
         self._server_id = server_id
+        self._identity = identity
         self._timeouts = (config.handshake_timeout, config.idle_timeout)
         self._decoder = FrameDecoder(config.max_frame)
         self._bucket = TokenBucket(config.rate, config.burst, now)
@@ -120,6 +127,8 @@ class ServerConnection:
         try:
             bodies: list[bytes | dict[str, Any]] = self._decoder.split(data)  # type: ignore[assignment]
         except ProtocolError as exc:
+            if isinstance(exc, FrameTooLarge) and self._phase is Phase.AWAIT_HELLO and self._identity is None:
+                exc = tls_at_plaintext(exc)  # a TLS client: say so (docs/protocol.md section 2.1)
             self.fail(exc.code, exc.detail)
             return
         if bodies:
@@ -236,7 +245,7 @@ class ServerConnection:
         except ValueError:
             self.fail("auth_failed", "signature is not valid base64", rid)
             return None
-        if not verify_auth(key, signature, self._server_id, name, nonce):
+        if not verify_auth(key, signature, self._server_id, name, nonce, self._identity):
             self.fail("auth_failed", "signature does not verify with the presented key", rid)
             return None
         self._login = Login(name, key, fingerprint(key), rid)

@@ -20,10 +20,10 @@ from typing import Final, TypeVar
 
 from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull
+from ..files import make_private_dir
 from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL, QueuedMessage, Registration
 
 SCHEMA_VERSION: Final = 1
-PRIVATE_DIR_MODE: Final = 0o700
 PRIVATE_FILE_MODE: Final = 0o600
 
 T = TypeVar("T")
@@ -78,11 +78,7 @@ def prepare_private_files(path: Path) -> None:
     left looser by an earlier run are tightened; an existing folder is left as
     its owner made it.
     """
-    folder = path.parent
-    if not folder.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            folder.mkdir(mode=PRIVATE_DIR_MODE)
+    make_private_dir(path.parent)
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE))
     for companion in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):

@@ -282,7 +282,7 @@ class Peer(asyncio.Protocol):
         transport = self.transport
         if not data or transport.is_closing():
             return
-        transport.write(data)
+        transport.write(self._wire(data))
         if transport.get_write_buffer_size() > self.max_out:
             log.info("dropping %s%s: outgoing buffer above %d bytes", self.conn.peer, self._who(), self.max_out)
             self.end("outgoing buffer over the limit", abort=True)
@@ -328,13 +328,21 @@ class Peer(asyncio.Protocol):
     def _linger(self) -> None:
         self.flush()  # the error frame
         self.handler.release(self)
+        self._half_close()
+        self.linger = self.loop.call_later(LINGER_SECONDS, self.transport.abort)
+
+    def _half_close(self) -> None:
+        """Stop writing (FIN) and keep reading, so the peer reads what was written."""
         transport = self.transport
         if not transport.is_closing() and transport.can_write_eof():
             try:
                 transport.write_eof()
             except OSError:
                 transport.abort()
-        self.linger = self.loop.call_later(LINGER_SECONDS, transport.abort)
+
+    def _wire(self, data: bytes) -> bytes:
+        """The bytes on the socket for ``data`` (frames); a TLS peer encrypts them."""
+        return data
 
     def end(self, reason: str | None, *, abort: bool = False) -> None:
         """Close now, without an error frame; ``reason`` (if any) is what the log will say."""
@@ -359,17 +367,13 @@ class Peer(asyncio.Protocol):
         """Answer ``server_busy`` before reading anything, then close; lingering first unless ``linger`` is False."""
         self.conn.refuse()
         transport = self.transport
-        transport.write(self.conn.data_to_send())
-        if not linger:  # a flood: no courtesy linger
+        transport.write(self._wire(self.conn.data_to_send()))
+        if not linger:  # a flood: no courtesy linger (nor, over TLS, a handshake)
             transport.close()
             return
-        if transport.can_write_eof():
-            try:
-                transport.write_eof()
-            except OSError:
-                transport.abort()
-                return
-        self.linger = self.loop.call_later(LINGER_SECONDS, self._end_refusal)
+        self._half_close()
+        if not transport.is_closing():
+            self.linger = self.loop.call_later(LINGER_SECONDS, self._end_refusal)
 
     def _end_refusal(self) -> None:
         self._cancel_linger()
