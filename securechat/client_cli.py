@@ -17,6 +17,7 @@ import asyncio
 import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -25,12 +26,14 @@ import click
 from . import __version__, crypto
 from .cli_common import OneLineErrors, UsageLine, parse_servers
 from .cli_identity import load_identity, open_or_create, own_name, refusal
+from .cli_servers import server_trust, transport_options, trust_server
 from .cli_shared import GroupOptions, group_home_option, name_option, shared
 from .client import ClientSession
 from .client.home import ClientHome, Identity, default_home
 from .client.inbox import precheck_envelope
 from .client.link import why_not_connected
 from .client.namecheck import name_registered
+from .client.servers import ServerTrust
 from .client.state import ClientStore
 from .commands import sanitize as safe
 from .commands import times
@@ -44,7 +47,6 @@ from .errors import (
     ServerErrorReply,
     UnknownSender,
 )
-from .events import KeyGenerating
 from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
 from .pasted import is_whole, split_pasted
 
@@ -88,6 +90,7 @@ def _setup_logging(verbose: int) -> None:
     help="Events as JSON lines on stdout, commands as JSON lines on stdin.",
 )
 @click.option("--plain", is_flag=True, help="Line-based interface instead of the full-screen one.")
+@transport_options
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv for debug).")
 @click.version_option(__version__, prog_name="securechat-client")
 @click.pass_context
@@ -98,9 +101,11 @@ def main(
     home: Path | None,
     json_mode: bool,
     plain: bool,
+    plaintext: bool,
+    server_fingerprint: str | None,
     verbose: int,
 ) -> None:
-    """End-to-end encrypted chat over TCP.
+    """End-to-end encrypted chat over TLS.
 
     Without a subcommand: connect to --server as --name and chat. Options
     such as --name and --home may come before or after a subcommand.
@@ -122,29 +127,33 @@ def main(
     name = own_name(name)
     servers = parse_servers(server)
     client_home = _resolve_home(home)
+    trust = server_trust(client_home.root, plaintext=plaintext, expected=server_fingerprint, home=home)
     with client_home.lock(name):
-        ctx.exit(_start_chat(client_home, name, servers, json_mode=json_mode, plain=plain))
+        ctx.exit(_start_chat(client_home, name, servers, trust, json_mode=json_mode, plain=plain))
 
 
 def _start_chat(
-    client_home: ClientHome, name: str, servers: list[tuple[str, int]], *, json_mode: bool, plain: bool
+    client_home: ClientHome,
+    name: str,
+    servers: list[tuple[str, int]],
+    trust: ServerTrust | None,
+    *,
+    json_mode: bool,
+    plain: bool,
 ) -> int:
     (host, port), *others = servers  # check_name asks the first node
-    def announce(who: str, bits: int) -> None:
-        if json_mode:
-            from .jsonmode import event_to_json, write_json_line
+    on_generate: Callable[[str, int], None] | None = None
+    if json_mode:
+        from .jsonmode import announce_key_generation
 
-            obj = event_to_json(KeyGenerating(who, bits))
-            if obj is not None:
-                write_json_line(obj)
-
+        on_generate = announce_key_generation
     try:
         store, first_run = open_or_create(
             client_home,
             name,
             interactive=_interactive() and not json_mode,
-            on_generate=announce,
-            before_create=functools.partial(_must_be_free, host=host, port=port),
+            on_generate=on_generate,
+            before_create=functools.partial(_must_be_free, host=host, port=port, trust=trust),
         )
     except NameTaken as exc:
         client_home.remove_unused(name)  # the directory the lock made, nothing else
@@ -153,7 +162,7 @@ def _start_chat(
 
             write_json_line({"event": "error", "code": "name_taken", "message": str(exc), "fatal": True})
         raise
-    session = ClientSession(store, host, port, more_servers=others)
+    session = ClientSession(store, host, port, more_servers=others, plaintext=trust is None, trust=trust)
     try:
         status = asyncio.run(_chat(session, json_mode=json_mode, plain=plain, first_run=first_run))
         unsent = session.unacknowledged()
@@ -169,10 +178,10 @@ def _start_chat(
     return status
 
 
-def _must_be_free(name: str, *, host: str, port: int) -> None:
+def _must_be_free(name: str, *, host: str, port: int, trust: ServerTrust | None) -> None:
     """Before a key is made for ``name``: refuse a name the server has already (item 4 of issue 14)."""
     try:
-        taken = asyncio.run(name_registered(host, port, name, NAME_CHECK_TIMEOUT))
+        taken = asyncio.run(name_registered(host, port, name, NAME_CHECK_TIMEOUT, trust))
     except (SecurechatError, OSError, TimeoutError) as exc:
         why = (
             describe_error(exc)
@@ -361,6 +370,8 @@ def history(name: str, home: Path | None, peer: str, limit: int) -> None:
         status = f"  [{entry.status}]" if entry.status else ""
         safe.echo_rows(click.echo, f"{when}  {who}: {entry.text}{status}")
 
+
+main.add_command(trust_server)
 
 if __name__ == "__main__":
     main()

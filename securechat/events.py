@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from .errors import BadServerCertificate, ServerIdentityRefused, ServerRefused, WrongTransport
 from .records import ContactInfo, HistoryEntry, TrustState
 
 ConnectionStateName = Literal["connecting", "online", "reconnecting", "offline"]
@@ -122,6 +123,43 @@ class PresenceChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerPinned:
+    """First TLS connection to ``server`` (host:port): its identity was pinned (docs/protocol.md 2.1)."""
+
+    server: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRefusedAlert:
+    """The client will not talk to ``server``: the session ends, without retrying.
+
+    ``reason``: ``identity_changed`` (not the pinned identity), ``identity_mismatch`` (not
+    ``--server-fingerprint``), ``plaintext_server``, ``bad_certificate`` or ``tls_failed``.
+    For the two identity reasons, ``wanted`` is the pinned or expected identity,
+    ``presented`` the server's and ``accept`` the command that accepts it once checked.
+    """
+
+    server: str
+    reason: str
+    detail: str
+    presented: str | None = None
+    wanted: str | None = None
+    accept: str | None = None
+
+    @classmethod
+    def of(cls, exc: ServerRefused) -> ServerRefusedAlert:
+        if isinstance(exc, ServerIdentityRefused):
+            reason = "identity_changed" if exc.source == "pinned" else "identity_mismatch"
+            return cls(exc.server, reason, exc.detail, exc.presented, exc.wanted, exc.accept)
+        if isinstance(exc, WrongTransport):
+            return cls(exc.server, "plaintext_server", exc.detail)
+        if isinstance(exc, BadServerCertificate):
+            return cls(exc.server, "bad_certificate", exc.detail)
+        return cls(exc.server, "tls_failed", exc.detail)
+
+
+@dataclass(frozen=True, slots=True)
 class ErrorReported:
     """An error frame from the server, or a local failure worth showing."""
 
@@ -143,6 +181,8 @@ SessionEvent = (
     | ContactPinned
     | UsersListed
     | PresenceChanged
+    | ServerPinned
+    | ServerRefusedAlert
     | ErrorReported
 )
 
@@ -169,6 +209,11 @@ class SessionAPI(Protocol):
     @property
     def online(self) -> bool:
         """True while authenticated to the server (``/whois`` asks it then, else reads the pin)."""
+        ...
+
+    @property
+    def plaintext(self) -> bool:
+        """True when the session does not use TLS (``--plaintext``): the UI warns about it."""
         ...
 
     def add_listener(self, listener: EventListener) -> None: ...

@@ -60,6 +60,8 @@ from .events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    ServerPinned,
+    ServerRefusedAlert,
     SessionEvent,
     UsersListed,
 )
@@ -115,7 +117,21 @@ def event_to_json(event: SessionEvent) -> dict[str, Any] | None:  # noqa: C901 -
             if msg_id is not None:
                 err["id"] = msg_id
             return err
+        case ServerPinned(server, fp):
+            return {"event": "server_pinned", "server": server, "fingerprint": fp}
+        case ServerRefusedAlert(server, reason, detail, presented, wanted, accept):
+            refused: dict[str, Any] = {"event": "server_refused", "server": server, "reason": reason, "detail": detail}
+            if presented is not None:
+                refused.update(presented=presented, wanted=wanted, accept=accept)
+            return refused
     return None
+
+
+def announce_key_generation(name: str, bits: int) -> None:
+    """The ``key_generating`` line, written before the session (and its event stream) exists."""
+    obj = event_to_json(KeyGenerating(name, bits))
+    if obj is not None:
+        write_json_line(obj)
 
 
 def write_json_line(obj: dict[str, Any], out: IO[str] | None = None) -> None:

@@ -44,6 +44,8 @@ from .events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    ServerPinned,
+    ServerRefusedAlert,
     SessionAPI,
     SessionEvent,
 )
@@ -100,6 +102,12 @@ def format_event(event: SessionEvent, raw: bool = False) -> list[str]:
             return [line, *([payload] if raw and payload else [])]
         case Acked(_id, to, status):
             return [f"  ({status} to {to})"]
+    return _notice_lines(event)
+
+
+def _notice_lines(event: SessionEvent) -> list[str]:
+    """Keys, presence, errors and servers: marked lines (none for events not worth one)."""
+    match event:
         case KeyChangedAlert(name):
             return [_marked("warn", say.key_changed_line(name))] + [
                 _marked("warn", line) for line in say.banner_lines(event)
@@ -111,6 +119,10 @@ def format_event(event: SessionEvent, raw: bool = False) -> list[str]:
         case ErrorReported(code, message, fatal, msg_id):
             about = f" (message {msg_id[:8]})" if msg_id else ""
             return [_marked("warn", say.error_line(code, message, fatal) + about)]
+        case ServerPinned(server, fp):
+            return [_marked("info", say.server_pinned_line(server, fp))]
+        case ServerRefusedAlert():
+            return [_marked("warn", line) for line in say.server_refused_lines(event)]
     return []
 
 
@@ -239,6 +251,8 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
     session.add_listener(chat.on_event)
     if first_run:
         chat.write(f"* your fingerprint: {format_fingerprint(session.fingerprint)} (type /help for commands)")
+    if session.plaintext:
+        chat.write(_marked("warn", say.PLAINTEXT_WARNING))
     run_task = asyncio.create_task(session.run())
     patch: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if tty:

@@ -22,6 +22,8 @@ from securechat.events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    ServerPinned,
+    ServerRefusedAlert,
     SessionEvent,
     UserEntry,
     UsersListed,
@@ -61,6 +63,16 @@ def test_every_event_has_a_line() -> None:
     assert "the key of bob changed" in changed and "/trust bob" in changed
     assert "now  cdcd cdcd" in changed  # both fingerprints, to compare
     assert lines[11] == ["! error unknown_user: no such user (message 11111111)"]
+    pinned = format_event(ServerPinned("h:1", FP))
+    expected = f"* first connection to the server at h:1: pinned its identity {format_fingerprint(FP)}"
+    assert pinned == [f"{expected} (its operator can confirm it)"]
+    refused = format_event(ServerRefusedAlert("h:1", "identity_changed", "x", "cd" * 32, FP, "the command"))
+    assert refused[0] == "! THE IDENTITY OF THE SERVER AT h:1 CHANGED. Nothing was sent to it."
+    shown = "\n".join(refused)
+    assert "! pinned     abab abab" in shown and "! presented  cdcd cdcd" in shown
+    assert refused[-1] == "!   the command"
+    plaintext = format_event(ServerRefusedAlert("h:1", "plaintext_server", "the server at h:1 speaks plaintext"))
+    assert plaintext == ["! the server at h:1 speaks plaintext"]
     assert format_event(ConnectionChanged("online")) == []
     # /users answers come from the command layer, only when asked for.
     assert format_event(UsersListed((UserEntry("bob", True),))) == []

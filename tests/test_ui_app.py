@@ -23,6 +23,8 @@ from securechat.events import (
     MessageRejected,
     PresenceChanged,
     Ready,
+    ServerPinned,
+    ServerRefusedAlert,
 )
 from securechat.ui import ChatUI, run_chat_ui
 from tests.support.ui_fakes import ALICE_FP, BOB_FP, BOB_NEW_FP, FakeSession
@@ -52,6 +54,26 @@ async def test_start_shows_identity_and_connection_state() -> None:
         assert h.ui.status_text().startswith(" online │ alice a1ce a1ce")
         h.fake.emit(ConnectionChanged("reconnecting", retry_in=4.2))
         assert "reconnecting in 5s" in h.ui.status_text()
+
+
+async def test_plaintext_is_in_the_status_bar_all_the_time() -> None:
+    async with running_ui(FakeSession(plaintext=True)) as h:
+        assert "PLAINTEXT: no TLS" in h.ui.status_text()
+        h.fake.emit(ConnectionChanged("online"))
+        assert "PLAINTEXT: no TLS" in h.ui.status_text()
+    async with running_ui() as h:
+        assert "PLAINTEXT" not in h.ui.status_text()
+
+
+async def test_a_refused_server_identity_is_told_with_both_fingerprints_and_the_command() -> None:
+    async with running_ui() as h:
+        h.fake.emit(ServerPinned("127.0.0.1:5000", BOB_FP))
+        await h.shows("first connection to the server at 127.0.0.1:5000: pinned its identity")
+        command = f"securechat-client trust-server 127.0.0.1:5000 {BOB_NEW_FP}"
+        h.fake.emit(ServerRefusedAlert("127.0.0.1:5000", "identity_changed", "d", BOB_NEW_FP, BOB_FP, command))
+        await h.shows("THE IDENTITY OF THE SERVER AT 127.0.0.1:5000 CHANGED")
+        await h.shows(command)
+        assert BOB_NEW_FP[:4] in h.ui.pane_text() and BOB_FP[:4] in h.ui.pane_text()
 
 
 async def test_first_run_shows_fingerprint_and_how_to_compare() -> None:

@@ -3,8 +3,9 @@
 Modules, from the wire up:
 
 - ``connection``: :class:`ClientConnection`, the client's side of the protocol, sans I/O
-- ``link``: one TCP connection driving a ``ClientConnection``
-- ``session``: :class:`ClientSession`, the asyncio shell (connect, reconnect, ping);
+- ``link``: one TCP connection (over TLS: a ``TlsChannel``) driving a ``ClientConnection``;
+  ``servers``: the known servers (pinned TLS identities) and the rule that checks them
+- ``session``: :class:`ClientSession`, the asyncio shell (connect, reconnect, ping); ``finish``: its ending;
   ``requests``: answers matched to requests by ``rid``
 - ``inbox`` / ``outbox``: what happens to incoming and outgoing messages; ``parts``: what
   the session shares with them

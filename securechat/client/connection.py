@@ -186,12 +186,18 @@ def _answerable_message(frame: Mapping[str, Any]) -> MessageFrame | None:
 
 
 class ClientConnection:
-    """One connection as the client sees it: bytes in, events out, bytes to send."""
+    """One connection as the client sees it: bytes in, events out, bytes to send.
+
+    Over TLS the caller sets :attr:`server_identity` (what the handshake showed) before
+    the ``challenge`` can arrive: ``auth`` is then signed over it (docs/protocol.md
+    section 6.1, v2). Left None, it is plaintext: v1.
+    """
 
     def __init__(self, name: str, private_key: crypto.PrivateKey, *, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.name = name
         self._key = private_key
         self._decoder = FrameDecoder(max_frame)
+        self.server_identity: bytes | None = None
         self._outgoing = bytearray()
         self.state = State.AWAIT_CHALLENGE
         self.phase = Phase.HANDSHAKE
@@ -305,7 +311,7 @@ class ClientConnection:
             notice = Notice(BAD_SERVER_FRAME, "the server's challenge is not valid base64")
             return self._fail("bad challenge from the server", notice)
         self.server_id = server_id
-        signature = crypto.sign_auth(self._key, server_id, self.name, nonce)
+        signature = crypto.sign_auth(self._key, server_id, self.name, nonce, self.server_identity)
         self._queue({"type": "auth", "signature": b64encode(signature)})
         return []
 

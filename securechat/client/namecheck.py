@@ -14,6 +14,9 @@ from typing import Any, Final
 
 from ..errors import BadRequest, ServerErrorReply
 from ..protocol import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame, validate_server_frame
+from ..tls import pad_write
+from .link import open_tls
+from .servers import ServerTrust
 
 READ_CHUNK: Final = 65536
 _RID: Final = "1"
@@ -57,16 +60,26 @@ def _answer(frame: dict[str, Any], name: str) -> bool | None:
     return None  # anything else is not for us (clients ignore unknown frames)
 
 
-async def name_registered(host: str, port: int, name: str, timeout: float) -> bool:
+async def name_registered(host: str, port: int, name: str, timeout: float, trust: ServerTrust | None = None) -> bool:
     """Ask the server at ``host:port`` whether ``name`` is registered; raises ``OSError``,
-    ``TimeoutError`` or a :class:`~securechat.errors.SecurechatError` when it cannot tell."""
+    ``TimeoutError`` or a :class:`~securechat.errors.SecurechatError` when it cannot tell.
+
+    Over TLS (``trust`` given) the server's identity is checked as the session checks it,
+    without pinning a first one: the session pins and shows it.
+    """
     check = NameCheck(name)
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(host, port)
+        tls = None if trust is None else (await open_tls(reader, writer, host, port, timeout, trust, pin=False))[0]
         try:
-            writer.write(check.data_to_send())
+            data = check.data_to_send()
+            writer.write(data if tls is None else tls.encrypt(pad_write(data)))
             while True:
                 data = await reader.read(READ_CHUNK)
+                if data and tls is not None:
+                    data = tls.receive(data)
+                    if not data and not tls.closed:
+                        continue  # TLS records without application bytes
                 if not data:
                     check.receive_eof()
                 answer = check.receive_data(data)

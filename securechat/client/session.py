@@ -32,13 +32,15 @@ import random
 from collections.abc import Sequence
 from typing import Final
 
-from ..errors import BadRequest, SecurechatError, ServerErrorReply, SessionClosed
+from ..errors import BadRequest, SecurechatError, ServerErrorReply, ServerRefused, SessionClosed
 from ..events import (
     ConnectionChanged,
     ErrorReported,
     EventListener,
     PresenceChanged,
     Ready,
+    ServerPinned,
+    ServerRefusedAlert,
     SessionEvent,
     UserEntry,
     UsersListed,
@@ -53,13 +55,15 @@ from .link import Link, LinkDropped, raise_if_dropped, why_not_connected
 from .outbox import Outbox
 from .parts import SessionParts, backoff
 from .requests import PendingRequests
+from .servers import KnownServers, ServerTrust, server_address
 from .state import ClientStore
 
 log = logging.getLogger(__name__)
 
 # Fatal codes that a reconnect cannot cure: stop and tell the user.
 PERMANENT_CODES: Final = frozenset(
-    {"name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced"}
+    {"name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced", "tls_required",
+     "tls_unsupported"}
 )
 
 
@@ -81,7 +85,10 @@ class ClientSession:
         silence_timeout: float | None = None,
         rng: random.Random | None = None,
         more_servers: Sequence[tuple[str, int]] = (),  # other nodes of the same server, tried in turn
+        plaintext: bool = False,
+        trust: ServerTrust | None = None,
     ) -> None:
+        """TLS unless ``plaintext``; ``trust`` defaults to the known servers of the store's home."""
         self._store = store
         self._identity = store.require_identity()
         self.servers: tuple[tuple[str, int], ...] = ((host, port), *more_servers)
@@ -97,6 +104,8 @@ class ClientSession:
         # No byte at all for this long (pongs included): the connection is dead.
         self.silence_timeout = silence_timeout if silence_timeout is not None else ping_interval * 2 + 5
         self._rng = rng if rng is not None else random.Random()
+        self.plaintext = plaintext
+        self._trust = None if plaintext else trust or ServerTrust(KnownServers.in_home(store.directory.parent))
         self._listeners: list[EventListener] = []
         self._contacts = Contacts(store, self._emit)
         parts = SessionParts(store, self._identity, self._contacts, self._emit, self.lookup)
@@ -164,9 +173,13 @@ class ClientSession:
                 self._emit(ConnectionChanged("connecting"))
                 try:
                     welcomed = await self._connect_and_serve()
-                except ServerErrorReply as exc:  # PERMANENT_CODES
-                    self.refused = exc
-                    self._emit(ConnectionChanged("offline", detail=str(exc)))
+                except (ServerErrorReply, ServerRefused) as exc:  # PERMANENT_CODES, or the TLS checks
+                    if isinstance(exc, ServerRefused):
+                        self._emit(ServerRefusedAlert.of(exc))
+                        self._emit(ConnectionChanged("offline"))  # why was just told in the alert, once
+                    else:
+                        self.refused = exc
+                        self._emit(ConnectionChanged("offline", detail=str(exc)))
                     raise
                 if self._closing:
                     break
@@ -222,10 +235,12 @@ class ClientSession:
         """Run one connection to its end; True if it got as far as ``welcome``."""
         connection = wire.ClientConnection(self.name, self._identity.private_key, max_frame=self.max_frame)
         try:
-            link = await Link.open(self.host, self.port, self.connect_timeout, connection)
+            link = await Link.open(self.host, self.port, self.connect_timeout, connection, self._trust)
         except (OSError, TimeoutError) as exc:
             self._last_drop = f"cannot connect to {self.host}:{self.port}: {why_not_connected(exc, self.connect_timeout)}"
             return False
+        if link.pinned is not None:
+            self._emit(ServerPinned(server_address(self.host, self.port), link.pinned))
         self._socket = link
         try:
             welcomed = await self._serve(link)

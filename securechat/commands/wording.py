@@ -27,7 +27,7 @@ from securechat.commands.outcomes import (
     Verified,
 )
 from securechat.errors import KeyChanged, SecurechatError, ServerErrorReply
-from securechat.events import KeyChangedAlert, UserEntry
+from securechat.events import KeyChangedAlert, ServerRefusedAlert, UserEntry
 from securechat.names import format_fingerprint
 
 Shown = tuple[Level, str]
@@ -53,6 +53,7 @@ FATAL_WORDS: Final = {
     "so the server signed this one out",
     "name_taken": "this name is registered on the server with another key",
 }
+PLAINTEXT_WARNING: Final = "PLAINTEXT: no TLS, the network sees names, keys and who writes to whom"
 
 
 def pretty_fingerprint(fp: str | None) -> str:
@@ -266,6 +267,37 @@ def banner_lines(alert: KeyChangedAlert) -> list[str]:
         lines.append(f"{label}  {first}")
         lines += [f"     {row}" for row in rest]
     lines.append(f"Compare 'now' with {name} over another channel, then /trust {name}.")
+    return lines
+
+
+def server_pinned_line(server: str, fingerprint: str) -> str:
+    return (
+        f"first connection to the server at {server}: pinned its identity {pretty_fingerprint(fingerprint)} "
+        "(its operator can confirm it)"
+    )
+
+
+def server_refused_lines(alert: ServerRefusedAlert) -> list[str]:
+    """Why the client will not talk to a server; for a changed identity, ssh's loud warning and the way out."""
+    server = alert.server
+    if alert.reason not in ("identity_changed", "identity_mismatch") or not alert.presented:
+        return [alert.detail]
+    changed = alert.reason == "identity_changed"
+    lines = [
+        f"THE IDENTITY OF THE SERVER AT {server} CHANGED. Nothing was sent to it."
+        if changed
+        else f"THE SERVER AT {server} IS NOT THE ONE --server-fingerprint NAMES. Nothing was sent to it."
+    ]
+    for label, fp in (("pinned   " if changed else "expected ", alert.wanted), ("presented", alert.presented)):
+        first, *rest = fingerprint_rows(fp)
+        lines += [f"{label}  {first}", *(f"{' ' * len(label)}  {row}" for row in rest)]
+    lines.append("Someone may be impersonating the server (a man in the middle), or its operator gave it a new key.")
+    if changed:
+        lines.append("Check 'presented' with the server's operator over another channel; if it matches, accept it:")
+        lines.append(f"  {alert.accept}")
+    else:
+        lines.append("Check 'presented' with the server's operator; if it matches, start again with")
+        lines.append(f"  --server-fingerprint {alert.presented}")
     return lines
 
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from ..crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, verify_auth
 from ..encoding import b64decode, b64encode
-from ..errors import BadFrame, BadKey, BadRequest, FrameTooLarge, ProtocolError
+from ..errors import BadFrame, BadKey, FrameTooLarge, ProtocolError
 from ..protocol import (
     FrameDecoder,
     check_auth,

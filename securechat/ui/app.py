@@ -57,6 +57,7 @@ class ChatUI:
             fingerprint=_safe(lambda: session.fingerprint),
             first_run=first_run,
             clock=clock,
+            plaintext=session.plaintext,
         )
         self.mouse = True
         self._mouse_before_raw = True

@@ -7,7 +7,7 @@ from prompt_toolkit.utils import get_cwidth
 
 from securechat.commands import times
 from securechat.commands.sanitize import Cell, wrap_cells
-from securechat.commands.wording import banner_lines
+from securechat.commands.wording import PLAINTEXT_WARNING, banner_lines
 from securechat.names import short_fingerprint
 from securechat.ui.state import STATUS_LABELS, STATUS_WINDOW, ChatState, Line
 from securechat.ui.style import name_class
@@ -117,6 +117,8 @@ def status_bar(state: ChatState, scrolled: bool) -> StyleAndTextTuples:
         total = sum(c for _n, c in unread)
         names = " ".join(f"{n}:{c}" for n, c in unread)
         frags += [("class:statusbar", "│ "), ("class:statusbar.unread", f"unread {total} ({names}) ")]
+    if state.plaintext:
+        frags.append(("class:statusbar.plaintext", f"│ {PLAINTEXT_WARNING} "))
     if state.show_raw:
         frags.append(("class:statusbar", "│ raw "))
     if scrolled:

@@ -29,6 +29,8 @@ from securechat.events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    ServerPinned,
+    ServerRefusedAlert,
     SessionEvent,
     UsersListed,
 )
@@ -76,6 +78,7 @@ class ChatState:
     banners: dict[str, KeyChangedAlert] = field(default_factory=dict)
     connection: str = "connecting"
     connection_detail: str = ""
+    plaintext: bool = False  # no TLS: the status bar says so all the time
     retry_at: float | None = None
     show_raw: bool = False
     by_id: dict[str, Line] = field(default_factory=dict)
@@ -270,6 +273,11 @@ class ChatState:
                 self.warn(wording.error_line(code, message, fatal))
             case UsersListed():
                 self.generation += 1  # shown by the command layer when /users asked for it
+            case ServerPinned(server, fp):
+                self.info(wording.server_pinned_line(server, fp))
+            case ServerRefusedAlert():
+                for text in wording.server_refused_lines(event):
+                    self.warn(text)
 
     def show_intro(self) -> None:
         """First run: the own fingerprint and how to compare it with a contact."""

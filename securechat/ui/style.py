@@ -42,6 +42,7 @@ COLOUR_RULES = {
     "statusbar.offline": "fg:ansired reverse",
     "statusbar.unread": "bold reverse",
     "statusbar.scrolled": "bold reverse",
+    "statusbar.plaintext": "fg:ansired bold reverse",
     "prompt": "bold",
 }
 
@@ -54,6 +55,7 @@ MONO_RULES = {
     "statusbar": "reverse",
     "statusbar.unread": "bold reverse",
     "statusbar.scrolled": "bold reverse",
+    "statusbar.plaintext": "bold reverse",
     "prompt": "bold",
 }
 

@@ -47,6 +47,7 @@ class FakeSession:
     changed: set[str] = field(default_factory=set)
     auto_ack: str | None = "delivered"
     connected: bool = True
+    plaintext: bool = False  # the session's transport: TLS unless a test says otherwise
     run_error: BaseException | None = None
     sent: list[tuple[str, str]] = field(default_factory=list)
     calls: list[tuple[str, object]] = field(default_factory=list)
