@@ -38,8 +38,22 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ChatServer]:
-    """A ChatServer in this process on 127.0.0.1 and a free port, with its database in ``tmp_path``."""
+    """A ChatServer in this process on 127.0.0.1 and a free port, with its database in ``tmp_path``.
+
+    It serves TLS, like every server and client here unless a test asks otherwise: its
+    identity is made beside the database, and ``RawClient``/``clients`` speak TLS to it.
+    """
     async with running_server(tmp_path / "server.db") as srv:
+        yield srv
+
+
+@pytest.fixture
+async def plain_server(tmp_path: Path) -> AsyncIterator[ChatServer]:
+    """The same server without TLS, for a test that needs the raw protocol on the wire (it says why).
+
+    Talk to it with ``RawClient.connect(port, tls=False)`` or ``clients(port, ..., tls=False)``.
+    """
+    async with running_server(tmp_path / "plain-server.db", tls=False) as srv:
         yield srv
 
 

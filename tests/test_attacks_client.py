@@ -299,7 +299,7 @@ async def test_challenge_with_truncated_base64(hostile: HostileServer, alice: Cl
     assert hostile._server is not None
     hostile._server.close()
     await hostile._server.wait_closed()
-    hostile._server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    hostile._server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=hostile.tls)
     alice.session.port = hostile.port
     alice.start()
     err = await alice.rec.wait_kind(ErrorReported, code="bad_server_frame")

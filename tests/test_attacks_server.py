@@ -25,6 +25,7 @@ from securechat.crypto import public_key_pem, sign_auth
 from securechat.encoding import b64decode, b64encode
 from securechat.protocol import FATAL_CODES, encode_body
 from securechat.server import ChatServer
+from securechat.tls import client_context
 from tests.support.rawclient import (
     RawClient,
     clients,
@@ -257,7 +258,7 @@ async def test_auth_twice_in_one_packet_gives_one_session(server: ChatServer) ->
     key = identity_key("alice")
     c = await RawClient.connect(server.port)
     challenge = await c.hello("alice", key)
-    sig = b64encode(sign_auth(key, b64decode(challenge["server_id"]), "alice", b64decode(challenge["nonce"])))
+    sig = b64encode(sign_auth(key, b64decode(challenge["server_id"]), "alice", b64decode(challenge["nonce"]), c.server_identity))
     auth = json_frame({"type": "auth", "signature": sig})
     await c.send_raw(auth + auth)
     assert (await c.recv_type("welcome"))["name"] == "alice"
@@ -282,7 +283,7 @@ async def test_signature_for_another_servers_id(server: ChatServer) -> None:
     c = await RawClient.connect(server.port)
     challenge = await c.hello("alice", key)
     other_id = bytes(b ^ 0xFF for b in b64decode(challenge["server_id"]))
-    sig = sign_auth(key, other_id, "alice", b64decode(challenge["nonce"]))
+    sig = sign_auth(key, other_id, "alice", b64decode(challenge["nonce"]), c.server_identity)
     await c.send_frame({"type": "auth", "signature": b64encode(sig)})
     await fatal(c, "auth_failed")
 
@@ -296,7 +297,7 @@ async def test_signature_relayed_from_another_server(tmp_path: Path) -> None:
         ch_b = await at_b.hello("alice", key)
         assert ch_a["server_id"] != ch_b["server_id"]
         # Alice signs what she thinks is B's challenge, but it carries A's server_id.
-        sig = sign_auth(key, b64decode(ch_a["server_id"]), "alice", b64decode(ch_b["nonce"]))
+        sig = sign_auth(key, b64decode(ch_a["server_id"]), "alice", b64decode(ch_b["nonce"]), at_b.server_identity)
         await at_b.send_frame({"type": "auth", "signature": b64encode(sig)})
         await fatal(at_b, "auth_failed")
         await at_a.close()
@@ -459,7 +460,7 @@ async def test_a_client_that_never_reads_its_own_answers_is_dropped(tmp_path: Pa
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.connect(("127.0.0.1", srv.port))
         sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=sock)
+        reader, writer = await asyncio.open_connection(sock=sock, ssl=client_context(), server_hostname="localhost")
         c = RawClient(reader, writer)
         await c.login("alice")
         ping = json_frame({"type": "ping", "rid": "r" * 64})
@@ -576,10 +577,14 @@ def test_fatal_codes_used_here_are_in_the_spec() -> None:
         assert code in FATAL_CODES
 
 
-async def test_answers_are_not_lost_when_the_client_half_closes(server: ChatServer) -> None:
-    """A scripted client that sends its frames and then shuts its write side still gets every answer."""
+async def test_answers_are_not_lost_when_the_client_half_closes(plain_server: ChatServer) -> None:
+    """A scripted client that sends its frames and then shuts its write side still gets every answer.
+
+    Plaintext: a TCP half-close, which asyncio's TLS cannot do (over TLS, close_notify plays that
+    part: tests/test_tls.py).
+    """
     count = 300  # within the default burst; sent with the EOF in one go
-    async with clients(server.port, "alice") as (a,):
+    async with clients(plain_server.port, "alice", tls=False) as (a,):
         a.writer.write(b"".join(json_frame({"type": "ping", "rid": str(n)}) for n in range(count)))
         a.writer.write_eof()
         seen = [f for f in await a.expect_closed() if f["type"] != "presence"]

@@ -30,6 +30,7 @@ from securechat.events import (
 from securechat.names import format_fingerprint
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server import ChatServer, ServerConfig
+from tests.support.hostile import fake_identity
 from tests.support.rawclient import RawClient, running_server
 from tests.support.redisproc import RedisProcess
 from tests.support.sessions import BITS, WAIT, Client, online
@@ -266,7 +267,7 @@ async def test_hostile_server_frames_never_crash(make_client: Callable[..., Clie
             await reader.read()
         writer.close()
 
-    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
+    fake = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=fake_identity().context())
     port = fake.sockets[0].getsockname()[1]
     alice = make_client("alice", port)
     alice.start()
@@ -315,7 +316,7 @@ async def fake_server(on_frame: FrameHandler) -> AsyncIterator[int]:
                 if on_frame(frame, writer):
                     return
 
-    fake = await asyncio.start_server(handle, "127.0.0.1", 0)
+    fake = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=fake_identity().context())
     try:
         yield fake.sockets[0].getsockname()[1]
     finally:

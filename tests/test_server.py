@@ -179,7 +179,7 @@ async def test_wrong_key_for_a_taken_name(server: ChatServer) -> None:
         pass
     c = await connect(server)
     ch = await c.hello("alice", identity_key("bob"))
-    sig = sign_auth(identity_key("bob"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]))
+    sig = sign_auth(identity_key("bob"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]), c.server_identity)
     await c.send_frame({"type": "auth", "signature": b64encode(sig), "rid": "a"})
     assert (await fatal(c, "name_taken"))["rid"] == "a"
     # The original key still works.
@@ -191,7 +191,7 @@ async def test_bad_auth_signature(server: ChatServer) -> None:
     c = await connect(server)
     ch = await c.hello("alice", identity_key("alice"))
     # Signed with another key than the one presented.
-    sig = sign_auth(identity_key("bob"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]))
+    sig = sign_auth(identity_key("bob"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]), c.server_identity)
     await c.send_frame({"type": "auth", "signature": b64encode(sig)})
     await fatal(c, "auth_failed")
 
@@ -206,7 +206,7 @@ async def test_auth_signature_not_base64(server: ChatServer) -> None:
 async def test_replayed_auth_signature_from_an_earlier_session(server: ChatServer) -> None:
     first = await connect(server)
     ch = await first.hello("alice", identity_key("alice"))
-    sig = b64encode(sign_auth(identity_key("alice"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"])))
+    sig = b64encode(sign_auth(identity_key("alice"), b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]), first.server_identity))
     await first.send_frame({"type": "auth", "signature": sig})
     assert (await first.recv())["type"] == "welcome"
     await first.close()
@@ -308,7 +308,7 @@ async def test_rid_is_echoed_on_every_response(server: ChatServer) -> None:
     await c.send_frame({"type": "hello", "version": 1, "name": "alice", "pubkey": public_key_pem(key.public_key()), "rid": "r1"})
     ch = await c.recv()
     assert ch["type"] == "challenge" and ch["rid"] == "r1"
-    sig = sign_auth(key, b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]))
+    sig = sign_auth(key, b64decode(ch["server_id"]), "alice", b64decode(ch["nonce"]), c.server_identity)
     await c.send_frame({"type": "auth", "signature": b64encode(sig), "rid": "r2"})
     assert (await c.recv())["rid"] == "r2"
     for frame, expected in [
@@ -540,7 +540,8 @@ async def test_registrations_and_queue_survive_a_restart(tmp_path: Path, backend
         assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(7)
         await b.close()
         c = await connect(srv)
-        sig = sign_auth(identity_key("mallory"), b64decode(ch["server_id"]), "bob", b64decode((await c.hello("bob", identity_key("mallory")))["nonce"]))
+        nonce = b64decode((await c.hello("bob", identity_key("mallory")))["nonce"])
+        sig = sign_auth(identity_key("mallory"), b64decode(ch["server_id"]), "bob", nonce, c.server_identity)
         await c.send_frame({"type": "auth", "signature": b64encode(sig)})
         await fatal(c, "name_taken")
 
@@ -628,7 +629,7 @@ async def test_a_non_reading_recipient_is_dropped_and_its_messages_kept(tmp_path
         await still_open(a)
         await still_open(c)
         b.writer.transport.abort()
-        b2 = RawClient(*await asyncio.open_connection("127.0.0.1", srv.port))
+        b2 = await RawClient.connect(srv.port)
         b2.decoder = b2.decoder.__class__(1 << 22)
         await b2.login("bob", identity_key("bob"))
         ids = [(await b2.recv_type("message"))["envelope"]["id"] for _ in range(count)]
@@ -902,9 +903,15 @@ async def test_recipient_logging_in_during_the_send_lookup_still_gets_the_messag
         await server.close()
 
 
-async def test_answers_are_not_lost_when_the_client_half_closes_while_a_request_waits(server: ChatServer) -> None:
-    """EOF arriving while a request waits on the store: every answer still goes out before the close."""
-    async with clients(server.port, "alice") as (a,):
+async def test_answers_are_not_lost_when_the_client_half_closes_while_a_request_waits(
+    plain_server: ChatServer,
+) -> None:
+    """EOF arriving while a request waits on the store: every answer still goes out before the close.
+
+    Plaintext: a TCP half-close, which asyncio's TLS cannot do (over TLS, close_notify plays that
+    part: tests/test_tls.py).
+    """
+    async with clients(plain_server.port, "alice", tls=False) as (a,):
         pings = b"".join(json_frame({"type": "ping", "rid": str(n)}) for n in range(50))
         a.writer.write(json_frame({"type": "list", "rid": "l"}) + pings)
         a.writer.write_eof()

@@ -113,6 +113,8 @@ def _relay_variants(server_missing: str | None, uvloop: bool, quick: bool, redis
     variants: list[str] = []
     if server_missing is None:
         variants += ["securechat-uvloop", "securechat-asyncio"] if uvloop else ["securechat-asyncio"]
+        # TLS against plaintext in the same run; the padding's cost in the full run only.
+        variants += ["securechat-tls"] if quick else ["securechat-tls", "securechat-tls-nopad"]
     variants.append("naive-asyncio")
     if uvloop and not quick:
         variants.append("naive-uvloop")
@@ -173,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         running.clear()
         if "connections" in wanted:
-            variants = [v for v in relay_variants if v.startswith("securechat")] or ["naive-asyncio"]
-            variants = variants[:1] if args.quick else variants
+            variants = [v for v in relay_variants if v.startswith("securechat") and v != "securechat-tls-nopad"]
+            if args.quick:  # one plaintext server and the TLS one
+                variants = variants[:1] + [v for v in variants[1:] if v == "securechat-tls"]
+            variants = variants or ["naive-asyncio"]
             results["connections"] = sections.timed(
                 _log, "connections", lambda: sections.connections(variants, pool, plan, help_text, _log)
             )

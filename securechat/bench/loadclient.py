@@ -6,6 +6,11 @@ A :class:`LoadClient` logs in through the client library's own
 parses JSON: frames are split on their length prefix and classified with byte
 searches by :meth:`securechat.bench.worker.Worker.on_frames`, and the ``send``
 frames are pre-built :class:`Route` bytes with only the envelope id replaced.
+
+Against a TLS server (``tls=True``) the bytes go through the library's own
+:class:`~securechat.tls.TlsChannel`, and every write is padded as a real client
+pads it (docs/protocol.md sections 2.1 and 2.2); the load client trusts the
+server it was pointed at (the pin check costs the client, not the server).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from typing import TYPE_CHECKING, cast
 
 from .. import crypto
 from ..client.connection import ClientConnection, Dropped, ServerError, Welcomed
-from ..errors import ProtocolError
+from ..errors import ProtocolError, TlsFailed
 from ..protocol import decode_body, encode_body
+from ..tls import TlsChannel, client_context, inspect_certificate, pad_write
 
 if TYPE_CHECKING:  # the worker makes its clients; only the type goes this way
     from .worker import Worker
@@ -63,10 +69,11 @@ class HandshakeError(Exception):
 class LoadClient(asyncio.Protocol):
     """One protocol client; the worker owns the counters it updates."""
 
-    def __init__(self, worker: Worker, spec: ClientSpec, key: crypto.PrivateKey) -> None:
+    def __init__(self, worker: Worker, spec: ClientSpec, key: crypto.PrivateKey, tls: bool = False) -> None:
         self.worker = worker
         self.spec = spec
         self.handshake = ClientConnection(spec.name, key)
+        self.tls = TlsChannel(client_context(), server_side=False) if tls else None
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.handshake_waiter: asyncio.Future[None] | None = None
@@ -83,7 +90,18 @@ class LoadClient(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        self.transport.write(self.handshake.data_to_send())  # the hello
+        if self.tls is None:
+            self.transport.write(self.handshake.data_to_send())  # the hello
+        else:
+            self.transport.write(self.tls.data_to_send())  # the ClientHello; the hello waits for the handshake
+
+    def write(self, data: bytes) -> None:
+        """Frames to the server (padded and encrypted over TLS)."""
+        transport = self.transport
+        if transport is None:
+            return
+        tls = self.tls
+        transport.write(data if tls is None else tls.encrypt(pad_write(data)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.open:
@@ -95,6 +113,8 @@ class LoadClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.tls is not None:
+            data = self._decrypt(data)
         buf = self.buf
         buf += data
         n = len(buf)
@@ -115,6 +135,26 @@ class LoadClient(asyncio.Protocol):
         else:
             self._handshake_frames(bodies)
 
+    def _decrypt(self, data: bytes) -> bytes:
+        tls = self.tls
+        assert tls is not None
+        was_ready = tls.ready
+        try:
+            plain = tls.receive(data)
+        except TlsFailed as exc:
+            self._handshake_step(HandshakeError(str(exc)))
+            if self.transport is not None:
+                self.transport.close()
+            return b""
+        if tls.ready and not was_ready:
+            certificate = inspect_certificate(tls.peer_certificate() or b"", "bench")
+            self.handshake.server_identity = certificate.identity
+            tls.send(pad_write(self.handshake.data_to_send()))  # the hello, bound to the identity
+        out = tls.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+        return plain
+
     # --- handshake ----------------------------------------------------------------
 
     def _handshake_frames(self, bodies: list[bytes]) -> None:
@@ -125,8 +165,7 @@ class LoadClient(asyncio.Protocol):
             except ProtocolError as exc:
                 self._handshake_step(HandshakeError(f"bad frame from the server: {exc}"))
                 return
-            if self.transport is not None:
-                self.transport.write(self.handshake.data_to_send())  # the auth, after the challenge
+            self.write(self.handshake.data_to_send())  # the auth, after the challenge
             for event in events:
                 if isinstance(event, Welcomed):
                     self.open = True

@@ -131,6 +131,14 @@ def throughput(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log
         "ratios": {},
     }
     # Ratios inside each repetition, then summarised.
+    for key, (a, b) in _tls_ratio_pairs(servers).items():
+        out["ratios"][key] = {
+            str(p): summary(
+                [x["msgs_per_s"] / y["msgs_per_s"] if y["msgs_per_s"] else 0.0 for x, y in zip(runs[a][p], runs[b][p])],
+                3,
+            )
+            for p in plan.throughput_pairs
+        }
     for variant in servers:
         for baseline in ("naive-asyncio", "naive-uvloop", "redis"):
             if variant == baseline or baseline not in servers or variant in ("redis",):
@@ -149,6 +157,17 @@ def throughput(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log
                 for p in plan.throughput_pairs
             }
     return out
+
+
+def _tls_ratio_pairs(servers: dict[str, ServerProcess]) -> dict[str, tuple[str, str]]:
+    """TLS against plaintext on the same loop, and the padding's cost: the pairs measured in this run."""
+    plain = "securechat-uvloop"
+    wanted = {
+        f"securechat-tls/{plain}": ("securechat-tls", plain),
+        f"securechat-tls-nopad/{plain}": ("securechat-tls-nopad", plain),
+        "securechat-tls/securechat-tls-nopad": ("securechat-tls", "securechat-tls-nopad"),
+    }
+    return {key: pair for key, pair in wanted.items() if pair[0] in servers and pair[1] in servers}
 
 
 # --- 2. latency ----------------------------------------------------------------------------------

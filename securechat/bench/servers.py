@@ -19,8 +19,11 @@ _LISTENING = re.compile(r"listening on \[?([^\s\]]+?)\]?:(\d+)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Server variants the bench knows how to start. "securechat-*" run the real
-# server through :mod:`securechat.bench.launch`, which can hide uvloop.
-SECURECHAT_VARIANTS = ("securechat-uvloop", "securechat-asyncio")
+# server through :mod:`securechat.bench.launch`, which can hide uvloop. The first
+# two serve plaintext (--plaintext), to compare with the plaintext references; the
+# TLS ones run on uvloop, with the size padding on (as deployed) or off.
+SECURECHAT_VARIANTS = ("securechat-uvloop", "securechat-asyncio", "securechat-tls", "securechat-tls-nopad")
+TLS_VARIANTS = ("securechat-tls", "securechat-tls-nopad")
 NAIVE_VARIANTS = ("naive-asyncio", "naive-uvloop")
 
 
@@ -74,6 +77,7 @@ class ServerProcess:
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=40))
     _ready: threading.Event = field(default_factory=threading.Event)
     workdir: str = ""
+    tls: bool = False  # clients must speak TLS to it
 
     @property
     def pid(self) -> int:
@@ -153,6 +157,10 @@ def securechat_argv(variant: str, workdir: str, help_text: str, max_connections:
     if variant == "securechat-asyncio":
         argv.append("--no-uvloop")
     argv += ["--", "--host", "127.0.0.1", "--port", "0", "--db", os.path.join(workdir, "bench.db")]
+    if variant not in TLS_VARIANTS and "--plaintext" in help_text:
+        argv.append("--plaintext")
+    if variant == "securechat-tls-nopad":
+        argv.append("--no-padding")
     # No throttling: the bench measures capacity, not the limiter. Logging stays at the
     # server's default (INFO), which must not log per frame.
     wanted = {
@@ -174,6 +182,7 @@ def start_server(variant: str, *, help_text: str = "", max_connections: int = 20
     workdir = tempfile.mkdtemp(prefix=f"securechat-bench-{variant}-")
     if variant in SECURECHAT_VARIANTS:
         server = ServerProcess(variant, securechat_argv(variant, workdir, help_text, max_connections))
+        server.tls = variant in TLS_VARIANTS
     elif variant in NAIVE_VARIANTS:
         argv = [sys.executable, "-m", "securechat.bench.naive_relay", "--port", "0"]
         if variant == "naive-uvloop":

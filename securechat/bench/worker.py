@@ -70,8 +70,8 @@ class Worker:
                 self._error(code.group(1).decode() if code else "unknown")
         if acked:
             self._on_delivered(client, acked)
-        if replies and client.transport is not None:
-            client.transport.write(b"".join(replies))
+        if replies:
+            client.write(b"".join(replies))
         if acked and self.mode == "throughput" and client.sending:
             self.top_up(client)
 
@@ -104,13 +104,13 @@ class Worker:
         if room <= 0 or client.transport is None or not client.open:
             return
         client.inflight += room
-        client.transport.write(b"".join(client.next_frames(room)))
+        client.write(b"".join(client.next_frames(room)))
 
     # --- connecting -------------------------------------------------------------------
 
     async def connect_all(self, specs: list[ClientSpec]) -> tuple[int, int, list[str]]:
         loop = asyncio.get_running_loop()
-        host, port = self.job["host"], self.job["port"]
+        host, port, tls = self.job["host"], self.job["port"], self.job.get("tls", False)
         limit = asyncio.Semaphore(self.job.get("connect_concurrency", 64))
         failures: list[str] = []
         timeout = self.job.get("handshake_timeout", 30.0)
@@ -125,7 +125,7 @@ class Worker:
                     return
                 key = self.keys[spec.key_index]
                 try:
-                    _, client = await loop.create_connection(lambda: LoadClient(self, spec, key), host, port)
+                    _, client = await loop.create_connection(lambda: LoadClient(self, spec, key, tls), host, port)
                     await client.login(timeout)
                     self.clients.append(client)
                 except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
@@ -201,9 +201,7 @@ class Worker:
                 batch.setdefault(index, []).append(frame)
                 heapq.heappush(heap, (due + interval_ns, index))
             for index, frames in batch.items():
-                transport = senders[index].transport
-                if transport is not None:
-                    transport.write(b"".join(frames))
+                senders[index].write(b"".join(frames))
         await self._drain(senders, go["drain"], latency=True)
 
     async def _drain(self, senders: list[LoadClient], seconds: float, latency: bool = False) -> None:

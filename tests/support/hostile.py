@@ -3,14 +3,21 @@
 It hands out a fresh challenge, welcomes whoever answers, serves ``lookup``
 from a table the test controls and then pushes scripted frames; the attack
 tests drive the real client library and the real ``--json`` client with it.
+
+It speaks TLS with an identity of its own (clients with a fresh home pin it on
+first use, as they would any server they meet first), or plaintext with ``tls=False``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import ssl
+import tempfile
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -19,14 +26,23 @@ from securechat import crypto
 from securechat.clock import now_ms
 from securechat.encoding import b64encode
 from securechat.protocol import FrameDecoder, encode_frame
+from securechat.server.identity import ServerIdentity, load_or_create
 
 Script = Callable[["HostileServer", asyncio.StreamWriter], Awaitable[None]]
+
+
+@functools.cache
+def fake_identity() -> ServerIdentity:
+    """One TLS identity for the fake relays of a test run (kept in a temporary directory)."""
+    directory = Path(tempfile.mkdtemp(prefix="securechat-hostile-"))
+    return load_or_create(directory / "cert.pem", directory / "key.pem", create=True)
 
 
 class HostileServer:
     """A fake relay on 127.0.0.1: real handshake, scripted frames afterwards."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: bool = True) -> None:
+        self.tls: ssl.SSLContext | None = fake_identity().context() if tls else None
         self.keys: dict[str, str] = {}  # what `lookup` answers: name -> PEM
         self.hang_lookups = False  # never answer a lookup (the client's worker waits)
         self.lookup_errors: list[str] = []  # answer the next lookups with these error codes, in turn
@@ -44,7 +60,7 @@ class HostileServer:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self.tls)
 
     async def close(self) -> None:
         assert self._server is not None

@@ -232,7 +232,8 @@ class JsonClient:
         self.raw_lines: list[bytes] = []
 
     @classmethod
-    async def start(cls, name: str, port: int, home: Path) -> JsonClient:
+    async def start(cls, name: str, port: int, home: Path, *args: str) -> JsonClient:
+        """``args`` go on the command line after the others (``--plaintext``, ``--server-fingerprint FP``)."""
         proc = await asyncio.create_subprocess_exec(
             *client_command(),
             "--name",
@@ -240,6 +241,7 @@ class JsonClient:
             "--server",
             f"127.0.0.1:{port}",
             "--json",
+            *args,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,

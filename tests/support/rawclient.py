@@ -3,6 +3,13 @@
 ``RawClient`` speaks frames directly, so tests can send anything, including
 bytes that are not frames at all; only its handshake (``hello``, ``login``) is
 the client library's own :class:`~securechat.client.connection.ClientConnection`.
+
+Like the server and the client, it speaks TLS unless asked for plaintext
+(``RawClient.connect(port, tls=False)``, ``running_server(db, tls=False)``): its
+bytes then go through asyncio's own ``ssl`` transport, a second TLS implementation
+beside the server's memory BIOs, and its ``auth`` is bound to the identity the
+handshake showed (docs/protocol.md section 6.1). A test that needs the raw
+protocol on the wire says ``tls=False``.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from securechat.client.connection import ClientConnection, Phase
 from securechat.crypto import generate_private_key
 from securechat.protocol import HEADER_SIZE, FrameDecoder, decode_body, encode_frame
 from securechat.server import ChatServer, ServerConfig
+from securechat.tls import client_context, inspect_certificate
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -43,10 +51,17 @@ class RawClient:
         self.name: str | None = None
         self.server_id: bytes | None = None
         self.handshake: ClientConnection | None = None  # the client library's side of the handshake
+        # The server identity the TLS handshake showed (None over plaintext): what auth is bound to.
+        self.server_identity: bytes | None = None
+        ssl_object = writer.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.server_identity = inspect_certificate(ssl_object.getpeercert(binary_form=True), "test").identity
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1") -> RawClient:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DEFAULT_TIMEOUT)
+    async def connect(cls, port: int, host: str = "127.0.0.1", *, tls: bool = True) -> RawClient:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=client_context() if tls else None), DEFAULT_TIMEOUT
+        )
         return cls(reader, writer)
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
@@ -114,6 +129,7 @@ class RawClient:
         answers the challenge itself (a bad signature, another server's id...) stops here.
         """
         self.handshake = ClientConnection(name, key)
+        self.handshake.server_identity = self.server_identity
         hello = self.handshake.data_to_send()
         if extra:
             hello = encode_frame({**decode_body(hello[HEADER_SIZE:]), **extra})
@@ -167,7 +183,7 @@ def json_frame(obj: Any) -> bytes:
 
 @contextlib.asynccontextmanager
 async def running_server(db_path: Path, **options: Any) -> AsyncIterator[ChatServer]:
-    """A ChatServer on 127.0.0.1, an ephemeral port and ``db_path``; closed on exit."""
+    """A ChatServer on 127.0.0.1, an ephemeral port and ``db_path``; closed on exit (TLS unless ``tls=False``)."""
     config = ServerConfig(host="127.0.0.1", port=0, db_path=db_path, **options)
     server = ChatServer(config)
     await server.start()
@@ -178,12 +194,12 @@ async def running_server(db_path: Path, **options: Any) -> AsyncIterator[ChatSer
 
 
 @contextlib.asynccontextmanager
-async def clients(port: int, *names: str) -> AsyncIterator[list[RawClient]]:
+async def clients(port: int, *names: str, tls: bool = True) -> AsyncIterator[list[RawClient]]:
     """Logged-in clients, each with ``identity_key(name)``; closed on exit."""
     out: list[RawClient] = []
     try:
         for name in names:
-            c = await RawClient.connect(port)
+            c = await RawClient.connect(port, tls=tls)
             out.append(c)
             await c.login(name, identity_key(name))
         yield out
