@@ -25,7 +25,7 @@ from securechat.commands import Command, Executor, Hint, parse_line
 from securechat.commands.grammar import FULL_SCREEN, Clear, Mouse, Quit, Raw, Say
 from securechat.commands.outcomes import Local, Opened, Outcome, Sent, Switched, Trusted, Verified
 from securechat.commands.wording import SESSION_OVER, describe, describe_error, pretty_fingerprint, raw_lines
-from securechat.errors import ServerErrorReply
+from securechat.errors import ServerErrorReply, ServerRefused
 from securechat.events import MessageSent, Ready, SessionAPI, SessionEvent
 from securechat.ui.keybindings import build_key_bindings
 from securechat.ui.layout import MessagePane, build_input, build_layout
@@ -223,7 +223,8 @@ class ChatUI:
             self.state.warn(SESSION_OVER)  # the error line above said what happened
         elif exc is not None:
             self.exit_code = 1
-            self.state.warn(f"the session ended: {describe_error(exc)}; /quit to leave")
+            why = "the server was refused (above)" if isinstance(exc, ServerRefused) else describe_error(exc)
+            self.state.warn(f"the session ended: {why}; /quit to leave")
         else:
             self.state.info("the session ended; /quit to leave")
         self.app.invalidate()
