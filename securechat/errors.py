@@ -273,10 +273,7 @@ class ServerErrorReply(SecurechatError):
         return f"server error {self.code}: {self.message}"
 
 
-# --- the transport (TLS) ---------------------------------------------------------
-
-
-class TransportError(SecurechatError):
+class TransportError(SecurechatError):  # the transport (TLS)
     """The TLS layer under the frames failed, or refused the other end."""
 
 
@@ -309,10 +306,7 @@ class ServerRefused(TransportError):
     def __init__(self, server: str, detail: str) -> None:
         super().__init__(detail)
         self.server = server
-        self.detail = detail
-
-    def __str__(self) -> str:
-        return self.detail
+        self.detail = detail  # also what str() gives
 
 
 class WrongTransport(ServerRefused):
@@ -337,10 +331,7 @@ class ServerIdentityRefused(ServerRefused):
     def __init__(self, server: str, presented: str, wanted: str, *, source: str, accept: str) -> None:
         what = "one pinned for it" if source == "pinned" else "one given with --server-fingerprint"
         super().__init__(server, f"the server at {server} presents identity {presented}, not the {what} ({wanted})")
-        self.presented = presented
-        self.wanted = wanted
-        self.source = source
-        self.accept = accept
+        self.presented, self.wanted, self.source, self.accept = presented, wanted, source, accept
 
 
 # --- the client's files ------------------------------------------------------------

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from securechat.crypto import sign_auth
+from securechat.encoding import b64decode, b64encode
 from securechat.errors import ProtocolError
 from securechat.protocol import CLIENT_TYPES
-from securechat.server.connection import PREAUTH_BUFFER_LIMIT
+from securechat.server import ServerConfig
+from securechat.server.connection import PREAUTH_BUFFER_LIMIT, ServerConnection
 from securechat.server.events import HANDLED, NEED_DATA, ListUsers, Login, Received, Send
 from securechat.server.phases import ENDED, SERVER_TRANSITIONS, Phase, check_transition
-from tests.support.rawclient import envelope, json_frame, msg_id
-from tests.support.serverconn import Clock, auth_frame, connection, hello_frame, logged_in, sent
+from tests.support.rawclient import envelope, identity_key, json_frame, msg_id
+from tests.support.serverconn import SERVER_ID, Clock, auth_frame, connection, hello_frame, logged_in, sent
 
 # --- the state table (docs/protocol.md section 5) ------------------------------------------
 

@@ -16,11 +16,9 @@ Connection life cycle::
     a fatal error retrying cannot fix (PERMANENT_CODES) -> offline; run() raises it, kept in .refused
     close() -> offline, run() returns
 
-A bad frame from the server is reported as :class:`~securechat.events.ErrorReported`
-and skipped; a framing error drops the connection (and we reconnect). Nothing a
-server sends can make the session raise. Silence: if no byte arrives for
-``silence_timeout`` seconds (default ``2 * ping_interval + 5``) the connection is
-considered dead and replaced.
+A bad frame from the server is reported as :class:`~securechat.events.ErrorReported` and skipped;
+a framing error, or no byte for ``silence_timeout`` seconds (``2 * ping_interval + 5``), drops the
+connection and we reconnect. Nothing a server sends can make the session raise.
 """
 
 from __future__ import annotations
@@ -61,10 +59,8 @@ from .state import ClientStore
 log = logging.getLogger(__name__)
 
 # Fatal codes that a reconnect cannot cure: stop and tell the user.
-PERMANENT_CODES: Final = frozenset(
-    {"name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced", "tls_required",
-     "tls_unsupported"}
-)
+PERMANENT_CODES: Final = frozenset({"name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported"}) | {
+    "replaced", "tls_required", "tls_unsupported"}
 
 
 class ClientSession:
@@ -93,8 +89,7 @@ class ClientSession:
         self._identity = store.require_identity()
         self.servers: tuple[tuple[str, int], ...] = ((host, port), *more_servers)
         self._server_index = 0
-        self.host = host  # the node connected or tried now
-        self.port = port
+        self.host, self.port = host, port  # the node connected or tried now
         self.ping_interval = ping_interval
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
@@ -158,11 +153,7 @@ class ClientSession:
     # --- SessionAPI: run / close --------------------------------------------------------
 
     async def run(self) -> None:
-        """Connect, authenticate and serve until :meth:`close`; reconnects with backoff.
-
-        Raises :class:`ServerErrorReply` when the server refuses us in a way a
-        reconnect cannot fix (``name_taken``, ``auth_failed``, ``replaced``, ...).
-        """
+        """Serve until :meth:`close`, reconnecting with backoff; raises what a reconnect cannot fix."""
         if self._running:
             raise RuntimeError("ClientSession.run() is already running")
         self._running = True
@@ -198,10 +189,9 @@ class ClientSession:
 
     def _next_server(self) -> None:
         """A connection failed or ended: the next attempt goes to the next node (the same one if alone)."""
-        if len(self.servers) == 1:
-            return
-        self._server_index = (self._server_index + 1) % len(self.servers)
-        self.host, self.port = self.servers[self._server_index]
+        if len(self.servers) > 1:
+            self._server_index = (self._server_index + 1) % len(self.servers)
+            self.host, self.port = self.servers[self._server_index]
 
     def _backoff(self, attempt: int) -> float:
         return backoff(attempt, self.backoff_initial, self.backoff_max, self._rng)
