@@ -54,11 +54,7 @@ class SecurechatError(Exception):
 
 
 class ProtocolError(SecurechatError):
-    """The peer sent something the protocol does not allow.
-
-    ``code`` is the wire error code (docs/protocol.md section 9), ``fatal`` whether the
-    connection must close after reporting it.
-    """
+    """The peer broke the protocol: ``code`` (docs/protocol.md section 9) and ``fatal`` (the connection closes)."""
 
     code: str = "bad_request"
     fatal: bool = False
@@ -109,10 +105,7 @@ class BadRequest(ProtocolError):
     code = "bad_request"
 
 
-# --- keys and envelopes ------------------------------------------------------
-
-
-class BadKey(SecurechatError):
+class BadKey(SecurechatError):  # keys and envelopes
     """A public key that protocol v1 does not accept."""
 
     def __init__(self, detail: str) -> None:
@@ -183,11 +176,9 @@ class BadPlaintext(EnvelopeRejected):
 
 
 class UsageError(SecurechatError):
-    """Something we were asked to do locally is invalid; nothing was sent.
+    """Something asked of us locally is invalid and nothing was sent (h11's LocalProtocolError).
 
-    The local counterpart of :class:`ProtocolError` (h11's LocalProtocolError):
-    a typo is the user's to fix, not the peer's fault. ``code`` names it for
-    the ``--json`` mode's error lines.
+    A typo is the user's to fix, not the peer's fault; ``code`` names it in ``--json`` error lines.
     """
 
     code: str = "bad_input"
