@@ -45,10 +45,12 @@ from .errors import (
     NameTaken,
     SecurechatError,
     ServerErrorReply,
+    ServerRefused,
     UnknownSender,
 )
 from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
 from .pasted import is_whole, split_pasted
+from .protocol import WRONG_TRANSPORT_CODES
 
 log = logging.getLogger("securechat.client")
 
@@ -183,6 +185,8 @@ def _must_be_free(name: str, *, host: str, port: int, trust: ServerTrust | None)
     try:
         taken = asyncio.run(name_registered(host, port, name, NAME_CHECK_TIMEOUT, trust))
     except (SecurechatError, OSError, TimeoutError) as exc:
+        if isinstance(exc, ServerRefused) or (isinstance(exc, ServerErrorReply) and exc.code in WRONG_TRANSPORT_CODES):
+            return  # a server we will not talk to, or the other transport: the session says it, once
         why = (
             describe_error(exc)
             if isinstance(exc, SecurechatError)

@@ -38,7 +38,8 @@ NONFATAL_CODES: Final = frozenset(
 # a connection over a cap and `tls_required`/`tls_unsupported` one that speaks the other transport,
 # before any hello is read; `unavailable` ends a login that a node of several cannot complete because
 # the state the nodes share is out of reach. Clients reconnect.
-EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable", "tls_required", "tls_unsupported"})
+WRONG_TRANSPORT_CODES: Final = frozenset({"tls_required", "tls_unsupported"})  # the other end speaks the other
+EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable"}) | WRONG_TRANSPORT_CODES
 
 CLIENT_TYPES: Final = frozenset({"check_name", "hello", "auth", "lookup", "list", "send", "received", "ping"})
 SERVER_TYPES: Final = frozenset(

@@ -44,7 +44,7 @@ from ..events import (
     UsersListed,
 )
 from ..names import parse_typed_name
-from ..protocol import DEFAULT_MAX_FRAME
+from ..protocol import DEFAULT_MAX_FRAME, WRONG_TRANSPORT_CODES
 from ..records import ContactInfo, HistoryEntry
 from . import connection as wire
 from .contacts import Contacts
@@ -59,8 +59,8 @@ from .state import ClientStore
 log = logging.getLogger(__name__)
 
 # Fatal codes that a reconnect cannot cure: stop and tell the user.
-PERMANENT_CODES: Final = frozenset({"name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported"}) | {
-    "replaced", "tls_required", "tls_unsupported"}
+PERMANENT_CODES: Final = WRONG_TRANSPORT_CODES | {
+    "name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced"}
 
 
 class ClientSession:
