@@ -249,6 +249,8 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
         session, lambda text: print(text, flush=True), _clear_terminal if tty else None, safe.terminal_columns
     )
     session.add_listener(chat.on_event)
+    signed_in = asyncio.Event()
+    session.add_listener(lambda event: signed_in.set() if isinstance(event, Ready) else None)
     if first_run:
         chat.write(f"* your fingerprint: {format_fingerprint(session.fingerprint)} (type /help for commands)")
     if session.plaintext:
@@ -270,7 +272,8 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
         lines = _terminal_lines(lambda: f"{chat.current or session.name}> ") if tty else _piped_lines()
         try:
             ending = await feed(lines, chat.handle, {run_task, terminated})
-            if ending is Ending.EOF and not tty:  # piped input: let what was sent get acknowledged
+            if ending is Ending.EOF and not tty:  # piped input: sign in once, let what was sent get acknowledged
+                await asyncio.wait({asyncio.ensure_future(signed_in.wait()), run_task}, timeout=PIPED_DRAIN_TIMEOUT)
                 await session.wait_idle(PIPED_DRAIN_TIMEOUT)
         finally:
             if await finish_session(session, run_task):

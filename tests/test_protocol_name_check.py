@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from securechat.client.namecheck import NameCheck, name_registered
-from securechat.errors import ProtocolError, ServerErrorReply
+from securechat.client.servers import KnownServers, ServerTrust, server_address
+from securechat.errors import ProtocolError, ServerErrorReply, ServerIdentityRefused
 from securechat.protocol import encode_frame
 from securechat.server import ChatServer
 from tests.conftest import REPO_ROOT
@@ -32,11 +33,13 @@ async def read_exactly(c: RawClient, size: int) -> bytes:
     return await c.reader.readexactly(size)
 
 
-async def test_the_documented_bytes_get_the_documented_answer(server: ChatServer) -> None:
+async def test_the_documented_bytes_get_the_documented_answer(plain_server: ChatServer) -> None:
+    """The worked example's bytes on the wire: plaintext, since over TLS the answer is padded (2.2)."""
+    server = plain_server
     request, answer = doc_hex("check-name-request"), doc_hex("name-status-answer")
     assert request == encode_frame({"type": "check_name", "name": "bob", "rid": "1"})
-    async with clients(server.port, "bob"):
-        c = await RawClient.connect(server.port)
+    async with clients(server.port, "bob", tls=False):
+        c = await RawClient.connect(server.port, tls=False)
         await c.send_raw(request)
         assert await read_exactly(c, len(answer)) == answer
         await c.close()
@@ -101,10 +104,21 @@ def test_name_check_sans_io_with_byte_literals() -> None:
         NameCheck("bob").receive_eof()
 
 
-async def test_name_registered_against_a_real_server(server: ChatServer) -> None:
+async def test_name_registered_against_a_real_server(server: ChatServer, tmp_path: Path) -> None:
+    """Over TLS, checked like the session checks the server, but nothing is pinned: the session pins."""
+    known = KnownServers(tmp_path / "known_servers")
     async with clients(server.port, "bob"):
-        assert await name_registered("127.0.0.1", server.port, "bob", 5) is True
-    assert await name_registered("127.0.0.1", server.port, "carol", 5) is False
+        assert await name_registered("127.0.0.1", server.port, "bob", 5, ServerTrust(known)) is True
+    assert await name_registered("127.0.0.1", server.port, "carol", 5, ServerTrust(known)) is False
+    assert known.entries() == {}
+    known.pin(server_address("127.0.0.1", server.port), "00" * 32)  # another identity pinned for it
+    with pytest.raises(ServerIdentityRefused):
+        await name_registered("127.0.0.1", server.port, "carol", 5, ServerTrust(known))
+
+
+async def test_name_registered_in_plaintext(plain_server: ChatServer) -> None:
+    async with clients(plain_server.port, "bob", tls=False):
+        assert await name_registered("127.0.0.1", plain_server.port, "bob", 5) is True
 
 
 # --- the client refuses a taken name before anything is claimed ------------------------------
