@@ -68,7 +68,7 @@ def server_trust(root: Path, *, plaintext: bool, expected: str | None, home: Pat
     return ServerTrust(KnownServers.in_home(root), expected, accept_command(home))
 
 
-@click.command("trust-server")
+@click.command("trust-server", short_help="Pin a server's new identity once checked.")
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),

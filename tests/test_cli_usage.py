@@ -188,7 +188,7 @@ def test_client_help_summaries_are_whole_sentences() -> None:
         [*client_command(), "--help"], check=False, capture_output=True, text=True, timeout=30
     )
     commands = shown.stdout.split("Commands:", 1)[1].strip().splitlines()
-    assert len(commands) == 4
+    assert len(commands) == 5  # decrypt, fingerprint, history, trust-server, verify
     for line in commands:
         assert line.rstrip().endswith(".") and "..." not in line, line
     assert "SECURECHAT_HOME" in shown.stdout and "SECURECHAT_SERVER" in shown.stdout
