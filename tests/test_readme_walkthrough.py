@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from securechat.commands import sanitize as safe
 from tests.conftest import REPO_ROOT
 from tests.support.tmux import TmuxPane, have_tmux
 
@@ -188,9 +189,10 @@ def test_the_readme_walkthrough(terminals: dict[str, TmuxPane], tmp_path: Path) 
     dec.paste(copied + "\n")
     out = dec.wait_for(lambda s: at_prompt(s) is not None, 30)
     assert "from alice to bob" in out and "signed with the key pinned for alice" in out
-    assert "\nhello bob\n" in out, out
+    text_row = "\n" + " " * safe.TEXT_INDENT + "hello bob\n"  # the peer's text, indented past our own rows
+    assert text_row in out, out
 
     # 5. The file /raw wrote opens the same way.
     out = run_shell_lines(dec, [file_decrypt], 30)
-    assert out.count("\nhello bob\n") == 2, out
+    assert out.count(text_row) == 2, out
     assert "rejected" not in out

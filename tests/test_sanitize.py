@@ -263,9 +263,9 @@ def test_history_and_decrypt_subcommands(tmp_path: Path) -> None:
     for mark in marks_of("".join(HOSTILE.values())):
         assert mark in history.stdout
     # Wide enough for our own line about each payload to fit one row: every other row is the text.
-    opened = _run(tmp_path, "decrypt", "--name", "alice", *payloads, columns=200)
+    opened = _run(tmp_path, "decrypt", "--name", "alice", *payloads, columns=300)
     assert opened.returncode == 0, opened.stderr
-    _assert_subcommand_rows(opened.stdout, ("payload ",), 200)
+    _assert_subcommand_rows(opened.stdout, ("payload ",), 300)
     for mark in marks_of("".join(HOSTILE.values())):
         assert mark in opened.stdout
 
