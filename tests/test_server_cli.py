@@ -113,7 +113,8 @@ async def test_first_run_under_umask_022_keeps_the_database_private(tmp_path: Pa
         await login_and_ping(proc.port, "alice")  # a registration: the WAL and its index exist now
         modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (folder, *folder.iterdir())}
         assert {"server.db", "server.db-wal", "server.db-shm"} <= modes.keys(), modes
-        assert modes == {"securechat": 0o700, "server.db": 0o600, "server.db-wal": 0o600, "server.db-shm": 0o600}
+        tls = {"server.tls-cert.pem": 0o600, "server.tls-key.pem": 0o600}  # the identity made on first start
+        assert modes == {"securechat": 0o700, "server.db": 0o600, "server.db-wal": 0o600, "server.db-shm": 0o600, **tls}
         assert await asyncio.to_thread(proc.stop) == 0
 
 

@@ -78,17 +78,23 @@ class HostileServer:
         self.push({"type": "message", "from": sender, "server_ts": now_ms(), "envelope": envelope})
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        index = self.connections - 1
-        self.writer = writer
+        index = -1  # a session's number, counted from its first frame that is not a name check
         decoder = FrameDecoder()
         nonce = os.urandom(32)
         name = ""
         try:
             while data := await reader.read(65536):
                 for frame in decoder.feed(data):
-                    self.from_client.put_nowait(frame)
                     kind = frame["type"]
+                    if kind == "check_name":  # a first run asks before it makes a key: "free"
+                        answer = {"type": "name_status", "name": frame["name"], "registered": False}
+                        writer.write(encode_frame({**answer, "rid": frame.get("rid")}))
+                        continue
+                    if index < 0:
+                        self.connections += 1
+                        index = self.connections - 1
+                        self.writer = writer
+                    self.from_client.put_nowait(frame)
                     if kind == "hello":
                         name = frame["name"]
                         key = crypto.load_public_key_pem(frame["pubkey"])
