@@ -31,10 +31,17 @@ def doc_text() -> str:
     return DOC.read_text(encoding="utf-8")
 
 
+def section(begin: str, end: str) -> str:
+    """The part of the document between two markers (each worked example has its own)."""
+    text = doc_text()
+    start = text.index(begin)
+    return text[start : text.index(end, start)]
+
+
 @functools.cache
 def blocks() -> dict[str, str]:
     found: dict[str, str] = {}
-    for _lang, name, body in BLOCK.findall(doc_text()):
+    for _lang, name, body in BLOCK.findall(section("<!-- BEGIN doc-vector", "<!-- END doc-vector -->")):
         assert name not in found, f"vector block {name!r} appears twice in {DOC}"
         found[name] = body.strip("\n")
     return found
