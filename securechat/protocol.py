@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import jsoncodec
+from .crypto import MAX_PEM_LENGTH  # the bound on the handshake's PEM and signature strings
 from .envelope import is_message_id, is_timestamp, validate_envelope
 from .errors import BadFrame, BadRequest, FrameTooLarge, MalformedEnvelope, ProtocolError
 from .names import NAME_PATTERN, is_valid_name, shown
@@ -22,8 +23,6 @@ DEFAULT_MAX_FRAME: Final = 1 << 20
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
 MAX_RID_LENGTH: Final = 64
-# A generous bound on the PEM and signature strings of the handshake.
-MAX_PEM_LENGTH: Final = 16_384
 
 # --- error codes (docs/protocol.md section 9) -------------------------------------------------
 
