@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from securechat import crypto
 from securechat.rooms.log import ZERO_HEAD, RoomEntry, RoomState, apply
 from securechat.rooms.sealing import sign_entry
+from tests.support.rawclient import identity_key
 
 T0 = 1_767_225_600_000
 
 
-@functools.cache
 def key_of(name: str) -> rsa.RSAPrivateKey:
-    """A 2048-bit key per name, made once per test run."""
-    return crypto.generate_private_key(2048)
+    """A 2048-bit key per name, made once per test run: the one RawClient logs in with."""
+    return identity_key(name)
 
 
 @dataclass
