@@ -9,65 +9,32 @@ breaks the document, fails here.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import re
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto
 from securechat.encoding import b64decode, lp
 from securechat.names import format_fingerprint
-from tests.conftest import REPO_ROOT
+from tests.support.docvector import (
+    BLOCK,
+    blocks,
+    doc_text,
+    hexblock,
+    names_in,
+    private_key,
+    public_key,
+    section,
+)
 
-DOC = REPO_ROOT / "docs" / "protocol.md"
-BLOCK = re.compile(r"^```(\w+) vector=([\w-]+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
 MEMBERS = ("alice", "bob", "carol")
-
-
-@functools.cache
-def doc_text() -> str:
-    return DOC.read_text(encoding="utf-8")
-
-
-@functools.cache
-def blocks() -> dict[str, str]:
-    """Every vector block of the document (both examples: the room one uses alice's and bob's keys)."""
-    found: dict[str, str] = {}
-    for _lang, name, body in BLOCK.findall(doc_text()):
-        assert name not in found, f"vector block {name!r} appears twice in {DOC}"
-        found[name] = body.strip("\n")
-    return found
-
-
-def room_section() -> str:
-    text = doc_text()
-    start = text.index("<!-- BEGIN room-vector")
-    return text[start : text.index("<!-- END room-vector -->", start)]
-
-
-def hexblock(name: str) -> bytes:
-    return bytes.fromhex(re.sub(r"\s+", "", blocks()[name]))
+SECTION = ("<!-- BEGIN room-vector", "<!-- END room-vector -->")
 
 
 def jsonblock(name: str) -> Any:
     return json.loads(blocks()[name])
-
-
-@functools.cache
-def private_key(who: str) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(blocks()[f"{who}-private"].encode(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
-
-
-@functools.cache
-def public_key(who: str) -> rsa.RSAPublicKey:
-    return crypto.load_public_key_pem(blocks()[f"{who}-public"])
 
 
 def inputs() -> dict[str, Any]:
@@ -107,8 +74,7 @@ EXPECTED_ROOM_BLOCKS = {
 
 
 def test_every_room_block_is_present() -> None:
-    found = {name for _lang, name, _body in BLOCK.findall(room_section())}
-    assert found == EXPECTED_ROOM_BLOCKS
+    assert names_in(section(*SECTION)) == EXPECTED_ROOM_BLOCKS
 
 
 def test_carols_key_and_fingerprint() -> None:
