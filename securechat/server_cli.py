@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from .rooms.log import MAX_ROOM_MEMBERS
 from .server import ChatServer, ServerConfig
 
 log = logging.getLogger("securechat.server")
@@ -115,6 +116,10 @@ class _OneLineErrors(click.Command):
               help="Seconds a stored message is kept.")
 @click.option("--max-outgoing-buffer", type=_POSITIVE_INT, default=_default("max_outgoing_buffer"),
               show_default=True, help="Bytes buffered for a slow reader before it is disconnected.")
+@click.option("--max-room-members", type=click.IntRange(1, MAX_ROOM_MEMBERS), default=_default("max_room_members"),
+              show_default=True, help="Members of one room (at most the protocol's 256).")
+@click.option("--max-rooms", type=_POSITIVE_INT, default=_default("max_rooms"), show_default=True,
+              help="Rooms on this server.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", show_default=True)
 def main(db: Path | None, log_level: str, **options: Any) -> None:

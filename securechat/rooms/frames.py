@@ -26,6 +26,10 @@ ROOM_PAGE: Final = 128
 ROOM_LIST_PAGE: Final = 200
 ROOM_CLIENT_TYPES: Final = frozenset({"room_create", "room_append", "room_log", "room_send", "rooms"})
 ROOM_SERVER_TYPES: Final = frozenset({"room_update", "room_sent", "room_list"})
+# The rooms' error codes, all non-fatal (docs/protocol.md section 11.8).
+ROOM_ERROR_CODES: Final = frozenset(
+    {"unknown_room", "not_member", "not_allowed", "room_full", "room_exists", "stale_state", "bad_entry", "too_many_rooms"}
+)
 
 Check = Callable[[Mapping[str, Any]], None]
 
@@ -124,8 +128,11 @@ def _check_room_sent(frame: Mapping[str, Any]) -> None:
     members = frame.get("members")
     if not isinstance(members, list) or len(members) > MAX_ROOM_MEMBERS:
         raise BadRequest(f"'members' must be a list of at most {MAX_ROOM_MEMBERS} names")
-    if not all(is_valid_name(name) for name in members):
-        raise BadRequest("'members' must hold names")
+    full = frame.get("full", [])
+    if not isinstance(full, list) or len(members) + len(full) > MAX_ROOM_MEMBERS:
+        raise BadRequest(f"'members' and 'full' hold at most {MAX_ROOM_MEMBERS} names")
+    if not all(is_valid_name(name) for name in members + full):
+        raise BadRequest("'members' and 'full' must hold names")
     if not is_seq(frame.get("seq")):
         raise BadRequest("'seq' must be an integer from 0 to 2**53 - 1")
 

@@ -22,8 +22,9 @@ from .admission import Admission
 from .config import ServerConfig
 from .connection import ServerConnection
 from .directory import Directory
-from .events import Event, Handled, ListUsers, Login, Lookup, Received, Send
+from .events import Event, Handled, ListUsers, Login, Lookup, Received, RoomRequest, Send
 from .presence import Presence
+from .rooms import RoomService
 from .routing import LocalRouting, Routing
 from .sqlite import SqliteStore
 from .store import ServerStore
@@ -50,18 +51,21 @@ class ChatServer:
             queue_limit=config.queue_limit,
             queue_bytes=config.queue_bytes,
             queue_ttl=config.queue_ttl,
+            max_rooms=config.max_rooms,
         )
         self._directory = Directory(self._store)
         self._presence = Presence()
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections
         self._routing: Routing = LocalRouting(config, self._store, self._directory, self._presence, self._spawn)
+        self._rooms = RoomService(config, self._store, self._directory, self._routing)
         self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
             Send: self._routing.send,
             Received: self._routing.received,
             Login: self._on_login,
             Lookup: self._on_lookup,
             ListUsers: self._on_list,
+            RoomRequest: self._rooms.handle,
         }
         self._server: asyncio.base_events.Server | None = None
         self._server_id = b""

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..protocol import DEFAULT_MAX_FRAME
+from ..rooms.log import MAX_ROOM_MEMBERS
+from .roomstore import DEFAULT_MAX_ROOMS
 from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL
 
 
@@ -33,6 +35,9 @@ class ServerConfig:
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     queue_ttl: float = DEFAULT_QUEUE_TTL
     max_outgoing_buffer: int = 4 * 2**20
+    # Rooms (docs/protocol.md 11.8): the member cap may be lowered, never raised past the protocol's.
+    max_room_members: int = MAX_ROOM_MEMBERS
+    max_rooms: int = DEFAULT_MAX_ROOMS
 
     @property
     def deliverable_frame(self) -> int:
@@ -56,9 +61,13 @@ class ServerConfig:
             "queue_bytes": self.queue_bytes,
             "queue_ttl": self.queue_ttl,
             "max_outgoing_buffer": self.max_outgoing_buffer,
+            "max_room_members": self.max_room_members,
+            "max_rooms": self.max_rooms,
         }
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key} must be positive, got {value}")
+        if self.max_room_members > MAX_ROOM_MEMBERS:
+            raise ValueError(f"max_room_members may lower the protocol's {MAX_ROOM_MEMBERS}, not raise it")
         if self.max_frame >= 2**32:
             raise ValueError("max_frame must fit the 32-bit length prefix")

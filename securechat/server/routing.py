@@ -35,6 +35,10 @@ nodes (the Redis issue puts one here). What it changes:
   the order) and releases the claim asynchronously; presence changes are
   published to the other nodes' watchers.
 - The store must be shared by the nodes and keep its call-order guarantee.
+- Rooms (:mod:`securechat.server.rooms`) use ``session`` (pushes of a room's
+  changes, a member's session for a room message) and ``hand`` (one member's
+  copy, held unconfirmed like any message): across nodes, a publish to the
+  node holding the member's session; its confirmation travels back as usual.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ class InFlight:
     created: float
     from_store: bool
     rid: str | None = None
+    room: str | None = None  # a room message: acks name the room and the member
 
 
 class Mailbox:
@@ -128,6 +133,12 @@ class Routing(Protocol):
     def online(self, names: Sequence[str]) -> Container[str]:
         """Which of ``names`` are online."""
 
+    def session(self, name: str) -> Peer | None:
+        """The session for ``name`` on this node (room pushes and fan-out); a multi-node routing publishes instead."""
+
+    def hand(self, target: Peer, entry: InFlight) -> bool:
+        """Write a message to ``target``, held unconfirmed until ``received``; False over its caps (room fan-out)."""
+
     def flush_deletes(self) -> None:
         """Submit the deletes of confirmed messages gathered so far."""
 
@@ -172,7 +183,7 @@ class LocalRouting:
             del self._online[name]
             self._presence.note(name, False)
         back = [
-            QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame, e.created)
+            QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame, e.created, room=e.room)
             for e in box.inflight.values()
             if not e.from_store
         ]
@@ -196,7 +207,8 @@ class LocalRouting:
         for m in back:
             sender = self._online.get(m.sender)
             if sender is not None:
-                sender.write(ack_frame(m.msg_id, recipient, "queued", rids.get((m.sender, m.msg_id))))
+                rid = rids.get((m.sender, m.msg_id))
+                sender.write(_ack(m.msg_id, recipient, "queued", rid, m.room))
 
     def online(self, names: Sequence[str]) -> Container[str]:
         return self._online
@@ -225,20 +237,31 @@ class LocalRouting:
 
     def _forward(self, peer: Peer, target: Peer, message: Send, server_ts: int, body: bytes) -> None:
         """Hand a message to its online recipient; held as unconfirmed until ``received``."""
+        if not self.hand(target, InFlight(message.sender, message.msg_id, server_ts, body, time.time(),
+                                          False, message.rid)):
+            peer.error("queue_full", f"too many unconfirmed messages for '{message.to}'", message.rid)
+            return
+        self._presence.watch(peer, message.to)
+        self._presence.watch(target, message.sender)
+
+    def hand(self, target: Peer, entry: InFlight) -> bool:
+        """Write a message frame to an online session, held unconfirmed until ``received``; False over its caps."""
         box = target.mailbox
         assert box is not None
         # Unconfirmed messages held for one recipient obey the same caps as its stored queue.
-        if len(box.inflight) >= self._config.queue_limit or box.inflight_bytes + len(body) > self._config.queue_bytes:
-            peer.error("queue_full", f"too many unconfirmed messages for '{message.to}'", message.rid)
-            return
-        key = (message.sender, message.msg_id)
-        box.hand_out(key, InFlight(message.sender, key[1], server_ts, body, time.time(), False, message.rid))
-        self._presence.watch(peer, message.to)
-        self._presence.watch(target, message.sender)
+        if len(box.inflight) >= self._config.queue_limit or box.inflight_bytes + len(entry.frame) > self._config.queue_bytes:
+            return False
+        key = (entry.sender, entry.msg_id)
+        box.hand_out(key, entry)
         if box.held is not None:
             box.held.append(key)
         else:
-            target.write(body)
+            target.write(entry.frame)
+        return True
+
+    def session(self, name: str) -> Peer | None:
+        """The session routed to for ``name`` on this node, if any."""
+        return self._online.get(name)
 
     def _store_for_later(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> asyncio.Future[bool]:
         self._presence.watch(peer, message.to)
@@ -281,7 +304,7 @@ class LocalRouting:
             return
         target = self._online.get(sender)
         if target is not None:
-            target.write(ack_frame(msg_id, box.name, "delivered", entry.rid))
+            target.write(_ack(msg_id, box.name, "delivered", entry.rid, entry.room))
 
     def flush_deletes(self) -> None:
         if not self._deletes:
@@ -329,7 +352,7 @@ class LocalRouting:
             if held is not None:  # a resend already waiting in memory: it is stored too
                 held.from_store = True
                 continue
-            box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True))
+            box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True, room=m.room))
             self._presence.watch(peer, m.sender)
             buffered = peer.buffered()
             if buffered and buffered + len(m.frame) > peer.max_out:
@@ -344,6 +367,13 @@ class LocalRouting:
         if peer.buffered() > BACKLOG_DRAIN_ABOVE:
             await peer.drain()
         return True
+
+
+def _ack(msg_id: str, recipient: str, status: str, rid: str | None, room: str | None) -> bytes:
+    """The ack for ``recipient``'s copy: a room's names the room and the member."""
+    if room is None:
+        return ack_frame(msg_id, recipient, status, rid)
+    return ack_frame(msg_id, room, status, rid, member=recipient)
 
 
 def _deleted(fut: asyncio.Future[int]) -> None:

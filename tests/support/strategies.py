@@ -137,3 +137,6 @@ room_server_frames = st.builds(
         },
     ),
 )
+
+# Every client frame type, the room ones with their own fields too (the live-server fuzz target draws from this).
+any_client_frames = client_frames | room_frames
