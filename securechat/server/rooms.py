@@ -211,10 +211,6 @@ class RoomService:
         sender, room, msg_id = request.sender, state.room, envelope["id"]
         if sender not in state.members:
             raise RoomRefused(f"you are not a member of {room}", code="not_member")
-        recipients = sorted((state.members & envelope["keys"].keys()) - {sender})
-        extra = max(0, math.ceil(len(recipients) / RECIPIENTS_PER_TOKEN) - 1)
-        if extra and not peer.conn.charge(extra):
-            raise BadRequest(f"a message to {len(recipients)} members costs {extra + 1} frames", code="rate_limited")
         server_ts = now_ms()
         frame = message_frame(sender, server_ts, envelope, room)
         if len(frame) - HEADER_SIZE > self._config.deliverable_frame:
@@ -222,6 +218,10 @@ class RoomService:
             limit = self._config.deliverable_frame
             text = f"as a 'message' frame this would be {len(frame) - HEADER_SIZE} bytes; the limit is {limit}"
             raise BadRequest(text, code="message_too_large")
+        recipients = sorted((state.members & envelope["keys"].keys()) - {sender})
+        extra = max(0, math.ceil(len(recipients) / RECIPIENTS_PER_TOKEN) - 1)
+        if extra and not peer.conn.charge(extra):
+            raise BadRequest(f"a message to {len(recipients)} members costs {extra + 1} frames", code="rate_limited")
         handed: list[str] = []
         full: list[str] = []
         stored: list[tuple[str, Awaitable[bool]]] = []
