@@ -114,7 +114,11 @@ class RoomClient:
 
     async def sync(self) -> None:
         """After ``welcome``: fetch what changed in our rooms meanwhile; tell each room's state once."""
-        listed = {item["room"]: item for item in await self._list_all()}
+        try:
+            listed = {item["room"]: item for item in await self._list_all()}
+        except SecurechatError as exc:  # offline again, or a server without rooms: the next welcome tries again
+            log.info("could not list the rooms: %s", exc)
+            return
         async with self._lock:
             for room, item in sorted(listed.items()):
                 if item["member"]:
@@ -144,8 +148,11 @@ class RoomClient:
         """The server says ``room`` is at ``seq``: fetch it if we are behind."""
         held = self._chains.state(room)
         if held is not None and seq > held.seq:
-            async with self._lock:
-                await self._fetch(room, held.seq + 1)
+            try:
+                async with self._lock:
+                    await self._fetch(room, held.seq + 1)
+            except SecurechatError as exc:  # the next sync catches up
+                log.info("could not fetch %s: %s", room, exc)
 
     # --- changes --------------------------------------------------------------------------------
 
