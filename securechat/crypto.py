@@ -57,6 +57,8 @@ PSS_SALT_LENGTH: Final = 32
 SERVER_ID_SIZE: Final = 16
 AUTH_NONCE_SIZE: Final = 32
 MESSAGE_ID_BYTES: Final = 16
+# A generous bound on a PEM public key or a signature string on the wire (hello, key, room_update).
+MAX_PEM_LENGTH: Final = 16_384
 
 _PEM_BEGIN: Final = "-----BEGIN PUBLIC KEY-----"
 _PEM_END: Final = "-----END PUBLIC KEY-----"
@@ -315,17 +317,7 @@ def open_parsed(
     signed = envelope_signed_bytes(header, env.wrapped_key, env.nonce, env.ciphertext)
     if not pss_verify(sender_key, env.signature, signed):
         raise BadSignature(f"signature does not verify with the key of '{env.sender}'")
-    aes_key = oaep_unwrap(recipient_key, env.wrapped_key)
-    if len(aes_key) != AES_KEY_SIZE:
-        raise UnwrapFailed(f"unwrapped key is {len(aes_key)} bytes, not {AES_KEY_SIZE}")
-    plaintext = gcm_open(aes_key, env.nonce, env.ciphertext, header)
-    try:
-        # The same strict JSON as frames; a lone surrogate escape would crash a UI.
-        body = jsoncodec.loads(plaintext)
-    except jsoncodec.JSONRejected as exc:
-        raise BadPlaintext(f"plaintext is not strict UTF-8 JSON: {exc}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
-        raise BadPlaintext("plaintext is not an object with a string 'text'")
+    body = open_content(recipient_key, env.wrapped_key, env.nonce, env.ciphertext, header)
     return OpenedMessage(
         sender=env.sender,
         recipient=env.recipient,
@@ -334,6 +326,27 @@ def open_parsed(
         text=body["text"],
         plaintext=body,
     )
+
+
+def open_content(
+    recipient_key: rsa.RSAPrivateKey, wrapped_key: bytes, nonce: bytes, ciphertext: bytes, header: bytes
+) -> dict[str, Any]:
+    """Unwrap the AES key, open the ciphertext under ``header``, parse the plaintext object.
+
+    Checks 6 to 8 of docs/protocol.md section 7 (and 10 to 12 of section 11.7).
+    """
+    aes_key = oaep_unwrap(recipient_key, wrapped_key)
+    if len(aes_key) != AES_KEY_SIZE:
+        raise UnwrapFailed(f"unwrapped key is {len(aes_key)} bytes, not {AES_KEY_SIZE}")
+    plaintext = gcm_open(aes_key, nonce, ciphertext, header)
+    try:
+        # The same strict JSON as frames; a lone surrogate escape would crash a UI.
+        body = jsoncodec.loads(plaintext)
+    except jsoncodec.JSONRejected as exc:
+        raise BadPlaintext(f"plaintext is not strict UTF-8 JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        raise BadPlaintext("plaintext is not an object with a string 'text'")
+    return body
 
 
 # --- the pasted payload (docs/protocol.md section 8) ----------------------------------

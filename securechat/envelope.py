@@ -122,7 +122,8 @@ def check_envelope(envelope: object) -> EnvelopeFields:
     )
 
 
-def _decode(key: str, value: str) -> bytes:
+def decode_field(key: str, value: str) -> bytes:
+    """A base64 envelope field decoded strictly; raise :class:`MalformedEnvelope` naming it."""
     try:
         return b64decode(value)
     except ValueError:
@@ -132,10 +133,10 @@ def _decode(key: str, value: str) -> bytes:
 def parse_envelope(envelope: object) -> ParsedEnvelope:
     """Check the structure and decode the base64 fields; raise :class:`MalformedEnvelope`."""
     fields = check_envelope(envelope)
-    nonce = _decode("nonce", fields.nonce)
+    nonce = decode_field("nonce", fields.nonce)
     if len(nonce) != GCM_NONCE_SIZE:
         raise MalformedEnvelope(f"envelope 'nonce' must be {GCM_NONCE_SIZE} bytes")
-    ciphertext = _decode("ct", fields.ct)
+    ciphertext = decode_field("ct", fields.ct)
     if len(ciphertext) < GCM_TAG_SIZE:
         raise MalformedEnvelope("envelope 'ct' is shorter than the GCM tag")
     return ParsedEnvelope(
@@ -144,10 +145,10 @@ def parse_envelope(envelope: object) -> ParsedEnvelope:
         fields.recipient,
         fields.msg_id,
         fields.ts,
-        _decode("key", fields.key),
+        decode_field("key", fields.key),
         nonce,
         ciphertext,
-        _decode("sig", fields.sig),
+        decode_field("sig", fields.sig),
     )
 
 

@@ -7,13 +7,18 @@
     │   ├── FrameError                framing: fatal, the connection closes
     │   │   ├── FrameTooLarge         length prefix of 0 or above max_frame
     │   │   └── BadFrame              not UTF-8 / not JSON / not an object / no type
-    │   └── BadRequest                a well-framed frame whose fields are wrong
+    │   ├── BadRequest                a well-framed frame whose fields are wrong
+    │   └── RoomRefused               a room change or request the rules refuse; ``code`` says which
     ├── BadKey                        a public key that is not RSA/65537/>=2048 or not one PEM block
     ├── EnvelopeRejected              an envelope failed a check; ``reason`` says which
     │   ├── MalformedEnvelope         missing field, wrong type, bad base64
     │   ├── UnsupportedVersion        ``v`` is not 1
     │   ├── WrongRecipient            ``to`` is not our name
     │   ├── SenderMismatch            ``from`` differs from the frame's ``from``
+    │   ├── RoomMismatch              a room envelope's ``room`` differs from the frame's ``room``
+    │   ├── UnknownState              a room envelope names a membership state we do not hold
+    │   ├── NotAMember                a room envelope's sender is not a member of its state
+    │   ├── MemberMismatch            a room envelope's keys are not for exactly its state's members
     │   ├── UnknownSender             no key to verify the sender with
     │   ├── SenderKeyChanged          the sender's key differs from the pinned one
     │   ├── BadSignature              PSS verification failed
@@ -22,6 +27,7 @@
     │   └── BadPlaintext              plaintext is not the JSON object {"text": str}
     ├── UsageError                    a local mistake: what the user or the caller asked for (never sent)
     │   ├── InvalidName               a typed name that is not a valid name
+    │   ├── InvalidRoomName           a typed room name that is not '#' and a valid name
     │   ├── InvalidFingerprint        a typed fingerprint that is not 64 hex digits
     │   └── MessageTooLong            a message that does not fit one frame
     ├── QueueFull                     server side: a recipient's offline queue is at its cap
@@ -105,6 +111,16 @@ class BadRequest(ProtocolError):
     code = "bad_request"
 
 
+class RoomRefused(ProtocolError):
+    """A room change or request that the rules of docs/protocol.md section 11 refuse.
+
+    ``code`` is the wire error code (section 11.8: ``not_allowed``, ``not_member``,
+    ``room_full``, ``bad_entry``, ...); the server answers with it, a client shows it.
+    """
+
+    code = "bad_entry"
+
+
 class BadKey(SecurechatError):  # keys and envelopes
     """A public key that protocol v1 does not accept."""
 
@@ -146,6 +162,22 @@ class WrongRecipient(EnvelopeRejected):
 
 class SenderMismatch(EnvelopeRejected):
     reason = "sender_mismatch"
+
+
+class RoomMismatch(EnvelopeRejected):
+    reason = "room_mismatch"
+
+
+class UnknownState(EnvelopeRejected):
+    reason = "unknown_state"
+
+
+class NotAMember(EnvelopeRejected):
+    reason = "not_member"
+
+
+class MemberMismatch(EnvelopeRejected):
+    reason = "member_mismatch"
 
 
 class UnknownSender(EnvelopeRejected):
@@ -197,6 +229,21 @@ class InvalidName(UsageError):
         from .names import NAME_RULE, shown  # names imports this module
 
         return f"{shown(self.typed)} is not a valid name ({NAME_RULE})"
+
+
+class InvalidRoomName(UsageError):
+    """A typed room name that does not match the room rule (docs/protocol.md section 11.1)."""
+
+    code = "invalid_name"
+
+    def __init__(self, typed: str) -> None:
+        super().__init__(typed)
+        self.typed = typed
+
+    def __str__(self) -> str:
+        from .names import ROOM_RULE, shown  # names imports this module
+
+        return f"{shown(self.typed)} is not a valid room name ({ROOM_RULE})"
 
 
 class InvalidFingerprint(UsageError):

@@ -14,6 +14,7 @@ from typing import Literal, Protocol
 
 from .errors import BadServerCertificate, ServerIdentityRefused, ServerRefused, WrongTransport
 from .records import ContactInfo, HistoryEntry, TrustState
+from .rooms.log import RoomState
 
 ConnectionStateName = Literal["connecting", "online", "reconnecting", "offline"]
 
@@ -57,7 +58,12 @@ class MessageSent:
 
 @dataclass(frozen=True, slots=True)
 class MessageReceived:
-    """An incoming envelope passed every check."""
+    """An incoming envelope passed every check.
+
+    A room message names its ``room``; ``readers_gone`` are the names it was also
+    sealed for who are no longer members as we see the room (the sender was behind:
+    docs/protocol.md 11.7).
+    """
 
     sender: str
     msg_id: str
@@ -65,6 +71,8 @@ class MessageReceived:
     text: str
     payload: str
     server_ts: int | None = None
+    room: str | None = None
+    readers_gone: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +84,68 @@ class MessageRejected:
     reason: str
     detail: str = ""
     payload: str | None = None
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """The server acknowledged an own message: ``queued`` (stored) or ``delivered``."""
+    """The server acknowledged an own message: ``queued`` (stored) or ``delivered``.
+
+    For a room message ``to`` is the room and ``member`` the member this ack is about;
+    ``delivered`` of ``total`` members have it so far (``total`` is 0 until the server
+    has said whom it routed the message to).
+    """
 
     msg_id: str
     to: str
     status: Literal["queued", "delivered"]
+    member: str | None = None
+    delivered: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RoomChanged:
+    """A verified change of a room's membership (docs/protocol.md 11.7), or its state (``change`` "state").
+
+    ``change`` is created, added, removed, joined, left, admin or state; ``by`` signed
+    the change (None for "state").
+    """
+
+    room: str
+    change: str
+    name: str | None
+    by: str | None
+    members: tuple[str, ...]
+    admins: tuple[str, ...]
+    seq: int
+    kind: str = "invite"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomRejected:
+    """A room change we could not verify, a fork, or a server that lists us out of a room without a
+    signed change: refused, the view we hold is kept."""
+
+    room: str
+    reason: str
+    detail: str = ""
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoomListing:
+    room: str
+    kind: str
+    member: bool
+    members: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoomsListed:
+    """The rooms the server lists for us (ours and the open ones), for ``/rooms``."""
+
+    rooms: tuple[RoomListing, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,13 +245,56 @@ SessionEvent = (
     | ServerPinned
     | ServerRefusedAlert
     | ErrorReported
+    | RoomChanged
+    | RoomRejected
+    | RoomsListed
 )
 
 EventListener = Callable[[SessionEvent], None]
 
 
+class RoomAPI(Protocol):
+    """What a front end asks of a session's rooms (docs/protocol.md 11.7).
+
+    The changes sign an entry on the room's verified head and wait for the server;
+    they raise :class:`~securechat.errors.RoomRefused` (the rules, checked here first,
+    or the server's answer), :class:`~securechat.errors.ServerErrorReply` or
+    :class:`~securechat.errors.SessionClosed`. Every verified change is also a
+    :class:`RoomChanged` event.
+    """
+
+    async def create(self, room: str, open_room: bool) -> None: ...
+
+    async def join(self, room: str) -> None: ...
+
+    async def add(self, room: str, name: str) -> None: ...
+
+    async def remove(self, room: str, name: str) -> None: ...
+
+    async def admin(self, room: str, name: str) -> None: ...
+
+    async def leave(self, room: str) -> None: ...
+
+    def state(self, room: str) -> RoomState | None:
+        """The room as verified here (None if we hold no such room)."""
+        ...
+
+    def held(self) -> list[RoomState]:
+        """Every room held here, sorted by name."""
+        ...
+
+    async def list_rooms(self) -> None:
+        """Ask the server for our rooms and the open ones; the answer arrives as :class:`RoomsListed`."""
+        ...
+
+
 class SessionAPI(Protocol):
     """The calls a front end makes on a client session."""
+
+    @property
+    def rooms(self) -> RoomAPI:
+        """Rooms: create, join, change, list (docs/protocol.md 11)."""
+        ...
 
     async def run(self) -> None:
         """Connect, authenticate and serve until :meth:`close`; reconnects with backoff."""

@@ -13,17 +13,17 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from . import jsoncodec
+from .crypto import MAX_PEM_LENGTH  # the bound on the handshake's PEM and signature strings
 from .envelope import is_message_id, is_timestamp, validate_envelope
 from .errors import BadFrame, BadRequest, FrameTooLarge, MalformedEnvelope, ProtocolError
 from .names import NAME_PATTERN, is_valid_name, shown
+from .rooms import frames as rooms  # the room frames (section 11.6)
 
 PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_FRAME: Final = 1 << 20
 HEADER: Final = struct.Struct(">I")
 HEADER_SIZE: Final = HEADER.size
 MAX_RID_LENGTH: Final = 64
-# A generous bound on the PEM and signature strings of the handshake.
-MAX_PEM_LENGTH: Final = 16_384
 
 # --- error codes (docs/protocol.md section 9) -------------------------------------------------
 
@@ -33,6 +33,7 @@ FATAL_CODES: Final = frozenset(
 )
 NONFATAL_CODES: Final = frozenset(
     {"unknown_type", "bad_request", "unknown_user", "rate_limited", "queue_full", "internal", "message_too_large"}
+    | rooms.ROOM_ERROR_CODES
 )
 # Not in the v1 spec's list (documented in docs/protocol.md sections 2.1 and 9): `server_busy` refuses
 # a connection over a cap and `tls_required`/`tls_unsupported` one that speaks the other transport,
@@ -41,8 +42,8 @@ NONFATAL_CODES: Final = frozenset(
 WRONG_TRANSPORT_CODES: Final = frozenset({"tls_required", "tls_unsupported"})  # the other end speaks the other
 EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable"}) | WRONG_TRANSPORT_CODES
 
-CLIENT_TYPES: Final = frozenset({"check_name", "hello", "auth", "lookup", "list", "send", "received", "ping"})
-SERVER_TYPES: Final = frozenset(
+CLIENT_TYPES: Final = rooms.ROOM_CLIENT_TYPES | {"check_name", "hello", "auth", "lookup", "list", "send", "received", "ping"}
+SERVER_TYPES: Final = rooms.ROOM_SERVER_TYPES | frozenset(
     {"name_status", "challenge", "welcome", "key", "users", "presence", "message", "ack", "error", "pong"}
 )
 
@@ -271,6 +272,7 @@ CLIENT_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
     "received": check_received,
     "list": _no_fields,
     "ping": _no_fields,
+    **rooms.ROOM_CLIENT_CHECKS,
 }
 
 
@@ -286,14 +288,15 @@ def validate_client_frame(frame: Mapping[str, Any]) -> None:
 # --- frame builders (server -> client, client -> server) ---------------------------
 
 
-def message_frame(sender: str, server_ts: int, envelope: bytes | Mapping[str, Any]) -> bytes:
-    """The ``message`` frame that carries ``envelope`` from ``sender`` to its recipient (section 4).
+def message_frame(sender: str, server_ts: int, envelope: bytes | Mapping[str, Any], room: str | None = None) -> bytes:
+    """The ``message`` frame that carries ``envelope`` from ``sender`` to its recipient (sections 4 and 11.4).
 
     ``envelope``: its strict JSON text, as checked ("Forwarding" in docs/protocol.md), or the envelope
-    itself. Built from bytes: a valid name and an integer ``server_ts`` need no escaping.
+    itself. Built from bytes: a valid name or room and an integer ``server_ts`` need no escaping.
     """
     text = envelope if isinstance(envelope, bytes) else encode_body(envelope)
-    body = b'{"type":"message","from":"%s","server_ts":%d,"envelope":%s}' % (sender.encode(), server_ts, text)
+    about = b"" if room is None else b',"room":"%s"' % room.encode()  # every member gets the same bytes
+    body = b'{"type":"message","from":"%s"%s,"server_ts":%d,"envelope":%s}' % (sender.encode(), about, server_ts, text)
     return HEADER.pack(len(body)) + body
 
 
@@ -349,7 +352,8 @@ def _check_presence(frame: Mapping[str, Any]) -> None:
 
 def _check_message(frame: Mapping[str, Any]) -> None:
     _name_field(frame, "from")
-    validate_envelope_shape(frame.get("envelope"))
+    if not rooms.check_message_room(frame):  # a room message's envelope is a room envelope
+        validate_envelope_shape(frame.get("envelope"))
     if "server_ts" in frame and not is_timestamp(frame["server_ts"]):
         raise BadRequest("message 'server_ts' must be an integer from 0 to 2**53 - 1")
 
@@ -357,7 +361,7 @@ def _check_message(frame: Mapping[str, Any]) -> None:
 def _check_ack(frame: Mapping[str, Any]) -> None:
     if not is_message_id(frame.get("id")):
         raise BadRequest("ack 'id' must be 32 lowercase hex digits")
-    _name_field(frame, "to")
+    rooms.check_ack_target(frame)
     if frame.get("status") not in ("queued", "delivered"):
         raise BadRequest("ack 'status' must be 'queued' or 'delivered'")
 
@@ -387,6 +391,7 @@ SERVER_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
     "ack": _check_ack,
     "error": _check_error,
     "pong": _no_fields,
+    **rooms.ROOM_SERVER_CHECKS,
 }
 
 

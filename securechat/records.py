@@ -31,5 +31,6 @@ class HistoryEntry:
     msg_id: str
     ts: int
     text: str
-    status: str = ""  # for own messages: sending / queued / delivered
+    status: str = ""  # for own messages: sending / queued / delivered (a room's: "delivered 3/5")
     server_ts: int | None = None  # incoming: the server's clock when it took the message, if it said
+    sender: str = ""  # a room's incoming message: who wrote it (``peer`` is the room)

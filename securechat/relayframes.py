@@ -102,12 +102,16 @@ def _rid_json(rid: str) -> bytes:
     return jsoncodec.dumps({"r": rid})[5:-1]
 
 
-def ack_frame(msg_id: str, to: str, status: str, rid: str | None) -> bytes:
-    """The ``ack`` frame, built from bytes: one per message.
+def ack_frame(msg_id: str, to: str, status: str, rid: str | None, member: str | None = None) -> bytes:
+    """The ``ack`` frame, built from bytes: one per message (and member, for a room's: section 11.4).
 
-    ``msg_id`` (32 hex digits), ``to`` (a valid name) and ``status`` need no
-    escaping; ``rid`` may hold anything, so it is escaped unless it is plain.
+    ``msg_id`` (32 hex digits), ``to`` (a valid name or room), ``member`` (a valid
+    name) and ``status`` need no escaping; ``rid`` may hold anything, so it is
+    escaped unless it is plain.
     """
     tail = b"}" if rid is None else b',"rid":%s}' % _rid_json(rid)
-    body = b'{"type":"ack","id":"%s","to":"%s","status":"%s"%s' % (msg_id.encode(), to.encode(), status.encode(), tail)
+    about = b"" if member is None else b',"member":"%s"' % member.encode()
+    body = b'{"type":"ack","id":"%s","to":"%s"%s,"status":"%s"%s' % (
+        msg_id.encode(), to.encode(), about, status.encode(), tail
+    )
     return HEADER.pack(len(body)) + body

@@ -23,6 +23,7 @@ import click
 from . import __version__
 from .cli_common import INTERRUPTED, USAGE
 from .names import format_fingerprint
+from .rooms.log import MAX_ROOM_MEMBERS
 from .server import ChatServer, ServerConfig
 from .server.identity import identity_for
 
@@ -168,6 +169,10 @@ _SETTINGS: Final = {
               help="Pad what is written over TLS to size buckets.")
 @click.option("--print-fingerprint", is_flag=True,
               help="Print the TLS identity clients pin (made first if missing) and exit.")
+@click.option("--max-room-members", type=click.IntRange(1, MAX_ROOM_MEMBERS), default=_default("max_room_members"),
+              show_envvar=True, help="Members of one room (at most the protocol's 256).")
+@click.option("--max-rooms", type=_POSITIVE_INT, default=_default("max_rooms"), show_envvar=True,
+              help="Rooms on this server.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_envvar=True, help="How much to log to stderr.")
 @click.version_option(__version__, "-V", "--version", prog_name="securechat-server")

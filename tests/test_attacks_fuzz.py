@@ -30,9 +30,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from securechat.protocol import EXTRA_FATAL_CODES, FATAL_CODES, NONFATAL_CODES, SERVER_TYPES, encode_frame
+from securechat.rooms.sealing import sign_entry
 from securechat.server import ChatServer, ServerConfig
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
-from tests.support.strategies import anything, client_frames, envelopes, names
+from tests.support.rooms import key_of
+from tests.support.strategies import anything, client_frames, envelopes, names, room_frames
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -150,8 +152,26 @@ valid_envelopes = st.builds(
     ),
 )
 
+# Entries the fuzzer really signed: creates of its own rooms, and changes on them (most refused by the rules).
+signed_entries = st.builds(
+    lambda n, seq, op, name, kind: sign_entry(
+        key_of("fuzzer"), f"#fz{n}", seq, bytes(32), op, "fuzzer", name, kind if op == "create" else "", 1
+    ).to_json(),
+    st.integers(0, 3),
+    st.integers(0, 2),
+    st.sampled_from(["create", "add", "join", "leave", "remove", "admin"]),
+    st.sampled_from(["fuzzer", "bob", "carol"]),
+    st.sampled_from(["invite", "open"]),
+)
+
 handler_frames = st.one_of(
     client_frames,
+    room_frames,
+    st.builds(lambda kind, entry: {"type": kind, "entry": entry},
+              st.sampled_from(["room_create", "room_append"]), signed_entries),
+    st.builds(lambda n, since: {"type": "room_log", "room": f"#fz{n}", "since": since},
+              st.integers(0, 3), st.integers(0, 3)),
+    st.just({"type": "rooms"}),
     st.builds(
         lambda to, env, rid: {"type": "send", "to": to, "envelope": env, **({"rid": rid} if rid else {})},
         st.sampled_from(["bob", "carol", "nobody", "fuzzer"]) | names,

@@ -7,7 +7,6 @@ fails here.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -15,51 +14,24 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto, errors, protocol, tls
-from securechat.encoding import b64decode, b64encode
+from securechat.encoding import b64encode
 from securechat.names import format_fingerprint
 from securechat.server.phases import SERVER_TRANSITIONS
-from tests.conftest import REPO_ROOT
+from tests.support.docvector import (
+    BLOCK,
+    b64block,
+    blocks,
+    doc_text,
+    hexblock,
+    names_in,
+    private_key,
+    public_key,
+    section,
+)
 
-DOC = REPO_ROOT / "docs" / "protocol.md"
-BLOCK = re.compile(r"^```(\w+) vector=([\w-]+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-
-
-@functools.cache
-def doc_text() -> str:
-    return DOC.read_text(encoding="utf-8")
-
-
-@functools.cache
-def blocks() -> dict[str, str]:
-    found: dict[str, str] = {}
-    for _lang, name, body in BLOCK.findall(doc_text()):
-        assert name not in found, f"vector block {name!r} appears twice in {DOC}"
-        found[name] = body.strip("\n")
-    return found
-
-
-def hexblock(name: str) -> bytes:
-    """A hex block; spaces and newlines are layout only."""
-    return bytes.fromhex(re.sub(r"\s+", "", blocks()[name]))
-
-
-def b64block(name: str) -> bytes:
-    return b64decode(blocks()[name].strip())
-
-
-@functools.cache
-def private_key(who: str) -> rsa.RSAPrivateKey:
-    key = serialization.load_pem_private_key(blocks()[f"{who}-private"].encode(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return key
-
-
-@functools.cache
-def public_key(who: str) -> rsa.RSAPublicKey:
-    return crypto.load_public_key_pem(blocks()[f"{who}-public"])
+SECTION = ("<!-- BEGIN doc-vector", "<!-- END doc-vector -->")
 
 
 def inputs() -> dict[str, Any]:
@@ -73,12 +45,10 @@ EXPECTED_BLOCKS = {
     "payload", "auth-message", "auth-signature", "server-spki", "server-identity", "auth-v2-message",
     "auth-v2-signature", "padding-write", "padding-padded",
 }
-# Not made by the generator: section 4's check_name example, checked by tests/test_protocol_name_check.py.
-CHECKED_ELSEWHERE = {"check-name-request", "name-status-answer"}
 
 
 def test_every_vector_block_is_present() -> None:
-    assert set(blocks()) == EXPECTED_BLOCKS | CHECKED_ELSEWHERE
+    assert names_in(section(*SECTION)) == EXPECTED_BLOCKS
 
 
 @pytest.mark.parametrize("who", ["alice", "bob"])

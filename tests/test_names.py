@@ -75,3 +75,43 @@ def test_fingerprint_shapes() -> None:
     assert format_fingerprint(FP).split() == [FP[i : i + 4] for i in range(0, 64, 4)]
     assert short_fingerprint(FP) == "0123 4567"
     assert short_fingerprint(None) == "?"
+
+
+# --- room names (docs/protocol.md section 11.1) ---------------------------------------------
+
+
+@pytest.mark.parametrize("room", ["#a", "#ops", "#" + "a" * 32, "#0day", "#dev_ops-2"])
+def test_valid_rooms(room: str) -> None:
+    from securechat.names import is_room, is_valid_room, parse_typed_room, parse_typed_target
+
+    assert is_valid_room(room) and not is_valid_name(room)
+    assert parse_typed_room(room) == room == parse_typed_target(room)
+    assert is_room(room)
+
+
+@pytest.mark.parametrize("value", ["", "#", "ops", "##ops", "#Ops", "#" + "a" * 33, "#_x", "# ops", "#ops\n", None, 3])
+def test_invalid_rooms(value: object) -> None:
+    from securechat.names import is_valid_room
+
+    assert not is_valid_room(value)
+
+
+def test_typed_rooms_and_targets() -> None:
+    from securechat.errors import InvalidRoomName
+    from securechat.names import is_room, parse_typed_room, parse_typed_target
+
+    assert parse_typed_room("  #Ops ") == "#ops"
+    assert parse_typed_target(" Bob ") == "bob" and not is_room("bob")
+    with pytest.raises(InvalidRoomName) as info:
+        parse_typed_target("#no way")
+    assert info.value.code == "invalid_name" and "'#no way'" in str(info.value)
+    with pytest.raises(InvalidName):
+        parse_typed_target("no way")
+
+
+@given(st.text(max_size=40))
+def test_a_name_is_never_a_room_nor_the_reverse(text: str) -> None:
+    from securechat.names import is_valid_room
+
+    assert not (is_valid_name(text) and is_valid_room(text))
+    assert is_valid_room("#" + text) == is_valid_name(text)

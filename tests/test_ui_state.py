@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from prompt_toolkit.utils import get_cwidth
 
@@ -279,6 +279,7 @@ def test_sanitize_marks_terminal_controls_keeps_newlines() -> None:
 
 
 @given(st.text(max_size=300), st.integers(min_value=1, max_value=200), st.integers(min_value=0, max_value=40))
+@example("0\N{HOT DOG}", 2, 1)  # a 2-cell row: no room for an indent and a wide character
 def test_wrap_rows_fit_and_keep_every_character(text: str, width: int, indent: int) -> None:
     text = sanitize(text)
     rows = render.wrap([("", text)], width, indent)

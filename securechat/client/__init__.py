@@ -10,13 +10,14 @@ Modules, from the wire up:
 - ``inbox`` / ``outbox``: what happens to incoming and outgoing messages; ``parts``: what
   the session shares with them
 - ``contacts``: trust on first use over the pinned keys
+- ``rooms``: the rooms' verified chains, changes and sync; ``roomchains``: their storage
 - ``home``: identity files and their permissions; ``state`` / ``history``: the state database
 """
 
 from __future__ import annotations
 
 from .connection import ClientConnection
-from .finish import finish_session
+from .ending import finish_session
 from .session import ClientSession
 
 __all__ = ["ClientConnection", "ClientSession", "finish_session"]

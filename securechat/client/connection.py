@@ -32,8 +32,9 @@ from .. import crypto
 from ..encoding import b64decode, b64encode
 from ..envelope import is_message_id, is_timestamp
 from ..errors import ProtocolError, ServerErrorReply
-from ..names import is_valid_name
+from ..names import is_valid_name, is_valid_room
 from ..protocol import DEFAULT_MAX_FRAME, PROTOCOL_VERSION, FrameDecoder, encode_frame, validate_server_frame
+from ..rooms.frames import ROOM_SERVER_TYPES
 
 BAD_SERVER_FRAME: Final = "bad_server_frame"
 
@@ -62,7 +63,8 @@ TRANSITIONS: Final[dict[State, dict[str, State]]] = {
     State.AWAIT_CHALLENGE: {"challenge": State.AWAIT_WELCOME, "error": State.AWAIT_CHALLENGE},
     State.AWAIT_WELCOME: {"welcome": State.OPEN, "error": State.AWAIT_WELCOME},
     State.OPEN: {
-        kind: State.OPEN for kind in ("key", "users", "presence", "message", "ack", "error", "pong")
+        kind: State.OPEN
+        for kind in ("key", "users", "presence", "message", "ack", "error", "pong", *sorted(ROOM_SERVER_TYPES))
     },
 }
 
@@ -139,6 +141,7 @@ class MessageFrame:
     sender: str
     envelope: dict[str, Any]
     server_ts: int | None
+    room: str | None = None  # a room message (docs/protocol.md 11.4)
     frame_type: ClassVar[str] = "message"
 
     @property
@@ -149,16 +152,34 @@ class MessageFrame:
 
 @dataclass(frozen=True, slots=True)
 class AckFrame:
-    """An ``ack`` frame: the fate of a message we sent."""
+    """An ``ack`` frame: the fate of a message we sent (``member``: a room message's copy for one member)."""
 
     msg_id: str
     to: str
     status: str
+    member: str | None = None
     frame_type: ClassVar[str] = "ack"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomFrame:
+    """A ``room_update``, ``room_sent`` or ``room_list`` frame, its fields checked (docs/protocol.md 11.4)."""
+
+    kind: str
+    frame: dict[str, Any]
+
+    @property
+    def frame_type(self) -> str:
+        return self.kind
+
+    @property
+    def rid(self) -> str | None:
+        return _rid(self.frame)
 
 
 ConnectionEvent = (
     Notice | Dropped | Welcomed | ServerError | KeyAnswer | UsersAnswer | PresencePush | MessageFrame | AckFrame
+    | RoomFrame
 )
 
 
@@ -177,9 +198,12 @@ def _answerable_message(frame: Mapping[str, Any]) -> MessageFrame | None:
     sender = frame.get("from")
     if not (is_valid_name(sender) and isinstance(envelope, dict) and is_message_id(envelope.get("id"))):
         return None
+    room = frame.get("room")
+    if room is not None and not is_valid_room(room):
+        return None
     assert isinstance(sender, str)
     server_ts = frame.get("server_ts")
-    return MessageFrame(sender, envelope, server_ts if is_timestamp(server_ts) else None)
+    return MessageFrame(sender, envelope, server_ts if is_timestamp(server_ts) else None, room)
 
 
 # --- the connection -------------------------------------------------------------------
@@ -298,7 +322,9 @@ class ClientConnection:
                 message = _answerable_message(frame)
                 return [message] if message is not None else []
             case "ack":
-                return [AckFrame(frame["id"], frame["to"], frame["status"])]
+                return [AckFrame(frame["id"], frame["to"], frame["status"], frame.get("member"))]
+            case "room_update" | "room_sent" | "room_list":
+                return [RoomFrame(kind, frame)]
         return []  # pong: nothing to do, it only proves the server is alive
 
     # --- the handshake ------------------------------------------------------------------

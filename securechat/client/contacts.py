@@ -9,7 +9,7 @@ contact) and the outbox (first message to someone) all go through here.
 
 from __future__ import annotations
 
-from ..errors import KeyChanged
+from ..errors import BadKey, KeyChanged
 from ..events import ContactPinned, EventListener, KeyChangedAlert
 from ..records import ContactInfo
 from .state import ClientStore, Pin
@@ -47,6 +47,18 @@ class Contacts:
             if not existed:
                 self._emit(ContactPinned(name, pin.fingerprint, pin.trust))
         return self._pins.info(name)
+
+    def bundled(self, name: str, pubkey_pem: str) -> None:
+        """A key that came with a room's log: pinned on first sight without a line per member (a room may
+        hold 256), a differing key still raises the alarm; an unusable key is ignored."""
+        try:
+            self._pins.pin(name, pubkey_pem)
+        except KeyChanged:
+            changed = self._pins.get(name)
+            if changed is not None:
+                self.alert(changed)
+        except BadKey:
+            pass
 
     def trust(self, name: str) -> None:
         """Accept the pending changed key of ``name``."""

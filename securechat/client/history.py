@@ -18,6 +18,7 @@ from ..clock import now_ms
 from ..encoding import lp
 from ..envelope import GCM_NONCE_SIZE, is_timestamp
 from ..errors import DecryptFailed, KeyStoreError, UnwrapFailed
+from ..names import is_valid_name
 from ..records import HistoryEntry
 
 if TYPE_CHECKING:  # the store owns its History; only the type goes this way
@@ -64,6 +65,8 @@ class History:
         fields: dict[str, Any] = {"ts": entry.ts, "text": entry.text, "status": entry.status}
         if entry.server_ts is not None:
             fields["server_ts"] = entry.server_ts
+        if entry.sender:
+            fields["from"] = entry.sender  # a room message: the room is the peer
         body = json.dumps(fields).encode("utf-8")
         sealed = crypto.gcm_seal(
             self._history_key(), nonce, body, self._aad(entry.peer, entry.direction, entry.msg_id)
@@ -149,4 +152,5 @@ class History:
             str(body["text"]),
             str(body.get("status", "")),
             server_ts if is_timestamp(server_ts) else None,
+            sender if is_valid_name(sender := body.get("from")) else "",
         )

@@ -12,6 +12,11 @@ In order, for one message at a time:
 5. accepted: the ``(from, id)`` and the history row in one transaction, then
    :class:`~securechat.events.MessageReceived`, then ``received``.
 
+A room message (``message`` with a ``room``) goes through the checks of
+docs/protocol.md 11.7 instead: the state it names must be one the session holds
+verified (fetching the log first if it is ahead), its sender and we members of
+it, its keys for exactly those members.
+
 A rejected envelope is confirmed with ``received`` too (and shown as
 :class:`~securechat.events.MessageRejected`): a server must not redeliver an
 envelope we will never accept, for ever. Only a rejection for what the envelope
@@ -31,7 +36,10 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, Protocol
+
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import crypto
 from ..envelope import ParsedEnvelope, check_addressing, parse_envelope
@@ -43,9 +51,13 @@ from ..errors import (
     ServerErrorReply,
     SessionClosed,
     UnknownSender,
+    UnknownState,
 )
 from ..events import ErrorReported, MessageReceived, MessageRejected
 from ..records import HistoryEntry
+from ..rooms.envelope import check_room_addressing, check_room_members, parse_room_envelope
+from ..rooms.log import RoomState
+from ..rooms.sealing import open_room_parsed
 from .connection import MessageFrame
 from .link import Link
 from .parts import SessionParts, backoff, lookup_can_retry
@@ -111,11 +123,17 @@ class IncomingQueue:
         return message
 
 
+class RoomStates(Protocol):
+    """What the inbox asks of the session's rooms: the verified state a room message names."""
+
+    async def state_for(self, room: str, seq: int, head: bytes) -> RoomState | None: ...
+
+
 class Inbox:
     """Opens, checks, stores and confirms incoming messages, one at a time and in order."""
 
     def __init__(
-        self, parts: SessionParts, *, retry_initial: float, retry_max: float, rng: random.Random
+        self, parts: SessionParts, rooms: RoomStates, *, retry_initial: float, retry_max: float, rng: random.Random
     ) -> None:
         self._store = parts.store
         self._identity = parts.identity
@@ -126,6 +144,7 @@ class Inbox:
         self._retry_max = retry_max
         self._rng = rng
         self._key_checked: dict[str, float] = {}  # sender -> when a bad signature last asked
+        self._rooms = rooms
 
     async def serve(self, link: Link, queue: IncomingQueue) -> None:
         """Handle ``queue`` until cancelled with the connection.
@@ -144,27 +163,60 @@ class Inbox:
                 self._emit(ErrorReported("internal", "could not handle an incoming message"))
 
     async def _on_message(self, link: Link, message: MessageFrame) -> None:
-        sender, envelope, msg_id = message.sender, message.envelope, message.msg_id
+        sender, envelope, msg_id, room = message.sender, message.envelope, message.msg_id, message.room
         received = {"type": "received", "id": msg_id, "from": sender}
         if (sender, msg_id) in self._store.accepted:
             link.send(received)  # a replay or a redelivery (our earlier `received` was lost)
             return
         payload = crypto.encode_payload(envelope)
+        gone: tuple[str, ...] = ()
         try:
-            opened = await self._open(sender, envelope)
+            if room is None:
+                opened = await self._open(sender, envelope)
+            else:
+                opened, gone = await self._open_room(message)
         except EnvelopeRejected as exc:
-            self._emit(MessageRejected(sender, msg_id, exc.reason, exc.detail, payload))
+            self._emit(MessageRejected(sender, msg_id, exc.reason, exc.detail, payload, room))
             link.send(received)
             return
         # One transaction: accepted without its history row would lose the message on a crash.
-        entry = HistoryEntry(sender, "in", msg_id, opened.ts, opened.text, server_ts=message.server_ts)
+        entry = HistoryEntry(
+            room or sender, "in", msg_id, opened.ts, opened.text, server_ts=message.server_ts,
+            sender=sender if room else "",
+        )
         self._store.history.add(entry, accepted=True)
-        self._emit(MessageReceived(sender, msg_id, opened.ts, opened.text, payload, message.server_ts))
+        self._emit(MessageReceived(sender, msg_id, opened.ts, opened.text, payload, message.server_ts, room, gone))
         link.send(received)
 
     async def _open(self, sender: str, envelope: dict[str, Any]) -> crypto.OpenedMessage:
         """The checks of docs/protocol.md section 7 in order, fetching the key at check 4."""
         parsed = precheck_envelope(envelope, self._identity.name, sender)  # checks 0-3 need no key
+        return await self._verified(sender, lambda key: crypto.open_parsed(self._identity.private_key, key, parsed))
+
+    async def _open_room(self, message: MessageFrame) -> tuple[crypto.OpenedMessage, tuple[str, ...]]:
+        """The checks of docs/protocol.md section 11.7 in order; also who could read it and is no longer in."""
+        me = self._identity.name
+        env = parse_room_envelope(message.envelope)
+        check_room_addressing(env, message.room, message.sender)  # checks 0-3
+        state = await self._rooms.state_for(env.room, env.seq, env.head)  # check 4, fetching the log if ahead
+        if state is None:
+            held = self._store.rooms.state(env.room)
+            ours = f"we hold seq {held.seq}" if held is not None else "we hold no such room"
+            raise UnknownState(
+                f"{env.sender} sent it under seq {env.seq} of {env.room}, which the server does not show us "
+                f"({ours}): a change may be withheld from us"
+            )
+        check_room_members(env, state.members, me)  # checks 5-7
+        key = self._identity.private_key
+        opened = await self._verified(env.sender, lambda pinned: open_room_parsed(key, me, pinned, env))
+        current = self._store.rooms.state(env.room)
+        behind = current is not None and current.seq > env.seq
+        return opened, tuple(sorted(set(env.keys) - current.members)) if behind and current else ()
+
+    async def _verified(
+        self, sender: str, open_with: Callable[[rsa.RSAPublicKey], crypto.OpenedMessage]
+    ) -> crypto.OpenedMessage:
+        """The sender's pinned key (looked up on first contact), then ``open_with`` it (section 7, checks 4-8)."""
         pin = self._contacts.pinned(sender)
         first_contact = pin is None
         if pin is None:
@@ -173,7 +225,7 @@ class Inbox:
             self._contacts.alert(pin)
             raise SenderKeyChanged(f"the key of '{sender}' changed; trust or verify the new key first")
         try:
-            return crypto.open_parsed(self._identity.private_key, pin.public_key(), parsed)
+            return open_with(pin.public_key())
         except BadSignature:
             # Maybe they have a new key: ask the server and say so rather than "bad signature".
             if not first_contact and await self._changed_on_server(sender):

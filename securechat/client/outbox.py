@@ -16,6 +16,10 @@
   is kept, not failed (:mod:`securechat.client.awaiting`): after the next
   ``welcome`` (and after a pause when the lookup is refused again) the key is
   looked up, and the message sealed with its id and time and sent.
+- A room message (docs/protocol.md 11.5, 11.7) is sealed for the members of the room
+  as verified here; ``room_sent`` names the members it was routed to, and it stays
+  in the outbox until each of them is acked (``queued`` or ``delivered``): the
+  history shows ``delivered 3/5``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .. import crypto
 from ..clock import now_ms
 from ..envelope import MAX_TS
-from ..errors import BadRequest, KeyChanged, MessageTooLong, SecurechatError, SessionClosed
+from ..errors import BadRequest, KeyChanged, MessageTooLong, RoomRefused, SecurechatError, SessionClosed
 from ..events import Acked, ErrorReported, MessageSent
+from ..names import is_room
 from ..protocol import HEADER_SIZE, encode_frame, message_frame
 from ..records import HistoryEntry
+from ..rooms.sealing import seal_room
 from .awaiting import Awaiting
 from .connection import AckFrame
 from .link import Link
@@ -41,21 +48,36 @@ from .state import OutboxEntry, Pin
 log = logging.getLogger(__name__)
 
 # Send failures after which the message can never be delivered as sealed.
-UNDELIVERABLE_CODES: Final = frozenset({"unknown_user", "bad_request", "invalid_name", "message_too_large"})
+UNDELIVERABLE_CODES: Final = frozenset(
+    {"unknown_user", "bad_request", "invalid_name", "message_too_large", "unknown_room", "not_member", "stale_state"}
+)
 # Send failures worth retrying on the same connection after a pause.
 RETRY_CODES: Final = frozenset({"rate_limited", "queue_full", "internal"})
 RETRY_INITIAL: Final = 1.0
 
 
 def _send_frame(to: str, envelope: dict[str, Any]) -> dict[str, Any]:
+    if is_room(to):
+        return {"type": "room_send", "room": to, "envelope": envelope, "rid": envelope["id"]}
     return {"type": "send", "to": to, "envelope": envelope, "rid": envelope["id"]}
 
 
 def _largest_frame(sender: str, to: str, envelope: dict[str, Any]) -> int:
     """The larger body of our ``send`` and of the ``message`` the server makes of it (at its latest time)."""
     send = len(encode_frame(_send_frame(to, envelope)))
-    message = len(message_frame(sender, MAX_TS - 1, envelope))
+    message = len(message_frame(sender, MAX_TS - 1, envelope, to if is_room(to) else None))
     return max(send, message) - HEADER_SIZE
+
+
+@dataclass
+class _RoomProgress:
+    """A room message's members (from ``room_sent``) and what each acked so far."""
+
+    members: tuple[str, ...] | None = None
+    statuses: dict[str, str] = field(default_factory=dict)
+
+    def delivered(self) -> int:
+        return sum(1 for status in self.statuses.values() if status == "delivered")
 
 
 class Outbox:
@@ -74,6 +96,7 @@ class Outbox:
         self._retry_attempts: dict[str, int] = {}
         self._retries: set[asyncio.Task[None]] = set()
         self._key_attempts = 0  # refused lookups in a row for messages awaiting a key
+        self._rooms: dict[str, _RoomProgress] = {}  # room messages not yet delivered to every member
 
     def __len__(self) -> int:
         return len(self._store.outbox) + len(self._store.awaiting)
@@ -111,21 +134,24 @@ class Outbox:
     # --- sending --------------------------------------------------------------------------
 
     async def send(self, to: str, text: str) -> str:
-        """Seal and send ``text`` to the (valid) name ``to``; returns the message id."""
+        """Seal and send ``text`` to the (valid) name or room ``to``; returns the message id."""
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise BadRequest("the text holds an unpaired surrogate and cannot be sent as UTF-8") from None
-        pin = self._contacts.pinned(to)
-        if pin is None:
-            try:
-                pin = await self._first_key(to)
-            except SecurechatError as exc:
-                if not lookup_can_retry(exc):
-                    raise
-                return self._keep_for_key(to, text)
-        self._check_trust(pin)
-        envelope = self._seal(pin, text)
+        if is_room(to):
+            envelope = await self._seal_room(to, text)
+        else:
+            pin = self._contacts.pinned(to)
+            if pin is None:
+                try:
+                    pin = await self._first_key(to)
+                except SecurechatError as exc:
+                    if not lookup_can_retry(exc):
+                        raise
+                    return self._keep_for_key(to, text)
+            self._check_trust(pin)
+            envelope = self._seal(pin, text)
         msg_id: str = envelope["id"]
         ts: int = envelope["ts"]
         self._store.outbox.add(to, envelope)
@@ -155,10 +181,13 @@ class Outbox:
         envelope = crypto.seal_envelope(
             identity.private_key, pin.public_key(), identity.name, pin.name, text, msg_id=msg_id, ts=ts
         )
-        size = _largest_frame(identity.name, pin.name, envelope)
+        self._check_size(pin.name, envelope)
+        return envelope
+
+    def _check_size(self, to: str, envelope: dict[str, Any]) -> None:
+        size = _largest_frame(self._parts.identity.name, to, envelope)
         if size > self._max_frame:
             raise MessageTooLong(size, self._max_frame)
-        return envelope
 
     def _keep_for_key(self, to: str, text: str) -> str:
         """The first lookup for ``to`` could not finish for now: keep the message until it can."""
@@ -215,6 +244,21 @@ class Outbox:
         code = getattr(exc, "code", "undeliverable")
         self._emit(ErrorReported(code, f"not sent to {waiting.recipient}: {exc}", msg_id=waiting.msg_id))
 
+    async def _seal_room(self, room: str, text: str) -> dict[str, Any]:
+        """Seal for every member of the room as verified here (docs/protocol.md 11.5)."""
+        identity = self._parts.identity
+        state = self._store.rooms.state(room)
+        if state is None or identity.name not in state.members:
+            raise RoomRefused(f"you are not a member of {room}", code="not_member")
+        keys = {}
+        for name in sorted(state.members):
+            pin = self._contacts.pinned(name) or await self._first_key(name)
+            self._check_trust(pin)
+            keys[name] = pin.public_key()
+        envelope = seal_room(identity.private_key, keys, state, identity.name, text)
+        self._check_size(room, envelope)
+        return envelope
+
     # --- answers ----------------------------------------------------------------------------
 
     def entry(self, rid: str | None) -> OutboxEntry | None:
@@ -245,6 +289,9 @@ class Outbox:
         self._spawn(retry())
 
     def on_ack(self, ack: AckFrame) -> None:
+        if ack.member is not None:
+            self._on_member_ack(ack.msg_id, ack.to, ack.member, ack.status)
+            return
         entry = self._store.outbox.remove(ack.msg_id)
         self._report_set_aside()
         peer = entry.recipient if entry is not None else ack.to
@@ -258,6 +305,49 @@ class Outbox:
         if entry is not None:
             self._shrunk.set()
         self._emit(Acked(ack.msg_id, peer, "delivered" if ack.status == "delivered" else "queued"))
+
+    # --- room messages: one ack per member (docs/protocol.md 11.7, "Sending") ----------------------
+
+    def on_room_sent(self, frame: dict[str, Any]) -> None:
+        """``room_sent``: the members the message was routed to; it stays in the outbox until each acks."""
+        msg_id: str = frame["id"]
+        if self._store.outbox.get(msg_id) is None and msg_id not in self._rooms:
+            return
+        progress = self._rooms.setdefault(msg_id, _RoomProgress())
+        progress.members = tuple(frame["members"])
+        if frame.get("full"):
+            who = ", ".join(frame["full"])
+            self._emit(ErrorReported("queue_full", f"not accepted for {who}: their queue is full", msg_id=msg_id))
+        self._settle(msg_id, frame["room"], progress)
+
+    def _on_member_ack(self, msg_id: str, room: str, member: str, status: str) -> None:
+        progress = self._rooms.get(msg_id)
+        if progress is None:
+            if self._store.history.get(room, "out", msg_id) is None:
+                log.info("ignoring an ack for a message we did not send: %s", msg_id)
+                return
+            progress = self._rooms[msg_id] = _RoomProgress()
+        if progress.statuses.get(member) != "delivered":  # never backwards
+            progress.statuses[member] = status
+        self._settle(msg_id, room, progress)
+        done = progress.delivered()
+        total = len(progress.members) if progress.members is not None else 0
+        self._emit(Acked(msg_id, room, "delivered" if status == "delivered" else "queued", member, done, total))
+
+    def _settle(self, msg_id: str, room: str, progress: _RoomProgress) -> None:
+        """Keep the history status; drop the outbox entry once every member is covered (queued or delivered)."""
+        if progress.members is None:
+            return
+        total, done = len(progress.members), progress.delivered()
+        status = f"delivered {done}/{total}" if done else ("queued" if progress.statuses or not total else "")
+        if status:
+            self._store.history.set_status(room, msg_id, status)
+        if all(member in progress.statuses for member in progress.members):
+            if self._store.outbox.remove(msg_id) is not None:
+                self._retry_attempts.pop(msg_id, None)
+                self._shrunk.set()
+            if done == total:
+                del self._rooms[msg_id]
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every outbox entry is acknowledged; False on timeout."""

@@ -1,12 +1,12 @@
 """The client session: one authenticated connection to a server, kept alive.
 
-:class:`ClientSession` implements :class:`securechat.events.SessionAPI` as a thin
-asyncio shell around the sans-I/O :class:`~securechat.client.connection.ClientConnection`:
-it connects, reconnects with capped exponential backoff and jitter, pings, matches
-answers to requests by ``rid`` (:mod:`~securechat.client.requests`), and hands
-messages to the incoming policy (:mod:`~securechat.client.inbox`) and sends to the
-outgoing one (:mod:`~securechat.client.outbox`). Front ends hear what happened
-through the immutable events of :mod:`securechat.events`; nothing here imports a UI.
+:class:`ClientSession` implements :class:`securechat.events.SessionAPI` as a thin asyncio shell
+around the sans-I/O :class:`~securechat.client.connection.ClientConnection`: it connects,
+reconnects with capped exponential backoff and jitter, pings, matches answers to requests by
+``rid`` (:mod:`~securechat.client.requests`), and hands messages to the incoming policy
+(:mod:`~securechat.client.inbox`), sends to the outgoing one (:mod:`~securechat.client.outbox`)
+and room frames to :mod:`~securechat.client.rooms`. Front ends hear what happened through the
+immutable events of :mod:`securechat.events`; nothing here imports a UI.
 
 Connection life cycle::
 
@@ -27,8 +27,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Coroutine, Sequence
+from typing import Any, Final
 
 from ..errors import BadRequest, SecurechatError, ServerErrorReply, ServerRefused, SessionClosed
 from ..events import (
@@ -43,7 +43,7 @@ from ..events import (
     UserEntry,
     UsersListed,
 )
-from ..names import parse_typed_name
+from ..names import parse_typed_name, parse_typed_target
 from ..protocol import DEFAULT_MAX_FRAME, WRONG_TRANSPORT_CODES
 from ..records import ContactInfo, HistoryEntry
 from . import connection as wire
@@ -53,6 +53,7 @@ from .link import Link, LinkDropped, raise_if_dropped, why_not_connected
 from .outbox import Outbox
 from .parts import SessionParts, backoff
 from .requests import PendingRequests
+from .rooms import RoomClient
 from .servers import KnownServers, ServerTrust, server_address
 from .state import ClientStore
 
@@ -104,7 +105,9 @@ class ClientSession:
         self._listeners: list[EventListener] = []
         self._contacts = Contacts(store, self._emit)
         parts = SessionParts(store, self._identity, self._contacts, self._emit, self.lookup)
-        self._inbox = Inbox(parts, retry_initial=backoff_initial, retry_max=backoff_max, rng=self._rng)
+        self._requests = PendingRequests()
+        self.rooms = RoomClient(parts, self._requests, self._connection, request_timeout)  # SessionAPI.rooms
+        self._inbox = Inbox(parts, self.rooms, retry_initial=backoff_initial, retry_max=backoff_max, rng=self._rng)
         self._outbox = Outbox(parts, max_frame=max_frame, retry_max=backoff_max, rng=self._rng)
         self._conn: Link | None = None  # set once welcomed
         self._socket: Link | None = None  # set from connect to close
@@ -113,9 +116,9 @@ class ClientSession:
         self._closing = False
         self._running = False
         self._done = asyncio.Event()
-        self._requests = PendingRequests()
         self._last_drop = ""
         self.refused: ServerErrorReply | None = None  # the refusal for good that ended run(), if any
+        self._tasks: set[asyncio.Task[None]] = set()  # room work started by the read loop
 
     # --- SessionAPI: identity and listeners ------------------------------------------
 
@@ -240,6 +243,8 @@ class ClientSession:
             self._socket = None
             self._outbox.detach()
             self._requests.connection_lost()
+            for task in list(self._tasks):
+                task.cancel()
             await link.wait_closed()
         if connection.fatal is not None and connection.fatal.code in PERMANENT_CODES:
             raise connection.fatal
@@ -262,6 +267,7 @@ class ClientSession:
             self._emit(ConnectionChanged("online"))
             tasks.append(asyncio.create_task(self._inbox.serve(link, incoming)))
             tasks.append(asyncio.create_task(self._pinger(link)))
+            tasks.append(asyncio.create_task(self.rooms.sync()))
             self._outbox.attach(link)
             await self._read_loop(link, incoming, events)
         except TimeoutError:
@@ -318,6 +324,8 @@ class ClientSession:
                 self._emit(PresenceChanged(name, online))
             case wire.AckFrame():
                 self._outbox.on_ack(event)
+            case wire.RoomFrame():
+                self._on_room_frame(event)
             case wire.ServerError(error):
                 self._on_error(link, error)
 
@@ -328,6 +336,22 @@ class ClientSession:
         self._emit(ErrorReported(error.code, error.message, error.fatal, entry.msg_id if entry else None))
         if entry is not None and not error.fatal:
             self._outbox.on_send_error(link, entry, error.code)
+
+    def _on_room_frame(self, event: wire.RoomFrame) -> None:
+        """An answer goes to its request; ``room_sent`` to the outbox; a pushed change to the rooms, in a task."""
+        room = event.frame.get("room")
+        if event.kind == "room_sent":
+            self._outbox.on_room_sent(event.frame)
+            self._background(self.rooms.refresh(event.frame["room"], event.frame["seq"]))
+        elif event.rid is not None:
+            self._requests.answer(event, event.rid, "rooms" if event.kind == "room_list" else "room", room)
+        elif event.kind == "room_update":
+            self._background(self.rooms.on_push(event))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _pinger(self, link: Link) -> None:
         while True:
@@ -347,12 +371,8 @@ class ClientSession:
         return link
 
     async def lookup(self, name: str) -> ContactInfo:
-        """Ask the server for ``name``'s key; pin it on first sight, alert if it changed.
-
-        Raises :class:`ServerErrorReply` (``unknown_user``), :class:`SessionClosed`
-        when offline, :class:`BadKey` if the server presents an unusable key.
-        A changed key does not raise: the returned info has trust ``changed``.
-        """
+        """Ask the server for ``name``'s key; pin it on first sight, alert if it changed (trust ``changed``).
+        Raises :class:`ServerErrorReply` (``unknown_user``), :class:`SessionClosed`, :class:`BadKey`."""
         name = parse_typed_name(name)
         link = await self._connection(self.request_timeout)
         frame = {"type": "lookup", "name": name}
@@ -371,13 +391,9 @@ class ClientSession:
         link.send({"type": "list", "rid": self._requests.new_rid("list")})
 
     async def send(self, to: str, text: str) -> str:
-        """Seal and send; returns the message id. Queued in the outbox while offline.
-
-        The first message to someone looks up and pins their key (so that one
-        needs a connection). Raises :class:`KeyChanged` while a changed key
-        of ``to`` is not trusted.
-        """
-        return await self._outbox.send(parse_typed_name(to), text)
+        """Seal and send to a name or a room; returns the message id. Queued in the outbox while offline.
+        The first message to someone looks up and pins their key; :class:`KeyChanged` while a change waits."""
+        return await self._outbox.send(parse_typed_target(to), text)
 
     # --- contacts and history (local) ---------------------------------------------------------
 
@@ -394,4 +410,4 @@ class ClientSession:
 
     def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
         """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
-        return self._store.history.recent(parse_typed_name(peer), limit)
+        return self._store.history.recent(parse_typed_target(peer), limit)

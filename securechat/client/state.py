@@ -27,10 +27,12 @@ from .. import crypto, jsoncodec
 from ..clock import now_ms
 from ..envelope import check_envelope
 from ..errors import KeyChanged, KeyStoreError, MalformedEnvelope
-from ..names import parse_fingerprint
+from ..names import is_room, parse_fingerprint
 from ..records import ContactInfo, TrustState
+from ..rooms.envelope import check_room_envelope
 from .awaiting import AwaitingKey
 from .history import History
+from .roomchains import RoomChains
 
 if TYPE_CHECKING:  # home.py opens this module's stores; only the type goes the other way
     from .home import ClientHome, Identity
@@ -149,6 +151,7 @@ class ClientStore:
         self.outbox = PendingSends(self)
         self.awaiting = AwaitingKey(self)
         self.history = History(self)
+        self.rooms = RoomChains(self)
 
     @classmethod
     def open(
@@ -377,10 +380,11 @@ def _outbox_envelope(sender: str, msg_id: object, recipient: object, text: objec
         envelope = jsoncodec.loads(text.encode("utf-8") if isinstance(text, str) else b"")
     except (jsoncodec.JSONRejected, UnicodeEncodeError):
         raise ValueError("the row is not JSON") from None
+    room = isinstance(recipient, str) and is_room(recipient)
     try:
-        check_envelope(envelope)
+        check_room_envelope(envelope) if room else check_envelope(envelope)
     except MalformedEnvelope as exc:
         raise ValueError(f"the row is not an envelope ({exc})") from None
-    if (envelope["id"], envelope["to"], envelope["from"]) != (msg_id, recipient, sender):
+    if (envelope["id"], envelope["room" if room else "to"], envelope["from"]) != (msg_id, recipient, sender):
         raise ValueError("the envelope is not the message its row names")
     return dict(envelope)

@@ -115,12 +115,13 @@ def cell_width(text: str) -> int:
 def continuation_indent(indent: int, width: int) -> int:
     """The indent of rows after the first: ``indent``, or less when it would take half the row.
 
-    Never zero when an indent was asked for (unless the row is one cell wide), so a
-    continuation row never starts at the first column, whatever the sender's name.
+    Never zero when an indent was asked for (unless the row is under three cells, where
+    an indent and a double-width character would not fit), so a continuation row never
+    starts at the first column, whatever the sender's name.
     """
     if indent == 0 or indent < width // 2:
         return indent
-    return 0 if width < 2 else max(1, min(FALLBACK_INDENT, width // 4))
+    return 0 if width < 3 else max(1, min(FALLBACK_INDENT, width // 4))
 
 
 def wrap_cells(cells: Iterable[Cell], width: int, indent: int) -> list[list[Cell]]:

@@ -314,3 +314,8 @@ def error_line(code: str, message: str, fatal: bool) -> str:
 
 def key_generating_line(name: str, bits: int) -> str:
     return f"generating a {bits}-bit key for {name}…"
+
+
+def clipped_note(more: int) -> str:
+    """The end of a message cut short in the full-screen pane (its whole text stays in the history)."""
+    return f"[{more:,} more characters not shown here; the history subcommand prints all of it]"

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from .transport import Peer
 
 MAX_LINGERING_REFUSALS: Final = 256
+# A connection's room_create and room_append, each a signature check (docs/protocol.md 11.8).
+ROOM_CHANGE_RATE: Final = 10.0
+ROOM_CHANGE_BURST: Final = 20.0
 
 
 class Admission:
@@ -62,7 +65,7 @@ class Admission:
 
 
 class TokenBucket:
-    """``rate`` tokens a second up to ``burst``; :meth:`take` spends one if there is one."""
+    """``rate`` tokens a second up to ``burst``; :meth:`take` spends some if they are there."""
 
     __slots__ = ("burst", "rate", "stamp", "tokens")
 
@@ -72,11 +75,12 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = now
 
-    def take(self, now: float) -> bool:
+    def take(self, now: float, count: float = 1.0) -> bool:
+        """Spend ``count`` tokens if the bucket holds them (a room message to many members costs more)."""
         tokens = min(self.tokens + (now - self.stamp) * self.rate, self.burst)
         self.stamp = now
-        if tokens < 1.0:
+        if tokens < count:
             self.tokens = tokens
             return False
-        self.tokens = tokens - 1.0
+        self.tokens = tokens - count
         return True

@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
+from ..errors import RoomRefused
 from ..names import format_fingerprint
 from ..protocol import DEFAULT_MAX_FRAME
 from ..tls import TlsChannel
@@ -26,12 +27,13 @@ from .admission import Admission
 from .config import ServerConfig
 from .connection import ServerConnection
 from .directory import Directory
-from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Received, Send
+from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Received, RoomRequest, Send
 from .identity import ServerIdentity, identity_for
 from .presence import Presence
+from .rooms import RoomService
 from .routing import LocalRouting, Routing
 from .sqlite import SqliteStore
-from .store import ServerStore
+from .store import MessageStore
 from .tlspeer import TlsPeer
 from .transport import LINGER_SECONDS, Peer
 
@@ -45,29 +47,39 @@ SWEEP_INTERVAL: Final = 1.0
 EXPIRE_INTERVAL: Final = 3600.0
 
 
-def open_store(config: ServerConfig) -> ServerStore:
+def open_store(config: ServerConfig) -> MessageStore:
     """The store ``config`` asks for: Redis when it has a URL, else SQLite at ``db_path``."""
     limits = {"queue_limit": config.queue_limit, "queue_bytes": config.queue_bytes, "queue_ttl": config.queue_ttl}
     if config.redis_url is None:
-        return SqliteStore(config.db_path, **limits)  # type: ignore[arg-type]
+        return SqliteStore(config.db_path, max_rooms=config.max_rooms, **limits)  # type: ignore[arg-type]
     from .redisstore import RedisStore
     from .resp import RedisAddress
 
     return RedisStore(RedisAddress.from_url(config.redis_url), prefix=config.redis_prefix, **limits)  # type: ignore[arg-type]
 
 
+def _no_rooms(peer: Peer, request: RoomRequest) -> Handled:
+    raise RoomRefused("rooms are not available on a server of several nodes yet", code="not_allowed")
+
+
 class ChatServer:
     """The relay. ``start()`` binds, ``serve_forever()`` waits, ``close()`` shuts down cleanly."""
 
-    def __init__(self, config: ServerConfig, store: ServerStore | None = None) -> None:
+    def __init__(self, config: ServerConfig, store: MessageStore | None = None) -> None:
         config.validate()
         self.config = config
-        self._store: ServerStore = store or open_store(config)
+        self._store: MessageStore = store or open_store(config)
         self._directory = Directory(self._store)
         self._presence = Presence()
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections
         self._routing: Routing = self._make_routing()
+        # Rooms need their store and routing: one node on SQLite today (not yet nodes on Redis).
+        self._rooms = (
+            RoomService(config, self._store, self._directory, self._routing)
+            if isinstance(self._store, SqliteStore) and isinstance(self._routing, LocalRouting)
+            else None
+        )
         self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
             Send: self._routing.send,
             Received: self._routing.received,
@@ -75,6 +87,7 @@ class ChatServer:
             Lookup: self._on_lookup,
             ListUsers: self._on_list,
             CheckName: self._on_check_name,
+            RoomRequest: self._rooms.handle if self._rooms is not None else _no_rooms,
         }
         self._server: asyncio.base_events.Server | None = None
         self._server_id = b""

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..protocol import DEFAULT_MAX_FRAME
+from ..rooms.log import MAX_ROOM_MEMBERS
+from .roomstore import DEFAULT_MAX_ROOMS
 from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL
 
 
@@ -43,6 +45,9 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     padding: bool = True
+    # Rooms (docs/protocol.md 11.8): the member cap may be lowered, never raised past the protocol's.
+    max_room_members: int = MAX_ROOM_MEMBERS
+    max_rooms: int = DEFAULT_MAX_ROOMS
 
     @property
     def deliverable_frame(self) -> int:
@@ -66,12 +71,16 @@ class ServerConfig:
             "queue_bytes": self.queue_bytes,
             "queue_ttl": self.queue_ttl,
             "max_outgoing_buffer": self.max_outgoing_buffer,
+            "max_room_members": self.max_room_members,
+            "max_rooms": self.max_rooms,
         }
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key} must be positive, got {value}")
         if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"the Redis URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+        if self.max_room_members > MAX_ROOM_MEMBERS:
+            raise ValueError(f"max_room_members may lower the protocol's {MAX_ROOM_MEMBERS}, not raise it")
         if self.max_frame >= 2**32:
             raise ValueError("max_frame must fit the 32-bit length prefix")
         if (self.tls_cert is None) != (self.tls_key is None):

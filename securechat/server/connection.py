@@ -1,4 +1,4 @@
-"""The server side of one connection, without I/O (docs/protocol.md sections 2, 4, 5 and 9).
+"""The server side of one connection, without I/O (docs/protocol.md sections 2, 4, 5, 9 and 11).
 
 Bytes in (:meth:`ServerConnection.receive_data`), events out
 (:meth:`ServerConnection.next_event`), bytes to send
@@ -12,7 +12,7 @@ the pre-auth buffer bound and "fail then discard": a fatal error queues its
 What needs the rest of the server comes out as an event: :class:`Login` (the
 signature verified; the server binds the name and answers with
 :meth:`~ServerConnection.accept_login` or :meth:`~ServerConnection.fail`),
-:class:`Send`, :class:`Received`, :class:`Lookup` and :class:`ListUsers`.
+:class:`Send`, :class:`Received`, :class:`Lookup`, :class:`ListUsers` and :class:`RoomRequest`.
 ``ping`` and every frame-level error are answered here; the usual ``send`` and
 ``received`` are read from their bytes (:mod:`securechat.relayframes`). The caller pulls one
 result at a time and handles an event before pulling the next, so each frame
@@ -32,6 +32,7 @@ from ..crypto import AUTH_NONCE_SIZE, fingerprint, load_public_key_pem, verify_a
 from ..encoding import b64decode, b64encode
 from ..errors import BadFrame, BadKey, FrameTooLarge, ProtocolError
 from ..protocol import (
+    CLIENT_FRAME_CHECKS,
     FrameDecoder,
     check_auth,
     check_hello,
@@ -44,10 +45,23 @@ from ..protocol import (
     request_id,
 )
 from ..relayframes import RECEIVED_PREFIX, SEND_PREFIX, SendFields, read_received, read_send, send_fields
+from ..rooms.frames import ROOM_CLIENT_TYPES
 from ..tls import tls_at_plaintext
-from .admission import TokenBucket
+from .admission import ROOM_CHANGE_BURST, ROOM_CHANGE_RATE, TokenBucket
 from .config import ServerConfig
-from .events import HANDLED, NEED_DATA, CheckName, Event, ListUsers, Login, Lookup, Pull, Received, Send
+from .events import (
+    HANDLED,
+    NEED_DATA,
+    CheckName,
+    Event,
+    ListUsers,
+    Login,
+    Lookup,
+    Pull,
+    Received,
+    RoomRequest,
+    Send,
+)
 from .phases import OPEN_ROW, SERVER_TRANSITIONS, Phase, unexpected
 
 log = logging.getLogger("securechat.server")
@@ -69,7 +83,7 @@ class ServerConnection:
     """
 
     __slots__ = (
-        "_bucket", "_clock", "_decoder", "_frames", "_hello", "_identity", "_login", "_lookups", "_next", "_nonce",
+        "_bucket", "_changes", "_clock", "_decoder", "_frames", "_hello", "_identity", "_login", "_lookups", "_next", "_nonce",
         "_now", "_phase", "_rate_logged", "_row", "_server_id", "_timeouts", "_writes", "bytes_to_send",
         "handed", "last_frame", "name", "peer", "reason", "started",
     )
@@ -86,6 +100,7 @@ class ServerConnection:
         self._decoder = FrameDecoder(config.max_frame)
         self._bucket = TokenBucket(config.rate, config.burst, now)
         self._lookups = TokenBucket(config.lookup_rate, max(1.0, config.lookup_rate), now)
+        self._changes = TokenBucket(ROOM_CHANGE_RATE, ROOM_CHANGE_BURST, now)
         self._frames: list[bytes | dict[str, Any]] = []  # bodies (decoded by next_kind), not yet handled from _next on
         self._next = 0
         self._now = now  # when the frames being handled were decoded
@@ -290,6 +305,18 @@ class ServerConnection:
         check_received(frame)
         return Received(frame["from"], frame["id"], request_id(frame))
 
+    def _on_room(self, frame: dict[str, Any]) -> RoomRequest | None:
+        kind, rid = frame["type"], request_id(frame)
+        if kind in ("room_create", "room_append") and not self._changes.take(self._clock()):
+            self.error("rate_limited", "too many room changes", rid)
+            return None
+        CLIENT_FRAME_CHECKS[kind](frame)
+        return RoomRequest(kind, self.name or "", frame, rid)
+
+    def charge(self, tokens: float) -> bool:
+        """Spend ``tokens`` more from the frame bucket (a room message to many members); False if it is short."""
+        return self._bucket.take(self._clock(), tokens)
+
     def _on_ping(self, frame: dict[str, Any]) -> None:
         self.answer({"type": "pong"}, request_id(frame))
 
@@ -393,4 +420,5 @@ _HANDLERS: Final[dict[str, Callable[[ServerConnection, dict[str, Any]], Event | 
     "send": ServerConnection._on_send,
     "received": ServerConnection._on_received,
     "ping": ServerConnection._on_ping,
+    **dict.fromkeys(sorted(ROOM_CLIENT_TYPES), ServerConnection._on_room),
 }

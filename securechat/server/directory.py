@@ -12,13 +12,13 @@ import asyncio
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from ..crypto import public_key_pem
-from .store import Registration, ServerStore
+from .store import MessageStore, Registration
 
 
 class Directory:
-    """Names, keys and fingerprints over a :class:`ServerStore`."""
+    """Names, keys and fingerprints over a :class:`MessageStore`."""
 
-    def __init__(self, store: ServerStore) -> None:
+    def __init__(self, store: MessageStore) -> None:
         self._store = store
         self._fingerprints: dict[str, str] = {}
 

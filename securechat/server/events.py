@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
@@ -81,7 +81,17 @@ class ListUsers:
     rid: str | None
 
 
-Event = Login | Send | Received | Lookup | ListUsers | CheckName
+@dataclass(slots=True)
+class RoomRequest:
+    """A room frame (docs/protocol.md 11.4) whose fields are checked; :mod:`securechat.server.rooms` acts on it."""
+
+    kind: str  # room_create, room_append, room_log, room_send or rooms
+    sender: str
+    frame: dict[str, Any]
+    rid: str | None
+
+
+Event = Login | Send | Received | Lookup | ListUsers | RoomRequest | CheckName
 
 
 class Pull(enum.Enum):

@@ -8,6 +8,7 @@ import enum
 from typing import Final
 
 from ..errors import BadRequest, ProtocolError
+from ..rooms.frames import ROOM_CLIENT_TYPES
 
 
 class Phase(enum.Enum):
@@ -31,6 +32,7 @@ SERVER_TRANSITIONS: Final[dict[Phase, dict[str, Phase]]] = {
         "send": Phase.OPEN,
         "received": Phase.OPEN,
         "ping": Phase.OPEN,
+        **dict.fromkeys(sorted(ROOM_CLIENT_TYPES), Phase.OPEN),
     },
     Phase.FAILED: {},
     Phase.REFUSED: {},

@@ -22,6 +22,9 @@ one it replaces on this node, note presence, stream the backlog) right after
 it, so nothing routed reaches the peer before its ``welcome``. ``online`` may
 ask another process, so it is awaited. The store keeps its call-order
 guarantee on every backend.
+Rooms (:mod:`securechat.server.rooms`) use ``session`` (pushes of a room's
+changes, a member's session for a room message) and ``hand`` (one member's
+copy, held unconfirmed like any message).
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
 from .presence import Presence
-from .store import QueuedMessage, ServerStore
+from .store import MessageStore, QueuedMessage
 
 if TYPE_CHECKING:
     from .transport import Peer
@@ -80,6 +83,7 @@ class InFlight:
     created: float
     from_store: bool
     rid: str | None = None
+    room: str | None = None  # a room message: acks name the room and the member
 
 
 class Mailbox:
@@ -139,13 +143,23 @@ class Routing(Protocol):
         """After every connection ended and the deletes were flushed."""
 
 
+class RoomRouting(Routing, Protocol):
+    """What rooms (:mod:`securechat.server.rooms`) also ask: one node's sessions (not yet several nodes')."""
+
+    def session(self, name: str) -> Peer | None:
+        """The session for ``name`` on this node (room pushes and fan-out); a multi-node routing publishes instead."""
+
+    def hand(self, target: Peer, entry: InFlight) -> bool:
+        """Write a message to ``target``, held unconfirmed until ``received``; False over its caps (room fan-out)."""
+
+
 class LocalRouting:
     """:class:`Routing` within one server process."""
 
     def __init__(
         self,
         config: ServerConfig,
-        store: ServerStore,
+        store: MessageStore,
         directory: Directory,
         presence: Presence,
         spawn: Callable[[Coroutine[Any, Any, None]], object],
@@ -191,7 +205,7 @@ class LocalRouting:
             del self._online[name]
             self._presence.note(name, False)
         back = [
-            QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame, e.created)
+            QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame, e.created, room=e.room)
             for e in box.inflight.values()
             if not e.from_store
         ]
@@ -215,7 +229,8 @@ class LocalRouting:
         for m in back:
             sender = self._online.get(m.sender)
             if sender is not None:
-                sender.write(ack_frame(m.msg_id, recipient, "queued", rids.get((m.sender, m.msg_id))))
+                rid = rids.get((m.sender, m.msg_id))
+                sender.write(_ack(m.msg_id, recipient, "queued", rid, m.room))
 
     async def online(self, names: Sequence[str]) -> Container[str]:
         return self._online
@@ -240,20 +255,31 @@ class LocalRouting:
 
     def _forward(self, peer: Peer, target: Peer, message: Send, server_ts: int, body: bytes) -> None:
         """Hand a message to its online recipient; held as unconfirmed until ``received``."""
+        if not self.hand(target, InFlight(message.sender, message.msg_id, server_ts, body, time.time(),
+                                          False, message.rid)):
+            peer.error("queue_full", f"too many unconfirmed messages for '{message.to}'", message.rid)
+            return
+        self._presence.watch(peer, message.to)
+        self._presence.watch(target, message.sender)
+
+    def hand(self, target: Peer, entry: InFlight) -> bool:
+        """Write a message frame to an online session, held unconfirmed until ``received``; False over its caps."""
         box = target.mailbox
         assert box is not None
         # Unconfirmed messages held for one recipient obey the same caps as its stored queue.
-        if len(box.inflight) >= self._config.queue_limit or box.inflight_bytes + len(body) > self._config.queue_bytes:
-            peer.error("queue_full", f"too many unconfirmed messages for '{message.to}'", message.rid)
-            return
-        key = (message.sender, message.msg_id)
-        box.hand_out(key, InFlight(message.sender, key[1], server_ts, body, time.time(), False, message.rid))
-        self._presence.watch(peer, message.to)
-        self._presence.watch(target, message.sender)
+        if len(box.inflight) >= self._config.queue_limit or box.inflight_bytes + len(entry.frame) > self._config.queue_bytes:
+            return False
+        key = (entry.sender, entry.msg_id)
+        box.hand_out(key, entry)
         if box.held is not None:
             box.held.append(key)
         else:
-            target.write(body)
+            target.write(entry.frame)
+        return True
+
+    def session(self, name: str) -> Peer | None:
+        """The session routed to for ``name`` on this node, if any."""
+        return self._online.get(name)
 
     def _store_for_later(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> asyncio.Future[bool]:
         self._presence.watch(peer, message.to)
@@ -296,7 +322,7 @@ class LocalRouting:
             return
         target = self._online.get(sender)
         if target is not None:
-            target.write(ack_frame(msg_id, box.name, "delivered", entry.rid))
+            target.write(_ack(msg_id, box.name, "delivered", entry.rid, entry.room))
 
     def flush_deletes(self) -> None:
         if not self._deletes:
@@ -345,7 +371,7 @@ class LocalRouting:
             if held is not None:  # a resend already waiting in memory: it is stored too
                 held.from_store = True
                 continue
-            box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True))
+            box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True, room=m.room))
             self._presence.watch(peer, m.sender)
             if not await make_room(peer, len(m.frame)):
                 return False
@@ -373,6 +399,13 @@ async def end_batch(peer: Peer) -> None:
     peer.flush()
     if peer.buffered() > BACKLOG_DRAIN_ABOVE:
         await peer.drain()
+
+
+def _ack(msg_id: str, recipient: str, status: str, rid: str | None, room: str | None) -> bytes:
+    """The ack for ``recipient``'s copy: a room's names the room and the member."""
+    if room is None:
+        return ack_frame(msg_id, recipient, status, rid)
+    return ack_frame(msg_id, room, status, rid, member=recipient)
 
 
 def _deleted(fut: asyncio.Future[int]) -> None:

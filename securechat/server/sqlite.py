@@ -21,6 +21,9 @@ from typing import Final, TypeVar
 from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull
 from ..files import make_private_dir
+from ..rooms.log import RoomState
+from . import sqlite_rooms
+from .roomstore import DEFAULT_MAX_ROOMS, AppendResult, CreateResult, RoomListing, StoredEntry
 from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL, QueuedMessage, Registration
 
 SCHEMA_VERSION: Final = 1
@@ -49,6 +52,7 @@ CREATE TABLE IF NOT EXISTS queue (
     frame BLOB NOT NULL,
     size INTEGER NOT NULL,
     enqueued_at REAL NOT NULL,
+    room TEXT,
     UNIQUE (recipient, sender, msg_id)
 );
 CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, seq);
@@ -113,6 +117,7 @@ class SqliteStore:
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         queue_ttl: float = DEFAULT_QUEUE_TTL,
+        max_rooms: int = DEFAULT_MAX_ROOMS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if queue_limit < 1 or queue_bytes < 1 or queue_ttl <= 0:
@@ -121,6 +126,7 @@ class SqliteStore:
         self.queue_limit = queue_limit
         self.queue_bytes = queue_bytes
         self.queue_ttl = queue_ttl
+        self.max_rooms = max_rooms
         self._clock = clock
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
@@ -168,6 +174,9 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            if "room" not in {row[1] for row in db.execute("PRAGMA table_info(queue)")}:
+                db.execute("ALTER TABLE queue ADD COLUMN room TEXT")  # a database from before rooms
+            db.executescript(sqlite_rooms.ROOM_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             self._db = db
             self._db_thread = threading.get_ident()
@@ -221,9 +230,9 @@ class SqliteStore:
         if count + 1 > self.queue_limit or size + m.size > self.queue_bytes:
             return QueueFull(m.recipient, count, size, self.queue_limit, self.queue_bytes)
         db.execute(
-            "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at),
+            "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at, m.room),
         )
         return True
 
@@ -239,9 +248,9 @@ class SqliteStore:
             stored = 0
             for m in messages:
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at),
+                    "INSERT OR IGNORE INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at, m.room),
                 )
                 stored += cur.rowcount
         return stored
@@ -249,12 +258,12 @@ class SqliteStore:
     def _fetch(self, recipient: str, after_seq: int, limit: int) -> list[QueuedMessage]:
         horizon = self._clock() - self.queue_ttl
         rows = self._conn().execute(
-            "SELECT recipient, sender, msg_id, server_ts, frame, enqueued_at, seq FROM queue "
+            "SELECT recipient, sender, msg_id, server_ts, frame, enqueued_at, seq, room FROM queue "
             "WHERE recipient = ? AND seq > ? AND enqueued_at >= ? ORDER BY seq LIMIT ?",
             (recipient, after_seq, horizon, limit),
         ).fetchall()
         return [
-            QueuedMessage(r[0], r[1], r[2], int(r[3]), bytes(r[4]), float(r[5]), int(r[6])) for r in rows
+            QueuedMessage(r[0], r[1], r[2], int(r[3]), bytes(r[4]), float(r[5]), int(r[6]), r[7]) for r in rows
         ]
 
     def _delete(self, keys: Sequence[tuple[str, str, str]]) -> int:
@@ -268,6 +277,16 @@ class SqliteStore:
         with _transaction(db):
             cur = db.execute("DELETE FROM queue WHERE enqueued_at < ?", (self._clock() - self.queue_ttl,))
             return cur.rowcount
+
+    def _room_create(self, entry: StoredEntry) -> CreateResult:
+        db = self._conn()
+        with _transaction(db):
+            return sqlite_rooms.create(db, entry, self._clock(), self.max_rooms)
+
+    def _room_append(self, entry: StoredEntry) -> AppendResult:
+        db = self._conn()
+        with _transaction(db):
+            return sqlite_rooms.append(db, entry)
 
     def _queue_size(self, recipient: str) -> tuple[int, int]:
         return self._totals(self._conn(), recipient)
@@ -319,6 +338,29 @@ class SqliteStore:
 
     def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:
         return self._submit(self._queue_size, recipient)
+
+    # --- RoomStore (the tables are in sqlite_rooms) --------------------------------------------
+
+    def room_create(self, entry: StoredEntry) -> asyncio.Future[CreateResult]:
+        return self._submit(self._room_create, entry)
+
+    def room_append(self, entry: StoredEntry) -> asyncio.Future[AppendResult]:
+        return self._submit(self._room_append, entry)
+
+    def room(self, room: str) -> asyncio.Future[RoomState | None]:
+        return self._submit(lambda: sqlite_rooms.room(self._conn(), room))
+
+    def room_log(self, room: str, since: int, until: int, limit: int) -> asyncio.Future[list[str]]:
+        return self._submit(lambda: sqlite_rooms.log(self._conn(), room, since, until, limit))
+
+    def room_head(self, room: str, seq: int) -> asyncio.Future[bytes | None]:
+        return self._submit(lambda: sqlite_rooms.head(self._conn(), room, seq))
+
+    def room_left(self, room: str, name: str) -> asyncio.Future[int | None]:
+        return self._submit(lambda: sqlite_rooms.left(self._conn(), room, name))
+
+    def rooms_page(self, name: str, after: str, limit: int) -> asyncio.Future[list[RoomListing]]:
+        return self._submit(lambda: sqlite_rooms.page(self._conn(), name, after, limit))
 
     async def close(self) -> None:
         """Finish queued work, checkpoint the WAL and close the file. Idempotent."""

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from .roomstore import RoomStore
+
 DEFAULT_QUEUE_LIMIT: Final = 10_000
 DEFAULT_QUEUE_BYTES: Final = 64 * 2**20
 DEFAULT_QUEUE_TTL: Final = 30 * 86_400.0
@@ -47,14 +49,15 @@ class QueuedMessage:
     frame: bytes
     enqueued_at: float
     seq: int = 0
+    room: str | None = None  # a room message: its ``delivered`` ack names the room and this member
 
     @property
     def size(self) -> int:
         return len(self.frame)
 
 
-class ServerStore(Protocol):
-    """What the server needs to keep across restarts.
+class MessageStore(Protocol):
+    """What the server needs to keep across restarts: names, keys, queues (rooms: :class:`ServerStore`).
 
     Each method submits its work when called and returns a future; work is
     applied in call order.
@@ -102,3 +105,7 @@ class ServerStore(Protocol):
     async def close(self) -> None:
         """Finish the work already submitted, then release the backend."""
         ...
+
+
+class ServerStore(MessageStore, RoomStore, Protocol):
+    """A store with rooms (:class:`~securechat.server.roomstore.RoomStore`): SQLite today; Redis keeps messages only."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -28,7 +29,7 @@ from prompt_toolkit.mouse_events import MouseEvent, MouseEventType
 from prompt_toolkit.widgets import TextArea
 
 from securechat.commands.grammar import completions
-from securechat.ui.render import banner, pane_rows, status_bar
+from securechat.ui.render import RowCache, banner, pane_rows, status_bar
 from securechat.ui.state import STATUS_WINDOW, ChatState
 
 if TYPE_CHECKING:
@@ -55,12 +56,13 @@ class MessagePane(UIControl):
         self.height = 20
         self._cache_key: tuple[int, int, str, bool] | None = None
         self._rows: list[StyleAndTextTuples] = []
+        self._line_rows: RowCache = weakref.WeakKeyDictionary()
 
     def rows(self, width: int | None = None) -> list[StyleAndTextTuples]:
         width = self.width if width is None else width
         key = (self.state.generation, width, self.state.current, self.state.show_raw)
         if key != self._cache_key:
-            self._rows = pane_rows(self.state, width)
+            self._rows = pane_rows(self.state, width, self._line_rows)
             self._cache_key = key
         return self._rows
 

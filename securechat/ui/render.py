@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
 
@@ -15,6 +17,9 @@ from securechat.ui.style import name_class
 # A logical line: its fragments (text may hold "\n") and the indent of its
 # continuation rows, so wrapped text lines up under the message, not the time.
 Logical = tuple[StyleAndTextTuples, int]
+# Each line's wrapped rows and what they were made for (width, /raw, status, time shown):
+# a redraw wraps only the lines that are new or changed, not the whole window.
+RowCache = weakref.WeakKeyDictionary[Line, tuple[tuple[object, ...], list[StyleAndTextTuples]]]
 
 
 def clock_text(line: Line, now: float) -> str:
@@ -84,12 +89,26 @@ def _merge(cells: list[Cell]) -> StyleAndTextTuples:
     return out
 
 
-def pane_rows(state: ChatState, width: int) -> list[StyleAndTextTuples]:
+def pane_rows(state: ChatState, width: int, cache: RowCache | None = None) -> list[StyleAndTextTuples]:
+    """The rows of the current window at ``width``; lines whose rows are in ``cache`` are not wrapped again."""
     rows: list[StyleAndTextTuples] = []
     now = state.clock()
     for line in state.visible_lines():
-        for frags, indent in render_line(line, state.show_raw, now):
-            rows.extend(wrap(frags, width, indent))
+        rows.extend(line_rows(line, state.show_raw, now, width, cache))
+    return rows
+
+
+def line_rows(
+    line: Line, show_raw: bool, now: float, width: int, cache: RowCache | None = None
+) -> list[StyleAndTextTuples]:
+    """One pane entry's rows, from ``cache`` when made for the same width, /raw, status and time."""
+    key = (width, show_raw, line.status, line.payload is not None, line.sender, clock_text(line, now))
+    hit = cache.get(line) if cache is not None else None
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    rows = [row for frags, indent in render_line(line, show_raw, now) for row in wrap(frags, width, indent)]
+    if cache is not None:
+        cache[line] = (key, rows)
     return rows
 
 

@@ -37,9 +37,19 @@ from securechat.events import (
 from securechat.records import HistoryEntry
 
 STATUS_WINDOW = ""
-# Lines kept per window: enough scrollback for a session, bounded so a chatty
-# or hostile peer cannot grow the UI without limit.
+# What the pane keeps, bounded so a chatty or hostile peer cannot grow the UI or
+# its redraws without limit (docs/security.md, "Huge messages"; docs/performance.md):
+# lines per window, enough scrollback for a session,
 MAX_LINES = 5000
+# characters of one message shown (text) and line breaks in it; the rest is cut with a note
+# (`securechat-client history` prints it all),
+MAX_LINE_CHARS = 8192
+MAX_LINE_BREAKS = 200
+# a message's pasted payload kept for /raw only up to this size,
+MAX_PAYLOAD_CHARS = 64 * 1024
+# and characters (text and payloads) kept per window and in all windows together.
+MAX_WINDOW_CHARS = 2 * 2**20
+MAX_TOTAL_CHARS = 8 * 2**20
 
 LineKind = Literal["in", "out", "info", "hint", "warn", "rejected"]
 
@@ -48,6 +58,31 @@ STATUS_LABELS = {
     "queued": "queued",
     "delivered": "delivered",
 }
+
+
+def clip(text: str) -> str:
+    """``text`` as the pane keeps it: at most :data:`MAX_LINE_CHARS` and :data:`MAX_LINE_BREAKS`, with a note."""
+    cut = min(len(text), MAX_LINE_CHARS)
+    at = -1
+    for _ in range(MAX_LINE_BREAKS + 1):
+        at = text.find("\n", at + 1, cut)
+        if at < 0:
+            break
+    else:
+        cut = at
+    if cut >= len(text):
+        return text
+    return text[:cut] + "\n" + wording.clipped_note(len(text) - cut)
+
+
+def kept_payload(payload: str | None) -> str | None:
+    """A payload kept for /raw, or None when it is too large to keep (docs/security.md)."""
+    return payload if payload is None or len(payload) <= MAX_PAYLOAD_CHARS else None
+
+
+def cost(line: Line) -> int:
+    """Characters a line holds (its text and payload)."""
+    return len(line.text) + len(line.payload or "")
 
 
 @dataclass(eq=False)
@@ -86,6 +121,7 @@ class ChatState:
     left_status: bool = False
     # Bumped on every change so views can tell that something was appended.
     generation: int = 0
+    kept: dict[str, int] = field(default_factory=dict)  # characters kept per window (:func:`cost`)
 
     # --- windows --------------------------------------------------------------
 
@@ -96,14 +132,38 @@ class ChatState:
         return self.windows.get(self.current, [])
 
     def _append(self, name: str, line: Line) -> None:
-        lines = self.window(name)
-        lines.append(line)
-        if len(lines) > MAX_LINES:
-            for old in lines[: len(lines) - MAX_LINES]:
-                if old.msg_id is not None and self.by_id.get(old.msg_id) is old:
-                    del self.by_id[old.msg_id]
-            del lines[: len(lines) - MAX_LINES]
+        self.window(name).append(line)
+        self.kept[name] = self.kept.get(name, 0) + cost(line)
+        self._trim(name)
         self.generation += 1
+
+    def _recount(self, name: str) -> None:
+        """After a window was replaced or extended wholesale: count it again and trim it."""
+        self.kept[name] = sum(map(cost, self.window(name)))
+        self._trim(name)
+
+    def _trim(self, name: str) -> None:
+        """Drop a window's oldest lines past its bounds, then the biggest window's past the total."""
+        lines = self.window(name)
+        drop = max(0, len(lines) - MAX_LINES)
+        kept = self.kept[name] - sum(map(cost, lines[:drop]))
+        while kept > MAX_WINDOW_CHARS and drop < len(lines) - 1:
+            kept -= cost(lines[drop])
+            drop += 1
+        self._drop(name, drop)
+        while sum(self.kept.values()) > MAX_TOTAL_CHARS:
+            biggest = max(self.kept, key=self.kept.__getitem__)
+            if len(self.windows[biggest]) <= 1:
+                break
+            self._drop(biggest, 1)
+
+    def _drop(self, name: str, count: int) -> None:
+        lines = self.windows[name]
+        for old in lines[:count]:
+            self.kept[name] -= cost(old)
+            if old.msg_id is not None and self.by_id.get(old.msg_id) is old:
+                del self.by_id[old.msg_id]
+        del lines[:count]
 
     def _here(self, kind: LineKind, text: str) -> None:
         self._append(self.current, Line(kind, self.clock(), sanitize(text)))
@@ -134,12 +194,14 @@ class ChatState:
             # lines along so the fingerprint stays in view above the messages.
             self.left_status = True
             target[:0] = self.windows[STATUS_WINDOW]
+            self._recount(name)
         self.current = name
         self.unread.pop(name, None)
         self.generation += 1
 
     def clear(self) -> None:
         self.windows[self.current] = []
+        self.kept[self.current] = 0
         self.generation += 1
 
     def toggle_raw(self) -> bool:
@@ -160,7 +222,7 @@ class ChatState:
                 Line(
                     "out" if own else "in",
                     entry.ts / 1000,
-                    sanitize(entry.text),
+                    sanitize(clip(entry.text)),
                     sender=self.own_name if own else entry.peer,
                     msg_id=entry.msg_id,
                     status=entry.status if own else "",
@@ -169,6 +231,7 @@ class ChatState:
             )
         if older:
             self.windows[peer] = older + lines
+            self._recount(peer)
             for line in older:
                 if line.msg_id and line.kind == "out":
                     self.by_id.setdefault(line.msg_id, line)
@@ -179,7 +242,7 @@ class ChatState:
         """Show an own message the session accepted, if no MessageSent showed it already."""
         if msg_id in self.by_id:
             return
-        self._add_own(Line("out", self.clock(), sanitize(text), self.own_name, msg_id, "sending"), to)
+        self._add_own(Line("out", self.clock(), sanitize(clip(text)), self.own_name, msg_id, "sending"), to)
 
     def _add_own(self, line: Line, to: str) -> None:
         if line.msg_id:
@@ -234,18 +297,21 @@ class ChatState:
             case MessageSent(msg_id, to, ts, text, payload):
                 known = self.by_id.get(msg_id)
                 if known is not None:
-                    known.payload = payload
+                    known.payload = kept_payload(payload)
                 else:
-                    own = Line("out", ts / 1000, sanitize(text), self.own_name, msg_id, "sending", payload)
+                    text, payload = sanitize(clip(text)), kept_payload(payload)
+                    own = Line("out", ts / 1000, text, self.own_name, msg_id, "sending", payload)
                     self._add_own(own, to)
             case MessageReceived(sender, msg_id, ts, text, payload, server_ts):
                 # Dated by the signed time; the server's follows when they are far apart (commands/times.py).
                 server = server_ts / 1000 if server_ts is not None else None
-                line = Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload, server_ts=server)
+                text, payload = sanitize(clip(text)), kept_payload(payload)
+                line = Line("in", ts / 1000, text, sender, msg_id, payload=payload, server_ts=server)
                 self._incoming(sender, line)
             case MessageRejected(sender, msg_id, reason, detail, payload):
                 text = sanitize(wording.rejected_line(sender, reason, detail))
-                self._incoming(sender, Line("rejected", self.clock(), text, sender, msg_id, payload=payload))
+                line = Line("rejected", self.clock(), clip(text), sender, msg_id, payload=kept_payload(payload))
+                self._incoming(sender, line)
             case Acked(msg_id, _to, status):
                 acked = self.by_id.get(msg_id)
                 # "delivered" may overtake "queued"; never step backwards.

@@ -1,4 +1,4 @@
-"""How a front end ends a session: close it, wait (bounded) for its ``run()``, and say if it failed."""
+"""How every front end ends a session: close it, wait (bounded) for ``run()``, say whether it failed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 from ..errors import SecurechatError
 from .session import ClientSession
 
-log = logging.getLogger("securechat.client.session")
+log = logging.getLogger(__name__)
 
 
 async def finish_session(session: ClientSession, run_task: asyncio.Task[None], timeout: float = 10.0) -> bool:

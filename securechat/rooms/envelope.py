@@ -1,0 +1,166 @@
+"""The room envelope's format and the receiver's checks that need no key (docs/protocol.md 11.5, 11.7).
+
+Two levels, like :mod:`securechat.envelope` for one-to-one envelopes:
+:func:`check_room_envelope` checks the structure (what the server checks
+before routing: it decodes nothing), :func:`parse_room_envelope` also decodes
+the base64 fields strictly and checks the sizes the construction fixes. Then
+:func:`check_room_addressing` (checks 1 to 3 of section 11.7) and
+:func:`check_room_members` (checks 5 to 7, against a verified state). All raise
+a subclass of :class:`~securechat.errors.EnvelopeRejected`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from ..envelope import (
+    ENVELOPE_VERSION,
+    GCM_NONCE_SIZE,
+    GCM_TAG_SIZE,
+    MAX_B64_FIELD,
+    decode_field,
+    is_message_id,
+    is_timestamp,
+)
+from ..errors import (
+    MalformedEnvelope,
+    MemberMismatch,
+    NotAMember,
+    RoomMismatch,
+    SenderMismatch,
+    UnsupportedVersion,
+    WrongRecipient,
+)
+from ..names import is_valid_name, is_valid_room
+from .log import MAX_ROOM_MEMBERS, is_head, is_seq
+
+# A wrapped key is as long as its member's modulus; the frame limit bounds the whole.
+MAX_WRAPPED_B64: Final = 4096
+ROOM_B64_FIELDS: Final = ("nonce", "ct", "sig")
+
+
+def is_room_envelope(envelope: object) -> bool:
+    """True if ``envelope`` claims to be a room envelope (it has a ``room`` field)."""
+    return isinstance(envelope, Mapping) and "room" in envelope
+
+
+@dataclass(frozen=True, slots=True)
+class RoomEnvelopeFields:
+    """A room envelope whose structure is checked; the binary fields are still base64."""
+
+    version: int
+    room: str
+    sender: str
+    msg_id: str
+    ts: int
+    seq: int
+    head: str
+    keys: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRoomEnvelope:
+    """A room envelope's fields, checked and decoded, not yet verified."""
+
+    version: int
+    room: str
+    sender: str
+    msg_id: str
+    ts: int
+    seq: int
+    head: bytes
+    keys: dict[str, bytes]
+    nonce: bytes
+    ciphertext: bytes
+    signature: bytes
+
+
+def _check_keys(keys: object) -> dict[str, str]:
+    if not isinstance(keys, Mapping) or not 1 <= len(keys) <= MAX_ROOM_MEMBERS:
+        raise MalformedEnvelope(f"envelope 'keys' must be an object of 1 to {MAX_ROOM_MEMBERS} wrapped keys")
+    for name, wrapped in keys.items():
+        if not is_valid_name(name):
+            raise MalformedEnvelope("every name in envelope 'keys' must be a valid name")
+        if not isinstance(wrapped, str) or len(wrapped) > MAX_WRAPPED_B64:
+            raise MalformedEnvelope(f"the wrapped key for '{name}' must be a base64 string")
+    return dict(keys)
+
+
+def check_room_envelope(envelope: object) -> RoomEnvelopeFields:
+    """Check a room envelope's structure (not its base64 or crypto); raise :class:`MalformedEnvelope`."""
+    if not isinstance(envelope, Mapping):
+        raise MalformedEnvelope("envelope is not a JSON object")
+    version = envelope.get("v")
+    if type(version) is not int:
+        raise MalformedEnvelope("envelope 'v' must be an integer")
+    if not is_valid_room(envelope.get("room")):
+        raise MalformedEnvelope("envelope 'room' is not a room name")
+    if not is_valid_name(envelope.get("from")):
+        raise MalformedEnvelope("envelope 'from' is not a valid name")
+    if not is_message_id(envelope.get("id")):
+        raise MalformedEnvelope("envelope 'id' must be 32 lowercase hex digits")
+    if not is_timestamp(envelope.get("ts")):
+        raise MalformedEnvelope("envelope 'ts' must be an integer from 0 to 2**53 - 1")
+    if not is_seq(envelope.get("seq")):
+        raise MalformedEnvelope("envelope 'seq' must be an integer from 0 to 2**53 - 1")
+    if not is_head(envelope.get("head")):
+        raise MalformedEnvelope("envelope 'head' must be 64 lowercase hex digits")
+    keys = _check_keys(envelope.get("keys"))
+    for key in ROOM_B64_FIELDS:
+        value = envelope.get(key)
+        if not isinstance(value, str) or len(value) > MAX_B64_FIELD:
+            raise MalformedEnvelope(f"envelope '{key}' must be a base64 string")
+    return RoomEnvelopeFields(
+        version, envelope["room"], envelope["from"], envelope["id"], envelope["ts"], envelope["seq"],
+        envelope["head"], keys,
+    )
+
+
+def parse_room_envelope(envelope: object) -> ParsedRoomEnvelope:
+    """Check the structure and decode the base64 fields (check 0 of section 11.7)."""
+    fields = check_room_envelope(envelope)
+    assert isinstance(envelope, Mapping)
+    nonce = decode_field("nonce", envelope["nonce"])
+    if len(nonce) != GCM_NONCE_SIZE:
+        raise MalformedEnvelope(f"envelope 'nonce' must be {GCM_NONCE_SIZE} bytes")
+    ciphertext = decode_field("ct", envelope["ct"])
+    if len(ciphertext) < GCM_TAG_SIZE:
+        raise MalformedEnvelope("envelope 'ct' is shorter than the GCM tag")
+    keys = {name: decode_field(f"keys.{name}", wrapped) for name, wrapped in fields.keys.items()}
+    return ParsedRoomEnvelope(
+        fields.version, fields.room, fields.sender, fields.msg_id, fields.ts, fields.seq,
+        bytes.fromhex(fields.head), keys, nonce, ciphertext, decode_field("sig", envelope["sig"]),
+    )
+
+
+def check_room_addressing(env: ParsedRoomEnvelope, frame_room: str | None, frame_sender: str | None) -> None:
+    """Checks 1 to 3 of section 11.7: ``v``, ``room``, ``from`` (None for a pasted payload: no frame)."""
+    if env.version != ENVELOPE_VERSION:
+        raise UnsupportedVersion(f"envelope version {env.version} is not {ENVELOPE_VERSION}")
+    if frame_room is not None and env.room != frame_room:
+        raise RoomMismatch(f"envelope is for '{env.room}' but the server says '{frame_room}'")
+    if frame_sender is not None and env.sender != frame_sender:
+        raise SenderMismatch(f"envelope claims '{env.sender}' but the server says '{frame_sender}'")
+
+
+def check_room_members(env: ParsedRoomEnvelope, members: Collection[str], me: str) -> None:
+    """Checks 5 to 7 of section 11.7, against the members of the state the envelope names."""
+    if env.sender not in members:
+        raise NotAMember(f"'{env.sender}' is not a member of {env.room} at seq {env.seq}")
+    if me not in members:
+        raise WrongRecipient(f"we are not a member of {env.room} at seq {env.seq}")
+    if set(env.keys) != set(members):
+        extra = sorted(set(env.keys) - set(members))
+        missing = sorted(set(members) - set(env.keys))
+        detail = "; ".join(
+            part
+            for part in (
+                f"keys for non-members: {', '.join(extra)}" if extra else "",
+                f"no key for members: {', '.join(missing)}" if missing else "",
+            )
+            if part
+        )
+        raise MemberMismatch(f"the keys are not for the members of {env.room} at seq {env.seq} ({detail})")
+

@@ -1,0 +1,156 @@
+"""Signing entries, sealing and opening room envelopes (docs/protocol.md sections 11.2 and 11.5).
+
+The construction of :mod:`securechat.crypto` with its primitives (RSA-PSS,
+RSA-OAEP, AES-256-GCM, ``lp``), applied to a room: one AES key per message,
+wrapped for every member of the sender's verified state, one signature over
+the header, the wrapped keys (sorted by name), the nonce and the ciphertext.
+Randomness and time are injectable (:func:`seal_room_from_parts`) for the
+worked example and the tests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Mapping
+from typing import Any, Final
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from .. import crypto
+from ..clock import now_ms
+from ..encoding import b64encode, lp
+from ..envelope import ENVELOPE_VERSION, GCM_NONCE_SIZE
+from ..errors import BadSignature, WrongRecipient
+from .envelope import ParsedRoomEnvelope, check_room_addressing, check_room_members, parse_room_envelope
+from .log import RoomEntry, RoomState, entry_signed_bytes
+
+ROOM_MESSAGE_LABEL: Final = b"securechat-room-msg-v1"
+
+
+# --- entries (section 11.2) ----------------------------------------------------------
+
+
+def sign_entry(
+    key: rsa.RSAPrivateKey, room: str, seq: int, prev: bytes, op: str, by: str, name: str, kind: str, ts: int
+) -> RoomEntry:
+    """The entry ``by`` makes: its fields signed with ``by``'s key."""
+    sig = crypto.pss_sign(key, entry_signed_bytes(room, seq, prev, op, by, name, kind, ts))
+    return RoomEntry(room, seq, prev, op, by, name, kind, ts, sig)
+
+
+def verify_entry(key: rsa.RSAPublicKey, entry: RoomEntry) -> bool:
+    """True only if ``entry.sig`` is ``key``'s signature of the entry's signed bytes."""
+    return crypto.pss_verify(key, entry.sig, entry.signed_bytes())
+
+
+# --- room envelopes (section 11.5) -----------------------------------------------------
+
+
+def room_header(room: str, sender: str, msg_id: str, ts: int, seq: int, head: bytes) -> bytes:
+    """What is signed first and is GCM's associated data: the room, sender, id, time and state."""
+    return lp(ROOM_MESSAGE_LABEL, room, sender, msg_id, str(ts), str(seq), head)
+
+
+def room_signed_bytes(header: bytes, wrapped: Mapping[str, bytes], nonce: bytes, ciphertext: bytes) -> bytes:
+    """The header, then each member's name and wrapped key in ascending order of name, the nonce, the ciphertext."""
+    pairs = b"".join(lp(name, wrapped[name]) for name in sorted(wrapped, key=str.encode))
+    return header + pairs + lp(nonce, ciphertext)
+
+
+def seal_room_from_parts(
+    sender_key: rsa.RSAPrivateKey,
+    member_keys: Mapping[str, rsa.RSAPublicKey],
+    state: RoomState,
+    sender: str,
+    text: str,
+    *,
+    msg_id: str,
+    ts: int,
+    aes_key: bytes,
+    nonce: bytes,
+) -> dict[str, Any]:
+    """Seal with caller-chosen id, time, AES key and nonce (for known-answer tests only).
+
+    ``member_keys`` must hold exactly the members of ``state`` (the sender too).
+    """
+    if set(member_keys) != set(state.members) or sender not in state.members:
+        raise ValueError("a room message is sealed for exactly the members of the state, the sender among them")
+    if len(aes_key) != crypto.AES_KEY_SIZE or len(nonce) != GCM_NONCE_SIZE:
+        raise ValueError("AES key must be 32 bytes and the nonce 12 bytes")
+    header = room_header(state.room, sender, msg_id, ts, state.seq, state.head)
+    ciphertext = crypto.gcm_seal(aes_key, nonce, crypto.encode_plaintext(text), header)
+    wrapped = {name: crypto.oaep_wrap(key, aes_key) for name, key in member_keys.items()}
+    signature = crypto.pss_sign(sender_key, room_signed_bytes(header, wrapped, nonce, ciphertext))
+    return {
+        "v": ENVELOPE_VERSION,
+        "room": state.room,
+        "from": sender,
+        "id": msg_id,
+        "ts": ts,
+        "seq": state.seq,
+        "head": state.head.hex(),
+        "keys": {name: b64encode(wrapped[name]) for name in sorted(wrapped)},
+        "nonce": b64encode(nonce),
+        "ct": b64encode(ciphertext),
+        "sig": b64encode(signature),
+    }
+
+
+def seal_room(
+    sender_key: rsa.RSAPrivateKey,
+    member_keys: Mapping[str, rsa.RSAPublicKey],
+    state: RoomState,
+    sender: str,
+    text: str,
+    *,
+    msg_id: str | None = None,
+    ts: int | None = None,
+) -> dict[str, Any]:
+    """Encrypt ``text`` for every member of ``state`` under a fresh AES key and nonce, signed by ``sender``."""
+    return seal_room_from_parts(
+        sender_key,
+        member_keys,
+        state,
+        sender,
+        text,
+        msg_id=msg_id if msg_id is not None else crypto.new_message_id(),
+        ts=ts if ts is not None else now_ms(),
+        aes_key=os.urandom(crypto.AES_KEY_SIZE),
+        nonce=os.urandom(GCM_NONCE_SIZE),
+    )
+
+
+def open_room_parsed(
+    recipient_key: rsa.RSAPrivateKey, recipient: str, sender_key: rsa.RSAPublicKey, env: ParsedRoomEnvelope
+) -> crypto.OpenedMessage:
+    """Checks 9 to 12 of section 11.7 on an envelope whose state and members are already checked."""
+    header = room_header(env.room, env.sender, env.msg_id, env.ts, env.seq, env.head)
+    signed = room_signed_bytes(header, env.keys, env.nonce, env.ciphertext)
+    if not crypto.pss_verify(sender_key, env.signature, signed):
+        raise BadSignature(f"signature does not verify with the key of '{env.sender}'")
+    wrapped = env.keys.get(recipient)
+    if wrapped is None:
+        raise WrongRecipient(f"the message to {env.room} has no key for '{recipient}'")
+    body = crypto.open_content(recipient_key, wrapped, env.nonce, env.ciphertext, header)
+    return crypto.OpenedMessage(env.sender, env.room, env.msg_id, env.ts, body["text"], body)
+
+
+def open_room_envelope(
+    recipient_key: rsa.RSAPrivateKey,
+    recipient: str,
+    sender_key: rsa.RSAPublicKey,
+    envelope: object,
+    members: Collection[str],
+    frame_room: str | None = None,
+    frame_sender: str | None = None,
+) -> crypto.OpenedMessage:
+    """Every check of section 11.7 but the state lookup, in order; ``members`` are those of the named state.
+
+    The caller has found the envelope's (``seq``, ``head``) in its verified chain
+    (check 4) and passes that state's members; ``frame_room`` and ``frame_sender``
+    are None for a pasted payload.
+    """
+    env = parse_room_envelope(envelope)
+    check_room_addressing(env, frame_room, frame_sender)
+    check_room_members(env, members, recipient)
+    return open_room_parsed(recipient_key, recipient, sender_key, env)

@@ -1,0 +1,265 @@
+"""The server's side of rooms (docs/protocol.md 11.6): checked appends, the log, room messages, the list.
+
+:class:`RoomService` acts on :class:`~securechat.server.events.RoomRequest`
+events. An entry is checked with the rules every client applies
+(:func:`securechat.rooms.log.apply`, the server's member cap) and the signer's
+registered key, stored (the store's compare-and-set on ``seq`` decides a
+race), answered and pushed to the members online. A room message is routed to
+the current members who have a key in it, each copy exactly like a one-to-one
+message (:meth:`~securechat.server.routing.RoomRouting.hand`, or the recipient's
+stored queue), then ``room_sent`` and an ``ack`` per member.
+
+Room states are cached here, at most ``ROOM_CACHE`` of them (the store holds
+every room). A multi-node server must drop a cached state when another node
+appends to that room, and publish pushes and fan-out to the nodes holding the
+members' sessions (see :mod:`securechat.server.routing`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final
+
+from .. import jsoncodec
+from ..clock import now_ms
+from ..crypto import load_public_key_pem
+from ..errors import BadRequest, QueueFull, RoomRefused
+from ..protocol import HEADER_SIZE, encode_frame, message_frame
+from ..relayframes import ack_frame
+from ..rooms.frames import ROOM_LIST_PAGE, ROOM_PAGE
+from ..rooms.log import RoomEntry, RoomState, apply, parse_entry
+from ..rooms.sealing import verify_entry
+from .config import ServerConfig
+from .directory import Directory
+from .events import Deferred, Handled, RoomRequest
+from .roomstore import StoredEntry
+from .routing import InFlight, RoomRouting
+from .store import QueuedMessage, ServerStore
+
+if TYPE_CHECKING:
+    from .transport import Peer
+
+ROOM_CACHE: Final = 1024
+# A page of the log stops early past this many bytes of entries and keys, well inside a client's frame limit.
+ROOM_PAGE_BYTES: Final = 512 * 1024
+# A room_send takes one frame token per this many recipients (docs/protocol.md 11.6).
+RECIPIENTS_PER_TOKEN: Final = 16
+
+_STORE_REFUSALS: Final = {
+    "stale": ("stale_state", "someone changed the room first; fetch the log"),
+    "exists": ("room_exists", "that room name is taken"),
+    "too_many_rooms": ("too_many_rooms", "a room cap is reached (rooms on this server, or rooms per member)"),
+}
+
+
+class RoomService:
+    """Rooms on this server: appends, log pages, room messages, listings."""
+
+    def __init__(self, config: ServerConfig, store: ServerStore, directory: Directory, routing: RoomRouting) -> None:
+        self._config = config
+        self._store = store
+        self._directory = directory
+        self._routing = routing
+        self._cache: OrderedDict[str, RoomState] = OrderedDict()
+
+    def handle(self, peer: Peer, request: RoomRequest) -> Handled:
+        """Act on one room frame; refusals are raised as :class:`RoomRefused` (the peer gets the code)."""
+        if request.kind == "room_send":
+            return self._send(peer, request)
+        work = {
+            "room_create": self._append,
+            "room_append": self._append,
+            "room_log": self._log,
+            "rooms": self._list,
+        }[request.kind]
+        return work(peer, request)
+
+    # --- states -------------------------------------------------------------------------------
+
+    async def _state(self, room: str) -> RoomState | None:
+        state = self._cache.get(room)
+        if state is None:
+            state = await self._store.room(room)
+            if state is None:
+                return None
+            self._remember(state)
+        else:
+            self._cache.move_to_end(room)
+        return state
+
+    def _remember(self, state: RoomState) -> None:
+        self._cache[state.room] = state
+        self._cache.move_to_end(state.room)
+        while len(self._cache) > ROOM_CACHE:
+            self._cache.popitem(last=False)
+
+    async def _pem(self, name: str) -> str | None:
+        reg = await self._directory.registration(name)
+        return reg.pubkey_pem if reg is not None else None
+
+    # --- appends ------------------------------------------------------------------------------
+
+    async def _append(self, peer: Peer, request: RoomRequest) -> None:
+        entry = parse_entry(request.frame["entry"])
+        if entry.by != request.sender:
+            raise RoomRefused("an entry you send is signed by you", code="bad_entry")
+        create = request.kind == "room_create"
+        state = await self._state(entry.room)
+        if create and state is not None:
+            raise RoomRefused(f"{entry.room} exists already", code="room_exists")
+        if not create and state is None:
+            raise RoomRefused(f"there is no room {entry.room}", code="unknown_room")
+        new = apply(state, entry, max_members=self._config.max_room_members)
+        if entry.op == "add" and await self._pem(entry.name) is None:
+            raise RoomRefused(f"no user named '{entry.name}'", code="unknown_user")
+        signer = await self._pem(entry.by)
+        if signer is None or not verify_entry(load_public_key_pem(signer), entry):
+            raise RoomRefused(f"the entry's signature does not verify with the key of '{entry.by}'", code="bad_entry")
+        text = jsoncodec.dumps(entry.to_json()).decode("utf-8")
+        stored = StoredEntry(entry.room, entry.seq, entry.op, entry.name, new.head, text, entry.kind)
+        result = await (self._store.room_create(stored) if create else self._store.room_append(stored))
+        if result != "ok":
+            self._cache.pop(entry.room, None)  # another writer won: read the room afresh next time
+            code, why = _STORE_REFUSALS[result]
+            raise RoomRefused(why, code=code)
+        self._remember(new)
+        await self._announce(peer, request, entry, new)
+
+    async def _announce(self, peer: Peer, request: RoomRequest, entry: RoomEntry, new: RoomState) -> None:
+        keys = {name: pem for name in {entry.by, entry.name} if (pem := await self._pem(name)) is not None}
+        update = {"type": "room_update", "room": entry.room, "entries": [entry.to_json()], "keys": keys, "more": False}
+        peer.answer(dict(update), request.rid)
+        pushed = encode_frame(update)
+        told = set(new.members) | ({entry.name} if entry.op == "remove" else set())
+        for name in sorted(told - {request.sender}):
+            target = self._routing.session(name)
+            if target is not None and not target.closing:
+                target.write(pushed)
+
+    # --- the log --------------------------------------------------------------------------------
+
+    async def _log(self, peer: Peer, request: RoomRequest) -> None:
+        room: str = request.frame["room"]
+        since: int = request.frame.get("since", 0)
+        state = await self._state(room)
+        if state is None:
+            raise RoomRefused(f"there is no room {room}", code="unknown_room")
+        until = state.seq
+        if request.sender not in state.members and state.kind != "open":
+            left = await self._store.room_left(room, request.sender)
+            if left is None:
+                raise RoomRefused(f"you are not a member of {room}", code="not_member")
+            until = left  # a former member reads up to the entry that ended their membership
+        texts = await self._store.room_log(room, since, until, ROOM_PAGE)
+        entries: list[dict[str, Any]] = []
+        keys: dict[str, str] = {}
+        size = 0
+        for text in texts:
+            entry = jsoncodec.loads(text.encode("utf-8"))
+            for name in (entry["by"], entry["name"]):
+                if name not in keys and (pem := await self._pem(name)) is not None:
+                    keys[name] = pem
+                    size += len(pem)
+            entries.append(entry)
+            size += len(text)
+            if size > ROOM_PAGE_BYTES:
+                break
+        more = bool(entries) and entries[-1]["seq"] < until
+        update = {"type": "room_update", "room": room, "entries": entries, "keys": keys, "more": more}
+        peer.answer(update, request.rid)
+
+    async def _list(self, peer: Peer, request: RoomRequest) -> None:
+        rows = await self._store.rooms_page(request.sender, request.frame.get("after", ""), ROOM_LIST_PAGE + 1)
+        listed = [
+            {"room": r.room, "kind": r.kind, "member": r.member, "members": r.members, "seq": r.seq,
+             "head": r.head.hex()}
+            for r in rows[:ROOM_LIST_PAGE]
+        ]
+        peer.answer({"type": "room_list", "rooms": listed, "more": len(rows) > ROOM_LIST_PAGE}, request.rid)
+
+    # --- room messages ------------------------------------------------------------------------------
+
+    def _send(self, peer: Peer, request: RoomRequest) -> Handled:
+        envelope: dict[str, Any] = request.frame["envelope"]
+        if envelope["from"] != request.sender:
+            raise BadRequest("envelope 'from' is not your name")
+        state = self._cache.get(request.frame["room"])
+        if state is not None and (envelope["seq"], envelope["head"]) == (state.seq, state.head.hex()):
+            return self._route(peer, request, state)  # the common case: no store round trip
+        return self._send_checked(peer, request)
+
+    async def _send_checked(self, peer: Peer, request: RoomRequest) -> None:
+        room: str = request.frame["room"]
+        envelope: dict[str, Any] = request.frame["envelope"]
+        state = await self._state(room)
+        if state is None:
+            raise RoomRefused(f"there is no room {room}", code="unknown_room")
+        seq: int = envelope["seq"]
+        known = state.head if seq == state.seq else await self._store.room_head(room, seq) if seq < state.seq else None
+        if known is None or known.hex() != envelope["head"]:
+            raise RoomRefused(f"the message's state (seq {seq}) is not in the log of {room}", code="stale_state")
+        pending = self._route(peer, request, state)
+        if isinstance(pending, Deferred):
+            await pending.awaitable
+
+    def _route(self, peer: Peer, request: RoomRequest, state: RoomState) -> Deferred | None:
+        """Hand the message to the members online, store it for the others; ``room_sent`` once stored."""
+        envelope: dict[str, Any] = request.frame["envelope"]
+        sender, room, msg_id = request.sender, state.room, envelope["id"]
+        if sender not in state.members:
+            raise RoomRefused(f"you are not a member of {room}", code="not_member")
+        server_ts = now_ms()
+        frame = message_frame(sender, server_ts, envelope, room)
+        if len(frame) - HEADER_SIZE > self._config.deliverable_frame:
+            # The members would have to refuse this frame (docs/protocol.md, "Delivery").
+            limit = self._config.deliverable_frame
+            text = f"as a 'message' frame this would be {len(frame) - HEADER_SIZE} bytes; the limit is {limit}"
+            raise BadRequest(text, code="message_too_large")
+        recipients = sorted((state.members & envelope["keys"].keys()) - {sender})
+        extra = max(0, math.ceil(len(recipients) / RECIPIENTS_PER_TOKEN) - 1)
+        if extra and not peer.conn.charge(extra):
+            raise BadRequest(f"a message to {len(recipients)} members costs {extra + 1} frames", code="rate_limited")
+        handed: list[str] = []
+        full: list[str] = []
+        stored: list[tuple[str, Awaitable[bool]]] = []
+        for name in recipients:
+            target = self._routing.session(name)
+            if target is None or target.closing:
+                message = QueuedMessage(name, sender, msg_id, server_ts, frame, time.time(), room=room)
+                stored.append((name, self._store.enqueue(message)))
+            elif self._routing.hand(target, InFlight(sender, msg_id, server_ts, frame, time.time(), False,
+                                                     request.rid, room)):
+                handed.append(name)
+            else:
+                full.append(name)
+        if not stored:
+            peer.answer(_sent(room, msg_id, handed, full, state.seq), request.rid)
+            return None
+        return Deferred(self._after_stored(peer, request, state, handed, full, stored))
+
+    async def _after_stored(
+        self, peer: Peer, request: RoomRequest, state: RoomState, handed: list[str], full: list[str],
+        stored: list[tuple[str, Awaitable[bool]]],
+    ) -> None:
+        queued: list[str] = []
+        for name, done in stored:
+            try:
+                await done
+            except QueueFull:
+                full.append(name)
+            else:
+                queued.append(name)
+        msg_id: str = request.frame["envelope"]["id"]
+        peer.answer(_sent(state.room, msg_id, sorted(handed + queued), sorted(full), state.seq), request.rid)
+        for name in queued:
+            peer.write(ack_frame(msg_id, state.room, "queued", request.rid, member=name))
+
+
+def _sent(room: str, msg_id: str, members: list[str], full: list[str], seq: int) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "room_sent", "room": room, "id": msg_id, "members": members, "seq": seq}
+    if full:
+        frame["full"] = full
+    return frame
