@@ -27,25 +27,20 @@ MAX_RID_LENGTH: Final = 64
 
 # --- error codes (docs/protocol.md section 9) -------------------------------------------------
 
-FATAL_CODES: Final = frozenset(
-    {"bad_frame", "frame_too_large", "version_unsupported", "not_authenticated", "auth_failed"}
-    | {"name_taken", "invalid_name", "bad_key", "timeout", "replaced"}
-)
+FATAL_CODES: Final = frozenset({"bad_frame", "frame_too_large", "version_unsupported", "not_authenticated"}) | {
+    "auth_failed", "name_taken", "invalid_name", "bad_key", "timeout", "replaced"}
 NONFATAL_CODES: Final = frozenset(
     {"unknown_type", "bad_request", "unknown_user", "rate_limited", "queue_full", "internal", "message_too_large"}
     | rooms.ROOM_ERROR_CODES
 )
-# Not in the v1 spec's list (documented in docs/protocol.md sections 2.1 and 9): `server_busy` refuses
-# a connection over a cap and `tls_required`/`tls_unsupported` one that speaks the other transport,
-# before any hello is read; `unavailable` ends a login that a node of several cannot complete because
-# the state the nodes share is out of reach. Clients reconnect.
+# Ours (docs/protocol.md 2.1 and 9): a connection over a cap, one speaking the other transport (before
+# any hello), a login a node of several cannot complete without the state they share. Clients reconnect.
 WRONG_TRANSPORT_CODES: Final = frozenset({"tls_required", "tls_unsupported"})  # the other end speaks the other
 EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable"}) | WRONG_TRANSPORT_CODES
 
 CLIENT_TYPES: Final = rooms.ROOM_CLIENT_TYPES | {"check_name", "hello", "auth", "lookup", "list", "send", "received", "ping"}
-SERVER_TYPES: Final = rooms.ROOM_SERVER_TYPES | frozenset(
-    {"name_status", "challenge", "welcome", "key", "users", "presence", "message", "ack", "error", "pong"}
-)
+SERVER_TYPES: Final = rooms.ROOM_SERVER_TYPES | {"name_status", "challenge", "welcome", "key", "users", "presence"} | {
+    "message", "ack", "error", "pong"}
 
 
 # --- framing -------------------------------------------------------------------

@@ -45,11 +45,12 @@ from ..events import (
 )
 from ..names import parse_typed_name, parse_typed_target
 from ..protocol import DEFAULT_MAX_FRAME, WRONG_TRANSPORT_CODES
-from ..records import ContactInfo, HistoryEntry
+from ..records import ContactInfo
 from . import connection as wire
 from .contacts import Contacts
 from .inbox import Inbox, IncomingQueue
 from .link import Link, LinkDropped, raise_if_dropped, why_not_connected
+from .local import LocalQueries
 from .outbox import Outbox
 from .parts import SessionParts, backoff
 from .requests import PendingRequests
@@ -64,7 +65,7 @@ PERMANENT_CODES: Final = WRONG_TRANSPORT_CODES | {
     "name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced"}
 
 
-class ClientSession:
+class ClientSession(LocalQueries):
     """One user's session with a server; see the module docstring for its life cycle."""
 
     def __init__(
@@ -394,20 +395,3 @@ class ClientSession:
         """Seal and send to a name or a room; returns the message id. Queued in the outbox while offline.
         The first message to someone looks up and pins their key; :class:`KeyChanged` while a change waits."""
         return await self._outbox.send(parse_typed_target(to), text)
-
-    # --- contacts and history (local) ---------------------------------------------------------
-
-    def contact(self, name: str) -> ContactInfo:
-        return self._contacts.info(parse_typed_name(name))
-
-    def trust(self, name: str) -> None:
-        """Accept the pending changed key of ``name`` (after a :class:`KeyChangedAlert`)."""
-        self._contacts.trust(parse_typed_name(name))
-
-    def verify(self, name: str, fingerprint: str) -> bool:
-        """Mark ``name`` verified if ``fingerprint`` matches the pinned key; False if not."""
-        return self._contacts.verify(parse_typed_name(name), fingerprint)
-
-    def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
-        """The last ``limit`` entries of the conversation with ``peer``, oldest first."""
-        return self._store.history.recent(parse_typed_target(peer), limit)

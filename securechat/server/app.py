@@ -31,7 +31,8 @@ from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Receive
 from .identity import ServerIdentity, identity_for
 from .presence import Presence
 from .rooms import RoomService
-from .routing import LocalRouting, Routing
+from .routing import LocalRouting
+from .seam import Routing
 from .sqlite import SqliteStore
 from .store import MessageStore
 from .tlspeer import TlsPeer

@@ -1,13 +1,10 @@
 """The server side of one connection, without I/O (docs/protocol.md sections 2, 4, 5, 9 and 11).
 
-Bytes in (:meth:`ServerConnection.receive_data`), events out
-(:meth:`ServerConnection.next_event`), bytes to send
-(:meth:`ServerConnection.data_to_send`), in the style of h11's ``Connection``
-and websockets' ``Protocol``. It moves through the state table of
-:mod:`~securechat.server.phases` and holds the handshake (``hello`` -> ``challenge`` ->
-``auth``, whose signature is verified here), the per-connection rate buckets,
-the pre-auth buffer bound and "fail then discard": a fatal error queues its
-``error`` frame, moves to ``FAILED`` and every later byte is ignored.
+Bytes in (``receive_data``), events out (``next_event``), bytes to send (``data_to_send``), in the
+style of h11's ``Connection`` and websockets' ``Protocol``. It moves through the state table of
+:mod:`~securechat.server.phases` and holds the handshake (``hello`` -> ``challenge`` -> ``auth``,
+verified here), the rate buckets, the pre-auth buffer bound and "fail then discard": a fatal
+error queues its ``error`` frame, moves to ``FAILED`` and every later byte is ignored.
 
 What needs the rest of the server comes out as an event: :class:`Login` (the
 signature verified; the server binds the name and answers with
@@ -75,11 +72,9 @@ PREAUTH_BUFFER_LIMIT: Final = 64 * 1024
 class ServerConnection:
     """One client connection's protocol state; no sockets, no event loop, no other connections.
 
-    ``clock`` (seconds, monotonic) times the rate buckets and the timeouts.
-    ``handed`` is what a ``received`` may confirm for free: the (sender, id)
-    pairs handed to this session and not yet confirmed (routing sets it at login).
-    ``identity`` is the server's TLS identity when the connection runs over TLS:
-    ``auth`` is then checked against it (docs/protocol.md section 6.1, v2); None is plaintext (v1).
+    ``clock`` (seconds, monotonic) times the buckets and timeouts. ``handed``: the (sender, id) pairs
+    handed to this session, unconfirmed, which a ``received`` confirms for free (routing sets it).
+    ``identity``: the server's TLS identity, which ``auth`` is checked against (6.1, v2); None: plaintext.
     """
 
     __slots__ = (
@@ -118,8 +113,6 @@ class ServerConnection:
         self.started = now
         self.last_frame = now
         self.handed: Container[tuple[str, str]] = frozenset()
-
-    # --- bytes in, events out ------------------------------------------------------------
 
     @property
     def phase(self) -> Phase:
@@ -237,8 +230,6 @@ class ServerConnection:
         sender, msg_id = frame.get("from"), frame.get("id")
         return isinstance(sender, str) and isinstance(msg_id, str) and (sender, msg_id) in self.handed
 
-    # --- one method per frame type (the table below) --------------------------------------
-
     def _on_hello(self, frame: dict[str, Any]) -> None:
         check_hello(frame)
         key = load_public_key_pem(frame["pubkey"])
@@ -266,24 +257,14 @@ class ServerConnection:
         self._login = Login(name, key, fingerprint(key), rid)
         return self._login
 
-    def _on_lookup(self, frame: dict[str, Any]) -> Lookup | None:
-        rid = request_id(frame)
+    def _on_lookup(self, frame: dict[str, Any]) -> Lookup | CheckName | None:
+        """``lookup``, or ``check_name`` before ``hello``: both spend the lookup bucket."""
+        rid, event = request_id(frame), CheckName if frame["type"] == "check_name" else Lookup
         if not self._lookups.take(self._clock()):
-            self.error("rate_limited", "too many lookups", rid)
+            self.error("rate_limited", "too many lookups" if event is Lookup else "too many name checks", rid)
             return None
         check_lookup(frame)
-        return Lookup(frame["name"], rid)
-
-    def _on_check_name(self, frame: dict[str, Any]) -> CheckName | None:
-        rid = request_id(frame)
-        if not self._lookups.take(self._clock()):
-            self.error("rate_limited", "too many name checks", rid)
-            return None
-        check_lookup(frame)
-        return CheckName(frame["name"], rid)
-
-    def _on_list(self, frame: dict[str, Any]) -> ListUsers:
-        return ListUsers(request_id(frame))
+        return event(frame["name"], rid)
 
     def _on_send(self, frame: dict[str, Any]) -> Send | None:
         check_send(frame)
@@ -320,8 +301,6 @@ class ServerConnection:
     def _on_ping(self, frame: dict[str, Any]) -> None:
         self.answer({"type": "pong"}, request_id(frame))
 
-    # --- the server's answers ------------------------------------------------------------
-
     def accept_login(self, new: bool) -> None:
         """The name is bound to the key that signed: OPEN, and ``welcome`` goes out (``new``: just registered)."""
         login = self._login
@@ -357,14 +336,14 @@ class ServerConnection:
         """A non-fatal error for one request."""
         if code != "rate_limited" or not self._rate_logged:
             self._rate_logged |= code == "rate_limited"
-            log.info("error %s to %s%s: %s", code, self.peer, self._who(), message)
+            log.info("error %s to %s%s: %s", code, self.peer, f" ({self.name})" if self.name else "", message)
         self.send_data(encode_frame(error_frame(code, message, fatal=False, rid=rid)))
 
     def fail(self, code: str, message: str, rid: str | None = None) -> None:
         """A fatal error: queue the ``error`` frame, then discard everything (FAILED)."""
         if not self._row:
             return
-        log.info("fatal %s to %s%s: %s", code, self.peer, self._who(), message)
+        log.info("fatal %s to %s%s: %s", code, self.peer, f" ({self.name})" if self.name else "", message)
         self.reason = f"fatal {code}"
         self.send_data(encode_frame(error_frame(code, message, fatal=True, rid=rid)))
         self._login = None
@@ -407,16 +386,13 @@ class ServerConnection:
             return None
         return "the handshake did not finish in time"
 
-    def _who(self) -> str:
-        return f" ({self.name})" if self.name else ""
-
 
 _HANDLERS: Final[dict[str, Callable[[ServerConnection, dict[str, Any]], Event | None]]] = {
-    "check_name": ServerConnection._on_check_name,
+    "check_name": ServerConnection._on_lookup,
     "hello": ServerConnection._on_hello,
     "auth": ServerConnection._on_auth,
     "lookup": ServerConnection._on_lookup,
-    "list": ServerConnection._on_list,
+    "list": lambda conn, frame: ListUsers(request_id(frame)),
     "send": ServerConnection._on_send,
     "received": ServerConnection._on_received,
     "ping": ServerConnection._on_ping,

@@ -6,7 +6,7 @@ events. An entry is checked with the rules every client applies
 registered key, stored (the store's compare-and-set on ``seq`` decides a
 race), answered and pushed to the members online. A room message is routed to
 the current members who have a key in it, each copy exactly like a one-to-one
-message (:meth:`~securechat.server.routing.RoomRouting.hand`, or the recipient's
+message (:meth:`~securechat.server.seam.RoomRouting.hand`, or the recipient's
 stored queue), then ``room_sent`` and an ``ack`` per member.
 
 Room states are cached here, at most ``ROOM_CACHE`` of them (the store holds
@@ -36,7 +36,8 @@ from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, RoomRequest
 from .roomstore import StoredEntry
-from .routing import InFlight, RoomRouting
+from .routing import InFlight
+from .seam import RoomRouting
 from .store import QueuedMessage, ServerStore
 
 if TYPE_CHECKING:

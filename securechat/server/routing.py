@@ -13,18 +13,8 @@ order is kept. Whatever is in flight and unconfirmed when a session ends goes
 back to the store (backlog messages never left it) and the senders hear
 ``queued``. The online path touches no database.
 
-The seam. :class:`Routing` is what the server calls; :class:`LocalRouting`
-routes within this process, and :class:`~securechat.server.cluster.ClusterRouting`
-between server nodes that share Redis. A login is two steps: ``claim`` (may
-wait: cluster-wide it numbers the session and tells older ones they are
-replaced) before ``welcome``, then ``attach`` (route to the session, end the
-one it replaces on this node, note presence, stream the backlog) right after
-it, so nothing routed reaches the peer before its ``welcome``. ``online`` may
-ask another process, so it is awaited. The store keeps its call-order
-guarantee on every backend.
-Rooms (:mod:`securechat.server.rooms`) use ``session`` (pushes of a room's
-changes, a member's session for a room message) and ``hand`` (one member's
-copy, held unconfirmed like any message).
+The seam (:mod:`securechat.server.seam`): :class:`LocalRouting` routes within this process,
+:class:`~securechat.server.cluster.ClusterRouting` between nodes that share Redis.
 """
 
 from __future__ import annotations
@@ -34,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Container, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import now_ms
 from ..errors import QueueFull
@@ -110,47 +100,6 @@ class Mailbox:
         if entry is not None:
             self.inflight_bytes -= len(entry.frame)
         return entry
-
-
-class Routing(Protocol):
-    """What the server asks of routing (the module docstring says how a login goes through it)."""
-
-    async def start(self) -> None:
-        """Before the first connection (a cluster connects to its peers here)."""
-
-    async def claim(self, peer: Peer, name: str) -> None:
-        """``peer`` proved it is ``name``: make it the name's session, before ``welcome``; raises if it cannot."""
-
-    def attach(self, peer: Peer) -> None:
-        """``welcome`` went out: route to ``peer``, replace an older session, note presence, stream the backlog."""
-
-    def detach(self, peer: Peer) -> None:
-        """Stop routing to ``peer`` (idempotent); its unconfirmed messages go back to the store."""
-
-    def send(self, peer: Peer, message: Send) -> Handled:
-        """Route a message: at once to an online recipient, else to the store (acked ``queued``)."""
-
-    def received(self, peer: Peer, confirmation: Received) -> None:
-        """``peer`` confirmed a message: delete it, tell its sender ``delivered``."""
-
-    async def online(self, names: Sequence[str]) -> Container[str]:
-        """Which of ``names`` are online."""
-
-    def flush_deletes(self) -> None:
-        """Submit the deletes of confirmed messages gathered so far."""
-
-    async def close(self) -> None:
-        """After every connection ended and the deletes were flushed."""
-
-
-class RoomRouting(Routing, Protocol):
-    """What rooms (:mod:`securechat.server.rooms`) also ask: one node's sessions (not yet several nodes')."""
-
-    def session(self, name: str) -> Peer | None:
-        """The session for ``name`` on this node (room pushes and fan-out); a multi-node routing publishes instead."""
-
-    def hand(self, target: Peer, entry: InFlight) -> bool:
-        """Write a message to ``target``, held unconfirmed until ``received``; False over its caps (room fan-out)."""
 
 
 class LocalRouting:

@@ -1,0 +1,99 @@
+"""Errors of the wire: the peer broke the protocol, or the server said no (docs/protocol.md section 9)."""
+
+from __future__ import annotations
+
+from .base import SecurechatError
+
+
+class ProtocolError(SecurechatError):
+    """The peer broke the protocol: ``code`` (docs/protocol.md section 9) and ``fatal`` (the connection closes)."""
+
+    code: str = "bad_request"
+    fatal: bool = False
+
+    def __init__(self, detail: str, *, code: str | None = None, fatal: bool | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if fatal is not None:
+            self.fatal = fatal
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+
+class FrameError(ProtocolError):
+    """A framing error; always fatal."""
+
+    code = "bad_frame"
+    fatal = True
+
+
+class FrameTooLarge(FrameError):
+    """The length prefix is 0 or larger than ``max_frame``."""
+
+    code = "frame_too_large"
+
+    def __init__(self, size: int, max_frame: int) -> None:
+        self.size = size
+        self.max_frame = max_frame
+        if size == 0:
+            super().__init__("frame length 0 is not allowed")
+            self.code = "bad_frame"
+        else:
+            super().__init__(f"frame of {size} bytes exceeds the limit of {max_frame} bytes")
+
+
+class BadFrame(FrameError):
+    """The body is not UTF-8 JSON with an object top level and a string ``type``."""
+
+    code = "bad_frame"
+
+
+class BadRequest(ProtocolError):
+    """A frame whose fields do not match its type's schema (non-fatal by default)."""
+
+    code = "bad_request"
+
+
+class RoomRefused(ProtocolError):
+    """A room change or request that the rules of docs/protocol.md section 11 refuse.
+
+    ``code`` is the wire error code (section 11.8: ``not_allowed``, ``not_member``,
+    ``room_full``, ``bad_entry``, ...); the server answers with it, a client shows it.
+    """
+
+    code = "bad_entry"
+
+
+class QueueFull(SecurechatError):
+    """A recipient's offline queue is at its message-count or byte cap."""
+
+    def __init__(self, recipient: str, count: int, size: int, limit: int, limit_bytes: int) -> None:
+        super().__init__(recipient)
+        self.recipient = recipient
+        self.count = count
+        self.size = size
+        self.limit = limit
+        self.limit_bytes = limit_bytes
+
+    def __str__(self) -> str:
+        return (
+            f"the queue for '{self.recipient}' is full "
+            f"({self.count}/{self.limit} messages, {self.size}/{self.limit_bytes} bytes)"
+        )
+
+
+class ServerErrorReply(SecurechatError):
+    """The server answered a request with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str, *, fatal: bool = False, rid: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.fatal = fatal
+        self.rid = rid
+
+    def __str__(self) -> str:
+        return f"server error {self.code}: {self.message}"
