@@ -1,19 +1,22 @@
 """The relay's hot path in bytes (docs/protocol.md, "Server behaviour details": Forwarding).
 
 The server forwards an envelope it cannot read, so it need not rebuild it: a
-``send`` of the usual shape (the one every client of this package writes) is
-read in place. Its fixed head gives ``to`` and where the envelope starts, its
-tail (``}`` or a plain ``"rid"``) where it ends, and the envelope's bytes are
-parsed alone by the strict codec and checked by :func:`~securechat.envelope.validate_envelope`
-exactly as in a decoded frame. Those bytes, proven strict JSON, are what the
-``message`` frame carries (:func:`~securechat.protocol.message_frame`): it is built from
-bytes, never re-encoded.
+``send`` of the usual shape (the one every client of this package writes:
+compact, the envelope's fields in their order, names, hex, digits and base64
+in its strings) is read by one regular expression. A text it matches is strict
+JSON with no duplicate key and an envelope that passes
+:func:`~securechat.envelope.validate_envelope`, so the match proves what
+decoding and checking would, and its groups are the values: ``to``, the
+envelope's ``from`` and ``id``, its bytes, the ``rid``. Those bytes are what
+the ``message`` frame carries (:func:`~securechat.protocol.message_frame`):
+built from bytes, never re-encoded, and no JSON parser runs.
 
 Anything else (other key orders, whitespace, escapes, extra fields, a bad
-value) gives ``None`` and the general path (:func:`~securechat.protocol.decode_body`
-and the field checks) decides, errors included: the fast path never accepts
-what the general one refuses, nor reads a value differently
-(``tests/test_relayframes.py`` checks both on the same inputs).
+value, an envelope addressed to someone else) gives ``None`` and the general
+path (:func:`~securechat.protocol.decode_body` and the field checks) decides,
+errors included: the fast path never accepts what the general one refuses, nor
+reads a value differently (``tests/test_relayframes.py`` checks both on the
+same inputs).
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from . import jsoncodec
-from .envelope import MESSAGE_ID_PATTERN, validate_envelope
-from .errors import MalformedEnvelope
+from .envelope import MAX_B64_FIELD, MAX_TS, MESSAGE_ID_PATTERN
 from .names import NAME_PATTERN
 from .protocol import HEADER, MAX_RID_LENGTH
 
@@ -37,8 +39,17 @@ _PLAIN_RID: Final = rb'"([\x20\x21\x23-\x5b\x5d-\x7e]{0,%d})"' % MAX_RID_LENGTH
 
 SEND_PREFIX: Final = b'{"type":"send",'
 RECEIVED_PREFIX: Final = b'{"type":"received",'
-_SEND_HEAD: Final = re.compile(rb'\{"type":"send","to":"(' + _NAME + rb')","envelope":\{')
-_RID_TAIL: Final = re.compile(rb',"rid":' + _PLAIN_RID + rb"\}")
+# Standard base64 needs no escaping in JSON; validate_envelope bounds a field at MAX_B64_FIELD.
+_B64: Final = rb'"[A-Za-z0-9+/=]{0,%d}"' % MAX_B64_FIELD
+# The usual send, whole: `to` (1), the envelope (2) with its `from` (3), `id` (4) and `ts` (5),
+# then the optional plain rid (6). The envelope's `to` must be the frame's (the backreference);
+# `v` is any integer validate_envelope takes, spelt without a sign or leading zero.
+_SEND: Final = re.compile(
+    rb'\{"type":"send","to":"(' + _NAME + rb')","envelope":(\{"v":(?:0|[1-9][0-9]{0,8}),'
+    rb'"from":"(' + _NAME + rb')","to":"\1","id":"(' + _ID + rb')","ts":(0|[1-9][0-9]{0,15}),'
+    rb'"key":' + _B64 + rb',"nonce":' + _B64 + rb',"ct":' + _B64 + rb',"sig":' + _B64 + rb"\})"
+    rb'(?:,"rid":' + _PLAIN_RID + rb")?\}"
+)
 _RECEIVED: Final = re.compile(
     rb'\{"type":"received","id":"(' + _ID + rb')","from":"(' + _NAME + rb')"(?:,"rid":' + _PLAIN_RID + rb")?\}"
 )
@@ -49,42 +60,33 @@ class SendFields:
     """A ``send`` whose fields passed :func:`~securechat.protocol.check_send`."""
 
     to: str
-    envelope: dict[str, Any]  # its structure checked
-    envelope_json: bytes  # strict JSON text of ``envelope``, as forwarded
+    sender: str  # the envelope's `from`
+    msg_id: str  # the envelope's `id`
+    envelope_json: bytes  # strict JSON text of the envelope, its structure checked, as forwarded
     rid: str | None
 
 
 def read_send(body: bytes) -> SendFields | None:
     """A ``send`` body of the usual shape, checked; None sends it down the general path."""
-    head = _SEND_HEAD.match(body)
-    if head is None:
+    match = _SEND.fullmatch(body)
+    if match is None:
         return None
-    start = head.end() - 1
-    rid = None
-    if body.endswith(b"}}"):
-        end = len(body) - 1
-    else:
-        end = body.rfind(b',"rid":"', start)
-        tail = _RID_TAIL.fullmatch(body, end) if end > start else None
-        if tail is None:
-            return None
-        rid = tail.group(1).decode("ascii")
-    envelope_json = body[start:end]
-    try:
-        envelope = jsoncodec.loads(envelope_json)
-        validate_envelope(envelope)
-    except (jsoncodec.JSONRejected, MalformedEnvelope):
+    to, envelope_json, sender, msg_id, ts, rid = match.groups()
+    if int(ts) >= MAX_TS:  # 16 digits can pass 2**53 - 1
         return None
-    to = head.group(1).decode("ascii")
-    if envelope["to"] != to:
-        return None
-    return SendFields(to, envelope, envelope_json, rid)
+    return SendFields(
+        to.decode("ascii"),
+        sender.decode("ascii"),
+        msg_id.decode("ascii"),
+        envelope_json,
+        None if rid is None else rid.decode("ascii"),
+    )
 
 
 def send_fields(frame: Mapping[str, Any], rid: str | None) -> SendFields:
     """The fields of a decoded ``send`` that passed :func:`~securechat.protocol.check_send`."""
     envelope: dict[str, Any] = frame["envelope"]
-    return SendFields(frame["to"], envelope, jsoncodec.dumps(envelope), rid)
+    return SendFields(frame["to"], envelope["from"], envelope["id"], jsoncodec.dumps(envelope), rid)
 
 
 def read_received(body: bytes) -> tuple[str, str, str | None] | None:

@@ -20,11 +20,12 @@ import json
 import string
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import jsoncodec
-from securechat.envelope import check_envelope
+from securechat.envelope import MAX_B64_FIELD, check_envelope
 from securechat.errors import ProtocolError
 from securechat.protocol import (
     check_received,
@@ -130,7 +131,9 @@ def general_send(body: bytes) -> tuple[Any, ...]:
         raise ProtocolError("not a send")
     check_send(frame)
     fields = send_fields(frame, request_id(frame))
-    return fields.to, fields.envelope, fields.rid
+    envelope = frame["envelope"]
+    assert (fields.sender, fields.msg_id) == (envelope["from"], envelope["id"])
+    return fields.to, envelope, fields.rid
 
 
 @given(send_bodies())
@@ -139,8 +142,7 @@ def test_read_send_declines_or_agrees_with_the_general_path(body: bytes) -> None
     if fast is None:
         return
     to, envelope, rid = general_send(body)  # must not raise: the fast path accepted
-    assert (fast.to, fast.rid) == (to, rid)
-    assert same(fast.envelope, envelope)
+    assert (fast.to, fast.rid, fast.sender, fast.msg_id) == (to, rid, envelope["from"], envelope["id"])
     assert same(jsoncodec.loads(fast.envelope_json), envelope)
 
 
@@ -149,13 +151,24 @@ def test_the_usual_send_takes_the_fast_path() -> None:
     for rid in (None, "f" * 32, "x y!", "r" * 64):
         frame = {"type": "send", "to": "bob", "envelope": envelope} | ({} if rid is None else {"rid": rid})
         fast = read_send(encode_body(frame))
-        assert fast is not None and (fast.to, fast.rid, fast.envelope) == ("bob", rid, envelope)
+        assert fast is not None and (fast.to, fast.rid, fast.sender, fast.msg_id) == ("bob", rid, "alice", "f" * 32)
         assert fast.envelope_json == encode_body(envelope)
     # A longer rid is ignored (docs/protocol.md section 2): the general path says so.
     for rid in ("r" * 65, 'a"b', "é"):
         body = encode_body({"type": "send", "to": "bob", "envelope": envelope, "rid": rid})
         assert read_send(body) is None or read_send(body) == send_fields(decode_body(body), request_id(decode_body(body)))
     assert request_id({"rid": "r" * 65}) is None
+
+
+def test_the_fast_path_declines_at_each_bound_of_the_usual_shape() -> None:
+    """Values the general path refuses, in the usual shape: the fast path must leave each to it."""
+    good = {"v": 1, "from": "alice", "to": "bob", "id": "f" * 32, "ts": 2**53 - 1, "key": "AA==", "nonce": "", "ct": "", "sig": ""}
+    assert read_send(encode_body({"type": "send", "to": "bob", "envelope": good})) is not None
+    for change in ({"ts": 2**53}, {"to": "carol"}, {"id": "F" * 32}, {"from": "Alice"}, {"v": True}, {"key": "A" * (MAX_B64_FIELD + 1)}):
+        body = encode_body({"type": "send", "to": "bob", "envelope": good | change})
+        assert read_send(body) is None, change
+        with pytest.raises(ProtocolError):
+            general_send(body)
 
 
 @st.composite

@@ -273,14 +273,13 @@ class ServerConnection:
     def _send_event(self, fields: SendFields) -> Send | None:
         sender = self.name
         assert sender is not None
-        envelope = fields.envelope
-        if envelope["from"] != sender:
+        if fields.sender != sender:
             self.error("bad_request", "envelope 'from' is not your name", fields.rid)
             return None
         if fields.to == sender:
             self.error("bad_request", "cannot send a message to yourself", fields.rid)
             return None
-        return Send(sender, fields.to, envelope["id"], fields.envelope_json, fields.rid)
+        return Send(sender, fields.to, fields.msg_id, fields.envelope_json, fields.rid)
 
     def _on_received(self, frame: dict[str, Any]) -> Received:
         check_received(frame)
