@@ -78,6 +78,12 @@ def test_throughput_has_numbers_and_ratios(results: dict[str, Any]) -> None:
     for per_pairs in ratios.values():
         for entry in per_pairs.values():
             _check_summary(entry, "ratio")
+    cpu_ratios = results["throughput"]["cpu_ratios"]
+    assert any(key.startswith("securechat") and key.endswith("/naive-asyncio") for key in cpu_ratios)
+    for per_pairs in cpu_ratios.values():
+        for entry in per_pairs.values():
+            _check_summary(entry, "CPU ratio")
+            assert entry["median"] > 0
 
 
 def test_latency_percentiles(results: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from .report import table
 from .runner import KeyPool
 from .servers import (
     ServerProcess,
+    baseline_tree,
     redis_server_path,
     securechat_server_available,
     server_help,
@@ -70,6 +71,14 @@ def _commit() -> str:
     return f"{head}-dirty" if head and dirty else head or "unknown"
 
 
+def _baseline_commit() -> str | None:
+    """The baseline variant's tree and commit ($SECURECHAT_BENCH_BASELINE_COMMIT says which), or None."""
+    tree = baseline_tree()
+    if tree is None:
+        return None
+    return f"{os.environ.get('SECURECHAT_BENCH_BASELINE_COMMIT', 'unknown commit')} ({tree})"
+
+
 def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -106,6 +115,7 @@ def _meta(
         "load_workers": plan.workers,
         "loadavg_at_start": os.getloadavg(),
         "commit": _commit(),
+        "baseline": _baseline_commit(),
     }
 
 
@@ -115,6 +125,8 @@ def _relay_variants(server_missing: str | None, uvloop: bool, quick: bool, redis
         variants += ["securechat-uvloop", "securechat-asyncio"] if uvloop else ["securechat-asyncio"]
         # TLS against plaintext in the same run; the padding's cost in the full run only.
         variants += ["securechat-tls"] if quick else ["securechat-tls", "securechat-tls-nopad"]
+        if uvloop and baseline_tree() and not quick:
+            variants.append("securechat-baseline")
     variants.append("naive-asyncio")
     if uvloop and not quick:
         variants.append("naive-uvloop")

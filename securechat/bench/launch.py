@@ -1,8 +1,10 @@
-"""Run ``securechat-server`` in this interpreter, optionally with uvloop hidden.
+"""Run ``securechat-server`` in this interpreter, optionally with the [fast] extra hidden.
 
-``python -m securechat.bench.launch [--no-uvloop] -- SERVER-ARGS...``: the
-server picks uvloop when it can import it, so hiding the module is how the
-bench measures the standard loop without changing the server.
+``python -m securechat.bench.launch [--no-uvloop | --stdlib] -- SERVER-ARGS...``:
+the server picks uvloop (and the strict codec orjson) when it can import
+them, so hiding the modules is how the bench measures the standard loop
+(``--no-uvloop``) or the standard library alone (``--stdlib``: neither)
+without changing the server.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ def _server_main() -> object:
 
 def main() -> None:
     args = sys.argv[1:]
-    if args and args[0] == "--no-uvloop":
-        sys.modules["uvloop"] = None  # type: ignore[assignment]  # makes `import uvloop` fail
+    if args and args[0] in ("--no-uvloop", "--stdlib"):
+        hidden = ("uvloop", "orjson") if args[0] == "--stdlib" else ("uvloop",)
+        for module in hidden:
+            sys.modules[module] = None  # type: ignore[assignment]  # makes `import module` fail
         args = args[1:]
     if args and args[0] == "--":
         args = args[1:]

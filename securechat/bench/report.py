@@ -46,6 +46,16 @@ def _throughput(tp: Any) -> list[str]:
         ]
         for key, per in tp["ratios"].items():
             lines.append(f"| {key} | " + " | ".join(_fmt(per[str(p)], "{:.2f}x") for p in tp["pairs"]) + " |")
+    if tp.get("cpu_ratios"):
+        lines += [
+            "",
+            "| server CPU per message, other / this (same repetition) | "
+            + " | ".join(f"{p} pairs" for p in tp["pairs"])
+            + " |",
+            "| --- |" + " ---: |" * len(tp["pairs"]),
+        ]
+        for key, per in tp["cpu_ratios"].items():
+            lines.append(f"| {key} | " + " | ".join(_fmt(per[str(p)], "{:.2f}x") for p in tp["pairs"]) + " |")
     return lines
 
 

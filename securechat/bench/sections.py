@@ -130,33 +130,50 @@ def throughput(servers: dict[str, ServerProcess], pool: KeyPool, plan: Plan, log
         },
         "ratios": {},
     }
-    # Ratios inside each repetition, then summarised.
-    for key, (a, b) in _tls_ratio_pairs(servers).items():
+    out["ratios"], out["cpu_ratios"] = _throughput_ratios(list(servers), runs, plan.throughput_pairs)
+    # TLS against plaintext, inside each repetition.
+    for key, (x, y) in _tls_ratio_pairs(servers).items():
         out["ratios"][key] = {
-            str(p): summary(
-                [x["msgs_per_s"] / y["msgs_per_s"] if y["msgs_per_s"] else 0.0 for x, y in zip(runs[a][p], runs[b][p])],
-                3,
-            )
+            str(p): summary([_ratio(r["msgs_per_s"], s["msgs_per_s"]) for r, s in zip(runs[x][p], runs[y][p])], 3)
             for p in plan.throughput_pairs
         }
-    for variant in servers:
-        for baseline in ("naive-asyncio", "naive-uvloop", "redis"):
-            if variant == baseline or baseline not in servers or variant in ("redis",):
+    return out
+
+
+def _throughput_ratios(
+    variants: list[str], runs: dict[str, dict[int, list[dict[str, Any]]]], pairs: tuple[int, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Throughput ratios (variant / baseline) and CPU-per-message ratios (baseline / variant), per repetition.
+
+    The second is how many times less server CPU a message costs: on a shared machine the
+    servers get unequal shares of the cores, and this ratio does not depend on the share.
+    """
+    rates: dict[str, Any] = {}
+    cpu: dict[str, Any] = {}
+    for variant in variants:
+        for baseline in ("naive-asyncio", "naive-uvloop", "redis", "securechat-baseline"):
+            if variant == baseline or baseline not in variants or variant == "redis":
                 continue
-            if variant.startswith("naive") and baseline.startswith("naive"):
+            if not variant.startswith("securechat") and baseline != "redis":
                 continue
             key = f"{variant}/{baseline}"
-            out["ratios"][key] = {
-                str(p): summary(
-                    [
-                        a["msgs_per_s"] / b["msgs_per_s"] if b["msgs_per_s"] else 0.0
-                        for a, b in zip(runs[variant][p], runs[baseline][p])
-                    ],
-                    3,
-                )
-                for p in plan.throughput_pairs
+            rates[key] = {
+                str(p): summary([_ratio(a["msgs_per_s"], b["msgs_per_s"]) for a, b in zip(runs[variant][p], runs[baseline][p])], 3)
+                for p in pairs
             }
-    return out
+            if baseline != "redis":
+                cpu[key] = {
+                    str(p): summary(
+                        [_ratio(b["server_cpu_us_per_msg"], a["server_cpu_us_per_msg"]) for a, b in zip(runs[variant][p], runs[baseline][p])],
+                        3,
+                    )
+                    for p in pairs
+                }
+    return rates, cpu
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    return a / b if a and b else 0.0
 
 
 def _tls_ratio_pairs(servers: dict[str, ServerProcess]) -> dict[str, tuple[str, str]]:

@@ -19,11 +19,17 @@ _LISTENING = re.compile(r"listening on \[?([^\s\]]+?)\]?:(\d+)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Server variants the bench knows how to start. "securechat-*" run the real
-# server through :mod:`securechat.bench.launch`, which can hide uvloop. The first
-# two serve plaintext (--plaintext), to compare with the plaintext references; the
-# TLS ones run on uvloop, with the size padding on (as deployed) or off.
-SECURECHAT_VARIANTS = ("securechat-uvloop", "securechat-asyncio", "securechat-tls", "securechat-tls-nopad")
+# server through :mod:`securechat.bench.launch`: "securechat-uvloop" with whatever the
+# [fast] extra installed, "securechat-asyncio" with the standard library alone (uvloop and
+# orjson hidden). These two serve plaintext (--plaintext), to compare with the plaintext
+# references; the TLS ones run on uvloop, with the size padding on (as deployed) or off.
+# "securechat-baseline" is like the first but from the source tree named by
+# $SECURECHAT_BENCH_BASELINE (an older commit), so before and after run in the same repetitions.
+SECURECHAT_VARIANTS = (
+    "securechat-uvloop", "securechat-asyncio", "securechat-tls", "securechat-tls-nopad", "securechat-baseline"
+)
 TLS_VARIANTS = ("securechat-tls", "securechat-tls-nopad")
+BASELINE_ENV = "SECURECHAT_BENCH_BASELINE"
 NAIVE_VARIANTS = ("naive-asyncio", "naive-uvloop")
 
 
@@ -78,6 +84,7 @@ class ServerProcess:
     _ready: threading.Event = field(default_factory=threading.Event)
     workdir: str = ""
     tls: bool = False  # clients must speak TLS to it
+    env: dict[str, str] = field(default_factory=dict)  # added to the bench's environment
 
     @property
     def pid(self) -> int:
@@ -85,7 +92,7 @@ class ServerProcess:
         return self.proc.pid
 
     def start(self, timeout: float = 30.0) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
         )
@@ -137,8 +144,8 @@ class ServerProcess:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def server_help() -> str:
-    """The real server's --help text, to pass only the options it has."""
+def server_help(env: dict[str, str] | None = None) -> str:
+    """The real server's --help text, to pass only the options it has (``env``: added to the environment)."""
     try:
         out = subprocess.run(
             [sys.executable, "-m", "securechat.bench.launch", "--", "--help"],
@@ -146,6 +153,7 @@ def server_help() -> str:
             timeout=30,
             text=True,
             check=False,
+            env=dict(os.environ, **(env or {})),
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
@@ -155,7 +163,7 @@ def server_help() -> str:
 def securechat_argv(variant: str, workdir: str, help_text: str, max_connections: int) -> list[str]:
     argv = [sys.executable, "-m", "securechat.bench.launch"]
     if variant == "securechat-asyncio":
-        argv.append("--no-uvloop")
+        argv.append("--stdlib")
     argv += ["--", "--host", "127.0.0.1", "--port", "0", "--db", os.path.join(workdir, "bench.db")]
     if variant not in TLS_VARIANTS and "--plaintext" in help_text:
         argv.append("--plaintext")
@@ -180,7 +188,10 @@ def securechat_argv(variant: str, workdir: str, help_text: str, max_connections:
 def start_server(variant: str, *, help_text: str = "", max_connections: int = 20_000) -> ServerProcess:
     """Start one variant and wait until it listens."""
     workdir = tempfile.mkdtemp(prefix=f"securechat-bench-{variant}-")
-    if variant in SECURECHAT_VARIANTS:
+    if variant == "securechat-baseline":  # an older server: its own options (no --plaintext before TLS)
+        env = {"PYTHONPATH": baseline_tree() or ""}
+        server = ServerProcess(variant, securechat_argv(variant, workdir, server_help(env), max_connections), env=env)
+    elif variant in SECURECHAT_VARIANTS:
         server = ServerProcess(variant, securechat_argv(variant, workdir, help_text, max_connections))
         server.tls = variant in TLS_VARIANTS
     elif variant in NAIVE_VARIANTS:
@@ -217,6 +228,12 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on port {port}")
+
+
+def baseline_tree() -> str | None:
+    """The source tree of the baseline server ($SECURECHAT_BENCH_BASELINE), if it holds one."""
+    tree = os.environ.get(BASELINE_ENV, "")
+    return tree if tree and os.path.isfile(os.path.join(tree, "securechat", "server_cli.py")) else None
 
 
 def redis_server_path() -> str | None:
