@@ -187,6 +187,11 @@ def loads(data: bytes) -> Any:
     return _LOADS(data)
 
 
+# What json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False) builds on every
+# call, built once: the same encoder, without its construction per frame.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def dumps(obj: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON (``,`` and ``:`` without spaces, non-ASCII left as UTF-8)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")

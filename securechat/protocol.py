@@ -77,11 +77,11 @@ def encode_frame(obj: Mapping[str, Any]) -> bytes:
 class FrameDecoder:
     """Incremental frame decoder: feed bytes, get complete frames.
 
-    The declared length is checked against ``max_frame`` as soon as the four
-    header bytes are in, before any of the body is buffered. After the first
-    error the decoder stays failed: framing errors are fatal.
+    The declared length is checked against ``max_frame`` as soon as the four header bytes are in, before
+    any of the body is buffered. After the first error the decoder stays failed: framing errors are fatal.
     """
 
+    __slots__ = ("_buffer", "_error", "_need", "max_frame")  # one per server connection
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame < 1:
             raise ValueError("max_frame must be at least 1")

@@ -67,6 +67,7 @@ log = logging.getLogger("securechat.server")
 # legitimate handshake frame is a hello with a 16 KiB PEM; without this bound every
 # anonymous connection could pin a max_frame body for the whole handshake timeout.
 PREAUTH_BUFFER_LIMIT: Final = 64 * 1024
+_NO_FRAMES: Final[list[bytes | dict[str, Any]]] = []  # never written to: see ServerConnection._frames
 
 
 class ServerConnection:
@@ -78,8 +79,8 @@ class ServerConnection:
     """
 
     __slots__ = (
-        "_bucket", "_changes", "_clock", "_decoder", "_frames", "_hello", "_identity", "_login", "_lookups", "_next", "_nonce",
-        "_now", "_phase", "_rate_logged", "_row", "_server_id", "_timeouts", "_writes", "bytes_to_send",
+        "_bucket", "_changes", "_clock", "_config", "_decoder", "_frames", "_hello", "_identity", "_login", "_lookups",
+        "_next", "_nonce", "_now", "_phase", "_rate_logged", "_row", "_server_id", "_writes", "bytes_to_send",
         "handed", "last_frame", "name", "peer", "reason", "started",
     )
 
@@ -91,18 +92,18 @@ class ServerConnection:
         self._clock = clock
         self._server_id = server_id
         self._identity = identity
-        self._timeouts = (config.handshake_timeout, config.idle_timeout)
+        self._config = config  # shared by every connection: the timeouts and the lookup rate
         self._decoder = FrameDecoder(config.max_frame)
         self._bucket = TokenBucket(config.rate, config.burst, now)
-        self._lookups = TokenBucket(config.lookup_rate, max(1.0, config.lookup_rate), now)
-        self._changes = TokenBucket(ROOM_CHANGE_RATE, ROOM_CHANGE_BURST, now)
-        self._frames: list[bytes | dict[str, Any]] = []  # bodies (decoded by next_kind), not yet handled from _next on
+        self._lookups: TokenBucket | None = None  # made at the first lookup: most sessions never look up
+        self._changes: TokenBucket | None = None  # made at the first room frame, likewise
+        self._frames: list[bytes | dict[str, Any]] = _NO_FRAMES  # bodies (decoded by next_kind) from _next on
         self._next = 0
         self._now = now  # when the frames being handled were decoded
         self._hello: tuple[str, RSAPublicKey] | None = None
         self._nonce: bytes | None = None
         self._login: Login | None = None  # verified, waiting for accept_login() or fail()
-        self._writes: list[bytes] = []
+        self._writes: list[bytes] | None = None  # frames queued for the peer (None: nothing queued)
         self.bytes_to_send = 0  # what data_to_send() would return, in bytes (read-only outside)
         self._rate_logged = False  # one log line per connection, not one per dropped frame
         self._phase = Phase.AWAIT_HELLO
@@ -141,9 +142,7 @@ class ServerConnection:
             return
         if bodies:
             self._now = self.last_frame = self._clock()
-            if self._next < len(self._frames):
-                bodies = self._frames[self._next :] + bodies
-            self._frames, self._next = bodies, 0
+            self._frames, self._next = self._frames[self._next :] + bodies, 0
 
     def next_kind(self) -> str | None:
         """The type of the next frame, or None if none is waiting (or it is not a frame: it fails when handled)."""
@@ -171,10 +170,8 @@ class ServerConnection:
         self._next = i + 1
         item = self._frames[i]
         if type(item) is bytes:
-            if row is OPEN_ROW:  # the usual send and received, read from bytes (relayframes)
-                fast = self._fast_event(item)
-                if fast is not None:
-                    return fast
+            if row is OPEN_ROW and (fast := self._fast_event(item)) is not None:
+                return fast  # the usual send and received, read from bytes (relayframes)
             try:
                 item = decode_body(item)
             except BadFrame as exc:
@@ -199,16 +196,14 @@ class ServerConnection:
     def _fast_event(self, body: bytes) -> Event | Pull | None:
         """A ``send`` or ``received`` of the usual shape, handled as the general path would; else None."""
         if body.startswith(SEND_PREFIX):
-            fields = read_send(body)
-            if fields is None:
+            if (fields := read_send(body)) is None:
                 return None
             if not self._bucket.take(self._now):
                 self.error("rate_limited", "too many frames; this one was dropped", fields.rid)
                 return HANDLED
             return self._send_event(fields) or HANDLED
         if body.startswith(RECEIVED_PREFIX):
-            got = read_received(body)
-            if got is None:
+            if (got := read_received(body)) is None:
                 return None
             if got[:2] not in self.handed and not self._bucket.take(self._now):
                 self.error("rate_limited", "too many frames; this one was dropped", got[2])
@@ -217,7 +212,7 @@ class ServerConnection:
         return None
 
     def _exhausted(self) -> None:
-        self._frames, self._next = [], 0
+        self._frames, self._next = _NO_FRAMES, 0
         try:
             self._decoder.split(b"")  # raises an error found after complete frames
         except ProtocolError as exc:
@@ -245,7 +240,7 @@ class ServerConnection:
         nonce = self._nonce
         assert self._hello is not None and nonce is not None
         name, key = self._hello
-        self._nonce = None  # one signature per challenge
+        self._nonce = self._hello = None  # one signature per challenge; the key object (~1 KiB) goes to Login
         try:
             signature = b64decode(frame["signature"])
         except ValueError:
@@ -260,7 +255,9 @@ class ServerConnection:
     def _on_lookup(self, frame: dict[str, Any]) -> Lookup | CheckName | None:
         """``lookup``, or ``check_name`` before ``hello``: both spend the lookup bucket."""
         rid, event = request_id(frame), CheckName if frame["type"] == "check_name" else Lookup
-        if not self._lookups.take(self._clock()):
+        now, rate = self._clock(), self._config.lookup_rate
+        self._lookups = self._lookups or TokenBucket(rate, max(1.0, rate), now)  # full, as if made at the start
+        if not self._lookups.take(now):
             self.error("rate_limited", "too many lookups" if event is Lookup else "too many name checks", rid)
             return None
         check_lookup(frame)
@@ -287,7 +284,9 @@ class ServerConnection:
 
     def _on_room(self, frame: dict[str, Any]) -> RoomRequest | None:
         kind, rid = frame["type"], request_id(frame)
-        if kind in ("room_create", "room_append") and not self._changes.take(self._clock()):
+        now = self._clock()
+        self._changes = self._changes or TokenBucket(ROOM_CHANGE_RATE, ROOM_CHANGE_BURST, now)  # full, likewise
+        if kind in ("room_create", "room_append") and not self._changes.take(now):
             self.error("rate_limited", "too many room changes", rid)
             return None
         CLIENT_FRAME_CHECKS[kind](frame)
@@ -319,6 +318,7 @@ class ServerConnection:
     def send_data(self, data: bytes) -> None:
         """Queue encoded frames for the peer; dropped once the connection ended."""
         if self._row:
+            self._writes = self._writes or []  # None while nothing is queued: an idle session holds no list
             self._writes.append(data)
             self.bytes_to_send += len(data)
 
@@ -327,7 +327,7 @@ class ServerConnection:
         writes = self._writes
         if not writes:
             return b""
-        self._writes = []
+        self._writes = None
         self.bytes_to_send = 0
         return writes[0] if len(writes) == 1 else b"".join(writes)
 
@@ -346,7 +346,7 @@ class ServerConnection:
         self.reason = f"fatal {code}"
         self.send_data(encode_frame(error_frame(code, message, fatal=True, rid=rid)))
         self._login = None
-        self._frames, self._next = [], 0
+        self._frames, self._next = _NO_FRAMES, 0
         self._enter(Phase.FAILED)
 
     def refuse(self) -> None:
@@ -378,7 +378,7 @@ class ServerConnection:
 
     def overdue(self, now: float) -> str | None:
         """Why the connection has timed out at ``now``, or None (docs/protocol.md section 10)."""
-        handshake, idle = self._timeouts
+        handshake, idle = self._config.handshake_timeout, self._config.idle_timeout
         if self._phase is Phase.OPEN:
             return f"no frame for {idle:g} seconds" if now - self.last_frame >= idle else None
         if not self._row or now - self.started < handshake:

@@ -85,7 +85,7 @@ class Peer(asyncio.Protocol):
         self.ip = "?"
         self.mailbox: Mailbox | None = None  # routing's state for this session while it is routed to
         self.task: asyncio.Task[None] | None = None  # handling events that had to wait
-        self.inbox: list[bytes] = []  # reads that arrived while the task was busy
+        self.inbox: list[bytes] | None = None  # reads that arrived while the task was busy
         self.inbox_bytes = 0
         self.paused = False  # reading paused while the inbox is full
         self.eof = False  # EOF arrived while the task was busy
@@ -124,6 +124,8 @@ class Peer(asyncio.Protocol):
         if conn.ended:  # after a fatal error (or a refusal) input is discarded until EOF
             return
         if self.task is not None:  # earlier events are still being handled: keep the order
+            if self.inbox is None:
+                self.inbox = []
             self.inbox.append(data)
             self.inbox_bytes += len(data)
             if self.inbox_bytes >= READ_CHUNK and not self.paused:
@@ -213,7 +215,7 @@ class Peer(asyncio.Protocol):
             self._broken()
         finally:
             self.task = None
-            self.inbox.clear()
+            self.inbox = None
             self.inbox_bytes = 0
             if self.paused:
                 self.paused = False
