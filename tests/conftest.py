@@ -18,12 +18,13 @@ from securechat.client import ClientSession
 from securechat.client.state import ClientStore
 from securechat.server import ChatServer
 from tests.support.hostile import HostileServer
-from tests.support.jsonclient import JsonClient
+from tests.support.jsonclient import JsonClient, JsonClientProcess
 from tests.support.rawclient import identity_key, running_server
 from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.sessions import BITS, Client, Recorder
 from tests.support.stores import StoreMaker
+from tests.support.streams import client_homes
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Vendored with their license and source (tests/vectors/wycheproof/README.md): the repository stands alone.
@@ -106,6 +107,30 @@ async def spawn(tmp_path: Path) -> AsyncIterator[Callable[[str, int], Any]]:
     for client in started:
         client.kill()
         await client.proc.wait()
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> Iterator[Path]:
+    """The folder of the ``spawn_process`` clients' homes (tmpfs when there is one)."""
+    yield from client_homes(tmp_path)
+
+
+@pytest.fixture
+def spawn_process(homes: Path) -> Iterator[Callable[..., JsonClientProcess]]:
+    """Start ``securechat-client --json`` processes (synchronous tests); all are killed at the end.
+
+    ``server`` is a port on 127.0.0.1 or a whole ``--server`` value (``HOST:PORT,HOST:PORT``).
+    """
+    started: list[JsonClientProcess] = []
+
+    def make(name: str, server: int | str, label: str = "") -> JsonClientProcess:
+        client = JsonClientProcess(name, server, homes, label=label)
+        started.append(client)
+        return client
+
+    yield make
+    for client in started:
+        client.close()
 
 
 @pytest.fixture(scope="session")

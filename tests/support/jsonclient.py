@@ -40,7 +40,8 @@ def run_client(home: Path, args: list[str], timeout: float = WAIT) -> subprocess
 class JsonClientProcess:
     """One ``securechat-client --json`` child; stderr goes to ``stderr_path``."""
 
-    def __init__(self, name: str, port: int, home: Path, *, label: str = "") -> None:
+    def __init__(self, name: str, server: int | str, home: Path, *, label: str = "") -> None:
+        """``server``: a port on 127.0.0.1, or the whole ``--server`` value (``HOST:PORT,HOST:PORT``)."""
         self.name = name
         self.home = home
         home.mkdir(parents=True, exist_ok=True)
@@ -52,7 +53,7 @@ class JsonClientProcess:
                 "--name",
                 name,
                 "--server",
-                f"127.0.0.1:{port}",
+                server if isinstance(server, str) else f"127.0.0.1:{server}",
                 "--home",
                 str(home),
                 "--json",
