@@ -21,6 +21,9 @@ The durable store is the truth and pub/sub only a poke (docs/deployment.md):
 - Presence changes go out on one channel to every node, carrying the
   session number so that an old session's late "offline" cannot undo a
   newer "online".
+- Acks that come from another node travel by pub/sub too, so each session
+  keeps the sends whose ack is still to come and, after a gap, asks the
+  store for their fate (:mod:`securechat.server.awaited`).
 
 Room state, when rooms exist, belongs here too: a room's members and history
 are shared state and go into Redis the same way (keys tagged by room).
@@ -37,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import now_ms
 from ..relayframes import ack_frame
+from .awaited import AwaitedAcks, ack_status
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
@@ -62,7 +66,7 @@ class SessionBox(Mailbox):
     (so a drop need not tell it again).
     """
 
-    __slots__ = ("again", "number", "position", "pump", "replaced")
+    __slots__ = ("again", "awaited", "number", "position", "pump", "replaced")
 
     def __init__(self, name: str) -> None:
         super().__init__(name)
@@ -72,6 +76,7 @@ class SessionBox(Mailbox):
         self.pump: object | None = None  # the task reading the queue, while one runs
         self.again = False  # a poke came while the pump was reading: read once more
         self.replaced = False
+        self.awaited = AwaitedAcks()  # this session's sends whose ack another node will publish
 
 
 class ClusterRouting:
@@ -197,6 +202,8 @@ class ClusterRouting:
             peer.write(ack_frame(msg_id, message.to, "delivered", message.rid))
         elif not receivers:  # nobody holds the recipient: stored for later, as on one node
             peer.write(ack_frame(msg_id, message.to, "queued", message.rid))
+        elif isinstance(peer.mailbox, SessionBox):  # the recipient's node acks it, by pub/sub
+            peer.mailbox.awaited.add(message.to, msg_id, message.rid)
 
     def received(self, peer: Peer, confirmation: Received) -> None:
         box = peer.mailbox
@@ -270,6 +277,8 @@ class ClusterRouting:
             _, status, msg_id, to, rid = data.split(b"\n", 4)
             peer = self._local.get(name)
             if peer is not None and not peer.closing:
+                if isinstance(peer.mailbox, SessionBox):
+                    peer.mailbox.awaited.settle(to.decode(), msg_id.decode())
                 peer.write(ack_frame(msg_id.decode(), to.decode(), status.decode(), rid_value(rid)))
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
@@ -329,10 +338,24 @@ class ClusterRouting:
             pass
 
     def _resync(self) -> None:
-        """The subscriber was away: every session reads its queue from its position."""
+        """The subscriber was away: every session reads its queue from its position and recovers its acks."""
         for peer in list(self._local.values()):
             if isinstance(peer.mailbox, SessionBox):
                 self._pump_soon(peer, peer.mailbox)
+                if peer.mailbox.awaited:
+                    self._spawn(self._recover_acks(peer, peer.mailbox))
+
+    async def _recover_acks(self, peer: Peer, box: SessionBox) -> None:
+        """Write the acks the store proves for the sends whose ack a gap may have swallowed."""
+        try:
+            for to, msg_ids in box.awaited.by_recipient():
+                statuses = await self._store.sent_status(to, box.name, msg_ids)
+                for msg_id, status in zip(msg_ids, statuses, strict=True):
+                    ack, rid = ack_status(status), box.awaited.rid(to, msg_id)
+                    if ack is not None and not peer.closing and box.awaited.settle(to, msg_id):
+                        peer.write(ack_frame(msg_id, to, ack, rid))
+        except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync tries again
+            log.info("recovering the acks of %s stopped: %s", box.name, exc)
 
 
 def _rid(rid: str | None) -> bytes:

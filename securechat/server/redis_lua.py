@@ -139,4 +139,17 @@ redis.call('PUBLISH', ARGV[1], 'R\\n' .. n)
 return n
 """)
 
-ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, REGISTER, CLAIM)
+# KEYS qi seen; ARGV sender, then message ids. Where each message of sender is: 1 still queued,
+# 2 confirmed within the dedupe window, 0 neither (see securechat/server/awaited.py).
+STATUS: Final = Script("status", """
+local out = {}
+for i = 2, #ARGV do
+  local field = ARGV[1] .. ' ' .. ARGV[i]
+  if redis.call('HEXISTS', KEYS[1], field) == 1 then out[#out + 1] = 1
+  elseif redis.call('ZSCORE', KEYS[2], field) then out[#out + 1] = 2
+  else out[#out + 1] = 0 end
+end
+return out
+""")
+
+ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, REGISTER, CLAIM, STATUS)

@@ -10,8 +10,8 @@ has the key layout). Durability is Redis's: with ``appendonly yes`` and
 Beyond the interface, the cluster routing (:mod:`securechat.server.cluster`)
 uses :meth:`RedisStore.route` (store and tell whoever holds the recipient, in
 one step), :meth:`RedisStore.confirm` (delete and ack the sender),
-:meth:`RedisStore.claim`, :meth:`RedisStore.fetch_routed` and
-:meth:`RedisStore.online`.
+:meth:`RedisStore.claim`, :meth:`RedisStore.fetch_routed`,
+:meth:`RedisStore.online` and :meth:`RedisStore.sent_status`.
 """
 
 from __future__ import annotations
@@ -299,6 +299,11 @@ class RedisStore:
     def claim(self, name: str) -> asyncio.Future[int]:
         """Number a new session of ``name`` and tell the older ones (they end ``replaced``)."""
         return self._link.script(lua.CLAIM, [self.key("sess", name)], [self.channel(name)])
+
+    def sent_status(self, recipient: str, sender: str, msg_ids: Sequence[str]) -> asyncio.Future[list[int]]:
+        """Where each message of ``sender`` to ``recipient`` is (securechat/server/awaited.py's statuses)."""
+        keys = [self.key("qi", recipient), self.key("seen", recipient)]
+        return _then(self._link.script(lua.STATUS, keys, [sender, *msg_ids]), lambda got: [int(s) for s in got])
 
     def publish(self, channel: bytes, data: bytes) -> asyncio.Future[int]:
         return self._link.call("PUBLISH", channel, data)
