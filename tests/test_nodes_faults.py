@@ -1,0 +1,189 @@
+"""Several server nodes on one Redis under kill -9 (issue 11, scenarios 3 to 6).
+
+Real processes: ``redis-server`` started by the test with its append-only file
+(``appendfsync always``), ``securechat-server --redis`` nodes, ``securechat-client
+--json`` processes whose ``--server`` lists the nodes they may fail over to.
+Besides what the clients show, each test reads Redis itself: the queue's
+sequence counter (``sc:qm:{name}`` ``n``, never reset) counts every message
+ever stored for a name, so "stored once" is checked where it happens, not
+only behind the client's duplicate filter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.support.nodes import Nodes, nodes_on, servers
+from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
+from tests.support.redisproc import RedisProcess
+from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
+from tests.test_nodes import login_outcome, queued_count, stored_count
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+
+
+@pytest.fixture
+def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
+    return make_redis(appendonly=True, fsync="always")
+
+
+@pytest.fixture
+def nodes(redis: RedisProcess) -> Iterator[Nodes]:
+    with nodes_on(redis) as made:
+        yield made
+
+
+def register(spawn_process: Spawn, name: str, server: int | str) -> None:
+    """Run ``name`` once so the server knows the name, then leave it offline."""
+    client = spawn_process(name, server, "-register")
+    client.wait_event("ready", name=name)
+    assert client.finish() == 0, client.stderr_tail()
+
+
+# --- 3. the recipient's node killed mid-stream ------------------------------------------------
+
+
+def test_kill9_of_bobs_node_mid_stream_of_5000_he_fails_over_and_gets_each_once(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    n = 5000
+    started = time.monotonic()
+    a, b, c = nodes.start_many(3)
+    bob = spawn_process("bob", servers(b, c))
+    bob.wait_event("ready")
+    alice = spawn_process("alice", servers(a))
+    alice.wait_event("ready")
+    sent = texts(n)
+    alice.send_in_background("bob", sent)
+    before = len(bob.count_until("message", n // 4, LONG))
+    assert b.kill() == -9
+    bob.wait_event("connection", state="reconnecting")
+    bob.count_until("message", n, LONG)
+    alice.count_until("ack", n, LONG)
+    assert len(bob.of_kind("ready")) >= 2, "bob should have logged in again, on node C"
+    assert alice.finish() == 0, alice.stderr_tail()
+    assert bob.finish() == 0, bob.stderr_tail()
+    check_exactly_once(shown(bob, "alice"), sent, f"bob's node killed after he showed {before}")
+    assert stored_count(redis, "bob") == n, "each message stored once"
+    assert queued_count(redis, "bob") == 0, "every message confirmed and deleted"
+    print(f"bob's node kill -9 after {before}: {n} once, in order, {time.monotonic() - started:.1f} s")
+
+
+# --- 4. the sender's node killed before her messages are acknowledged -------------------------
+
+
+def test_kill9_of_alices_node_before_acks_her_outbox_resends_nothing_stored_twice(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    n = 1000
+    a, b = nodes.start_many(2)
+    bob = spawn_process("bob", servers(b))
+    bob.wait_event("ready")
+    alice = spawn_process("alice", servers(a, b))
+    alice.wait_event("ready")
+    sent = texts(n)
+    alice.send_in_background("bob", sent)
+    bob.count_until("message", n // 3, LONG)
+    assert a.kill() == -9
+    unacked = {e["id"] for e in alice.of_kind("sent")} - acked_ids(alice)
+    alice.wait_event("connection", state="reconnecting")
+    bob.count_until("message", n, LONG)
+    alice.count_until("ack", n, LONG)
+    assert alice.finish() == 0, alice.stderr_tail()
+    assert bob.finish() == 0, bob.stderr_tail()
+    label = f"alice's node killed with {len(unacked)} of her messages unacknowledged"
+    assert unacked, "the kill came after every ack: nothing was tested"
+    check_exactly_once(shown(bob, "alice"), sent, label)
+    assert stored_count(redis, "bob") == n, f"{label}: stored {stored_count(redis, 'bob')} times for {n} messages"
+    assert queued_count(redis, "bob") == 0
+    print(label)
+
+
+# --- 5. every node killed with messages queued ------------------------------------------------
+
+
+def test_500_queued_through_two_nodes_survive_every_node_and_reach_carol_on_a_fresh_one(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    half = 250
+    a, b = nodes.start_many(2)
+    register(spawn_process, "carol", servers(a))
+    alice = spawn_process("alice", servers(a))
+    bob = spawn_process("bob", servers(b))
+    alice.wait_event("ready")
+    bob.wait_event("ready")
+    from_alice, from_bob = texts(half, "a"), texts(half, "b")
+    alice.send_in_background("carol", from_alice)
+    bob.send_in_background("carol", from_bob)
+    alice.count_until("ack", half, LONG)
+    bob.count_until("ack", half, LONG)
+    for sender in (alice, bob):
+        statuses = {e["status"] for e in sender.of_kind("ack")}
+        assert statuses == {"queued"}, f"carol is offline, yet {sender.name} heard {statuses}"
+        assert sender.finish() == 0, sender.stderr_tail()
+    nodes.kill_all()
+    fresh = nodes.start()
+    carol = spawn_process("carol", servers(fresh))
+    carol.count_until("message", 2 * half, LONG)
+    assert carol.finish() == 0, carol.stderr_tail()
+    check_exactly_once(shown(carol, "alice"), from_alice, "from alice through node A")
+    check_exactly_once(shown(carol, "bob"), from_bob, "from bob through node B")
+    queue_order = redis.client().hget("sc:qm:{carol}", "n")  # type: ignore[attr-defined]
+    assert int(queue_order) == 2 * half and queued_count(redis, "carol") == 0
+
+
+# --- 6. Redis killed and restarted --------------------------------------------------------------
+
+
+async def answer_while_redis_is_down(port: int, sender: RawClient) -> tuple[str, str]:
+    """What a node says, while Redis is down, to a new login and to a send on an open session."""
+    login = await login_outcome(port, "dave", "dave")
+    await sender.send_frame({"type": "send", "to": "bob", "envelope": envelope("erin", "bob", msg_id(1))})
+    error = await sender.recv_type("error", 15.0)
+    return login, error["code"]
+
+
+async def test_kill9_of_redis_loses_nothing_acked_queued_and_nodes_answer_errors_meanwhile(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    n = 1000
+    a, b = await asyncio.to_thread(nodes.start_many, 2)
+    await asyncio.to_thread(register, spawn_process, "bob", servers(b))
+    erin = await RawClient.connect(b.port)
+    await erin.login("erin", identity_key("erin"))
+    alice = spawn_process("alice", servers(a))
+    await asyncio.to_thread(alice.wait_event, "ready")
+    sent = texts(n)
+    alice.send_in_background("bob", sent)
+    await asyncio.to_thread(alice.count_until, "ack", n // 5, LONG)
+    redis.kill()
+    os.kill(alice.proc.pid, signal.SIGSTOP)  # no resend until Redis's own copy was checked
+    try:
+        acked = acked_ids(alice, status="queued")
+        down = time.monotonic()
+        login, send = await asyncio.wait_for(answer_while_redis_is_down(b.port, erin), 30)
+        answered_in = time.monotonic() - down
+        await asyncio.to_thread(redis.restart)
+        stored = {f.decode().split(" ", 1)[1] for f in redis.client().hkeys("sc:qi:{bob}")}  # type: ignore[attr-defined]
+    finally:
+        os.kill(alice.proc.pid, signal.SIGCONT)
+    assert (login, send) == ("unavailable", "internal"), (login, send)
+    lost = acked - stored
+    assert not lost, f"{len(lost)} of {len(acked)} messages acknowledged `queued` are gone after the restart"
+    # The nodes reconnect to Redis by themselves; alice's retries go through.
+    await asyncio.to_thread(alice.count_until, "ack", n, LONG)
+    assert await asyncio.to_thread(alice.finish) == 0, alice.stderr_tail()
+    bob = spawn_process("bob", servers(b))
+    await asyncio.to_thread(bob.count_until, "message", n, LONG)
+    assert await asyncio.to_thread(bob.finish) == 0, bob.stderr_tail()
+    check_exactly_once(shown(bob, "alice"), sent, f"Redis killed after {len(acked)} acked `queued`")
+    assert stored_count(redis, "bob") == n
+    assert all("subscriber reconnected" in node.stderr for node in (a, b)), "each node reconnected by itself"
+    await erin.close()
+    print(f"Redis kill -9 after {len(acked)} acked: nothing lost; a node answered in {answered_in:.2f} s")
