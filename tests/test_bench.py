@@ -21,7 +21,7 @@ from securechat.bench.stats import percentile, summary
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("meta", "throughput", "latency", "connections", "crypto", "scaling")
+SECTIONS = ("meta", "throughput", "latency", "connections", "crypto", "scaling", "nodes")
 
 
 def _is_number(value: object) -> bool:
@@ -42,7 +42,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         [sys.executable, "-m", "securechat.bench", "--quick", "--json-out", str(out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=360,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -128,9 +128,27 @@ def test_scaling_patterns(results: dict[str, Any]) -> None:
             _check_summary(entry["server_cpu"], f"{pattern}[{users}].cpu")
 
 
+def test_nodes_section_measured_every_setup(results: dict[str, Any]) -> None:
+    nodes = results["nodes"]
+    if isinstance(nodes, str):
+        assert nodes == "skipped (redis-server not installed)"
+        return
+    assert set(nodes["throughput"]) == {"sqlite-1-node", "redis-1-node", "redis-2-nodes-cross"}
+    for setup, entry in nodes["throughput"].items():
+        _check_summary(entry["server_cpu"], f"{setup}.server_cpu")
+        assert entry["msgs_per_s"]["median"] > 0, f"{setup} delivered nothing"
+        if setup.startswith("redis"):  # Redis's own cost was read
+            _check_summary(entry["redis_cpu_us_per_msg"], f"{setup}.redis_cpu_us_per_msg")
+            _check_summary(entry["redis_calls_per_msg"], f"{setup}.redis_calls_per_msg")
+    for setup, entry in nodes["latency"].items():
+        _check_summary(entry["p99_ms"], f"{setup}.p99_ms")
+    for setup, entry in nodes["idle"].items():
+        assert entry["connected"]["median"] == results["connections"]["target"], (setup, entry["failures"])
+
+
 def test_table_renders_every_section(results: dict[str, Any]) -> None:
     text = table(results)
-    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5."):
+    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6."):
         assert heading in text
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from . import sections
+from . import nodes, sections
 from .report import table
 from .runner import KeyPool
 from .servers import (
@@ -83,7 +83,7 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-SECTIONS = "throughput,latency,connections,crypto,scaling"
+SECTIONS = "throughput,latency,connections,crypto,scaling,nodes"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -195,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
                 _log, "connections", lambda: sections.connections(variants, pool, plan, help_text, _log)
             )
             results["connections"]["fd_limit"] = fd_limit
+        if "nodes" in wanted:
+            results["nodes"] = (
+                sections.timed(_log, "nodes", lambda: nodes.section(pool, plan, help_text, _log))
+                if redis and server_missing is None
+                else sections.SKIPPED_REDIS
+            )
     finally:
         for server in running.values():
             server.stop()

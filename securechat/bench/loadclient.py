@@ -60,6 +60,7 @@ class ClientSpec:
     key_index: int
     targets: list[str] = field(default_factory=list)  # recipients, round robin (senders only)
     uid: int = 0  # unique per sender in the whole run: first 8 hex digits of its ids
+    port: int = 0  # the node this client connects to (0: the job's port)
 
 
 class HandshakeError(Exception):

@@ -142,6 +142,43 @@ def _scaling(sc: Any) -> list[str]:
     return lines
 
 
+def _nodes(nd: Any) -> list[str]:  # size: one table per part of the section, read whole
+    if not (isinstance(nd, dict) and "throughput" in nd):
+        return [f"\n### 6. Several nodes: {nd}"]
+    lines = [
+        "",
+        f"### 6. Several nodes (issue 11): {nd['pairs']} pairs; Redis with {nd['redis']}",
+        "",
+        "| setup | msg/s | nodes' CPU | nodes µs/msg | Redis µs/msg | Redis commands/msg | calls/msg (in scripts too) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for setup, r in nd["throughput"].items():
+        lines.append(
+            f"| {setup} | {_fmt(r['msgs_per_s'])} | {_pct(r['server_cpu'])} | {_fmt(r['server_cpu_us_per_msg'], '{:.1f}')} | "
+            f"{_fmt(r['redis_cpu_us_per_msg'], '{:.1f}')} | {_fmt(r['redis_commands_per_msg'], '{:.2f}')} | "
+            f"{_fmt(r['redis_calls_per_msg'], '{:.1f}')} |"
+        )
+    lines += [
+        "",
+        f"Cross-node / one-node-SQLite CPU per message: {_fmt(nd['cross_node_cpu_ratio'], '{:.2f}')}",
+        "",
+        f"| setup | at {nd['rate']:,} msg/s: p50 ms | p99 ms | p99.9 ms | achieved msg/s |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for setup, r in nd["latency"].items():
+        lines.append(
+            f"| {setup} | {_fmt(r['p50_ms'], '{:.2f}')} | {_fmt(r['p99_ms'], '{:.2f}')} | "
+            f"{_fmt(r['p999_ms'], '{:.2f}')} | {_fmt(r['achieved_msgs_per_s'])} |"
+        )
+    lines += ["", "| idle | nodes | connected | KiB/connection | node CPU ms/login |", "| --- | ---: | ---: | ---: | ---: |"]
+    for setup, r in nd["idle"].items():
+        lines.append(
+            f"| {setup} | {r['nodes']} | {_fmt(r['connected'])} | {_fmt(r['kib_per_connection'], '{:.2f}')} | "
+            f"{_fmt(r['server_cpu_ms_per_auth'], '{:.3f}')} |"
+        )
+    return lines
+
+
 # Section name in the results -> its renderer, in the order of the table.
 RENDERERS: dict[str, Callable[[Any], list[str]]] = {
     "throughput": _throughput,
@@ -149,6 +186,7 @@ RENDERERS: dict[str, Callable[[Any], list[str]]] = {
     "connections": _connections,
     "crypto": _crypto,
     "scaling": _scaling,
+    "nodes": _nodes,
 }
 
 

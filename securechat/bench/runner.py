@@ -5,18 +5,41 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .. import crypto
 from .loadgen import private_key_pem, worker_main
-from .servers import ServerProcess, cpu_seconds
+from .servers import cpu_seconds
 
 _JOB_IDS = itertools.count(1)
 
 
 class BenchError(RuntimeError):
     pass
+
+
+class Measured(Protocol):
+    """What the runner reads of a server under test: one process, or several nodes summed."""
+
+    @property
+    def variant(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def tail(self) -> Any: ...
+
+    def cpu(self) -> float: ...
+
+    def rss(self) -> int: ...
+
+    def kill(self) -> None: ...
+
+
+Probe = Callable[[], dict[str, float]]  # counters read at both ends of the measuring window
 
 
 @dataclass
@@ -146,7 +169,7 @@ class Job:
                 proc.join(5)
 
 
-def _check_ready(ready: list[dict[str, Any]], expected: int, server: ServerProcess) -> None:
+def _check_ready(ready: list[dict[str, Any]], expected: int, server: Measured) -> None:
     connected = sum(r["connected"] for r in ready)
     if connected < expected:
         failures = [f for r in ready for f in r["failures"]]
@@ -167,9 +190,10 @@ def _load_jobs(mode: str, parts: list[list[dict[str, Any]]], common: dict[str, A
 
 
 def _drive(
-    job: Job, server: ServerProcess, parts: list[list[dict[str, Any]]], timing: Timing, rate: float, senders: int
-) -> tuple[list[dict[str, Any]], float, float, float]:
-    """Start the load, measure one window; (results, server CPU s, load-gen CPU s, wall s) of the window."""
+    job: Job, server: Measured, parts: list[list[dict[str, Any]]], timing: Timing, rate: float, senders: int,
+    probe: Probe | None = None,
+) -> tuple[list[dict[str, Any]], float, float, float, dict[str, float]]:
+    """Start the load, measure one window; (results, server CPU s, load-gen CPU s, wall s, probe deltas)."""
     t_go = time.perf_counter() + 0.2
     t_meas0 = t_go + timing.warmup
     t_meas1 = t_meas0 + timing.duration
@@ -187,12 +211,13 @@ def _drive(
             }
         )
     _sleep_until(t_meas0)
-    cpu0, lg0, wall0 = server.cpu(), job.worker_cpu(), time.perf_counter()
+    cpu0, lg0, wall0, p0 = server.cpu(), job.worker_cpu(), time.perf_counter(), probe() if probe else {}
     _sleep_until(t_meas1)
-    cpu1, lg1, wall1 = server.cpu(), job.worker_cpu(), time.perf_counter()
+    cpu1, lg1, wall1, p1 = server.cpu(), job.worker_cpu(), time.perf_counter(), probe() if probe else {}
     job.gather("drained", timing.drain + 60)
     job.send({"close": True})
-    return job.gather("result", 60), cpu1 - cpu0, lg1 - lg0, wall1 - wall0
+    deltas = {key: p1[key] - p0[key] for key in p0}
+    return job.gather("result", 60), cpu1 - cpu0, lg1 - lg0, wall1 - wall0, deltas
 
 
 def _load_summary(
@@ -222,7 +247,7 @@ def _load_summary(
 
 
 def run_load(
-    server: ServerProcess,
+    server: Measured,
     pool: KeyPool,
     *,
     mode: str,
@@ -232,10 +257,19 @@ def run_load(
     timing: Timing,
     uvloop: bool,
     rate: float = 0.0,
+    receiver_port: int = 0,
+    probe: Probe | None = None,
 ) -> dict[str, Any]:
-    """One throughput or latency measurement; returns rates, CPU shares and raw counts."""
+    """One throughput or latency measurement; returns rates, CPU shares and raw counts.
+
+    ``receiver_port``: receivers log in there (another node) instead of ``server.port``;
+    ``probe``'s counters are read at both ends of the window and their deltas returned under ``probe``.
+    """
     job_id = next(_JOB_IDS)
     specs, senders = pattern_clients(pattern, users, job_id, len(pool))
+    for spec in specs:
+        if receiver_port and not spec["targets"]:
+            spec["port"] = receiver_port
     parts = _split(specs, workers, pattern)
     common = {
         "mode": mode,
@@ -250,16 +284,16 @@ def run_load(
     try:
         ready = job.gather("ready", 120)
         _check_ready(ready, sum(len(p) for p in parts) if mode != "redis" else 2 * senders, server)
-        results, cpu, loadgen, wall = _drive(job, server, parts, timing, rate, senders)
+        results, cpu, loadgen, wall, deltas = _drive(job, server, parts, timing, rate, senders, probe)
     finally:
         job.join()
     out = _load_summary(results, mode, cpu, loadgen, wall, timing.duration)
-    out.update(window_per_sender=common["window"], senders=senders, users=len(specs))
+    out.update(window_per_sender=common["window"], senders=senders, users=len(specs), probe=deltas)
     return out
 
 
 def run_idle(
-    server: ServerProcess,
+    server: Measured,
     pool: KeyPool,
     *,
     users: int,
@@ -267,8 +301,11 @@ def run_idle(
     uvloop: bool,
     budget_s: float,
     concurrency: int = 64,
+    ports: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Log up to ``users`` idle clients in within ``budget_s``, measure time and memory.
+
+    ``ports``: spread the clients over these nodes in turn (``server`` sums their CPU and memory).
 
     The server is killed before the clients close: it is not reused, and a
     server that tells everyone about every departure would otherwise spend
@@ -276,8 +313,10 @@ def run_idle(
     """
     job_id = next(_JOB_IDS)
     specs = [
-        {"name": f"j{job_id}i{i}", "key_index": i % len(pool), "targets": [], "uid": 0} for i in range(users)
-    ]
+        {"name": f"j{job_id}i{i}", "key_index": i % len(pool), "targets": [], "uid": 0,
+         "port": ports[i % len(ports)] if ports else 0}
+        for i in range(users)
+    ]  # fmt: skip
     parts = _split(specs, workers, "idle")
     common = {
         "mode": "idle",

@@ -160,11 +160,15 @@ def server_help(env: dict[str, str] | None = None) -> str:
     return out.stdout + out.stderr
 
 
-def securechat_argv(variant: str, workdir: str, help_text: str, max_connections: int) -> list[str]:
+def securechat_argv(
+    variant: str, workdir: str, help_text: str, max_connections: int, redis_url: str | None = None
+) -> list[str]:
+    """The real server's command line; with ``redis_url`` a node of several on that Redis instead of SQLite."""
     argv = [sys.executable, "-m", "securechat.bench.launch"]
     if variant == "securechat-asyncio":
         argv.append("--stdlib")
-    argv += ["--", "--host", "127.0.0.1", "--port", "0", "--db", os.path.join(workdir, "bench.db")]
+    store = ["--redis", redis_url] if redis_url else ["--db", os.path.join(workdir, "bench.db")]
+    argv += ["--", "--host", "127.0.0.1", "--port", "0", *store]
     if variant not in TLS_VARIANTS and "--plaintext" in help_text:
         argv.append("--plaintext")
     if variant == "securechat-tls-nopad":

@@ -125,7 +125,8 @@ class Worker:
                     return
                 key = self.keys[spec.key_index]
                 try:
-                    _, client = await loop.create_connection(lambda: LoadClient(self, spec, key, tls), host, port)
+                    target = spec.port or port  # several nodes: a client may have its own
+                    _, client = await loop.create_connection(lambda: LoadClient(self, spec, key, tls), host, target)
                     await client.login(timeout)
                     self.clients.append(client)
                 except Exception as exc:  # noqa: BLE001 - counted and reported, the run goes on
