@@ -29,7 +29,7 @@ import logging
 import ssl
 import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 try:
@@ -111,10 +111,10 @@ class Script:
 
     name: str
     source: str
+    sha: str = field(init=False)  # computed once: every message's EVALSHA names it
 
-    @property
-    def sha(self) -> str:
-        return hashlib.sha1(self.source.encode()).hexdigest()
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
 
 class Wire(asyncio.Protocol):
