@@ -40,8 +40,9 @@ class Plan:
     scaling_timing: Timing
     nodes_pairs: int = 10  # the several-nodes section (securechat/bench/nodes.py)
     nodes_rate: int = 1000  # its fixed-rate latency, across nodes
-    # Its throughput window: a node on Redis needs a longer warm-up than --quick's relay windows.
-    nodes_timing: Timing = field(default_factory=lambda: Timing(warmup=0.5, duration=2.0, drain=5.0))
+    # Its throughput window. Warm-up 2 s: on Redis the first full windows of sends are all stored
+    # before the first acks come back, which on a loaded 2-core machine takes over a second.
+    nodes_timing: Timing = field(default_factory=lambda: Timing(warmup=2.0, duration=2.0, drain=5.0))
 
     @classmethod
     def make(cls, quick: bool, connections: int | None = None, reps: int | None = None) -> Plan:
@@ -61,7 +62,7 @@ class Plan:
                 scaling_users=(2, 20),
                 scaling_patterns=("pairs", "fan-in", "fan-out"),
                 scaling_timing=Timing(warmup=0.1, duration=0.3, drain=2.0),
-                nodes_timing=Timing(warmup=0.5, duration=1.0, drain=3.0),
+                nodes_timing=Timing(warmup=2.0, duration=1.0, drain=3.0),
             )
         return cls(
             quick=False,
