@@ -16,6 +16,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -34,8 +35,8 @@ def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
 
 
 @pytest.fixture
-def nodes(redis: RedisProcess) -> Iterator[Nodes]:
-    with nodes_on(redis) as made:
+def nodes(redis: RedisProcess, tmp_path: Path) -> Iterator[Nodes]:
+    with nodes_on(redis, tmp_path) as made:
         yield made
 
 

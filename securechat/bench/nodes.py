@@ -39,6 +39,10 @@ class NodeSet:
         return self.nodes[0].port
 
     @property
+    def tls(self) -> bool:
+        return False  # plaintext nodes: the section measures the message path, TLS has its own figures
+
+    @property
     def receiver_port(self) -> int:
         return self.nodes[-1].port
 

@@ -1,14 +1,18 @@
 """Several ``securechat-server`` nodes on one ``redis-server``, as real processes (issue 11's scenarios).
 
-Each node is a :class:`ServerProcess` started with ``--redis``; :func:`servers` writes the
-client's ``--server`` list for some of them.
+Each node is a :class:`ServerProcess` started with ``--redis`` and, unless told otherwise, a TLS
+identity of its own in the test's folder (clients pin each node's address on first use, as
+docs/deployment.md says for clients that list the nodes); :func:`servers` writes the client's
+``--server`` list for some of them.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
+from securechat.server.identity import load_or_create
 from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess
 from tests.support.streams import FAST
@@ -22,13 +26,22 @@ def servers(*nodes: ServerProcess) -> str:
 class Nodes:
     """The nodes of one server over ``redis``; every node still running is killed at the end."""
 
-    def __init__(self, redis: RedisProcess, args: Sequence[str] = FAST) -> None:
+    def __init__(self, redis: RedisProcess, folder: Path, args: Sequence[str] = FAST) -> None:
         self.redis = redis
+        self.folder = folder
         self.args = list(args)
         self.started: list[ServerProcess] = []
 
-    def start(self, *extra: str) -> ServerProcess:
-        node = ServerProcess(None, ["--redis", self.redis.url, *self.args, *extra])
+    def identity(self, label: str) -> list[str]:
+        """``--tls-cert``/``--tls-key`` of the identity ``label`` in the test's folder (made the first time)."""
+        cert, key = self.folder / f"{label}.tls-cert.pem", self.folder / f"{label}.tls-key.pem"
+        load_or_create(cert, key, create=True)
+        return ["--tls-cert", str(cert), "--tls-key", str(key)]
+
+    def start(self, *extra: str, identity: str = "") -> ServerProcess:
+        """A node; ``identity``: the label of a TLS identity to share (default: one of its own)."""
+        tls = self.identity(identity or f"node{len(self.started)}")
+        node = ServerProcess(None, ["--redis", self.redis.url, *tls, *self.args, *extra])
         self.started.append(node)
         node.wait_listening()
         return node
@@ -49,8 +62,8 @@ class Nodes:
 
 
 @contextlib.contextmanager
-def nodes_on(redis: RedisProcess, args: Sequence[str] = FAST) -> Iterator[Nodes]:
-    made = Nodes(redis, args)
+def nodes_on(redis: RedisProcess, folder: Path, args: Sequence[str] = FAST) -> Iterator[Nodes]:
+    made = Nodes(redis, folder, args)
     try:
         yield made
     finally:
