@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nodes import Nodes, nodes_on
+from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.streams import LONG, Spawn, check_exactly_once, shown, texts
@@ -184,3 +185,32 @@ async def test_a_login_on_node_b_replaces_the_session_on_node_a_and_gets_the_bac
     assert delivered == {msg_id(n) for n in range(21)}, "bob's new session confirmed each message"
     for c in (alice, bob_a, bob_b):
         await c.close()
+
+
+# --- TLS: the nodes behind one address share one identity ----------------------------------------
+
+
+@pytest.mark.slow
+def test_nodes_sharing_one_identity_let_a_client_move_between_them_at_one_address(
+    nodes: Nodes, spawn_process: Spawn
+) -> None:
+    """As behind a load balancer: another node answers at the address bob pinned; one shared
+    identity (docs/deployment.md) means no changed-identity refusal, and bob carries on by himself."""
+    port = restartable_port()
+    first = nodes.start(identity="shared", port=port)
+    other = nodes.start(identity="shared")
+    bob = spawn_process("bob", port)
+    bob.wait_event("ready")
+    alice = spawn_process("alice", other.port)
+    alice.wait_event("ready")
+    alice.command({"cmd": "send", "to": "bob", "text": "before"})
+    bob.wait_event("message", text="before")
+    assert first.kill() == -9
+    bob.wait_event("connection", state="reconnecting")
+    nodes.start(identity="shared", port=port)  # the next node behind the same address
+    bob.wait_until(lambda events: sum(e["event"] == "ready" for e in events) >= 2, LONG, what="bob back")
+    alice.command({"cmd": "send", "to": "bob", "text": "after"})
+    bob.wait_event("message", text="after")
+    assert not bob.of_kind("error"), bob.of_kind("error")
+    assert alice.finish() == 0, alice.stderr_tail()
+    assert bob.finish() == 0, bob.stderr_tail()

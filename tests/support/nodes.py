@@ -38,10 +38,10 @@ class Nodes:
         load_or_create(cert, key, create=True)
         return ["--tls-cert", str(cert), "--tls-key", str(key)]
 
-    def start(self, *extra: str, identity: str = "") -> ServerProcess:
+    def start(self, *extra: str, identity: str = "", port: int = 0) -> ServerProcess:
         """A node; ``identity``: the label of a TLS identity to share (default: one of its own)."""
         tls = self.identity(identity or f"node{len(self.started)}")
-        node = ServerProcess(None, ["--redis", self.redis.url, *tls, *self.args, *extra])
+        node = ServerProcess(None, ["--redis", self.redis.url, *tls, *self.args, *extra], port=port)
         self.started.append(node)
         node.wait_listening()
         return node
