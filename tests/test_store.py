@@ -89,6 +89,17 @@ async def test_fetch_is_oldest_first_in_batches(store: ServerStore) -> None:
     assert first[0].sender == "alice" and first[0].recipient == "bob" and first[0].enqueued_at == 1_000_000.0
 
 
+async def test_fetch_stops_at_a_byte_budget_but_always_returns_one(store: ServerStore) -> None:
+    """A session's window bounds what one fetch reads into memory (issue 13, item 4)."""
+    for n in (1, 2, 3):
+        await store.enqueue(message(n, size=100))
+    assert ids(await store.fetch("bob", 0, 10, max_bytes=250)) == [1, 2]
+    assert ids(await store.fetch("bob", 0, 10, max_bytes=200)) == [1, 2]
+    assert ids(await store.fetch("bob", 0, 10, max_bytes=199)) == [1]
+    assert ids(await store.fetch("bob", 0, 10, max_bytes=1)) == [1]  # the first whatever its size
+    assert ids(await store.fetch("bob", 1, 10, max_bytes=None)) == [2, 3]
+
+
 async def test_a_resend_is_not_stored_twice(store: ServerStore) -> None:
     assert await store.enqueue(message(1)) is True
     assert await store.enqueue(message(1)) is False

@@ -152,4 +152,26 @@ end
 return out
 """)
 
-ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, REGISTER, CLAIM, STATUS)
+# KEYS q; ARGV start count max_bytes. Like XRANGE start + COUNT count, but stops before the entry
+# that would take the frames past max_bytes (the first is always returned): a session's window
+# bounds what one read brings over (issue 13, item 4). Returns the entries.
+FETCH: Final = Script("fetch", """
+local out, total, start = {}, 0, ARGV[1]
+local count, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
+while #out < count do
+  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', math.min(count - #out, 64))
+  if #batch == 0 then break end
+  for _, entry in ipairs(batch) do
+    local f = entry[2]
+    for j = 1, #f, 2 do
+      if f[j] == 'f' then total = total + string.len(f[j + 1]) end
+    end
+    if #out > 0 and total > budget then return out end
+    out[#out + 1] = entry
+  end
+  start = '(' .. batch[#batch][1]
+end
+return out
+""")
+
+ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, REGISTER, CLAIM, STATUS, FETCH)

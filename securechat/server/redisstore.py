@@ -207,35 +207,50 @@ class RedisStore:
             return _then(self._link.call("PING"), lambda _: 0)
         return _then(asyncio.gather(*calls), lambda got: sum(1 for g in got if g[0] == STORED))
 
-    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[QueuedMessage]]:
-        return _then(self.fetch_routed(recipient, after_seq, limit), lambda got: [r.message for r in got])
+    def fetch(
+        self, recipient: str, after_seq: int = 0, limit: int = 500, max_bytes: int | None = None
+    ) -> asyncio.Future[list[QueuedMessage]]:
+        return _then(self.fetch_routed(recipient, after_seq, limit, max_bytes), lambda got: [r.message for r in got])
 
-    def fetch_routed(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[Routed]]:
+    def fetch_routed(
+        self, recipient: str, after_seq: int = 0, limit: int = 500, max_bytes: int | None = None
+    ) -> asyncio.Future[list[Routed]]:
         """Like :meth:`fetch`, with each send's rid and whether its sender heard ``queued``."""
-        first = self._xrange(recipient, after_seq, limit)
-        return asyncio.ensure_future(self._fetch_rest(recipient, after_seq, limit, first))
+        first = self._xrange(recipient, after_seq, limit, max_bytes)
+        return asyncio.ensure_future(self._fetch_rest(recipient, after_seq, limit, max_bytes, first))
 
-    def _xrange(self, recipient: str, after_seq: int, limit: int) -> asyncio.Future[Any]:
+    def _xrange(self, recipient: str, after_seq: int, limit: int, max_bytes: int | None) -> asyncio.Future[Any]:
         count = min(max(limit, 1), FETCH_BATCH_MAX)
-        return self._link.call("XRANGE", self.key("q", recipient), f"(0-{after_seq}", "+", "COUNT", count)
+        if max_bytes is None:
+            return self._link.call("XRANGE", self.key("q", recipient), f"(0-{after_seq}", "+", "COUNT", count)
+        # Within a byte budget Redis walks the stream itself, so no more than the budget crosses over.
+        return self._link.script(lua.FETCH, [self.key("q", recipient)], [f"(0-{after_seq}", count, max_bytes])
 
-    async def _fetch_rest(self, recipient: str, after_seq: int, limit: int, pending: asyncio.Future[Any]) -> list[Routed]:
-        """Skip expired entries (never handed out) until ``limit`` are found or the queue ends."""
+    async def _fetch_rest(
+        self, recipient: str, after_seq: int, limit: int, max_bytes: int | None, pending: asyncio.Future[Any]
+    ) -> list[Routed]:
+        """Skip expired entries (never handed out) until ``limit`` are found, the budget is spent or the queue ends."""
         horizon = self._clock() - self.queue_ttl
         out: list[Routed] = []
+        spent = 0
         while True:
             raw = await pending
             for entry in raw:
                 routed = _entry(recipient, entry)
-                if routed.message.enqueued_at >= horizon:
-                    out.append(routed)
+                if routed.message.enqueued_at < horizon:
+                    continue
+                spent += routed.message.size
+                if out and max_bytes is not None and spent > max_bytes:
+                    return out
+                out.append(routed)
             if len(out) >= limit or len(raw) < min(max(limit, 1), FETCH_BATCH_MAX) or not raw:
                 return out[:limit]
             last = int(raw[-1][0].split(b"-", 1)[1])
             if last <= after_seq:  # ids are 0-<seq>, always increasing: anything else is not our queue
                 raise RuntimeError(f"the queue of {recipient!r} does not advance past {after_seq}")
             after_seq = last
-            pending = self._xrange(recipient, last, limit - len(out))
+            budget = None if max_bytes is None else max(1, max_bytes - spent)
+            pending = self._xrange(recipient, last, limit - len(out), budget)
 
     def delete(self, keys: Iterable[tuple[str, str, str]]) -> asyncio.Future[int]:
         by_recipient: dict[str, list[tuple[str, str, bool, str | None]]] = {}

@@ -255,16 +255,22 @@ class SqliteStore:
                 stored += cur.rowcount
         return stored
 
-    def _fetch(self, recipient: str, after_seq: int, limit: int) -> list[QueuedMessage]:
+    def _fetch(self, recipient: str, after_seq: int, limit: int, max_bytes: int | None) -> list[QueuedMessage]:
         horizon = self._clock() - self.queue_ttl
         rows = self._conn().execute(
             "SELECT recipient, sender, msg_id, server_ts, frame, enqueued_at, seq, room FROM queue "
             "WHERE recipient = ? AND seq > ? AND enqueued_at >= ? ORDER BY seq LIMIT ?",
             (recipient, after_seq, horizon, limit),
-        ).fetchall()
-        return [
-            QueuedMessage(r[0], r[1], r[2], int(r[3]), bytes(r[4]), float(r[5]), int(r[6]), r[7]) for r in rows
-        ]
+        )
+        out: list[QueuedMessage] = []
+        total = 0
+        for r in rows:  # the cursor steps row by row: frames past the byte budget are never read
+            total += len(r[4])
+            if out and max_bytes is not None and total > max_bytes:
+                break
+            out.append(QueuedMessage(r[0], r[1], r[2], int(r[3]), bytes(r[4]), float(r[5]), int(r[6]), r[7]))
+        rows.close()
+        return out
 
     def _delete(self, keys: Sequence[tuple[str, str, str]]) -> int:
         db = self._conn()
@@ -327,8 +333,10 @@ class SqliteStore:
     def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
         return self._submit(self._requeue, list(messages))
 
-    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[QueuedMessage]]:
-        return self._submit(self._fetch, recipient, after_seq, limit)
+    def fetch(
+        self, recipient: str, after_seq: int = 0, limit: int = 500, max_bytes: int | None = None
+    ) -> asyncio.Future[list[QueuedMessage]]:
+        return self._submit(self._fetch, recipient, after_seq, limit, max_bytes)
 
     def delete(self, keys: Iterable[tuple[str, str, str]]) -> asyncio.Future[int]:
         return self._submit(self._delete, list(keys))

@@ -8,6 +8,12 @@ Every method submits its work at call time and work is applied in call order;
 the server relies on that (for example, messages handed back to the queue when
 a connection drops are stored before the next session's backlog is fetched).
 A networked backend must keep the same ordering guarantee.
+
+Changes to the interface, newest last (every backend implements each):
+
+- issue 13, item 4: :meth:`ServerStore.fetch` takes ``max_bytes``: past the
+  first message, at most that many bytes of frames, so a session's window of
+  unconfirmed messages bounds what one fetch reads into memory.
 """
 
 from __future__ import annotations
@@ -86,8 +92,14 @@ class MessageStore(Protocol):
         """Put back messages that were handed out but never confirmed, ignoring the caps."""
         ...
 
-    def fetch(self, recipient: str, after_seq: int = 0, limit: int = 500) -> asyncio.Future[list[QueuedMessage]]:
-        """Unexpired messages for ``recipient`` with ``seq > after_seq``, oldest first."""
+    def fetch(
+        self, recipient: str, after_seq: int = 0, limit: int = 500, max_bytes: int | None = None
+    ) -> asyncio.Future[list[QueuedMessage]]:
+        """Unexpired messages for ``recipient`` with ``seq > after_seq``, oldest first.
+
+        At most ``limit`` messages and, past the first (which is returned whatever
+        its size), at most ``max_bytes`` bytes of frames in all.
+        """
         ...
 
     def delete(self, keys: Sequence[tuple[str, str, str]]) -> asyncio.Future[int]:
