@@ -173,6 +173,12 @@ _SETTINGS: Final = {
               show_envvar=True, help="Members of one room (at most the protocol's 256).")
 @click.option("--max-rooms", type=_POSITIVE_INT, default=_default("max_rooms"), show_envvar=True,
               help="Rooms on this server.")
+@click.option("--window", type=_POSITIVE_INT, default=_default("window"), show_envvar=True,
+              help="Unconfirmed messages one session may hold; the rest waits in the store.")
+@click.option("--window-bytes", type=_POSITIVE_INT, default=_default("window_bytes"), show_envvar=True,
+              help="Bytes of unconfirmed messages one session may hold (one message always).")
+@click.option("--max-unconfirmed-bytes", type=_POSITIVE_INT, default=_default("max_unconfirmed_bytes"),
+              show_envvar=True, help="Bytes of forwarded, unconfirmed messages held in memory on this node.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
               default="info", show_envvar=True, help="How much to log to stderr.")
 @click.version_option(__version__, "-V", "--version", prog_name="securechat-server")

@@ -9,9 +9,11 @@ the recipient's own behaviour matters, raw clients where the attacker's does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +24,10 @@ from securechat.events import Acked, ConnectionChanged, MessageReceived
 from securechat.protocol import DEFAULT_MAX_FRAME, HEADER_SIZE, encode_frame, message_frame
 from securechat.server import ChatServer
 from tests.conftest import REPO_ROOT
-from tests.support.rawclient import RawClient, envelope, identity_key, msg_id, running_server
+from tests.support.rawclient import RawClient, clients, envelope, identity_key, msg_id, running_server
+from tests.support.serverproc import server_process
 from tests.support.sessions import WAIT, Client, online
+from tests.support.unconfirmed import Reader, answers, padded_send, pin_memory, register
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -151,3 +155,100 @@ async def test_a_send_the_server_refuses_as_too_large_is_failed_not_retried(
         await alice.rec.wait_kind(Acked, status="delivered")
         assert not [e for e in alice.rec.of(Acked) if e.msg_id == msg]
         await no_reconnects(bob)
+
+
+# --- item 4: unconfirmed messages do not pin server memory ------------------------------------
+
+
+def _window_of_four(limit: str) -> dict[str, int]:
+    """Server options whose window holds four of the test's messages: by count, or by bytes."""
+    frame = len(message_frame("alice", 10**12, padded_send("alice", "bob", 0, 1000)["envelope"]))
+    return {"window": 4} if limit == "messages" else {"window_bytes": 4 * frame + frame // 2}
+
+
+async def caught_up(server: ChatServer, name: str) -> None:
+    """Wait until ``name``'s session has read its stored queue, so messages reach it live."""
+    async with asyncio.timeout(WAIT):
+        while not server.caught_up(name):
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("limit", ["messages", "bytes"])
+@pytest.mark.parametrize("path", ["live", "backlog"])
+async def test_a_recipient_that_never_confirms_holds_only_its_window(tmp_path: Path, path: str, limit: str) -> None:
+    """Before the fix every unconfirmed message stayed in server memory up to the queue caps
+    (10,000 / 64 MiB): bob got all ten at once. Now he holds at most his window of four (by
+    `--window` or by `--window-bytes`), whether they reach him live or from his stored backlog;
+    the rest waits in the store (every send is acked `queued`, nothing stays in memory) and
+    follows, in order, as he confirms."""
+    async with running_server(tmp_path / "s.db", **_window_of_four(limit)) as srv, clients(srv.port, "alice") as (a,):
+        if path == "live":  # bob is online and caught up: his first messages reach him live
+            bob = await Reader.login(srv.port, "bob")
+            await caught_up(srv, "bob")
+        else:
+            await register(srv.port, "bob")
+        for n in range(10):
+            await a.send_frame(padded_send("alice", "bob", n, 1000))
+        sent = [msg_id(n) for n in range(10)]
+        got = await answers(a, len(sent))  # live ones too: moved to the store when the window filled
+        assert sorted((f["type"], f.get("status"), f["id"]) for f in got) == [("ack", "queued", m) for m in sent], got
+        if path == "backlog":
+            bob = await Reader.login(srv.port, "bob")
+        await bob.quiet(0.3, WAIT)
+        assert len(bob.ids) == 4 and srv.held_bytes() == 0, (bob.ids, srv.held_bytes())
+        for m in list(bob.ids):
+            await bob.confirm(m)
+        await bob.wait_count(8)
+        await bob.quiet(0.3, WAIT)
+        assert len(bob.ids) == 8
+        for m in bob.ids[4:]:
+            await bob.confirm(m)
+        await bob.wait_count(len(sent))
+        assert bob.ids == sent
+        await bob.close()
+
+
+async def test_frames_held_for_all_sessions_stay_under_the_server_wide_bound(tmp_path: Path) -> None:
+    """Three recipients that never confirm, each within its own window: the frames the server holds
+    in memory for them together stay under --max-unconfirmed-bytes; past it messages are stored
+    (acked `queued`) and still arrive, in order, read back from the store as they are confirmed.
+    Before the fix all 30 were held in memory and none was stored."""
+    size = 32 * 1024
+    bound = 256 * 1024
+    async with (
+        running_server(tmp_path / "s.db", window_bytes=2**20, max_unconfirmed_bytes=bound) as srv,
+        clients(srv.port, "alice") as (a,),
+    ):
+        readers = [await Reader.login(srv.port, name) for name in ("bob", "carol", "dave")]
+        for name in ("bob", "carol", "dave"):
+            await caught_up(srv, name)
+        held = []
+        for n in range(30):
+            await a.send_frame(padded_send("alice", ("bob", "carol", "dave")[n % 3], n, size))
+            await a.send_frame({"type": "ping", "rid": f"p{n}"})  # answered once the send was routed
+            while (await a.recv())["type"] != "pong":
+                pass
+            held.append(srv.held_bytes())
+        assert bound - 2 * size < max(held) <= bound, f"frames held in memory after each send: {held}, bound {bound}"
+        for i, r in enumerate(readers):  # confirm everything; each gets its ten, in order
+            mine = [msg_id(n) for n in range(i, 30, 3)]
+            for k, m in enumerate(mine):
+                await r.wait_count(k + 1)
+                await r.confirm(m)
+            assert r.ids == mine
+            await r.close()
+
+
+@pytest.mark.slow
+async def test_four_recipients_that_read_everything_and_confirm_nothing_do_not_pin_memory(tmp_path: Path) -> None:
+    """The issue's attack on a real server process with the default limits (tools/unconfirmed_rss.py
+    prints the same figures): four names with full queues (64 MiB each) log in, read every message
+    and never confirm. Before the fix the server grew by their queues, +257 MiB; now each is handed
+    one window (2 MiB) and the server grows by a few MiB."""
+    with server_process(tmp_path / "s.db", ["--rate", "100000", "--burst", "100000"]) as proc:
+        result = await pin_memory(proc.port, proc.proc.pid)
+        grew = result["rss_after"] - result["rss_flooded"]
+        report = f"server RSS with the queues full {result['rss_flooded'] / 2**20:.1f} MiB, +{grew / 2**20:.1f} MiB for the readers; handed out {result['handed_out']}"
+        print(report)
+        assert max(result["handed_out"]) <= 32 and grew < 32 * 2**20, report
+        assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr

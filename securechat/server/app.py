@@ -128,6 +128,14 @@ class ChatServer:
         """The bound port (the real one when the config asked for 0)."""
         return self._port
 
+    def held_bytes(self) -> int:
+        """Bytes of forwarded, unconfirmed frames held in memory for all sessions (``--max-unconfirmed-bytes``)."""
+        return self._routing.held_bytes
+
+    def caught_up(self, name: str) -> bool:
+        """``name`` is online here and has nothing waiting in the store (for monitoring and tests)."""
+        return self._routing.caught_up(name)
+
     async def start(self) -> None:
         """Open the store, expire old messages and bind the listening socket."""
         loop = asyncio.get_running_loop()

@@ -44,11 +44,12 @@ from .awaited import AwaitedAcks, ack_status
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
+from .mailbox import InFlight, Mailbox
 from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore, rid_text, rid_value
 from .resp import RedisReplyError, RedisUnavailable
-from .routing import BACKLOG_BATCH, InFlight, Mailbox, deliverable_frame, end_batch, make_room
+from .routing import BACKLOG_BATCH, deliverable_frame, end_batch, make_room
 from .store import QueuedMessage
 
 if TYPE_CHECKING:
@@ -62,15 +63,14 @@ CLAIM_TIMEOUT: Final = 5.0  # a login waits this long for its subscription and i
 class SessionBox(Mailbox):
     """A session's mailbox on a node of a cluster: its number and its position in the queue.
 
-    An in-flight entry's ``from_store`` says its sender has heard ``queued``
-    (so a drop need not tell it again).
+    Its window bounds what it is handed (issue 13, item 4); an in-flight entry
+    holds no frame (Redis has it), so a node holds none for its sessions.
     """
 
     __slots__ = ("again", "awaited", "number", "position", "pump", "replaced")
 
-    def __init__(self, name: str) -> None:
-        super().__init__(name)
-        self.held = None  # the queue's order is the order: nothing is held back
+    def __init__(self, name: str, window: int, window_bytes: int) -> None:
+        super().__init__(name, window, window_bytes)
         self.number = 0  # this login's number (0 until the claim is answered)
         self.position = 0  # the last queue seq handed to this session
         self.pump: object | None = None  # the task reading the queue, while one runs
@@ -120,7 +120,7 @@ class ClusterRouting:
     # --- sessions ------------------------------------------------------------------------
 
     async def claim(self, peer: Peer, name: str) -> None:
-        box = SessionBox(name)
+        box = SessionBox(name, self._config.window, self._config.window_bytes)
         peer.set_mailbox(box)  # from now on detach() undoes what follows
         subscribed = self.bus.subscribe(self._store.channel(name))
         self._claiming[name] = self._claiming.get(name, 0)
@@ -164,13 +164,22 @@ class ClusterRouting:
                 self._note_presence(name, False, box.number, publish=True)
         # The messages stay queued; their senders learn that, unless they heard it already.
         for entry in box.inflight.values():
-            if not entry.from_store:
+            if not entry.told:
                 self._tell(entry.sender, b"A\nqueued\n%s\n%s\n%s" % (entry.msg_id.encode(), name.encode(), _rid(entry.rid)))
         box.inflight.clear()
-        box.inflight_bytes = 0
+        box.unconfirmed_bytes = 0
+        box.room.set()  # a pump waiting for room sees the session has ended
 
     async def online(self, names: Sequence[str]) -> Container[str]:
         return await self._store.online(names)
+
+    @property
+    def held_bytes(self) -> int:
+        return 0  # a session's unconfirmed messages stay in Redis: only their keys are held here
+
+    def caught_up(self, name: str) -> bool:
+        peer = self._local.get(name)
+        return peer is not None and isinstance(peer.mailbox, SessionBox) and peer.mailbox.pump is None
 
     # --- messages ------------------------------------------------------------------------
 
@@ -208,7 +217,7 @@ class ClusterRouting:
     def received(self, peer: Peer, confirmation: Received) -> None:
         box = peer.mailbox
         assert box is not None
-        entry = box.confirm((confirmation.sender, confirmation.msg_id))
+        entry, _ = box.confirm((confirmation.sender, confirmation.msg_id))  # frees room: a waiting pump goes on
         if not self._confirms:
             asyncio.get_running_loop().call_soon(self.flush_deletes)
         items = self._confirms.setdefault(box.name, [])
@@ -235,11 +244,19 @@ class ClusterRouting:
         """Read the queue from the session's position until it is empty, paced to the reader."""
         try:
             while not peer.closing:
+                if not box.has_room():  # the window is full: wait for a confirmation
+                    box.room.clear()
+                    await box.room.wait()
+                    continue
                 box.again = False
-                batch = await self._store.fetch_routed(box.name, box.position, BACKLOG_BATCH)
+                count, size = box.room_left()
+                batch = await self._store.fetch_routed(box.name, box.position, min(count, BACKLOG_BATCH), size)
                 if not batch and not box.again:
                     return
                 for routed in batch:
+                    if not box.fits(routed.message.size):  # read again once there is room for it
+                        box.next_size = routed.message.size
+                        break
                     if not await make_room(peer, routed.message.size):
                         return
                     self._hand_out(peer, box, routed.message, routed.rid, routed.told_queued)
@@ -259,7 +276,8 @@ class ClusterRouting:
         key = (m.sender, m.msg_id)
         if key in box.inflight:  # resent meanwhile: this session has it already
             return
-        box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, told, rid))
+        box.next_size = 0
+        box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, None, m.size, m.enqueued_at, True, rid, told=told))
         self._presence.watch(peer, m.sender)
         peer.write(m.frame)
 
@@ -298,11 +316,12 @@ class ClusterRouting:
         n = int(seq)
         if n <= box.position:
             return
-        # Written at once, as on one node: a reader that falls max_outgoing_buffer behind is dropped.
-        if box.pump is None and n == box.position + 1:
+        # Written at once while the window has room, as on one node; else read from the queue as it frees.
+        if box.pump is None and n == box.position + 1 and box.fits(len(frame)):
             m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n)
             self._hand_out(peer, box, m, rid_value(rid), False)
-        else:
+        else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`
+            self._tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), rid))
             self._pump_soon(peer, box)
 
     def _on_claim(self, name: str, number: int) -> None:

@@ -48,6 +48,11 @@ class ServerConfig:
     # Rooms (docs/protocol.md 11.8): the member cap may be lowered, never raised past the protocol's.
     max_room_members: int = MAX_ROOM_MEMBERS
     max_rooms: int = DEFAULT_MAX_ROOMS
+    # Unconfirmed messages one session may hold (one message always): the rest waits in the store.
+    window: int = 4096
+    window_bytes: int = 2 * 2**20
+    # Frames held in memory for all sessions together (messages forwarded and not yet confirmed).
+    max_unconfirmed_bytes: int = 256 * 2**20
 
     @property
     def deliverable_frame(self) -> int:
@@ -73,6 +78,9 @@ class ServerConfig:
             "max_outgoing_buffer": self.max_outgoing_buffer,
             "max_room_members": self.max_room_members,
             "max_rooms": self.max_rooms,
+            "window": self.window,
+            "window_bytes": self.window_bytes,
+            "max_unconfirmed_bytes": self.max_unconfirmed_bytes,
         }
         for key, value in positive.items():
             if not value > 0:

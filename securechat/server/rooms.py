@@ -35,8 +35,8 @@ from ..rooms.sealing import verify_entry
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, RoomRequest
+from .mailbox import InFlight
 from .roomstore import StoredEntry
-from .routing import InFlight
 from .seam import RoomRouting
 from .store import QueuedMessage, ServerStore
 
@@ -231,11 +231,13 @@ class RoomService:
             if target is None or target.closing:
                 message = QueuedMessage(name, sender, msg_id, server_ts, frame, time.time(), room=room)
                 stored.append((name, self._store.enqueue(message)))
-            elif self._routing.hand(target, InFlight(sender, msg_id, server_ts, frame, time.time(), False,
-                                                     request.rid, room)):
+                continue
+            entry = InFlight(sender, msg_id, server_ts, frame, len(frame), time.time(), False, request.rid, room)
+            later = self._routing.hand(target, entry)
+            if later is None:
                 handed.append(name)
-            else:
-                full.append(name)
+            else:  # the member's window is full or its backlog is being read: through the store, in order
+                stored.append((name, later))
         if not stored:
             peer.answer(_sent(room, msg_id, handed, full, state.seq), request.rid)
             return None

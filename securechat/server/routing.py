@@ -1,17 +1,14 @@
 """Routing: which session holds each name, what it was handed, its backlog, requeue and acks.
 
-Delivery model (docs/protocol.md, "Server behaviour details": Delivery). A
-message for a connected recipient is serialised once, written at once and
-remembered as *in flight* in the recipient's :class:`Mailbox` until the
-recipient confirms it with ``received``; then its sender, if online, gets
-``ack`` ``delivered``. A message for an offline recipient goes to the store
-first and is acked ``queued``; offline sends of one loop iteration share one
-commit, and the connection keeps reading meanwhile. When a session starts, its
-backlog is streamed from the store oldest first, in batches paced to the
-reader; messages arriving meanwhile are held and written after the backlog, so
-order is kept. Whatever is in flight and unconfirmed when a session ends goes
-back to the store (backlog messages never left it) and the senders hear
-``queued``. The online path touches no database.
+Delivery (docs/protocol.md, "Server behaviour details"). A message for a
+connected recipient whose window (:mod:`.mailbox`) has room is written at once
+and held until ``received``; then its sender, if online, hears ``delivered``.
+Else it is stored and acked ``queued`` (one commit per loop iteration): the
+recipient is offline, its window is full, its backlog or earlier messages wait
+in the store, or the frames held for all sessions reach
+``--max-unconfirmed-bytes``; what the session held in memory is stored first
+(order). Its *pump* reads the store back as confirmations free room. What was
+forwarded live and is unconfirmed when a session ends is requeued.
 
 The seam (:mod:`securechat.server.seam`): :class:`LocalRouting` routes within this process,
 :class:`~securechat.server.cluster.ClusterRouting` between nodes that share Redis.
@@ -23,7 +20,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Container, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import now_ms
@@ -33,6 +29,7 @@ from ..relayframes import ack_frame
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
+from .mailbox import InFlight, Key, Mailbox
 from .presence import Presence
 from .store import MessageStore, QueuedMessage
 
@@ -42,11 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("securechat.server")
 
 BACKLOG_BATCH: Final = 500
-# After each backlog batch, wait for the reader while more than this is unsent.
-BACKLOG_DRAIN_ABOVE: Final = 64 * 1024
-
-Key = tuple[str, str]  # (sender, msg_id)
-
+BACKLOG_DRAIN_ABOVE: Final = 64 * 1024  # after a backlog batch, wait for the reader while more is unsent
 
 def deliverable_frame(peer: Peer, message: Send, server_ts: int, config: ServerConfig) -> bytes | None:
     """The ``message`` frame for ``message``, or None after refusing the sender with ``message_too_large``.
@@ -60,46 +53,6 @@ def deliverable_frame(peer: Peer, message: Send, server_ts: int, config: ServerC
         peer.error("message_too_large", f"as a 'message' frame this would be {size} bytes; the limit is {limit}", message.rid)
         return None
     return body
-
-
-@dataclass(slots=True)
-class InFlight:
-    """A message handed to a recipient session and not yet confirmed."""
-
-    sender: str
-    msg_id: str
-    server_ts: int
-    frame: bytes
-    created: float
-    from_store: bool
-    rid: str | None = None
-    room: str | None = None  # a room message: acks name the room and the member
-
-
-class Mailbox:
-    """Routing's state for one session: what it was handed, and what waits for its backlog."""
-
-    __slots__ = ("held", "inflight", "inflight_bytes", "name")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.inflight: dict[Key, InFlight] = {}
-        self.inflight_bytes = 0
-        self.held: list[Key] | None = []  # routed while the backlog streams; None once it is done
-
-    def hand_out(self, key: Key, entry: InFlight) -> None:
-        """Remember ``entry`` as handed to this session until it is confirmed."""
-        old = self.inflight.get(key)
-        if old is not None:
-            self.inflight_bytes -= len(old.frame)
-        self.inflight[key] = entry
-        self.inflight_bytes += len(entry.frame)
-
-    def confirm(self, key: Key) -> InFlight | None:
-        entry = self.inflight.pop(key, None)
-        if entry is not None:
-            self.inflight_bytes -= len(entry.frame)
-        return entry
 
 
 class LocalRouting:
@@ -120,6 +73,7 @@ class LocalRouting:
         self._spawn = spawn
         self._online: dict[str, Peer] = {}
         self._deletes: list[tuple[str, str, str]] = []
+        self.held_bytes = 0  # frames held in memory for all sessions (--max-unconfirmed-bytes)
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -136,7 +90,7 @@ class LocalRouting:
         name = peer.name
         assert name is not None
         old = self._online.get(name)
-        peer.set_mailbox(Mailbox(name))  # holding what arrives until the backlog is out
+        peer.set_mailbox(Mailbox(name, self._config.window, self._config.window_bytes))
         self._online[name] = peer  # before anything can be routed here
         if old is not None:
             old.fail("replaced", "a new session for this name started elsewhere")
@@ -153,36 +107,49 @@ class LocalRouting:
         if self._online.get(name) is peer:  # not when a newer session replaced it: it never went offline
             del self._online[name]
             self._presence.note(name, False)
-        back = [
-            QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame, e.created, room=e.room)
-            for e in box.inflight.values()
-            if not e.from_store
-        ]
-        rids = {(e.sender, e.msg_id): e.rid for e in box.inflight.values() if not e.from_store}
+        unconfirmed = list(box.inflight.values())
         box.inflight.clear()
-        box.inflight_bytes = 0
-        box.held = None
-        if back:
-            try:
-                fut = self._store.requeue(back)
-            except RuntimeError:  # the store is already closed: nothing more can be kept
-                log.error("store closed: %d unconfirmed messages for %s not requeued", len(back), name)
-                return
-            fut.add_done_callback(lambda f: self._requeued(f, name, back, rids))
+        self.held_bytes -= box.held_bytes
+        box.held_bytes = box.unconfirmed_bytes = 0
+        box.room.set()  # the pump, if it waits for room, sees the session has ended
+        self._requeue(name, [e for e in unconfirmed if not e.stored])
 
-    def _requeued(self, fut: asyncio.Future[int], recipient: str, back: list[QueuedMessage], rids: dict[Key, str | None]) -> None:
+    def _requeue(self, name: str, live: list[InFlight], then: Callable[[bool], None] | None = None) -> None:
+        """Store messages that were forwarded live; their senders hear ``queued`` once they are."""
+        if not live:
+            return
+        back = [QueuedMessage(name, e.sender, e.msg_id, e.server_ts, e.frame or b"", e.created, room=e.room) for e in live]
+        rids = {(e.sender, e.msg_id): e.rid for e in live}
+        try:
+            fut = self._store.requeue(back)
+        except RuntimeError:  # the store is already closed: nothing more can be kept
+            log.error("store closed: %d unconfirmed messages for %s not requeued", len(back), name)
+            return
+
+        def done(f: asyncio.Future[int]) -> None:
+            ok = self._requeued(f, name, back, rids)
+            if then is not None:
+                then(ok)
+
+        fut.add_done_callback(done)
+
+    def _requeued(self, fut: asyncio.Future[int], recipient: str, back: list[QueuedMessage], rids: dict[Key, str | None]) -> bool:
         if fut.cancelled() or fut.exception() is not None:
             log.error("could not requeue %d messages for %s", len(back), recipient, exc_info=fut.exception())
-            return
+            return False
         # The senders learn the message is now safely queued.
         for m in back:
             sender = self._online.get(m.sender)
             if sender is not None:
-                rid = rids.get((m.sender, m.msg_id))
-                sender.write(_ack(m.msg_id, recipient, "queued", rid, m.room))
+                sender.write(_ack(m.msg_id, recipient, "queued", rids.get((m.sender, m.msg_id)), m.room))
+        return True
 
     async def online(self, names: Sequence[str]) -> Container[str]:
         return self._online
+
+    def caught_up(self, name: str) -> bool:
+        peer = self._online.get(name)
+        return peer is not None and peer.mailbox is not None and not peer.mailbox.stored
 
     # --- messages ------------------------------------------------------------------------
 
@@ -193,8 +160,7 @@ class LocalRouting:
             return None
         target = self._online.get(message.to)
         if target is not None:
-            self._forward(peer, target, message, server_ts, body)
-            return None
+            return self._to_session(peer, target, message, server_ts, body)
         if self._directory.knows(message.to):
             # The common case needs no lookup: store without waiting, so the next frames of
             # this connection are read meanwhile and their enqueues share one commit.
@@ -202,33 +168,53 @@ class LocalRouting:
             return Deferred(self._ack_queued(peer, stored, message))
         return self._send_offline(peer, message, server_ts, body)
 
-    def _forward(self, peer: Peer, target: Peer, message: Send, server_ts: int, body: bytes) -> None:
-        """Hand a message to its online recipient; held as unconfirmed until ``received``."""
-        if not self.hand(target, InFlight(message.sender, message.msg_id, server_ts, body, time.time(),
-                                          False, message.rid)):
-            peer.error("queue_full", f"too many unconfirmed messages for '{message.to}'", message.rid)
-            return
+    def _to_session(self, peer: Peer, target: Peer, message: Send, server_ts: int, body: bytes) -> Deferred | None:
+        """To a connected recipient: at once while its window has room, else through the store."""
+        entry = InFlight(message.sender, message.msg_id, server_ts, body, len(body), time.time(), False, message.rid)
         self._presence.watch(peer, message.to)
-        self._presence.watch(target, message.sender)
+        stored = self.hand(target, entry)
+        if stored is None:
+            self._presence.watch(target, message.sender)
+            return None
+        return Deferred(self._ack_queued(peer, stored, message))
 
-    def hand(self, target: Peer, entry: InFlight) -> bool:
-        """Write a message frame to an online session, held unconfirmed until ``received``; False over its caps."""
+    def hand(self, target: Peer, entry: InFlight) -> asyncio.Future[bool] | None:
         box = target.mailbox
         assert box is not None
-        # Unconfirmed messages held for one recipient obey the same caps as its stored queue.
-        if len(box.inflight) >= self._config.queue_limit or box.inflight_bytes + len(entry.frame) > self._config.queue_bytes:
-            return False
-        key = (entry.sender, entry.msg_id)
-        box.hand_out(key, entry)
-        if box.held is not None:
-            box.held.append(key)
+        if box.live() and box.fits(entry.size) and self.held_bytes + entry.size <= self._config.max_unconfirmed_bytes:
+            self.held_bytes += box.hand_out((entry.sender, entry.msg_id), entry)
+            target.write(entry.frame or b"")
+            return None
+        if box.live():  # the first to wait: what the session holds in memory goes to the store first (order)
+            self._spill(box)
+        m = QueuedMessage(box.name, entry.sender, entry.msg_id, entry.server_ts, entry.frame or b"", entry.created, room=entry.room)
+        stored = self._store.enqueue(m)
+        if box.stored:
+            box.fresh = True  # the pump reading the backlog must look again
         else:
-            target.write(entry.frame)
-        return True
+            box.pending += 1  # what was handed out already left; this waits for the pump, in order
+            stored.add_done_callback(lambda f: box.not_new(f.cancelled() or f.exception() is not None or not f.result()))
+        self._start_pump(target, box)
+        return stored
 
     def session(self, name: str) -> Peer | None:
         """The session routed to for ``name`` on this node, if any."""
         return self._online.get(name)
+
+    def _spill(self, box: Mailbox) -> None:
+        """Store the unconfirmed messages ``box`` holds in memory, so that they stay ahead of what follows."""
+        live = [e for e in box.inflight.values() if not e.stored]
+        for entry in live:
+            entry.stored = True  # not requeued when the session ends; skipped when the pump reads it back
+
+        def spilled(ok: bool) -> None:
+            for entry in live:
+                if box.inflight.get((entry.sender, entry.msg_id)) is entry:  # not confirmed, session not ended
+                    if ok:
+                        self.held_bytes += box.release(entry)
+                    entry.stored = ok  # not stored: requeued again if the session ends
+
+        self._requeue(box.name, live, spilled)
 
     def _store_for_later(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> asyncio.Future[bool]:
         self._presence.watch(peer, message.to)
@@ -253,7 +239,9 @@ class LocalRouting:
         # next session.
         target = self._online.get(message.to)
         if target is not None:
-            self._forward(peer, target, message, server_ts, body)
+            routed = self._to_session(peer, target, message, server_ts, body)
+            if routed is not None:
+                await routed.awaitable
             return
         await self._ack_queued(peer, self._store_for_later(peer, message, server_ts, body), message)
 
@@ -261,9 +249,10 @@ class LocalRouting:
         box = peer.mailbox
         assert box is not None
         sender, msg_id = confirmation.sender, confirmation.msg_id
-        entry = box.confirm((sender, msg_id))
-        if entry is None or entry.from_store:
-            # Confirmed from the backlog (or from an earlier session): batch the deletes.
+        entry, change = box.confirm((sender, msg_id))
+        self.held_bytes += change
+        if entry is None or entry.stored:
+            # Confirmed from the store (or from an earlier session): batch the deletes.
             if not self._deletes:
                 asyncio.get_running_loop().call_soon(self.flush_deletes)
             self._deletes.append((box.name, sender, msg_id))
@@ -279,23 +268,38 @@ class LocalRouting:
         keys, self._deletes = self._deletes, []
         self._store.delete(keys).add_done_callback(_deleted)
 
-    # --- backlog -------------------------------------------------------------------------
+    # --- the store, read back as the window allows ---------------------------------------------
 
     def deliver_backlog(self, peer: Peer) -> None:
-        """Stream ``peer``'s stored messages, then what arrived meanwhile."""
         box = peer.mailbox
         assert box is not None
-        self._spawn(self._stream_backlog(peer, box))
+        self._start_pump(peer, box)
 
-    async def _stream_backlog(self, peer: Peer, box: Mailbox) -> None:
-        """Stream the stored queue oldest first, then what arrived meanwhile."""
-        after = 0
+    def _start_pump(self, peer: Peer, box: Mailbox) -> None:
+        if not box.pumping:
+            box.pumping = True
+            self._spawn(self._pump(peer, box))
+
+    async def _pump(self, peer: Peer, box: Mailbox) -> None:
+        """Hand out what the store holds for the session, oldest first, as its window allows; then go live."""
         try:
             while not peer.closing:
-                batch = await self._store.fetch(box.name, after, BACKLOG_BATCH)
-                if peer.closing or not batch:
-                    break
-                after = batch[-1].seq
+                if not box.has_room():
+                    box.room.clear()
+                    await box.room.wait()
+                    continue
+                count, size = box.room_left()
+                self.flush_deletes()  # what was confirmed must not come back from this fetch
+                box.confirmed.clear()
+                box.fresh = False
+                batch = await self._store.fetch(box.name, box.after, min(count, BACKLOG_BATCH), size)
+                if peer.closing:
+                    return
+                if not batch:
+                    if box.fresh or box.pending:
+                        continue  # stored after the fetch was submitted: fetch again
+                    box.stored = False  # caught up: messages go straight to the session again
+                    return
                 if not await self._write_batch(peer, box, batch):
                     return
         except (ConnectionError, OSError):
@@ -303,26 +307,31 @@ class LocalRouting:
         except Exception:  # e.g. the store failed: the session cannot keep its order
             log.exception("backlog delivery to %s failed", box.name)
             peer.end("backlog delivery failed", abort=True)
-            return
-        if peer.closing:
-            return
-        held, box.held = box.held, None
-        for key in held or ():
-            entry = box.inflight.get(key)
-            if entry is not None:
-                peer.write(entry.frame)
+        finally:
+            box.pumping = False
 
     async def _write_batch(self, peer: Peer, box: Mailbox, batch: list[QueuedMessage]) -> bool:
         """Hand out one batch, waiting for the reader instead of tripping the outgoing bound; False once gone."""
         for m in batch:
             key = (m.sender, m.msg_id)
             held = box.inflight.get(key)
-            if held is not None:  # a resend already waiting in memory: it is stored too
-                held.from_store = True
-                continue
-            box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, m.frame, m.enqueued_at, True, room=m.room))
+            if held is not None or key in box.confirmed:
+                resent = held is not None and not held.stored  # forwarded live, then its resend was stored
+                if held is not None and resent:
+                    held.stored = True
+                    self.held_bytes += box.release(held)
+                box.after = m.seq
+                box.not_new(resent and not box.stored)  # a spilled message was never counted as waiting
+                continue  # handed out already (spilled, or a resend), or confirmed while this batch was read
+            if not box.fits(m.size):  # read again once confirmations make room for it
+                box.next_size = m.size
+                break
+            box.after, box.next_size = m.seq, 0
+            box.not_new(not box.stored)
+            entry = InFlight(m.sender, m.msg_id, m.server_ts, None, m.size, m.enqueued_at, True, room=m.room)
+            self.held_bytes += box.hand_out(key, entry)
             self._presence.watch(peer, m.sender)
-            if not await make_room(peer, len(m.frame)):
+            if not await make_room(peer, m.size):
                 return False
             peer.write(m.frame)
             if peer.closing:

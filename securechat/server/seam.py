@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 from .events import Handled, Received, Send
 
 if TYPE_CHECKING:
-    from .routing import InFlight
+    import asyncio
+
+    from .mailbox import InFlight
     from .transport import Peer
 
 
@@ -56,6 +58,13 @@ class Routing(Protocol):
     async def close(self) -> None:
         """After every connection ended and the deletes were flushed."""
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of frames forwarded live and held until confirmed, for all sessions of this node."""
+
+    def caught_up(self, name: str) -> bool:
+        """``name`` has a session here and nothing of its waits in the store: messages go to it at once."""
+
 
 class RoomRouting(Routing, Protocol):
     """What rooms (:mod:`securechat.server.rooms`) also ask: one node's sessions (not yet several nodes')."""
@@ -63,5 +72,6 @@ class RoomRouting(Routing, Protocol):
     def session(self, name: str) -> Peer | None:
         """The session for ``name`` on this node (room pushes and fan-out); a multi-node routing publishes instead."""
 
-    def hand(self, target: Peer, entry: InFlight) -> bool:
-        """Write a message to ``target``, held unconfirmed until ``received``; False over its caps (room fan-out)."""
+    def hand(self, target: Peer, entry: InFlight) -> asyncio.Future[bool] | None:
+        """A message for ``target``'s session: None once written (held until ``received``), else the future of
+        storing it for the session, behind what waits there (its window is full; :class:`QueueFull` over the caps)."""

@@ -30,7 +30,7 @@ from .events import HANDLED, NEED_DATA, Deferred, Event, Handled
 from .phases import Phase
 
 if TYPE_CHECKING:
-    from .routing import Mailbox
+    from .mailbox import Mailbox
 
 log = logging.getLogger("securechat.server")
 
