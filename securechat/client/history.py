@@ -74,7 +74,8 @@ class History:
         return nonce, sealed
 
     def add(self, entry: HistoryEntry, *, accepted: bool = False, awaiting_key: bool = False) -> None:
-        """Store ``entry``; with ``accepted``, also record its ``(peer, id)`` as accepted; with
+        """Store ``entry``; with ``accepted``, also record its ``(from, id)`` as accepted (a room message's
+        writer, not its room: the inbox looks replays up by who wrote them); with
         ``awaiting_key``, also mark it as an own message waiting for the key to be sealed with.
 
         Each in one transaction: a crash between two commits would keep the id as
@@ -92,7 +93,7 @@ class History:
             if accepted:
                 db.execute(
                     "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",
-                    (entry.peer, entry.msg_id, now_ms()),
+                    (entry.sender or entry.peer, entry.msg_id, now_ms()),
                 )
             db.execute(
                 "INSERT OR IGNORE INTO history (peer, direction, msg_id, nonce, sealed) VALUES (?, ?, ?, ?, ?)",
