@@ -250,8 +250,8 @@ class Outbox:
         state = self._store.rooms.state(room)
         if state is None or identity.name not in state.members:
             raise RoomRefused(f"you are not a member of {room}", code="not_member")
-        keys = {}
-        for name in sorted(state.members):
+        keys = {identity.name: identity.private_key.public_key()}  # our own key: no lookup of ourselves
+        for name in sorted(state.members - {identity.name}):
             pin = self._contacts.pinned(name) or await self._first_key(name)
             self._check_trust(pin)
             keys[name] = pin.public_key()

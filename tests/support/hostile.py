@@ -47,6 +47,9 @@ class HostileServer:
         self.hang_lookups = False  # never answer a lookup (the client's worker waits)
         self.lookup_errors: list[str] = []  # answer the next lookups with these error codes, in turn
         self.scripts: list[Script] = []  # one per connection, in order; later ones get none
+        # Rooms (docs/protocol.md 11.6): what `rooms` lists and what `room_log` serves, as the test scripts them.
+        self.room_listing: list[dict[str, Any]] = []
+        self.room_logs: dict[str, list[dict[str, Any]]] = {}
         self.from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.client_key: rsa.RSAPublicKey | None = None
         self.connections = 0
@@ -144,6 +147,8 @@ class HostileServer:
                                     "rid": rid,
                                 }
                             )
+                    elif kind in ("rooms", "room_log"):
+                        self._answer_room(frame)
                     elif kind == "ping":
                         self.push(
                             {"type": "pong", "rid": frame.get("rid")} if "rid" in frame else {"type": "pong"}
@@ -153,6 +158,25 @@ class HostileServer:
             pass
         finally:
             writer.close()
+
+
+    def _answer_room(self, frame: dict[str, Any]) -> None:
+        """``rooms`` lists :attr:`room_listing`; ``room_log`` serves :attr:`room_logs` from ``since`` on."""
+        rid = frame.get("rid")
+        if frame["type"] == "rooms":
+            self.push({"type": "room_list", "rooms": self.room_listing, "more": False, "rid": rid})
+            return
+        room = frame["room"]
+        entries = [e for e in self.room_logs.get(room, []) if e["seq"] >= frame.get("since", 0)]
+        self.push({"type": "room_update", "room": room, "entries": entries, "keys": {}, "more": False, "rid": rid})
+
+    def room_update(self, room: str, entries: list[dict[str, Any]]) -> None:
+        """Push entries nobody asked for (a change the server claims happened)."""
+        self.push({"type": "room_update", "room": room, "entries": entries, "keys": {}, "more": False})
+
+    def room_message(self, sender: str, envelope: dict[str, Any]) -> None:
+        self.push({"type": "message", "from": sender, "room": envelope["room"], "server_ts": now_ms(),
+                   "envelope": envelope})
 
 
 class LoopWatch:

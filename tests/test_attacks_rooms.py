@@ -1,0 +1,238 @@
+"""A malicious server against a real client's rooms (issue 10; docs/protocol.md 11.9).
+
+``HostileServer`` (tests/support/hostile.py) does the handshake for real, then
+lists rooms and serves room logs as each test scripts them, and pushes changes
+and room messages. The room ``#ops`` is bob's: bob created it and added alice
+(the client under attack); every genuine entry and message is signed with
+bob's key, which the server's ``lookup`` serves. Each attack must be refused
+with its documented reason and shown (a ``RoomRejected`` or ``MessageRejected``
+event, which every front end prints), the view alice holds must not move, and
+the session must go on (a genuine message still arrives).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from securechat import crypto
+from securechat.client import ClientSession
+from securechat.client.state import ClientStore
+from securechat.events import MessageReceived, MessageRejected, Ready, RoomChanged, RoomRejected
+from securechat.rooms.log import RoomState
+from securechat.rooms.sealing import seal_room
+from tests.support.hostile import HostileServer, LoopWatch
+from tests.support.rawclient import identity_key
+from tests.support.rooms import Chain
+from tests.support.sessions import Client, Recorder
+
+pytestmark = pytest.mark.timeout(60)
+
+WAIT = 10.0
+ROOM = "#ops"
+
+
+@pytest.fixture
+async def alice(tmp_path: Path, hostile: HostileServer, caplog: pytest.LogCaptureFixture) -> AsyncIterator[Client]:
+    caplog.set_level(logging.INFO)
+    for name in ("carol", "dave", "mallory"):
+        hostile.keys[name] = crypto.public_key_pem(identity_key(name).public_key())
+    watch = LoopWatch()
+    store = ClientStore.open(tmp_path / "home", "alice", bits=2048)
+    session = ClientSession(store, "127.0.0.1", hostile.port, backoff_initial=0.05, backoff_max=0.2,
+                            request_timeout=5.0)
+    client = Client(session, Recorder())
+    session.add_listener(client.rec)
+    yield client
+    await client.stop()
+    watch.restore()
+    store.close()
+    assert watch.unhandled == [], watch.unhandled
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+def serve(srv: HostileServer, chain: Chain) -> None:
+    """What an honest server would list and serve for ``chain``: alice is a member at its head."""
+    assert chain.state is not None
+    srv.room_logs[ROOM] = [entry.to_json() for entry in chain.entries]
+    srv.room_listing = [{"room": ROOM, "kind": chain.state.kind, "member": True,
+                         "members": len(chain.state.members), "seq": chain.state.seq, "head": chain.state.head.hex()}]
+
+
+async def joined(client: Client, srv: HostileServer, chain: Chain) -> RoomState:
+    """Start alice against a server that serves ``chain``; the state she verified."""
+    serve(srv, chain)
+    client.start()
+    await client.rec.wait_kind(Ready)
+    assert chain.state is not None
+    await client.rec.wait_for(lambda e: isinstance(e, RoomChanged) and e.room == ROOM and e.seq == chain.state.seq)
+    state = client.session.rooms.state(ROOM)
+    assert state == chain.state, (state, chain.state)
+    return state
+
+
+def room_of(*others: str) -> Chain:
+    """bob's room with alice and ``others`` in it."""
+    made = Chain(ROOM)
+    made.add("create", "bob", "bob", "invite")
+    made.add("add", "bob", "alice")
+    for name in others:
+        made.add("add", "bob", name)
+    return made
+
+
+def sealed(srv: HostileServer, state: RoomState, sender: str = "bob", text: str = "hi",
+           signer: str | None = None) -> dict[str, Any]:
+    """A room message from ``sender`` sealed for the members of ``state`` (alice's key is the one she logged in with)."""
+    assert srv.client_key is not None
+    keys = {name: srv.client_key if name == "alice" else identity_key(name).public_key() for name in state.members}
+    return seal_room(identity_key(signer or sender), keys, state, sender, text)
+
+
+async def still_talking(client: Client, srv: HostileServer, state: RoomState, text: str = "still fine") -> None:
+    """The session goes on: a genuine message from bob, sealed for the members alice holds, is shown."""
+    env = sealed(srv, state, text=text)
+    srv.room_message("bob", env)
+    got = await client.rec.wait_kind(MessageReceived, msg_id=env["id"])
+    assert (got.room, got.sender, got.text) == (ROOM, "bob", text)
+
+
+async def rejected_room(client: Client, reason: str) -> RoomRejected:
+    event: RoomRejected = await client.rec.wait_kind(RoomRejected, room=ROOM, reason=reason)
+    return event
+
+
+async def rejected_message(client: Client, msg_id: str) -> MessageRejected:
+    event: MessageRejected = await client.rec.wait_kind(MessageRejected, msg_id=msg_id)
+    assert event.room == ROOM, event
+    return event
+
+
+# --- changes the members did not make -------------------------------------------------------------
+
+
+async def test_a_ghost_member_added_by_the_server_is_refused(hostile: HostileServer, alice: Client) -> None:
+    """The server cannot sign as an admin: an `add mallory` under bob's name but not bob's key is refused."""
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    ghost = chain.make("add", "bob", "mallory", signer="mallory")  # claims bob, signed by another key
+    hostile.room_update(ROOM, [ghost.to_json()])
+    refused = await rejected_room(alice, "bad_signature")
+    assert refused.seq == state.seq + 1, refused
+    assert alice.session.rooms.state(ROOM) == state  # mallory is not a member here
+    # A message that wraps a key for the ghost, under a state alice holds, lists members she did not accept.
+    ghosted = sealed(hostile, dataclasses.replace(state, members=state.members | {"mallory"}))
+    hostile.room_message("bob", ghosted)
+    assert (await rejected_message(alice, ghosted["id"])).reason == "member_mismatch"
+    await still_talking(alice, hostile, state)
+
+
+async def test_a_change_signed_by_a_non_admin_is_refused(hostile: HostileServer, alice: Client) -> None:
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    forged = chain.make("add", "carol", "mallory")  # carol signs it truly, but only admins add
+    hostile.room_update(ROOM, [forged.to_json()])
+    assert (await rejected_room(alice, "not_allowed")).seq == state.seq + 1
+    assert alice.session.rooms.state(ROOM) == state
+    await still_talking(alice, hostile, state)
+
+
+async def test_a_withheld_removal_is_seen_when_a_message_names_the_newer_state(
+    hostile: HostileServer, alice: Client
+) -> None:
+    """bob removed carol; the server keeps that entry from alice. bob's next message names the state after the
+    removal, which alice cannot fetch: rejected as unknown_state, never opened under the old member list."""
+    chain = room_of("carol")
+    before = await joined(alice, hostile, chain)
+    withheld = Chain(ROOM, list(chain.entries), chain.state)
+    withheld.add("remove", "bob", "carol")
+    assert withheld.state is not None
+    env = sealed(hostile, withheld.state, text="carol is out")
+    hostile.room_message("bob", env)  # the log served still ends before the removal
+    refused = await rejected_message(alice, env["id"])
+    assert refused.reason == "unknown_state" and "withheld" in refused.detail, refused
+    assert alice.session.rooms.state(ROOM) == before
+    # Once the server serves the removal, the same kind of message opens.
+    serve(hostile, withheld)
+    await still_talking(alice, hostile, withheld.state, "after the removal")
+    assert alice.session.rooms.state(ROOM) == withheld.state
+
+
+async def test_a_server_that_lists_us_out_without_a_signed_removal_is_told(
+    hostile: HostileServer, alice: Client
+) -> None:
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    hostile.room_listing = []  # the server says alice is in no room, and its log shows no removal
+    assert hostile.writer is not None
+    hostile.writer.transport.abort()  # alice reconnects and syncs again
+    refused = await rejected_room(alice, "withheld")
+    assert "no signed change" in refused.detail
+    assert alice.session.rooms.state(ROOM) == state
+
+
+async def test_a_replayed_older_state_never_moves_the_view_back(hostile: HostileServer, alice: Client) -> None:
+    chain = room_of("carol")
+    chain.add("remove", "bob", "carol")
+    state = await joined(alice, hostile, chain)
+    assert "carol" not in state.members
+    # The server replays the entries up to the state where carol was a member, and lists that state.
+    old = chain.entries[:3]
+    hostile.room_update(ROOM, [entry.to_json() for entry in old])
+    hostile.room_listing[0].update(seq=old[-1].seq, head=old[-1].head().hex(), members=3)
+    await still_talking(alice, hostile, state, "after the replay")
+    assert alice.session.rooms.state(ROOM) == state
+    # A replayed message is confirmed again and never shown twice (also after a reconnect).
+    again = sealed(hostile, state, text="once")
+    for _ in range(2):
+        hostile.room_message("bob", again)
+    await still_talking(alice, hostile, state, "after the message replay")
+    assert [e.text for e in alice.rec.of(MessageReceived)].count("once") == 1
+    # A different entry at a seq alice holds is a fork: refused, loudly, the first view kept.
+    fork = chain.make("add", "bob", "dave", seq=2, prev=chain.entries[1].head())
+    hostile.room_update(ROOM, [fork.to_json()])
+    assert (await rejected_room(alice, "fork")).seq == 2
+    assert alice.session.rooms.state(ROOM) == state
+    # What alice sends is sealed for the members she holds: carol gets no key.
+    await alice.session.send(ROOM, "for the current members")
+    async with asyncio.timeout(WAIT):
+        while (frame := await hostile.from_client.get())["type"] != "room_send":
+            pass
+    assert sorted(frame["envelope"]["keys"]) == ["alice", "bob"], frame["envelope"]["keys"]
+    assert frame["envelope"]["seq"] == state.seq
+
+
+# --- messages the members did not send as they are ------------------------------------------------
+
+
+async def test_a_message_from_a_non_member_is_refused(hostile: HostileServer, alice: Client) -> None:
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    intruder = dataclasses.replace(state, members=state.members | {"dave"})
+    env = sealed(hostile, intruder, sender="dave", text="let me in")
+    hostile.room_message("dave", env)
+    assert (await rejected_message(alice, env["id"])).reason == "not_member"
+    await still_talking(alice, hostile, state)
+
+
+async def test_a_stripped_or_swapped_wrapped_key_is_refused(hostile: HostileServer, alice: Client) -> None:
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    stripped = sealed(hostile, state, text="no key for alice")
+    stripped["keys"] = {k: v for k, v in stripped["keys"].items() if k != "alice"}
+    hostile.room_message("bob", stripped)
+    assert (await rejected_message(alice, stripped["id"])).reason == "member_mismatch"
+    swapped = sealed(hostile, state, text="carol's key in alice's place")
+    swapped["keys"] = {**swapped["keys"], "alice": swapped["keys"]["carol"]}
+    hostile.room_message("bob", swapped)
+    assert (await rejected_message(alice, swapped["id"])).reason == "bad_signature"
+    await still_talking(alice, hostile, state)
+    received = [e.text for e in alice.rec.of(MessageReceived)]
+    assert received == ["still fine"], received
