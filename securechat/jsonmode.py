@@ -13,6 +13,17 @@ Input, one object per line::
     {"cmd":"send","to":"bob","text":"hi"}   {"cmd":"list"}   {"cmd":"whois","name":"bob"}
     {"cmd":"trust","name":"bob"}   {"cmd":"verify","name":"bob","fingerprint":"..."}   {"cmd":"quit"}
 
+Rooms (docs/protocol.md section 11; ``send`` takes ``"to":"#ops"``)::
+
+    {"cmd":"room_create","room":"#ops","open":false}   {"cmd":"room_join","room":"#ops"}
+    {"cmd":"room_add","room":"#ops","name":"bob"}   {"cmd":"room_remove","room":"#ops","name":"bob"}
+    {"cmd":"room_admin","room":"#ops","name":"bob"}   {"cmd":"room_leave","room":"#ops"}
+    {"cmd":"room_members","room":"#ops"}   {"cmd":"rooms"}
+
+and their events: ``room`` (each verified change, and ``"change":"state"`` once per
+room at sign-in and for ``room_members``), ``message`` and ``rejected`` with a
+``room``, ``ack`` with ``member`` per member, ``rooms`` for the ``rooms`` command.
+
 Commands are parsed by :func:`securechat.commands.parse_json` and run by the
 same :class:`~securechat.commands.Executor` as the terminal front ends; this
 module only turns events and outcomes into JSON lines.
@@ -38,7 +49,7 @@ from .client import ClientSession, finish_session
 from .commands import Executor, Hint, parse_json
 from .commands.driver import feed, stdin_lines
 from .commands.grammar import JSON, Quit, json_name
-from .commands.outcomes import ContactShown, Failed, Outcome, Trusted, Verified
+from .commands.outcomes import ContactShown, Failed, MembersShown, Outcome, Trusted, Verified
 from .errors import (
     KeyChanged,
     KeyStoreError,
@@ -60,12 +71,16 @@ from .events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    RoomChanged,
+    RoomRejected,
+    RoomsListed,
     ServerPinned,
     ServerRefusedAlert,
     SessionEvent,
     UsersListed,
 )
 from .records import ContactInfo
+from .rooms.log import RoomState
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +105,11 @@ def event_to_json(event: SessionEvent) -> dict[str, Any] | None:  # noqa: C901 -
             return {"event": "key_generating", "name": name, "bits": bits}
         case MessageSent(msg_id, to, ts, _text, _payload):
             return {"event": "sent", "id": msg_id, "to": to, "ts": ts}
-        case MessageReceived(sender, msg_id, ts, text, payload, server_ts):
+        case MessageReceived(sender, msg_id, ts, text, payload, server_ts, room, gone):
             return {
                 "event": "message",
+                **({"room": room} if room is not None else {}),
+                **({"readers_gone": list(gone)} if gone else {}),
                 "from": sender,
                 "id": msg_id,
                 "ts": ts,
@@ -100,10 +117,11 @@ def event_to_json(event: SessionEvent) -> dict[str, Any] | None:  # noqa: C901 -
                 "text": text,
                 "payload": payload,
             }
-        case MessageRejected(sender, msg_id, reason, detail, _payload):
-            return {"event": "rejected", "from": sender, "id": msg_id, "reason": reason, "detail": detail}
-        case Acked(msg_id, to, status):
-            return {"event": "ack", "id": msg_id, "to": to, "status": status}
+        case MessageRejected(sender, msg_id, reason, detail, _payload, room):
+            about = {"room": room} if room is not None else {}
+            return {"event": "rejected", **about, "from": sender, "id": msg_id, "reason": reason, "detail": detail}
+        case Acked(msg_id, to, status, member):
+            return {"event": "ack", "id": msg_id, "to": to, **({"member": member} if member else {}), "status": status}
         case KeyChangedAlert(name, old, new):
             return {"event": "key_changed", "name": name, "old": old, "new": new}
         case ContactPinned(name, fp, trust):
@@ -124,7 +142,27 @@ def event_to_json(event: SessionEvent) -> dict[str, Any] | None:  # noqa: C901 -
             if presented is not None:
                 refused.update(presented=presented, wanted=wanted, accept=accept)
             return refused
+    return room_event_to_json(event)
+
+
+def room_event_to_json(event: SessionEvent) -> dict[str, Any] | None:
+    """The ``--json`` line for the events of rooms that are not messages or acks."""
+    match event:
+        case RoomChanged(room, change, name, by, members, admins):
+            return {"event": "room", "room": room, "change": change, "name": name, "by": by,
+                    "members": list(members), "admins": list(admins)}
+        case RoomRejected(room, reason, detail, seq):
+            return {"event": "rejected", "room": room, "reason": reason, "detail": detail, "seq": seq}
+        case RoomsListed(rooms):
+            listed = [{"room": r.room, "kind": r.kind, "member": r.member, "members": r.members} for r in rooms]
+            return {"event": "rooms", "rooms": listed}
     return None
+
+
+def room_state_json(state: RoomState) -> dict[str, Any]:
+    """``room_members``: the room as verified here, as a ``room`` event with ``"change":"state"``."""
+    return {"event": "room", "room": state.room, "change": "state", "name": None, "by": None,
+            "members": state.sorted_members(), "admins": sorted(state.admins)}
 
 
 def announce_key_generation(name: str, bits: int) -> None:
@@ -181,6 +219,8 @@ def outcome_to_json(outcome: Outcome) -> dict[str, Any] | None:
             return contact_json(after)
         case Verified(name, ok):
             return {"event": "verify", "name": name, "ok": ok}
+        case MembersShown(state):
+            return room_state_json(state)
         case Failed(command, error):
             return error_json(failure_code(error), str(error), json_name(command))
     return None

@@ -44,6 +44,9 @@ from .events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    RoomChanged,
+    RoomRejected,
+    RoomsListed,
     ServerPinned,
     ServerRefusedAlert,
     SessionAPI,
@@ -78,7 +81,8 @@ def message_lines(
 def history_lines(entry: HistoryEntry) -> list[str]:
     """A persisted message, as it was shown when it came or went."""
     if entry.direction == "in":
-        return message_lines(entry.peer, None, entry.ts, entry.text, None, entry.server_ts)
+        who = f"{entry.peer} {entry.sender}" if entry.sender else entry.peer  # a room's message names its writer
+        return message_lines(who, None, entry.ts, entry.text, None, entry.server_ts)
     status = entry.status if entry.status and entry.status != "sending" else None
     ack = [f"  ({status} to {entry.peer})"] if status else []
     return message_lines("", entry.peer, entry.ts, entry.text, None) + ack
@@ -95,14 +99,14 @@ def format_event(event: SessionEvent, raw: bool = False) -> list[str]:
             return [_marked("info", say.key_generating_line(name, bits))]
         case MessageSent(_id, to, ts, text, payload):
             return message_lines("", to, ts, text, payload if raw else None)
-        case MessageReceived(sender, _id, ts, text, payload, server_ts):
+        case MessageReceived(sender, _id, ts, text, payload, server_ts, None):
             return message_lines(sender, None, ts, text, payload if raw else None, server_ts)
-        case MessageRejected(sender, _id, reason, detail, payload):
-            line = _marked("warn", say.rejected_line(sender, reason, detail))
+        case MessageRejected(sender, _id, reason, detail, payload, room):
+            line = _marked("warn", say.rejected_line(sender, reason, detail) + (f" in {room}" if room else ""))
             return [line, *([payload] if raw and payload else [])]
-        case Acked(_id, to, status):
+        case Acked(_id, to, status, None):
             return [f"  ({status} to {to})"]
-    return _notice_lines(event)
+    return _notice_lines(event) or room_event_lines(event, raw)
 
 
 def _notice_lines(event: SessionEvent) -> list[str]:
@@ -123,6 +127,23 @@ def _notice_lines(event: SessionEvent) -> list[str]:
             return [_marked("info", say.server_pinned_line(server, fp))]
         case ServerRefusedAlert():
             return [_marked("warn", line) for line in say.server_refused_lines(event)]
+    return []
+
+
+def room_event_lines(event: SessionEvent, raw: bool = False) -> list[str]:
+    """The lines for the events of rooms (docs/protocol.md 11): their messages, changes, acks and listings."""
+    match event:
+        case MessageReceived(sender, _id, ts, text, payload, server_ts, room, gone) if room is not None:
+            lines = message_lines(f"{room} {sender}", None, ts, text, payload if raw else None, server_ts)
+            return lines + ([_marked("warn", say.readers_gone_line(sender, room, gone))] if gone else [])
+        case Acked(_id, room, _status, str(), delivered, total):
+            return [f"  ({say.room_ack_status(delivered, total)} to {room})"]  # delivered 3/5
+        case RoomChanged():
+            return [_marked("info", say.room_change_line(event))]
+        case RoomRejected():
+            return [_marked("warn", say.room_rejected_line(event))]
+        case RoomsListed(rooms):
+            return [_marked("info", say.rooms_line(rooms))]
     return []
 
 

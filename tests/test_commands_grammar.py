@@ -220,7 +220,8 @@ def test_every_slash_command_has_a_parser_and_only_known_front_ends() -> None:
 
 def test_every_command_value_names_its_command() -> None:
     for name in c.COMMANDS:
-        usage = c.COMMANDS[name].usage.replace("NAME", "bob").replace("TEXT", "hi")
+        usage = c.COMMANDS[name].usage.replace("NAME", "bob").replace("TEXT", "hi").replace("#ROOM", "#ops")
+        usage = usage.replace("[", "").replace("]", "")  # an optional word, given
         command = c.parse_line(usage.replace("FINGERPRINT", FP))
         assert not isinstance(command, c.Hint) and command is not None
         assert c.slash_name(command) == name

@@ -28,7 +28,7 @@ from securechat.commands.wording import (
     offline_first_message,
     unavailable,
 )
-from securechat.events import ContactInfo, HistoryEntry, Ready
+from securechat.events import ContactInfo, HistoryEntry, MessageReceived, Ready
 from securechat.lineui import MESSAGE_INDENT, LineChat
 from securechat.ui import ChatUI
 from securechat.ui.state import STATUS_WINDOW, Line
@@ -43,6 +43,7 @@ MALLORY_NEW = "7e7e" * 16
 T0 = 1_600_000_000_000
 OFFLINE = object()  # not typed: the connection drops here
 READY = object()  # not typed: the session signs in (each front end fetches the directory, silently)
+ROOM_MESSAGE = object()  # not typed: bob writes in #ops (a room message arrives)
 
 SCRIPT: list[str | object] = [
     READY,
@@ -92,6 +93,34 @@ SCRIPT: list[str | object] = [
     "/frobnicate",
     "/",
     "/to bob carol",
+    # Rooms (issue 10): the same command layer, the real rules (FakeRooms uses rooms.log.check_change).
+    "/rooms",
+    "/create #ops",
+    "hi team",
+    "/add #ops bob",
+    "/add #ops carol",
+    "/add #ops nobody",
+    "/members",
+    "/admin #ops bob",
+    "/remove #ops bob",
+    "/remove #ops carol",
+    "/members #ops",
+    ROOM_MESSAGE,
+    "/msg #ops from the room",
+    "/create #ops",
+    "/create #Bad!",
+    "/create #lobby open",
+    "/create #x maybe",
+    "/add #ops",
+    "/join #nowhere",
+    "/members #nowhere",
+    "/rooms now",
+    "/to #ops",
+    "/leave #lobby",
+    "/rooms",
+    "/msg #lobby anyone?",
+    "/join #lobby",
+    "/to bob",
     OFFLINE,
     "/whois bob",
     "/whois carol",
@@ -138,6 +167,9 @@ async def _happen(what: object, fake: FakeSession) -> None:
     if what is OFFLINE:
         fake.go_offline()
         return
+    if what is ROOM_MESSAGE:
+        fake.emit(MessageReceived("bob", "r1" * 16, T0, "hello #ops", "PAYLOAD-room", None, "#ops"))
+        return
     fake.emit(Ready(fake.name, fake.fingerprint))
     await wait_until(lambda: ("list_users", None) in fake.calls, what="the directory asked for")
     await asyncio.sleep(0)  # its answer rendered
@@ -181,6 +213,11 @@ async def run_full_screen() -> list[Step]:
     steps: list[Step] = []
     async with running_ui(fake, monochrome=True) as h:
         for item in SCRIPT:
+            if item is ROOM_MESSAGE:  # shown like a typed line's result: compared too
+                before = _ui_snapshot(h.ui)
+                await _happen(item, fake)
+                steps.append(Step(_ui_new(h.ui, before), [], [], h.ui.executor.current))
+                continue
             if not isinstance(item, str):
                 await _happen(item, fake)
                 continue
@@ -203,8 +240,9 @@ async def run_full_screen() -> list[Step]:
 # --- --plain ---------------------------------------------------------------------------------
 
 # The time: HH:MM today, with the date on another day (commands/times.py).
-_MESSAGE = re.compile(r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] (?:me -> \S+|(\S+)): (.*)", re.DOTALL)
-_ACK = re.compile(r"  \((\w+) to \S+\)")
+# A room's message names the room before its sender (the full screen shows it in the room's window).
+_MESSAGE = re.compile(r"\[(?:\d{4}-\d\d-\d\d )?\d\d:\d\d\] (?:me -> \S+|(?:#\S+ )?(\S+)): (.*)", re.DOTALL)
+_ACK = re.compile(r"  \((\w+(?: \d+/\d+)?) to \S+\)")
 
 
 def _plain_shown(printed: list[str], own: str) -> list[Shown]:
@@ -235,6 +273,11 @@ async def run_plain() -> list[Step]:
     fake.add_listener(chat.on_event)
     steps: list[Step] = []
     for item in SCRIPT:
+        if item is ROOM_MESSAGE:
+            printed.clear()
+            await _happen(item, fake)
+            steps.append(Step(_plain_shown(printed, fake.name), [], [], chat.current))
+            continue
         if not isinstance(item, str):
             await _happen(item, fake)
             continue
@@ -262,7 +305,7 @@ def test_the_script_uses_every_command() -> None:
 
 async def test_every_slash_command_gives_the_same_result_in_both_front_ends() -> None:
     screen, plain = await run_full_screen(), await run_plain()
-    typed = [item for item in SCRIPT if isinstance(item, str)]
+    typed = [item if isinstance(item, str) else "(bob writes in #ops)" for item in SCRIPT if item not in (OFFLINE, READY)]
     assert len(screen) == len(plain) == len(typed)
     for line, ui_step, plain_step in zip(typed, screen, plain, strict=True):
         where = f"after {line!r}"
@@ -287,7 +330,7 @@ async def test_every_slash_command_gives_the_same_result_in_both_front_ends() ->
 
 async def test_what_the_script_shows() -> None:
     """A few of the results spelled out, so that the front ends cannot agree on showing nothing."""
-    typed = [item for item in SCRIPT if isinstance(item, str)]
+    typed = [item if isinstance(item, str) else "(bob writes in #ops)" for item in SCRIPT if item not in (OFFLINE, READY)]
     steps = await run_plain()
 
     def at(line: str, nth: int = 0) -> list[Shown]:
@@ -335,3 +378,12 @@ async def test_what_the_script_shows() -> None:
     assert at("/users", 1) == [("!", OFFLINE_USERS)]
     assert at("while offline") == [("msg", "alice", "while offline", "")]
     assert at("/msg dave hi") == [("!", f'not sent to dave ("hi"): {offline_first_message("dave")}')]
+    # Rooms: the changes as verified, the refusals with their codes, delivery per member.
+    assert at("/create #ops") == [("*", "alice created #ops (invite)"), ("*", "talking to #ops")]
+    assert at("/add #ops bob") == [("*", "alice added bob to #ops")]
+    assert at("/members") == [("*", "#ops (invite, 3 members, as verified here): alice (admin), bob, carol")]
+    assert at("/remove #ops bob") == [("!", "not_allowed: bob is an admin: an admin can only leave by themselves")]
+    assert at("(bob writes in #ops)") == [("msg", "bob", "hello #ops", "")]
+    assert at("/msg #ops from the room") == [("msg", "alice", "from the room", "delivered 1/1")]
+    assert at("/msg #lobby anyone?")[0][1].startswith('not sent to #lobby ("anyone?"): not_member')
+    assert at("/rooms", 1) == [("*", "2 rooms: #lobby (open, 0), #ops (invite, 2, yours)")]

@@ -16,6 +16,7 @@ from securechat.client.state import ClientStore
 from securechat.commands import Hint, parse_json
 from securechat.commands.grammar import Msg, Quit, Users
 from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
+from securechat.events import MessageReceived, MessageRejected, RoomRejected
 from securechat.jsonmode import JsonFrontEnd, failure_code, run_json_mode
 from securechat.records import ContactInfo
 from tests.support.ui_fakes import BOB_FP, BOB_NEW_FP, FakeSession
@@ -152,3 +153,55 @@ async def test_replies_to_commands_keep_the_documented_shapes() -> None:
             ],
         },
     ]
+
+
+async def test_room_commands_and_events_have_exactly_the_documented_names() -> None:
+    """Issue 10's --json names: the room commands, and the room, message, ack and error events."""
+    fake = FakeSession(users={"alice": True, "bob": True, "carol": False})
+    out: list[dict[str, Any]] = []
+    front = JsonFrontEnd(fake, out.append, own_stdout=False)  # type: ignore[arg-type]
+    fake.add_listener(front.on_event)
+    for line in (
+        b'{"cmd":"room_create","room":"#ops","open":false}',
+        b'{"cmd":"room_add","room":"#ops","name":"bob"}',
+        b'{"cmd":"room_add","room":"#ops","name":"carol"}',
+        b'{"cmd":"room_admin","room":"#ops","name":"bob"}',
+        b'{"cmd":"room_members","room":"#ops"}',
+        b'{"cmd":"send","to":"#ops","text":"hi"}',
+        b'{"cmd":"room_remove","room":"#ops","name":"bob"}',
+        b'{"cmd":"room_remove","room":"#ops","name":"carol"}',
+        b'{"cmd":"room_join","room":"#ops"}',
+        b'{"cmd":"room_leave","room":"#ops"}',
+        b'{"cmd":"room_create","room":"#ops","open":"yes"}',
+    ):
+        assert await front.handle(line)
+    rooms = [o for o in out if o["event"] == "room"]
+    assert [(o["change"], o["name"], o["by"]) for o in rooms] == [
+        ("created", "alice", "alice"),
+        ("added", "bob", "alice"),
+        ("added", "carol", "alice"),
+        ("admin", "bob", "alice"),
+        ("state", None, None),
+        ("removed", "carol", "alice"),
+        ("left", "alice", "alice"),
+    ]
+    assert rooms[4] == {"event": "room", "room": "#ops", "change": "state", "name": None, "by": None,
+                        "members": ["alice", "bob", "carol"], "admins": ["alice", "bob"]}
+    assert rooms[5]["members"] == ["alice", "bob"] and rooms[5]["admins"] == ["alice", "bob"]
+    msg_id = next(o["id"] for o in out if o["event"] == "sent")
+    acks = [o for o in out if o["event"] == "ack"]
+    assert acks == [
+        {"event": "ack", "id": msg_id, "to": "#ops", "member": "bob", "status": "delivered"},
+        {"event": "ack", "id": msg_id, "to": "#ops", "member": "carol", "status": "queued"},
+    ]
+    errors = [(o["code"], o["cmd"]) for o in out if o["event"] == "error"]
+    assert errors == [("not_allowed", "room_remove"), ("not_allowed", "room_join"), ("bad_input", "room_create")]
+    fake.emit(MessageReceived("bob", "ab" * 16, 1, "hello", "P", 2, "#ops"))
+    fake.emit(MessageRejected("bob", "cd" * 16, "member_mismatch", "keys for non-members: mallory", None, "#ops"))
+    fake.emit(RoomRejected("#ops", "fork", "two entries at seq 2", 2))
+    assert out[-3] == {"event": "message", "room": "#ops", "from": "bob", "id": "ab" * 16, "ts": 1, "server_ts": 2,
+                       "text": "hello", "payload": "P"}
+    assert out[-2] == {"event": "rejected", "room": "#ops", "from": "bob", "id": "cd" * 16,
+                       "reason": "member_mismatch", "detail": "keys for non-members: mallory"}
+    assert out[-1] == {"event": "rejected", "room": "#ops", "reason": "fork", "detail": "two entries at seq 2",
+                       "seq": 2}

@@ -345,3 +345,28 @@ def test_status_window_label() -> None:
     assert s.current == STATUS_WINDOW
     s.switch("bob")
     assert "→ bob" in render.plain(render.status_bar(s, False))
+
+
+def test_a_room_has_its_window_unread_count_member_count_and_completions() -> None:
+    from securechat.commands.grammar import completions
+    from securechat.events import RoomChanged as Changed
+
+    state = ChatState(own_name="alice", fingerprint="ab" * 32)
+    state.apply(Changed("#ops", "created", "alice", "alice", ("alice",), ("alice",), 0, "invite"))
+    state.apply(Changed("#ops", "added", "bob", "alice", ("alice", "bob"), ("alice",), 1, "invite"))
+    state.apply(MessageReceived("bob", "ab" * 16, 1_000, "hi all", "P", None, "#ops"))
+    state.apply(MessageReceived("bob", "cd" * 16, 2_000, "just you", "P"))
+    assert state.unread == {"#ops": 1, "bob": 1}  # the room's message counts for the room, not for bob
+    assert "unread 2 (#ops:1 bob:1)" in render.plain(render.status_bar(state, False))
+    state.switch("#ops")
+    assert "→ #ops (2) " in render.plain(render.status_bar(state, False))  # the room and its members
+    assert [line.text for line in state.window("#ops")] == ["alice created #ops (invite)", "alice added bob to #ops",
+                                                            "hi all"]
+    names = state.known_names(["bob", "carol"])
+    assert names == ["#ops", "bob", "carol"]
+    assert completions("/remove #ops ", names, state.rooms) == [("alice", 0), ("bob", 0)]
+    assert completions("/add #ops ", names, state.rooms) == [("carol", 0)]
+    assert completions("/leave #o", names, state.rooms) == [("#ops", -2)]
+    assert completions("/to #", names, state.rooms) == [("#ops", -1)]
+    state.apply(Changed("#ops", "removed", "alice", "bob", ("bob",), ("bob",), 2, "invite"))
+    assert "#ops" not in state.rooms and state.where() == "#ops"  # no longer ours: no count, not completed

@@ -40,6 +40,7 @@ from securechat.commands.outcomes import (
     ContactShown,
     Failed,
     Local,
+    MembersShown,
     Opened,
     Outcome,
     Said,
@@ -49,7 +50,19 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
-from securechat.errors import SessionClosed
+from securechat.commands.rooms import (
+    ROOM_COMMANDS,
+    Add,
+    Admin,
+    Create,
+    Join,
+    Leave,
+    Members,
+    Remove,
+    RoomCommand,
+    Rooms,
+)
+from securechat.errors import RoomRefused, SessionClosed
 from securechat.events import (
     ConnectionChanged,
     ContactPinned,
@@ -61,6 +74,7 @@ from securechat.events import (
     SessionEvent,
     UsersListed,
 )
+from securechat.names import is_room
 from securechat.records import HistoryEntry
 
 # Received payloads kept for /raw FILE: the newest, bounded in count and in characters
@@ -103,6 +117,8 @@ class Executor:
         if _target(command) == self.session.name:
             return [Said((wording.yourself(slash_name(command)),), "hint")]
         try:
+            if isinstance(command, ROOM_COMMANDS):
+                return await self._room(command)
             return await self._run(command)
         except Exception as exc:  # noqa: BLE001 - every failure is shown as a line, never a traceback
             return [Failed(command, exc)]
@@ -139,6 +155,39 @@ class Executor:
             case Mouse() | Raw() | Clear() | Quit():
                 return self._local(command)
         return []
+
+    async def _room(self, command: RoomCommand) -> list[Outcome]:
+        """A room command; the changes it makes are shown by their events (``RoomChanged``)."""
+        rooms = self.session.rooms
+        match command:
+            case Create(room, is_open):
+                await rooms.create(room, is_open)
+                return [self._switch(room)]
+            case Join(room):
+                await rooms.join(room)
+                return [self._switch(room)]
+            case Add(room, name):
+                await rooms.add(room, name)
+            case Remove(room, name):
+                await rooms.remove(room, name)
+            case Admin(room, name):
+                await rooms.admin(room, name)
+            case Leave(room):
+                await rooms.leave(room)
+            case Members(room):
+                return [self._members(room)]
+            case Rooms():
+                await rooms.list_rooms()
+        return []
+
+    def _members(self, room: str | None) -> Outcome:
+        room = room or (self.current if self.current is not None and is_room(self.current) else None)
+        if room is None:
+            return Said(("/members #ROOM: this conversation is not a room",), "hint")
+        state = self.session.rooms.state(room)
+        if state is None:
+            raise RoomRefused(f"you hold no room {room} (/rooms lists them, /join opens one)", code="unknown_room")
+        return MembersShown(state)
 
     def _local(self, command: Mouse | Raw | Clear | Quit) -> list[Outcome]:
         name = slash_name(command)
@@ -243,9 +292,9 @@ class Executor:
                     return Seen(outcomes=(UsersShown(users),))
             case PresenceChanged(name, online):
                 self.online[name] = online
-            case MessageReceived(sender=peer) | MessageRejected(sender=peer) if self.current is None:
-                self.current = peer
-                return Seen(outcomes=(Opened(peer),))
+            case MessageReceived() | MessageRejected() if self.current is None:
+                self.current = event.room or event.sender  # a room's message opens the room
+                return Seen(outcomes=(Opened(self.current),))
             case KeyChangedAlert(name=name):
                 # The session repeats the alert on each attempt to send; once is enough.
                 if self._told.get(name) == event:

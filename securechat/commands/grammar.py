@@ -13,13 +13,25 @@ and the one front end it is limited to, if any (``/mouse``).
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from securechat.commands.rooms import (
+    NAME_SECOND,
+    ROOM_FIRST,
+    ROOM_JSON_FIELDS,
+    ROOM_JSON_NAMES,
+    ROOM_USAGE,
+    RoomCommand,
+    RoomUsage,
+    parse_room_command,
+    room_from_json,
+)
 from securechat.errors import UsageError
-from securechat.names import parse_fingerprint, parse_typed_name
+from securechat.names import ROOM_PREFIX, parse_fingerprint, parse_typed_name, parse_typed_target
 
 FrontEnd = Literal["full-screen", "plain", "json"]
 FULL_SCREEN: Final = "full-screen"
@@ -114,7 +126,7 @@ class Hint:
     cmd: str | None = None
 
 
-Command = Say | Msg | To | Users | Whois | Fingerprint | Trust | Verify | Raw | Clear | Help | Mouse | Quit
+Command = Say | Msg | To | Users | Whois | Fingerprint | Trust | Verify | Raw | Clear | Help | Mouse | Quit | RoomCommand
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,13 +141,14 @@ class Spec:
 # The /help order. A command with ``only`` is parsed everywhere and answered
 # with "works only in ..." elsewhere, so a habit from one front end gets a clear word.
 COMMANDS: Final[dict[str, Spec]] = {
-    "msg": Spec("/msg NAME TEXT", "send TEXT to NAME once, without switching"),
-    "to": Spec("/to NAME", "switch to the conversation with NAME (shows its history)"),
+    "msg": Spec("/msg NAME TEXT", "send TEXT to NAME (or a #room) once, without switching"),
+    "to": Spec("/to NAME", "switch to the conversation with NAME or a #room (shows its history)"),
     "users": Spec("/users", "who is registered and who is online"),
     "whois": Spec("/whois NAME", "NAME's fingerprint and trust state"),
     "fingerprint": Spec("/fingerprint", "your own fingerprint"),
     "trust": Spec("/trust NAME", "accept NAME's changed key (after comparing it)"),
     "verify": Spec("/verify NAME FINGERPRINT", "mark NAME verified if FINGERPRINT matches"),
+    **{name: Spec(usage, does) for name, (usage, does) in ROOM_USAGE.items()},
     "raw": Spec(
         "/raw [FILE]",
         "toggle showing each message's payload; with FILE, write the payloads received here to FILE "
@@ -158,6 +171,7 @@ JSON_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "verify": ("name", "fingerprint"),
     "whois": ("name",),
     "quit": (),
+    **ROOM_JSON_FIELDS,
 }
 _JSON_NAMES: Final[dict[type, str]] = {
     Msg: "send",
@@ -166,6 +180,7 @@ _JSON_NAMES: Final[dict[type, str]] = {
     Trust: "trust",
     Verify: "verify",
     Quit: "quit",
+    **ROOM_JSON_NAMES,
 }
 
 
@@ -208,7 +223,7 @@ def parse_line(line: str) -> Command | Hint | None:
         return Hint(f"unknown command /{shown}; /help lists the commands (start with // to send a '/')")
     try:
         return build(rest)
-    except _Usage:
+    except (_Usage, RoomUsage):
         return Hint(f"usage: {COMMANDS[name].usage}")
     except UsageError as exc:
         return Hint(str(exc), exc.code)
@@ -227,9 +242,19 @@ def _one_name(rest: str) -> str:
     return _name(rest)
 
 
+def _one_target(rest: str) -> str:
+    """A name or a room (``/to``)."""
+    rest = rest.strip()
+    if not rest or len(rest.split()) > 1:
+        raise _Usage
+    return parse_typed_target(rest)
+
+
 def _msg(rest: str) -> Command:
     target, _, text = rest.lstrip(" ").partition(" ")  # a message keeps its own trailing whitespace
-    name = _name(target)
+    if not target:
+        raise _Usage
+    name = parse_typed_target(target)
     if not text.strip():
         raise _Usage
     return Msg(name, text.lstrip(" "))
@@ -254,7 +279,7 @@ def _bare(name: str, command: Command) -> Callable[[str], Command]:
 
 _SLASH: Final[dict[str, Callable[[str], Command]]] = {
     "msg": _msg,
-    "to": lambda rest: To(_one_name(rest)),
+    "to": lambda rest: To(_one_target(rest)),
     "whois": lambda rest: Whois(_one_name(rest)),
     "trust": lambda rest: Trust(_one_name(rest)),
     "verify": _verify,
@@ -265,22 +290,45 @@ _SLASH: Final[dict[str, Callable[[str], Command]]] = {
     "mouse": _bare("mouse", Mouse()),
     "help": _bare("help", Help()),
     "quit": _bare("quit", Quit()),
+    **{name: functools.partial(parse_room_command, name) for name in ROOM_USAGE},
 }
 
 
-def completions(before_cursor: str, names: list[str]) -> list[tuple[str, int]]:
-    """Candidates for the word before the cursor as (replacement, start offset <= 0)."""
+def completions(
+    before_cursor: str, names: list[str], members: Mapping[str, Collection[str]] | None = None
+) -> list[tuple[str, int]]:
+    """Candidates for the word before the cursor as (replacement, start offset <= 0).
+
+    ``names`` holds user names and room names (``#ops``); ``members`` each held room's
+    members, so ``/remove #ops`` and ``/admin #ops`` offer its members and ``/add #ops``
+    the others. A room fits where a room goes, a name where a name goes.
+    """
     words = before_cursor.split(" ")
     word = words[-1]
     if len(words) == 1 and word.startswith("/"):
         prefix = word[1:].lower()
         return [("/" + c, -len(word)) for c in COMMANDS if c.startswith(prefix)]
-    first = words[0][1:].lower() if words[0].startswith("/") else None
-    wants_name = (first in NAME_FIRST and len(words) == 2) or first is None
-    if not wants_name or "\n" in word:
+    if "\n" in word:
         return []
     low = word.lower()
-    return [(n, -len(word)) for n in names if n.startswith(low) and n != low]
+    return [(n, -len(word)) for n in _wanted(words, names, members or {}) if n.startswith(low) and n != low]
+
+
+def _wanted(words: list[str], names: list[str], members: Mapping[str, Collection[str]]) -> list[str]:
+    """What fits the last of ``words``: rooms, names, a room's members, or nothing."""
+    first = ALIASES.get(words[0][1:].lower(), words[0][1:].lower()) if words[0].startswith("/") else None
+    rooms = [n for n in names if n.startswith(ROOM_PREFIX)]
+    people = [n for n in names if not n.startswith(ROOM_PREFIX)]
+    if first is None or (first in ("to", "msg") and len(words) == 2):
+        return names  # a conversation: someone or a room
+    if first in ROOM_FIRST and len(words) == 2:
+        return rooms
+    if first in NAME_SECOND and len(words) == 3:
+        held = members.get(words[1].lower())
+        if held is None:
+            return people
+        return sorted(held) if first != "add" else [n for n in people if n not in held]
+    return people if first in NAME_FIRST and len(words) == 2 else []
 
 
 # --- --json command lines -------------------------------------------------------------------
@@ -301,7 +349,7 @@ def parse_json(line: bytes) -> Command | Hint:
         if not isinstance(obj.get(key), str):
             return Hint(f"'{cmd}' needs a string '{key}'")
     try:
-        return _from_json(cmd, obj)
+        return room_from_json(cmd, obj) if cmd in ROOM_JSON_FIELDS else _from_json(cmd, obj)
     except UsageError as exc:
         return Hint(str(exc), exc.code, cmd)
 
@@ -309,7 +357,7 @@ def parse_json(line: bytes) -> Command | Hint:
 def _from_json(cmd: str, obj: dict[str, Any]) -> Command:
     match cmd:
         case "send":
-            return Msg(parse_typed_name(obj["to"]), obj["text"])
+            return Msg(parse_typed_target(obj["to"]), obj["text"])
         case "list":
             return Users()
         case "whois":

@@ -14,6 +14,7 @@ from typing import Literal
 from securechat.commands.grammar import Clear, Command, Mouse, Quit, Raw
 from securechat.events import UserEntry
 from securechat.records import ContactInfo, HistoryEntry
+from securechat.rooms.log import RoomState
 
 Level = Literal["info", "hint", "warn"]
 
@@ -99,4 +100,13 @@ class Local:
     command: Raw | Clear | Mouse | Quit
 
 
-Outcome = Said | Sent | Switched | Opened | ContactShown | Trusted | Verified | UsersShown | Failed | Local
+@dataclass(frozen=True, slots=True)
+class MembersShown:
+    """``/members``: a room as verified here."""
+
+    state: RoomState
+
+
+Outcome = (
+    Said | Sent | Switched | Opened | ContactShown | Trusted | Verified | UsersShown | Failed | Local | MembersShown
+)

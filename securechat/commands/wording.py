@@ -19,6 +19,7 @@ from securechat.commands.outcomes import (
     ContactShown,
     Failed,
     Level,
+    MembersShown,
     Outcome,
     Said,
     Switched,
@@ -27,8 +28,16 @@ from securechat.commands.outcomes import (
     Verified,
 )
 from securechat.errors import KeyChanged, SecurechatError, ServerErrorReply
-from securechat.events import KeyChangedAlert, ServerRefusedAlert, UserEntry
+from securechat.events import (
+    KeyChangedAlert,
+    RoomChanged,
+    RoomListing,
+    RoomRejected,
+    ServerRefusedAlert,
+    UserEntry,
+)
 from securechat.names import format_fingerprint
+from securechat.rooms.log import RoomState
 
 Shown = tuple[Level, str]
 
@@ -197,6 +206,8 @@ def describe(outcome: Outcome) -> list[Shown]:  # noqa: C901 - a match dispatche
             return [("warn", f"the fingerprint does NOT match the key pinned for {name}; /whois {name}")]
         case UsersShown(users):
             return [("info", users_line(users))]
+        case MembersShown(state):
+            return [("info", members_line(state))]
         case Failed(Msg(to, text), error):
             # The line quotes the text: it has left the input line and would be lost.
             why = no_such_user(to) if _unknown(error) else describe_error(error)
@@ -319,3 +330,59 @@ def key_generating_line(name: str, bits: int) -> str:
 def clipped_note(more: int) -> str:
     """The end of a message cut short in the full-screen pane (its whole text stays in the history)."""
     return f"[{more:,} more characters not shown here; the history subcommand prints all of it]"
+# --- rooms (docs/protocol.md 11) -------------------------------------------------------------
+
+
+def members_line(state: RoomState) -> str:
+    """A room's members as verified here, admins marked."""
+    names = [f"{name} (admin)" if name in state.admins else name for name in state.sorted_members()]
+    count = len(names)
+    who = ", ".join(names) if names else "nobody"
+    return f"{state.room} ({state.kind}, {count} member{'s' if count != 1 else ''}, as verified here): {who}"
+
+
+def room_change_line(event: RoomChanged) -> str:
+    """One verified change, as both terminal front ends show it ("alice added carol to #ops")."""
+    by, name, room = event.by or "?", event.name or "?", event.room
+    match event.change:
+        case "created":
+            return f"{by} created {room} ({event.kind})"
+        case "added":
+            return f"{by} added {name} to {room}"
+        case "removed":
+            return f"{by} removed {name} from {room}"
+        case "joined":
+            return f"{name} joined {room}"
+        case "left":
+            return f"{name} left {room}"
+        case "admin":
+            return f"{by} made {name} an admin of {room}"
+    count = len(event.members)
+    return f"{room}: {count} member{'s' if count != 1 else ''}: {', '.join(event.members) or 'nobody'}"
+
+
+def room_ack_status(delivered: int, total: int) -> str:
+    """A room message's delivery so far: ``delivered 3/5`` (of the members it was routed to), else ``queued``."""
+    if not delivered:
+        return "queued"
+    return f"delivered {delivered}/{total}" if total else f"delivered {delivered}"
+
+
+def room_rejected_line(event: RoomRejected) -> str:
+    at = f" at seq {event.seq}" if event.seq is not None else ""
+    return f"{event.room}: refused a change{at}: {event.reason}" + (f" ({event.detail})" if event.detail else "")
+
+
+def readers_gone_line(sender: str, room: str, gone: tuple[str, ...]) -> str:
+    """A message sealed under an older state, also for people who are no longer members (the sender is behind)."""
+    return (
+        f"{sender}'s message was also readable by {', '.join(gone)}, no longer in {room}: "
+        f"{sender}'s view of {room} is behind"
+    )
+
+
+def rooms_line(rooms: tuple[RoomListing, ...]) -> str:
+    if not rooms:
+        return "no rooms yet: /create #ROOM makes one"
+    parts = [f"{r.room} ({r.kind}, {r.members}{', yours' if r.member else ''})" for r in rooms]
+    return f"{len(rooms)} room{'s' if len(rooms) != 1 else ''}: " + ", ".join(parts)

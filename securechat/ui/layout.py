@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.buffer import Buffer
@@ -115,13 +115,14 @@ class MessagePane(UIControl):
 
 
 class ChatCompleter(Completer):
-    """Slash commands, and user names where a name fits."""
+    """Slash commands; user names, rooms and a room's members where each fits."""
 
-    def __init__(self, names: Callable[[], list[str]]) -> None:
+    def __init__(self, names: Callable[[], list[str]], members: Callable[[], Mapping[str, Collection[str]]]) -> None:
         self.names = names
+        self.members = members
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
-        for text, start in completions(document.text_before_cursor, self.names()):
+        for text, start in completions(document.text_before_cursor, self.names(), self.members()):
             yield Completion(text, start_position=start)
 
 
@@ -140,7 +141,7 @@ def build_input(state: ChatState, accept: Callable[[str], None], names: Callable
         wrap_lines=True,
         height=Dimension(min=1, max=INPUT_MAX_ROWS),
         dont_extend_height=True,
-        completer=ChatCompleter(names),
+        completer=ChatCompleter(names, lambda: state.rooms),
         complete_while_typing=False,
         accept_handler=on_accept,
         history=InMemoryHistory(),  # Up/Down recall; never written to disk

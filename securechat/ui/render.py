@@ -128,7 +128,7 @@ def status_bar(state: ChatState, scrolled: bool) -> StyleAndTextTuples:
         ("class:statusbar", "│ "),
         (
             "class:statusbar",
-            f"→ {state.current} " if state.current != STATUS_WINDOW else "(no conversation) ",
+            f"→ {state.where()} " if state.current != STATUS_WINDOW else "(no conversation) ",
         ),
     ]
     unread = state.unread_summary()

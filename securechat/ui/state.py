@@ -29,6 +29,9 @@ from securechat.events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    RoomChanged,
+    RoomRejected,
+    RoomsListed,
     ServerPinned,
     ServerRefusedAlert,
     SessionEvent,
@@ -118,6 +121,7 @@ class ChatState:
     show_raw: bool = False
     by_id: dict[str, Line] = field(default_factory=dict)
     intro_shown: bool = False
+    rooms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each room's members, as verified
     left_status: bool = False
     # Bumped on every change so views can tell that something was appended.
     generation: int = 0
@@ -268,10 +272,16 @@ class ChatState:
         return max(0, int(self.retry_at - self.clock() + 0.999))
 
     def known_names(self, users: Iterable[str] = ()) -> list[str]:
-        """Names for completion: ``users`` (the directory), open conversations, key changes."""
-        names = set(users) | {w for w in self.windows if w} | set(self.banners)
+        """Names for completion: ``users`` (the directory), open conversations, key changes, rooms and their members."""
+        names = set(users) | {w for w in self.windows if w} | set(self.banners) | set(self.rooms)
+        names.update(*self.rooms.values())
         names.discard(self.own_name)
         return sorted(names)
+
+    def where(self) -> str:
+        """The status bar's conversation: a room with its member count."""
+        members = self.rooms.get(self.current)
+        return f"{self.current} ({len(members)})" if members is not None else self.current
 
     # --- events ---------------------------------------------------------------
 
@@ -283,6 +293,10 @@ class ChatState:
         opens the first conversation and drops repeated key-change alerts.
         """
         match event:
+            case MessageReceived(room=str()) | MessageRejected(room=str()) | Acked(member=str()):
+                self._room_event(event)
+            case RoomChanged() | RoomRejected() | RoomsListed():
+                self._room_event(event)
             case Ready(name, fp, new):
                 self.own_name, self.fingerprint = name, fp
                 if (new or self.first_run) and not self.intro_shown:
@@ -344,6 +358,33 @@ class ChatState:
             case ServerRefusedAlert():
                 for text in wording.server_refused_lines(event):
                     self.warn(text)
+
+    def _room_event(self, event: SessionEvent) -> None:
+        """A room's message, ack, change or refusal, in the room's window (docs/protocol.md 11)."""
+        match event:
+            case MessageReceived(sender, msg_id, ts, text, payload, server_ts, str(room), gone):
+                server = server_ts / 1000 if server_ts is not None else None
+                self._incoming(room, Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload,
+                                          server_ts=server))
+                if gone:
+                    self._append(room, Line("warn", self.clock(), wording.readers_gone_line(sender, room, gone)))
+            case MessageRejected(sender, msg_id, reason, detail, payload, str(room)):
+                text = sanitize(wording.rejected_line(sender, reason, detail) + f" in {room}")
+                self._incoming(room, Line("rejected", self.clock(), text, sender, msg_id, payload=payload))
+            case Acked(msg_id, _room, _status, str(), delivered, total):
+                acked = self.by_id.get(msg_id)
+                if acked is not None:  # the counts only grow (client/outbox.py)
+                    acked.status = wording.room_ack_status(delivered, total)
+                    self.generation += 1
+            case RoomChanged(room, change, members=members):
+                self.rooms[room] = members
+                self._append(room, Line("info", self.clock(), sanitize(wording.room_change_line(event)), room))
+                if change == "left" and event.name == self.own_name or self.own_name not in members:
+                    self.rooms.pop(room, None)  # no longer ours: not completed, no count
+            case RoomRejected(room):
+                self._incoming(room, Line("rejected", self.clock(), sanitize(wording.room_rejected_line(event)), room))
+            case RoomsListed(listed):
+                self.info(wording.rooms_line(listed))
 
     def show_intro(self) -> None:
         """First run: the own fingerprint and how to compare it with a contact."""

@@ -15,7 +15,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from securechat.clock import now_ms
-from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
+from securechat.errors import KeyChanged, RoomRefused, ServerErrorReply, SessionClosed
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -23,11 +23,16 @@ from securechat.events import (
     EventListener,
     KeyChangedAlert,
     MessageSent,
+    RoomChanged,
+    RoomListing,
+    RoomsListed,
     SessionEvent,
     UserEntry,
     UsersListed,
 )
+from securechat.names import is_room
 from securechat.records import ContactInfo, HistoryEntry
+from securechat.rooms.log import CHANGES, RoomState, check_change
 
 ALICE_FP = "a1ce" * 16
 BOB_FP = "b0b0" * 16
@@ -56,6 +61,10 @@ class FakeSession:
     running: asyncio.Event = field(default_factory=asyncio.Event)
     unacked: set[str] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
+    rooms: FakeRooms = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rooms = FakeRooms(self)
 
     @property
     def name(self) -> str:
@@ -95,6 +104,8 @@ class FakeSession:
             raise ServerErrorReply("unknown_user", f"no user named '{name}'")
 
     async def send(self, to: str, text: str) -> str:
+        if is_room(to):
+            return self._send_room(to, text)
         if to in self.changed:
             info = self.contacts.get(to)
             old = info.fingerprint if info and info.fingerprint else BOB_FP
@@ -112,6 +123,22 @@ class FakeSession:
             self.emit(Acked(msg_id, to, status))  # type: ignore[arg-type]
         else:
             self.unacked.add(msg_id)
+        return msg_id
+
+    def _send_room(self, room: str, text: str) -> str:
+        """A room message: refused unless we are a member; then one ack per other member (online: delivered)."""
+        state = self.rooms.states.get(room)
+        if state is None or self.own not in state.members:
+            raise RoomRefused(f"you are not a member of {room}", code="not_member")
+        msg_id = f"{next(self._ids):032x}"
+        self.sent.append((room, text))
+        self.emit(MessageSent(msg_id, room, now_ms(), text, f"PAYLOAD-{msg_id[-4:]}"))
+        others = sorted(state.members - {self.own})
+        done = 0
+        for member in others if self.connected else []:
+            status = "delivered" if self.users.get(member) else "queued"
+            done += status == "delivered"
+            self.emit(Acked(msg_id, room, status, member, done, len(others)))  # type: ignore[arg-type]
         return msg_id
 
     async def lookup(self, name: str) -> ContactInfo:
@@ -161,3 +188,58 @@ class FakeSession:
     def history(self, peer: str, limit: int = 200) -> list[HistoryEntry]:
         self.calls.append(("history", peer))
         return self.histories.get(peer, [])[-limit:]
+
+
+@dataclass
+class FakeRooms:
+    """The session's rooms (:class:`securechat.events.RoomAPI`) with the real rules (``check_change``), no network."""
+
+    session: FakeSession
+    states: dict[str, RoomState] = field(default_factory=dict)
+
+    async def _change(self, op: str, room: str, name: str, kind: str = "") -> None:
+        session = self.session
+        session.calls.append((f"room_{op}", (room, name) if op in ("add", "remove", "admin") else room))
+        if not session.connected:
+            raise SessionClosed("not connected to the server")
+        if op in ("add", "admin") and name not in session.users:
+            raise ServerErrorReply("unknown_user", f"no user named '{name}'")
+        state = self.states.get(room)
+        members, admins = check_change(state, op, session.own, name, kind)  # RoomRefused, like the real one
+        seq = state.seq + 1 if state is not None else 0
+        kind = state.kind if state is not None else kind
+        self.states[room] = RoomState(room, kind, seq, bytes([seq]) * 32, members, admins)
+        change = CHANGES[op]
+        session.emit(RoomChanged(room, change, name, session.own, tuple(sorted(members)), tuple(sorted(admins)), seq, kind))
+
+    async def create(self, room: str, open_room: bool) -> None:
+        await self._change("create", room, self.session.own, "open" if open_room else "invite")
+
+    async def join(self, room: str) -> None:
+        await self._change("join", room, self.session.own)
+
+    async def add(self, room: str, name: str) -> None:
+        await self._change("add", room, name)
+
+    async def remove(self, room: str, name: str) -> None:
+        await self._change("remove", room, name)
+
+    async def admin(self, room: str, name: str) -> None:
+        await self._change("admin", room, name)
+
+    async def leave(self, room: str) -> None:
+        await self._change("leave", room, self.session.own)
+
+    def state(self, room: str) -> RoomState | None:
+        return self.states.get(room)
+
+    def held(self) -> list[RoomState]:
+        return [self.states[room] for room in sorted(self.states)]
+
+    async def list_rooms(self) -> None:
+        self.session.calls.append(("rooms", None))
+        if not self.session.connected:
+            raise SessionClosed("not connected to the server")
+        me = self.session.own
+        listed = (RoomListing(s.room, s.kind, me in s.members, len(s.members)) for s in self.held())
+        self.session.emit(RoomsListed(tuple(listed)))
