@@ -21,7 +21,7 @@ from securechat.bench.stats import percentile, summary
 
 pytestmark = pytest.mark.slow
 
-SECTIONS = ("meta", "throughput", "latency", "connections", "crypto", "scaling", "nodes")
+SECTIONS = ("meta", "throughput", "latency", "connections", "crypto", "scaling", "nodes", "rooms")
 
 
 def _is_number(value: object) -> bool:
@@ -118,6 +118,22 @@ def test_crypto_overheads(results: dict[str, Any]) -> None:
             _check_summary(entry[key], f"{name}.{key}")
 
 
+def test_rooms_seal_open_and_size(results: dict[str, Any]) -> None:
+    fan_out = results["rooms"]["fan_out"]
+    for members in (10, 100):
+        delivered = fan_out[f"members{members}"]
+        assert delivered["deliveries"] == delivered["messages"] * (members - 1), delivered
+        assert _is_number(delivered["deliveries_per_s"]) and _is_number(delivered["server_cpu_us_per_delivery"])
+    for members in (10, 100):
+        entry = results["rooms"]["seal_open"][f"members{members}"]
+        assert entry["members"] == members and entry["bits"] == 3072
+        for key in ("seal_us", "raw_seal_us", "seal_overhead", "open_us", "raw_open_us", "open_overhead"):
+            _check_summary(entry[key], f"rooms{members}.{key}")
+    sizes = results["rooms"]["seal_open"]
+    assert sizes["members10"]["message_frame_bytes"] < sizes["members100"]["message_frame_bytes"]
+    assert sizes["members100"]["under_64_kib"], sizes["members100"]["message_frame_bytes"]
+
+
 def test_scaling_patterns(results: dict[str, Any]) -> None:
     patterns = results["scaling"]["patterns"]
     assert set(patterns) == {"pairs", "fan-in", "fan-out"}
@@ -148,7 +164,7 @@ def test_nodes_section_measured_every_setup(results: dict[str, Any]) -> None:
 
 def test_table_renders_every_section(results: dict[str, Any]) -> None:
     text = table(results)
-    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6."):
+    for heading in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### 7."):
         assert heading in text
 
 

@@ -83,7 +83,7 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-SECTIONS = "throughput,latency,connections,crypto,scaling,nodes"
+SECTIONS = "throughput,latency,connections,crypto,scaling,nodes,rooms"
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -186,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         for server in running.values():
             server.stop()
         running.clear()
+        if "rooms" in wanted:
+            results["rooms"] = sections.timed(_log, "rooms", lambda: _rooms(plan, relay_variants, help_text))
         if "connections" in wanted:
             variants = [v for v in relay_variants if v.startswith("securechat") and v != "securechat-tls-nopad"]
             if args.quick:  # one plaintext server and the TLS one
@@ -214,6 +216,17 @@ def main(argv: list[str] | None = None) -> int:
         f.write("\n")
     _log(f"wrote {args.out} ({results['meta']['total_seconds']} s in all)")
     return 0
+
+
+def _rooms(plan: sections.Plan, variants: list[str], help_text: str) -> dict[str, Any]:
+    """Section 6, with a securechat server of its own for the fan-out (none: seal/open only)."""
+    variant = next((v for v in variants if v.startswith("securechat")), None)
+    server = start_server(variant, help_text=help_text) if variant is not None else None
+    try:
+        return sections.rooms(plan, _log, server)
+    finally:
+        if server is not None:
+            server.stop()
 
 
 SKIPPED_REDIS_REASON = sections.SKIPPED_REDIS

@@ -179,6 +179,52 @@ def _nodes(nd: Any) -> list[str]:  # size: one table per part of the section, re
     return lines
 
 
+def _rooms(ro: Any) -> list[str]:
+    if not isinstance(ro, dict):
+        return [f"\n### 7. Rooms: {ro}"]
+    return _room_seal_open(ro.get("seal_open")) + _room_fan_out(ro.get("fan_out"))
+
+
+def _room_fan_out(fo: Any) -> list[str]:
+    if not isinstance(fo, dict):
+        return [f"\nRoom fan-out: {fo}"]
+    lines = [
+        "",
+        f"Room fan-out ({fo['server']}; every member online, confirming each copy):",
+        "",
+        "| members | messages | member deliveries/s | server µs CPU per delivery | message frame bytes |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in fo.values():
+        if isinstance(r, dict):
+            lines.append(
+                f"| {r['members']} | {r['messages']} | {r['deliveries_per_s']:,.0f} | "
+                f"{r['server_cpu_us_per_delivery']:,.0f} | {r['message_frame_bytes']:,} |"
+            )
+    return lines
+
+
+def _room_seal_open(ro: Any) -> list[str]:
+    if not isinstance(ro, dict):
+        return [f"\n### 7. Rooms: {ro}"]
+    lines = [
+        "",
+        "### 7. Rooms: one message, RSA-3072 (µs; raw = N wraps + sign + GCM, and unwrap + verify + GCM)",
+        "",
+        "| members | seal | raw seal | seal overhead | open | raw open | open overhead | message frame bytes |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in ro.values():
+        if not isinstance(r, dict) or "seal_us" not in r:
+            continue
+        lines.append(
+            f"| {r['members']} | {_fmt(r['seal_us'])} | {_fmt(r['raw_seal_us'])} | "
+            f"{_fmt(r['seal_overhead'], '{:.2f}x')} | {_fmt(r['open_us'])} | {_fmt(r['raw_open_us'])} | "
+            f"{_fmt(r['open_overhead'], '{:.2f}x')} | {r['message_frame_bytes']:,} |"
+        )
+    return lines
+
+
 # Section name in the results -> its renderer, in the order of the table.
 RENDERERS: dict[str, Callable[[Any], list[str]]] = {
     "throughput": _throughput,
@@ -187,6 +233,7 @@ RENDERERS: dict[str, Callable[[Any], list[str]]] = {
     "crypto": _crypto,
     "scaling": _scaling,
     "nodes": _nodes,
+    "rooms": _rooms,
 }
 
 

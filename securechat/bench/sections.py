@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import crypto_bench
+from .. import crypto
+from . import crypto_bench, room_fanout, rooms_bench
 from .runner import KeyPool, Timing, run_idle, run_load
 from .servers import ServerProcess, start_server
 from .stats import percentile, summary
@@ -300,6 +301,33 @@ def client_crypto(plan: Plan, log: Log) -> dict[str, Any]:
             f"(raw {r['raw_open_us']['median']:.0f}, x{r['open_overhead']['median']:.2f}), "
             f"keygen {r['keygen_ms']['median']:.0f} ms"
         )
+    return result
+
+
+# --- 6. rooms: seal/open at 10 and 100 members ------------------------------------------------------
+
+
+def rooms(plan: Plan, log: Log, server: ServerProcess | None) -> dict[str, Any]:
+    """Seal/open against the primitives; fan-out through ``server`` (a securechat variant) if there is one."""
+    result: dict[str, Any] = {"seal_open": rooms_bench.run(quick=plan.quick)}
+    for name, r in result["seal_open"].items():
+        log(
+            f"rooms {name}: seal {r['seal_us']['median']:.0f} us (raw {r['raw_seal_us']['median']:.0f}, "
+            f"x{r['seal_overhead']['median']:.2f}), open {r['open_us']['median']:.0f} us "
+            f"(raw {r['raw_open_us']['median']:.0f}, x{r['open_overhead']['median']:.2f}), "
+            f"{r['message_frame_bytes']} bytes on the wire"
+        )
+    if server is None:
+        result["fan_out"] = "skipped: no securechat server"
+        return result
+    keys = [crypto.generate_private_key(3072) for _ in range(2)]
+    result["fan_out"] = {"server": server.variant, **room_fanout.run(server, keys, quick=plan.quick)}
+    for name, r in result["fan_out"].items():
+        if isinstance(r, dict):
+            log(
+                f"rooms fan-out {name}: {r['deliveries_per_s']:,.0f} deliveries/s, "
+                f"server {r['server_cpu_us_per_delivery']:.0f} us CPU per delivery"
+            )
     return result
 
 
