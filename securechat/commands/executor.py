@@ -126,7 +126,7 @@ class Executor:
     async def _run(self, command: Command) -> list[Outcome]:
         match command:
             case Msg(to, text):
-                if self._down and self.session.contact(to).fingerprint is None:
+                if self._down and not is_room(to) and self.session.contact(to).fingerprint is None:
                     raise SessionClosed(wording.offline_first_message(to))  # at once, not after a timeout
                 return [Sent(await self.session.send(to, text), to, text)]
             case To(name):
