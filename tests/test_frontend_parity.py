@@ -390,3 +390,4 @@ async def test_what_the_script_shows() -> None:
     assert at("/rooms", 1) == [("*", "2 rooms: #lobby (open, 0), #ops (invite, 2, yours)")]
     # Offline, a room message is sealed for the members held here and waits in the outbox.
     assert at("/msg #ops queued for the room") == [("msg", "alice", "queued for the room", "")]
+    assert at("/to #ops") == [("*", "talking to #ops")]

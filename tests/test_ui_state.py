@@ -356,8 +356,9 @@ def test_a_room_has_its_window_unread_count_member_count_and_completions() -> No
     state.apply(Changed("#ops", "added", "bob", "alice", ("alice", "bob"), ("alice",), 1, "invite"))
     state.apply(MessageReceived("bob", "ab" * 16, 1_000, "hi all", "P", None, "#ops"))
     state.apply(MessageReceived("bob", "cd" * 16, 2_000, "just you", "P"))
-    assert state.unread == {"#ops": 1, "bob": 1}  # the room's message counts for the room, not for bob
-    assert "unread 2 (#ops:1 bob:1)" in render.plain(render.status_bar(state, False))
+    # The room's changes and message count for the room (not for bob, who wrote it).
+    assert state.unread == {"#ops": 3, "bob": 1}
+    assert "unread 4 (#ops:3 bob:1)" in render.plain(render.status_bar(state, False))
     state.switch("#ops")
     assert "→ #ops (2) " in render.plain(render.status_bar(state, False))  # the room and its members
     assert [line.text for line in state.window("#ops")] == ["alice created #ops (invite)", "alice added bob to #ops",

@@ -363,9 +363,8 @@ class ChatState:
         """A room's message, ack, change or refusal, in the room's window (docs/protocol.md 11)."""
         match event:
             case MessageReceived(sender, msg_id, ts, text, payload, server_ts, str(room), gone):
-                server = server_ts / 1000 if server_ts is not None else None
-                self._incoming(room, Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload,
-                                          server_ts=server))
+                st = server_ts / 1000 if server_ts is not None else None
+                self._incoming(room, Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload, server_ts=st))
                 if gone:
                     self._append(room, Line("warn", self.clock(), wording.readers_gone_line(sender, room, gone)))
             case MessageRejected(sender, msg_id, reason, detail, payload, str(room)):
@@ -379,7 +378,9 @@ class ChatState:
             case RoomChanged(room, change, members=members):
                 self.rooms[room] = members
                 self._append(room, Line("info", self.clock(), sanitize(wording.room_change_line(event)), room))
-                if change == "left" and event.name == self.own_name or self.own_name not in members:
+                if change != "state" and room != self.current:  # a change elsewhere is unread there
+                    self.unread[room] = self.unread.get(room, 0) + 1
+                if self.own_name not in members:
                     self.rooms.pop(room, None)  # no longer ours: not completed, no count
             case RoomRejected(room):
                 self._incoming(room, Line("rejected", self.clock(), sanitize(wording.room_rejected_line(event)), room))

@@ -127,6 +127,39 @@ def key_change(tmp: Path, out: Path) -> None:
             pane.kill()
 
 
+def room(tmp: Path, out: Path) -> None:
+    """A room of three from start to end: created, members added, each talks, delivery per member."""
+    with server_process(tmp / "room.db") as server:
+        panes = {name: TmuxPane(name) for name in ("alice", "bob", "carol")}
+        alice, bob, carol = panes.values()
+        try:
+            for name, pane in panes.items():
+                pane.start(client_argv(name, tmp / f"room-{name}", server.port))
+                pane.wait_for(f"online │ {name}")
+            alice.type("/clear")
+            alice.type("/create #ops")
+            alice.wait_for("alice created #ops")
+            alice.type("/add #ops bob")
+            alice.type("/add #ops carol")
+            for member in (bob, carol):
+                member.wait_for("#ops:")  # the status bar: something happened in #ops
+                member.type("/to #ops")
+                member.wait_for("alice added carol to #ops")
+            alice.type("standup in 5: the relay release is blocked on the TLS review")
+            bob.wait_for("relay release")
+            carol.wait_for("relay release")
+            bob.type("I can review it now")
+            carol.wait_for("I can review it now")
+            carol.type("thanks bob, notes are in the tracker")
+            alice.wait_for("notes are in the tracker")
+            alice.type("/members")
+            screen = alice.wait_for(lambda s: "delivered 2/2" in s and "as verified here" in s)
+            save(out, "room.txt", screen)
+        finally:
+            for pane in panes.values():
+                pane.kill()
+
+
 def main(argv: list[str]) -> int:
     out = Path(argv[1]) if len(argv) > 1 else REPO / "docs" / "screenshots"
     with tempfile.TemporaryDirectory(prefix="securechat-shots-") as tmp_name:
@@ -134,6 +167,7 @@ def main(argv: list[str]) -> int:
         conversation(tmp, out)
         rejected(tmp, out)
         key_change(tmp, out)
+        room(tmp, out)
     return 0
 
 
