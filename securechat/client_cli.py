@@ -93,6 +93,12 @@ def _setup_logging(verbose: int) -> None:
 )
 @click.option("--plain", is_flag=True, help="Line-based interface instead of the full-screen one.")
 @transport_options
+@click.option(
+    "--keep-history",
+    type=click.IntRange(min=1),
+    envvar="SECURECHAT_KEEP_HISTORY",
+    help="Keep only the newest N messages of each conversation (default: all).",
+)
 @click.option("-v", "--verbose", count=True, help="Log more to stderr (-vv for debug).")
 @click.version_option(__version__, prog_name="securechat-client")
 @click.pass_context
@@ -105,6 +111,7 @@ def main(
     plain: bool,
     plaintext: bool,
     server_fingerprint: str | None,
+    keep_history: int | None,
     verbose: int,
 ) -> None:
     """End-to-end encrypted chat over TLS.
@@ -131,7 +138,9 @@ def main(
     client_home = _resolve_home(home)
     trust = server_trust(client_home.root, plaintext=plaintext, expected=server_fingerprint, home=home)
     with client_home.lock(name):
-        ctx.exit(_start_chat(client_home, name, servers, trust, json_mode=json_mode, plain=plain))
+        ctx.exit(
+            _start_chat(client_home, name, servers, trust, json_mode=json_mode, plain=plain, keep=keep_history)
+        )
 
 
 def _start_chat(
@@ -142,6 +151,7 @@ def _start_chat(
     *,
     json_mode: bool,
     plain: bool,
+    keep: int | None = None,
 ) -> int:
     (host, port), *others = servers  # check_name asks the first node
     on_generate: Callable[[str, int], None] | None = None
@@ -164,6 +174,8 @@ def _start_chat(
 
             write_json_line({"event": "error", "code": "name_taken", "message": str(exc), "fatal": True})
         raise
+    if keep is not None:
+        store.history.retain(keep)
     session = ClientSession(store, host, port, more_servers=others, plaintext=trust is None, trust=trust)
     try:
         status = asyncio.run(_chat(session, json_mode=json_mode, plain=plain, first_run=first_run))

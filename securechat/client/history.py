@@ -4,6 +4,11 @@ The history key is random, created on first use and stored in the state database
 OAEP-wrapped with the identity key: history is exactly as protected as the private
 key itself. The peer, direction and id stay in clear (to find rows) and are bound to
 the sealed content as associated data, so rows cannot be swapped.
+
+The history grows by each message's text (plus about 100 bytes) for as long as it
+is kept: by default for ever. With :meth:`History.retain` (``securechat-client
+--keep-history N``) each conversation keeps only its newest ``N`` rows, pruned as
+rows are added; an own message not yet sent or acknowledged is never pruned.
 """
 
 from __future__ import annotations
@@ -26,6 +31,15 @@ if TYPE_CHECKING:  # the store owns its History; only the type goes this way
 
 HISTORY_LABEL: Final = b"securechat-history-v1"
 HISTORY_KEY_META: Final = "history_key"
+# Rows of one conversation (?1) past its newest ``keep`` (?2), but never an own message still
+# in the outbox or waiting for a key: its text is what will be sent, or shown as pending.
+_PRUNE: Final = """
+DELETE FROM history WHERE peer = ?1 AND seq < (
+    SELECT seq FROM history WHERE peer = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2 - 1
+) AND NOT (direction = 'out' AND (
+    msg_id IN (SELECT msg_id FROM outbox) OR msg_id IN (SELECT msg_id FROM outbox_awaiting_key)
+))
+"""
 
 
 class History:
@@ -34,6 +48,25 @@ class History:
     def __init__(self, store: ClientStore) -> None:
         self._store = store
         self._key: bytes | None = None
+        self.keep: int | None = None  # rows kept per conversation; None: all (see :meth:`retain`)
+
+    def retain(self, keep: int) -> int:
+        """Keep only the newest ``keep`` (>= 1) rows of each conversation, now and from now on.
+
+        Returns how many rows went; if any did, the file is compacted so it shrinks on
+        disk too. Later rows reuse the freed pages: the file stays about the size of
+        what is kept.
+        """
+        if keep < 1:
+            raise ValueError("keep at least one row per conversation")
+        self.keep = keep
+        removed = 0
+        with self._store.transaction() as db:
+            for peer in self.peers():
+                removed += db.execute(_PRUNE, (peer, keep)).rowcount
+        if removed:
+            self._store.compact()
+        return removed
 
     def _history_key(self) -> bytes:
         """The AES key sealing history rows; created on first use, stored OAEP-wrapped."""
@@ -99,6 +132,8 @@ class History:
                 "INSERT OR IGNORE INTO history (peer, direction, msg_id, nonce, sealed) VALUES (?, ?, ?, ?, ?)",
                 (entry.peer, entry.direction, entry.msg_id, nonce, sealed),
             )
+            if self.keep is not None:
+                db.execute(_PRUNE, (entry.peer, self.keep))
 
     def get(self, peer: str, direction: Literal["in", "out"], msg_id: str) -> HistoryEntry | None:
         rows = self._store.query(

@@ -192,6 +192,14 @@ class ClientStore:
         except sqlite3.Error as exc:
             raise KeyStoreError(f"state file of '{self.name}': {exc}") from None
 
+    def compact(self) -> None:
+        """Give the space of deleted rows back to the file system (``VACUUM``, then the WAL)."""
+        try:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise KeyStoreError(f"state file of '{self.name}': {exc}") from None
+
     def close(self) -> None:
         self._db.close()
 
