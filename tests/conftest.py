@@ -76,8 +76,12 @@ async def hostile() -> AsyncIterator[HostileServer]:
 
 
 @pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
-    """Make client sessions (not started) with homes in ``tmp_path``; their stores close at the end."""
+async def make_client(tmp_path: Path) -> AsyncIterator[Callable[..., Client]]:
+    """Make client sessions (not started) with homes in ``tmp_path``; stopped, and their stores closed, at the end.
+
+    Stopped before the server the test also asked for closes: sessions left running reconnect to a
+    closing server in a tight backoff, which on a loaded machine outlasted the server's teardown.
+    """
     made: list[Client] = []
 
     def make(name: str, port: int, home: Path | None = None, **options: Any) -> Client:
@@ -90,6 +94,7 @@ def make_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
 
     yield make
     for client in made:
+        await client.stop()
         client.session.store.close()
 
 
