@@ -29,8 +29,8 @@ from .cli_identity import load_identity, open_or_create, own_name, refusal
 from .cli_servers import server_trust, transport_options, trust_server
 from .cli_shared import GroupOptions, group_home_option, name_option, shared
 from .client import ClientSession
+from .client.decrypting import open_pasted
 from .client.home import ClientHome, Identity, default_home
-from .client.inbox import precheck_envelope
 from .client.link import why_not_connected
 from .client.namecheck import name_registered
 from .client.servers import ServerTrust
@@ -46,9 +46,8 @@ from .errors import (
     SecurechatError,
     ServerErrorReply,
     ServerRefused,
-    UnknownSender,
 )
-from .names import format_fingerprint, is_valid_name, parse_fingerprint, parse_typed_name
+from .names import format_fingerprint, parse_fingerprint, parse_typed_name
 from .pasted import is_whole, split_pasted
 from .protocol import WRONG_TRANSPORT_CODES
 
@@ -285,38 +284,24 @@ def _pasted(arguments: tuple[str, ...]) -> list[str]:
     return split_pasted(lines)[:1]
 
 
-_TRUST_NOTES: Final = {
-    "verified": "verified by you",
-    "unverified": "not verified yet: compare fingerprints, then securechat-client verify",
-    "changed": "the server now presents another key: /whois in the chat",
-}
-
-
 def _decrypt_one(
     store: ClientStore, identity: Identity, payload: str, explicit: crypto.PublicKey | None, prefix: str
 ) -> bool:
     try:
-        envelope = crypto.decode_payload(payload)
-        sender = envelope.get("from")
-        if explicit is not None:
-            key, source = explicit, "the key from --sender-key"
-        else:
-            pin = store.pins.get(sender) if isinstance(sender, str) and is_valid_name(sender) else None
-            if pin is None:
-                precheck_envelope(envelope, identity.name)  # checks that need no key come first
-                raise UnknownSender(
-                    f"no key pinned for {sender!r}; pass --sender-key FILE to verify the signature"
-                )
-            note = _TRUST_NOTES.get(pin.trust, pin.trust)
-            key, source = pin.public_key(), f"the key pinned for {pin.name} ({note})"
-        opened = crypto.open_envelope(identity.private_key, identity.name, key, envelope)
+        found = open_pasted(store, identity, payload, explicit)
     except EnvelopeRejected as exc:
         click.echo(f"{prefix}rejected: {safe.one_line(' '.join(str(exc).split()))}", err=True)
         return False
+    opened, state = found.opened, found.state
+    where = (
+        f"to {opened.recipient}"
+        if state is None
+        else f"in {state.room} (sent under seq {state.seq} of its log: {len(state.members)} members)"
+    )
     safe.echo_rows(
         click.echo,
-        f"{prefix}from {opened.sender} to {opened.recipient} at {times.utc_clock(opened.ts)} "
-        f"(id {opened.msg_id}); signed with {source}",
+        f"{prefix}from {opened.sender} {where} at {times.utc_clock(opened.ts)} "
+        f"(id {opened.msg_id}); signed with {found.source}",
         safe.OWN_INDENT,
     )
     # The text, indented further than our own rows: no row of it can pass for ours.

@@ -8,14 +8,17 @@ import os
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 
 from securechat import crypto
 from securechat.client.state import ClientStore
+from securechat.rooms.log import ZERO_HEAD, RoomEntry, RoomState, apply
+from securechat.rooms.sealing import seal_room, sign_entry
 from tests.support.cli import client_command, client_env
+from tests.support.rooms import T0
 
 BITS = 2048
 
@@ -237,3 +240,153 @@ def test_prompt_reads_a_payload_pasted_over_many_lines(world: World, end: str) -
         os.close(secondary)
     assert proc.returncode == 0, err
     assert "pasted in rows" in out and out.count("from alice to bob") == 1
+
+
+# --- room payloads (docs/protocol.md 11.7, "The pasted payload"; issue 10) ------------------------
+
+
+@dataclass
+class Room:
+    """A room #ops of alice (admin), bob and carol at seq 2; bob then removed at seq 3.
+
+    Every home holds the chain its client would have verified: bob, carol and alice
+    up to seq 3, erin only up to seq 2 (she has not fetched the removal yet; she is
+    not a member but reads the log in this test as a client that was behind would),
+    dave nothing. bob has alice pinned, not carol.
+    """
+
+    home: Path
+    keys: dict[str, crypto.PrivateKey]
+    states: list[RoomState]
+
+
+def _entries(keys: dict[str, crypto.PrivateKey]) -> tuple[list[RoomEntry], list[RoomState]]:
+    changes = [("create", "alice", "alice", "invite"), ("add", "alice", "bob", ""), ("add", "alice", "carol", ""),
+               ("remove", "alice", "bob", "")]
+    entries, states = [], []
+    state: RoomState | None = None
+    for op, by, name, kind in changes:
+        seq, prev = (state.seq + 1, state.head) if state is not None else (0, ZERO_HEAD)
+        entry = sign_entry(keys[by], "#ops", seq, prev, op, by, name, kind, T0 + seq)
+        state = apply(state, entry)
+        entries.append(entry)
+        states.append(state)
+    return entries, states
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory: pytest.TempPathFactory) -> Room:
+    home = tmp_path_factory.mktemp("roomhome")
+    names = ("alice", "bob", "carol", "dave", "erin")
+    stores = {name: ClientStore.open(home, name, bits=BITS) for name in names}
+    try:
+        keys = {name: store.require_identity().private_key for name, store in stores.items()}
+        entries, states = _entries(keys)
+        for name, upto in (("alice", 3), ("bob", 3), ("carol", 3), ("erin", 2)):
+            stores[name].rooms.extend(states[upto], entries[: upto + 1])
+        stores["bob"].pins.pin("alice", stores["alice"].require_identity().public_pem)
+        for other in ("alice", "bob"):
+            stores["carol"].pins.pin(other, stores[other].require_identity().public_pem)
+        return Room(home, keys, states)
+    finally:
+        for store in stores.values():
+            store.close()
+
+
+def room_payload(room: Room, sender: str, seq: int, text: str, state: RoomState | None = None) -> str:
+    state = state if state is not None else room.states[seq]
+    members = {name: room.keys[name].public_key() for name in state.members}
+    env = seal_room(room.keys[sender], members, state, sender, text, msg_id="0123456789abcdef" * 2, ts=T0 + 90_000)
+    return crypto.encode_payload(env)
+
+
+def decrypt_as(room: Room, name: str, *payloads: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*client_command(), "decrypt", "--name", name, *payloads], check=False, input="", capture_output=True,
+        text=True, env=client_env(room.home, COLUMNS="1000"), timeout=30,
+    )
+
+
+def test_a_member_opens_a_room_payload_naming_the_room_and_the_sender(room: Room) -> None:
+    text = "deploy at 5 \x1b[2J\u202eevil"
+    result = decrypt_as(room, "bob", room_payload(room, "alice", 2, text))
+    assert result.returncode == 0, result.stderr
+    first, body = result.stdout.splitlines()
+    assert first == (
+        "from alice in #ops (sent under seq 2 of its log: 3 members) at 2026-01-01 00:01:30 UTC "
+        "(id 0123456789abcdef0123456789abcdef); signed with the key pinned for alice (not verified yet: "
+        "compare fingerprints, then securechat-client verify)"
+    ), first
+    # The text through the one sanitiser: escapes and the bidi override shown, never acted on.
+    assert body == "    deploy at 5 ⟨U+001B⟩[2J⟨U+202E⟩evil", body
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+
+
+def test_the_sender_opens_its_own_room_payload_with_its_own_key(room: Room) -> None:
+    result = decrypt_as(room, "carol", room_payload(room, "carol", 3, "my own words"))
+    assert result.returncode == 0, result.stderr
+    assert "from carol in #ops (sent under seq 3 of its log: 2 members)" in result.stdout
+    assert "signed with your own key" in result.stdout and "my own words" in result.stdout
+
+
+def test_an_old_state_still_opens_for_who_was_a_member_then(room: Room) -> None:
+    # Sent while bob was a member (seq 2): bob, removed since, still reads what was wrapped for him.
+    result = decrypt_as(room, "bob", room_payload(room, "alice", 2, "before your removal"))
+    assert result.returncode == 0 and "before your removal" in result.stdout, result.stderr
+
+
+def room_refusal(room: Room, name: str, payload_text: str, secret: str) -> str:
+    result = decrypt_as(room, name, payload_text)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert secret not in result.stdout + result.stderr
+    return one_line_error(result.stderr)
+
+
+def test_not_a_member_of_the_state_it_was_sent_under(room: Room) -> None:
+    line = room_refusal(room, "bob", room_payload(room, "alice", 3, "after bob left"), "after bob left")
+    assert line == "rejected: bad_recipient: we are not a member of #ops at seq 3", line
+
+
+def test_a_room_the_reader_does_not_hold(room: Room) -> None:
+    line = room_refusal(room, "dave", room_payload(room, "alice", 2, "not for dave"), "not for dave")
+    assert line.startswith("rejected: unknown_state: dave holds no room #ops: only a member's client"), line
+
+
+def test_a_state_beyond_the_held_log_says_to_catch_up(room: Room) -> None:
+    line = room_refusal(room, "erin", room_payload(room, "carol", 3, "too new"), "too new")
+    assert "unknown_state: it was sent under seq 3 of #ops's log and erin holds it up to seq 2: start the chat" in line
+
+
+def test_a_forged_state_at_a_held_seq(room: Room) -> None:
+    forged = replace(room.states[2], head=bytes(32))
+    line = room_refusal(room, "bob", room_payload(room, "alice", 2, "forged head", forged), "forged head")
+    assert "unknown_state: seq 2 of #ops in it is not the one in bob's verified log" in line, line
+
+
+def test_a_sender_without_a_pinned_key(room: Room) -> None:
+    line = room_refusal(room, "bob", room_payload(room, "carol", 2, "from carol"), "from carol")
+    assert line.startswith("rejected: unknown_sender: no key pinned for 'carol'; pass --sender-key FILE"), line
+
+
+def test_a_sender_outside_the_state(room: Room) -> None:
+    with_dave = replace(room.states[2], members=room.states[2].members | {"dave"})
+    line = room_refusal(room, "bob", room_payload(room, "dave", 2, "ghost sender", with_dave), "ghost sender")
+    assert line == "rejected: not_member: 'dave' is not a member of #ops at seq 2", line
+
+
+def test_a_ghost_key_and_a_tampered_room_payload(room: Room) -> None:
+    env = crypto.decode_payload(room_payload(room, "alice", 2, "ghost key"))
+    env["keys"]["dave"] = env["keys"]["carol"]
+    line = room_refusal(room, "bob", crypto.encode_payload(env), "ghost key")
+    assert line.startswith("rejected: member_mismatch:") and "keys for non-members: dave" in line, line
+    for field in ("ct", "nonce", "sig"):
+        line = room_refusal(room, "bob", tamper(room_payload(room, "alice", 2, "tampered"), field), "tampered")
+        assert line.startswith("rejected: bad_signature: signature does not verify with the key of 'alice'"), line
+
+
+def test_sender_key_option_opens_a_room_payload(room: Room, tmp_path: Path) -> None:
+    pem = tmp_path / "carol.pem"
+    pem.write_text(crypto.public_key_pem(room.keys["carol"].public_key()))
+    result = decrypt_as(room, "bob", "--sender-key", str(pem), room_payload(room, "carol", 2, "checked by file"))
+    assert result.returncode == 0, result.stderr
+    assert "from carol in #ops" in result.stdout and "the key from --sender-key" in result.stdout

@@ -8,11 +8,13 @@ in the middle of a stream to an offline member.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import client_command, client_env
 from tests.support.jsonclient import Event, JsonClientProcess
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.streams import FAST, LONG, check_exactly_once, client_homes, texts
@@ -68,6 +70,16 @@ def acks_for(client: JsonClientProcess, msg_ids: set[str], member: str, status: 
 
 def sent_ids(client: JsonClientProcess, room: str) -> list[str]:
     return [e["id"] for e in client.of_kind("sent", to=room)]
+
+
+def decrypt(client: JsonClientProcess, payload: str) -> tuple[int, str, str]:
+    """``securechat-client decrypt`` in ``client``'s home (the client has finished): (status, stdout, stderr)."""
+    done = subprocess.run(
+        [*client_command(), "decrypt", "--name", client.name, "--home", str(client.home), payload],
+        check=False, input="", capture_output=True, text=True, env=client_env(COLUMNS="1000"), timeout=60,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr.strip()
 
 
 # --- three members ------------------------------------------------------------------------------
@@ -168,6 +180,18 @@ def test_a_removed_member_gets_nothing_after_the_removal(tmp_path: Path, spawn: 
         assert carol.finish() == 0, carol.stderr_tail()
         assert [e["text"] for e in room_messages(carol, "#ops")] == ["before"]
         assert "still here?" not in [e["text"] for e in room_messages(bob, "#ops")]
+        # The payloads as /raw shows them, opened offline: carol still reads what was wrapped for her,
+        # not what was sent after her removal (her client holds the signed removal).
+        (before,) = room_messages(carol, "#ops")
+        status, out, err = decrypt(carol, before["payload"])
+        assert status == 0 and "from alice in #ops (sent under seq 2 of its log: 3 members)" in out, (out, err)
+        assert out.splitlines()[-1] == "    before", out
+        later = room_messages(bob, "#ops")[-1]
+        status, out, err = decrypt(carol, later["payload"])
+        assert (status, out) == (1, ""), out
+        assert err == "rejected: bad_recipient: we are not a member of #ops at seq 3", err
+        status, out, err = decrypt(alice, later["payload"])  # the sender: wrapped for itself too
+        assert status == 0 and "signed with your own key" in out and later["text"] in out, (out, err)
 
 
 def test_a_non_member_can_neither_post_nor_read_nor_join_an_invite_room(tmp_path: Path, spawn: Spawn) -> None:
@@ -188,6 +212,13 @@ def test_a_non_member_can_neither_post_nor_read_nor_join_an_invite_room(tmp_path
             assert client.finish() == 0, client.stderr_tail()
         assert not dave.of_kind("message"), dave.of_kind("message")
         assert not dave.of_kind("room"), "dave never held a state of #ops"
+        # A payload dave got hold of (pasted to him) does not open: he holds no state of #ops.
+        (payload,) = [e["payload"] for e in room_messages(bob, "#ops")]
+        status, out, err = decrypt(dave, payload)
+        assert status == 1 and "members only" not in out + err, (out, err)
+        assert err.startswith("rejected: unknown_state: dave holds no room #ops: only a member's client"), err
+        status, out, err = decrypt(bob, payload)
+        assert status == 0 and "from alice in #ops" in out and "the key pinned for alice" in out, (out, err)
         assert not [e for e in alice.of_kind("ack", id=msg_id) if e.get("member") == "dave"]
 
 
