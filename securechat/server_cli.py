@@ -154,6 +154,10 @@ _SETTINGS: Final = {
               help="Bytes stored for one offline recipient.")
 @click.option("--queue-ttl", type=_POSITIVE_FLOAT, default=_default("queue_ttl"), show_envvar=True,
               help="Seconds a stored message is kept.")
+@click.option("--sender-share", type=_POSITIVE_INT, default=_default("sender_share"), show_envvar=True,
+              help="One sender may fill at most 1/N of a recipient's queue (messages and bytes).")
+@click.option("--max-store-bytes", type=_POSITIVE_INT, default=_default("max_store_bytes"), show_envvar=True,
+              help="Bytes of messages stored for all recipients together.")
 @click.option("--max-outgoing-buffer", type=_POSITIVE_INT, default=_default("max_outgoing_buffer"),
               show_envvar=True, help="Bytes buffered for a slow reader before it is disconnected.")
 @click.option("--redis", "redis_url", default=None, metavar="URL", envvar="SECURECHAT_REDIS", show_envvar=True,

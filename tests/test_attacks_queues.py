@@ -28,6 +28,8 @@ from tests.support.rawclient import RawClient, clients, envelope, identity_key, 
 from tests.support.serverproc import server_process
 from tests.support.sessions import WAIT, Client, online
 from tests.support.unconfirmed import Reader, answers, padded_send, pin_memory, register
+from tests.test_server_rooms import Room, change
+from tests.test_server_rooms import send as room_send
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -252,3 +254,96 @@ async def test_four_recipients_that_read_everything_and_confirm_nothing_do_not_p
         print(report)
         assert max(result["handed_out"]) <= 32 and grew < 32 * 2**20, report
         assert "Traceback" not in proc.stderr and "ERROR" not in proc.stderr, proc.stderr
+
+
+# --- item 8: queues cannot be filled ----------------------------------------------------------
+
+GENERIC_FULL = "'bob' cannot take more messages from you now; try again later"
+
+
+async def test_one_sender_cannot_fill_an_offline_users_queue(tmp_path: Path, backend_options: dict[str, Any]) -> None:
+    """Before the fix mallory's 30 sends filled bob's queue of 20 and carol got `queue_full`, with
+    the queue's size in the message, until bob logged in. Now mallory gets a quarter of it, every
+    refusal says only that bob cannot take more from him, and carol's and dave's messages get in."""
+    async with running_server(tmp_path / "s.db", queue_limit=20, **backend_options) as srv:
+        await register(srv.port, "bob")
+        async with clients(srv.port, "mallory", "carol", "dave") as (m, c, d):
+            m.writer.write(b"".join(encode_frame(padded_send("mallory", "bob", n, 100)) for n in range(30)))
+            got = {f["id"] if f["type"] == "ack" else msg_id(int(f["rid"])): f for f in await answers(m, 30)}
+            queued = sorted(k for k, f in got.items() if f.get("status") == "queued")
+            refused = [f for f in got.values() if f["type"] == "error"]
+            assert queued == [msg_id(n) for n in range(5)], got
+            assert {(f["code"], f["message"], f["fatal"]) for f in refused} == {("queue_full", GENERIC_FULL, False)}
+            assert json.loads(doc_example("queue-full")) == {**refused[0], "rid": "m7"}  # the doc's example
+            for client, name in ((c, "carol"), (d, "dave")):
+                await client.send_frame(padded_send(name, "bob", 100, 100))
+                assert (await client.recv_type("ack"))["status"] == "queued"  # before the fix: queue_full
+        bob = await Reader.login(srv.port, "bob")
+        await bob.wait_count(7)
+        await bob.close()
+
+
+async def test_queue_full_says_the_same_whatever_the_cap(tmp_path: Path, backend_options: dict[str, Any]) -> None:
+    """A sender past its share and senders that find bob's whole queue full get one text that names
+    no size (before: "the queue for 'bob' is full (4/4 messages, 1768/67108864 bytes)")."""
+    async with running_server(tmp_path / "s.db", queue_limit=4, sender_share=2, **backend_options) as srv:
+        await register(srv.port, "bob")
+        async with clients(srv.port, "s0", "s1", "s2") as conns:
+            refusals = []
+            for n, (conn, count) in enumerate(zip(conns, (3, 3, 1), strict=True)):  # s0 past its share, then full
+                for k in range(count):
+                    await conn.send_frame(padded_send(f"s{n}", "bob", 10 * n + k, 100))
+                    frame = (await answers(conn, 1))[0]
+                    if frame["type"] == "error":
+                        refusals.append((f"s{n}", frame["code"], frame["message"], frame["fatal"]))
+        assert refusals == [(f"s{n}", "queue_full", GENERIC_FULL, False) for n in range(3)], refusals
+        assert not re.search(r"\d", GENERIC_FULL)
+
+
+async def test_names_that_never_log_in_cannot_grow_the_store_past_its_bound(
+    tmp_path: Path, backend_options: dict[str, Any]
+) -> None:
+    """Queues for names that never log in grew without a global cap (64 MiB each for 30 days). With
+    --max-store-bytes at three and a half messages, the fourth and fifth names' messages are
+    refused, and taken once a recipient's confirmation frees room."""
+    frame = len(message_frame("alice", 10**12, padded_send("alice", "r0", 0, 10_000)["envelope"]))
+    options = {"max_store_bytes": 3 * frame + frame // 2, **backend_options}
+    async with running_server(tmp_path / "s.db", **options) as srv:
+        names = [f"r{n}" for n in range(5)]
+        await register(srv.port, *names)
+        async with clients(srv.port, "alice") as (a,):
+            for n, name in enumerate(names):
+                await a.send_frame(padded_send("alice", name, n, 10_000))
+            got = await answers(a, 5)
+            assert [f.get("status") or f["code"] for f in got] == ["queued"] * 3 + ["queue_full"] * 2, got
+            assert got[3]["message"] == "'r3' cannot take more messages from you now; try again later"
+            r0 = await Reader.login(srv.port, "r0")
+            await r0.wait_count(1)
+            await r0.confirm(msg_id(0))
+            await r0.close()
+            async with asyncio.timeout(WAIT):  # the delete is batched: retry as the client would
+                while True:
+                    await a.send_frame(padded_send("alice", "r3", 3, 10_000))
+                    if (await answers(a, 1))[0]["type"] == "ack":
+                        break
+
+
+async def test_room_messages_count_against_their_senders_share(tmp_path: Path) -> None:
+    """A room is another way to fill a member's queue: mallory's room messages to an offline bob take
+    his share (bob listed in `room_sent.full` past it), his one-to-one sends are refused then too,
+    and carol's still get in. Rooms are on SQLite only today (docs/architecture.md)."""
+    async with running_server(tmp_path / "s.db", queue_limit=8) as srv:
+        room = Room()
+        async with clients(srv.port, "mallory", "bob", "carol") as (m, bob, c):
+            await change(m, room, "create")
+            await change(m, room, "add", "bob")
+            await bob.close()
+            fulls = []
+            for n in range(1, 5):
+                await room_send(m, room, n)
+                fulls.append((await m.recv_type("room_sent")).get("full", []))
+            assert fulls == [[], [], ["bob"], ["bob"]], fulls  # mallory's share of 8 is 2
+            await m.send_frame(padded_send("mallory", "bob", 9, 100))
+            assert (await m.recv_type("error"))["code"] == "queue_full"
+            await c.send_frame(padded_send("carol", "bob", 9, 100))
+            assert (await c.recv_type("ack"))["status"] == "queued"

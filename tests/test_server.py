@@ -551,7 +551,7 @@ async def test_registrations_and_queue_survive_a_restart(tmp_path: Path, backend
 
 
 async def test_queue_full_drops_nothing(tmp_path: Path, backend_options: dict[str, Any]) -> None:
-    async with running_server(tmp_path / "s.db", queue_limit=3, **backend_options) as srv:
+    async with running_server(tmp_path / "s.db", queue_limit=3, sender_share=1, **backend_options) as srv:
         async with clients(srv.port, "bob"):
             pass
         async with clients(srv.port, "alice") as (a,):
@@ -857,7 +857,7 @@ async def test_a_failing_backlog_fetch_closes_only_that_session(server: ChatServ
 
 
 async def test_a_burst_of_offline_sends_is_acked_in_order_before_later_answers(tmp_path: Path, backend_options: dict[str, Any]) -> None:
-    async with running_server(tmp_path / "s.db", queue_limit=4, **backend_options) as srv:
+    async with running_server(tmp_path / "s.db", queue_limit=4, sender_share=1, **backend_options) as srv:
         async with clients(srv.port, "bob"):
             pass
         async with clients(srv.port, "alice") as (a,):

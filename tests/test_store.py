@@ -120,12 +120,12 @@ async def test_delete_on_confirmation(store: ServerStore) -> None:
 
 
 async def test_message_count_cap_drops_nothing(stores: StoreMaker) -> None:
-    s = stores.new(queue_limit=3, clock=Clock())
+    s = stores.new(queue_limit=3, sender_share=1, clock=Clock())
     for n in range(3):
         await s.enqueue(message(n))
     with pytest.raises(QueueFull) as info:
         await s.enqueue(message(3))
-    assert info.value.count == 3 and "bob" in str(info.value)
+    assert info.value.cap == "queue" and "bob" in str(info.value)
     # A resend of a queued message is still recognised when full.
     assert await s.enqueue(message(0)) is False
     # Other recipients have their own cap.
@@ -136,13 +136,55 @@ async def test_message_count_cap_drops_nothing(stores: StoreMaker) -> None:
 
 
 async def test_byte_cap_drops_nothing(stores: StoreMaker) -> None:
-    s = stores.new(queue_bytes=25, clock=Clock())
+    s = stores.new(queue_bytes=25, sender_share=1, clock=Clock())
     await s.enqueue(message(0, size=10))
     await s.enqueue(message(1, size=10))
     with pytest.raises(QueueFull):
         await s.enqueue(message(2, size=10))
     assert await s.enqueue(message(3, size=5))
     assert await s.queue_size("bob") == (3, 25)
+
+
+async def test_one_sender_fills_at_most_its_share_of_a_queue(stores: StoreMaker) -> None:
+    """Issue 13, item 8: a quarter of the messages and of the bytes by default; others still get in."""
+    s = stores.new(queue_limit=8, queue_bytes=1000, clock=Clock())
+    assert await s.enqueue(message(0)) and await s.enqueue(message(1))
+    with pytest.raises(QueueFull) as info:
+        await s.enqueue(message(2))
+    assert info.value.cap == "sender_share"
+    assert str(info.value) == "'bob' cannot take more messages from you now; try again later"
+    assert await s.enqueue(message(2, sender="carol", size=250))  # its first: a share of the bytes
+    with pytest.raises(QueueFull):
+        await s.enqueue(message(3, sender="carol", size=1))
+    assert await s.enqueue(message(2, recipient="dave"))  # another queue, another share
+    await s.delete([("bob", "alice", f"{0:032x}")])
+    assert await s.enqueue(message(3))  # room in the share again
+
+
+async def test_every_queue_together_stays_under_the_store_bound(stores: StoreMaker) -> None:
+    s = stores.new(store_bytes=30, clock=Clock())
+    for n, to in enumerate(("bob", "carol", "dave")):
+        assert await s.enqueue(message(n, recipient=to))
+    futures = [s.enqueue(message(3, recipient="erin")), s.enqueue(message(4, recipient="erin", size=0))]
+    results = await asyncio.gather(*futures, return_exceptions=True)  # one commit: the total counts as it goes
+    assert isinstance(results[0], QueueFull) and results[0].cap == "store" and results[1] is True
+    assert await s.requeue([message(5, recipient="erin")]) == 1  # nothing handed out is lost
+    await s.delete([("bob", "alice", f"{0:032x}"), ("erin", "alice", f"{5:032x}")])
+    assert await s.enqueue(message(3, recipient="erin"))
+    with pytest.raises(QueueFull):
+        await s.enqueue(message(6, recipient="frank"))
+
+
+async def test_expiry_gives_back_the_share_and_the_store_bound(stores: StoreMaker) -> None:
+    clock = Clock(1000.0)
+    s = stores.new(queue_limit=4, store_bytes=20, queue_ttl=100.0, clock=clock)
+    assert await s.enqueue(message(0, at=900.0)) and await s.enqueue(message(1, recipient="carol", at=900.0))
+    for refused in (message(2), message(3, recipient="dave")):  # alice's share of bob's; the store's bytes
+        with pytest.raises(QueueFull):
+            await s.enqueue(refused)
+    clock.now = 1001.0
+    assert await s.expire() == 2
+    assert await s.enqueue(message(2)) and await s.enqueue(message(3, recipient="dave"))
 
 
 async def test_requeue_ignores_the_caps_and_duplicates(stores: StoreMaker) -> None:
@@ -202,7 +244,7 @@ def test_bad_limits_are_rejected(stores: StoreMaker) -> None:
 
 
 async def test_enqueues_in_one_iteration_keep_their_own_results_and_the_call_order(stores: StoreMaker) -> None:
-    s = stores.new(queue_limit=2, clock=Clock())
+    s = stores.new(queue_limit=2, sender_share=1, clock=Clock())
     futures = [s.enqueue(message(0)), s.enqueue(message(0)), s.enqueue(message(1)), s.enqueue(message(2))]
     # Work submitted after the enqueues (not awaited yet) sees them: call order is kept.
     fetched = s.fetch("bob")
@@ -224,6 +266,28 @@ async def test_a_requeue_then_a_fetch_in_one_iteration_keep_their_order(store: S
 
 
 # --- SQLite's own -------------------------------------------------------------------------
+
+
+async def test_a_database_from_before_the_shares_is_counted_when_opened(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db", queue_limit=8, store_bytes=45, clock=Clock())
+    for n in (0, 1):
+        await s.enqueue(message(n))
+    await s.enqueue(message(2, recipient="carol"))
+    await s.close()
+    with sqlite3.connect(tmp_path / "s.db") as db:  # as an earlier version left it
+        db.executescript(
+            "DROP TRIGGER sender_totals_insert; DROP TRIGGER sender_totals_delete;"
+            "DROP TABLE sender_totals; DROP TABLE store_total;"
+        )
+    s = SqliteStore(tmp_path / "s.db", queue_limit=8, store_bytes=45, clock=Clock())
+    with pytest.raises(QueueFull) as share:
+        await s.enqueue(message(3))
+    with pytest.raises(QueueFull) as store:
+        await s.enqueue(message(3, recipient="dave", size=16))
+    assert (share.value.cap, store.value.cap) == ("sender_share", "store")
+    await s.delete([("bob", "alice", f"{0:032x}")])
+    assert await s.enqueue(message(3))
+    await s.close()
 
 
 async def test_wal_mode_and_private_file(tmp_path: Path) -> None:

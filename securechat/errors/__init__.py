@@ -33,7 +33,7 @@ Its branches live in ``wire`` (the protocol and the server's answers), ``envelop
     │   ├── InvalidRoomName           a typed room name that is not '#' and a valid name
     │   ├── InvalidFingerprint        a typed fingerprint that is not 64 hex digits
     │   └── MessageTooLong            a message that does not fit one frame
-    ├── QueueFull                     server side: a recipient's offline queue is at its cap
+    ├── QueueFull                     server side: a queue, a sender's share of it or the store is full
     ├── ServerErrorReply              the server answered with an ``error`` frame
     ├── TransportError                the TLS layer under the frames (docs/protocol.md section 2.1)
     │   ├── TlsFailed                 the handshake or a record failed; ``first_bytes`` holds what came first

@@ -68,21 +68,20 @@ class RoomRefused(ProtocolError):
 
 
 class QueueFull(SecurechatError):
-    """A recipient's offline queue is at its message-count or byte cap."""
+    """The store refuses a message: a cap on the recipient's queue, the sender's share of it, or the whole store.
 
-    def __init__(self, recipient: str, count: int, size: int, limit: int, limit_bytes: int) -> None:
+    ``cap`` says which (``queue``, ``sender_share`` or ``store``), for the
+    server's log only: the sender's answer says nothing about the recipient's
+    queue (issue 13, item 8), so it is the same text whatever the cap.
+    """
+
+    def __init__(self, recipient: str, cap: str) -> None:
         super().__init__(recipient)
         self.recipient = recipient
-        self.count = count
-        self.size = size
-        self.limit = limit
-        self.limit_bytes = limit_bytes
+        self.cap = cap
 
     def __str__(self) -> str:
-        return (
-            f"the queue for '{self.recipient}' is full "
-            f"({self.count}/{self.limit} messages, {self.size}/{self.limit_bytes} bytes)"
-        )
+        return f"'{self.recipient}' cannot take more messages from you now; try again later"
 
 
 class ServerErrorReply(SecurechatError):

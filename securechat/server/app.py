@@ -50,7 +50,10 @@ EXPIRE_INTERVAL: Final = 3600.0
 
 def open_store(config: ServerConfig) -> MessageStore:
     """The store ``config`` asks for: Redis when it has a URL, else SQLite at ``db_path``."""
-    limits = {"queue_limit": config.queue_limit, "queue_bytes": config.queue_bytes, "queue_ttl": config.queue_ttl}
+    limits = {
+        "queue_limit": config.queue_limit, "queue_bytes": config.queue_bytes, "queue_ttl": config.queue_ttl,
+        "sender_share": config.sender_share, "store_bytes": config.max_store_bytes,
+    }  # fmt: skip
     if config.redis_url is None:
         return SqliteStore(config.db_path, max_rooms=config.max_rooms, **limits)  # type: ignore[arg-type]
     from .redisstore import RedisStore

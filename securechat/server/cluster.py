@@ -39,6 +39,7 @@ from collections.abc import Callable, Container, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from ..clock import now_ms
+from ..errors import QueueFull
 from ..relayframes import ack_frame
 from .awaited import AwaitedAcks, ack_status
 from .config import ServerConfig
@@ -47,7 +48,7 @@ from .events import Deferred, Handled, Received, Send
 from .mailbox import InFlight, Mailbox
 from .presence import Presence
 from .redisbus import RedisBus
-from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore, rid_text, rid_value
+from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_text, rid_value
 from .resp import RedisReplyError, RedisUnavailable
 from .routing import BACKLOG_BATCH, deliverable_frame, end_batch, make_room
 from .store import QueuedMessage
@@ -204,7 +205,7 @@ class ClusterRouting:
         status, seq_or_count, receivers = await routed
         msg_id = message.msg_id
         if status == OVER_CAPS:
-            peer.error("queue_full", f"the queue for '{message.to}' is full ({seq_or_count} messages)", message.rid)
+            peer.error("queue_full", str(QueueFull(message.to, CAPS[seq_or_count])), message.rid)  # which cap is not said
             return
         self._presence.watch(peer, message.to)
         if status == ALREADY_CONFIRMED:

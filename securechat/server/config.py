@@ -13,7 +13,13 @@ from pathlib import Path
 from ..protocol import DEFAULT_MAX_FRAME
 from ..rooms.log import MAX_ROOM_MEMBERS
 from .roomstore import DEFAULT_MAX_ROOMS
-from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL
+from .store import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LIMIT,
+    DEFAULT_QUEUE_TTL,
+    DEFAULT_SENDER_SHARE,
+    DEFAULT_STORE_BYTES,
+)
 
 
 @dataclass
@@ -35,6 +41,9 @@ class ServerConfig:
     queue_limit: int = DEFAULT_QUEUE_LIMIT
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     queue_ttl: float = DEFAULT_QUEUE_TTL
+    # One sender fills at most 1/sender_share of a recipient's queue; every queue together at most max_store_bytes.
+    sender_share: int = DEFAULT_SENDER_SHARE
+    max_store_bytes: int = DEFAULT_STORE_BYTES
     max_outgoing_buffer: int = 4 * 2**20
     # Several nodes: all shared state in Redis (docs/deployment.md); None: one node on db_path.
     redis_url: str | None = None
@@ -75,6 +84,8 @@ class ServerConfig:
             "queue_limit": self.queue_limit,
             "queue_bytes": self.queue_bytes,
             "queue_ttl": self.queue_ttl,
+            "sender_share": self.sender_share,
+            "max_store_bytes": self.max_store_bytes,
             "max_outgoing_buffer": self.max_outgoing_buffer,
             "max_room_members": self.max_room_members,
             "max_rooms": self.max_rooms,

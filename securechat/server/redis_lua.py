@@ -13,6 +13,10 @@ Key layout (``P`` is the prefix, ``sc:`` unless a test picks another):
                                   ``f`` the ``message`` frame
 ``P qi:{name}``           hash    ``"<sender> <id>"`` -> ``"<seq> <size>"``: dedupe and delete by id
 ``P qm:{name}``           hash    ``n`` the last seq (never reset), ``b`` bytes queued
+``P qs:{name}``            hash    ``c:<sender>``, ``b:<sender>``: each sender's messages and bytes queued
+                                  (its share of the queue, issue 13 item 8)
+``P stored``              string  bytes queued for everyone (``--max-store-bytes``); the one key
+                                  outside a user's slot (Redis Cluster would need it per shard)
 ``P seen:{name}``         zset    ``"<sender> <id>"`` confirmed, scored by time: a resend within the
                                   dedupe window is not stored again
 ``P sess:{name}``         string  the session counter: each login's number
@@ -29,9 +33,10 @@ from typing import Final
 
 from .resp import Script
 
-# KEYS q qi qm seen; ARGV sender id server_ts enqueued_at frame rid limit bytes_limit channel now dedupe_ttl.
-# limit 0: no caps (a requeue). channel '': publish nothing. Returns {status, seq or count, receivers or bytes}:
-# 1 stored, 0 already queued, 2 confirmed within the dedupe window, -1 over the caps.
+# KEYS q qi qm seen qs stored; ARGV sender id server_ts enqueued_at frame rid limit bytes_limit channel now
+# dedupe_ttl sender_limit sender_bytes store_bytes. limit 0: no caps (a requeue). channel '': publish nothing.
+# Returns {status, seq, receivers}: 1 stored, 0 already queued, 2 confirmed within the dedupe window, or
+# {-1, cap}: over the store's bytes (1), the recipient's queue (2) or the sender's share of it (3).
 ENQUEUE: Final = Script("enqueue", """
 local field = ARGV[1] .. ' ' .. ARGV[2]
 if redis.call('HEXISTS', KEYS[2], field) == 1 then
@@ -45,15 +50,23 @@ if seen and tonumber(seen) >= tonumber(ARGV[10]) - tonumber(ARGV[11]) then
 end
 local size = string.len(ARGV[5])
 local limit = tonumber(ARGV[7])
+local cfield, bfield = 'c:' .. ARGV[1], 'b:' .. ARGV[1]
 if limit > 0 then
+  if tonumber(redis.call('GET', KEYS[6]) or '0') + size > tonumber(ARGV[14]) then return {-1, 1, 0} end
   local count = redis.call('HLEN', KEYS[2])
   local bytes = tonumber(redis.call('HGET', KEYS[3], 'b') or '0')
-  if count + 1 > limit or bytes + size > tonumber(ARGV[8]) then
-    return {-1, count, bytes}
+  if count + 1 > limit or bytes + size > tonumber(ARGV[8]) then return {-1, 2, 0} end
+  local mine = tonumber(redis.call('HGET', KEYS[5], cfield) or '0')
+  if mine > 0 and (mine + 1 > tonumber(ARGV[12])
+      or tonumber(redis.call('HGET', KEYS[5], bfield) or '0') + size > tonumber(ARGV[13])) then
+    return {-1, 3, 0}
   end
 end
 local seq = redis.call('HINCRBY', KEYS[3], 'n', 1)
 redis.call('HINCRBY', KEYS[3], 'b', size)
+redis.call('HINCRBY', KEYS[5], cfield, 1)
+redis.call('HINCRBY', KEYS[5], bfield, size)
+redis.call('INCRBY', KEYS[6], size)
 redis.call('HSET', KEYS[2], field, seq .. ' ' .. size)
 local receivers = 0
 if ARGV[9] ~= '' then
@@ -67,10 +80,22 @@ redis.call('XADD', KEYS[1], '0-' .. seq, 's', ARGV[1], 'i', ARGV[2], 't', ARGV[3
 return {1, seq, receivers}
 """)
 
-# KEYS q qi qm seen; ARGV now dedupe_ttl recipient ack_channel_head, then per message: sender id ack rid.
+# A message leaves the queue: its sender's share and the store's total go down (issue 13, item 8).
+UNCOUNT: Final = """
+local function uncount(shares, stored, sender, size)
+  if redis.call('HINCRBY', shares, 'c:' .. sender, -1) <= 0 then
+    redis.call('HDEL', shares, 'c:' .. sender, 'b:' .. sender)
+  else
+    redis.call('HINCRBY', shares, 'b:' .. sender, -size)
+  end
+  redis.call('DECRBY', stored, size)
+end
+"""
+
+# KEYS q qi qm seen qs stored; ARGV now dedupe_ttl recipient ack_channel_head, then per message: sender id ack rid.
 # Deletes each message still queued, remembers it as confirmed, and (ack = '1') publishes `delivered`
 # on the sender's channel (ack_channel_head .. sender .. '}'). Returns how many were deleted.
-CONFIRM: Final = Script("confirm", """
+CONFIRM: Final = Script("confirm", UNCOUNT + """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[2])))
 local deleted = 0
@@ -79,9 +104,11 @@ for i = 5, #ARGV, 4 do
   local entry = redis.call('HGET', KEYS[2], field)
   if entry then
     local space = string.find(entry, ' ', 1, true)
+    local size = tonumber(string.sub(entry, space + 1))
     redis.call('XDEL', KEYS[1], '0-' .. string.sub(entry, 1, space - 1))
     redis.call('HDEL', KEYS[2], field)
-    redis.call('HINCRBY', KEYS[3], 'b', -tonumber(string.sub(entry, space + 1)))
+    redis.call('HINCRBY', KEYS[3], 'b', -size)
+    uncount(KEYS[5], KEYS[6], ARGV[i], size)
     redis.call('ZADD', KEYS[4], now, field)
     deleted = deleted + 1
     if ARGV[i + 2] == '1' then
@@ -94,8 +121,8 @@ if deleted > 0 and redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[
 return deleted
 """)
 
-# KEYS q qi qm; ARGV horizon. Deletes the messages enqueued before the horizon; returns how many.
-EXPIRE: Final = Script("expire", """
+# KEYS q qi qm qs stored; ARGV horizon. Deletes the messages enqueued before the horizon; returns how many.
+EXPIRE: Final = Script("expire", UNCOUNT + """
 local horizon = tonumber(ARGV[1])
 local removed = 0
 local start = '-'
@@ -116,6 +143,7 @@ while true do
       redis.call('XDEL', KEYS[1], entry[1])
       redis.call('HDEL', KEYS[2], sender .. ' ' .. id)
       redis.call('HINCRBY', KEYS[3], 'b', -size)
+      uncount(KEYS[4], KEYS[5], sender, size)
       removed = removed + 1
     end
   end

@@ -28,7 +28,16 @@ from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull
 from . import redis_lua as lua
 from .resp import RedisAddress, RedisLink
-from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL, QueuedMessage, Registration
+from .store import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LIMIT,
+    DEFAULT_QUEUE_TTL,
+    DEFAULT_SENDER_SHARE,
+    DEFAULT_STORE_BYTES,
+    QueuedMessage,
+    Registration,
+    sender_caps,
+)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -43,6 +52,7 @@ STORED: Final = 1
 ALREADY_QUEUED: Final = 0
 ALREADY_CONFIRMED: Final = 2
 OVER_CAPS: Final = -1
+CAPS: Final = {1: "store", 2: "queue", 3: "sender_share"}  # OVER_CAPS's second value: which (QueueFull.cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,17 +121,21 @@ class RedisStore:
         queue_limit: int = DEFAULT_QUEUE_LIMIT,
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         queue_ttl: float = DEFAULT_QUEUE_TTL,
+        sender_share: int = DEFAULT_SENDER_SHARE,
+        store_bytes: int = DEFAULT_STORE_BYTES,
         dedupe_ttl: float = DEDUPE_TTL,
         clock: Callable[[], float] = time.time,
         client_name: str = "securechat",
     ) -> None:
-        if queue_limit < 1 or queue_bytes < 1 or queue_ttl <= 0 or dedupe_ttl <= 0:
-            raise ValueError("queue_limit, queue_bytes, queue_ttl and dedupe_ttl must be positive")
+        if min(queue_limit, queue_bytes, sender_share, store_bytes) < 1 or queue_ttl <= 0 or dedupe_ttl <= 0:
+            raise ValueError("queue_limit, queue_bytes, queue_ttl, sender_share, store_bytes and dedupe_ttl must be positive")
         self.address = address
         self.prefix = prefix
         self.queue_limit = queue_limit
         self.queue_bytes = queue_bytes
         self.queue_ttl = queue_ttl
+        self.sender_limit, self.sender_bytes = sender_caps(queue_limit, queue_bytes, sender_share)
+        self.store_bytes = store_bytes
         self.dedupe_ttl = dedupe_ttl
         self._clock = clock
         self._client_name = client_name
@@ -154,8 +168,12 @@ class RedisStore:
     def presence_channel(self) -> bytes:
         return f"{self.prefix}presence".encode()
 
-    def _queue_keys(self, recipient: str) -> tuple[str, str, str, str]:
-        return self.key("q", recipient), self.key("qi", recipient), self.key("qm", recipient), self.key("seen", recipient)
+    def _queue_keys(self, recipient: str) -> tuple[str, str, str, str, str, str]:
+        """q qi qm seen qs stored (redis_lua's key table)."""
+        return (
+            self.key("q", recipient), self.key("qi", recipient), self.key("qm", recipient),
+            self.key("seen", recipient), self.key("qs", recipient), self.prefix + "stored",
+        )  # fmt: skip
 
     # --- ServerStore -------------------------------------------------------------------
 
@@ -189,7 +207,7 @@ class RedisStore:
     def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
         def result(got: list[int]) -> bool:
             if got[0] == OVER_CAPS:
-                raise QueueFull(message.recipient, got[1], got[2], self.queue_limit, self.queue_bytes)
+                raise QueueFull(message.recipient, CAPS[got[1]])
             return got[0] == STORED
 
         return _then(self._enqueue(message, None, caps=True, channel=b""), result)
@@ -198,6 +216,7 @@ class RedisStore:
         args = (
             m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid),
             self.queue_limit if caps else 0, self.queue_bytes, channel, repr(self._clock()), repr(self.dedupe_ttl),
+            self.sender_limit, self.sender_bytes, self.store_bytes,
         )  # fmt: skip
         return self._link.script(lua.ENQUEUE, self._queue_keys(m.recipient), args)
 
@@ -273,7 +292,8 @@ class RedisStore:
             cursor, keys = await link.call("SCAN", cursor, "MATCH", match, "COUNT", 1000, "TYPE", "stream")
             for key in keys:
                 name = key.decode()[len(self.prefix) + 3 : -1]
-                qkeys = self._queue_keys(name)[:3]
+                q, qi, qm, _, qs, stored = self._queue_keys(name)
+                qkeys = [q, qi, qm, qs, stored]
                 removed += await link.script(lua.EXPIRE, qkeys, [horizon])
             if cursor in (b"0", 0):
                 return removed
@@ -299,7 +319,7 @@ class RedisStore:
 
         Returns ``[status, seq, receivers]``: status :data:`STORED`,
         :data:`ALREADY_QUEUED`, :data:`ALREADY_CONFIRMED` or :data:`OVER_CAPS`
-        (then ``seq, receivers`` are the count and bytes queued); ``receivers``
+        (then ``seq`` says which cap, a key of :data:`CAPS`, for the log only); ``receivers``
         is how many nodes hold a session of the recipient (0: offline).
         """
         return self._enqueue(message, rid, caps=True, channel=self.channel(message.recipient))

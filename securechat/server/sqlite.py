@@ -24,54 +24,22 @@ from ..files import make_private_dir
 from ..rooms.log import RoomState
 from . import sqlite_rooms
 from .roomstore import DEFAULT_MAX_ROOMS, AppendResult, CreateResult, RoomListing, StoredEntry
-from .store import DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_LIMIT, DEFAULT_QUEUE_TTL, QueuedMessage, Registration
+from .sqlschema import SCHEMA, SENDER_TOTALS
+from .store import (
+    DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_LIMIT,
+    DEFAULT_QUEUE_TTL,
+    DEFAULT_SENDER_SHARE,
+    DEFAULT_STORE_BYTES,
+    QueuedMessage,
+    Registration,
+    sender_caps,
+)
 
 SCHEMA_VERSION: Final = 1
 PRIVATE_FILE_MODE: Final = 0o600
 
 T = TypeVar("T")
-
-
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS registrations (
-    name TEXT PRIMARY KEY,
-    pubkey_pem TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    recipient TEXT NOT NULL,
-    sender TEXT NOT NULL,
-    msg_id TEXT NOT NULL,
-    server_ts INTEGER NOT NULL,
-    frame BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    enqueued_at REAL NOT NULL,
-    room TEXT,
-    UNIQUE (recipient, sender, msg_id)
-);
-CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, seq);
-CREATE INDEX IF NOT EXISTS queue_by_age ON queue (enqueued_at);
--- Running totals so the caps cost O(1) per enqueue, kept exact by triggers.
-CREATE TABLE IF NOT EXISTS queue_totals (
-    recipient TEXT PRIMARY KEY,
-    count INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS queue_totals_insert AFTER INSERT ON queue BEGIN
-    INSERT INTO queue_totals (recipient, count, bytes) VALUES (NEW.recipient, 1, NEW.size)
-    ON CONFLICT (recipient) DO UPDATE SET count = count + 1, bytes = bytes + NEW.size;
-END;
-CREATE TRIGGER IF NOT EXISTS queue_totals_delete AFTER DELETE ON queue BEGIN
-    UPDATE queue_totals SET count = count - 1, bytes = bytes - OLD.size
-    WHERE recipient = OLD.recipient;
-END;
-"""
 
 
 def prepare_private_files(path: Path) -> None:
@@ -118,15 +86,19 @@ class SqliteStore:
         queue_bytes: int = DEFAULT_QUEUE_BYTES,
         queue_ttl: float = DEFAULT_QUEUE_TTL,
         max_rooms: int = DEFAULT_MAX_ROOMS,
+        sender_share: int = DEFAULT_SENDER_SHARE,
+        store_bytes: int = DEFAULT_STORE_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if queue_limit < 1 or queue_bytes < 1 or queue_ttl <= 0:
-            raise ValueError("queue_limit, queue_bytes and queue_ttl must be positive")
+        if min(queue_limit, queue_bytes, sender_share, store_bytes) < 1 or queue_ttl <= 0:
+            raise ValueError("queue_limit, queue_bytes, queue_ttl, sender_share and store_bytes must be positive")
         self.path = Path(path)
         self.queue_limit = queue_limit
         self.queue_bytes = queue_bytes
         self.queue_ttl = queue_ttl
         self.max_rooms = max_rooms
+        self.sender_limit, self.sender_bytes = sender_caps(queue_limit, queue_bytes, sender_share)
+        self.store_bytes = store_bytes
         self._clock = clock
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
@@ -173,9 +145,12 @@ class SqliteStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
+            counted = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sender_totals'").fetchone()
+            db.executescript(SCHEMA)
             if "room" not in {row[1] for row in db.execute("PRAGMA table_info(queue)")}:
                 db.execute("ALTER TABLE queue ADD COLUMN room TEXT")  # a database from before rooms
+            if counted is None:  # a database from before the shares: counted once
+                db.executescript(f"BEGIN IMMEDIATE; {SENDER_TOTALS} COMMIT;")
             db.executescript(sqlite_rooms.ROOM_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             self._db = db
@@ -219,16 +194,34 @@ class SqliteStore:
         row = db.execute("SELECT count, bytes FROM queue_totals WHERE recipient = ?", (recipient,)).fetchone()
         return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
-    def _enqueue_one(self, db: sqlite3.Connection, m: QueuedMessage) -> bool | QueueFull:
+    def _store_total(self, db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT bytes FROM store_total").fetchone()[0])
+
+    def _refusal(self, db: sqlite3.Connection, m: QueuedMessage, stored: int) -> QueueFull | None:
+        """Which cap, if any, ``m`` would pass: the store's, the recipient's queue, the sender's share of it."""
+        if stored + m.size > self.store_bytes:
+            return QueueFull(m.recipient, "store")
+        count, size = self._totals(db, m.recipient)
+        if count + 1 > self.queue_limit or size + m.size > self.queue_bytes:
+            return QueueFull(m.recipient, "queue")
+        row = db.execute(
+            "SELECT count, bytes FROM sender_totals WHERE recipient = ? AND sender = ?", (m.recipient, m.sender)
+        ).fetchone()
+        mine, my_bytes = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+        if mine and (mine + 1 > self.sender_limit or my_bytes + m.size > self.sender_bytes):
+            return QueueFull(m.recipient, "sender_share")
+        return None
+
+    def _enqueue_one(self, db: sqlite3.Connection, m: QueuedMessage, stored: int) -> bool | QueueFull:
         dup = db.execute(
             "SELECT 1 FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?",
             (m.recipient, m.sender, m.msg_id),
         ).fetchone()
         if dup is not None:
             return False
-        count, size = self._totals(db, m.recipient)
-        if count + 1 > self.queue_limit or size + m.size > self.queue_bytes:
-            return QueueFull(m.recipient, count, size, self.queue_limit, self.queue_bytes)
+        refused = self._refusal(db, m, stored)
+        if refused is not None:
+            return refused
         db.execute(
             "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -240,7 +233,13 @@ class SqliteStore:
         """Group commit: each message is accepted, a duplicate, or refused on its own."""
         db = self._conn()
         with _transaction(db):
-            return [self._enqueue_one(db, m) for m in messages]
+            stored = self._store_total(db)  # once per commit, then counted as it goes
+            out: list[bool | QueueFull] = []
+            for m in messages:
+                out.append(self._enqueue_one(db, m, stored))
+                if out[-1] is True:
+                    stored += m.size
+            return out
 
     def _requeue(self, messages: Sequence[QueuedMessage]) -> int:
         db = self._conn()

@@ -14,6 +14,11 @@ Changes to the interface, newest last (every backend implements each):
 - issue 13, item 4: :meth:`ServerStore.fetch` takes ``max_bytes``: past the
   first message, at most that many bytes of frames, so a session's window of
   unconfirmed messages bounds what one fetch reads into memory.
+- issue 13, item 8: ``enqueue`` also refuses (:class:`~securechat.errors.QueueFull`)
+  a message past its sender's share of the recipient's queue (``sender_share``:
+  at most 1/N of its messages and of its bytes; a sender's first message always
+  fits) or past the frames stored for all recipients together (``store_bytes``);
+  ``requeue`` still ignores every cap.
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ from .roomstore import RoomStore
 DEFAULT_QUEUE_LIMIT: Final = 10_000
 DEFAULT_QUEUE_BYTES: Final = 64 * 2**20
 DEFAULT_QUEUE_TTL: Final = 30 * 86_400.0
+# One sender may fill at most 1/DEFAULT_SENDER_SHARE of a recipient's queue (its messages and bytes).
+DEFAULT_SENDER_SHARE: Final = 4
+# Frames stored for all recipients together.
+DEFAULT_STORE_BYTES: Final = 4 * 2**30
+
+
+def sender_caps(queue_limit: int, queue_bytes: int, sender_share: int) -> tuple[int, int]:
+    """One sender's share of a queue: (messages, bytes); at least one of each, so a small queue takes one from each."""
+    return max(1, queue_limit // sender_share), max(1, queue_bytes // sender_share)
 
 
 @dataclass(frozen=True, slots=True)
