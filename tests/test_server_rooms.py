@@ -2,7 +2,9 @@
 
 Raw clients log in with real keys and sign real entries; every refusal of the
 rules comes back as its code with the request's ``rid``, and nothing else
-breaks: the session stays, the room stays as it was.
+breaks: the session stays, the room stays as it was. Every test runs on both
+backends (``backend``: one node on SQLite, and a node on a real redis-server
+with the cluster routing).
 """
 
 from __future__ import annotations
@@ -95,12 +97,12 @@ async def send(client: RawClient, room: Room, n: int, keys: set[str] | None = No
 
 
 @pytest.fixture
-async def ops(server: ChatServer) -> Room:
+async def ops(any_server: ChatServer) -> Room:
     return Room()
 
 
-async def test_create_add_and_the_push(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "carol") as (alice, bob, carol):
+async def test_create_add_and_the_push(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "carol") as (alice, bob, carol):
         answer = await change(alice, ops, "create")
         assert answer["keys"].keys() == {"alice"} and answer["more"] is False
         answer = await change(alice, ops, "add", "bob")
@@ -116,8 +118,8 @@ async def test_create_add_and_the_push(server: ChatServer, ops: Room) -> None:
         assert (await carol.recv_type("room_list"))["rooms"] == []  # an invite room is not listed to others
 
 
-async def test_every_rule_is_refused_with_its_code_and_nothing_changes(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "carol") as (alice, bob, carol):
+async def test_every_rule_is_refused_with_its_code_and_nothing_changes(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "carol") as (alice, bob, carol):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         await refused(bob, ops, "add", "carol", "not_allowed")  # not an admin
@@ -138,8 +140,8 @@ async def test_every_rule_is_refused_with_its_code_and_nothing_changes(server: C
         await alice.recv_type("pong")  # the session goes on
 
 
-async def test_forged_and_stale_entries(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "mallory") as (alice, _bob, mallory):
+async def test_forged_and_stale_entries(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "mallory") as (alice, _bob, mallory):
         await change(alice, ops, "create")
         # An entry signed by alice, sent by mallory: the server takes entries only from their signer.
         entry = ops.entry("add", "alice", "mallory")
@@ -161,8 +163,8 @@ async def test_forged_and_stale_entries(server: ChatServer, ops: Room) -> None:
         await alice.expect_error("unknown_room")
 
 
-async def test_two_admins_racing_for_one_seq_one_wins(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "carol", "dave") as (alice, bob, _carol, _dave):
+async def test_two_admins_racing_for_one_seq_one_wins(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "carol", "dave") as (alice, bob, _carol, _dave):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         await change(alice, ops, "admin", "bob")
@@ -178,9 +180,9 @@ async def test_two_admins_racing_for_one_seq_one_wins(server: ChatServer, ops: R
             "room_update", "stale_state"]
 
 
-async def test_room_caps(tmp_path: Path) -> None:
+async def test_room_caps(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     options = {"max_room_members": 2, "max_rooms": 1}
-    async with running_server(tmp_path / "s.db", **options) as srv, clients(srv.port, "alice", "bob", "carol") as (
+    async with running_server(tmp_path / "s.db", **options, **backend_options) as srv, clients(srv.port, "alice", "bob", "carol") as (
         alice, bob, carol
     ):
         ops = Room()
@@ -192,8 +194,8 @@ async def test_room_caps(tmp_path: Path) -> None:
         assert answer.get("code") == "too_many_rooms"
 
 
-async def test_reading_the_log(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "carol") as (alice, bob, carol):
+async def test_reading_the_log(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "carol") as (alice, bob, carol):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         await change(alice, ops, "remove", "bob")
@@ -206,23 +208,23 @@ async def test_reading_the_log(server: ChatServer, ops: Room) -> None:
         await bob.send_frame({"type": "room_log", "room": "#ops", "rid": "b"})
         page = await answer_to(bob, "b")
         assert [e["seq"] for e in page["entries"]] == [0, 1, 2] and page["more"] is False
-        async with clients(server.port, "dave") as (dave,):
+        async with clients(any_server.port, "dave") as (dave,):
             await dave.send_frame({"type": "room_log", "room": "#ops", "rid": "d"})
             assert (await dave.expect_error("not_member"))["rid"] == "d"
             await dave.send_frame({"type": "room_log", "room": "#nope"})
             await dave.expect_error("unknown_room")
 
 
-async def test_the_log_is_paged(server: ChatServer) -> None:
+async def test_the_log_is_paged(any_server: ChatServer) -> None:
     room = Room("#big")
-    async with clients(server.port, "alice") as (alice,):
+    async with clients(any_server.port, "alice") as (alice,):
         await change(alice, room, "create", kind="open")
     for _ in range(7):  # 140 more entries, more than one page of 128; 20 per connection (its change rate)
-        async with clients(server.port, "bob") as (bob,):
+        async with clients(any_server.port, "bob") as (bob,):
             for _ in range(10):
                 await change(bob, room, "join")
                 await change(bob, room, "leave")
-    async with clients(server.port, "bob") as (bob,):
+    async with clients(any_server.port, "bob") as (bob,):
         seen: list[int] = []
         pages = 0
         since = 0
@@ -237,10 +239,10 @@ async def test_the_log_is_paged(server: ChatServer) -> None:
         assert seen == list(range(141)) and pages == 2
 
 
-async def test_room_changes_have_their_own_rate(server: ChatServer) -> None:
+async def test_room_changes_have_their_own_rate(any_server: ChatServer) -> None:
     """room_create and room_append: 10 a second, a burst of 20, per connection (each is a signature check)."""
     room = Room("#rate")
-    async with clients(server.port, "alice", "bob") as (alice, bob):
+    async with clients(any_server.port, "alice", "bob") as (alice, bob):
         await change(alice, room, "create", kind="open")
         codes = []
         loop = asyncio.get_running_loop()
@@ -256,8 +258,8 @@ async def test_room_changes_have_their_own_rate(server: ChatServer) -> None:
         assert (await bob.recv_type("room_list"))["rid"] == "l"  # other frames are not held back
 
 
-async def test_open_rooms_are_listed_to_everyone_with_paging(tmp_path: Path) -> None:
-    async with running_server(tmp_path / "s.db") as srv, clients(srv.port, "alice", "bob") as (alice, bob):
+async def test_open_rooms_are_listed_to_everyone_with_paging(tmp_path: Path, backend_options: dict[str, Any]) -> None:
+    async with running_server(tmp_path / "s.db", **backend_options) as srv, clients(srv.port, "alice", "bob") as (alice, bob):
         for i in range(3):
             await change(alice, Room(f"#open{i}"), "create", kind="open")
         await change(alice, Room("#secret"), "create")
@@ -268,8 +270,8 @@ async def test_open_rooms_are_listed_to_everyone_with_paging(tmp_path: Path) -> 
         assert [r["room"] for r in (await bob.recv_type("room_list"))["rooms"]] == ["#open1", "#open2"]
 
 
-async def test_room_messages_reach_the_members_with_acks(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "carol") as (alice, bob, carol):
+async def test_room_messages_reach_the_members_with_acks(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "carol") as (alice, bob, carol):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         await change(alice, ops, "add", "carol")
@@ -286,8 +288,8 @@ async def test_room_messages_reach_the_members_with_acks(server: ChatServer, ops
             ("bob", "delivered", "#ops"), ("carol", "delivered", "#ops")]
 
 
-async def test_offline_members_get_it_stored_and_queued_acks(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob") as (alice, bob):
+async def test_offline_members_get_it_stored_and_queued_acks(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob") as (alice, bob):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         await bob.close()
@@ -296,7 +298,7 @@ async def test_offline_members_get_it_stored_and_queued_acks(server: ChatServer,
             assert (await alice.recv_type("room_sent"))["members"] == ["bob"]
             ack = await alice.recv_type("ack")
             assert (ack["to"], ack["member"], ack["status"], ack["id"]) == ("#ops", "bob", "queued", msg_id(n))
-        async with clients(server.port, "bob") as (bob2,):
+        async with clients(any_server.port, "bob") as (bob2,):
             for n in range(1, 4):  # in order, from the store
                 message = await bob2.recv_type("message")
                 assert message["envelope"]["id"] == msg_id(n) and message["room"] == "#ops"
@@ -305,8 +307,8 @@ async def test_offline_members_get_it_stored_and_queued_acks(server: ChatServer,
                 assert (ack["member"], ack["status"]) == ("bob", "delivered")
 
 
-async def test_a_dropped_member_gets_it_back_from_the_store(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob") as (alice, bob):
+async def test_a_dropped_member_gets_it_back_from_the_store(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob") as (alice, bob):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         await send(alice, ops, 7)
@@ -314,12 +316,12 @@ async def test_a_dropped_member_gets_it_back_from_the_store(server: ChatServer, 
         await bob.close()  # never confirmed: back to the store, and alice hears `queued`
         ack = await alice.recv_type("ack")
         assert (ack["to"], ack["member"], ack["status"]) == ("#ops", "bob", "queued")
-        async with clients(server.port, "bob") as (bob2,):
+        async with clients(any_server.port, "bob") as (bob2,):
             assert (await bob2.recv_type("message"))["room"] == "#ops"
 
 
-async def test_who_gets_a_message(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "carol", "dave") as (alice, bob, carol, dave):
+async def test_who_gets_a_message(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "carol", "dave") as (alice, bob, carol, dave):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         await change(alice, ops, "add", "carol")
@@ -334,8 +336,8 @@ async def test_who_gets_a_message(server: ChatServer, ops: Room) -> None:
         await dave.expect_silence(0.3, ignore=("presence", "room_update"))
 
 
-async def test_sending_is_refused_to_non_members_and_for_unknown_states(server: ChatServer, ops: Room) -> None:
-    async with clients(server.port, "alice", "bob", "mallory") as (alice, _bob, mallory):
+async def test_sending_is_refused_to_non_members_and_for_unknown_states(any_server: ChatServer, ops: Room) -> None:
+    async with clients(any_server.port, "alice", "bob", "mallory") as (alice, _bob, mallory):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
         env = room_envelope(ops, "mallory", 1, {"alice", "bob", "mallory"})
@@ -362,9 +364,9 @@ async def test_sending_is_refused_to_non_members_and_for_unknown_states(server: 
         await alice.expect_closed()
 
 
-async def test_a_big_room_message_costs_more_frames(tmp_path: Path) -> None:
+async def test_a_big_room_message_costs_more_frames(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     names = [f"m{i:02d}" for i in range(40)]
-    async with running_server(tmp_path / "s.db", rate=1.0, burst=6) as srv:
+    async with running_server(tmp_path / "s.db", rate=1.0, burst=6, **backend_options) as srv:
         room = Room("#big")
         async with clients(srv.port, "alice") as (alice,):
             await change(alice, room, "create", kind="open")
@@ -378,12 +380,12 @@ async def test_a_big_room_message_costs_more_frames(tmp_path: Path) -> None:
             await alice.expect_error("rate_limited")
 
 
-async def test_rooms_survive_a_restart(tmp_path: Path) -> None:
+async def test_rooms_survive_a_restart(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     ops = Room()
-    async with running_server(tmp_path / "s.db") as srv, clients(srv.port, "alice", "bob") as (alice, _bob):
+    async with running_server(tmp_path / "s.db", **backend_options) as srv, clients(srv.port, "alice", "bob") as (alice, _bob):
         await change(alice, ops, "create")
         await change(alice, ops, "add", "bob")
-    async with running_server(tmp_path / "s.db") as srv, clients(srv.port, "alice", "bob") as (alice, bob):
+    async with running_server(tmp_path / "s.db", **backend_options) as srv, clients(srv.port, "alice", "bob") as (alice, bob):
         await change(alice, ops, "admin", "bob")
         await bob.send_frame({"type": "room_log", "room": "#ops", "rid": "b"})
         assert [e["op"] for e in (await answer_to(bob, "b"))["entries"]] == ["create", "add", "admin"]

@@ -19,7 +19,6 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
-from ..errors import RoomRefused
 from ..names import format_fingerprint
 from ..protocol import DEFAULT_MAX_FRAME
 from ..tls import TlsChannel
@@ -59,11 +58,8 @@ def open_store(config: ServerConfig) -> MessageStore:
     from .redisstore import RedisStore
     from .resp import RedisAddress
 
-    return RedisStore(RedisAddress.from_url(config.redis_url), prefix=config.redis_prefix, **limits)  # type: ignore[arg-type]
-
-
-def _no_rooms(peer: Peer, request: RoomRequest) -> Handled:
-    raise RoomRefused("rooms are not available on a server of several nodes yet", code="not_allowed")
+    address, prefix = RedisAddress.from_url(config.redis_url), config.redis_prefix
+    return RedisStore(address, prefix=prefix, max_rooms=config.max_rooms, **limits)  # type: ignore[arg-type]
 
 
 class ChatServer:
@@ -78,12 +74,7 @@ class ChatServer:
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections
         self._routing: Routing = self._make_routing()
-        # Rooms need their store and routing: one node on SQLite today (not yet nodes on Redis).
-        self._rooms = (
-            RoomService(config, self._store, self._directory, self._routing)
-            if isinstance(self._store, SqliteStore) and isinstance(self._routing, LocalRouting)
-            else None
-        )
+        self._rooms = self._make_rooms()
         self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
             Send: self._routing.send,
             Received: self._routing.received,
@@ -91,7 +82,7 @@ class ChatServer:
             Lookup: self._on_lookup,
             ListUsers: self._on_list,
             CheckName: self._on_check_name,
-            RoomRequest: self._rooms.handle if self._rooms is not None else _no_rooms,
+            RoomRequest: self._rooms.handle,
         }
         self._server: asyncio.base_events.Server | None = None
         self._server_id = b""
@@ -119,6 +110,20 @@ class ChatServer:
         if not isinstance(self._store, RedisStore):
             raise TypeError("a server with a Redis URL needs the Redis store")
         return ClusterRouting(self.config, self._store, self._directory, self._presence, self._spawn)
+
+    def _make_rooms(self) -> RoomService:
+        """Rooms on the store's backend: one node on SQLite, or nodes sharing Redis."""
+        from .roomrouting import ClusterRooms, LocalRooms
+
+        store, routing = self._store, self._routing
+        if isinstance(store, SqliteStore) and isinstance(routing, LocalRouting):
+            return RoomService(self.config, store, self._directory, LocalRooms(routing, store))
+        from .cluster import ClusterRouting
+        from .redisstore import RedisStore
+
+        if isinstance(store, RedisStore) and isinstance(routing, ClusterRouting):
+            return RoomService(self.config, store, self._directory, ClusterRooms(routing, store))
+        raise TypeError("rooms need the SQLite store with one-node routing, or the Redis store with cluster routing")
 
     # --- lifecycle --------------------------------------------------------------------
 

@@ -28,20 +28,23 @@ STATUS_CONFIRMED: Final = 2
 
 
 class AwaitedAcks:
-    """One session's sends whose ack comes from another node: ``(to, msg_id) -> rid``."""
+    """One session's sends whose ack comes from another node: ``(to, msg_id) -> (rid, room)``.
+
+    For a room message's copy ``to`` is the member and ``room`` the room; else ``room`` is None.
+    """
 
     __slots__ = ("_items",)
 
     def __init__(self) -> None:
-        self._items: dict[tuple[str, str], str | None] = {}
+        self._items: dict[tuple[str, str], tuple[str | None, str | None]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, to: str, msg_id: str, rid: str | None) -> None:
+    def add(self, to: str, msg_id: str, rid: str | None, room: str | None = None) -> None:
         if len(self._items) >= AWAITED_MAX:
             del self._items[next(iter(self._items))]
-        self._items[(to, msg_id)] = rid
+        self._items[(to, msg_id)] = (rid, room)
 
     def settle(self, to: str, msg_id: str) -> bool:
         """The ack for ``(to, msg_id)`` was written: forget it; False if it was not awaited."""
@@ -54,8 +57,9 @@ class AwaitedAcks:
             grouped.setdefault(to, []).append(msg_id)
         yield from grouped.items()
 
-    def rid(self, to: str, msg_id: str) -> str | None:
-        return self._items.get((to, msg_id))
+    def about(self, to: str, msg_id: str) -> tuple[str | None, str | None]:
+        """The send's rid and room (both None if it is not awaited)."""
+        return self._items.get((to, msg_id), (None, None))
 
 
 def ack_status(status: int) -> str | None:

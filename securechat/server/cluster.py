@@ -25,8 +25,7 @@ The durable store is the truth and pub/sub only a poke (docs/deployment.md):
   keeps the sends whose ack is still to come and, after a gap, asks the
   store for their fate (:mod:`securechat.server.awaited`).
 
-Room state, when rooms exist, belongs here too: a room's members and history
-are shared state and go into Redis the same way (keys tagged by room).
+Rooms ride on the same queues (:mod:`securechat.server.roomrouting`).
 """
 
 from __future__ import annotations
@@ -48,9 +47,9 @@ from .events import Deferred, Handled, Received, Send
 from .mailbox import InFlight, Mailbox
 from .presence import Presence
 from .redisbus import RedisBus
-from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_text, rid_value
+from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, Confirmed, RedisStore, rid_about, rid_text
 from .resp import RedisReplyError, RedisUnavailable
-from .routing import BACKLOG_BATCH, deliverable_frame, end_batch, make_room
+from .routing import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
 from .store import QueuedMessage
 
 if TYPE_CHECKING:
@@ -100,7 +99,7 @@ class ClusterRouting:
         self._local: dict[str, Peer] = {}  # the newest session of each name on this node
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
         self._presence_numbers: dict[str, int] = {}  # online names -> the session number that said so
-        self._confirms: dict[str, list[tuple[str, str, bool, str | None]]] = {}
+        self._confirms: dict[str, list[Confirmed]] = {}
         self._bus: RedisBus | None = None
 
     @property
@@ -166,7 +165,7 @@ class ClusterRouting:
         # The messages stay queued; their senders learn that, unless they heard it already.
         for entry in box.inflight.values():
             if not entry.told:
-                self._tell(entry.sender, b"A\nqueued\n%s\n%s\n%s" % (entry.msg_id.encode(), name.encode(), _rid(entry.rid)))
+                self.tell(entry.sender, b"A\nqueued\n%s\n%s\n%s" % (entry.msg_id.encode(), name.encode(), _rid(entry.rid, entry.room)))
         box.inflight.clear()
         box.unconfirmed_bytes = 0
         box.room.set()  # a pump waiting for room sees the session has ended
@@ -223,7 +222,8 @@ class ClusterRouting:
             asyncio.get_running_loop().call_soon(self.flush_deletes)
         items = self._confirms.setdefault(box.name, [])
         # A confirmation of something this session was not handed deletes any stored copy, acks nobody.
-        items.append((confirmation.sender, confirmation.msg_id, entry is not None, entry.rid if entry else None))
+        rid, room = (entry.rid, entry.room) if entry is not None else (None, None)
+        items.append((confirmation.sender, confirmation.msg_id, entry is not None, rid, room))
 
     def flush_deletes(self) -> None:
         confirms, self._confirms = self._confirms, {}
@@ -278,7 +278,7 @@ class ClusterRouting:
         if key in box.inflight:  # resent meanwhile: this session has it already
             return
         box.next_size = 0
-        box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, None, m.size, m.enqueued_at, True, rid, told=told))
+        box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, None, m.size, m.enqueued_at, True, rid, m.room, told))
         self._presence.watch(peer, m.sender)
         peer.write(m.frame)
 
@@ -293,36 +293,42 @@ class ClusterRouting:
         if kind == b"M":
             self._on_new_message(name, data)
         elif kind == b"A":
-            _, status, msg_id, to, rid = data.split(b"\n", 4)
+            _, status, msg_id, to, tagged = data.split(b"\n", 4)
             peer = self._local.get(name)
             if peer is not None and not peer.closing:
                 if isinstance(peer.mailbox, SessionBox):
                     peer.mailbox.awaited.settle(to.decode(), msg_id.decode())
-                peer.write(ack_frame(msg_id.decode(), to.decode(), status.decode(), rid_value(rid)))
+                rid, room = rid_about(tagged)  # a room's copy: the ack names the room and the member
+                peer.write(ack_for(msg_id.decode(), to.decode(), status.decode(), rid, room))
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
+        elif kind == b"P":  # a room's change, pushed to a member (docs/deployment.md, "Rooms on Redis")
+            peer = self._local.get(name)
+            if peer is not None and not peer.closing:
+                peer.write(data[1:])
         elif kind == b"G":
             peer = self._local.get(name)
             if peer is not None and isinstance(peer.mailbox, SessionBox):
                 self._pump_soon(peer, peer.mailbox)
 
     def _on_new_message(self, name: str, data: bytes) -> None:
-        _, seq, sender, msg_id, server_ts, rid, frame = data.split(b"\n", 6)
+        _, seq, sender, msg_id, server_ts, tagged, frame = data.split(b"\n", 6)
         peer = self._local.get(name)
         box = peer.mailbox if peer is not None else None
         if peer is None or not isinstance(box, SessionBox) or peer.closing:
             # Subscribed, yet no session to hand it to (one is starting or ending): it stays queued.
-            self._tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), rid))
+            self.tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), tagged))
             return
         n = int(seq)
         if n <= box.position:
             return
         # Written at once while the window has room, as on one node; else read from the queue as it frees.
         if box.pump is None and n == box.position + 1 and box.fits(len(frame)):
-            m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n)
-            self._hand_out(peer, box, m, rid_value(rid), False)
+            rid, room = rid_about(tagged)
+            m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n, room)
+            self._hand_out(peer, box, m, rid, False)
         else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`
-            self._tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), rid))
+            self.tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), tagged))
             self._pump_soon(peer, box)
 
     def _on_claim(self, name: str, number: int) -> None:
@@ -351,7 +357,8 @@ class ClusterRouting:
             body = b"%s\n%d\n%d\n%s" % (name.encode(), online, number, self.node.encode())
             self._store.publish(self._store.presence_channel, body).add_done_callback(_published)
 
-    def _tell(self, name: str, data: bytes) -> None:
+    def tell(self, name: str, data: bytes) -> None:
+        """Publish ``data`` on ``name``'s channel (an ack, a room's push): the node holding ``name`` acts on it."""
         try:
             self._store.publish(self._store.channel(name), data).add_done_callback(_published)
         except RuntimeError:  # the store is closed (shutdown): acks to senders are never kept anyway
@@ -371,15 +378,15 @@ class ClusterRouting:
             for to, msg_ids in box.awaited.by_recipient():
                 statuses = await self._store.sent_status(to, box.name, msg_ids)
                 for msg_id, status in zip(msg_ids, statuses, strict=True):
-                    ack, rid = ack_status(status), box.awaited.rid(to, msg_id)
+                    ack, (rid, room) = ack_status(status), box.awaited.about(to, msg_id)
                     if ack is not None and not peer.closing and box.awaited.settle(to, msg_id):
-                        peer.write(ack_frame(msg_id, to, ack, rid))
+                        peer.write(ack_for(msg_id, to, ack, rid, room))
         except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync tries again
             log.info("recovering the acks of %s stopped: %s", box.name, exc)
 
 
-def _rid(rid: str | None) -> bytes:
-    return rid_text(rid).encode()
+def _rid(rid: str | None, room: str | None = None) -> bytes:
+    return rid_text(rid, room).encode()
 
 
 def _confirmed(fut: asyncio.Future[int]) -> None:

@@ -22,12 +22,15 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull
 from . import redis_lua as lua
+from .futures import then as _then
+from .redis_rooms import ROOM_SCRIPTS, RedisRooms
 from .resp import RedisAddress, RedisLink
+from .roomstore import DEFAULT_MAX_ROOMS
 from .store import (
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_LIMIT,
@@ -38,9 +41,6 @@ from .store import (
     Registration,
     sender_caps,
 )
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 DEFAULT_PREFIX: Final = "sc:"
 # A confirmed message's (sender, id) is remembered this long, so a sender that resends it (its
@@ -54,6 +54,9 @@ ALREADY_CONFIRMED: Final = 2
 OVER_CAPS: Final = -1
 CAPS: Final = {1: "store", 2: "queue", 3: "sender_share"}  # OVER_CAPS's second value: which (QueueFull.cap)
 
+# A confirmation as :meth:`RedisStore.confirm` takes it: sender, id, ack the sender, the send's rid, its room.
+Confirmed = tuple[str, str, bool, str | None, str | None]
+
 
 @dataclass(frozen=True, slots=True)
 class Routed:
@@ -64,40 +67,31 @@ class Routed:
     told_queued: bool
 
 
-def _then(fut: asyncio.Future[T], fn: Callable[[T], R]) -> asyncio.Future[R]:
-    """A future of ``fn(result)``: no task, one callback."""
-    out: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+def rid_text(rid: str | None, room: str | None = None) -> str:
+    """A send's rid as stored and published: its JSON, or empty for none (a rid may be the empty string).
 
-    def done(f: asyncio.Future[T]) -> None:
-        if out.cancelled():
-            return
-        if f.cancelled():
-            out.cancel()
-        elif f.exception() is not None:
-            out.set_exception(f.exception())  # type: ignore[arg-type]
-        else:
-            try:
-                out.set_result(fn(f.result()))
-            except Exception as exc:  # noqa: BLE001 - handed to the awaiting caller
-                out.set_exception(exc)
-
-    fut.add_done_callback(done)
-    return out
-
-
-def rid_text(rid: str | None) -> str:
-    """A send's rid as stored and published: its JSON, or empty for none (a rid may be the empty string)."""
+    A room message's copy carries its room too, as ``[room, rid]``, so that its acks name the room and the member.
+    """
+    if room is not None:
+        return json.dumps([room, rid], ensure_ascii=False)
     return "" if rid is None else json.dumps(rid, ensure_ascii=False)
 
 
-def rid_value(text: bytes | str) -> str | None:
-    return None if not text else json.loads(text)
+def rid_about(text: bytes | str) -> tuple[str | None, str | None]:
+    """The rid and the room (None for a one-to-one message) of :func:`rid_text`'s text."""
+    if not text:
+        return None, None
+    value = json.loads(text)
+    if isinstance(value, list):
+        return value[1], value[0]
+    return value, None
 
 
 def _entry(recipient: str, entry: list[Any]) -> Routed:
     raw = entry[1]
     fields = {raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
     seq = int(entry[0].split(b"-", 1)[1])
+    rid, room = rid_about(fields[b"r"])
     message = QueuedMessage(
         recipient,
         fields[b"s"].decode(),
@@ -106,11 +100,12 @@ def _entry(recipient: str, entry: list[Any]) -> Routed:
         fields[b"f"],
         float(fields[b"e"]),
         seq,
+        room,
     )
-    return Routed(message, rid_value(fields[b"r"]), fields[b"q"] == b"1")
+    return Routed(message, rid, fields[b"q"] == b"1")
 
 
-class RedisStore:
+class RedisStore(RedisRooms):
     """:class:`ServerStore` in Redis; every node of a cluster opens one on the same Redis."""
 
     def __init__(
@@ -126,6 +121,7 @@ class RedisStore:
         dedupe_ttl: float = DEDUPE_TTL,
         clock: Callable[[], float] = time.time,
         client_name: str = "securechat",
+        max_rooms: int = DEFAULT_MAX_ROOMS,
     ) -> None:
         if min(queue_limit, queue_bytes, sender_share, store_bytes) < 1 or queue_ttl <= 0 or dedupe_ttl <= 0:
             raise ValueError("queue_limit, queue_bytes, queue_ttl, sender_share, store_bytes and dedupe_ttl must be positive")
@@ -137,6 +133,7 @@ class RedisStore:
         self.sender_limit, self.sender_bytes = sender_caps(queue_limit, queue_bytes, sender_share)
         self.store_bytes = store_bytes
         self.dedupe_ttl = dedupe_ttl
+        self.max_rooms = max_rooms
         self._clock = clock
         self._client_name = client_name
         self._link_: RedisLink | None = None  # made on first use: it needs the running loop
@@ -147,7 +144,7 @@ class RedisStore:
         if self._closed:
             raise RuntimeError("store is closed")
         if self._link_ is None:
-            self._link_ = RedisLink(self.address, scripts=lua.ALL, client_name=self._client_name)
+            self._link_ = RedisLink(self.address, scripts=(*lua.ALL, *ROOM_SCRIPTS), client_name=self._client_name)
         return self._link_
 
     # --- key names (docs: securechat/server/redis_lua.py) ------------------------------
@@ -214,7 +211,7 @@ class RedisStore:
 
     def _enqueue(self, m: QueuedMessage, rid: str | None, *, caps: bool, channel: bytes) -> asyncio.Future[list[int]]:
         args = (
-            m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid),
+            m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid, m.room),
             self.queue_limit if caps else 0, self.queue_bytes, channel, repr(self._clock()), repr(self.dedupe_ttl),
             self.sender_limit, self.sender_bytes, self.store_bytes,
         )  # fmt: skip
@@ -272,9 +269,9 @@ class RedisStore:
             pending = self._xrange(recipient, last, limit - len(out), budget)
 
     def delete(self, keys: Iterable[tuple[str, str, str]]) -> asyncio.Future[int]:
-        by_recipient: dict[str, list[tuple[str, str, bool, str | None]]] = {}
+        by_recipient: dict[str, list[Confirmed]] = {}
         for recipient, sender, msg_id in keys:
-            by_recipient.setdefault(recipient, []).append((sender, msg_id, False, None))
+            by_recipient.setdefault(recipient, []).append((sender, msg_id, False, None, None))
         calls = [self.confirm(recipient, items) for recipient, items in by_recipient.items()]
         if not calls:
             return _then(self._link.call("PING"), lambda _: 0)
@@ -324,11 +321,11 @@ class RedisStore:
         """
         return self._enqueue(message, rid, caps=True, channel=self.channel(message.recipient))
 
-    def confirm(self, recipient: str, items: Sequence[tuple[str, str, bool, str | None]]) -> asyncio.Future[int]:
-        """Delete confirmed messages ``(sender, id, ack, rid)``; ``ack``: publish ``delivered`` to the sender."""
+    def confirm(self, recipient: str, items: Sequence[Confirmed]) -> asyncio.Future[int]:
+        """Delete confirmed messages ``(sender, id, ack, rid, room)``; ``ack``: publish ``delivered`` to the sender."""
         args: list[Any] = [repr(self._clock()), repr(self.dedupe_ttl), recipient, f"{self.prefix}u:{{"]
-        for sender, msg_id, ack, rid in items:
-            args += [sender, msg_id, "1" if ack else "0", rid_text(rid)]
+        for sender, msg_id, ack, rid, room in items:
+            args += [sender, msg_id, "1" if ack else "0", rid_text(rid, room)]
         return self._link.script(lua.CONFIRM, self._queue_keys(recipient), args)
 
     def claim(self, name: str) -> asyncio.Future[int]:

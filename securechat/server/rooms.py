@@ -4,15 +4,16 @@
 events. An entry is checked with the rules every client applies
 (:func:`securechat.rooms.log.apply`, the server's member cap) and the signer's
 registered key, stored (the store's compare-and-set on ``seq`` decides a
-race), answered and pushed to the members online. A room message is routed to
-the current members who have a key in it, each copy exactly like a one-to-one
-message (:meth:`~securechat.server.seam.RoomRouting.hand`, or the recipient's
-stored queue), then ``room_sent`` and an ``ack`` per member.
+race, between connections or server nodes), answered and pushed to the
+members online. A room message is routed to the current members who have a
+key in it, each copy exactly like a one-to-one message
+(:meth:`~securechat.server.seam.RoomRouting.copy`), then ``room_sent`` and an
+``ack`` per member.
 
 Room states are cached here, at most ``ROOM_CACHE`` of them (the store holds
-every room). A multi-node server must drop a cached state when another node
-appends to that room, and publish pushes and fan-out to the nodes holding the
-members' sessions (see :mod:`securechat.server.routing`).
+every room). On several nodes a cached state is used only once the room's
+``seq`` in the shared store says it is still the newest
+(:meth:`~securechat.server.seam.RoomRouting.room_seq`).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import jsoncodec
 from ..clock import now_ms
 from ..crypto import load_public_key_pem
-from ..errors import BadRequest, QueueFull, RoomRefused
+from ..errors import BadRequest, RoomRefused
 from ..protocol import HEADER_SIZE, encode_frame, message_frame
 from ..relayframes import ack_frame
 from ..rooms.frames import ROOM_LIST_PAGE, ROOM_PAGE
@@ -37,8 +38,8 @@ from .directory import Directory
 from .events import Deferred, Handled, RoomRequest
 from .mailbox import InFlight
 from .roomstore import StoredEntry
-from .seam import RoomRouting
-from .store import QueuedMessage, ServerStore
+from .seam import CopyOutcome, RoomRouting
+from .store import ServerStore
 
 if TYPE_CHECKING:
     from .transport import Peer
@@ -80,8 +81,12 @@ class RoomService:
 
     # --- states -------------------------------------------------------------------------------
 
-    async def _state(self, room: str) -> RoomState | None:
+    async def _state(self, room: str, check: Awaitable[int | None] | None = None) -> RoomState | None:
         state = self._cache.get(room)
+        if state is not None:
+            check = check or self._routing.room_seq(room)
+            if check is not None and await check != state.seq:
+                state = None  # another node changed the room: read it afresh
         if state is None:
             state = await self._store.room(room)
             if state is None:
@@ -133,12 +138,8 @@ class RoomService:
         keys = {name: pem for name in {entry.by, entry.name} if (pem := await self._pem(name)) is not None}
         update = {"type": "room_update", "room": entry.room, "entries": [entry.to_json()], "keys": keys, "more": False}
         peer.answer(dict(update), request.rid)
-        pushed = encode_frame(update)
         told = set(new.members) | ({entry.name} if entry.op == "remove" else set())
-        for name in sorted(told - {request.sender}):
-            target = self._routing.session(name)
-            if target is not None and not target.closing:
-                target.write(pushed)
+        self._routing.push(sorted(told - {request.sender}), encode_frame(update))
 
     # --- the log --------------------------------------------------------------------------------
 
@@ -187,15 +188,19 @@ class RoomService:
         envelope: dict[str, Any] = request.frame["envelope"]
         if envelope["from"] != request.sender:
             raise BadRequest("envelope 'from' is not your name")
-        state = self._cache.get(request.frame["room"])
+        room: str = request.frame["room"]
+        state = self._cache.get(room)
+        check = None
         if state is not None and (envelope["seq"], envelope["head"]) == (state.seq, state.head.hex()):
-            return self._route(peer, request, state)  # the common case: no store round trip
-        return self._send_checked(peer, request)
+            check = self._routing.room_seq(room)
+            if check is None:
+                return self._route(peer, request, state)  # the common case on one node: no store round trip
+        return self._send_checked(peer, request, check)
 
-    async def _send_checked(self, peer: Peer, request: RoomRequest) -> None:
+    async def _send_checked(self, peer: Peer, request: RoomRequest, check: Awaitable[int | None] | None) -> None:
         room: str = request.frame["room"]
         envelope: dict[str, Any] = request.frame["envelope"]
-        state = await self._state(room)
+        state = await self._state(room, check)
         if state is None:
             raise RoomRefused(f"there is no room {room}", code="unknown_room")
         seq: int = envelope["seq"]
@@ -223,42 +228,33 @@ class RoomService:
         extra = max(0, math.ceil(len(recipients) / RECIPIENTS_PER_TOKEN) - 1)
         if extra and not peer.conn.charge(extra):
             raise BadRequest(f"a message to {len(recipients)} members costs {extra + 1} frames", code="rate_limited")
-        handed: list[str] = []
-        full: list[str] = []
-        stored: list[tuple[str, Awaitable[bool]]] = []
-        for name in recipients:
-            target = self._routing.session(name)
-            if target is None or target.closing:
-                message = QueuedMessage(name, sender, msg_id, server_ts, frame, time.time(), room=room)
-                stored.append((name, self._store.enqueue(message)))
-                continue
-            entry = InFlight(sender, msg_id, server_ts, frame, len(frame), time.time(), False, request.rid, room)
-            later = self._routing.hand(target, entry)
-            if later is None:
-                handed.append(name)
-            else:  # the member's window is full or its backlog is being read: through the store, in order
-                stored.append((name, later))
-        if not stored:
-            peer.answer(_sent(room, msg_id, handed, full, state.seq), request.rid)
+        now = time.time()
+        copies = [
+            (name, self._routing.copy(peer, name, InFlight(sender, msg_id, server_ts, frame, len(frame), now, False,
+                                                           request.rid, room)))
+            for name in recipients  # each member's mailbox holds its own entry (it marks it stored, drops its frame)
+        ]
+        if all(isinstance(outcome, str) for _, outcome in copies):
+            self._tell(peer, request, state, [(name, str(outcome)) for name, outcome in copies])
             return None
-        return Deferred(self._after_stored(peer, request, state, handed, full, stored))
+        return Deferred(self._after_stored(peer, request, state, copies))
 
     async def _after_stored(
-        self, peer: Peer, request: RoomRequest, state: RoomState, handed: list[str], full: list[str],
-        stored: list[tuple[str, Awaitable[bool]]],
+        self, peer: Peer, request: RoomRequest, state: RoomState,
+        copies: Sequence[tuple[str, CopyOutcome | Awaitable[CopyOutcome]]],
     ) -> None:
-        queued: list[str] = []
-        for name, done in stored:
-            try:
-                await done
-            except QueueFull:
-                full.append(name)
-            else:
-                queued.append(name)
+        self._tell(peer, request, state, [(name, o if isinstance(o, str) else await o) for name, o in copies])
+
+    def _tell(self, peer: Peer, request: RoomRequest, state: RoomState, outcomes: Iterable[tuple[str, str]]) -> None:
+        """``room_sent`` (who has it, whose queue is full), then the acks due now: ``queued``, or a resend's ``delivered``."""
         msg_id: str = request.frame["envelope"]["id"]
-        peer.answer(_sent(state.room, msg_id, sorted(handed + queued), sorted(full), state.seq), request.rid)
-        for name in queued:
-            peer.write(ack_frame(msg_id, state.room, "queued", request.rid, member=name))
+        done = sorted(outcomes)
+        members = [name for name, outcome in done if outcome != "full"]
+        full = [name for name, outcome in done if outcome == "full"]
+        peer.answer(_sent(state.room, msg_id, members, full, state.seq), request.rid)
+        for name, outcome in done:
+            if outcome in ("queued", "delivered"):
+                peer.write(ack_frame(msg_id, state.room, outcome, request.rid, member=name))
 
 
 def _sent(room: str, msg_id: str, members: list[str], full: list[str], seq: int) -> dict[str, Any]:

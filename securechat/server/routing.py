@@ -141,7 +141,7 @@ class LocalRouting:
         for m in back:
             sender = self._online.get(m.sender)
             if sender is not None:
-                sender.write(_ack(m.msg_id, recipient, "queued", rids.get((m.sender, m.msg_id)), m.room))
+                sender.write(ack_for(m.msg_id, recipient, "queued", rids.get((m.sender, m.msg_id)), m.room))
         return True
 
     async def online(self, names: Sequence[str]) -> Container[str]:
@@ -260,7 +260,7 @@ class LocalRouting:
             return
         target = self._online.get(sender)
         if target is not None:
-            target.write(_ack(msg_id, box.name, "delivered", entry.rid, entry.room))
+            target.write(ack_for(msg_id, box.name, "delivered", entry.rid, entry.room))
 
     def flush_deletes(self) -> None:
         if not self._deletes:
@@ -359,7 +359,7 @@ async def end_batch(peer: Peer) -> None:
         await peer.drain()
 
 
-def _ack(msg_id: str, recipient: str, status: str, rid: str | None, room: str | None) -> bytes:
+def ack_for(msg_id: str, recipient: str, status: str, rid: str | None, room: str | None) -> bytes:
     """The ack for ``recipient``'s copy: a room's names the room and the member."""
     if room is None:
         return ack_frame(msg_id, recipient, status, rid)

@@ -8,16 +8,16 @@ replaced) before ``welcome``, then ``attach`` (route to the session, end the
 one it replaces on this node, note presence, stream the backlog) right after
 it, so nothing routed reaches the peer before its ``welcome``. ``online`` may
 ask another process, so it is awaited. The store keeps its call-order
-guarantee on every backend. Rooms (:mod:`securechat.server.rooms`) also need
-:class:`RoomRouting`: ``session`` (pushes of a room's changes, a member's
-session for a room message) and ``hand`` (one member's copy, held unconfirmed
-like any message), on one node today.
+guarantee on every backend. Rooms (:mod:`securechat.server.rooms`) route
+through :class:`RoomRouting` (:mod:`securechat.server.roomrouting`): ``push``
+a room's change to its members' sessions and ``copy`` one member's copy of a
+room message, on one node or across nodes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Container, Iterable, Sequence
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from .events import Handled, Received, Send
 
@@ -66,12 +66,20 @@ class Routing(Protocol):
         """``name`` has a session here and nothing of its waits in the store: messages go to it at once."""
 
 
-class RoomRouting(Routing, Protocol):
-    """What rooms (:mod:`securechat.server.rooms`) also ask: one node's sessions (not yet several nodes')."""
+# What became of one member's copy of a room message: written to its session (its ack comes later), stored
+# for it (``queued`` now), confirmed already (a resend: ``delivered`` now), or over its queue's caps.
+CopyOutcome = Literal["handed", "queued", "delivered", "full"]
 
-    def session(self, name: str) -> Peer | None:
-        """The session for ``name`` on this node (room pushes and fan-out); a multi-node routing publishes instead."""
 
-    def hand(self, target: Peer, entry: InFlight) -> asyncio.Future[bool] | None:
-        """A message for ``target``'s session: None once written (held until ``received``), else the future of
-        storing it for the session, behind what waits there (its window is full; :class:`QueueFull` over the caps)."""
+class RoomRouting(Protocol):
+    """What rooms ask of routing: pushes and members' copies, wherever the members' sessions are."""
+
+    def room_seq(self, room: str) -> asyncio.Future[int | None] | None:
+        """The room's last ``seq`` in the shared store, to check a cached state against (several nodes);
+        None on one node, the rooms' only writer, whose cached states are the truth."""
+
+    def push(self, names: Iterable[str], frame: bytes) -> None:
+        """Write ``frame`` (a room's change) to each of ``names``' sessions that is online, on whatever node."""
+
+    def copy(self, sender: Peer, member: str, entry: InFlight) -> CopyOutcome | asyncio.Future[CopyOutcome]:
+        """Route ``member``'s copy of a room message like a one-to-one message: in order, once, acked per member."""

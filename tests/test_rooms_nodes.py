@@ -1,0 +1,133 @@
+"""Rooms on two server nodes that share one real redis-server (issues 10 and 11).
+
+Both nodes are real ChatServers in this process, with the cluster routing, on
+the same Redis and key prefix; raw clients log in on one node or the other.
+What is checked is what only several nodes can get wrong: appends racing on
+two nodes (one wins, the log does not fork), a node's cached room state after
+another node changed the room, pushes and per-member acks across nodes. The
+real-process scenario with three nodes is in tests/test_rooms_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from securechat.server import ChatServer
+from tests.support.rawclient import RawClient, clients, msg_id, running_server
+from tests.support.redisproc import RedisProcess
+from tests.test_server_rooms import Room, answer_to, change, next_of, send
+
+pytestmark = pytest.mark.timeout(120)
+
+_PREFIXES = itertools.count(1)
+
+
+@contextlib.asynccontextmanager
+async def two_nodes(tmp_path: Path, redis: RedisProcess) -> AsyncIterator[tuple[ChatServer, ChatServer]]:
+    options: dict[str, Any] = {"redis_url": redis.url, "redis_prefix": f"rooms-nodes-{next(_PREFIXES)}:"}
+    async with running_server(tmp_path / "a.db", **options) as a, running_server(tmp_path / "b.db", **options) as b:
+        yield a, b
+
+
+async def log_of(client: RawClient, room: str) -> list[dict[str, Any]]:
+    await client.send_frame({"type": "room_log", "room": room, "rid": "log"})
+    return list((await answer_to(client, "log"))["entries"])
+
+
+async def test_appends_racing_on_two_nodes_one_wins_and_the_log_does_not_fork(
+    tmp_path: Path, redis_server: RedisProcess
+) -> None:
+    async with two_nodes(tmp_path, redis_server) as (a, b), clients(a.port, "alice", "carol", "dave", "erin") as (
+        alice, *_
+    ), clients(b.port, "bob") as (bob,):
+        ops = Room()
+        await change(alice, ops, "create")
+        await change(alice, ops, "add", "bob")
+        await change(alice, ops, "admin", "bob")
+        await bob.send_frame({"type": "room_log", "room": "#ops", "rid": "warm"})
+        await answer_to(bob, "warm")  # node B caches the room too
+        for round_, (one, two) in enumerate((("carol", "dave"), ("erin", "dave"))):
+            first, second = ops.entry("add", "alice", one), ops.entry("add", "bob", two)  # both for the next seq
+            await asyncio.gather(
+                alice.send_frame({"type": "room_append", "entry": first.to_json(), "rid": f"a{round_}"}),
+                bob.send_frame({"type": "room_append", "entry": second.to_json(), "rid": f"b{round_}"}),
+            )
+            answers = {"alice": await answer_to(alice, f"a{round_}"), "bob": await answer_to(bob, f"b{round_}")}
+            outcome = sorted(x["type"] if x["type"] == "room_update" else x["code"] for x in answers.values())
+            assert outcome == ["room_update", "stale_state"], answers
+            won = first if answers["alice"]["type"] == "room_update" else second
+            ops.accept(won)
+        # One log, the same through either node: each seq once, each entry's prev the head before it.
+        via_a, via_b = await log_of(alice, "#ops"), await log_of(bob, "#ops")
+        assert via_a == via_b == [e.to_json() for e in ops.chain.entries]
+        assert [e["seq"] for e in via_a] == list(range(5))
+
+
+async def test_a_node_checks_its_cached_state_before_it_routes(tmp_path: Path, redis_server: RedisProcess) -> None:
+    """carol on node B sends under the state before dave's removal on node A: dave must not get it."""
+    async with two_nodes(tmp_path, redis_server) as (a, b), clients(a.port, "alice", "dave") as (
+        alice, dave
+    ), clients(b.port, "carol") as (carol,):
+        ops = Room()
+        await change(alice, ops, "create")
+        await change(alice, ops, "add", "carol")
+        await change(alice, ops, "add", "dave")
+        await next_of(carol, "room_update")
+        await send(carol, ops, 1)  # node B caches the room at seq 2
+        assert (await carol.recv_type("room_sent"))["members"] == ["alice", "dave"]
+        for member in (alice, dave):
+            assert (await member.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        old = Room()
+        old.chain.entries, old.chain.state = list(ops.chain.entries), ops.state
+        await change(alice, ops, "remove", "dave")  # on node A
+        await send(carol, old, 2)  # carol has not seen the removal yet
+        sent = await carol.recv_type("room_sent")
+        assert sent["members"] == ["alice"] and sent["seq"] == 3, sent
+        assert (await alice.recv_type("message"))["envelope"]["id"] == msg_id(2)
+        await dave.expect_silence(0.5, ignore=("presence", "room_update", "ack"))
+        # And a message under the newest state, which node B never saw appended, is taken (not stale_state).
+        await send(carol, ops, 3)
+        assert (await carol.recv_type("room_sent"))["members"] == ["alice"]
+
+
+async def test_pushes_and_per_member_acks_cross_nodes(tmp_path: Path, redis_server: RedisProcess) -> None:
+    async with two_nodes(tmp_path, redis_server) as (a, b), clients(a.port, "alice", "carol") as (
+        alice, carol
+    ), clients(b.port, "bob", "dave") as (bob, dave):
+        ops = Room()
+        await change(alice, ops, "create")
+        answer = await change(alice, ops, "add", "bob")
+        push = await next_of(bob, "room_update")  # through node B
+        assert push["entries"] == answer["entries"] and "rid" not in push
+        await change(alice, ops, "add", "carol")
+        await change(alice, ops, "add", "dave")
+        await dave.close()  # offline: stored for dave, `queued` for alice
+        await send(alice, ops, 1)
+        sent = await alice.recv_type("room_sent")
+        assert sent["members"] == ["bob", "carol", "dave"], sent
+        for member in (bob, carol):
+            message = await member.recv_type("message")
+            assert (message["room"], message["envelope"]["id"]) == ("#ops", msg_id(1))
+            await member.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+        acks = {(x["member"], x["status"], x["to"], x.get("rid")) for x in [await alice.recv_type("ack") for _ in range(3)]}
+        assert acks == {("bob", "delivered", "#ops", msg_id(1)), ("carol", "delivered", "#ops", msg_id(1)),
+                        ("dave", "queued", "#ops", msg_id(1))}, acks
+        async with clients(b.port, "dave") as (dave2,):  # back on node B: from its queue, then `delivered`
+            assert (await dave2.recv_type("message"))["room"] == "#ops"
+            await dave2.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+            ack = await alice.recv_type("ack")
+            assert (ack["member"], ack["status"], ack["to"]) == ("dave", "delivered", "#ops")
+        # A removal on node A reaches the removed member on node B.
+        await change(alice, ops, "remove", "bob")
+        removed = await next_of(bob, "room_update")
+        assert removed["entries"][0]["op"] == "remove" and removed["entries"][0]["name"] == "bob"
+        await send(alice, ops, 2)
+        assert (await alice.recv_type("room_sent"))["members"] == ["carol", "dave"]
+        await bob.expect_silence(0.5, ignore=("presence", "room_update"))
