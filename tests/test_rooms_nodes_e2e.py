@@ -1,0 +1,91 @@
+"""Rooms on three server nodes over Redis, with real processes (issues 10 and 11).
+
+``redis-server`` (append-only) started by the test, three ``securechat-server
+--redis`` nodes, and one ``securechat-client --json`` per member, each member
+on a node of its own: a room's changes, its messages and the per-member acks
+all have to cross nodes. What is stored is also read in Redis itself (each
+member's queue counter counts every copy ever stored for them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.jsonclient import JsonClientProcess
+from tests.support.nodes import Nodes, nodes_on, servers
+from tests.support.redisproc import RedisProcess
+from tests.support.streams import Spawn, check_exactly_once, texts
+from tests.test_nodes import queued_count, stored_count
+from tests.test_rooms_e2e import WAIT, acks_for, change, make_room, room_messages, sent_ids
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
+    return make_redis(appendonly=True)
+
+
+@pytest.fixture
+def nodes(redis: RedisProcess, tmp_path: Path) -> Iterator[Nodes]:
+    with nodes_on(redis, tmp_path) as made:
+        yield made
+
+
+def ready(client: JsonClientProcess) -> JsonClientProcess:
+    client.wait_event("ready", WAIT)
+    return client
+
+
+def test_three_members_on_three_nodes_talk_ack_per_member_and_see_a_removal(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    a, b, c = nodes.start_many(3)
+    alice, bob, carol = (ready(spawn_process(name, servers(node))) for name, node in
+                         (("alice", a), ("bob", b), ("carol", c)))
+    make_room(alice, "#ops", [bob, carol])  # each change pushed across nodes: bob and carol see themselves added
+    state = change(carol, "#ops", "added", "carol")
+    assert state["members"] == ["alice", "bob", "carol"] and state["admins"] == ["alice"], state
+    n = 30
+    said = {who.name: texts(n, who.name) for who in (alice, bob, carol)}
+    for who in (alice, bob, carol):
+        who.send_in_background("#ops", said[who.name])
+    for reader in (alice, bob, carol):
+        reader.count_until("message", 2 * n, WAIT)
+        for writer in {"alice", "bob", "carol"} - {reader.name}:
+            check_exactly_once(room_messages(reader, "#ops", writer), said[writer], f"{writer} -> {reader.name}")
+    # One `delivered` per member and message, wherever the member is; never one for the sender.
+    for who in (alice, bob, carol):
+        ids = set(sent_ids(who, "#ops"))
+        assert len(ids) == n, f"{who.name} sent {len(ids)} of {n}"
+        for member in {"alice", "bob", "carol"} - {who.name}:
+            who.wait_until(lambda events, who=who, ids=ids, member=member: len(acks_for(who, ids, member, "delivered")) == n,
+                           WAIT, what=f"{n} delivered acks of {who.name}'s messages for {member}")
+        assert not who.of_kind("ack", member=who.name), "the sender is never routed its own message"
+        assert all(e["to"] == "#ops" for e in who.of_kind("ack")), who.of_kind("ack")
+    # Stored once per member in Redis, and every confirmed copy left its queue.
+    assert [stored_count(redis, name) for name in ("alice", "bob", "carol")] == [2 * n] * 3
+    assert [queued_count(redis, name) for name in ("alice", "bob", "carol")] == [0, 0, 0]
+
+    # A removal on node A: carol on node C is told, bob on node B sees it; nothing after it reaches carol.
+    alice.command({"cmd": "room_remove", "room": "#ops", "name": "carol"})
+    removed = change(carol, "#ops", "removed", "carol")
+    assert removed["by"] == "alice" and "carol" not in removed["members"], removed
+    change(bob, "#ops", "removed", "carol")
+    after = texts(10, "after")
+    alice.send_in_background("#ops", after)
+    bob.count_until("message", 2 * n + len(after), WAIT)
+    ids = set(sent_ids(alice, "#ops")[n:])
+    alice.wait_until(lambda events: len(acks_for(alice, ids, "bob", "delivered")) == len(after), WAIT)
+    assert not acks_for(alice, ids, "carol", "delivered") | acks_for(alice, ids, "carol", "queued")
+    carol.command({"cmd": "send", "to": "#ops", "text": "still here?"})
+    assert carol.wait_event("error", WAIT, cmd="send")["code"] == "not_member"
+    for who in (alice, bob, carol):
+        assert who.finish() == 0, who.stderr_tail()
+        assert not who.bad_lines, who.bad_lines
+    assert not {e["text"] for e in room_messages(carol, "#ops", "alice")} & set(after)
+    assert stored_count(redis, "carol") == 2 * n  # not one copy of what followed the removal was stored for her
+    assert "still here?" not in [e["text"] for e in room_messages(bob, "#ops")]
