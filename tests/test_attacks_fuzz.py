@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from securechat.protocol import EXTRA_FATAL_CODES, FATAL_CODES, NONFATAL_CODES, SERVER_TYPES, encode_frame
-from securechat.rooms.sealing import sign_entry
+from securechat.rooms.log import RoomState, apply, parse_entry
+from securechat.rooms.sealing import seal_room, sign_entry, verify_entry
 from securechat.server import ChatServer, ServerConfig
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.rooms import key_of
@@ -230,6 +231,167 @@ def test_random_bytes_after_login_only_give_errors_or_closes(
 ) -> None:
     srv, errors = target
     srv.run(_bytes_scenario(srv, prefix, data))
+    assert not errors.records, [r.getMessage() for r in errors.records]
+
+
+# --- room frames mutated from genuine ones (issue 10) ---------------------------------------------
+
+FZ_ROOM = "#fzroom"
+# What each room frame may be answered with when one of its fields is wrong (docs/protocol.md 11.8).
+ROOM_ANSWER_CODES: dict[str, frozenset[str]] = {
+    "room_create": frozenset({"bad_request", "invalid_name", "bad_entry", "room_exists", "unknown_user",
+                              "rate_limited", "too_many_rooms", "not_allowed"}),
+    "room_append": frozenset({"bad_request", "invalid_name", "bad_entry", "stale_state", "unknown_room", "not_allowed",
+                              "not_member", "room_full", "unknown_user", "rate_limited", "too_many_rooms"}),
+    "room_log": frozenset({"bad_request", "invalid_name", "unknown_room", "not_member", "rate_limited"}),
+    "room_send": frozenset({"bad_request", "invalid_name", "unknown_room", "not_member", "stale_state",
+                            "message_too_large", "rate_limited", "queue_full"}),
+    "rooms": frozenset({"bad_request", "invalid_name", "rate_limited"}),
+}
+ROOM_FRAME_FIELDS = {
+    "room_create": ("entry", "rid", "extra"),
+    "room_append": ("entry", "rid", "extra"),
+    "room_log": ("room", "since", "rid", "extra"),
+    "room_send": ("room", "envelope", "rid", "extra"),
+    "rooms": ("after", "rid", "extra"),
+}
+ENTRY_FIELDS = ["room", "seq", "prev", "op", "by", "name", "kind", "ts", "sig", "extra"]
+ENVELOPE_FIELDS = ["v", "room", "from", "id", "ts", "seq", "head", "keys", "nonce", "ct", "sig", "extra"]
+inner_values = st.one_of(
+    anything, st.sampled_from([FZ_ROOM, "#nope", "dora", "fuzzer", "bob", "add", "remove", "admin", 2**53]),
+    st.integers(0, 5),
+)
+changes = st.sampled_from(["room_create", "room_append"])
+room_mutations = st.one_of(
+    # A field of the frame set to anything, or dropped.
+    st.tuples(st.sampled_from(sorted(ROOM_FRAME_FIELDS)), st.one_of(
+        st.tuples(st.just("top"), st.integers(0, 3), anything | st.sampled_from([FZ_ROOM, "#nope", "dora", 0, -1])),
+        st.tuples(st.just("drop"), st.integers(0, 3), st.none()),
+    )),
+    # Inside the entry or the envelope, where the signature and the rules must catch it.
+    st.tuples(changes, st.tuples(st.just("entry"), st.sampled_from(ENTRY_FIELDS), inner_values)),
+    st.tuples(changes, st.tuples(st.just("entry"), st.just("ts"), st.integers(2, 99))),
+    st.tuples(changes, st.tuples(st.just("resign"), st.just(""), st.sampled_from(["dora", "bob"]))),
+    st.tuples(st.just("room_send"), st.tuples(st.just("envelope"), st.sampled_from(ENVELOPE_FIELDS), inner_values)),
+)
+
+
+async def _room_log(c: RawClient, room: str) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    while True:
+        await c.send_frame({"type": "room_log", "room": room, "since": len(entries), "rid": "log"})
+        async with asyncio.timeout(EXAMPLE_TIMEOUT):
+            while (page := await c.recv(EXAMPLE_TIMEOUT)).get("rid") != "log":
+                pass  # pushes of changes and messages to the member
+        assert page["type"] == "room_update", page
+        entries += page["entries"]
+        if not page["more"]:
+            return entries
+
+
+def _verified_state(entries: list[dict[str, Any]]) -> RoomState:
+    """Every entry signed by the key of its ``by`` and allowed by the rules, in order: the state they make."""
+    state: RoomState | None = None
+    for raw in entries:
+        entry = parse_entry(raw)
+        assert verify_entry(identity_key(entry.by).public_key(), entry), raw
+        state = apply(state, entry)
+    assert state is not None
+    return state
+
+
+def _genuine_room_frame(kind: str, state: RoomState, n: int) -> dict[str, Any]:
+    me = "fuzzer"
+    if kind == "room_create":
+        return {"type": kind, "entry": sign_entry(identity_key(me), f"#fzn{n % 1000}", 0, bytes(32), "create", me, me,
+                                                  "open", 1).to_json()}
+    if kind == "room_append":
+        op, name = ("remove", "bob") if "bob" in state.members else ("add", "bob")
+        return {"type": kind, "entry": sign_entry(identity_key(me), FZ_ROOM, state.seq + 1, state.head, op, me, name,
+                                                  "", 1).to_json()}
+    if kind == "room_log":
+        return {"type": kind, "room": FZ_ROOM, "since": 0}
+    if kind == "room_send":
+        keys = {name: identity_key(name).public_key() for name in state.members}
+        return {"type": kind, "room": FZ_ROOM, "envelope": seal_room(identity_key(me), keys, state, me, "fz")}
+    return {"type": "rooms"}
+
+
+def _mutate_room_frame(frame: dict[str, Any], how: tuple[str, int, Any] | tuple[str, str, Any]) -> None:
+    where, key, value = how
+    fields = ROOM_FRAME_FIELDS[frame["type"]]
+    if where == "top":
+        frame[fields[int(key) % len(fields)]] = value
+    elif where == "drop":
+        frame.pop(fields[int(key) % len(fields)], None)
+    elif where == "resign":  # the same entry, signed by someone else than its ``by``
+        e = parse_entry(frame["entry"])
+        frame["entry"] = sign_entry(identity_key(value), e.room, e.seq, e.prev, e.op, e.by, e.name, e.kind, e.ts).to_json()
+    elif isinstance(frame.get(where), dict):
+        frame[where][key] = value
+
+
+async def _room_scenario(srv: ServerThread, dora: RawClient, kind: str, how: Any, n: int) -> list[str]:
+    """Send one mutated frame; the answers seen, for the statistics."""
+    seen: list[str] = []
+    state = _verified_state(await _room_log(dora, FZ_ROOM))
+    frame = _genuine_room_frame(kind, state, n)
+    _mutate_room_frame(frame, how)
+    c = await srv._login("fuzzer")
+    try:
+        await c.send_raw(encode_frame(frame) + encode_frame({"type": "ping", "rid": "fz-end"}))
+        async with asyncio.timeout(EXAMPLE_TIMEOUT):
+            while (reply := await c.recv(EXAMPLE_TIMEOUT)) != {"type": "pong", "rid": "fz-end"}:
+                if check_answer(reply):
+                    assert reply["code"] == "invalid_name", reply  # the one fatal room code (11.8)
+                    await c.expect_closed(EXAMPLE_TIMEOUT)
+                    break
+                if reply["type"] == "error":
+                    assert reply["code"] in ROOM_ANSWER_CODES[kind], (kind, how, reply)
+                seen.append(f"{kind}: {reply['type']} {reply.get('code', '')}".strip())
+        # Nothing else is disturbed: the log still verifies, a member is still served.
+        _verified_state(await _room_log(dora, FZ_ROOM))
+    finally:
+        await c.close()
+    await _bystander_alive(srv)
+    return seen
+
+
+@pytest.fixture
+def fz_room(target: tuple[ServerThread, _ErrorRecords]) -> Iterator[RawClient]:
+    """#fzroom: fuzzer's invite room with dora in it; dora is the member who reads its log."""
+    srv, _ = target
+
+    async def setup() -> RawClient:
+        dora = await srv._login("dora")
+        owner = await srv._login("fuzzer")
+        create = sign_entry(identity_key("fuzzer"), FZ_ROOM, 0, bytes(32), "create", "fuzzer", "fuzzer", "invite", 1)
+        await owner.send_frame({"type": "room_create", "entry": create.to_json(), "rid": "c"})
+        await owner.recv_type("room_update")
+        add = sign_entry(identity_key("fuzzer"), FZ_ROOM, 1, create.head(), "add", "fuzzer", "dora", "", 1)
+        await owner.send_frame({"type": "room_append", "entry": add.to_json(), "rid": "a"})
+        await owner.recv_type("room_update")
+        await owner.close()
+        return dora
+
+    dora = srv.run(setup())
+    yield dora
+    srv.run(dora.close())
+
+
+@pytest.mark.slow
+@settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(mutation=room_mutations, n=st.integers(0, 2**20))
+def test_mutated_room_frames_get_their_codes_and_disturb_nothing(
+    target: tuple[ServerThread, _ErrorRecords], fz_room: RawClient, mutation: Any, n: int
+) -> None:
+    """Every room frame type, genuine but for one field: answered or refused with a code of that frame
+    (never internal, fatal only for a bad room name), the room's log still verifies, a member still served."""
+    srv, errors = target
+    kind, how = mutation
+    event(f"{kind}: {how[0]}")
+    for seen in srv.run(_room_scenario(srv, fz_room, kind, how, n)):
+        event(seen)
     assert not errors.records, [r.getMessage() for r in errors.records]
 
 

@@ -11,6 +11,8 @@ set -eu
 cd "$(dirname "$0")/.."
 export HYPOTHESIS_PROFILE=fuzz
 exec timeout "${FUZZ_TIMEOUT:-3600}" python -m pytest -q -p no:cacheprovider -o timeout=0 \
-    tests/test_fuzz_decoder.py tests/test_attacks_fuzz.py \
-    tests/test_protocol.py -k "random or arbitrary or mutated or garbage or validate or prefix or fuzzed" \
+    tests/test_fuzz_decoder.py tests/test_attacks_fuzz.py tests/test_fuzz_rooms.py \
+    tests/test_room_frames.py tests/test_room_log.py tests/test_room_sealing.py \
+    tests/test_protocol.py \
+    -k "random or arbitrary or mutated or garbage or validate or prefix or fuzzed or raises_only or whatever" \
     --hypothesis-show-statistics "$@"
