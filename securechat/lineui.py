@@ -294,7 +294,11 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
         try:
             ending = await feed(lines, chat.handle, {run_task, terminated})
             if ending is Ending.EOF and not tty:  # piped input: sign in once, let what was sent get acknowledged
-                await asyncio.wait({asyncio.ensure_future(signed_in.wait()), run_task}, timeout=PIPED_DRAIN_TIMEOUT)
+                signed = asyncio.ensure_future(signed_in.wait())
+                try:
+                    await asyncio.wait({signed, run_task}, timeout=PIPED_DRAIN_TIMEOUT)
+                finally:
+                    signed.cancel()  # never left pending when the session ended first or the wait timed out
                 await session.wait_idle(PIPED_DRAIN_TIMEOUT)
         finally:
             if await finish_session(session, run_task):

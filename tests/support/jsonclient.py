@@ -179,7 +179,10 @@ class JsonClientProcess:
             scanned[0] = len(events)
             return len(found) >= n
 
-        self.wait_until(enough, timeout, what=f"{n} distinct {kind} events (have {{len(found)}})")
+        try:
+            self.wait_until(enough, timeout, what=f"{n} distinct {kind} events")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n(had {len(found)} distinct {kind} events of {n})") from None
         return found
 
     def stderr_tail(self, chars: int = 2000) -> str:
