@@ -145,6 +145,36 @@ def block(lang: str, name: str, body: str) -> str:
     return f"```{lang} vector={name}\n{body.rstrip()}\n```"
 
 
+def key_parts(
+    who: str, key: rsa.RSAPrivateKey, *, private_note: str = "", public_note: str = "", fingerprint_note: str = ""
+) -> list[str]:
+    """A test key's three blocks (private PEM, public PEM, fingerprint) and the fingerprint as people compare it."""
+    fingerprint = crypto.fingerprint(key.public_key())
+    return [
+        f"{who}'s private key{private_note}:",
+        "",
+        block("pem", f"{who}-private", private_pem(key)),
+        "",
+        f"{who}'s public key{public_note}:",
+        "",
+        block("pem", f"{who}-public", crypto.public_key_pem(key.public_key())),
+        "",
+        f"{who}'s fingerprint{fingerprint_note}:",
+        "",
+        block("text", f"{who}-fingerprint", fingerprint),
+        "",
+        "    " + format_fingerprint(fingerprint),
+        "",
+    ]
+
+
+def write_section(doc: Path, begin: str, end: str, section: str) -> None:
+    """Replace the generated section between ``begin`` and ``end`` in ``doc``."""
+    text = doc.read_text(encoding="utf-8")
+    start, stop = text.index(begin), text.index(end) + len(end)
+    doc.write_text(text[:start] + section.rstrip("\n") + text[stop:], encoding="utf-8")
+
+
 def server_identity_key() -> ec.EllipticCurvePrivateKey:
     """The server's TLS key of the example: P-256, its scalar from a SHA-256 of a fixed seed."""
     scalar = int.from_bytes(hashlib.sha256(b"securechat doc vector v1: server").digest(), "big")
@@ -227,34 +257,14 @@ def make_section() -> str:
         ("**Test keys.** Both are RSA-2048 (e = 65537) derived from a fixed seed by the script; "
         "their private halves are published on purpose. Never use them for anything else."),
         "",
-        "alice's private key (PKCS#8 PEM):",
-        "",
-        block("pem", "alice-private", private_pem(alice)),
-        "",
-        "alice's public key (SubjectPublicKeyInfo PEM, as sent in `hello` and `key`):",
-        "",
-        block("pem", "alice-public", crypto.public_key_pem(alice.public_key())),
-        "",
-        "alice's fingerprint (hex, then as people compare it):",
-        "",
-        block("text", "alice-fingerprint", crypto.fingerprint(alice.public_key())),
-        "",
-        "    " + format_fingerprint(crypto.fingerprint(alice.public_key())),
-        "",
-        "bob's private key:",
-        "",
-        block("pem", "bob-private", private_pem(bob)),
-        "",
-        "bob's public key:",
-        "",
-        block("pem", "bob-public", crypto.public_key_pem(bob.public_key())),
-        "",
-        "bob's fingerprint:",
-        "",
-        block("text", "bob-fingerprint", crypto.fingerprint(bob.public_key())),
-        "",
-        "    " + format_fingerprint(crypto.fingerprint(bob.public_key())),
-        "",
+        *key_parts(
+            "alice",
+            alice,
+            private_note=" (PKCS#8 PEM)",
+            public_note=" (SubjectPublicKeyInfo PEM, as sent in `hello` and `key`)",
+            fingerprint_note=" (hex, then as people compare it)",
+        ),
+        *key_parts("bob", bob),
         "**Inputs** (normally random or the clock; fixed here):",
         "",
         block(
@@ -341,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.write:
         sys.stdout.write(section)
         return 0
-    text = DOC.read_text()
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    DOC.write_text(text[:start] + section.rstrip("\n") + text[end:])
+    write_section(DOC, BEGIN, END, section)
     return 0
 
 

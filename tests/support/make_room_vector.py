@@ -30,8 +30,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto
 from securechat.encoding import b64decode, b64encode, lp
-from securechat.names import format_fingerprint
-from tests.support.make_doc_vector import block, deterministic_key, hex_lines, private_pem
+from tests.support.make_doc_vector import (
+    block,
+    deterministic_key,
+    hex_lines,
+    key_parts,
+    write_section,
+)
 from tests.support.make_doc_vector import lp_hex as _lp_hex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -167,20 +172,7 @@ def make_section() -> str:
          "alice's and bob's keys are the ones of the one-to-one example above; carol's is derived the same "
          "way (RSA-2048, a fixed seed; public on purpose, never use it for anything else)."),
         "",
-        "carol's private key:",
-        "",
-        block("pem", "carol-private", private_pem(carol)),
-        "",
-        "carol's public key:",
-        "",
-        block("pem", "carol-public", crypto.public_key_pem(carol.public_key())),
-        "",
-        "carol's fingerprint:",
-        "",
-        block("text", "carol-fingerprint", crypto.fingerprint(carol.public_key())),
-        "",
-        "    " + format_fingerprint(crypto.fingerprint(carol.public_key())),
-        "",
+        *key_parts("carol", carol),
         "**Inputs** (the clock, the id, the AES key and the nonce are fixed here):",
         "",
         block("json", "room-inputs", json.dumps(inputs, indent=2, ensure_ascii=False)),
@@ -250,9 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.write:
         sys.stdout.write(section)
         return 0
-    text = DOC.read_text(encoding="utf-8")
-    start, end = text.index(BEGIN), text.index(END) + len(END)
-    DOC.write_text(text[:start] + section.rstrip("\n") + text[end:], encoding="utf-8")
+    write_section(DOC, BEGIN, END, section)
     return 0
 
 
