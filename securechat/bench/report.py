@@ -112,15 +112,17 @@ def _crypto(cr: Any) -> list[str]:
         "| key | seal | raw seal | seal overhead | open | raw open | open overhead | keygen ms |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in cr.values():
-        if not isinstance(r, dict) or "seal_us" not in r:
-            continue
-        lines.append(
-            f"| RSA-{r['bits']} | {_fmt(r['seal_us'])} | {_fmt(r['raw_seal_us'])} | "
-            f"{_fmt(r['seal_overhead'], '{:.2f}x')} | {_fmt(r['open_us'])} | {_fmt(r['raw_open_us'])} | "
-            f"{_fmt(r['open_overhead'], '{:.2f}x')} | {_fmt(r['keygen_ms'])} |"
-        )
-    return lines
+    return lines + _seal_open_rows(cr, lambda r: f"RSA-{r['bits']}", lambda r: _fmt(r["keygen_ms"]))
+
+
+def _seal_open_rows(per: dict[str, Any], first: Callable[[Any], str], last: Callable[[Any], str]) -> list[str]:
+    """Rows of a seal/open table (sections 4 and 7): seal, raw seal, overhead, open, raw open, overhead."""
+    return [
+        f"| {first(r)} | {_fmt(r['seal_us'])} | {_fmt(r['raw_seal_us'])} | {_fmt(r['seal_overhead'], '{:.2f}x')} | "
+        f"{_fmt(r['open_us'])} | {_fmt(r['raw_open_us'])} | {_fmt(r['open_overhead'], '{:.2f}x')} | {last(r)} |"
+        for r in per.values()
+        if isinstance(r, dict) and "seal_us" in r
+    ]
 
 
 def _scaling(sc: Any) -> list[str]:
@@ -214,15 +216,7 @@ def _room_seal_open(ro: Any) -> list[str]:
         "| members | seal | raw seal | seal overhead | open | raw open | open overhead | message frame bytes |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for r in ro.values():
-        if not isinstance(r, dict) or "seal_us" not in r:
-            continue
-        lines.append(
-            f"| {r['members']} | {_fmt(r['seal_us'])} | {_fmt(r['raw_seal_us'])} | "
-            f"{_fmt(r['seal_overhead'], '{:.2f}x')} | {_fmt(r['open_us'])} | {_fmt(r['raw_open_us'])} | "
-            f"{_fmt(r['open_overhead'], '{:.2f}x')} | {r['message_frame_bytes']:,} |"
-        )
-    return lines
+    return lines + _seal_open_rows(ro, lambda r: str(r["members"]), lambda r: f"{r['message_frame_bytes']:,}")
 
 
 # Section name in the results -> its renderer, in the order of the table.
