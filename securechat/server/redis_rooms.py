@@ -159,10 +159,11 @@ class RedisRooms:
         opened = self._link.call("ZRANGEBYLEX", self.prefix + "open_rooms", start, "+", "LIMIT", 0, limit)
         mine = self._link.call("ZRANGEBYLEX", self._mine(name), start, "+", "LIMIT", 0, limit)
         names = sorted({r.decode() for r in [*await opened, *await mine]})[:limit]
-        reads = [(self.room(r), self._link.call("HLEN", self.room_key("rmem", r))) for r in names]
+        reads = [self.room(r) for r in names]  # submitted together: one round trip
         out: list[RoomListing] = []
-        for state_of, count in reads:
-            state, members = await state_of, int(await count)
+        for state_of in reads:
+            state = await state_of
             if state is not None:  # every room stays once made; this only guards a key deleted by hand
-                out.append(RoomListing(state.room, state.kind, name in state.members, members, state.seq, state.head))
+                member = name in state.members
+                out.append(RoomListing(state.room, state.kind, member, len(state.members), state.seq, state.head))
         return out
