@@ -17,7 +17,7 @@ import pytest
 from tests.support.jsonclient import JsonClientProcess
 from tests.support.nodes import Nodes, nodes_on, servers
 from tests.support.redisproc import RedisProcess
-from tests.support.streams import Spawn, check_exactly_once, texts
+from tests.support.streams import LONG, Spawn, check_exactly_once, texts
 from tests.test_nodes import queued_count, stored_count
 from tests.test_rooms_e2e import WAIT, acks_for, change, make_room, room_messages, sent_ids
 
@@ -89,3 +89,43 @@ def test_three_members_on_three_nodes_talk_ack_per_member_and_see_a_removal(
     assert not {e["text"] for e in room_messages(carol, "#ops", "alice")} & set(after)
     assert stored_count(redis, "carol") == 2 * n  # not one copy of what followed the removal was stored for her
     assert "still here?" not in [e["text"] for e in room_messages(bob, "#ops")]
+
+
+@pytest.mark.slow
+def test_kill9_of_the_senders_node_mid_stream_every_member_gets_each_once_and_nothing_is_stored_twice(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    """alice's node dies with room messages unacknowledged; her outbox resends through another node."""
+    n = 300
+    a, b, c = nodes.start_many(3)
+    alice = ready(spawn_process("alice", servers(a, b)))
+    bob, carol = (ready(spawn_process(name, servers(c))) for name in ("bob", "carol"))
+    make_room(alice, "#ops", [bob, carol])
+    assert carol.finish() == 0, carol.stderr_tail()  # carol is offline: every copy of hers waits in Redis
+    sent = texts(n, "k")
+    alice.send_in_background("#ops", sent)
+    bob.count_until("message", n // 3, LONG)
+    assert a.kill() == -9
+    acked = {e["id"] for e in alice.of_kind("ack", member="carol", status="queued")}
+    unacked = set(sent_ids(alice, "#ops")) - acked
+    alice.wait_event("connection", WAIT, state="reconnecting")
+    bob.count_until("message", n, LONG)
+    ids = set(sent_ids(alice, "#ops"))
+    assert len(ids) == n, f"alice sent {len(ids)} of {n}"
+    alice.wait_until(lambda events: len(acks_for(alice, ids, "carol", "queued")) == n, LONG,
+                     what=f"{n} queued acks for carol")
+    alice.wait_until(lambda events: len(acks_for(alice, ids, "bob", "delivered")) == n, LONG,
+                     what=f"{n} delivered acks for bob")
+    assert alice.finish() == 0, alice.stderr_tail()
+    label = f"alice's node killed with {len(unacked)} of her room messages unacknowledged"
+    assert unacked, "the kill came after every ack: nothing was tested"
+    late = ready(spawn_process("carol", servers(b), "-late"))
+    late.count_until("message", n, LONG)
+    assert late.finish() == 0, late.stderr_tail()
+    check_exactly_once(room_messages(late, "#ops", "alice"), sent, f"carol offline; {label}")
+    check_exactly_once(room_messages(bob, "#ops", "alice"), sent, f"bob online; {label}")
+    assert bob.finish() == 0, bob.stderr_tail()
+    # Stored once per member, whatever was resent; every copy was confirmed and left its queue.
+    assert (stored_count(redis, "bob"), stored_count(redis, "carol")) == (n, n), label
+    assert (queued_count(redis, "bob"), queued_count(redis, "carol")) == (0, 0)
+    print(label)
