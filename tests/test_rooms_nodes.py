@@ -44,7 +44,7 @@ async def log_of(client: RawClient, room: str) -> list[dict[str, Any]]:
 async def test_appends_racing_on_two_nodes_one_wins_and_the_log_does_not_fork(
     tmp_path: Path, redis_server: RedisProcess
 ) -> None:
-    async with two_nodes(tmp_path, redis_server) as (a, b), clients(a.port, "alice", "carol", "dave", "erin") as (
+    async with two_nodes(tmp_path, redis_server) as (a, b), clients(a.port, "alice", "carol", "dave", "erin", "frank") as (
         alice, *_
     ), clients(b.port, "bob") as (bob,):
         ops = Room()
@@ -53,7 +53,7 @@ async def test_appends_racing_on_two_nodes_one_wins_and_the_log_does_not_fork(
         await change(alice, ops, "admin", "bob")
         await bob.send_frame({"type": "room_log", "room": "#ops", "rid": "warm"})
         await answer_to(bob, "warm")  # node B caches the room too
-        for round_, (one, two) in enumerate((("carol", "dave"), ("erin", "dave"))):
+        for round_, (one, two) in enumerate((("carol", "dave"), ("erin", "frank"))):  # never a member already
             first, second = ops.entry("add", "alice", one), ops.entry("add", "bob", two)  # both for the next seq
             await asyncio.gather(
                 alice.send_frame({"type": "room_append", "entry": first.to_json(), "rid": f"a{round_}"}),
