@@ -8,12 +8,14 @@ in the middle of a stream to an offline member.
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from securechat.client.home import STATE_FILE
 from tests.support.cli import client_command, client_env
 from tests.support.jsonclient import Event, JsonClientProcess
 from tests.support.serverproc import ServerProcess, server_process
@@ -263,3 +265,41 @@ def test_a_late_joiner_gets_nothing_from_before(tmp_path: Path, spawn: Spawn) ->
             assert client.finish() == 0, client.stderr_tail()
         assert [e["text"] for e in room_messages(carol, "#ops")] == ["now with carol"]
         assert [e["text"] for e in room_messages(bob, "#ops")] == [*early, "now with carol"]
+
+
+# --- a member's first lookup refused for now (issue 13 item 5, for rooms) -------------------------
+
+
+def forget_pins(client: JsonClientProcess, *names: str) -> None:
+    """Drop ``names``' pins from ``client``'s state (the client has finished), as in a client that holds the
+    room from a server that bundled no keys with its log (docs/protocol.md 11.4 lets it)."""
+    db = sqlite3.connect(client.home / client.name / STATE_FILE)
+    try:
+        with db:
+            db.executemany("DELETE FROM contacts WHERE name = ?", [(name,) for name in names])
+    finally:
+        db.close()
+
+
+def test_a_room_message_waits_while_a_members_first_lookup_is_rate_limited(tmp_path: Path, spawn: Spawn) -> None:
+    """alice does not hold carol's and dave's keys; the server allows one lookup per 4 s per connection, so
+    the second is refused ``rate_limited``: the message waits (never failed, never confirmed), is sealed
+    once the lookup goes through, and reaches every member once."""
+    with server_process(tmp_path / "server.db", [*FAST, "--lookup-rate", "0.25"]) as server:
+        alice, bob, carol, dave = (spawn(name, server.port) for name in ("alice", "bob", "carol", "dave"))
+        make_room(alice, "#ops", [bob, carol, dave])
+        assert alice.finish() == 0, alice.stderr_tail()
+        forget_pins(alice, "carol", "dave")
+        again = spawn("alice", server.port, "-again")
+        again.command({"cmd": "send", "to": "#ops", "text": "waits for a key"})
+        again.wait_until(lambda events: bool(sent_ids(again, "#ops") or again.of_kind("error")), WAIT)
+        assert not again.of_kind("error"), again.of_kind("error")
+        (sent,) = sent_ids(again, "#ops")
+        for member in (bob, carol, dave):
+            member.wait_event("message", WAIT, room="#ops", text="waits for a key")
+            again.wait_event("ack", WAIT, id=sent, member=member.name, status="delivered")
+        assert not again.of_kind("error"), again.of_kind("error")
+        assert again.finish() == 0, again.stderr_tail()
+        for member in (bob, carol, dave):
+            assert member.finish() == 0, member.stderr_tail()
+            assert [e["text"] for e in room_messages(member, "#ops")] == ["waits for a key"]

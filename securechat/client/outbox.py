@@ -14,8 +14,10 @@
 - A message to a new contact whose first lookup cannot finish for now (the
   connection goes while it is in flight, or the server refuses it for the moment)
   is kept, not failed (:mod:`securechat.client.awaiting`): after the next
-  ``welcome`` (and after a pause when the lookup is refused again) the key is
-  looked up, and the message sealed with its id and time and sent.
+  ``welcome``, and after a capped pause while connected, the key is looked up,
+  and the message sealed with its id and time and sent. A room message waits
+  the same way for a member's first lookup, and is then sealed for the members
+  held at that moment.
 - A room message (docs/protocol.md 11.5, 11.7) is sealed for the members of the room
   as verified here; ``room_sent`` names the members it was routed to, and it stays
   in the outbox until each of them is acked (``queued`` or ``delivered``): the
@@ -96,6 +98,8 @@ class Outbox:
         self._retry_attempts: dict[str, int] = {}
         self._retries: set[asyncio.Task[None]] = set()
         self._key_attempts = 0  # refused lookups in a row for messages awaiting a key
+        self._later: asyncio.Task[None] | None = None  # the next pass over them, once planned
+        self._sealing = asyncio.Lock()
         self._rooms: dict[str, _RoomProgress] = {}  # room messages not yet delivered to every member
 
     def __len__(self) -> int:
@@ -139,19 +143,17 @@ class Outbox:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise BadRequest("the text holds an unpaired surrogate and cannot be sent as UTF-8") from None
-        if is_room(to):
-            envelope = await self._seal_room(to, text)
-        else:
-            pin = self._contacts.pinned(to)
-            if pin is None:
-                try:
-                    pin = await self._first_key(to)
-                except SecurechatError as exc:
-                    if not lookup_can_retry(exc):
-                        raise
-                    return self._keep_for_key(to, text)
-            self._check_trust(pin)
-            envelope = self._seal(pin, text)
+        try:
+            if is_room(to):
+                envelope = await self._seal_room(to, text)
+            else:
+                pin = self._contacts.pinned(to) or await self._first_key(to)
+                self._check_trust(pin)
+                envelope = self._seal(pin, text)
+        except SecurechatError as exc:
+            if not lookup_can_retry(exc):
+                raise
+            return self._keep_for_key(to, text)  # a (member's) first lookup that may pass: kept, asked again
         msg_id: str = envelope["id"]
         ts: int = envelope["ts"]
         self._store.outbox.add(to, envelope)
@@ -194,47 +196,58 @@ class Outbox:
         msg_id, ts = crypto.new_message_id(), now_ms()
         self._store.history.add(HistoryEntry(to, "out", msg_id, ts, text, "sending"), awaiting_key=True)
         self._emit(MessageSent(msg_id, to, ts, text, ""))
+        if self._link is not None:  # refused for now while connected: asked again after a pause
+            self._seal_later(self._link)
         return msg_id
 
     async def _seal_awaiting(self, link: Link) -> None:
         """After a welcome: look up, seal and send the messages that wait for a key, oldest first."""
-        for waiting in self._store.awaiting.entries():
-            if self._link is not link:
-                return
-            try:
-                pin = self._contacts.pinned(waiting.recipient) or await self._first_key(waiting.recipient)
-            except SecurechatError as exc:
-                if lookup_can_retry(exc) or isinstance(exc, SessionClosed):
-                    self._seal_later(link)
+        async with self._sealing:  # one pass at a time: a message is sealed once
+            for waiting in self._store.awaiting.entries():
+                if self._link is not link:
                     return
-                self._give_up(waiting, exc)
-                continue
-            if pin.trust != "changed":  # else it waits until the user trusts the new key
-                self._seal_one(link, waiting, pin)
-        self._key_attempts = 0
+                try:
+                    envelope = await self._seal_waiting(waiting)
+                except KeyChanged:
+                    continue  # it waits until the user trusts the new key
+                except SecurechatError as exc:
+                    if lookup_can_retry(exc) or isinstance(exc, SessionClosed):
+                        self._seal_later(link)
+                        return
+                    self._give_up(waiting, exc)
+                    continue
+                if envelope is not None:
+                    self._store.outbox.add(waiting.recipient, envelope, awaiting=True)
+                    link.send(_send_frame(waiting.recipient, envelope))
+            self._key_attempts = 0
 
     def _seal_later(self, link: Link) -> None:
+        if self._later is not None and not self._later.done():
+            return  # a pass is planned already: it takes every waiting message
         delay = backoff(self._key_attempts, RETRY_INITIAL, self._retry_max, self._rng)
         self._key_attempts += 1
 
         async def again() -> None:
             await asyncio.sleep(delay)
+            self._later = None
             await self._seal_awaiting(link)
 
-        self._spawn(again())
+        self._later = asyncio.create_task(again())
+        self._retries.add(self._later)
+        self._later.add_done_callback(self._retries.discard)
 
-    def _seal_one(self, link: Link, waiting: Awaiting, pin: Pin) -> None:
+    async def _seal_waiting(self, waiting: Awaiting) -> dict[str, Any] | None:
+        """The waiting message sealed with the id and time it was typed with; None if it cannot be yet."""
         entry = self._store.history.get(waiting.recipient, "out", waiting.msg_id)
         if entry is None:  # its text is gone (history cleared): nothing to send
             self._store.awaiting.remove(waiting.msg_id)
-            return
-        try:
-            envelope = self._seal(pin, entry.text, msg_id=entry.msg_id, ts=entry.ts)
-        except MessageTooLong as exc:
-            self._give_up(waiting, exc)
-            return
-        self._store.outbox.add(waiting.recipient, envelope, awaiting=True)
-        link.send(_send_frame(waiting.recipient, envelope))
+            return None
+        if is_room(waiting.recipient):  # for the members it holds now (docs/protocol.md 11.7, "Sending")
+            return await self._seal_room(waiting.recipient, entry.text, msg_id=entry.msg_id, ts=entry.ts)
+        pin = self._contacts.pinned(waiting.recipient) or await self._first_key(waiting.recipient)
+        if pin.trust == "changed":
+            return None
+        return self._seal(pin, entry.text, msg_id=entry.msg_id, ts=entry.ts)
 
     def _give_up(self, waiting: Awaiting, exc: SecurechatError) -> None:
         """A message that waited for a key can never be sent (no such user, an unusable key...)."""
@@ -244,7 +257,7 @@ class Outbox:
         code = getattr(exc, "code", "undeliverable")
         self._emit(ErrorReported(code, f"not sent to {waiting.recipient}: {exc}", msg_id=waiting.msg_id))
 
-    async def _seal_room(self, room: str, text: str) -> dict[str, Any]:
+    async def _seal_room(self, room: str, text: str, *, msg_id: str | None = None, ts: int | None = None) -> dict[str, Any]:
         """Seal for every member of the room as verified here (docs/protocol.md 11.5)."""
         identity = self._parts.identity
         state = self._store.rooms.state(room)
@@ -255,7 +268,7 @@ class Outbox:
             pin = self._contacts.pinned(name) or await self._first_key(name)
             self._check_trust(pin)
             keys[name] = pin.public_key()
-        envelope = seal_room(identity.private_key, keys, state, identity.name, text)
+        envelope = seal_room(identity.private_key, keys, state, identity.name, text, msg_id=msg_id, ts=ts)
         self._check_size(room, envelope)
         return envelope
 
