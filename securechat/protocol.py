@@ -16,6 +16,7 @@ from . import jsoncodec
 from .crypto import MAX_PEM_LENGTH  # the bound on the handshake's PEM and signature strings
 from .envelope import is_message_id, is_timestamp, validate_envelope
 from .errors import BadFrame, BadRequest, FrameTooLarge, MalformedEnvelope, ProtocolError
+from .listing import check_list, check_users
 from .names import NAME_PATTERN, is_valid_name, shown
 from .rooms import frames as rooms  # the room frames (section 11.6)
 
@@ -34,9 +35,10 @@ NONFATAL_CODES: Final = frozenset(
     | rooms.ROOM_ERROR_CODES
 )
 # Ours (docs/protocol.md 2.1 and 9): a connection over a cap, one speaking the other transport (before
-# any hello), a login a node of several cannot complete without the state they share. Clients reconnect.
+# any hello), a login a node of several cannot complete without the state they share: clients reconnect.
+# A new name over a registration bound: the client stops and says so.
 WRONG_TRANSPORT_CODES: Final = frozenset({"tls_required", "tls_unsupported"})  # the other end speaks the other
-EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable"}) | WRONG_TRANSPORT_CODES
+EXTRA_FATAL_CODES: Final = frozenset({"server_busy", "unavailable", "registration_limited"}) | WRONG_TRANSPORT_CODES
 
 CLIENT_TYPES: Final = rooms.ROOM_CLIENT_TYPES | {"check_name", "hello", "auth", "lookup", "list", "send", "received", "ping"}
 SERVER_TYPES: Final = rooms.ROOM_SERVER_TYPES | {"name_status", "challenge", "welcome", "key", "users", "presence"} | {
@@ -265,7 +267,7 @@ CLIENT_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
     "lookup": check_lookup,
     "send": check_send,
     "received": check_received,
-    "list": _no_fields,
+    "list": check_list,
     "ping": _no_fields,
     **rooms.ROOM_CLIENT_CHECKS,
 }
@@ -328,17 +330,6 @@ def _check_key(frame: Mapping[str, Any]) -> None:
         raise BadRequest("key 'pubkey' must be a PEM string")
 
 
-def _check_users(frame: Mapping[str, Any]) -> None:
-    users = frame.get("users")
-    if not isinstance(users, list):
-        raise BadRequest("users 'users' must be a list")
-    for entry in users:
-        if not isinstance(entry, dict) or not is_valid_name(entry.get("name")):
-            raise BadRequest("each user needs a valid 'name'")
-        if type(entry.get("online")) is not bool:
-            raise BadRequest("each user needs a boolean 'online'")
-
-
 def _check_presence(frame: Mapping[str, Any]) -> None:
     _name_field(frame, "name")
     if type(frame.get("online")) is not bool:
@@ -380,7 +371,7 @@ SERVER_FRAME_CHECKS: Final[dict[str, Callable[[Mapping[str, Any]], None]]] = {
     "challenge": _check_challenge,
     "welcome": _check_welcome,
     "key": _check_key,
-    "users": _check_users,
+    "users": check_users,
     "presence": _check_presence,
     "message": _check_message,
     "ack": _check_ack,

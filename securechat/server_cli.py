@@ -148,6 +148,14 @@ _SETTINGS: Final = {
               help="Connections served at once from one address.")
 @click.option("--lookup-rate", type=_POSITIVE_FLOAT, default=_default("lookup_rate"), show_envvar=True,
               help="Key lookups per second per connection.")
+@click.option("--register-per-ip", type=_POSITIVE_INT, default=_default("register_per_ip"), show_envvar=True,
+              help="New names per hour from one address (an IPv6 /64); also the burst.")
+@click.option("--register-per-key", type=_POSITIVE_INT, default=_default("register_per_key"), show_envvar=True,
+              help="New names per hour with one key; also the burst.")
+@click.option("--register-rate", type=_POSITIVE_INT, default=_default("register_rate"), show_envvar=True,
+              help="New names per hour on the whole server (all nodes); also the burst.")
+@click.option("--max-users", type=_POSITIVE_INT, default=_default("max_users"), show_envvar=True,
+              help="Registered names the server holds; past it no new name is registered.")
 @click.option("--queue-limit", type=_POSITIVE_INT, default=_default("queue_limit"), show_envvar=True,
               help="Messages stored for one offline recipient.")
 @click.option("--queue-bytes", type=_POSITIVE_INT, default=_default("queue_bytes"), show_envvar=True,

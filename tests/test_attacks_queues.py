@@ -23,7 +23,7 @@ from securechat.errors import MessageTooLong
 from securechat.events import Acked, ConnectionChanged, MessageReceived
 from securechat.protocol import DEFAULT_MAX_FRAME, HEADER_SIZE, encode_frame, message_frame
 from securechat.server import ChatServer
-from tests.conftest import REPO_ROOT
+from tests.support.docvector import doc_example
 from tests.support.rawclient import RawClient, clients, envelope, identity_key, msg_id, running_server
 from tests.support.serverproc import server_process
 from tests.support.sessions import WAIT, Client, online
@@ -44,14 +44,6 @@ def send_at_the_limit(sender: str, to: str, n: int, limit: int = DEFAULT_MAX_FRA
     frame["envelope"]["ct"] = "A" * (limit - (len(encode_frame(frame)) - HEADER_SIZE))
     assert len(encode_frame(frame)) - HEADER_SIZE == limit
     return frame
-
-
-def doc_example(label: str) -> str:
-    """The body of the code block tagged ``example=<label>`` in docs/protocol.md."""
-    text = (REPO_ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
-    match = re.search(rf"```\w+ example={re.escape(label)}\n(.*?)\n *```", text, re.DOTALL)
-    assert match is not None, f"no example={label} block in docs/protocol.md"
-    return "\n".join(line.strip() for line in match.group(1).splitlines())
 
 
 async def no_reconnects(client: Client) -> None:

@@ -647,10 +647,10 @@ async def test_a_non_reading_recipient_is_dropped_and_its_messages_kept(tmp_path
 
 
 async def test_internal_errors_are_generic_and_nonfatal(server: ChatServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken() -> Any:
+    def broken(*_: Any) -> Any:
         raise RuntimeError("secret detail")
 
-    monkeypatch.setattr(server._store, "list_names", broken)
+    monkeypatch.setattr(server._store, "names_page", broken)
     async with clients(server.port, "alice") as (a,):
         await a.send_frame({"type": "list", "rid": "i"})
         frame = await nonfatal(a, "internal")

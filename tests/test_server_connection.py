@@ -142,7 +142,7 @@ def test_events_after_login() -> None:
     assert isinstance(event, Send) and (event.sender, event.to, event.rid) == ("alice", "bob", "s")
     assert conn.next_event() is HANDLED and conn.next_event() is HANDLED
     assert conn.next_event() == Received("bob", msg_id(4), None)
-    assert conn.next_event() == ListUsers("l")
+    assert conn.next_event() == ListUsers("", "", "l")
     assert [(f["code"], f["fatal"]) for f in sent(conn)] == [("bad_request", False)] * 2
 
 

@@ -119,7 +119,8 @@ class FakeClient:
 
 
 async def _setup(db: Path, pairs: int) -> tuple[ChatServer, list[tuple[FakeClient, FakeClient]]]:
-    server = ChatServer(ServerConfig(port=0, db_path=db, rate=1e9, burst=10**9, max_connections=10**6, max_per_ip=10**6))
+    server = ChatServer(ServerConfig(port=0, db_path=db, rate=1e9, burst=10**9, max_connections=10**6, max_per_ip=10**6,
+                                     register_per_ip=10**9, register_per_key=10**9, register_rate=10**9))
     await server.start()
     keys = [crypto.generate_private_key(2048) for _ in range(2)]
     clients = []

@@ -180,6 +180,10 @@ def securechat_argv(
         "--burst": "1000000",
         "--max-connections": str(max_connections),
         "--max-per-ip": str(max_connections),
+        "--register-per-ip": "1000000000",  # every simulated user registers from 127.0.0.1
+        "--register-per-key": "1000000000",
+        "--register-rate": "1000000000",
+        "--max-users": "1000000000",
         "--idle-timeout": "600",
         "--handshake-timeout": "60",
     }

@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 
 # Fatal codes that a reconnect cannot cure: stop and tell the user.
 PERMANENT_CODES: Final = WRONG_TRANSPORT_CODES | {
-    "name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced"}
+    "name_taken", "auth_failed", "bad_key", "invalid_name", "version_unsupported", "replaced",
+    "registration_limited"}  # a new name over the server's bounds: a retry in seconds would be refused too
 
 
 class ClientSession(LocalQueries):

@@ -34,6 +34,7 @@ Its branches live in ``wire`` (the protocol and the server's answers), ``envelop
     │   ├── InvalidFingerprint        a typed fingerprint that is not 64 hex digits
     │   └── MessageTooLong            a message that does not fit one frame
     ├── QueueFull                     server side: a queue, a sender's share of it or the store is full
+    ├── RegistrationRefused           server side: a new name over a registration bound
     ├── ServerErrorReply              the server answered with an ``error`` frame
     ├── TransportError                the TLS layer under the frames (docs/protocol.md section 2.1)
     │   ├── TlsFailed                 the handshake or a record failed; ``first_bytes`` holds what came first
@@ -104,6 +105,7 @@ from .wire import (
     FrameTooLarge,
     ProtocolError,
     QueueFull,
+    RegistrationRefused,
     RoomRefused,
     ServerErrorReply,
 )
@@ -134,6 +136,7 @@ __all__ = [
     "NotTls",
     "ProtocolError",
     "QueueFull",
+    "RegistrationRefused",
     "RequestUnanswered",
     "RoomMismatch",
     "RoomRefused",

@@ -67,6 +67,24 @@ class RoomRefused(ProtocolError):
     code = "bad_entry"
 
 
+class RegistrationRefused(SecurechatError):
+    """Server side: a new name was refused by a registration bound (docs/protocol.md section 9).
+
+    ``bound``: ``address``, ``key`` or ``server`` (a rate per hour), or ``full`` (``--max-users``).
+    """
+
+    def __init__(self, bound: str) -> None:
+        super().__init__(bound)
+        self.bound = bound
+
+    def __str__(self) -> str:
+        return {
+            "address": "too many new names from your address; try again later",
+            "key": "too many new names with this key; try again later",
+            "server": "the server registers no more new names right now; try again later",
+        }.get(self.bound, "the server registers no new names: it has as many as it is set to hold")
+
+
 class QueueFull(SecurechatError):
     """The store refuses a message: a cap on the recipient's queue, the sender's share of it, or the whole store.
 

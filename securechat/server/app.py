@@ -19,6 +19,7 @@ import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
+from ..errors import RegistrationRefused
 from ..names import format_fingerprint
 from ..protocol import DEFAULT_MAX_FRAME
 from ..tls import TlsChannel
@@ -29,6 +30,7 @@ from .directory import Directory
 from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Received, RoomRequest, Send
 from .identity import ServerIdentity, identity_for
 from .presence import Presence
+from .registration import NewName, address_bucket
 from .rooms import RoomService
 from .routing import LocalRouting
 from .seam import Routing
@@ -52,6 +54,7 @@ def open_store(config: ServerConfig) -> MessageStore:
     limits = {
         "queue_limit": config.queue_limit, "queue_bytes": config.queue_bytes, "queue_ttl": config.queue_ttl,
         "sender_share": config.sender_share, "store_bytes": config.max_store_bytes,
+        "registration": config.registration,
     }  # fmt: skip
     if config.redis_url is None:
         return SqliteStore(config.db_path, max_rooms=config.max_rooms, **limits)  # type: ignore[arg-type]
@@ -291,7 +294,8 @@ class ChatServer:
     async def _on_login(self, peer: Peer, login: Login) -> None:
         name = login.name
         try:
-            known, new = await self._directory.bind(name, login.key, login.fingerprint)
+            asker = NewName(address_bucket(peer.ip), login.fingerprint)
+            known, new = await self._directory.bind(name, login.key, login.fingerprint, asker)
             if new:
                 log.info("registered %s with key %s from %s", name, login.fingerprint, peer.conn.peer)
             if peer.closing:
@@ -300,6 +304,10 @@ class ChatServer:
                 peer.fail("name_taken", f"the name '{name}' is registered with another key", login.rid)
                 return
             await self._routing.claim(peer, name)
+        except RegistrationRefused as exc:  # nothing was registered, nothing spent
+            log.info("refused to register %s from %s: %s bound", name, peer.conn.peer, exc.bound)
+            peer.fail("registration_limited", str(exc), login.rid)
+            return
         except ConnectionError as exc:  # the shared state is out of reach: the client comes back later
             log.warning("login of %s from %s failed: %s", name, peer.conn.peer, exc)
             peer.fail("unavailable", "the server cannot reach its shared state; try again shortly", login.rid)
@@ -325,7 +333,8 @@ class ChatServer:
         peer.answer({"type": "name_status", "name": check.name, "registered": registered}, check.rid)
 
     async def _on_list(self, peer: Peer, request: ListUsers) -> None:
-        names = await self._directory.names()
+        names, more = await self._directory.page(request.after, request.prefix)
         self._presence.watch_all(peer)
         online = await self._routing.online(names)
-        peer.answer({"type": "users", "users": [{"name": n, "online": n in online} for n in names]}, request.rid)
+        users = [{"name": n, "online": n in online} for n in names]
+        peer.answer({"type": "users", "users": users, "more": more}, request.rid)

@@ -12,6 +12,13 @@ from pathlib import Path
 
 from ..protocol import DEFAULT_MAX_FRAME
 from ..rooms.log import MAX_ROOM_MEMBERS
+from .registration import (
+    DEFAULT_MAX_USERS,
+    DEFAULT_REGISTER_PER_ADDRESS,
+    DEFAULT_REGISTER_PER_KEY,
+    DEFAULT_REGISTER_PER_SERVER,
+    RegistrationLimits,
+)
 from .roomstore import DEFAULT_MAX_ROOMS
 from .store import (
     DEFAULT_QUEUE_BYTES,
@@ -38,6 +45,11 @@ class ServerConfig:
     # One address must not be able to take every slot; NAT-ed offices still fit.
     max_per_ip: int = 256
     lookup_rate: float = 20.0
+    # New names (docs/protocol.md, "Registration and the directory"): per hour, each also its burst.
+    register_per_ip: int = DEFAULT_REGISTER_PER_ADDRESS
+    register_per_key: int = DEFAULT_REGISTER_PER_KEY
+    register_rate: int = DEFAULT_REGISTER_PER_SERVER
+    max_users: int = DEFAULT_MAX_USERS
     queue_limit: int = DEFAULT_QUEUE_LIMIT
     queue_bytes: int = DEFAULT_QUEUE_BYTES
     queue_ttl: float = DEFAULT_QUEUE_TTL
@@ -64,6 +76,11 @@ class ServerConfig:
     max_unconfirmed_bytes: int = 256 * 2**20
 
     @property
+    def registration(self) -> RegistrationLimits:
+        """The registration bounds, as the store applies them."""
+        return RegistrationLimits(self.register_per_ip, self.register_per_key, self.register_rate, self.max_users)
+
+    @property
     def deliverable_frame(self) -> int:
         """The largest frame body the server writes: its own limit, and never more than every v1 client reads."""
         return min(self.max_frame, DEFAULT_MAX_FRAME)
@@ -81,6 +98,10 @@ class ServerConfig:
             "max_connections": self.max_connections,
             "max_per_ip": self.max_per_ip,
             "lookup_rate": self.lookup_rate,
+            "register_per_ip": self.register_per_ip,
+            "register_per_key": self.register_per_key,
+            "register_rate": self.register_rate,
+            "max_users": self.max_users,
             "queue_limit": self.queue_limit,
             "queue_bytes": self.queue_bytes,
             "queue_ttl": self.queue_ttl,

@@ -33,7 +33,6 @@ from ..protocol import (
     FrameDecoder,
     check_auth,
     check_hello,
-    check_lookup,
     check_received,
     check_send,
     decode_body,
@@ -252,16 +251,18 @@ class ServerConnection:
         self._login = Login(name, key, fingerprint(key), rid)
         return self._login
 
-    def _on_lookup(self, frame: dict[str, Any]) -> Lookup | CheckName | None:
-        """``lookup``, or ``check_name`` before ``hello``: both spend the lookup bucket."""
-        rid, event = request_id(frame), CheckName if frame["type"] == "check_name" else Lookup
+    def _on_lookup(self, frame: dict[str, Any]) -> Lookup | CheckName | ListUsers | None:
+        """``lookup``, ``list`` (a page), or ``check_name`` before ``hello``: each spends the lookup bucket."""
+        rid, kind = request_id(frame), frame["type"]
         now, rate = self._clock(), self._config.lookup_rate
         self._lookups = self._lookups or TokenBucket(rate, max(1.0, rate), now)  # full, as if made at the start
         if not self._lookups.take(now):
-            self.error("rate_limited", "too many lookups" if event is Lookup else "too many name checks", rid)
+            self.error("rate_limited", f"too many {kind.replace('check_name', 'name check')}s", rid)
             return None
-        check_lookup(frame)
-        return event(frame["name"], rid)
+        CLIENT_FRAME_CHECKS[kind](frame)
+        if kind == "list":
+            return ListUsers(frame.get("after", ""), frame.get("prefix", ""), rid)
+        return (Lookup if kind == "lookup" else CheckName)(frame["name"], rid)
 
     def _on_send(self, frame: dict[str, Any]) -> Send | None:
         check_send(frame)
@@ -391,7 +392,7 @@ _HANDLERS: Final[dict[str, Callable[[ServerConnection, dict[str, Any]], Event | 
     "hello": ServerConnection._on_hello,
     "auth": ServerConnection._on_auth,
     "lookup": ServerConnection._on_lookup,
-    "list": lambda conn, frame: ListUsers(request_id(frame)),
+    "list": ServerConnection._on_lookup,
     "send": ServerConnection._on_send,
     "received": ServerConnection._on_received,
     "ping": ServerConnection._on_ping,

@@ -7,11 +7,11 @@ from the store, keeping about 0.6 KiB per name out of memory.
 
 from __future__ import annotations
 
-import asyncio
-
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from ..crypto import public_key_pem
+from ..listing import LIST_PAGE
+from .registration import NewName
 from .store import MessageStore, Registration
 
 
@@ -33,15 +33,19 @@ class Directory:
             self._fingerprints[name] = reg.fingerprint
         return reg
 
-    async def bind(self, name: str, key: RSAPublicKey, fingerprint: str) -> tuple[str, bool]:
-        """Register ``name`` with ``key`` unless it is registered; returns its fingerprint and whether it is new."""
+    async def bind(self, name: str, key: RSAPublicKey, fingerprint: str, asker: NewName) -> tuple[str, bool]:
+        """Register ``name`` with ``key`` unless it is registered; returns its fingerprint and whether it is new.
+
+        A new name spends ``asker``'s registration tokens (:class:`~securechat.errors.RegistrationRefused`).
+        """
         known = self._fingerprints.get(name)
         if known is not None:
             return known, False
-        reg, new = await self._store.register(name, public_key_pem(key), fingerprint)
+        reg, new = await self._store.register(name, public_key_pem(key), fingerprint, asker)
         self._fingerprints[name] = reg.fingerprint
         return reg.fingerprint, new
 
-    def names(self) -> asyncio.Future[list[str]]:
-        """Every registered name, sorted."""
-        return self._store.list_names()
+    async def page(self, after: str, prefix: str) -> tuple[list[str], bool]:
+        """One page of names (docs/protocol.md section 4, ``list``) and whether more follow it."""
+        names = await self._store.names_page(after, prefix, LIST_PAGE + 1)
+        return names[:LIST_PAGE], len(names) > LIST_PAGE

@@ -75,9 +75,11 @@ class CheckName:
 
 @dataclass(slots=True)
 class ListUsers:
-    """``list``."""
+    """``list``, within the lookup rate: one page after ``after`` ('' for the first), of names starting with ``prefix``."""
 
     kind: ClassVar[str] = "list"
+    after: str
+    prefix: str
     rid: str | None
 
 

@@ -5,7 +5,8 @@ Cluster slot); what it publishes goes to user channels named the same way.
 Key layout (``P`` is the prefix, ``sc:`` unless a test picks another):
 
 ========================  ======  ==============================================================
-``P reg:{name}``          hash    ``pem``, ``fp``, ``created``: the registration (first come)
+``P reg:{name}``          hash    ``pem``, ``fp``, ``created``: the registration (first come;
+                                  the script is redis_names.py's, with the registration bounds)
 ``P names``               zset    every registered name, score 0 (sorted by name)
 ``P q:{name}``            stream  the queue: entry id ``0-<seq>``; fields ``s`` sender, ``i`` id,
                                   ``t`` server_ts, ``e`` enqueued_at, ``r`` the send's rid (JSON,
@@ -152,14 +153,6 @@ end
 return removed
 """)
 
-# KEYS reg; ARGV pem fingerprint created. First come: returns {1 if new else 0, pem, fingerprint, created}.
-REGISTER: Final = Script("register", """
-local got = redis.call('HMGET', KEYS[1], 'pem', 'fp', 'created')
-if got[1] then return {0, got[1], got[2], got[3]} end
-redis.call('HSET', KEYS[1], 'pem', ARGV[1], 'fp', ARGV[2], 'created', ARGV[3])
-return {1, ARGV[1], ARGV[2], ARGV[3]}
-""")
-
 # KEYS sess; ARGV channel. A login's number, told to every session of the name (older ones end `replaced`).
 CLAIM: Final = Script("claim", """
 local n = redis.call('INCR', KEYS[1])
@@ -202,4 +195,4 @@ end
 return out
 """)
 
-ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, REGISTER, CLAIM, STATUS, FETCH)
+ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, CLAIM, STATUS, FETCH)  # the registration's: redis_names.py

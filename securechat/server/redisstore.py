@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..crypto import SERVER_ID_SIZE
-from ..errors import QueueFull
+from ..errors import QueueFull, RegistrationRefused
 from . import redis_lua as lua
 from .futures import then as _then
+from .redis_names import REGISTER_NEW
 from .redis_rooms import ROOM_SCRIPTS, RedisRooms
+from .registration import NewName, RegistrationLimits, name_bounds
 from .resp import RedisAddress, RedisLink
 from .roomstore import DEFAULT_MAX_ROOMS
 from .store import (
@@ -119,6 +121,7 @@ class RedisStore(RedisRooms):
         sender_share: int = DEFAULT_SENDER_SHARE,
         store_bytes: int = DEFAULT_STORE_BYTES,
         dedupe_ttl: float = DEDUPE_TTL,
+        registration: RegistrationLimits | None = None,
         clock: Callable[[], float] = time.time,
         client_name: str = "securechat",
         max_rooms: int = DEFAULT_MAX_ROOMS,
@@ -134,6 +137,7 @@ class RedisStore(RedisRooms):
         self.store_bytes = store_bytes
         self.dedupe_ttl = dedupe_ttl
         self.max_rooms = max_rooms
+        self.registration = registration or RegistrationLimits()
         self._clock = clock
         self._client_name = client_name
         self._link_: RedisLink | None = None  # made on first use: it needs the running loop
@@ -144,7 +148,7 @@ class RedisStore(RedisRooms):
         if self._closed:
             raise RuntimeError("store is closed")
         if self._link_ is None:
-            self._link_ = RedisLink(self.address, scripts=(*lua.ALL, *ROOM_SCRIPTS), client_name=self._client_name)
+            self._link_ = RedisLink(self.address, scripts=(*lua.ALL, *ROOM_SCRIPTS, REGISTER_NEW), client_name=self._client_name)
         return self._link_
 
     # --- key names (docs: securechat/server/redis_lua.py) ------------------------------
@@ -188,18 +192,26 @@ class RedisStore(RedisRooms):
 
         return _then(self._link.call("HMGET", self.key("reg", name), "pem", "fp", "created"), parse)
 
-    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> asyncio.Future[tuple[Registration, bool]]:
-        link = self._link
-        done = link.script(lua.REGISTER, [self.key("reg", name)], [pubkey_pem, fingerprint, repr(self._clock())])
-        link.call("ZADD", self.prefix + "names", 0, name)  # idempotent: a repeat heals a node that died between
+    def register(
+        self, name: str, pubkey_pem: str, fingerprint: str, asker: NewName | None = None
+    ) -> asyncio.Future[tuple[Registration, bool]]:
+        buckets = asker.buckets(self.registration) if asker is not None else []
+        keys = [self.key("reg", name), self.prefix + "names", *(f"{self.prefix}rb:{b}" for b, _, _ in buckets)]
+        now = repr(self._clock())
+        args = [name, pubkey_pem, fingerprint, now, self.registration.max_users, *(burst for _, _, burst in buckets)]
 
         def parse(got: list[Any]) -> tuple[Registration, bool]:
+            if got[0] == -1:
+                raise RegistrationRefused(buckets[got[1] - 1][1] if got[1] > 0 else "full")
             return Registration(name, got[1].decode(), got[2].decode(), float(got[3])), got[0] == 1
 
-        return _then(done, parse)
+        return _then(self._link.script(REGISTER_NEW, keys, args), parse)
 
-    def list_names(self) -> asyncio.Future[list[str]]:
-        return _then(self._link.call("ZRANGE", self.prefix + "names", 0, -1), lambda got: [n.decode() for n in got])
+    def names_page(self, after: str, prefix: str, limit: int) -> asyncio.Future[list[str]]:
+        low, inclusive, high = name_bounds(after, prefix)
+        start = ("[" if inclusive else "(") + low
+        got = self._link.call("ZRANGE", self.prefix + "names", start, "(" + high, "BYLEX", "LIMIT", 0, limit)
+        return _then(got, lambda names: [n.decode() for n in names])
 
     def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
         def result(got: list[int]) -> bool:

@@ -22,7 +22,8 @@ from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull
 from ..files import make_private_dir
 from ..rooms.log import RoomState
-from . import sqlite_rooms
+from . import sqlite_names, sqlite_rooms
+from .registration import NewName, RegistrationLimits
 from .roomstore import DEFAULT_MAX_ROOMS, AppendResult, CreateResult, RoomListing, StoredEntry
 from .sqlschema import SCHEMA, SENDER_TOTALS
 from .store import (
@@ -88,6 +89,7 @@ class SqliteStore:
         max_rooms: int = DEFAULT_MAX_ROOMS,
         sender_share: int = DEFAULT_SENDER_SHARE,
         store_bytes: int = DEFAULT_STORE_BYTES,
+        registration: RegistrationLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if min(queue_limit, queue_bytes, sender_share, store_bytes) < 1 or queue_ttl <= 0:
@@ -99,6 +101,7 @@ class SqliteStore:
         self.max_rooms = max_rooms
         self.sender_limit, self.sender_bytes = sender_caps(queue_limit, queue_bytes, sender_share)
         self.store_bytes = store_bytes
+        self.registration = registration or RegistrationLimits()
         self._clock = clock
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._db: sqlite3.Connection | None = None
@@ -152,6 +155,7 @@ class SqliteStore:
             if counted is None:  # a database from before the shares: counted once
                 db.executescript(f"BEGIN IMMEDIATE; {SENDER_TOTALS} COMMIT;")
             db.executescript(sqlite_rooms.ROOM_SCHEMA)
+            db.executescript(sqlite_names.NAMES_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             self._db = db
             self._db_thread = threading.get_ident()
@@ -175,20 +179,22 @@ class SqliteStore:
         ).fetchone()
         return Registration(*row) if row is not None else None
 
-    def _register(self, name: str, pubkey_pem: str, fingerprint: str) -> tuple[Registration, bool]:
+    def _register(
+        self, name: str, pubkey_pem: str, fingerprint: str, asker: NewName | None
+    ) -> tuple[Registration, bool]:
         db = self._conn()
         with _transaction(db):
-            cur = db.execute(
-                "INSERT OR IGNORE INTO registrations (name, pubkey_pem, fingerprint, created) VALUES (?, ?, ?, ?)",
-                (name, pubkey_pem, fingerprint, self._clock()),
+            reg = self._get_registration(name)
+            if reg is not None:
+                return reg, False
+            now = self._clock()
+            if asker is not None:
+                sqlite_names.admit(db, asker, self.registration, now)
+            db.execute(
+                "INSERT INTO registrations (name, pubkey_pem, fingerprint, created) VALUES (?, ?, ?, ?)",
+                (name, pubkey_pem, fingerprint, now),
             )
-            created = cur.rowcount == 1
-        reg = self._get_registration(name)
-        assert reg is not None
-        return reg, created
-
-    def _list_names(self) -> list[str]:
-        return [row[0] for row in self._conn().execute("SELECT name FROM registrations ORDER BY name")]
+        return Registration(name, pubkey_pem, fingerprint, now), True
 
     def _totals(self, db: sqlite3.Connection, recipient: str) -> tuple[int, int]:
         row = db.execute("SELECT count, bytes FROM queue_totals WHERE recipient = ?", (recipient,)).fetchone()
@@ -312,11 +318,13 @@ class SqliteStore:
     def get_registration(self, name: str) -> asyncio.Future[Registration | None]:
         return self._submit(self._get_registration, name)
 
-    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> asyncio.Future[tuple[Registration, bool]]:
-        return self._submit(self._register, name, pubkey_pem, fingerprint)
+    def register(
+        self, name: str, pubkey_pem: str, fingerprint: str, asker: NewName | None = None
+    ) -> asyncio.Future[tuple[Registration, bool]]:
+        return self._submit(self._register, name, pubkey_pem, fingerprint, asker)
 
-    def list_names(self) -> asyncio.Future[list[str]]:
-        return self._submit(self._list_names)
+    def names_page(self, after: str, prefix: str, limit: int) -> asyncio.Future[list[str]]:
+        return self._submit(lambda: sqlite_names.page(self._conn(), after, prefix, limit))
 
     def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
         """Enqueues made in one loop iteration share one transaction (group commit)."""

@@ -19,6 +19,9 @@ Changes to the interface, newest last (every backend implements each):
   at most 1/N of its messages and of its bytes; a sender's first message always
   fits) or past the frames stored for all recipients together (``store_bytes``);
   ``requeue`` still ignores every cap.
+- issue 13, items 2 and 10: :meth:`ServerStore.register` takes ``asker`` (a new
+  name spends registration tokens, or raises :class:`RegistrationRefused`), and
+  :meth:`ServerStore.names_page` replaces ``list_names`` (one page, not every name).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from .registration import NewName
 from .roomstore import RoomStore
 
 DEFAULT_QUEUE_LIMIT: Final = 10_000
@@ -89,11 +93,21 @@ class MessageStore(Protocol):
 
     def get_registration(self, name: str) -> asyncio.Future[Registration | None]: ...
 
-    def register(self, name: str, pubkey_pem: str, fingerprint: str) -> asyncio.Future[tuple[Registration, bool]]:
-        """Bind ``name`` unless it is bound already; returns the binding and whether it is new."""
+    def register(
+        self, name: str, pubkey_pem: str, fingerprint: str, asker: NewName | None = None
+    ) -> asyncio.Future[tuple[Registration, bool]]:
+        """Bind ``name`` unless it is bound already; returns the binding and whether it is new.
+
+        A new name asked for by ``asker`` must fit the store's registration bounds
+        (:mod:`~securechat.server.registration`), checked and spent in the same atomic
+        step as the binding; else :class:`~securechat.errors.RegistrationRefused` and
+        nothing changes. Without ``asker`` (tools, tests) no bound applies.
+        """
         ...
 
-    def list_names(self) -> asyncio.Future[list[str]]: ...
+    def names_page(self, after: str, prefix: str, limit: int) -> asyncio.Future[list[str]]:
+        """Up to ``limit`` registered names above ``after`` that start with ``prefix`` (either may be ''), sorted."""
+        ...
 
     def enqueue(self, message: QueuedMessage) -> asyncio.Future[bool]:
         """Store ``message``; False if (recipient, sender, msg_id) is already queued.

@@ -1,4 +1,4 @@
-"""Reading the worked examples of docs/protocol.md: the fenced blocks tagged ``vector=<name>``.
+"""Reading the worked examples of docs/protocol.md: the fenced blocks tagged ``vector=<name>`` or ``example=<label>``.
 
 Both examples (one-to-one and room) are read from the document itself, so an
 edit that breaks an example, or a code change that breaks the document, fails
@@ -68,3 +68,10 @@ def private_key(who: str) -> rsa.RSAPrivateKey:
 @functools.cache
 def public_key(who: str) -> rsa.RSAPublicKey:
     return crypto.load_public_key_pem(blocks()[f"{who}-public"])
+
+
+def doc_example(label: str) -> str:
+    """The body of the code block tagged ``example=<label>`` (a frame, one line), its lines stripped."""
+    match = re.search(rf"```\w+ example={re.escape(label)}\n(.*?)\n *```", doc_text(), re.DOTALL)
+    assert match is not None, f"no example={label} block in {DOC}"
+    return "\n".join(line.strip() for line in match.group(1).splitlines())
