@@ -89,7 +89,10 @@ class MessageRejected:
 
 @dataclass(frozen=True, slots=True)
 class Acked:
-    """The server acknowledged an own message: ``queued`` (stored) or ``delivered``.
+    """The server acknowledged an own message: ``queued`` (stored), ``delivered`` or ``undeliverable``.
+
+    ``undeliverable``: the recipient's client failed on it again and again and the
+    server set it aside (docs/protocol.md, "Delivery"); it is not resent.
 
     For a room message ``to`` is the room and ``member`` the member this ack is about;
     ``delivered`` of ``total`` members have it so far (``total`` is 0 until the server
@@ -98,7 +101,7 @@ class Acked:
 
     msg_id: str
     to: str
-    status: Literal["queued", "delivered"]
+    status: Literal["queued", "delivered", "undeliverable"]
     member: str | None = None
     delivered: int = 0
     total: int = 0

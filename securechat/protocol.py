@@ -348,8 +348,8 @@ def _check_ack(frame: Mapping[str, Any]) -> None:
     if not is_message_id(frame.get("id")):
         raise BadRequest("ack 'id' must be 32 lowercase hex digits")
     rooms.check_ack_target(frame)
-    if frame.get("status") not in ("queued", "delivered"):
-        raise BadRequest("ack 'status' must be 'queued' or 'delivered'")
+    if frame.get("status") not in ("queued", "delivered", "undeliverable"):  # the last: our extension
+        raise BadRequest("ack 'status' must be 'queued', 'delivered' or 'undeliverable'")
 
 
 def _check_name_status(frame: Mapping[str, Any]) -> None:

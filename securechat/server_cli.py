@@ -166,6 +166,8 @@ _SETTINGS: Final = {
               help="One sender may fill at most 1/N of a recipient's queue (messages and bytes).")
 @click.option("--max-store-bytes", type=_POSITIVE_INT, default=_default("max_store_bytes"), show_envvar=True,
               help="Bytes of messages stored for all recipients together.")
+@click.option("--max-hand-outs", type=_POSITIVE_INT, default=_default("max_hand_outs"), show_envvar=True,
+              help="Failed hand-outs after which a message is set aside and its sender told 'undeliverable'.")
 @click.option("--max-outgoing-buffer", type=_POSITIVE_INT, default=_default("max_outgoing_buffer"),
               show_envvar=True, help="Bytes buffered for a slow reader before it is disconnected.")
 @click.option("--redis", "redis_url", default=None, metavar="URL", envvar="SECURECHAT_REDIS", show_envvar=True,

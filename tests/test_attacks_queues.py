@@ -339,3 +339,62 @@ async def test_room_messages_count_against_their_senders_share(tmp_path: Path) -
             assert (await m.recv_type("error"))["code"] == "queue_full"
             await c.send_frame(padded_send("carol", "bob", 9, 100))
             assert (await c.recv_type("ack"))["status"] == "queued"
+
+
+# --- item 1, second half: no single undeliverable message can block a queue ----------------------
+
+POISON = msg_id(2)
+
+
+async def session_that_dies_on(port: int, seen: list[str], last: str) -> bool:
+    """One session of a bob whose client drops the connection whenever it is handed POISON (it
+    refuses the frame, crashes, hangs up); it confirms everything else in order, as the real client
+    does. True once it has confirmed ``last``."""
+    bob = await RawClient.connect(port)
+    await bob.login("bob", identity_key("bob"))
+    try:
+        while True:
+            frame = await bob.recv_type("message", timeout=WAIT)
+            seen.append(frame["envelope"]["id"])
+            if seen[-1] == POISON:
+                return False
+            await bob.send_frame({"type": "received", "id": seen[-1], "from": frame["from"]})
+            if seen[-1] == last:
+                return True
+    finally:
+        await bob.close()
+
+
+@pytest.mark.parametrize("path", ["stored", "live"])
+async def test_a_message_its_recipient_always_drops_on_is_set_aside_and_the_rest_arrive(
+    tmp_path: Path, backend_options: dict[str, Any], path: str
+) -> None:
+    """Before the fix POISON was handed out first in every session of bob's and the messages behind
+    it waited for its time to live (30 days): here eight sessions never got past it. Now it is set
+    aside after its first session and --max-hand-outs (3) sessions on probation, alice is told
+    `undeliverable` (the doc's example), and bob's next session gets the rest."""
+    async with running_server(tmp_path / "s.db", **backend_options) as srv:
+        await register(srv.port, "bob")
+        seen: list[str] = []
+        async with clients(srv.port, "alice") as (alice,):
+            first = None
+            if path == "live":  # bob's first session is online as they arrive
+                first = asyncio.create_task(session_that_dies_on(srv.port, seen, msg_id(4)))
+                await caught_up(srv, "bob")
+            for n in (1, 2, 3, 4):
+                await alice.send_frame({"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(n))})
+            if first is not None:
+                assert await first is False
+            for _ in range(8):
+                if await session_that_dies_on(srv.port, seen, msg_id(4)):
+                    break
+            else:
+                pytest.fail(f"the messages after the poison never arrived: bob was handed {seen}")
+            assert [m for m in seen if m != POISON] == [msg_id(1), msg_id(3), msg_id(4)], seen
+            assert seen.count(POISON) == 1 + 3, seen  # its first session, then three on probation
+            async with asyncio.timeout(WAIT):
+                while (told := await alice.recv_type("ack"))["status"] != "undeliverable":
+                    pass
+            assert told == json.loads(doc_example("undeliverable")), told
+        async with clients(srv.port, "bob") as (bob,):  # set aside: never handed out again
+            await bob.expect_silence(0.3)

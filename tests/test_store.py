@@ -16,7 +16,7 @@ import pytest
 
 from securechat.errors import QueueFull
 from securechat.server.sqlite import SqliteStore
-from securechat.server.store import QueuedMessage, ServerStore
+from securechat.server.store import QueuedMessage, ServerStore, SetAside
 from tests.support.stores import StoreMaker
 
 pytestmark = pytest.mark.timeout(30)
@@ -304,3 +304,41 @@ async def test_work_runs_on_one_dedicated_thread(tmp_path: Path) -> None:
     await store.server_id()
     assert store._db_thread is not None and store._db_thread != threading.get_ident()
     await store.close()
+
+
+async def test_a_message_is_set_aside_after_its_failed_hand_outs_and_its_sender_told_once(stores: StoreMaker) -> None:
+    """Issue 13, item 1: at the limit it leaves the queue (and its caps) and waits as a notice for its sender."""
+    clock = Clock(1000.0)
+    s = stores.new(queue_limit=2, sender_share=1, queue_ttl=100.0, clock=clock)
+    for n in (1, 2):
+        await s.enqueue(message(n, at=1000.0))
+    assert [await s.failed_hand_out("bob", "alice", f"{2:032x}", 3) for _ in range(2)] == [False, False]
+    assert await s.failed_hand_out("bob", "carol", f"{2:032x}", 3) is False  # not stored: nothing counted
+    assert await s.failed_hand_out("bob", "alice", f"{2:032x}", 3) is True
+    assert ids(await s.fetch("bob")) == [1] and await s.queue_size("bob") == (1, 10)
+    assert await s.enqueue(message(3, at=1000.0))  # its place in the queue is free again
+    assert await s.take_set_aside("carol") == []
+    assert await s.take_set_aside("alice") == [SetAside("bob", f"{2:032x}")]
+    assert await s.take_set_aside("alice") == []  # told once
+    await s.failed_hand_out("bob", "alice", f"{1:032x}", 1)
+    clock.now = 1101.0  # past the TTL the notice goes with the queue
+    await s.expire()
+    assert await s.take_set_aside("alice") == []
+
+
+async def test_a_confirmation_and_an_expiry_forget_the_failed_hand_outs(stores: StoreMaker) -> None:
+    clock = Clock()
+    s = stores.new(queue_ttl=3600.0, clock=clock)
+    for gone in ("confirmed", "expired"):
+        await s.enqueue(message(1, at=clock.now))
+        assert await s.failed_hand_out("bob", "alice", f"{1:032x}", 2) is False
+        if gone == "confirmed":
+            await s.delete([("bob", "alice", f"{1:032x}")])
+            clock.now += 1000.0  # past the dedupe window: the same message may be stored again
+        else:
+            clock.now += 3601.0
+            assert await s.expire() == 1
+        assert await s.enqueue(message(1, at=clock.now))
+        assert await s.failed_hand_out("bob", "alice", f"{1:032x}", 2) is False  # a fresh count
+        await s.delete([("bob", "alice", f"{1:032x}")])
+        clock.now += 1000.0

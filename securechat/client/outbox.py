@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from .. import crypto
 from ..clock import now_ms
@@ -317,7 +317,7 @@ class Outbox:
         self._retry_attempts.pop(ack.msg_id, None)
         if entry is not None:
             self._shrunk.set()
-        self._emit(Acked(ack.msg_id, peer, "delivered" if ack.status == "delivered" else "queued"))
+        self._emit(Acked(ack.msg_id, peer, _status(ack.status)))
 
     # --- room messages: one ack per member (docs/protocol.md 11.7, "Sending") ----------------------
 
@@ -345,7 +345,7 @@ class Outbox:
         self._settle(msg_id, room, progress)
         done = progress.delivered()
         total = len(progress.members) if progress.members is not None else 0
-        self._emit(Acked(msg_id, room, "delivered" if status == "delivered" else "queued", member, done, total))
+        self._emit(Acked(msg_id, room, _status(status), member, done, total))
 
     def _settle(self, msg_id: str, room: str, progress: _RoomProgress) -> None:
         """Keep the history status; drop the outbox entry once every member is covered (queued or delivered)."""
@@ -377,3 +377,8 @@ class Outbox:
                 await asyncio.wait_for(self._shrunk.wait(), remaining)
             except TimeoutError:
                 return len(self) == 0
+
+
+def _status(status: str) -> Literal["queued", "delivered", "undeliverable"]:
+    """An ack's status as an event carries it (the connection checked it is one of these)."""
+    return "delivered" if status == "delivered" else "undeliverable" if status == "undeliverable" else "queued"

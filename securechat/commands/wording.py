@@ -361,6 +361,15 @@ def room_change_line(event: RoomChanged) -> str:
     return f"{room}: {count} member{'s' if count != 1 else ''}: {', '.join(event.members) or 'nobody'}"
 
 
+def undeliverable_line(to: str, room: str | None = None) -> str:
+    """An own message the server set aside (ack ``undeliverable``, docs/protocol.md "Delivery")."""
+    where = f" in {room}" if room else ""
+    return (
+        f"your message{where} was not delivered to {to}: their client failed on it again and again, "
+        "so the server set it aside; it will not be resent"
+    )
+
+
 def room_ack_status(delivered: int, total: int) -> str:
     """A room message's delivery so far: ``delivered 3/5`` (of the members it was routed to), else ``queued``."""
     if not delivered:

@@ -28,6 +28,7 @@ from .config import ServerConfig
 from .connection import ServerConnection
 from .directory import Directory
 from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Received, RoomRequest, Send
+from .handouts import Probation
 from .identity import ServerIdentity, identity_for
 from .presence import Presence
 from .registration import NewName, address_bucket
@@ -76,6 +77,7 @@ class ChatServer:
         self._presence = Presence()
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections
+        self._probation = Probation(self._store, config.max_hand_outs, self._spawn)  # issue 13 item 1: shared with close()
         self._routing: Routing = self._make_routing()
         self._rooms = self._make_rooms()
         self.handlers: dict[type[Event], Callable[[Peer, Any], Handled]] = {  # transport.Handler
@@ -106,13 +108,13 @@ class ChatServer:
 
     def _make_routing(self) -> Routing:
         if self.config.redis_url is None:
-            return LocalRouting(self.config, self._store, self._directory, self._presence, self._spawn)
+            return LocalRouting(self.config, self._store, self._directory, self._presence, self._spawn, self._probation)
         from .cluster import ClusterRouting
         from .redisstore import RedisStore
 
         if not isinstance(self._store, RedisStore):
             raise TypeError("a server with a Redis URL needs the Redis store")
-        return ClusterRouting(self.config, self._store, self._directory, self._presence, self._spawn)
+        return ClusterRouting(self.config, self._store, self._directory, self._presence, self._spawn, self._probation)
 
     def _make_rooms(self) -> RoomService:
         """Rooms on the store's backend: one node on SQLite, or nodes sharing Redis."""
@@ -202,6 +204,7 @@ class ChatServer:
             await self._stopped.wait()
             return
         self._closing = self._admission.closing = True
+        self._probation.stopping = True  # the sessions ending now are not to blame for what they hold
         try:
             if self._server is not None:
                 self._server.close()

@@ -44,6 +44,7 @@ from .awaited import AwaitedAcks, ack_status
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
+from .handouts import Probation, tell_set_aside
 from .mailbox import InFlight, Mailbox
 from .presence import Presence
 from .redisbus import RedisBus
@@ -89,12 +90,14 @@ class ClusterRouting:
         directory: Directory,
         presence: Presence,
         spawn: Callable[[Coroutine[Any, Any, None]], object],
+        probation: Probation | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._directory = directory
         self._presence = presence
         self._spawn = spawn
+        self._probation = probation or Probation(store, config.max_hand_outs, spawn)  # per node
         self.node = os.urandom(6).hex()
         self._local: dict[str, Peer] = {}  # the newest session of each name on this node
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
@@ -149,6 +152,7 @@ class ClusterRouting:
                 old_box.replaced = True
             old.fail("replaced", "a new session for this name started elsewhere")
         self._note_presence(name, True, box.number, publish=True)
+        self._probation.start(box, peer)
         self._pump_soon(peer, box)  # the backlog: the whole queue, oldest first
 
     def detach(self, peer: Peer) -> None:
@@ -165,7 +169,9 @@ class ClusterRouting:
         # The messages stay queued; their senders learn that, unless they heard it already.
         for entry in box.inflight.values():
             if not entry.told:
-                self.tell(entry.sender, b"A\nqueued\n%s\n%s\n%s" % (entry.msg_id.encode(), name.encode(), _rid(entry.rid, entry.room)))
+                about = rid_text(entry.rid, entry.room).encode()
+                self.tell(entry.sender, b"A\nqueued\n%s\n%s\n%s" % (entry.msg_id.encode(), name.encode(), about))
+        self._probation.ended(box, list(box.inflight.values()), lambda to: self.tell(to, b"U"), own=not box.replaced)
         box.inflight.clear()
         box.unconfirmed_bytes = 0
         box.room.set()  # a pump waiting for room sees the session has ended
@@ -218,6 +224,7 @@ class ClusterRouting:
         box = peer.mailbox
         assert box is not None
         entry, _ = box.confirm((confirmation.sender, confirmation.msg_id))  # frees room: a waiting pump goes on
+        self._probation.confirmed(box, entry)
         if not self._confirms:
             asyncio.get_running_loop().call_soon(self.flush_deletes)
         items = self._confirms.setdefault(box.name, [])
@@ -302,14 +309,12 @@ class ClusterRouting:
                 peer.write(ack_for(msg_id.decode(), to.decode(), status.decode(), rid, room))
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
-        elif kind == b"P":  # a room's change, pushed to a member (docs/deployment.md, "Rooms on Redis")
-            peer = self._local.get(name)
-            if peer is not None and not peer.closing:
-                peer.write(data[1:])
-        elif kind == b"G":
-            peer = self._local.get(name)
-            if peer is not None and isinstance(peer.mailbox, SessionBox):
-                self._pump_soon(peer, peer.mailbox)
+        elif kind == b"P" and (peer := self._local.get(name)) is not None and not peer.closing:
+            peer.write(data[1:])  # a room's change, pushed to a member (docs/deployment.md, "Rooms on Redis")
+        elif kind == b"U" and (peer := self._local.get(name)) is not None:  # its messages set aside: tell it
+            self._spawn(tell_set_aside(self._store, peer, name))
+        elif kind == b"G" and (peer := self._local.get(name)) is not None and isinstance(peer.mailbox, SessionBox):
+            self._pump_soon(peer, peer.mailbox)
 
     def _on_new_message(self, name: str, data: bytes) -> None:
         _, seq, sender, msg_id, server_ts, tagged, frame = data.split(b"\n", 6)
@@ -383,10 +388,6 @@ class ClusterRouting:
                         peer.write(ack_for(msg_id, to, ack, rid, room))
         except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync tries again
             log.info("recovering the acks of %s stopped: %s", box.name, exc)
-
-
-def _rid(rid: str | None, room: str | None = None) -> bytes:
-    return rid_text(rid, room).encode()
 
 
 def _confirmed(fut: asyncio.Future[int]) -> None:

@@ -21,6 +21,7 @@ from .registration import (
 )
 from .roomstore import DEFAULT_MAX_ROOMS
 from .store import (
+    DEFAULT_MAX_HAND_OUTS,
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_LIMIT,
     DEFAULT_QUEUE_TTL,
@@ -56,6 +57,8 @@ class ServerConfig:
     # One sender fills at most 1/sender_share of a recipient's queue; every queue together at most max_store_bytes.
     sender_share: int = DEFAULT_SENDER_SHARE
     max_store_bytes: int = DEFAULT_STORE_BYTES
+    # Failed hand-outs after which a stored message is set aside and its sender told (issue 13 item 1).
+    max_hand_outs: int = DEFAULT_MAX_HAND_OUTS
     max_outgoing_buffer: int = 4 * 2**20
     # Several nodes: all shared state in Redis (docs/deployment.md); None: one node on db_path.
     redis_url: str | None = None
@@ -107,6 +110,7 @@ class ServerConfig:
             "queue_ttl": self.queue_ttl,
             "sender_share": self.sender_share,
             "max_store_bytes": self.max_store_bytes,
+            "max_hand_outs": self.max_hand_outs,
             "max_outgoing_buffer": self.max_outgoing_buffer,
             "max_room_members": self.max_room_members,
             "max_rooms": self.max_rooms,

@@ -16,13 +16,17 @@ Key layout (``P`` is the prefix, ``sc:`` unless a test picks another):
 ``P qm:{name}``           hash    ``n`` the last seq (never reset), ``b`` bytes queued
 ``P qs:{name}``            hash    ``c:<sender>``, ``b:<sender>``: each sender's messages and bytes queued
                                   (its share of the queue, issue 13 item 8)
+``P qf:{name}``            hash    ``"<sender> <id>"`` -> failed hand-outs of that queued message
+``P aside:{sender}``       hash    ``"<recipient> <id>"`` -> ``"<enqueued_at> <rid>"``: the sender's messages
+                                  set aside, until it is told (its TTL is the queue's)
 ``P stored``              string  bytes queued for everyone (``--max-store-bytes``); the one key
                                   outside a user's slot (Redis Cluster would need it per shard)
 ``P seen:{name}``         zset    ``"<sender> <id>"`` confirmed, scored by time: a resend within the
                                   dedupe window is not stored again
 ``P sess:{name}``         string  the session counter: each login's number
 ``P u:{name}``            pubsub  the user's channel: ``M`` new message, ``G`` look again,
-                                  ``A`` an ack for this sender, ``R`` a newer session
+                                  ``A`` an ack for this sender, ``R`` a newer session, ``U`` some of
+                                  this sender's messages were set aside (issue 13 item 1)
 ``P presence``            pubsub  ``<name> <0|1> <session number> <node>``
 ``P server_id``           string  the server id every node presents
 ========================  ======  ==============================================================
@@ -108,6 +112,7 @@ for i = 5, #ARGV, 4 do
     local size = tonumber(string.sub(entry, space + 1))
     redis.call('XDEL', KEYS[1], '0-' .. string.sub(entry, 1, space - 1))
     redis.call('HDEL', KEYS[2], field)
+    redis.call('HDEL', KEYS[7], field)
     redis.call('HINCRBY', KEYS[3], 'b', -size)
     uncount(KEYS[5], KEYS[6], ARGV[i], size)
     redis.call('ZADD', KEYS[4], now, field)
@@ -122,7 +127,7 @@ if deleted > 0 and redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[
 return deleted
 """)
 
-# KEYS q qi qm qs stored; ARGV horizon. Deletes the messages enqueued before the horizon; returns how many.
+# KEYS q qi qm qs stored qf; ARGV horizon. Deletes the messages enqueued before the horizon; returns how many.
 EXPIRE: Final = Script("expire", UNCOUNT + """
 local horizon = tonumber(ARGV[1])
 local removed = 0
@@ -144,6 +149,7 @@ while true do
       redis.call('XDEL', KEYS[1], entry[1])
       redis.call('HDEL', KEYS[2], sender .. ' ' .. id)
       redis.call('HINCRBY', KEYS[3], 'b', -size)
+      redis.call('HDEL', KEYS[6], sender .. ' ' .. id)
       uncount(KEYS[4], KEYS[5], sender, size)
       removed = removed + 1
     end
@@ -195,4 +201,38 @@ end
 return out
 """)
 
-ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, CLAIM, STATUS, FETCH)  # the registration's: redis_names.py
+# KEYS q qi qm qs stored qf aside; ARGV sender id limit recipient ttl_ms. One more failed hand-out of a
+# queued message (issue 13, item 1); at the limit it leaves the queue and its notice goes to the
+# sender's aside hash (another slot, like `stored`). Returns 1 if it was set aside now, else 0.
+FAILED: Final = Script("failed", UNCOUNT + """
+local field = ARGV[1] .. ' ' .. ARGV[2]
+local entry = redis.call('HGET', KEYS[2], field)
+if not entry then return 0 end
+if redis.call('HINCRBY', KEYS[6], field, 1) < tonumber(ARGV[3]) then return 0 end
+local space = string.find(entry, ' ', 1, true)
+local id, size = '0-' .. string.sub(entry, 1, space - 1), tonumber(string.sub(entry, space + 1))
+local at, rid = '0', ''
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], id, id)) do
+  for j = 1, #e[2], 2 do
+    if e[2][j] == 'e' then at = e[2][j + 1] elseif e[2][j] == 'r' then rid = e[2][j + 1] end
+  end
+end
+redis.call('XDEL', KEYS[1], id)
+redis.call('HDEL', KEYS[2], field)
+redis.call('HDEL', KEYS[6], field)
+redis.call('HINCRBY', KEYS[3], 'b', -size)
+uncount(KEYS[4], KEYS[5], ARGV[1], size)
+if redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[7], ARGV[4] .. ' ' .. ARGV[2], at .. ' ' .. rid)
+redis.call('PEXPIRE', KEYS[7], ARGV[5])
+return 1
+""")
+
+# KEYS aside. The sender's notices, removed as they are read: a flat list of field, value.
+TAKE: Final = Script("take", """
+local all = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return all
+""")
+
+ALL: Final = (ENQUEUE, CONFIRM, EXPIRE, CLAIM, STATUS, FETCH, FAILED, TAKE)  # the registration's: redis_names.py

@@ -41,6 +41,7 @@ from .store import (
     DEFAULT_STORE_BYTES,
     QueuedMessage,
     Registration,
+    SetAside,
     sender_caps,
 )
 
@@ -169,11 +170,11 @@ class RedisStore(RedisRooms):
     def presence_channel(self) -> bytes:
         return f"{self.prefix}presence".encode()
 
-    def _queue_keys(self, recipient: str) -> tuple[str, str, str, str, str, str]:
-        """q qi qm seen qs stored (redis_lua's key table)."""
+    def _queue_keys(self, recipient: str) -> tuple[str, ...]:
+        """q qi qm seen qs stored qf (redis_lua's key table)."""
         return (
             self.key("q", recipient), self.key("qi", recipient), self.key("qm", recipient),
-            self.key("seen", recipient), self.key("qs", recipient), self.prefix + "stored",
+            self.key("seen", recipient), self.key("qs", recipient), self.prefix + "stored", self.key("qf", recipient),
         )  # fmt: skip
 
     # --- ServerStore -------------------------------------------------------------------
@@ -301,11 +302,32 @@ class RedisStore(RedisRooms):
             cursor, keys = await link.call("SCAN", cursor, "MATCH", match, "COUNT", 1000, "TYPE", "stream")
             for key in keys:
                 name = key.decode()[len(self.prefix) + 3 : -1]
-                q, qi, qm, _, qs, stored = self._queue_keys(name)
-                qkeys = [q, qi, qm, qs, stored]
+                q, qi, qm, _, qs, stored, qf = self._queue_keys(name)
+                qkeys = [q, qi, qm, qs, stored, qf]
                 removed += await link.script(lua.EXPIRE, qkeys, [horizon])
             if cursor in (b"0", 0):
                 return removed
+
+    def failed_hand_out(self, recipient: str, sender: str, msg_id: str, limit: int) -> asyncio.Future[bool]:
+        q, qi, qm, _, qs, stored, qf = self._queue_keys(recipient)
+        keys = [q, qi, qm, qs, stored, qf, self.key("aside", sender)]
+        args = [sender, msg_id, limit, recipient, int(self.queue_ttl * 1000)]
+        return _then(self._link.script(lua.FAILED, keys, args), lambda got: got == 1)
+
+    def take_set_aside(self, sender: str) -> asyncio.Future[list[SetAside]]:
+        horizon = self._clock() - self.queue_ttl
+
+        def parse(flat: list[bytes]) -> list[SetAside]:
+            out: list[tuple[float, SetAside]] = []
+            for field, value in zip(flat[::2], flat[1::2], strict=True):
+                recipient, msg_id = field.decode().split(" ", 1)
+                at, tagged = value.decode().split(" ", 1)
+                rid, room = rid_about(tagged)  # a room message's notice names its room
+                if float(at) >= horizon:
+                    out.append((float(at), SetAside(recipient, msg_id, room, rid)))
+            return [notice for _, notice in sorted(out, key=lambda pair: pair[0])]
+
+        return _then(self._link.script(lua.TAKE, [self.key("aside", sender)], []), parse)
 
     def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:
         count = self._link.call("HLEN", self.key("qi", recipient))

@@ -29,6 +29,7 @@ from ..relayframes import ack_frame
 from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
+from .handouts import Probation, tell_set_aside
 from .mailbox import InFlight, Key, Mailbox
 from .presence import Presence
 from .store import MessageStore, QueuedMessage
@@ -65,12 +66,14 @@ class LocalRouting:
         directory: Directory,
         presence: Presence,
         spawn: Callable[[Coroutine[Any, Any, None]], object],
+        probation: Probation | None = None,
     ) -> None:
         self._config = config
         self._store = store
         self._directory = directory
         self._presence = presence
         self._spawn = spawn
+        self._probation = probation or Probation(store, config.max_hand_outs, spawn)
         self._online: dict[str, Peer] = {}
         self._deletes: list[tuple[str, str, str]] = []
         self.held_bytes = 0  # frames held in memory for all sessions (--max-unconfirmed-bytes)
@@ -90,7 +93,9 @@ class LocalRouting:
         name = peer.name
         assert name is not None
         old = self._online.get(name)
-        peer.set_mailbox(Mailbox(name, self._config.window, self._config.window_bytes))
+        box = Mailbox(name, self._config.window, self._config.window_bytes)
+        peer.set_mailbox(box)
+        self._probation.start(box, peer)
         self._online[name] = peer  # before anything can be routed here
         if old is not None:
             old.fail("replaced", "a new session for this name started elsewhere")
@@ -104,7 +109,8 @@ class LocalRouting:
             return
         peer.set_mailbox(None)
         name = box.name
-        if self._online.get(name) is peer:  # not when a newer session replaced it: it never went offline
+        own = self._online.get(name) is peer  # not when a newer session replaced it: it never went offline
+        if own:
             del self._online[name]
             self._presence.note(name, False)
         unconfirmed = list(box.inflight.values())
@@ -113,6 +119,12 @@ class LocalRouting:
         box.held_bytes = box.unconfirmed_bytes = 0
         box.room.set()  # the pump, if it waits for room, sees the session has ended
         self._requeue(name, [e for e in unconfirmed if not e.stored])
+        self._probation.ended(box, unconfirmed, self._tell_set_aside, own=own)
+
+    def _tell_set_aside(self, sender: str) -> None:
+        peer = self._online.get(sender)
+        if peer is not None:
+            self._spawn(tell_set_aside(self._store, peer, sender))
 
     def _requeue(self, name: str, live: list[InFlight], then: Callable[[bool], None] | None = None) -> None:
         """Store messages that were forwarded live; their senders hear ``queued`` once they are."""
@@ -251,6 +263,7 @@ class LocalRouting:
         sender, msg_id = confirmation.sender, confirmation.msg_id
         entry, change = box.confirm((sender, msg_id))
         self.held_bytes += change
+        self._probation.confirmed(box, entry)
         if entry is None or entry.stored:
             # Confirmed from the store (or from an earlier session): batch the deletes.
             if not self._deletes:

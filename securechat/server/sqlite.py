@@ -22,7 +22,7 @@ from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull
 from ..files import make_private_dir
 from ..rooms.log import RoomState
-from . import sqlite_names, sqlite_rooms
+from . import sqlite_aside, sqlite_names, sqlite_rooms
 from .registration import NewName, RegistrationLimits
 from .roomstore import DEFAULT_MAX_ROOMS, AppendResult, CreateResult, RoomListing, StoredEntry
 from .sqlschema import SCHEMA, SENDER_TOTALS
@@ -34,6 +34,7 @@ from .store import (
     DEFAULT_STORE_BYTES,
     QueuedMessage,
     Registration,
+    SetAside,
     sender_caps,
 )
 
@@ -150,12 +151,10 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=5000")
             counted = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sender_totals'").fetchone()
             db.executescript(SCHEMA)
-            if "room" not in {row[1] for row in db.execute("PRAGMA table_info(queue)")}:
-                db.execute("ALTER TABLE queue ADD COLUMN room TEXT")  # a database from before rooms
+            sqlite_aside.add_queue_columns(db)  # a database from before rooms, or set-aside
             if counted is None:  # a database from before the shares: counted once
                 db.executescript(f"BEGIN IMMEDIATE; {SENDER_TOTALS} COMMIT;")
-            db.executescript(sqlite_rooms.ROOM_SCHEMA)
-            db.executescript(sqlite_names.NAMES_SCHEMA)
+            db.executescript(sqlite_rooms.ROOM_SCHEMA + sqlite_aside.ASIDE_SCHEMA + sqlite_names.NAMES_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             self._db = db
             self._db_thread = threading.get_ident()
@@ -283,9 +282,15 @@ class SqliteStore:
             cur = db.executemany("DELETE FROM queue WHERE recipient = ? AND sender = ? AND msg_id = ?", keys)
             return cur.rowcount
 
+    def _in_transaction(self, fn: Callable[..., T], *args: object) -> T:
+        db = self._conn()
+        with _transaction(db):
+            return fn(db, *args)
+
     def _expire(self) -> int:
         db = self._conn()
         with _transaction(db):
+            db.execute("DELETE FROM set_aside WHERE enqueued_at < ?", (self._clock() - self.queue_ttl,))
             cur = db.execute("DELETE FROM queue WHERE enqueued_at < ?", (self._clock() - self.queue_ttl,))
             return cur.rowcount
 
@@ -350,6 +355,12 @@ class SqliteStore:
 
     def expire(self) -> asyncio.Future[int]:
         return self._submit(self._expire)
+
+    def failed_hand_out(self, recipient: str, sender: str, msg_id: str, limit: int) -> asyncio.Future[bool]:
+        return self._submit(self._in_transaction, sqlite_aside.failed_hand_out, recipient, sender, msg_id, limit)
+
+    def take_set_aside(self, sender: str) -> asyncio.Future[list[SetAside]]:
+        return self._submit(self._in_transaction, sqlite_aside.take, sender, self._clock() - self.queue_ttl)
 
     def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:
         return self._submit(self._queue_size, recipient)

@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS queue (
     size INTEGER NOT NULL,
     enqueued_at REAL NOT NULL,
     room TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
     UNIQUE (recipient, sender, msg_id)
 );
 CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, seq);

@@ -22,6 +22,10 @@ Changes to the interface, newest last (every backend implements each):
 - issue 13, items 2 and 10: :meth:`ServerStore.register` takes ``asker`` (a new
   name spends registration tokens, or raises :class:`RegistrationRefused`), and
   :meth:`ServerStore.names_page` replaces ``list_names`` (one page, not every name).
+- issue 13, item 1: :meth:`MessageStore.failed_hand_out` counts a failed
+  hand-out of a stored message and, at a given count, *sets it aside*: out of
+  the queue (and the caps), never fetched again, a notice kept for its sender
+  until :meth:`MessageStore.take_set_aside` or the TTL.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ DEFAULT_QUEUE_TTL: Final = 30 * 86_400.0
 DEFAULT_SENDER_SHARE: Final = 4
 # Frames stored for all recipients together.
 DEFAULT_STORE_BYTES: Final = 4 * 2**30
+# Failed hand-outs after which a stored message is set aside (docs/protocol.md, "Delivery").
+DEFAULT_MAX_HAND_OUTS: Final = 3
 
 
 def sender_caps(queue_limit: int, queue_bytes: int, sender_share: int) -> tuple[int, int]:
@@ -78,6 +84,16 @@ class QueuedMessage:
     @property
     def size(self) -> int:
         return len(self.frame)
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    """A message set aside after failed hand-outs, as its sender is to be told (``ack`` ``undeliverable``)."""
+
+    recipient: str
+    msg_id: str
+    room: str | None = None
+    rid: str | None = None
 
 
 class MessageStore(Protocol):
@@ -136,6 +152,14 @@ class MessageStore(Protocol):
 
     def expire(self) -> asyncio.Future[int]:
         """Drop messages older than the TTL; returns how many went."""
+        ...
+
+    def failed_hand_out(self, recipient: str, sender: str, msg_id: str, limit: int) -> asyncio.Future[bool]:
+        """One more failed hand-out of a stored message; True if that made ``limit`` and it was set aside now."""
+        ...
+
+    def take_set_aside(self, sender: str) -> asyncio.Future[list[SetAside]]:
+        """The notices of ``sender``'s messages set aside (within the TTL), removed as they are returned."""
         ...
 
     def queue_size(self, recipient: str) -> asyncio.Future[tuple[int, int]]:

@@ -326,12 +326,12 @@ class ChatState:
                 text = sanitize(wording.rejected_line(sender, reason, detail))
                 line = Line("rejected", self.clock(), clip(text), sender, msg_id, payload=kept_payload(payload))
                 self._incoming(sender, line)
-            case Acked(msg_id, _to, status):
+            case Acked(msg_id, to, status):
                 acked = self.by_id.get(msg_id)
-                # "delivered" may overtake "queued"; never step backwards.
-                if acked is not None and acked.status != "delivered":
-                    acked.status = status
-                    self.generation += 1
+                if acked is not None and acked.status != "delivered":  # "delivered" may overtake "queued", never back
+                    acked.status, self.generation = status, self.generation + 1
+                if status == "undeliverable":  # set aside by the server (docs/protocol.md, "Delivery")
+                    self._append(to, Line("warn", self.clock(), wording.undeliverable_line(to), to))
             case KeyChangedAlert(name, _old, _new):
                 self.banners[name] = event
                 self._append(name, Line("warn", self.clock(), wording.key_changed_line(name), name))
@@ -370,11 +370,11 @@ class ChatState:
             case MessageRejected(sender, msg_id, reason, detail, payload, str(room)):
                 text = sanitize(wording.rejected_line(sender, reason, detail) + f" in {room}")
                 self._incoming(room, Line("rejected", self.clock(), text, sender, msg_id, payload=payload))
-            case Acked(msg_id, _room, _status, str(), delivered, total):
-                acked = self.by_id.get(msg_id)
-                if acked is not None:  # the counts only grow (client/outbox.py)
-                    acked.status = wording.room_ack_status(delivered, total)
-                    self.generation += 1
+            case Acked(msg_id, room, status, str(member), delivered, total):
+                if (acked := self.by_id.get(msg_id)) is not None:  # the counts only grow (client/outbox.py)
+                    acked.status, self.generation = wording.room_ack_status(delivered, total), self.generation + 1
+                if status == "undeliverable":
+                    self._append(room, Line("warn", self.clock(), wording.undeliverable_line(member, room), room))
             case RoomChanged(room, change, members=members):
                 self.rooms[room] = members
                 self._append(room, Line("info", self.clock(), sanitize(wording.room_change_line(event)), room))
