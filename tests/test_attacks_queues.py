@@ -320,11 +320,11 @@ async def test_names_that_never_log_in_cannot_grow_the_store_past_its_bound(
                         break
 
 
-async def test_room_messages_count_against_their_senders_share(tmp_path: Path) -> None:
+async def test_room_messages_count_against_their_senders_share(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     """A room is another way to fill a member's queue: mallory's room messages to an offline bob take
     his share (bob listed in `room_sent.full` past it), his one-to-one sends are refused then too,
-    and carol's still get in. Rooms are on SQLite only today (docs/architecture.md)."""
-    async with running_server(tmp_path / "s.db", queue_limit=8) as srv:
+    and carol's still get in."""
+    async with running_server(tmp_path / "s.db", queue_limit=8, **backend_options) as srv:
         room = Room()
         async with clients(srv.port, "mallory", "bob", "carol") as (m, bob, c):
             await change(m, room, "create")
@@ -346,8 +346,8 @@ async def test_room_messages_count_against_their_senders_share(tmp_path: Path) -
 POISON = msg_id(2)
 
 
-async def session_that_dies_on(port: int, seen: list[str], last: str) -> bool:
-    """One session of a bob whose client drops the connection whenever it is handed POISON (it
+async def session_that_dies_on(port: int, seen: list[str], last: str | None, poison: str = POISON) -> bool:
+    """One session of a bob whose client drops the connection whenever it is handed ``poison`` (it
     refuses the frame, crashes, hangs up); it confirms everything else in order, as the real client
     does. True once it has confirmed ``last``."""
     bob = await RawClient.connect(port)
@@ -356,7 +356,7 @@ async def session_that_dies_on(port: int, seen: list[str], last: str) -> bool:
         while True:
             frame = await bob.recv_type("message", timeout=WAIT)
             seen.append(frame["envelope"]["id"])
-            if seen[-1] == POISON:
+            if seen[-1] == poison:
                 return False
             await bob.send_frame({"type": "received", "id": seen[-1], "from": frame["from"]})
             if seen[-1] == last:
@@ -398,3 +398,46 @@ async def test_a_message_its_recipient_always_drops_on_is_set_aside_and_the_rest
             assert told == json.loads(doc_example("undeliverable")), told
         async with clients(srv.port, "bob") as (bob,):  # set aside: never handed out again
             await bob.expect_silence(0.3)
+
+
+async def test_the_senders_real_client_marks_its_message_undeliverable(
+    any_server: ChatServer, make_client: Callable[..., Client]
+) -> None:
+    """The sender's side with the real client: the set-aside message's `undeliverable` reaches it
+    as an event and its history (before the fix the client refused the status as a bad frame)."""
+    await register(any_server.port, "bob")
+    alice = await online(make_client("alice", any_server.port))
+    poison = await alice.session.send("bob", "the text bob's client chokes on")
+    await alice.rec.wait_kind(Acked, msg_id=poison, status="queued")
+    seen: list[str] = []
+    for _ in range(1 + 3):  # its first session, then three on probation
+        assert await session_that_dies_on(any_server.port, seen, None, poison) is False
+    await alice.rec.wait_kind(Acked, msg_id=poison, status="undeliverable")
+    row = alice.session.store.history.get("bob", "out", poison)
+    assert row is not None and row.status == "undeliverable"
+    await no_reconnects(alice)
+
+
+
+async def test_a_room_message_a_member_always_drops_on_is_set_aside_and_its_sender_told(
+    tmp_path: Path, backend_options: dict[str, Any]
+) -> None:
+    """The same for a room's copy: the ack names the room and the member (docs/protocol.md 11.4)."""
+    async with running_server(tmp_path / "s.db", **backend_options) as srv:
+        room = Room()
+        async with clients(srv.port, "alice", "bob") as (alice, bob):
+            await change(alice, room, "create")
+            await change(alice, room, "add", "bob")
+            await bob.close()
+            for n in (1, 2, 3):
+                await room_send(alice, room, n)
+            seen: list[str] = []
+            for _ in range(8):
+                if await session_that_dies_on(srv.port, seen, msg_id(3)):
+                    break
+            assert [m for m in seen if m != POISON] == [msg_id(1), msg_id(3)], seen
+            async with asyncio.timeout(WAIT):
+                while (told := await alice.recv_type("ack"))["status"] != "undeliverable":
+                    pass
+            assert told.pop("rid", POISON) == POISON  # the send's rid where the store keeps it (Redis)
+            assert told == {"type": "ack", "id": POISON, "to": "#ops", "member": "bob", "status": "undeliverable"}
