@@ -104,8 +104,8 @@ def format_event(event: SessionEvent, raw: bool = False) -> list[str]:
         case MessageRejected(sender, _id, reason, detail, payload, room):
             line = _marked("warn", say.rejected_line(sender, reason, detail) + (f" in {room}" if room else ""))
             return [line, *([payload] if raw and payload else [])]
-        case Acked(_id, to, "undeliverable", None):
-            return [f"  (undeliverable to {to})", _marked("warn", say.undeliverable_line(to))]
+        case Acked(msg_id, to, "undeliverable", None):  # it may be far above: named like an error's message
+            return [f"  (undeliverable to {to})", _marked("warn", f"{say.undeliverable_line(to)} (message {msg_id[:8]})")]
         case Acked(_id, to, status, None):
             return [f"  ({status} to {to})"]
     return _notice_lines(event) or room_event_lines(event, raw)
@@ -138,8 +138,8 @@ def room_event_lines(event: SessionEvent, raw: bool = False) -> list[str]:
         case MessageReceived(sender, _id, ts, text, payload, server_ts, room, gone) if room is not None:
             lines = message_lines(f"{room} {sender}", None, ts, text, payload if raw else None, server_ts)
             return lines + ([_marked("warn", say.readers_gone_line(sender, room, gone))] if gone else [])
-        case Acked(_id, room, "undeliverable", str(member)):
-            return [_marked("warn", say.undeliverable_line(member, room))]
+        case Acked(msg_id, room, "undeliverable", str(member)):
+            return [_marked("warn", f"{say.undeliverable_line(member, room)} (message {msg_id[:8]})")]
         case Acked(_id, room, _status, str(), delivered, total):
             return [f"  ({say.room_ack_status(delivered, total)} to {room})"]  # delivered 3/5
         case RoomChanged():

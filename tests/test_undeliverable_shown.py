@@ -21,9 +21,10 @@ def test_the_wording_says_what_happened_and_that_it_is_not_resent() -> None:
 
 
 def test_plain_says_it_under_the_message_and_why() -> None:
-    assert format_event(Acked(ID, "bob", "undeliverable")) == ["  (undeliverable to bob)", f"! {SAID}"]
+    said = format_event(Acked(ID, "bob", "undeliverable"))
+    assert said == ["  (undeliverable to bob)", f"! {SAID} (message 22222222)"]  # named: it may be far above
     room = format_event(Acked(ID, "#ops", "undeliverable", "bob", 1, 2))
-    assert room == [f"! {undeliverable_line('bob', '#ops')}"]
+    assert room == [f"! {undeliverable_line('bob', '#ops')} (message 22222222)"]
 
 
 def test_json_carries_the_status() -> None:

@@ -59,5 +59,6 @@ def take(db: sqlite3.Connection, sender: str, horizon: float) -> list[SetAside]:
         "SELECT recipient, msg_id, room FROM set_aside WHERE sender = ? AND enqueued_at >= ? ORDER BY enqueued_at",
         (sender, horizon),
     ).fetchall()
-    db.execute("DELETE FROM set_aside WHERE sender = ?", (sender,))
+    if rows or db.execute("SELECT 1 FROM set_aside WHERE sender = ? LIMIT 1", (sender,)).fetchone():
+        db.execute("DELETE FROM set_aside WHERE sender = ?", (sender,))  # a login with none writes nothing
     return [SetAside(r[0], r[1], r[2]) for r in rows]
