@@ -177,7 +177,10 @@ class UserEntry:
 
 @dataclass(frozen=True, slots=True)
 class UsersListed:
+    """One page of the directory (docs/protocol.md, "The directory"); ``more``: names follow its last."""
+
     users: tuple[UserEntry, ...]
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,8 +340,8 @@ class SessionAPI(Protocol):
         """How many own messages the server has not acknowledged yet (they stay in the outbox)."""
         ...
 
-    async def list_users(self) -> None:
-        """Ask the server for the directory; the answer arrives as :class:`UsersListed`."""
+    async def list_users(self, after: str = "", prefix: str = "") -> UsersListed:
+        """One page of the directory: at most 200 names above ``after`` that start with ``prefix``."""
         ...
 
     def contact(self, name: str) -> ContactInfo: ...

@@ -10,7 +10,7 @@ add three kinds::
 
 Input, one object per line::
 
-    {"cmd":"send","to":"bob","text":"hi"}   {"cmd":"list"}   {"cmd":"whois","name":"bob"}
+    {"cmd":"send","to":"bob","text":"hi"}   {"cmd":"list","prefix":"b"}   {"cmd":"whois","name":"bob"}
     {"cmd":"trust","name":"bob"}   {"cmd":"verify","name":"bob","fingerprint":"..."}   {"cmd":"quit"}
 
 Rooms (docs/protocol.md section 11; ``send`` takes ``"to":"#ops"``)::
@@ -126,8 +126,8 @@ def event_to_json(event: SessionEvent) -> dict[str, Any] | None:  # noqa: C901 -
             return {"event": "key_changed", "name": name, "old": old, "new": new}
         case ContactPinned(name, fp, trust):
             return {"event": "pinned", "name": name, "fingerprint": fp, "trust": trust}
-        case UsersListed(users):
-            return {"event": "users", "users": [{"name": u.name, "online": u.online} for u in users]}
+        case UsersListed(users, more):
+            return {"event": "users", "users": [{"name": u.name, "online": u.online} for u in users], "more": more}
         case PresenceChanged(name, online):
             return {"event": "presence", "name": name, "online": online}
         case ErrorReported(code, message, fatal, msg_id):

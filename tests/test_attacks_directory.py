@@ -10,6 +10,7 @@ Each test here is one of those attacks, on both backends where the bound is the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import Callable
@@ -21,16 +22,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat.errors import RegistrationRefused, ServerErrorReply
 from securechat.events import ConnectionChanged
+from securechat.lineui import LineChat
 from securechat.listing import LIST_PAGE
 from securechat.protocol import encode_frame
 from securechat.server import ChatServer
 from securechat.server.registration import LIST_PAGE_BYTES, NewName, RegistrationLimits, address_bucket
 from securechat.server.sqlite import SqliteStore
 from tests.support.docvector import doc_example
+from tests.support.hostile import HostileServer
 from tests.support.rawclient import RawClient, identity_key, running_server
 from tests.support.redisproc import RedisProcess
 from tests.support.sessions import WAIT, Client, online
 from tests.support.stores import StoreMaker
+from tests.support.ui_harness import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -262,3 +266,45 @@ def test_the_largest_page_fits_the_byte_budget() -> None:
     assert len(encode_frame(page)) - 4 == 11_839
     assert len(encode_frame({**page, "rid": "\x00" * 64})) - 4 <= LIST_PAGE_BYTES
 
+
+
+# --- every front end survives a failed `list` ---------------------------------------------------
+
+
+async def test_a_list_answer_too_large_for_a_frame_costs_one_reconnect_not_a_loop(
+    hostile: HostileServer, make_client: Callable[..., Client]
+) -> None:
+    """A server (an old one with 20,000 names, or a hostile one) answers `list` with a frame past
+    the client's 1 MiB limit: the connection breaks, as framing must. Before the fix the front
+    ends listed again at every login and reconnected forever; now the failure is shown once, the
+    next login does not list, and the new connection serves (a lookup is answered on it)."""
+    hostile.users_padding = 20_000  # 20,000 names of 32 characters: about 1.2 MB
+    alice = make_client("alice", hostile.port)
+    out: list[str] = []
+    chat = LineChat(alice.session, out.append)
+    alice.session.add_listener(chat.on_event)
+    alice.start()
+    await wait_until(lambda: hostile.connections == 2 and alice.session.online, what="the one reconnect")
+    with contextlib.suppress(ServerErrorReply):  # answered (`unknown_user`) on the second connection: it is up
+        await alice.session.lookup("bob")
+    assert hostile.connections == 2
+    sent = []
+    while not hostile.from_client.empty():
+        sent.append(hostile.from_client.get_nowait()["type"])
+    assert sent.count("hello") == 2 and sent.count("list") == 1, sent  # the second login did not list
+    assert "! the list of users failed: the connection to the server was lost" in out, out
+
+
+async def test_a_refused_list_is_shown_and_the_session_stays(tmp_path: Path, make_client: Callable[..., Client]) -> None:
+    """`rate_limited` for a `list` (the lookup bucket, spent by the list at login) is one line, no reconnect."""
+    async with running_server(tmp_path / "s.db", lookup_rate=0.01) as srv:
+        alice = make_client("alice", srv.port)
+        out: list[str] = []
+        chat = LineChat(alice.session, out.append)
+        alice.session.add_listener(chat.on_event)
+        await online(alice)
+        await wait_until(lambda: "alice" in chat.executor.online, what="the list at login")
+        await chat.handle("/users")
+        assert out[-1] == "! the list of users failed: server error rate_limited: too many lists", out
+        await chat.handle("/fingerprint")
+        assert alice.session.online and not [e for e in alice.rec.of(ConnectionChanged) if e.state == "reconnecting"]

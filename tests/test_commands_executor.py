@@ -24,6 +24,7 @@ from securechat.commands.outcomes import (
 from securechat.commands.wording import (
     BACK_ONLINE,
     NO_CONVERSATION,
+    NO_MORE_USERS,
     OFFLINE_USERS,
     describe,
     help_lines,
@@ -31,7 +32,7 @@ from securechat.commands.wording import (
     offline_first_message,
     payloads_written,
 )
-from securechat.errors import ServerErrorReply, SessionClosed
+from securechat.errors import RequestUnanswered, ServerErrorReply, SessionClosed
 from securechat.events import (
     ConnectionChanged,
     ContactInfo,
@@ -135,7 +136,8 @@ async def test_users_answer_is_shown_only_when_asked_for() -> None:
     listing = UsersListed((UserEntry("bob", True), UserEntry("carol", False)))
     assert ex.observe(listing).outcomes == ()
     assert ex.online == {"bob": True, "carol": False}
-    assert await ex.execute(g.Users()) == []  # the fake answers during the call
+    [shown] = await ex.execute(g.Users())  # the answer to the request, not the event
+    assert isinstance(shown, UsersShown) and [u.name for u in shown.users] == ["alice", "bob", "carol"]
     assert fake.calls.count(("list_users", None)) == 1
     assert ex.observe(listing).outcomes == ()  # one answer per /users
     fake.go_offline()
@@ -144,13 +146,14 @@ async def test_users_answer_is_shown_only_when_asked_for() -> None:
     assert ex.observe(listing).outcomes == ()  # the failed request does not claim a later listing
 
 
-async def test_users_outcome_comes_through_observe() -> None:
+async def test_users_outcome_is_the_commands_not_the_events() -> None:
     ex, fake = executor()
     shown: list[object] = []
     fake.listeners.insert(0, lambda event: shown.extend(ex.observe(event).outcomes))
     fake.listeners.remove(ex.observe)
-    await ex.execute(g.Users())
-    assert shown == [UsersShown(tuple(UserEntry(n, on) for n, on in sorted(fake.users.items())))]
+    page = await ex.execute(g.Users())
+    assert page == [UsersShown(tuple(UserEntry(n, on) for n, on in sorted(fake.users.items())))]
+    assert shown == []  # the page is the command's outcome; the event only updates who is online
 
 
 def test_presence_is_tracked() -> None:
@@ -287,8 +290,42 @@ async def test_users_offline_is_answered_at_once() -> None:
     assert fake.sent == [] and ("lookup", "carol") not in fake.calls
     fake.connected = True
     fake.emit(ConnectionChanged("online"))
-    assert await ex.execute(g.Users()) == []  # asked: the answer comes as an event
-    assert ("list_users", None) in fake.calls
+    [shown] = await ex.execute(g.Users())
+    assert isinstance(shown, UsersShown) and ("list_users", None) in fake.calls
+
+
+async def test_users_pages_with_plus_and_narrows_with_a_prefix() -> None:
+    """Issue 13, item 2: a page of 200 at a time, `/users +` for the next, `/users PREFIX`."""
+    ex, fake = executor()
+    fake.users.update({f"u{i:03d}": False for i in range(450)})
+    pages = [await ex.execute(g.Users(more=n > 0)) for n in range(3)]
+    shown = [page[0] for page in pages]
+    assert all(isinstance(s, UsersShown) for s in shown)
+    assert [len(s.users) for s in shown] == [200, 200, 53]  # alice, bob, carol and 450
+    assert [s.more for s in shown] == [True, True, False]
+    names = [u.name for s in shown for u in s.users]
+    assert names == sorted(fake.users) and len(set(names)) == len(names)
+    assert describe(shown[0])[0][1].startswith("200 users (2 online), and more (/users + for the next): alice, ")
+    [done] = await ex.execute(g.Users(more=True))
+    assert describe(done) == [("hint", NO_MORE_USERS)]
+    [narrow] = await ex.execute(g.Users("u44"))
+    assert isinstance(narrow, UsersShown) and [u.name for u in narrow.users] == [f"u44{i}" for i in range(10)]
+    assert describe(narrow) == [("info", "10 registered starting with 'u44', 0 online: " + ", ".join(
+        f"u44{i} (offline)" for i in range(10)))]
+
+
+async def test_a_failed_list_at_login_is_told_once_and_not_asked_again() -> None:
+    """A server whose `users` answer breaks the connection (too large for a frame) made the UI,
+    which listed at every login, reconnect forever: after one failure the login stops asking."""
+    ex, fake = executor()
+    fake.list_error = RequestUnanswered("the connection to the server was lost")
+    [failed] = await ex.refresh()
+    assert isinstance(failed, Failed)
+    assert await ex.refresh() == []  # the next login: not asked
+    assert fake.calls.count(("list_users", None)) == 1
+    fake.list_error = ServerErrorReply("rate_limited", "too many lists")
+    [refused] = await ex.execute(g.Users())  # /users still asks, and says why it failed
+    assert isinstance(refused, Failed) and fake.calls.count(("list_users", None)) == 2
 
 
 def test_why_the_connection_is_down_is_told_once_per_cause() -> None:

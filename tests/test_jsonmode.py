@@ -151,6 +151,7 @@ async def test_replies_to_commands_keep_the_documented_shapes() -> None:
                 {"name": "bob", "online": True},
                 {"name": "carol", "online": False},
             ],
+            "more": False,
         },
     ]
 

@@ -121,6 +121,7 @@ class UsersAnswer:
     """A ``users`` frame: the server's answer to ``list``."""
 
     users: tuple[tuple[str, bool], ...]
+    more: bool  # names follow the last one (absent before paging: the whole directory)
     rid: str | None
     frame_type: ClassVar[str] = "users"
 
@@ -315,7 +316,7 @@ class ClientConnection:
                 return [KeyAnswer(frame["name"], frame["pubkey"], _rid(frame))]
             case "users":
                 users = tuple((user["name"], user["online"]) for user in frame["users"])
-                return [UsersAnswer(users, _rid(frame))]
+                return [UsersAnswer(users, frame.get("more", False), _rid(frame))]
             case "presence":
                 return [PresencePush(frame["name"], frame["online"])]
             case "message":

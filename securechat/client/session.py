@@ -320,8 +320,9 @@ class ClientSession(LocalQueries):
                 incoming.offer(event)
             case wire.KeyAnswer(name=name, rid=rid):
                 self._requests.answer(event, rid, "lookup", name)
-            case wire.UsersAnswer(users):
-                self._emit(UsersListed(tuple(UserEntry(name, online) for name, online in users)))
+            case wire.UsersAnswer(users, more, rid):
+                self._requests.answer(page := UsersListed(tuple(UserEntry(*u) for u in users), more), rid, "list", None)
+                self._emit(page)
             case wire.PresencePush(name, online):
                 self._emit(PresenceChanged(name, online))
             case wire.AckFrame():
@@ -387,10 +388,11 @@ class ClientSession(LocalQueries):
         """How many own messages the server has not acknowledged yet (they stay in the outbox)."""
         return len(self._outbox)
 
-    async def list_users(self) -> None:
-        """Ask the server for the directory; the answer arrives as :class:`UsersListed`."""
+    async def list_users(self, after: str = "", prefix: str = "") -> UsersListed:
+        """One page of the directory after ``after``, within ``prefix`` (also emitted); raises like :meth:`lookup`."""
         link = await self._connection(self.request_timeout)
-        link.send({"type": "list", "rid": self._requests.new_rid("list")})
+        frame = {"type": "list", **({"after": after} if after else {}), **({"prefix": prefix} if prefix else {})}
+        return await self._requests.ask(link, frame, "list", None, self.request_timeout)  # type: ignore[no-any-return]
 
     async def send(self, to: str, text: str) -> str:
         """Seal and send to a name or a room; returns the message id. Queued in the outbox while offline.

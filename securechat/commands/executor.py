@@ -101,7 +101,8 @@ class Executor:
     online: dict[str, bool] = field(default_factory=dict)
     _opened: set[str] = field(default_factory=set, init=False)
     _told: dict[str, KeyChangedAlert] = field(default_factory=dict, init=False)
-    _users_wanted: int = field(default=0, init=False)
+    _next_users: tuple[str, str] | None = field(default=None, init=False)  # (prefix, after) for ``/users +``
+    _refresh_failed: bool = field(default=False, init=False)  # the directory at login failed once: not again
     _echo: str | None = field(default=None, init=False)  # the contact a running /trust or /verify re-pins
     _cause: str | None = field(default=None, init=False)  # why we are offline, as last told
     _down: bool = field(default=False, init=False)  # the connection was lost (not just starting)
@@ -132,7 +133,7 @@ class Executor:
             case To(name):
                 return await self._to(name)
             case Users():
-                return await self._users()
+                return await self._users(command)
             case Whois(name):
                 return [await self._whois(name)]
             case Raw(path) if path is not None:
@@ -224,16 +225,18 @@ class Executor:
                 error = wording.describe_error(exc)
         return Switched(name, history, self.online.get(name), error, checked)
 
-    async def _users(self) -> list[Outcome]:
+    async def _users(self, command: Users) -> list[Outcome]:
         if self._down:  # answered at once, not after the request timeout (at start it waits)
             raise SessionClosed(wording.OFFLINE_USERS)
-        self._users_wanted += 1  # before the call: the answer may come while it runs
-        try:
-            await self.session.list_users()
-        except BaseException:
-            self._users_wanted -= 1
-            raise
-        return []
+        prefix, after = command.prefix, command.after
+        if command.more:
+            if self._next_users is None:
+                return [Said((wording.NO_MORE_USERS,), "hint")]
+            prefix, after = self._next_users
+        page = await self.session.list_users(after, prefix)
+        more = page.more and bool(page.users)
+        self._next_users = (prefix, page.users[-1].name) if more else None
+        return [UsersShown(page.users, more, prefix)]
 
     async def _whois(self, name: str) -> ContactShown:
         if self.session.online:
@@ -271,14 +274,20 @@ class Executor:
             self._echo = None
 
     async def refresh(self) -> list[Outcome]:
-        """Ask for the directory without showing it (presence for ``/whois``, names to complete).
+        """Ask for the directory's first page without showing it (presence for ``/whois``, names to complete).
 
-        The terminal front ends call it on :class:`~securechat.events.Ready`;
-        ``--json`` does not, since it prints every ``users`` event.
+        The terminal front ends call it on :class:`~securechat.events.Ready`; ``--json`` does
+        not, since it prints every ``users`` event. One page (200 names) whatever the
+        directory holds; once it has failed (an error, no answer, or an answer too large
+        for a frame, which costs the connection) it is not asked again at each login, so a
+        server whose answer breaks the connection cannot keep the client reconnecting.
         """
+        if self._refresh_failed:
+            return []
         try:
             await self.session.list_users()
         except Exception as exc:  # noqa: BLE001 - shown as a line, like any failed command
+            self._refresh_failed = True
             return [Failed(Users(), exc)]
         return []
 
@@ -289,11 +298,8 @@ class Executor:
         match event:
             case ConnectionChanged(state, _retry, detail):
                 return self._connection(state, detail)
-            case UsersListed(users):
-                self.online = {user.name: user.online for user in users}
-                if self._users_wanted > 0:
-                    self._users_wanted -= 1
-                    return Seen(outcomes=(UsersShown(users),))
+            case UsersListed(users):  # a page: what it says, over what earlier pages and presence said
+                self.online.update((user.name, user.online) for user in users)
             case PresenceChanged(name, online):
                 self.online[name] = online
             case MessageReceived() | MessageRejected() if self.current is None:

@@ -61,7 +61,11 @@ class To:
 
 @dataclass(frozen=True, slots=True)
 class Users:
-    pass
+    """A page of the directory: names that start with ``prefix``, after ``after``; ``more``: the next page."""
+
+    prefix: str = ""
+    after: str = ""
+    more: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +147,8 @@ class Spec:
 COMMANDS: Final[dict[str, Spec]] = {
     "msg": Spec("/msg NAME TEXT", "send TEXT to NAME (or a #room) once, without switching"),
     "to": Spec("/to NAME", "switch to the conversation with NAME or a #room (shows its history)"),
-    "users": Spec("/users", "who is registered and who is online"),
+    "users": Spec("/users [PREFIX]", "who is registered and online, 200 at a time (/users + shows the next ones); "
+                  "with PREFIX, the names that start with it"),
     "whois": Spec("/whois NAME", "NAME's fingerprint and trust state"),
     "fingerprint": Spec("/fingerprint", "your own fingerprint"),
     "trust": Spec("/trust NAME", "accept NAME's changed key (after comparing it)"),
@@ -268,6 +273,19 @@ def _verify(rest: str) -> Command:
     return Verify(name, parse_fingerprint(typed))
 
 
+def _users(rest: str) -> Users:
+    if rest == "+":
+        return Users(more=True)
+    return Users(parse_typed_name(rest)) if rest else Users()
+
+
+def _optional_name(obj: Mapping[str, Any], key: str) -> str:
+    value = obj.get(key, "")
+    if not isinstance(value, str):
+        raise UsageError(f"'list' field '{key}' must be a string")
+    return parse_typed_name(value) if value else ""
+
+
 def _bare(name: str, command: Command) -> Callable[[str], Command]:
     def build(rest: str) -> Command:
         if rest.strip():
@@ -283,7 +301,7 @@ _SLASH: Final[dict[str, Callable[[str], Command]]] = {
     "whois": lambda rest: Whois(_one_name(rest)),
     "trust": lambda rest: Trust(_one_name(rest)),
     "verify": _verify,
-    "users": _bare("users", Users()),
+    "users": lambda rest: _users(rest.strip()),
     "fingerprint": _bare("fingerprint", Fingerprint()),
     "raw": lambda rest: Raw(rest.strip() or None),
     "clear": _bare("clear", Clear()),
@@ -359,7 +377,7 @@ def _from_json(cmd: str, obj: dict[str, Any]) -> Command:
         case "send":
             return Msg(parse_typed_target(obj["to"]), obj["text"])
         case "list":
-            return Users()
+            return Users(_optional_name(obj, "prefix"), _optional_name(obj, "after"))
         case "whois":
             return Whois(parse_typed_name(obj["name"]))
         case "trust":

@@ -80,9 +80,11 @@ class Verified:
 
 @dataclass(frozen=True, slots=True)
 class UsersShown:
-    """The directory that ``/users`` asked for arrived."""
+    """The page of the directory that ``/users`` asked for arrived; ``more``: ``/users +`` shows the next."""
 
     users: tuple[UserEntry, ...]
+    more: bool = False
+    prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)

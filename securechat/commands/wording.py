@@ -14,7 +14,7 @@ import shlex
 from collections.abc import Iterable
 from typing import Final
 
-from securechat.commands.grammar import COMMANDS, FULL_SCREEN, PLAIN, FrontEnd, Msg, Spec, To, Whois
+from securechat.commands.grammar import COMMANDS, FULL_SCREEN, PLAIN, FrontEnd, Msg, Spec, To, Users, Whois
 from securechat.commands.outcomes import (
     ContactShown,
     Failed,
@@ -27,7 +27,7 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
-from securechat.errors import KeyChanged, SecurechatError, ServerErrorReply
+from securechat.errors import KeyChanged, RequestUnanswered, SecurechatError, ServerErrorReply
 from securechat.events import (
     KeyChangedAlert,
     RoomChanged,
@@ -53,6 +53,7 @@ KEY_TIPS: Final[dict[FrontEnd, tuple[str, ...]]] = {
 _WHERE: Final[dict[FrontEnd, str]] = {FULL_SCREEN: "the full-screen UI", PLAIN: "--plain", "json": "--json"}
 NO_CONVERSATION: Final = "no conversation yet: /to NAME to open one, or /msg NAME TEXT"
 OFFLINE_USERS: Final = "offline: the server cannot be asked who is registered now (it reconnects by itself)"
+NO_MORE_USERS: Final = "no more names to show: /users starts again, /users PREFIX lists the names that start with it"
 BACK_ONLINE: Final = "connected to the server again"
 SESSION_OVER: Final = "nothing more is sent or received in this window; /quit to leave"
 # What a fatal error from the server means, in words a user can act on (the server's own text is
@@ -172,13 +173,13 @@ def unsent_line(count: int, name: str) -> str:
     )
 
 
-def users_line(users: Iterable[UserEntry]) -> str:
-    listed = sorted(users, key=lambda user: user.name)
-    if not listed:
-        return "no users are registered"
-    parts = [f"{user.name}{'' if user.online else ' (offline)'}" for user in listed]
-    online = sum(1 for user in listed if user.online)
-    return f"{len(listed)} registered, {online} online: " + ", ".join(parts)
+def users_line(users: Iterable[UserEntry], more: bool = False, prefix: str = "") -> str:
+    """One page of the directory; the names are checked names (docs/protocol.md section 3), shown as they are."""
+    listed, which = sorted(users, key=lambda user: user.name), f" starting with '{prefix}'" if prefix else ""
+    parts, online = [f"{u.name}{'' if u.online else ' (offline)'}" for u in listed], sum(u.online for u in listed)
+    if more:
+        return f"{len(listed)} users{which} ({online} online), and more (/users + for the next): " + ", ".join(parts)
+    return f"{len(listed)} registered{which}, {online} online: " + ", ".join(parts) if listed else f"no users{which} are registered"
 
 
 def describe(outcome: Outcome) -> list[Shown]:  # noqa: C901 - a match dispatcher over outcomes
@@ -204,8 +205,8 @@ def describe(outcome: Outcome) -> list[Shown]:  # noqa: C901 - a match dispatche
             if not pinned:
                 return [("warn", f"no key is pinned for {name} yet; /whois {name} fetches it")]
             return [("warn", f"the fingerprint does NOT match the key pinned for {name}; /whois {name}")]
-        case UsersShown(users):
-            return [("info", users_line(users))]
+        case UsersShown(users, more, prefix):
+            return [("info", users_line(users, more, prefix))]
         case MembersShown(state):
             return [("info", members_line(state))]
         case Failed(Msg(to, text), error):
@@ -214,6 +215,8 @@ def describe(outcome: Outcome) -> list[Shown]:  # noqa: C901 - a match dispatche
             return [("hint", f"not sent to {to} ({quote(text)}): {why}")]
         case Failed(To(name) | Whois(name), error) if _unknown(error):
             return [("hint", no_such_user(name))]
+        case Failed(Users(), RequestUnanswered() | ServerErrorReply() as error):  # the server's part: say what failed
+            return [("hint", f"the list of users failed: {describe_error(error)}")]
         case Failed(_command, error):
             return [("hint", describe_error(error))]
     return []

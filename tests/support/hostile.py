@@ -46,6 +46,7 @@ class HostileServer:
         self.keys: dict[str, str] = {}  # what `lookup` answers: name -> PEM
         self.hang_lookups = False  # never answer a lookup (the client's worker waits)
         self.lookup_errors: list[str] = []  # answer the next lookups with these error codes, in turn
+        self.users_padding = 0  # `list` is answered with one page of this many made-up names (a frame too large)
         self.scripts: list[Script] = []  # one per connection, in order; later ones get none
         # Rooms (docs/protocol.md 11.6): what `rooms` lists and what `room_log` serves, as the test scripts them.
         self.room_listing: list[dict[str, Any]] = []
@@ -147,6 +148,9 @@ class HostileServer:
                                     "rid": rid,
                                 }
                             )
+                    elif kind == "list":
+                        made_up = [{"name": f"u{i:031d}", "online": False} for i in range(self.users_padding)]
+                        self.push({"type": "users", "users": made_up, "more": False, "rid": frame.get("rid")})
                     elif kind in ("rooms", "room_log"):
                         self._answer_room(frame)
                     elif kind == "ping":

@@ -30,6 +30,7 @@ from securechat.events import (
     UserEntry,
     UsersListed,
 )
+from securechat.listing import LIST_PAGE
 from securechat.names import is_room
 from securechat.records import ContactInfo, HistoryEntry
 from securechat.rooms.log import CHANGES, RoomState, check_change
@@ -54,6 +55,7 @@ class FakeSession:
     connected: bool = True
     plaintext: bool = False  # the session's transport: TLS unless a test says otherwise
     run_error: BaseException | None = None
+    list_error: Exception | None = None  # what list_users raises (a server error, no answer...)
     sent: list[tuple[str, str]] = field(default_factory=list)
     calls: list[tuple[str, object]] = field(default_factory=list)
     listeners: list[EventListener] = field(default_factory=list)
@@ -157,11 +159,16 @@ class FakeSession:
     def unacknowledged(self) -> int:
         return len(self.unacked)
 
-    async def list_users(self) -> None:
+    async def list_users(self, after: str = "", prefix: str = "") -> UsersListed:
         self.calls.append(("list_users", None))
         if not self.connected:
             raise SessionClosed("not connected to the server")
-        self.emit(UsersListed(tuple(UserEntry(n, on) for n, on in sorted(self.users.items()))))
+        if self.list_error is not None:
+            raise self.list_error
+        names = [n for n in sorted(self.users) if n > after and n.startswith(prefix)]
+        page = UsersListed(tuple(UserEntry(n, self.users[n]) for n in names[:LIST_PAGE]), len(names) > LIST_PAGE)
+        self.emit(page)
+        return page
 
     def contact(self, name: str) -> ContactInfo:
         self.calls.append(("contact", name))
