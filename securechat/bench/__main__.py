@@ -160,7 +160,8 @@ def _relay_sections(
         results["latency"] = sections.timed(_log, "latency", lambda: sections.latency(running, pool, plan, _log))
     if "scaling" in wanted:
         target = running.get("securechat-uvloop") or running.get("securechat-asyncio") or running["naive-asyncio"]
-        results["scaling"] = sections.timed(_log, "scaling", lambda: sections.scaling(target, pool, plan, _log))
+        baseline = running.get("securechat-baseline")  # before and after in the same repetitions
+        results["scaling"] = sections.timed(_log, "scaling", lambda: sections.scaling(target, pool, plan, _log, baseline))
     return results
 
 

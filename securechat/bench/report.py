@@ -135,12 +135,31 @@ def _scaling(sc: Any) -> list[str]:
         "| pattern | users | msg/s | server CPU | server µs/msg |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for pattern, per in sc["patterns"].items():
-        for users, r in per.items():
-            lines.append(
-                f"| {pattern} | {int(users):,} | {_fmt(r['msgs_per_s'])} | {_pct(r['server_cpu'])} | "
-                f"{_fmt(r['server_cpu_us_per_msg'], '{:.1f}')} |"
-            )
+    base = sc.get("baseline")
+    if base is not None:
+        lines[-2:] = [
+            "| server | pattern | users | msg/s | server CPU | server µs/msg | acked queued |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+    for server, patterns in [(sc["server"], sc["patterns"])] + (
+        [(base["server"], base["patterns"])] if base else []
+    ):
+        for pattern, per in patterns.items():
+            for users, r in per.items():
+                lines.append(
+                    ("" if base is None else f"| {server} ")
+                    + f"| {pattern} | {int(users):,} | {_fmt(r['msgs_per_s'])} | {_pct(r['server_cpu'])} | "
+                    f"{_fmt(r['server_cpu_us_per_msg'], '{:.1f}')} |"
+                    + ("" if base is None else f" {r['queued_acks']:,} |")
+                )
+    if base is not None:
+        lines += [
+            "",
+            f"| server CPU per message, {base['server']} / {sc['server']} (same repetition) | users | ratio |",
+            "| --- | ---: | ---: |",
+        ]
+        for pattern, per in sc["cpu_ratios"].items():
+            lines += [f"| {pattern} | {int(users):,} | {_fmt(r, '{:.2f}x')} |" for users, r in per.items()]
     return lines
 
 

@@ -334,34 +334,46 @@ def rooms(plan: Plan, log: Log, server: ServerProcess | None) -> dict[str, Any]:
 # --- 5. fan-in/out scaling ---------------------------------------------------------------------------
 
 
-def scaling(server: ServerProcess, pool: KeyPool, plan: Plan, log: Log) -> dict[str, Any]:
-    runs: dict[str, dict[int, list[dict[str, Any]]]] = {
-        p: {u: [] for u in plan.scaling_users} for p in plan.scaling_patterns
+def scaling(server: ServerProcess, pool: KeyPool, plan: Plan, log: Log, baseline: ServerProcess | None = None) -> dict[str, Any]:
+    """Pairs, fan-in and fan-out at each user count; with ``baseline``, each load on it right after."""
+    servers = [server] if baseline is None else [server, baseline]
+    runs: dict[str, dict[str, dict[int, list[dict[str, Any]]]]] = {
+        s.variant: {p: {u: [] for u in plan.scaling_users} for p in plan.scaling_patterns} for s in servers
     }
     for rep in range(plan.reps):
         for users in plan.scaling_users:
             for pattern in plan.scaling_patterns:
                 if users == 2 and pattern != "pairs":
                     continue  # with two users every pattern is one pair
-                result = run_load(
-                    server, pool, mode="throughput", pattern=pattern, users=users, workers=plan.workers,
-                    timing=plan.scaling_timing, uvloop=True,
-                )  # fmt: skip
-                runs[pattern][users].append(result)
-                log(
-                    f"scaling rep {rep + 1}/{plan.reps} users={users:<5} {pattern:<8} "
-                    f"{result['msgs_per_s']:>10,.0f} msg/s  server cpu {result['server_cpu']:.0%} "
-                    f"({result['server_cpu_us_per_msg'] or 0:.1f} us/msg)"
-                )
-    return {
+                for target in servers:
+                    result = run_load(
+                        target, pool, mode="throughput", pattern=pattern, users=users, workers=plan.workers,
+                        timing=plan.scaling_timing, uvloop=True,
+                    )  # fmt: skip
+                    runs[target.variant][pattern][users].append(result)
+                    log(
+                        f"scaling rep {rep + 1}/{plan.reps} {target.variant} users={users:<5} {pattern:<8} "
+                        f"{result['msgs_per_s']:>10,.0f} msg/s  server cpu {result['server_cpu']:.0%} "
+                        f"({result['server_cpu_us_per_msg'] or 0:.1f} us/msg, {result['queued_acks']} acked queued)"
+                    )
+    out: dict[str, Any] = {
         "server": server.variant,
         "users": list(plan.scaling_users),
         "seconds_per_rep": plan.scaling_timing.duration,
-        "patterns": {
-            pattern: {str(u): _rate_summaries(rs) for u, rs in per_users.items() if rs}
-            for pattern, per_users in runs.items()
-        },
+        "patterns": _scaling_summaries(runs[server.variant]),
     }
+    if baseline is not None:  # CPU per message, baseline / this, per repetition: how many times less here
+        base = runs[baseline.variant]
+        out["baseline"] = {"server": baseline.variant, "patterns": _scaling_summaries(base)}
+        out["cpu_ratios"] = {p: {
+            str(u): summary([_ratio(b["server_cpu_us_per_msg"], a["server_cpu_us_per_msg"]) for a, b in zip(rs, base[p][u])], 3)
+            for u, rs in per.items() if rs
+        } for p, per in runs[server.variant].items()}  # fmt: skip
+    return out
+
+
+def _scaling_summaries(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]:
+    return {pattern: {str(u): _rate_summaries(rs) for u, rs in per.items() if rs} for pattern, per in runs.items()}
 
 
 def timed(log: Log, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:

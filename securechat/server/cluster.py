@@ -42,6 +42,7 @@ from ..errors import QueueFull
 from ..relayframes import ack_frame
 from .awaited import AwaitedAcks, ack_status
 from .config import ServerConfig
+from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
 from .handouts import Probation, tell_set_aside
@@ -50,7 +51,6 @@ from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, Confirmed, RedisStore, rid_about, rid_text
 from .resp import RedisReplyError, RedisUnavailable
-from .routing import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
 from .store import QueuedMessage
 
 if TYPE_CHECKING:

@@ -7,6 +7,14 @@ store and is read back as confirmations free room. A message forwarded straight
 to an online session is held in memory (its frame exists nowhere else) until it
 is confirmed; one handed out from the store is held only as its key.
 
+A message that arrives while the window is full, for a session that has
+nothing waiting in the store, waits in the session's *tail* instead: held in
+memory, in order, unacknowledged, and written as confirmations free the window
+(at most half a window of messages and bytes, for at most ``TAIL_WAIT``
+seconds). A recipient that keeps up with many senders (fan-in) thus never
+sends its messages through the store. When the tail is full, or its oldest
+message has waited too long, the tail goes to the store like everything after it.
+
 Order: while the session reads its backlog (``stored``), or while messages
 stored for it because its window was full wait to be read back (``pending``),
 new messages go to the store too, behind them; once both are done they go to
@@ -16,9 +24,14 @@ the session at once again.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Final
 
 Key = tuple[str, str]  # (sender, msg_id)
+
+# The longest a message waits in a session's tail before the tail goes to the store (senders hear `queued`).
+TAIL_WAIT: Final = 1.0
 
 
 @dataclass(slots=True)
@@ -53,6 +66,9 @@ class Mailbox:
         "pumping",
         "room",
         "stored",
+        "tail",
+        "tail_bytes",
+        "tail_timer",
         "unconfirmed_bytes",
         "window",
     )
@@ -74,6 +90,10 @@ class Mailbox:
         self.pumping = False
         self.room = asyncio.Event()  # set when a confirmation frees room
         self.confirmed: set[Key] = set()  # stored and confirmed since the last fetch (its delete may trail)
+        # Arrived while the window was full and nothing waited in the store: not handed out, frames held.
+        self.tail: OrderedDict[Key, InFlight] = OrderedDict()
+        self.tail_bytes = 0
+        self.tail_timer: asyncio.TimerHandle | None = None
 
     def live(self) -> bool:
         """Nothing of this session waits in the store: a message may go to it at once."""
@@ -89,6 +109,43 @@ class Mailbox:
         if not self.inflight:
             return True
         return len(self.inflight) < self.window and self.unconfirmed_bytes + size <= self.max_bytes
+
+    def tail_fits(self, size: int) -> bool:
+        """May a message of ``size`` bytes wait in the tail: half a window, by count and by bytes?"""
+        return len(self.tail) < self.window // 2 and self.tail_bytes + size <= self.max_bytes // 2
+
+    def wait(self, key: Key, entry: InFlight) -> int:
+        """``entry`` waits in the tail (a resend of one waiting there is dropped); returns the change in held bytes."""
+        if key in self.tail or entry.frame is None:
+            return 0
+        self.tail[key] = entry
+        self.tail_bytes += entry.size
+        self.held_bytes += entry.size
+        return entry.size
+
+    def next_waiting(self) -> InFlight | None:
+        """The oldest message of the tail, handed out, if the window has room for it now (its frame stays held)."""
+        if not self.tail:
+            return None
+        key, entry = next(iter(self.tail.items()))
+        if not self.fits(entry.size):
+            return None
+        del self.tail[key]
+        self.tail_bytes -= entry.size
+        self.held_bytes -= entry.size
+        self.hand_out(key, entry)  # held again, as handed out: no change in held bytes
+        return entry
+
+    def take_waiting(self) -> tuple[list[InFlight], int]:
+        """Empty the tail: its messages in order, and the change in held bytes."""
+        entries, change = list(self.tail.values()), -self.tail_bytes
+        self.tail.clear()
+        self.held_bytes += change
+        self.tail_bytes = 0
+        if self.tail_timer is not None:
+            self.tail_timer.cancel()
+            self.tail_timer = None
+        return entries, change
 
     def room_left(self) -> tuple[int, int]:
         """How many messages, and bytes, may be handed out now (a first message fits whatever its size)."""

@@ -17,20 +17,21 @@ The seam (:mod:`securechat.server.seam`): :class:`LocalRouting` routes within th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Container, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ..clock import now_ms
 from ..errors import QueueFull
-from ..protocol import HEADER_SIZE, message_frame
 from ..relayframes import ack_frame
 from .config import ServerConfig
+from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
 from .handouts import Probation, tell_set_aside
-from .mailbox import InFlight, Key, Mailbox
+from .mailbox import TAIL_WAIT, InFlight, Key, Mailbox
 from .presence import Presence
 from .store import MessageStore, QueuedMessage
 
@@ -38,22 +39,6 @@ if TYPE_CHECKING:
     from .transport import Peer
 
 log = logging.getLogger("securechat.server")
-
-BACKLOG_BATCH: Final = 500
-BACKLOG_DRAIN_ABOVE: Final = 64 * 1024  # after a backlog batch, wait for the reader while more is unsent
-
-def deliverable_frame(peer: Peer, message: Send, server_ts: int, config: ServerConfig) -> bytes | None:
-    """The ``message`` frame for ``message``, or None after refusing the sender with ``message_too_large``.
-
-    The server never makes a frame its recipient would have to refuse (docs/protocol.md, "Delivery"),
-    on one node or several.
-    """
-    body = message_frame(message.sender, server_ts, message.envelope)
-    size, limit = len(body) - HEADER_SIZE, config.deliverable_frame
-    if size > limit:
-        peer.error("message_too_large", f"as a 'message' frame this would be {size} bytes; the limit is {limit}", message.rid)
-        return None
-    return body
 
 
 class LocalRouting:
@@ -113,13 +98,15 @@ class LocalRouting:
         if own:
             del self._online[name]
             self._presence.note(name, False)
+        waiting, change = box.take_waiting()  # never handed out: requeued behind the unconfirmed ones
+        self.held_bytes += change
         unconfirmed = list(box.inflight.values())
         box.inflight.clear()
         self.held_bytes -= box.held_bytes
         box.held_bytes = box.unconfirmed_bytes = 0
         box.room.set()  # the pump, if it waits for room, sees the session has ended
-        self._requeue(name, [e for e in unconfirmed if not e.stored])
-        self._probation.ended(box, unconfirmed, self._tell_set_aside, own=own)
+        self._requeue(name, [e for e in (*unconfirmed, *waiting) if not e.stored])
+        self._probation.ended(box, unconfirmed, self._tell_set_aside, own=own)  # what it was handed, not its tail
 
     def _tell_set_aside(self, sender: str) -> None:
         peer = self._online.get(sender)
@@ -193,12 +180,23 @@ class LocalRouting:
     def hand(self, target: Peer, entry: InFlight) -> asyncio.Future[bool] | None:
         box = target.mailbox
         assert box is not None
-        if box.live() and box.fits(entry.size) and self.held_bytes + entry.size <= self._config.max_unconfirmed_bytes:
-            self.held_bytes += box.hand_out((entry.sender, entry.msg_id), entry)
-            target.write(entry.frame or b"")
-            return None
+        if box.live() and self.held_bytes + entry.size <= self._config.max_unconfirmed_bytes:
+            key = (entry.sender, entry.msg_id)
+            if not box.tail and box.fits(entry.size):
+                self.held_bytes += box.hand_out(key, entry)
+                target.write(entry.frame or b"")
+                return None
+            if entry.room is None and box.tail_fits(entry.size):  # written as the window frees, unacked meanwhile
+                self.held_bytes += box.wait(key, entry)
+                if box.tail_timer is None:
+                    box.tail_timer = asyncio.get_running_loop().call_later(TAIL_WAIT, self._tail_due, target, box)
+                return None
         if box.live():  # the first to wait: what the session holds in memory goes to the store first (order)
-            self._spill(box)
+            self._spill(target, box)
+        return self._store_behind(target, box, entry)
+
+    def _store_behind(self, target: Peer, box: Mailbox, entry: InFlight) -> asyncio.Future[bool]:
+        """Store ``entry`` for the session, behind what waits for it there; its pump reads it back."""
         m = QueuedMessage(box.name, entry.sender, entry.msg_id, entry.server_ts, entry.frame or b"", entry.created, room=entry.room)
         stored = self._store.enqueue(m)
         if box.stored:
@@ -213,8 +211,8 @@ class LocalRouting:
         """The session routed to for ``name`` on this node, if any."""
         return self._online.get(name)
 
-    def _spill(self, box: Mailbox) -> None:
-        """Store the unconfirmed messages ``box`` holds in memory, so that they stay ahead of what follows."""
+    def _spill(self, target: Peer, box: Mailbox) -> None:
+        """Store the messages ``box`` holds in memory (unconfirmed, then its tail), so that they stay ahead of what follows."""
         live = [e for e in box.inflight.values() if not e.stored]
         for entry in live:
             entry.stored = True  # not requeued when the session ends; skipped when the pump reads it back
@@ -227,6 +225,33 @@ class LocalRouting:
                     entry.stored = ok  # not stored: requeued again if the session ends
 
         self._requeue(box.name, live, spilled)
+        waiting, change = box.take_waiting()
+        self.held_bytes += change
+        for entry in waiting:  # never acked: stored like a new send, and its sender hears the outcome
+            self._store_behind(target, box, entry).add_done_callback(functools.partial(self._ack_waited, box.name, entry))
+
+    def _ack_waited(self, recipient: str, entry: InFlight, fut: asyncio.Future[bool]) -> None:
+        sender = self._online.get(entry.sender)
+        if sender is None or fut.cancelled():
+            return
+        failure = fut.exception()
+        if isinstance(failure, QueueFull):
+            sender.error("queue_full", str(failure), entry.rid)
+        elif failure is None:
+            sender.write(ack_frame(entry.msg_id, recipient, "queued", entry.rid))
+        else:
+            log.error("could not store a message for %s", recipient, exc_info=failure)
+
+    def _tail_due(self, target: Peer, box: Mailbox) -> None:
+        """The tail's oldest message has waited ``TAIL_WAIT``: the tail goes to the store (its senders hear ``queued``)."""
+        box.tail_timer = None
+        if target.mailbox is not box or not box.tail:
+            return
+        left = next(iter(box.tail.values())).created + TAIL_WAIT - time.time()
+        if 0 < left <= TAIL_WAIT:
+            box.tail_timer = asyncio.get_running_loop().call_later(left, self._tail_due, target, box)
+        elif box.live():
+            self._spill(target, box)
 
     def _store_for_later(self, peer: Peer, message: Send, server_ts: int, body: bytes) -> asyncio.Future[bool]:
         self._presence.watch(peer, message.to)
@@ -269,6 +294,8 @@ class LocalRouting:
             if not self._deletes:
                 asyncio.get_running_loop().call_soon(self.flush_deletes)
             self._deletes.append((box.name, sender, msg_id))
+        while (waiting := box.next_waiting()) is not None:  # the window has room: the tail moves on, in order
+            peer.write(waiting.frame or b"")
         if entry is None:
             return
         target = self._online.get(sender)
@@ -351,32 +378,6 @@ class LocalRouting:
                 return False
         await end_batch(peer)
         return True
-
-
-async def make_room(peer: Peer, size: int) -> bool:
-    """Before writing ``size`` more bytes of a backlog: wait for the reader rather than trip its bound.
-
-    False once the connection is gone.
-    """
-    buffered = peer.buffered()
-    if buffered and buffered + size > peer.max_out:
-        peer.flush()
-        await peer.drain()
-    return not peer.closing
-
-
-async def end_batch(peer: Peer) -> None:
-    """After a backlog batch: send it, and wait for the reader while much of it is unsent."""
-    peer.flush()
-    if peer.buffered() > BACKLOG_DRAIN_ABOVE:
-        await peer.drain()
-
-
-def ack_for(msg_id: str, recipient: str, status: str, rid: str | None, room: str | None) -> bytes:
-    """The ack for ``recipient``'s copy: a room's names the room and the member."""
-    if room is None:
-        return ack_frame(msg_id, recipient, status, rid)
-    return ack_frame(msg_id, room, status, rid, member=recipient)
 
 
 def _deleted(fut: asyncio.Future[int]) -> None:
