@@ -1,7 +1,7 @@
 """Fan-in past a recipient's window (issue 13 item 4's regression): many senders, one reader.
 
 Since item 4 a session holds at most its window of unconfirmed messages. On one node a message
-that arrives while the window is full now waits in the session's in-memory tail (half a window,
+that arrives while the window is full now waits in the session's in-memory tail (four windows,
 at most ``TAIL_WAIT``) and is written as confirmations free the window; only when the tail is full
 or too old does it go to the store (docs/protocol.md, "Server behaviour details"). Before, the
 first message past the window sent everything through the store: the session's unconfirmed
@@ -113,7 +113,7 @@ def check_once_in_order(got: list[tuple[str, str]], senders: int, each: int) -> 
 async def test_fan_in_past_the_window_and_the_tail_delivers_everything_once_in_order(
     tmp_path: Path, backend_options: dict[str, Any]
 ) -> None:
-    """Six senders pipeline 30 messages each at a window of 8 (a tail of 4): the window, the tail
+    """Six senders pipeline 30 messages each at a window of 8 (a tail of 32): the window, the tail
     and the store all carry some (on Redis every message is in the store; the window bounds the
     hand-out). Everything arrives once, in each sender's order, and is acked ``delivered``."""
     async with running_server(tmp_path / "s.db", window=8, **backend_options) as srv:
@@ -126,25 +126,25 @@ async def test_fan_in_past_the_window_and_the_tail_delivers_everything_once_in_o
 async def test_fan_in_that_fits_the_window_and_its_tail_never_touches_the_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One node: three senders pipeline four messages each at a window of 8 (a tail of 4) to a reader
-    that confirms as it reads. The four past the window wait in memory and follow as it confirms:
-    no sender hears ``queued``. Before the tail, the ninth sent all twelve through the store (the
+    """One node: four senders pipeline ten messages each at a window of 8 (a tail of 32) to a reader
+    that confirms as it reads. The 32 past the window wait in memory and follow as it confirms:
+    no sender hears ``queued``. Before the tail, the ninth sent all forty through the store (the
     eight unconfirmed ones stored again, all acked ``queued``, then read back)."""
     monkeypatch.setattr(routing, "TAIL_WAIT", 60.0)  # a loaded machine must not make the reader look stuck
     async with running_server(tmp_path / "s.db", window=8) as srv:
-        got, statuses = await fan_in(srv, senders=3, each=4)
+        got, statuses = await fan_in(srv, senders=4, each=10)
         assert srv.held_bytes() == 0
-    check_once_in_order(got, 3, 4)
-    assert statuses == [["delivered"] * 4] * 3, statuses
+    check_once_in_order(got, 4, 10)
+    assert statuses == [["delivered"] * 10] * 4, statuses
 
 
-@pytest.mark.parametrize("count", [3, 4], ids=["tail-at-the-end", "tail-stored-when-full"])
+@pytest.mark.parametrize("count", [3, 11], ids=["tail-at-the-end", "tail-stored-when-full"])
 async def test_a_session_that_ends_with_a_tail_passes_it_on_in_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
-    """Bob reads two (his window) and never confirms; the third waits in his tail (of one), and a
-    fourth finds the tail full, so the tail and his two unconfirmed ones go to the store first, in
-    that order. When he leaves, everything is stored in order (alice hears ``queued`` for each) and
+    """Bob reads two (his window) and never confirms; the third waits in his tail (of eight), and an
+    eleventh finds the tail full, so his two unconfirmed ones and then the tail go to the store
+    first, in that order. When he leaves, everything is stored in order (alice hears ``queued`` for each) and
     his next session gets them in that order, once."""
     monkeypatch.setattr(routing, "TAIL_WAIT", 60.0)  # the session's end, not the tail's timer, stores them
     async with running_server(tmp_path / "s.db", window=2) as srv, clients(srv.port, "alice") as (a,):

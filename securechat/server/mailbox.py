@@ -10,8 +10,8 @@ is confirmed; one handed out from the store is held only as its key.
 A message that arrives while the window is full, for a session that has
 nothing waiting in the store, waits in the session's *tail* instead: held in
 memory, in order, unacknowledged, and written as confirmations free the window
-(at most half a window of messages and bytes, for at most ``TAIL_WAIT``
-seconds). A recipient that keeps up with many senders (fan-in) thus never
+(at most ``TAIL_WINDOWS`` windows of messages and bytes, for at most
+``TAIL_WAIT`` seconds). A recipient that keeps up with many senders (fan-in) thus never
 sends its messages through the store. When the tail is full, or its oldest
 message has waited too long, the tail goes to the store like everything after it.
 
@@ -32,6 +32,10 @@ Key = tuple[str, str]  # (sender, msg_id)
 
 # The longest a message waits in a session's tail before the tail goes to the store (senders hear `queued`).
 TAIL_WAIT: Final = 1.0
+# A tail holds up to this many windows (messages and bytes): a burst of many senders to one reader
+# that keeps up (1,000 senders with 8 messages each in flight is about 10 MB) stays in memory. Only a
+# reader that confirms within TAIL_WAIT keeps one, and all frames held obey --max-unconfirmed-bytes.
+TAIL_WINDOWS: Final = 4
 
 
 @dataclass(slots=True)
@@ -111,8 +115,8 @@ class Mailbox:
         return len(self.inflight) < self.window and self.unconfirmed_bytes + size <= self.max_bytes
 
     def tail_fits(self, size: int) -> bool:
-        """May a message of ``size`` bytes wait in the tail: half a window, by count and by bytes?"""
-        return len(self.tail) < self.window // 2 and self.tail_bytes + size <= self.max_bytes // 2
+        """May a message of ``size`` bytes wait in the tail (``TAIL_WINDOWS`` windows, by count and by bytes)?"""
+        return len(self.tail) < self.window * TAIL_WINDOWS and self.tail_bytes + size <= self.max_bytes * TAIL_WINDOWS
 
     def wait(self, key: Key, entry: InFlight) -> int:
         """``entry`` waits in the tail (a resend of one waiting there is dropped); returns the change in held bytes."""
