@@ -308,6 +308,7 @@ async def test_users_pages_with_plus_and_narrows_with_a_prefix() -> None:
     assert describe(shown[0])[0][1].startswith("200 users (2 online), and more (/users + for the next): alice, ")
     [done] = await ex.execute(g.Users(more=True))
     assert describe(done) == [("hint", NO_MORE_USERS)]
+    assert describe(shown[2])[0][1].startswith("53 users (0 online), the last ones: u397 (offline), ")
     [narrow] = await ex.execute(g.Users("u44"))
     assert isinstance(narrow, UsersShown) and [u.name for u in narrow.users] == [f"u44{i}" for i in range(10)]
     assert describe(narrow) == [("info", "10 registered starting with 'u44', 0 online: " + ", ".join(

@@ -236,7 +236,7 @@ class Executor:
         page = await self.session.list_users(after, prefix)
         more = page.more and bool(page.users)
         self._next_users = (prefix, page.users[-1].name) if more else None
-        return [UsersShown(page.users, more, prefix)]
+        return [UsersShown(page.users, more, prefix, bool(after))]
 
     async def _whois(self, name: str) -> ContactShown:
         if self.session.online:

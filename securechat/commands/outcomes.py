@@ -85,6 +85,7 @@ class UsersShown:
     users: tuple[UserEntry, ...]
     more: bool = False
     prefix: str = ""
+    continued: bool = False  # a later page (``/users +``): not the start of the directory
 
 
 @dataclass(frozen=True, slots=True)

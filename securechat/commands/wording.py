@@ -173,12 +173,12 @@ def unsent_line(count: int, name: str) -> str:
     )
 
 
-def users_line(users: Iterable[UserEntry], more: bool = False, prefix: str = "") -> str:
+def users_line(users: Iterable[UserEntry], more: bool = False, prefix: str = "", continued: bool = False) -> str:
     """One page of the directory; the names are checked names (docs/protocol.md section 3), shown as they are."""
     listed, which = sorted(users, key=lambda user: user.name), f" starting with '{prefix}'" if prefix else ""
     parts, online = [f"{u.name}{'' if u.online else ' (offline)'}" for u in listed], sum(u.online for u in listed)
-    if more:
-        return f"{len(listed)} users{which} ({online} online), and more (/users + for the next): " + ", ".join(parts)
+    if more or continued:
+        return f"{len(listed)} users{which} ({online} online){', and more (/users + for the next)' if more else ', the last ones'}: " + ", ".join(parts)
     return f"{len(listed)} registered{which}, {online} online: " + ", ".join(parts) if listed else f"no users{which} are registered"
 
 
@@ -205,8 +205,8 @@ def describe(outcome: Outcome) -> list[Shown]:  # noqa: C901 - a match dispatche
             if not pinned:
                 return [("warn", f"no key is pinned for {name} yet; /whois {name} fetches it")]
             return [("warn", f"the fingerprint does NOT match the key pinned for {name}; /whois {name}")]
-        case UsersShown(users, more, prefix):
-            return [("info", users_line(users, more, prefix))]
+        case UsersShown(users, more, prefix, continued):
+            return [("info", users_line(users, more, prefix, continued))]
         case MembersShown(state):
             return [("info", members_line(state))]
         case Failed(Msg(to, text), error):
