@@ -308,3 +308,12 @@ async def test_a_refused_list_is_shown_and_the_session_stays(tmp_path: Path, mak
         assert out[-1] == "! the list of users failed: server error rate_limited: too many lists", out
         await chat.handle("/fingerprint")
         assert alice.session.online and not [e for e in alice.rec.of(ConnectionChanged) if e.state == "reconnecting"]
+
+
+def test_the_list_cost_bench_runs() -> None:
+    """`python -m securechat.bench.listcost` (docs/performance.md): small, but the same path."""
+    from securechat.bench.listcost import measure
+
+    got = measure("securechat-asyncio", 1_000, 1.0)
+    assert got["users"] >= 20 and got["rate_limited"] > 0, got  # the lookup burst, then refusals
+    assert got["bytes"] <= (got["users"] + 1) * LIST_PAGE_BYTES + got["rate_limited"] * 200, got
