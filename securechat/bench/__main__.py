@@ -188,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
         running.clear()
         if "rooms" in wanted:
-            results["rooms"] = sections.timed(_log, "rooms", lambda: _rooms(plan, relay_variants, help_text))
+            with_nodes = redis is not None and server_missing is None
+            results["rooms"] = sections.timed(
+                _log, "rooms", lambda: _rooms(plan, relay_variants, help_text, with_nodes)
+            )
         if "connections" in wanted:
             variants = [v for v in relay_variants if v.startswith("securechat") and v != "securechat-tls-nopad"]
             if args.quick:  # one plaintext server and the TLS one
@@ -219,15 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _rooms(plan: sections.Plan, variants: list[str], help_text: str) -> dict[str, Any]:
-    """Section 6, with a securechat server of its own for the fan-out (none: seal/open only)."""
+def _rooms(plan: sections.Plan, variants: list[str], help_text: str, with_nodes: bool) -> dict[str, Any]:
+    """Section 6, with a securechat server of its own for the fan-out (none: seal/open only), and two
+    nodes on a Redis of their own when there is a redis-server."""
     variant = next((v for v in variants if v.startswith("securechat")), None)
     server = start_server(variant, help_text=help_text) if variant is not None else None
+    two = nodes.start_setup("redis-2-nodes-cross", help_text, 1000) if server is not None and with_nodes else None
     try:
-        return sections.rooms(plan, _log, server)
+        return sections.rooms(plan, _log, server, two)
     finally:
-        if server is not None:
-            server.stop()
+        for started in (server, two):
+            if started is not None:
+                started.stop()
 
 
 SKIPPED_REDIS_REASON = sections.SKIPPED_REDIS

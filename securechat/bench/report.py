@@ -203,7 +203,8 @@ def _nodes(nd: Any) -> list[str]:  # size: one table per part of the section, re
 def _rooms(ro: Any) -> list[str]:
     if not isinstance(ro, dict):
         return [f"\n### 7. Rooms: {ro}"]
-    return _room_seal_open(ro.get("seal_open")) + _room_fan_out(ro.get("fan_out"))
+    nodes = _room_fan_out(ro["fan_out_nodes"]) if "fan_out_nodes" in ro else []
+    return _room_seal_open(ro.get("seal_open")) + _room_fan_out(ro.get("fan_out")) + nodes
 
 
 def _room_fan_out(fo: Any) -> list[str]:

@@ -4,7 +4,9 @@ One sender and ``members - 1`` readers log in (the library's
 :class:`~securechat.client.connection.ClientConnection` handshake), the sender
 creates a room and adds every reader (signed entries, checked by the server),
 then pipelines room messages; every reader confirms each copy with
-``received``. Measured: member deliveries per second (copies confirmed) and
+``received``. Given nodes over Redis (:class:`~securechat.bench.nodes.NodeSet`),
+the sender is on the first node and every reader on the last, so each copy
+crosses nodes; the CPU is then the nodes' together. Measured: member deliveries per second (copies confirmed) and
 the server's CPU per delivery (its user + system time over the stream).
 
 The envelope is sealed once for the room's members (RSA-3072 wraps) and only its
@@ -25,6 +27,7 @@ from ..client.connection import ClientConnection, Dropped, ServerError, Welcomed
 from ..protocol import FrameDecoder, encode_frame
 from ..rooms.log import ZERO_HEAD, RoomState, apply
 from ..rooms.sealing import seal_room, sign_entry
+from .nodes import NodeSet
 from .servers import ServerProcess
 
 _ID_PLACEHOLDER: Final = "e" * 32
@@ -116,11 +119,14 @@ async def _drain_sender(sender: Member, stop: asyncio.Event) -> None:
             continue
 
 
-async def fan_out(server: ServerProcess, keys: list[crypto.PrivateKey], members: int, messages: int) -> dict[str, Any]:
+async def fan_out(
+    server: ServerProcess | NodeSet, keys: list[crypto.PrivateKey], members: int, messages: int
+) -> dict[str, Any]:
     """One stream of ``messages`` room messages to a room of ``members``; deliveries/s and server CPU."""
     stamp = f"{time.monotonic_ns() % 10**9:09d}"
     names = [f"fo{stamp}s"] + [f"fo{stamp}r{i:03d}" for i in range(1, members)]
-    logged = await asyncio.gather(*(_login(server.port, n, keys[i % len(keys)]) for i, n in enumerate(names)))
+    ports = [server.port] + [getattr(server, "receiver_port", server.port)] * (members - 1)
+    logged = await asyncio.gather(*(_login(ports[i], n, keys[i % len(keys)]) for i, n in enumerate(names)))
     sender, readers = logged[0], logged[1:]
     room = f"#fo{stamp}"
     state = await _make_room(sender, keys[0], room, names[1:])
@@ -157,7 +163,7 @@ async def fan_out(server: ServerProcess, keys: list[crypto.PrivateKey], members:
     }
 
 
-def run(server: ServerProcess, keys: list[crypto.PrivateKey], *, quick: bool) -> dict[str, Any]:
+def run(server: ServerProcess | NodeSet, keys: list[crypto.PrivateKey], *, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for members in (10, 100):
         messages = (20 if quick else 300) if members == 10 else (5 if quick else 60)

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import crypto
 from . import crypto_bench, room_fanout, rooms_bench
+from .nodes import NodeSet
 from .runner import KeyPool, Timing, run_idle, run_load
 from .servers import ServerProcess, start_server
 from .stats import percentile, summary
@@ -307,8 +308,9 @@ def client_crypto(plan: Plan, log: Log) -> dict[str, Any]:
 # --- 6. rooms: seal/open at 10 and 100 members ------------------------------------------------------
 
 
-def rooms(plan: Plan, log: Log, server: ServerProcess | None) -> dict[str, Any]:
-    """Seal/open against the primitives; fan-out through ``server`` (a securechat variant) if there is one."""
+def rooms(plan: Plan, log: Log, server: ServerProcess | None, two_nodes: NodeSet | None = None) -> dict[str, Any]:
+    """Seal/open against the primitives; fan-out through ``server`` (a securechat variant) if there is one,
+    and across ``two_nodes`` on Redis (sender on one, members on the other) if given."""
     result: dict[str, Any] = {"seal_open": rooms_bench.run(quick=plan.quick)}
     for name, r in result["seal_open"].items():
         log(
@@ -322,12 +324,16 @@ def rooms(plan: Plan, log: Log, server: ServerProcess | None) -> dict[str, Any]:
         return result
     keys = [crypto.generate_private_key(3072) for _ in range(2)]
     result["fan_out"] = {"server": server.variant, **room_fanout.run(server, keys, quick=plan.quick)}
-    for name, r in result["fan_out"].items():
-        if isinstance(r, dict):
-            log(
-                f"rooms fan-out {name}: {r['deliveries_per_s']:,.0f} deliveries/s, "
-                f"server {r['server_cpu_us_per_delivery']:.0f} us CPU per delivery"
-            )
+    if two_nodes is not None:
+        label = f"{two_nodes.variant}: sender on node 1, members on node 2, CPU of both nodes"
+        result["fan_out_nodes"] = {"server": label, **room_fanout.run(two_nodes, keys, quick=plan.quick)}
+    for key in ("fan_out", "fan_out_nodes"):
+        for name, r in result.get(key, {}).items():
+            if isinstance(r, dict):
+                log(
+                    f"rooms {key} {name}: {r['deliveries_per_s']:,.0f} deliveries/s, "
+                    f"server {r['server_cpu_us_per_delivery']:.0f} us CPU per delivery"
+                )
     return result
 
 
