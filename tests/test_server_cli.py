@@ -164,6 +164,19 @@ def test_redis_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
     assert "pip install 'securechat[redis]'" in line, line
 
 
+def test_one_node_runs_without_the_redis_extra(tmp_path: Path) -> None:
+    """`pip install securechat` (no [redis]): the server on SQLite starts and serves rooms without
+    importing redis-py or hiredis (the README walkthrough installs it that way)."""
+    shadow = tmp_path / "shadow"
+    (shadow / "redis").mkdir(parents=True)
+    for module in (shadow / "hiredis.py", shadow / "redis" / "__init__.py"):
+        module.write_text("raise ImportError('not installed: the [redis] extra is not')\n")
+    path = os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")])
+    with server_process(tmp_path / "s.db", env={"PYTHONPATH": path}) as srv:
+        assert srv.port > 0
+        assert not any("Traceback" in line for line in srv.lines), srv.lines
+
+
 def test_unreachable_redis_is_a_one_line_error(tmp_path: Path) -> None:
     line = one_error_line(run_server(["--redis", "redis://127.0.0.1:1/0"]))
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in line, line

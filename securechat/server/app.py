@@ -118,12 +118,13 @@ class ChatServer:
 
     def _make_rooms(self) -> RoomService:
         """Rooms on the store's backend: one node on SQLite, or nodes sharing Redis."""
-        from .roomrouting import ClusterRooms, LocalRooms
-
         store, routing = self._store, self._routing
         if isinstance(store, SqliteStore) and isinstance(routing, LocalRouting):
+            from .roomrouting import LocalRooms
+
             return RoomService(self.config, store, self._directory, LocalRooms(routing, store))
         from .cluster import ClusterRouting
+        from .cluster_rooms import ClusterRooms
         from .redisstore import RedisStore
 
         if isinstance(store, RedisStore) and isinstance(routing, ClusterRouting):

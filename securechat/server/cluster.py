@@ -25,7 +25,7 @@ The durable store is the truth and pub/sub only a poke (docs/deployment.md):
   keeps the sends whose ack is still to come and, after a gap, asks the
   store for their fate (:mod:`securechat.server.awaited`).
 
-Rooms ride on the same queues (:mod:`securechat.server.roomrouting`).
+Rooms ride on the same queues (:mod:`securechat.server.cluster_rooms`).
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
-"""Rooms' routing (:class:`~securechat.server.seam.RoomRouting`) on one node and across nodes over Redis.
+"""Rooms' routing (:class:`~securechat.server.seam.RoomRouting`) on one node.
 
 :class:`LocalRooms`: a member's copy goes to its session on this node while
 its window has room, else to the store behind what waits there
-(:meth:`LocalRouting.hand`), exactly like a one-to-one message.
-
-:class:`ClusterRooms`: every copy goes into the member's queue in Redis and
-is poked to whatever node holds the member (:meth:`RedisStore.route`, the
-script one-to-one messages use), so delivery is in order and once per member
-and acked per member wherever the sender is connected: the copy carries its
-room in its stored rid (:func:`~securechat.server.redisstore.rid_text`), so
-the ``queued`` and ``delivered`` acks that the member's node publishes name
-the room and the member. A room's change is pushed by a ``P`` message on each
-member's channel. Nodes cache room states, so :meth:`ClusterRooms.room_seq`
-lets them check a cached state against the room's ``seq`` in Redis before
-they use it: a node never routes by a membership another node changed.
+(:meth:`LocalRouting.hand`), exactly like a one-to-one message. Across nodes
+over Redis it is :class:`~securechat.server.cluster_rooms.ClusterRooms`, in a
+module of its own so that one node never imports the Redis modules (they need
+the ``[redis]`` extra).
 """
 
 from __future__ import annotations
@@ -24,10 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..errors import QueueFull
-from .cluster import ClusterRouting, SessionBox
-from .futures import then
 from .mailbox import InFlight
-from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore
 from .routing import LocalRouting
 from .seam import CopyOutcome
 from .store import MessageStore, QueuedMessage
@@ -36,7 +25,8 @@ if TYPE_CHECKING:
     from .transport import Peer
 
 
-def _queued(entry: InFlight, member: str) -> QueuedMessage:
+def queued_copy(entry: InFlight, member: str) -> QueuedMessage:
+    """The stored form of a room message's copy for ``member``."""
     return QueuedMessage(member, entry.sender, entry.msg_id, entry.server_ts, entry.frame or b"", time.time(), room=entry.room)
 
 
@@ -59,7 +49,7 @@ class LocalRooms:
     def copy(self, sender: Peer, member: str, entry: InFlight) -> CopyOutcome | asyncio.Future[CopyOutcome]:
         target = self._routing.session(member)
         if target is None or target.closing:
-            stored = self._store.enqueue(_queued(entry, member))
+            stored = self._store.enqueue(queued_copy(entry, member))
         else:
             later = self._routing.hand(target, entry)
             if later is None:
@@ -80,36 +70,3 @@ class LocalRooms:
 
         stored.add_done_callback(done)
         return out
-
-
-class ClusterRooms:
-    """:class:`RoomRouting` across nodes that share Redis (the module docstring says how)."""
-
-    def __init__(self, routing: ClusterRouting, store: RedisStore) -> None:
-        self._routing = routing
-        self._store = store
-
-    def room_seq(self, room: str) -> asyncio.Future[int | None]:
-        return self._store.room_seq(room)
-
-    def push(self, names: Iterable[str], frame: bytes) -> None:
-        for name in names:
-            self._routing.tell(name, b"P" + frame)
-
-    def copy(self, sender: Peer, member: str, entry: InFlight) -> asyncio.Future[CopyOutcome]:
-        routed = self._store.route(_queued(entry, member), entry.rid)
-
-        def outcome(got: list[int]) -> CopyOutcome:
-            status, _, receivers = got
-            if status == OVER_CAPS:
-                return "full"
-            if status == ALREADY_CONFIRMED:
-                return "delivered"
-            if not receivers:  # nobody holds the member: stored for later, as on one node
-                return "queued"
-            box = sender.mailbox
-            if isinstance(box, SessionBox):  # the member's node acks it, by pub/sub; a gap is recovered
-                box.awaited.add(member, entry.msg_id, entry.rid, entry.room)
-            return "handed"
-
-        return then(routed, outcome)

@@ -17,10 +17,16 @@ def client_command() -> list[str]:
 
 
 def client_env(home: Path | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a test client: small keys, no inherited passphrase, ``home`` if given."""
+    """The environment of a test client: small keys, no inherited passphrase, ``home`` if given.
+
+    ``COLUMNS`` is wide unless a test asks for a width: otherwise a client whose output is a pipe
+    cuts its rows to the terminal of whoever runs the tests (stdin or /dev/tty), and a test that
+    passes in CI fails in a developer's terminal or under pytest-xdist.
+    """
     env = dict(os.environ)
     env.pop("SECURECHAT_PASSPHRASE", None)
     env["SECURECHAT_KEY_BITS"] = "2048"
+    env["COLUMNS"] = "1000"
     if home is not None:
         env["SECURECHAT_HOME"] = str(home)
     env.update(extra)

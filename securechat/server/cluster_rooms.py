@@ -1,0 +1,63 @@
+"""Rooms' routing (:class:`~securechat.server.seam.RoomRouting`) across nodes that share Redis.
+
+:class:`ClusterRooms`: every copy goes into the member's queue in Redis and
+is poked to whatever node holds the member (:meth:`RedisStore.route`, the
+script one-to-one messages use), so delivery is in order and once per member
+and acked per member wherever the sender is connected: the copy carries its
+room in its stored rid (:func:`~securechat.server.redisstore.rid_text`), so
+the ``queued`` and ``delivered`` acks that the member's node publishes name
+the room and the member. A room's change is pushed by a ``P`` message on each
+member's channel. Nodes cache room states, so :meth:`ClusterRooms.room_seq`
+lets them check a cached state against the room's ``seq`` in Redis before
+they use it: a node never routes by a membership another node changed.
+One node uses :class:`~securechat.server.roomrouting.LocalRooms`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .cluster import ClusterRouting, SessionBox
+from .futures import then
+from .mailbox import InFlight
+from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore
+from .roomrouting import queued_copy
+from .seam import CopyOutcome
+
+if TYPE_CHECKING:
+    from .transport import Peer
+
+
+class ClusterRooms:
+    """:class:`RoomRouting` across nodes that share Redis (the module docstring says how)."""
+
+    def __init__(self, routing: ClusterRouting, store: RedisStore) -> None:
+        self._routing = routing
+        self._store = store
+
+    def room_seq(self, room: str) -> asyncio.Future[int | None]:
+        return self._store.room_seq(room)
+
+    def push(self, names: Iterable[str], frame: bytes) -> None:
+        for name in names:
+            self._routing.tell(name, b"P" + frame)
+
+    def copy(self, sender: Peer, member: str, entry: InFlight) -> asyncio.Future[CopyOutcome]:
+        routed = self._store.route(queued_copy(entry, member), entry.rid)
+
+        def outcome(got: list[int]) -> CopyOutcome:
+            status, _, receivers = got
+            if status == OVER_CAPS:
+                return "full"
+            if status == ALREADY_CONFIRMED:
+                return "delivered"
+            if not receivers:  # nobody holds the member: stored for later, as on one node
+                return "queued"
+            box = sender.mailbox
+            if isinstance(box, SessionBox):  # the member's node acks it, by pub/sub; a gap is recovered
+                box.awaited.add(member, entry.msg_id, entry.rid, entry.room)
+            return "handed"
+
+        return then(routed, outcome)
