@@ -603,3 +603,37 @@ def test_b64decode_is_strict() -> None:
     for bad in ("AAE", "AA=C", "AA C", "AAE\n", "AB==", "-_-_", "é"):
         with pytest.raises(ValueError):
             b64decode(bad)
+
+
+def _reference_b64decode(text: str) -> bytes | None:
+    """The rule b64decode keeps, spelled the slow way: RFC 4648's alphabet and padding, canonical pad bits."""
+    try:
+        raw = text.encode("ascii")
+        data = base64.b64decode(raw, validate=True)
+    except (ValueError, UnicodeEncodeError):
+        return None
+    return data if base64.b64encode(data) == raw else None
+
+
+def _last_letter_changed(data: bytes, letter: str) -> str:
+    """``data`` in base64 with the letter before the padding replaced: other pad bits, mostly."""
+    text = base64.b64encode(data).decode()
+    body = text.rstrip("=")
+    return body[:-1] + letter + text[len(body):]
+
+
+@given(st.one_of(
+    st.text(alphabet="AQgw+/9z=\n é-_", max_size=14),
+    st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode()),
+    st.builds(_last_letter_changed, st.binary(min_size=1, max_size=8),
+              st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz+/")),
+))
+def test_b64decode_accepts_exactly_the_strict_canonical_texts(text: str) -> None:
+    """b64decode decodes in one strict C pass and re-encodes only a padded text (docs/performance.md
+    section 7): it accepts and refuses exactly what the slow rule does."""
+    expected = _reference_b64decode(text)
+    if expected is None:
+        with pytest.raises(ValueError):
+            b64decode(text)
+    else:
+        assert b64decode(text) == expected

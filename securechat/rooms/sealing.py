@@ -53,8 +53,8 @@ def room_header(room: str, sender: str, msg_id: str, ts: int, seq: int, head: by
 
 def room_signed_bytes(header: bytes, wrapped: Mapping[str, bytes], nonce: bytes, ciphertext: bytes) -> bytes:
     """The header, then each member's name and wrapped key in ascending order of name, the nonce, the ciphertext."""
-    pairs = b"".join(lp(name, wrapped[name]) for name in sorted(wrapped, key=str.encode))
-    return header + pairs + lp(nonce, ciphertext)
+    order = sorted(wrapped, key=str.encode)
+    return b"".join((header, lp(*(part for name in order for part in (name, wrapped[name]))), lp(nonce, ciphertext)))
 
 
 def seal_room_from_parts(
