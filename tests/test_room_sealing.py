@@ -199,3 +199,24 @@ def test_check_room_envelope_raises_only_malformed(value: object) -> None:
         check_room_envelope(value)
     except EnvelopeRejected as exc:
         assert exc.reason == "malformed"
+
+
+def test_wrapped_keys_decode_the_same_together_or_one_by_one() -> None:
+    """parse_room_envelope decodes the unpadded wrapped keys (RSA-3072: 384 bytes) in one go (docs/performance.md
+    section 7): the same bytes as one by one, padded ones (RSA-2048 and 4096) beside them, a bad key still named."""
+    env = sealed()  # RSA-2048 members: padded keys
+    env["keys"] |= {"alice": b64encode(bytes(range(128)) * 3), "carol": b64encode(b"\xff" * 384)}
+    one_by_one = {name: b64decode(value) for name, value in env["keys"].items()}
+    assert parse_room_envelope(env).keys == one_by_one
+    assert list(parse_room_envelope(env).keys) == list(env["keys"])
+    for name, broken in (("carol", env["keys"]["carol"][:-4] + "!!!!"), ("bob", env["keys"]["bob"][:-3] + "===")):
+        bad = copy.deepcopy(env)
+        bad["keys"][name] = broken
+        with pytest.raises(EnvelopeRejected, match=f"'keys.{name}' is not valid base64"):
+            parse_room_envelope(bad)
+    # Three letters and five: together they would decode; apart they are not base64.
+    shifted = copy.deepcopy(env)
+    shifted["keys"]["alice"] = shifted["keys"]["alice"][:-1]
+    shifted["keys"]["carol"] = shifted["keys"]["carol"] + "A"
+    with pytest.raises(EnvelopeRejected, match="'keys.alice' is not valid base64"):
+        parse_room_envelope(shifted)
