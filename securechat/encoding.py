@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Iterable
 from typing import Final
 
 _U32: Final = struct.Struct(">I")
@@ -18,6 +19,16 @@ def lp(*fields: bytes | str) -> bytes:
         out += _U32.pack(len(data))
         out += data
     return bytes(out)
+
+
+def lp_pairs(pairs: Iterable[tuple[str, bytes]]) -> bytes:
+    """``lp(name, value)`` for each pair, concatenated: :func:`lp` of them all, built in one join
+    (a room message's wrapped keys: 200 fields, 54 KB at 100 members)."""
+    parts: list[bytes] = []
+    for name, value in pairs:
+        raw = name.encode("utf-8")
+        parts += (_U32.pack(len(raw)), raw, _U32.pack(len(value)), value)
+    return b"".join(parts)
 
 
 def b64encode(data: bytes) -> str:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import crypto
 from ..clock import now_ms
-from ..encoding import b64encode, lp
+from ..encoding import b64encode, lp, lp_pairs
 from ..envelope import ENVELOPE_VERSION, GCM_NONCE_SIZE
 from ..errors import BadSignature, WrongRecipient
 from .envelope import ParsedRoomEnvelope, check_room_addressing, check_room_members, parse_room_envelope
@@ -53,8 +53,8 @@ def room_header(room: str, sender: str, msg_id: str, ts: int, seq: int, head: by
 
 def room_signed_bytes(header: bytes, wrapped: Mapping[str, bytes], nonce: bytes, ciphertext: bytes) -> bytes:
     """The header, then each member's name and wrapped key in ascending order of name, the nonce, the ciphertext."""
-    order = sorted(wrapped, key=str.encode)
-    return b"".join((header, lp(*(part for name in order for part in (name, wrapped[name]))), lp(nonce, ciphertext)))
+    pairs = lp_pairs((name, wrapped[name]) for name in sorted(wrapped, key=str.encode))
+    return b"".join((header, pairs, lp(nonce, ciphertext)))
 
 
 def seal_room_from_parts(
