@@ -45,16 +45,20 @@ def _state(members: int) -> RoomState:
 
 
 def _alternating(operations: dict[str, Callable[[], object]], iterations: int, reps: int) -> dict[str, list[float]]:
-    """µs per call of each operation, called in turn call by call (A, B, A, B...) and summed per repetition:
-    a load that comes and goes on a shared machine falls on both sides alike (their ratio is the figure)."""
+    """CPU µs per call of each operation, called in turn call by call (A, B, A, B...) and summed per repetition.
+
+    CPU time of this process, not wall time: on a shared machine another process's
+    load does not enter (wall time swung the 100-member open ratio from 1.1x to 1.7x
+    between runs minutes apart), and what is left falls on both sides alike.
+    """
     us: dict[str, list[float]] = {name: [] for name in operations}
     for _ in range(reps):
         spent = dict.fromkeys(operations, 0.0)
         for _ in range(iterations):
             for name, fn in operations.items():
-                start = time.perf_counter()
+                start = time.process_time()
                 fn()
-                spent[name] += time.perf_counter() - start
+                spent[name] += time.process_time() - start
         for name in operations:
             us[name].append(spent[name] / iterations * 1e6)
     return us
