@@ -236,3 +236,69 @@ async def test_a_stripped_or_swapped_wrapped_key_is_refused(hostile: HostileServ
     await still_talking(alice, hostile, state)
     received = [e.text for e in alice.rec.of(MessageReceived)]
     assert received == ["still fine"], received
+
+
+# --- what a client keeps of rooms it is not in ----------------------------------------------------------
+
+
+async def test_messages_naming_open_rooms_we_are_not_in_leave_nothing_held(
+    hostile: HostileServer, alice: Client
+) -> None:
+    """A server that sends messages naming open rooms alice never joined makes her fetch each room's log
+    (the message might be for a room she was just added to); she keeps none of them: a non-member holds no
+    room's log, so a server cannot fill her state with the logs of every open room."""
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    for n in range(3):
+        lobby = Chain(f"#lobby{n}")
+        lobby.add("create", "bob", "bob", "open")
+        lobby.add("join", "carol")
+        assert lobby.state is not None
+        hostile.room_logs[lobby.room] = [entry.to_json() for entry in lobby.entries]
+        env = seal_room(identity_key("bob"), {name: identity_key(name).public_key() for name in lobby.state.members},
+                        lobby.state, "bob", "not for alice")
+        hostile.room_message("bob", env)
+        rejected = await alice.rec.wait_kind(MessageRejected, msg_id=env["id"])
+        assert rejected.reason in ("unknown_state", "bad_recipient"), rejected
+        assert alice.session.rooms.state(lobby.room) is None, f"alice keeps the log of {lobby.room}"
+    assert [held.room for held in alice.session.rooms.held()] == [ROOM]
+    assert alice.session.store.query("SELECT DISTINCT room FROM room_chain") == [(ROOM,)]
+    await still_talking(alice, hostile, state)
+
+
+async def test_a_message_whose_state_cannot_be_read_for_now_is_not_confirmed(
+    hostile: HostileServer, alice: Client
+) -> None:
+    """A message names a newer state; the client asks for the log and gets no answer (the connection is stuck):
+    a failure that may pass, so the message is neither rejected nor confirmed, and opens when it comes again.
+    Before: unknown_state, confirmed with `received`, lost."""
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    newer = Chain(ROOM, list(chain.entries), chain.state)
+    newer.add("add", "bob", "dave")
+    assert newer.state is not None
+    hostile.hang_room_logs = True
+    env = sealed(hostile, newer.state, text="under the newer state")
+    hostile.room_message("bob", env)
+    await next_frame(hostile, "room_log")
+    later = sealed(hostile, state, text="after it")  # the inbox takes one message at a time: this one comes after
+    hostile.room_message("bob", later)
+    await alice.rec.wait_kind(MessageReceived, msg_id=later["id"])
+    confirmed = []
+    while (frame := await next_frame(hostile, "received"))["id"] != later["id"]:
+        confirmed.append(frame["id"])
+    assert env["id"] not in confirmed
+    assert not [e for e in alice.rec.of(MessageRejected) if e.msg_id == env["id"]]
+    hostile.hang_room_logs = False
+    serve(hostile, newer)
+    hostile.room_message("bob", env)  # as a server redelivers what was not confirmed
+    got = await alice.rec.wait_kind(MessageReceived, msg_id=env["id"])
+    assert got.text == "under the newer state"
+
+
+async def next_frame(srv: HostileServer, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        while True:
+            frame = await srv.from_client.get()
+            if frame["type"] == kind:
+                return frame

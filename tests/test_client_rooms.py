@@ -16,6 +16,7 @@ import pytest
 from securechat.errors import RoomRefused, ServerErrorReply
 from securechat.events import Acked, MessageReceived, RoomChanged, RoomsListed
 from securechat.server import ChatServer
+from tests.support.rawclient import running_server
 from tests.support.sessions import Client, online
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,3 +168,19 @@ async def test_room_state_survives_a_restart_of_the_client(
     await alice.rec.wait_kind(MessageReceived, msg_id=msg_id)
     for client in (alice, bob, again):
         await client.stop()
+
+
+async def test_a_join_refused_leaves_nothing_of_the_room_held(tmp_path: Any, make_client: MakeClient) -> None:
+    """To join an open room the client reads its log first; when the server refuses the join (the room is
+    full here), the log is not kept: a client holds no room it is not in."""
+    async with running_server(tmp_path / "full.db", max_room_members=2) as server:
+        alice, bob, carol = [await online(make_client(n, server.port)) for n in ("alice", "bob", "carol")]
+        await alice.session.rooms.create("#lobby", open_room=True)
+        await bob.session.rooms.join("#lobby")
+        with pytest.raises(ServerErrorReply) as info:
+            await carol.session.rooms.join("#lobby")
+        assert info.value.code == "room_full"
+        assert carol.session.rooms.state("#lobby") is None
+        assert carol.session.store.query("SELECT COUNT(*) FROM room_chain") == [(0,)]
+        for client in (alice, bob, carol):
+            await client.stop()

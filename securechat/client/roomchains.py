@@ -116,6 +116,15 @@ class RoomChains:
             )
 
 
+    def forget(self, room: str) -> None:
+        """Hold ``room`` no more: its chain and state go, together (a room we were never in)."""
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM room_chain WHERE room = ?", (room,))
+            db.execute("DELETE FROM room_state WHERE room = ?", (room,))
+        for key in [key for key in self._old if key[0] == room]:
+            del self._old[key]
+
+
 def _state(row: tuple[Any, ...]) -> RoomState:
     room, kind, seq, head, members, admins = row
     return RoomState(

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 from ..clock import now_ms
-from ..errors import RoomRefused, SecurechatError, ServerErrorReply
+from ..errors import RoomRefused, SecurechatError, ServerErrorReply, SessionClosed
 from ..events import RoomChanged, RoomListing, RoomRejected, RoomsListed
 from ..names import parse_typed_name, parse_typed_room
 from ..rooms.log import CHANGES, MAX_MEMBER_ROOMS, ZERO_HEAD, RoomEntry, RoomState, apply, parse_entry
@@ -139,10 +139,17 @@ class RoomClient:
             return found
         try:
             async with self._lock:
-                await self._fetch(room, held.seq + 1 if held else 0)
+                try:
+                    await self._fetch(room, held.seq + 1 if held else 0)
+                    found = self._chains.state_at(room, seq, head)
+                finally:
+                    if held is None:
+                        self._keep_only_as_member(room)
+        except SessionClosed:
+            raise  # the log could not be read for now: the message stays unconfirmed, redelivered later
         except SecurechatError as exc:
             log.info("could not fetch %s for a message: %s", room, exc)
-        return self._chains.state_at(room, seq, head)
+        return found
 
     async def refresh(self, room: str, seq: int) -> None:
         """The server says ``room`` is at ``seq``: fetch it if we are behind."""
@@ -154,32 +161,48 @@ class RoomClient:
             except SecurechatError as exc:  # the next sync catches up
                 log.info("could not fetch %s: %s", room, exc)
 
+    def _keep_only_as_member(self, room: str) -> None:
+        """A room read for a message or a join that we are not in (an open room's log is anyone's to
+        read): not held, so no server can fill our state with logs of rooms we never joined."""
+        state = self._chains.state(room)
+        if state is not None and self._me not in state.members:
+            self._chains.forget(room)
+
     # --- changes --------------------------------------------------------------------------------
 
     async def _change(self, op: str, room: str, name: str, kind: str = "") -> None:
         async with self._lock:
-            for attempt in range(CHANGE_ATTEMPTS):
+            held = self._chains.state(room) is not None
+            try:
+                await self._change_held(op, room, name, kind)
+            finally:
+                if op == "join" and not held:  # a join that did not happen leaves nothing held
+                    self._keep_only_as_member(room)
+
+    async def _change_held(self, op: str, room: str, name: str, kind: str) -> None:
+        """:meth:`_change` with the lock held."""
+        for attempt in range(CHANGE_ATTEMPTS):
+            state = self._chains.state(room)
+            if state is None and op == "join":
+                await self._fetch(room, 0)  # an open room we do not hold yet
                 state = self._chains.state(room)
-                if state is None and op == "join":
-                    await self._fetch(room, 0)  # an open room we do not hold yet
-                    state = self._chains.state(room)
-                if state is None and op != "create":
-                    raise RoomRefused(f"there is no room {room} here (/rooms lists them)", code="unknown_room")
-                if op in ("create", "add", "join") and self._member_rooms() >= MAX_MEMBER_ROOMS and name == self._me:
-                    raise RoomRefused(f"you are in {MAX_MEMBER_ROOMS} rooms already", code="too_many_rooms")
-                seq, prev = (state.seq + 1, state.head) if state is not None else (0, ZERO_HEAD)
-                entry = sign_entry(self._parts.identity.private_key, room, seq, prev, op, self._me, name, kind, now_ms())
-                apply(state, entry)  # the rules, here first: a refused change is never sent
-                kind_of = "room_create" if op == "create" else "room_append"
-                try:
-                    answer = await self._ask({"type": kind_of, "entry": entry.to_json()}, "room", room)
-                except ServerErrorReply as exc:
-                    if exc.code != "stale_state" or attempt == CHANGE_ATTEMPTS - 1:
-                        raise
-                    await self._fetch(room, seq)  # someone changed it first: catch up, then build it again
-                    continue
-                await self._apply(room, answer.frame)
-                return
+            if state is None and op != "create":
+                raise RoomRefused(f"there is no room {room} here (/rooms lists them)", code="unknown_room")
+            if op in ("create", "add", "join") and self._member_rooms() >= MAX_MEMBER_ROOMS and name == self._me:
+                raise RoomRefused(f"you are in {MAX_MEMBER_ROOMS} rooms already", code="too_many_rooms")
+            seq, prev = (state.seq + 1, state.head) if state is not None else (0, ZERO_HEAD)
+            entry = sign_entry(self._parts.identity.private_key, room, seq, prev, op, self._me, name, kind, now_ms())
+            apply(state, entry)  # the rules, here first: a refused change is never sent
+            kind_of = "room_create" if op == "create" else "room_append"
+            try:
+                answer = await self._ask({"type": kind_of, "entry": entry.to_json()}, "room", room)
+            except ServerErrorReply as exc:
+                if exc.code != "stale_state" or attempt == CHANGE_ATTEMPTS - 1:
+                    raise
+                await self._fetch(room, seq)  # someone changed it first: catch up, then build it again
+                continue
+            await self._apply(room, answer.frame)
+            return
 
     # --- fetching and verifying -------------------------------------------------------------------
 

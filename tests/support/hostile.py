@@ -51,6 +51,7 @@ class HostileServer:
         # Rooms (docs/protocol.md 11.6): what `rooms` lists and what `room_log` serves, as the test scripts them.
         self.room_listing: list[dict[str, Any]] = []
         self.room_logs: dict[str, list[dict[str, Any]]] = {}
+        self.hang_room_logs = False  # never answer a room_log (the log cannot be read for now)
         self.from_client: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.client_key: rsa.RSAPublicKey | None = None
         self.connections = 0
@@ -151,6 +152,8 @@ class HostileServer:
                     elif kind == "list":
                         made_up = [{"name": f"u{i:031d}", "online": False} for i in range(self.users_padding)]
                         self.push({"type": "users", "users": made_up, "more": False, "rid": frame.get("rid")})
+                    elif kind == "room_log" and self.hang_room_logs:
+                        pass
                     elif kind in ("rooms", "room_log"):
                         self._answer_room(frame)
                     elif kind == "ping":
