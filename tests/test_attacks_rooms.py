@@ -31,6 +31,7 @@ from tests.support.hostile import HostileServer, LoopWatch
 from tests.support.rawclient import identity_key
 from tests.support.rooms import Chain
 from tests.support.sessions import Client, Recorder
+from tests.test_attacks_confirm import next_frame
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -294,11 +295,3 @@ async def test_a_message_whose_state_cannot_be_read_for_now_is_not_confirmed(
     hostile.room_message("bob", env)  # as a server redelivers what was not confirmed
     got = await alice.rec.wait_kind(MessageReceived, msg_id=env["id"])
     assert got.text == "under the newer state"
-
-
-async def next_frame(srv: HostileServer, kind: str) -> dict[str, Any]:
-    async with asyncio.timeout(WAIT):
-        while True:
-            frame = await srv.from_client.get()
-            if frame["type"] == kind:
-                return frame
