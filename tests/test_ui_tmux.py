@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from securechat.commands.wording import OFFLINE_USERS
+from tests.support.cli import client_command
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.tmux import EXIT_MARK, TmuxPane, client_argv, have_tmux
 
@@ -165,3 +166,43 @@ def test_a_signal_from_outside_restores_the_terminal(
     screen = alice.wait_for(EXIT_MARK, 15)
     assert f"{EXIT_MARK}0" in screen
     assert "online │" not in screen  # the full screen is gone: the shell's screen is back
+
+
+def test_a_room_payload_from_raw_opens_in_decrypt(
+    server_proc: ServerProcess, panes: dict[str, TmuxPane], tmp_path: Path
+) -> None:
+    """Issue 10: /raw shows a room message's payload; a person selects its rows with the mouse (tmux's copy
+    mode) and pastes them at `securechat-client decrypt --name bob`'s prompt: it names the room and the sender."""
+    from tests.test_readme_walkthrough import payload_rows
+
+    alice = open_client(panes, "alice", tmp_path, server_proc.port, width=160, height=40)
+    bob = open_client(panes, "bob", tmp_path, server_proc.port, width=160, height=50)
+    alice.type("/create #ops")
+    alice.wait_for("alice created #ops (invite)")
+    alice.type("/add #ops bob")
+    alice.wait_for("alice added bob to #ops")
+    bob.wait_for("#ops")  # the status bar counts the room's unread change
+    bob.type("/to #ops")
+    bob.wait_for("alice added bob to #ops")
+    alice.type("/to #ops")
+    alice.type("the room's secret plan")
+    bob.wait_for("<alice> the room's secret plan")
+    bob.type("/raw")
+    screen = bob.wait_for(lambda s: "<alice> the room's secret plan" in s and "eyJ" in s)
+    first, last = payload_rows(screen, "<alice> the room's secret plan")
+    copied = bob.select_rows(first, last)
+    assert copied.count("\n") >= 1, copied  # rows come out hard-wrapped, as from a terminal
+
+    dec = TmuxPane("decrypt", 160, 40)
+    panes["decrypt"] = dec
+    dec.start([*client_command(), "decrypt", "--name", "bob", "--home", str(tmp_path / "home-bob")])
+    dec.wait_for("Paste the payload (line breaks are fine), then press Enter on an empty line:")
+    dec.paste(copied + "\n")
+    out = dec.wait_for(f"{EXIT_MARK}0")
+    flat = " ".join(out.split())  # decrypt cuts its rows at the terminal's width
+    assert "from alice in #ops (sent under seq 1 of its log: 2 members)" in flat, out
+    assert "signed with the key pinned for alice" in flat, out
+    assert "\n    the room's secret plan\n" in out, out
+    for pane in (alice, bob):
+        pane.type("/quit")
+        pane.wait_for(f"{EXIT_MARK}0")
