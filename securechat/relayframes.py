@@ -89,6 +89,17 @@ def send_fields(frame: Mapping[str, Any], rid: str | None) -> SendFields:
     return SendFields(frame["to"], envelope["from"], envelope["id"], jsoncodec.dumps(envelope), rid)
 
 
+def usual_kind(body: bytes) -> str | None:
+    """``send`` or ``received`` if ``body`` starts as the usual one does, else None (decode it to know).
+
+    A body with that start and another type is malformed (the codec refuses duplicate keys): it fails
+    when it is handled, so naming its type from the start is safe for ordering decisions.
+    """
+    if body.startswith(SEND_PREFIX):
+        return "send"
+    return "received" if body.startswith(RECEIVED_PREFIX) else None
+
+
 def read_received(body: bytes) -> tuple[str, str, str | None] | None:
     """(from, id, rid) of a ``received`` body of the usual shape; None sends it down the general path."""
     match = _RECEIVED.fullmatch(body)

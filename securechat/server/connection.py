@@ -40,7 +40,7 @@ from ..protocol import (
     error_frame,
     request_id,
 )
-from ..relayframes import RECEIVED_PREFIX, SEND_PREFIX, SendFields, read_received, read_send, send_fields
+from ..relayframes import SendFields, read_received, read_send, send_fields, usual_kind
 from ..rooms.frames import ROOM_CLIENT_TYPES
 from ..tls import tls_at_plaintext
 from .admission import ROOM_CHANGE_BURST, ROOM_CHANGE_RATE, TokenBucket
@@ -148,14 +148,14 @@ class ServerConnection:
         if self._next >= len(self._frames):
             return None
         item = self._frames[self._next]
-        if type(item) is bytes:
+        if isinstance(item, bytes):
+            if (usual := usual_kind(item)) is not None:  # left as bytes to the fast path
+                return usual
             try:
                 item = self._frames[self._next] = decode_body(item)
             except BadFrame:
                 return None
-        assert isinstance(item, dict)
-        kind: str = item["type"]
-        return kind
+        return str(item["type"])
 
     def next_event(self) -> Event | Pull:
         """Handle the next frame: its event, ``HANDLED`` if answered here, or ``NEED_DATA``."""
@@ -194,14 +194,14 @@ class ServerConnection:
 
     def _fast_event(self, body: bytes) -> Event | Pull | None:
         """A ``send`` or ``received`` of the usual shape, handled as the general path would; else None."""
-        if body.startswith(SEND_PREFIX):
+        if (kind := usual_kind(body)) == "send":
             if (fields := read_send(body)) is None:
                 return None
             if not self._bucket.take(self._now):
                 self.error("rate_limited", "too many frames; this one was dropped", fields.rid)
                 return HANDLED
             return self._send_event(fields) or HANDLED
-        if body.startswith(RECEIVED_PREFIX):
+        if kind == "received":
             if (got := read_received(body)) is None:
                 return None
             if got[:2] not in self.handed and not self._bucket.take(self._now):
