@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +131,48 @@ async def test_pushes_and_per_member_acks_cross_nodes(tmp_path: Path, redis_serv
         await send(alice, ops, 2)
         assert (await alice.recv_type("room_sent"))["members"] == ["carol", "dave"]
         await bob.expect_silence(0.5, ignore=("presence", "room_update"))
+
+
+async def test_room_acks_lost_to_a_pubsub_gap_are_recovered_naming_the_room_and_member(
+    tmp_path: Path, make_redis: Callable[..., RedisProcess]
+) -> None:
+    """The sender's node loses its subscriber, and cannot get it back, while bob confirms: the `delivered`
+    acks published meanwhile are lost; the node recovers them from the store after the gap, each naming the
+    room and the member."""
+    n = 10
+    redis = make_redis()
+    async with two_nodes(tmp_path, redis) as (a, b), clients(a.port, "alice") as (alice,), clients(
+        b.port, "bob"
+    ) as (bob,):
+        ops = Room()
+        await change(alice, ops, "create")
+        await change(alice, ops, "add", "bob")
+        while not b.caught_up("bob"):  # bob's backlog read: each copy goes to him at once, acked only when confirmed
+            await asyncio.sleep(0.02)
+        for i in range(1, n + 1):
+            await send(alice, ops, i)
+            assert (await alice.recv_type("room_sent"))["members"] == ["bob"]
+        got = [await bob.recv_type("message") for _ in range(n)]
+        import redis as redis_py
+
+        admin = redis_py.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5, single_connection_client=True)
+        bus = f"securechat-bus-{a._routing.node}"  # type: ignore[attr-defined]
+        # Redis takes no new connection now: node A's subscriber, once killed, stays away (its reconnects are
+        # refused, "max number of clients reached"); the connections in use stay up.
+        clients_now = int((await asyncio.to_thread(admin.info, "clients"))["connected_clients"])
+        await asyncio.to_thread(admin.config_set, "maxclients", clients_now - 1)
+        try:
+            ids = [c["id"] for c in await asyncio.to_thread(admin.client_list) if c["name"] == bus]
+            assert len(ids) == 1, ids
+            assert await asyncio.to_thread(admin.client_kill_filter, _id=ids[0]) == 1
+            for message in got:
+                await bob.send_frame({"type": "received", "id": message["envelope"]["id"], "from": "alice"})
+            qi = f"{a.config.redis_prefix}qi:{{bob}}"
+            while await asyncio.to_thread(admin.hlen, qi):
+                await asyncio.sleep(0.05)  # every copy confirmed: each `delivered` was published into the gap
+            await alice.expect_silence(0.3, ignore=("presence",))  # none of them reached alice
+        finally:
+            await asyncio.to_thread(admin.config_set, "maxclients", 10_000)
+        acks = [await alice.recv_type("ack", timeout=20) for _ in range(n)]
+        assert sorted((x["id"], x["to"], x["member"], x["status"], x["rid"]) for x in acks) == [
+            (msg_id(i), "#ops", "bob", "delivered", msg_id(i)) for i in range(1, n + 1)]
