@@ -15,7 +15,9 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from typing import Any
 
@@ -29,8 +31,7 @@ THROTTLES = ("--rate", "--burst")  # the bench lifts them; here the defaults are
 
 def start(variant: str, names: int) -> ServerProcess:
     """A server with the default rates and ``names`` registrations in its database."""
-    workdir = os.path.join("/tmp", f"securechat-listcost-{variant}-{os.getpid()}")
-    os.makedirs(workdir, exist_ok=True)
+    workdir = tempfile.mkdtemp(prefix=f"securechat-listcost-{variant}-")
     env = {"PYTHONPATH": baseline_tree() or ""} if variant == "securechat-baseline" else {}
     argv = securechat_argv(variant, workdir, server_help(env or None), 100)
     for option in THROTTLES:
@@ -38,6 +39,7 @@ def start(variant: str, names: int) -> ServerProcess:
             at = argv.index(option)
             del argv[at : at + 2]
     server = ServerProcess(variant, argv, env=env)
+    server.workdir = workdir
     server.start()
     with sqlite3.connect(os.path.join(workdir, "bench.db")) as db:
         rows = [(f"n{i:06d}".ljust(32, "-"), "0" * 64) for i in range(names)]
@@ -85,6 +87,7 @@ def measure(variant: str, names: int, seconds: float) -> dict[str, Any]:
         return {"variant": variant, "names": names, "seconds": seconds, **got}
     finally:
         server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 def main() -> None:
