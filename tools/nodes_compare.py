@@ -1,0 +1,87 @@
+"""The bench's several-nodes measurements, before and after in the same repetitions (not a test: a measurement).
+
+The ``nodes`` section of ``python -m securechat.bench`` has no baseline variant; this runs its
+own functions (:mod:`securechat.bench.nodes`) on two cross-node setups, one running this
+checkout's code and one another checkout's (``--base``), alternated in each repetition, and
+with ``--targets`` the one-node-SQLite comparison and the latency at 1,000 msg/s. Run from
+the repository root::
+
+    mkdir /tmp/base && git archive 8ee49b3 | tar -x -C /tmp/base
+    python tools/nodes_compare.py --base /tmp/base --reps 5     # node and Redis CPU per message
+    python tools/nodes_compare.py --targets --reps 3            # issue 11's two targets
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from securechat.bench import nodes
+from securechat.bench.runner import KeyPool, Timing
+from securechat.bench.servers import ServerProcess, securechat_argv, server_help
+
+THROUGHPUT = Timing(warmup=2.0, duration=3.0, drain=5.0)
+LATENCY = Timing(warmup=0.5, duration=5.0, drain=5.0)
+
+
+def cross_node(tree: Path | None) -> nodes.NodeSet:
+    """Two nodes on one Redis (appendfsync always) running ``tree``'s code (None: this checkout's)."""
+    env = {"PYTHONPATH": str(tree)} if tree else {}
+    help_text = server_help(env or None)
+    workdir = tempfile.mkdtemp(prefix="nodes-compare-")
+    redis = nodes.start_redis(workdir, 2100)
+    url = f"redis://127.0.0.1:{redis.port}/0"
+    started = []
+    for _ in range(2):
+        node = ServerProcess("redis-2-nodes-cross", securechat_argv("securechat-uvloop", workdir, help_text, 1000, redis_url=url), env=env)
+        node.start()
+        started.append(node)
+    return nodes.NodeSet("redis-2-nodes-cross", started, redis)
+
+
+def line(name: str, r: dict[str, float]) -> str:
+    return (
+        f"{name:<24} {r['msgs_per_s']:>8,.0f} msg/s  nodes {r['server_cpu_us_per_msg'] or 0:6.1f} us/msg  "
+        f"redis {r['redis_cpu_us_per_msg'] or 0:6.1f} us/msg  {r['redis_calls_per_msg'] or 0:4.1f} calls/msg  "
+        f"nodes' CPU {r['server_cpu']:.0%}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", type=Path, help="the other checkout (before)")
+    parser.add_argument("--targets", action="store_true", help="one node on SQLite against cross-node, and p99 at 1,000 msg/s")
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    pool = KeyPool()
+    setups = {"after (this checkout)": cross_node(None)}
+    if args.base:
+        setups["before (--base)"] = cross_node(args.base)
+    if args.targets:
+        setups["one node, SQLite"] = nodes.start_setup("sqlite-1-node", server_help(), 1000)
+    try:
+        for rep in range(args.reps):
+            cpu = {}
+            for name, setup in setups.items():
+                r = nodes.throughput_run(setup, pool, 10, 2, THROUGHPUT)
+                cpu[name] = r["server_cpu_us_per_msg"] or 0.0
+                print(f"rep {rep + 1} {line(name, r)}", flush=True)
+                if args.targets:
+                    lat = nodes.latency_run(setup, pool, 100, 2, LATENCY, 1000)
+                    print(f"rep {rep + 1} {name:<24} at 1,000 msg/s: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, lost {lat['lost']}")
+            after = cpu["after (this checkout)"]
+            if args.base and after:
+                print(f"rep {rep + 1} nodes' CPU per message, before / after: {cpu['before (--base)'] / after:.2f}x")
+            if args.targets and cpu["one node, SQLite"]:
+                print(f"rep {rep + 1} cross-node / one node CPU per message: {after / cpu['one node, SQLite']:.2f}x")
+    finally:
+        for setup in setups.values():
+            setup.stop()
+
+
+if __name__ == "__main__":
+    main()
