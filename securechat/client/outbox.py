@@ -10,7 +10,7 @@
   ``delivered`` still updates the history status, which never goes back to ``queued``.
 - Errors about a send: :data:`UNDELIVERABLE_CODES` drop it from the outbox (history
   status ``failed``); :data:`RETRY_CODES` resend it on the same connection after a
-  capped, jittered pause; anything left is resent after any reconnect.
+  capped, jittered pause; anything left is resent after any reconnect; ``internal``: all, in order.
 - A message to a new contact whose first lookup cannot finish for now (the
   connection goes while it is in flight, or the server refuses it for the moment)
   is kept, not failed (:mod:`securechat.client.awaiting`): after the next
@@ -97,6 +97,7 @@ class Outbox:
         self._shrunk = asyncio.Event()
         self._retry_attempts: dict[str, int] = {}
         self._retries: set[asyncio.Task[None]] = set()
+        self._held: Link | None = None  # the link whose sends wait for a resend of the outbox
         self._key_attempts = 0  # refused lookups in a row for messages awaiting a key
         self._later: asyncio.Task[None] | None = None  # the next pass over them, once planned
         self._sealing = asyncio.Lock()
@@ -109,12 +110,17 @@ class Outbox:
 
     def attach(self, link: Link) -> None:
         """Welcomed on ``link``: resend everything not acknowledged yet, oldest first."""
-        self._link = link
-        for entry in self._store.outbox.entries():
-            link.send(_send_frame(entry.recipient, entry.envelope))
+        self._link, self._held = link, None
+        self._resend_all(link)
         self._report_set_aside()
         if len(self._store.awaiting):
             self._spawn(self._seal_awaiting(link))
+
+    def _resend_all(self, link: Link, held: Link | None = None) -> None:  # oldest first, if still due
+        if self._held is held and self._link is link:
+            self._held = None
+            for entry in self._store.outbox.entries():
+                link.send(_send_frame(entry.recipient, entry.envelope))
 
     def _report_set_aside(self) -> None:
         """One warning per damaged outbox row the store moved aside (docs/security.md, "Local state")."""
@@ -160,7 +166,7 @@ class Outbox:
         self._store.history.add(HistoryEntry(to, "out", msg_id, ts, text, "sending"))
         self._emit(MessageSent(msg_id, to, ts, text, crypto.encode_payload(envelope)))
         link = self._link
-        if link is not None:
+        if link is not None and self._held is not link:
             link.send(_send_frame(to, envelope))
             await link.drain()
         return msg_id
@@ -218,7 +224,8 @@ class Outbox:
                     continue
                 if envelope is not None:
                     self._store.outbox.add(waiting.recipient, envelope, awaiting=True)
-                    link.send(_send_frame(waiting.recipient, envelope))
+                    if self._held is not link:
+                        link.send(_send_frame(waiting.recipient, envelope))
             self._key_attempts = 0
 
     def _seal_later(self, link: Link) -> None:
@@ -286,8 +293,17 @@ class Outbox:
             self._store.outbox.remove(entry.msg_id)
             self._store.history.set_status(entry.recipient, entry.msg_id, "failed")
             self._shrunk.set()
+        elif code == "internal":
+            self._resend_all_later(link, entry)
         elif code in RETRY_CODES:
             self._schedule_retry(link, entry)
+
+    def _resend_all_later(self, link: Link, entry: OutboxEntry) -> None:  # hold every send on ``link``
+        if self._held is not link:
+            self._held = link
+            attempt = self._retry_attempts[entry.msg_id] = self._retry_attempts.get(entry.msg_id, 0) + 1
+            delay = backoff(attempt - 1, RETRY_INITIAL, self._retry_max, self._rng)
+            asyncio.get_running_loop().call_later(delay, self._resend_all, link, link)
 
     def _schedule_retry(self, link: Link, entry: OutboxEntry) -> None:
         attempt = self._retry_attempts.get(entry.msg_id, 0)

@@ -313,7 +313,7 @@ class ChatServer:
             peer.fail("registration_limited", str(exc), login.rid)
             return
         except ConnectionError as exc:  # the shared state is out of reach: the client comes back later
-            log.warning("login of %s from %s failed: %s", name, peer.conn.peer, exc)
+            log.debug("login of %s from %s failed: %s", name, peer.conn.peer, exc)  # the store logs the outage
             peer.fail("unavailable", "the server cannot reach its shared state; try again shortly", login.rid)
             return
         if peer.closing:

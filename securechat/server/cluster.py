@@ -42,6 +42,7 @@ from ..errors import QueueFull
 from ..relayframes import ack_frame
 from .awaited import AwaitedAcks, ack_status
 from .config import ServerConfig
+from .confirms import Confirmations
 from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
@@ -49,8 +50,9 @@ from .handouts import Probation, tell_set_aside
 from .mailbox import InFlight, Mailbox
 from .presence import Presence
 from .redisbus import RedisBus
-from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, Confirmed, RedisStore, rid_about, rid_text
+from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_about, rid_text
 from .resp import RedisReplyError, RedisUnavailable
+from .sendorder import SendOrder
 from .store import QueuedMessage
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ class SessionBox(Mailbox):
     holds no frame (Redis has it), so a node holds none for its sessions.
     """
 
-    __slots__ = ("again", "awaited", "number", "position", "pump", "replaced")
+    __slots__ = ("again", "awaited", "number", "order", "position", "pump", "replaced")
 
     def __init__(self, name: str, window: int, window_bytes: int) -> None:
         super().__init__(name, window, window_bytes)
@@ -78,6 +80,7 @@ class SessionBox(Mailbox):
         self.again = False  # a poke came while the pump was reading: read once more
         self.replaced = False
         self.awaited = AwaitedAcks()  # this session's sends whose ack another node will publish
+        self.order = SendOrder()  # after a failed send, the others wait for its resend
 
 
 class ClusterRouting:
@@ -102,7 +105,7 @@ class ClusterRouting:
         self._local: dict[str, Peer] = {}  # the newest session of each name on this node
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
         self._presence_numbers: dict[str, int] = {}  # online names -> the session number that said so
-        self._confirms: dict[str, list[Confirmed]] = {}
+        self._confirms = Confirmations(store.confirm)
         self._bus: RedisBus | None = None
 
     @property
@@ -195,16 +198,24 @@ class ClusterRouting:
         if frame is None:
             return None
         queued = QueuedMessage(message.to, message.sender, message.msg_id, server_ts, frame, time.time())
+        order = box.order if isinstance(box := peer.mailbox, SessionBox) else SendOrder()
+        if not order.admit(key := (message.to, message.msg_id)):
+            peer.error("internal", "an earlier send failed: it must come again first", message.rid)
+            return None
         if self._directory.knows(message.to):
-            return Deferred(self._answer(peer, message, self._store.route(queued, message.rid)))
-        return self._send_unknown(peer, message, queued)
+            return Deferred(self._answer(peer, message, order.track(key, self._store.route(queued, message.rid))))
+        return self._send_unknown(peer, message, queued, order)
 
-    async def _send_unknown(self, peer: Peer, message: Send, queued: QueuedMessage) -> None:
-        if await self._directory.registration(message.to) is None:
+    async def _send_unknown(self, peer: Peer, message: Send, queued: QueuedMessage, order: SendOrder) -> None:
+        try:
+            known = await self._directory.registration(message.to)
+        except ConnectionError:
+            order.failed((message.to, message.msg_id))
+            raise
+        if known is None:
             peer.error("unknown_user", f"no user named '{message.to}'", message.rid)
-            return
-        if not peer.closing:
-            await self._answer(peer, message, self._store.route(queued, message.rid))
+        elif not peer.closing:
+            await self._answer(peer, message, order.track((message.to, message.msg_id), self._store.route(queued, message.rid)))
 
     async def _answer(self, peer: Peer, message: Send, routed: asyncio.Future[list[int]]) -> None:
         status, seq_or_count, receivers = await routed
@@ -225,20 +236,12 @@ class ClusterRouting:
         assert box is not None
         entry, _ = box.confirm((confirmation.sender, confirmation.msg_id))  # frees room: a waiting pump goes on
         self._probation.confirmed(box, entry)
-        if not self._confirms:
-            asyncio.get_running_loop().call_soon(self.flush_deletes)
-        items = self._confirms.setdefault(box.name, [])
         # A confirmation of something this session was not handed deletes any stored copy, acks nobody.
         rid, room = (entry.rid, entry.room) if entry is not None else (None, None)
-        items.append((confirmation.sender, confirmation.msg_id, entry is not None, rid, room))
+        self._confirms.add(box.name, (confirmation.sender, confirmation.msg_id, entry is not None, rid, room))
 
     def flush_deletes(self) -> None:
-        confirms, self._confirms = self._confirms, {}
-        for recipient, items in confirms.items():
-            try:
-                self._store.confirm(recipient, items).add_done_callback(_confirmed)
-            except RuntimeError:  # the store is closed: the next session gets them again
-                return
+        self._confirms.flush()
 
     # --- reading the queue ---------------------------------------------------------------
 
@@ -270,7 +273,7 @@ class ClusterRouting:
                     self._hand_out(peer, box, routed.message, routed.rid, routed.told_queued)
                 await end_batch(peer)
         except (ConnectionError, OSError) as exc:  # Redis or the peer went away: the next poke reads again
-            log.info("reading the queue of %s stopped: %s", box.name, exc)
+            log.debug("reading the queue of %s stopped: %s", box.name, exc)
         except Exception:
             log.exception("reading the queue of %s failed", box.name)
             peer.end("queue delivery failed", abort=True)
@@ -387,14 +390,11 @@ class ClusterRouting:
                     if ack is not None and not peer.closing and box.awaited.settle(to, msg_id):
                         peer.write(ack_for(msg_id, to, ack, rid, room))
         except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync tries again
-            log.info("recovering the acks of %s stopped: %s", box.name, exc)
+            log.debug("recovering the acks of %s stopped: %s", box.name, exc)
 
 
-def _confirmed(fut: asyncio.Future[int]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.warning("could not delete confirmed messages (they stay queued): %s", fut.exception())
 
 
 def _published(fut: asyncio.Future[int]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
-        log.info("could not publish to the other nodes: %s", fut.exception())
+        log.debug("could not publish to the other nodes: %s", fut.exception())

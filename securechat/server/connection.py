@@ -62,9 +62,8 @@ from .phases import OPEN_ROW, SERVER_TRANSITIONS, Phase, unexpected
 
 log = logging.getLogger("securechat.server")
 
-# Before `welcome` a connection may hold at most this many undecoded bytes. The largest
-# legitimate handshake frame is a hello with a 16 KiB PEM; without this bound every
-# anonymous connection could pin a max_frame body for the whole handshake timeout.
+# Before `welcome` a connection may hold at most this many undecoded bytes (the largest legitimate handshake
+# frame is a hello with a 16 KiB PEM); else every anonymous one could pin a max_frame body until the timeout.
 PREAUTH_BUFFER_LIMIT: Final = 64 * 1024
 _NO_FRAMES: Final[list[bytes | dict[str, Any]]] = []  # never written to: see ServerConnection._frames
 
@@ -374,7 +373,8 @@ class ServerConnection:
         elif isinstance(exc, BadKey):
             self.fail("bad_key", exc.detail, rid)
         else:
-            log.error("internal error handling %r from %s", kind[:40], self.peer, exc_info=exc)
+            level = logging.DEBUG if isinstance(exc, ConnectionError) else logging.ERROR  # the store logs an outage once
+            log.log(level, "internal error on %r from %s", kind[:40], self.peer, exc_info=exc)
             self.send_data(encode_frame(error_frame("internal", "internal server error", fatal=False, rid=rid)))
 
     def overdue(self, now: float) -> str | None:

@@ -120,15 +120,15 @@ class RedisBus:
                 self._heartbeat()
                 continue
             self.connected.clear()
+            down = self._loop.time()
             while not self._closed:
                 await asyncio.sleep(backoff.next())
                 try:
                     await self._open()
                 except RedisUnavailable as exc:
-                    if backoff.failures == 1:
-                        log.error("subscriber: %s", exc)
+                    log.debug("subscriber: %s", exc)  # the loss was logged; so is the return
                     continue
-                log.info("subscriber reconnected to Redis at %s", self.address)
+                log.warning("subscriber reconnected to Redis at %s after %.1f s", self.address, self._loop.time() - down)
                 backoff.reset()
                 break
 
@@ -137,18 +137,17 @@ class RedisBus:
         if wire is None:
             return
         if self._loop.time() - self._last_heard > self._timeout:
-            log.error("Redis at %s stopped answering the subscriber: reconnecting", self.address)
             wire.abort()
-            self._on_wire_lost(wire)
+            self._on_wire_lost(wire, f"heard nothing for {self._timeout:.1f} s")
             return
         wire.write(pack(("PING",)))
 
-    def _on_wire_lost(self, wire: Wire) -> None:
+    def _on_wire_lost(self, wire: Wire, why: str = "lost the connection") -> None:
         if wire is not self._wire:
             return
         self._wire = None
         if not self._closed:
-            log.warning("the subscriber lost its connection to Redis at %s", self.address)
+            log.error("the subscriber is cut from Redis at %s (%s): reconnecting", self.address, why)
         self._lost.set()
 
     def _on_reply(self, reply: Any) -> None:

@@ -209,6 +209,8 @@ class RedisLink:
         self._backoff = Backoff()
         self._retry_at = 0.0
         self._last_error = ""
+        self._down_since: float | None = None  # when Redis went out of reach, while it is
+        self._failed_while_down = 0
         self._closed = False
 
     # --- submitting -------------------------------------------------------------------
@@ -272,15 +274,24 @@ class RedisLink:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self._fail_all(RedisUnavailable(f"lost the connection to Redis at {self.address}"))
         if not self._closed:
-            log.warning("lost the connection to Redis at %s", self.address)
+            self._went_down("lost the connection")
+        self._fail_all(RedisUnavailable(f"lost the connection to Redis at {self.address}"))
+
+    def _went_down(self, why: str) -> None:
+        """One line when Redis goes out of reach, one when it is back (not one per failed command)."""
+        if self._down_since is None:
+            self._down_since = self._loop.time()
+            self._failed_while_down = 0
+            log.error("Redis at %s is out of reach (%s): answering errors until it is back", self.address, why)
 
     def _fail_all(self, exc: Exception) -> None:
         futures = [*self._pending, *self._unsent_futures]
         self._pending.clear()
         self._unsent, self._unsent_futures = [], []
         self._waiting_since = None
+        if self._down_since is not None:
+            self._failed_while_down += len(futures)
         for fut in futures:
             if not fut.done():
                 fut.set_exception(exc)
@@ -302,8 +313,7 @@ class RedisLink:
         except (OSError, TimeoutError) as exc:
             self._last_error = f"cannot reach Redis at {self.address}: {exc or type(exc).__name__}"
             self._retry_at = self._loop.time() + self._backoff.next()
-            if self._backoff.failures == 1:
-                log.error("%s", self._last_error)
+            self._went_down(f"{exc or type(exc).__name__}")
             self._fail_all(RedisUnavailable(self._last_error))
             return
         finally:
@@ -322,7 +332,11 @@ class RedisLink:
         self._watchdog = self._loop.call_later(self._timeout / 4, self._check)
         for fut in futures:
             fut.add_done_callback(self._hello_done)
-        log.info("connected to Redis at %s", self.address)
+        if self._down_since is None:
+            log.info("connected to Redis at %s", self.address)
+        else:
+            down, self._down_since = self._loop.time() - self._down_since, None
+            log.warning("Redis at %s is back after %.1f s; %d commands failed meanwhile", self.address, down, self._failed_while_down)
 
     def _hello_done(self, fut: asyncio.Future[Any]) -> None:
         if not fut.cancelled() and isinstance(fut.exception(), RedisReplyError):
@@ -337,7 +351,7 @@ class RedisLink:
             return
         since = self._waiting_since
         if since is not None and self._loop.time() - since > self._timeout:
-            log.error("Redis at %s did not answer for %.1f s: dropping the connection", self.address, self._timeout)
+            self._went_down(f"no answer for {self._timeout:.1f} s")
             wire.abort()
             self._on_lost(wire)  # at once: the abort reports only on the next loop turn
             return
