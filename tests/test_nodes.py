@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.jsonclient import JsonClientProcess
 from tests.support.nodes import Nodes, nodes_on
 from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
+from tests.support.serverproc import ServerProcess
 from tests.support.streams import LONG, Spawn, check_exactly_once, shown, texts
 
 pytestmark = pytest.mark.timeout(600)
@@ -115,27 +117,36 @@ async def test_a_name_is_first_come_across_nodes_even_when_two_race(nodes: Nodes
 # --- 7. the pub/sub connections cut -------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_pubsub_connections_killed_3_times_during_2000_catch_up_delivers_all_once(
-    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
-) -> None:
-    n = 2000
-    a, b = nodes.start_many(2)
-    bob = spawn_process("bob", b.port)
+def stream_while_killing(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn, n: int, kind: str
+) -> tuple[list[ServerProcess], JsonClientProcess, JsonClientProcess, list[str], list[int]]:
+    """alice on node A sends ``n`` to bob on node B; Redis's ``kind`` connections are killed at a quarter,
+    half and three quarters of bob's count; returns once bob has all and alice all acks (both finished)."""
+    nodes_ab = nodes.start_many(2)
+    bob = spawn_process("bob", nodes_ab[1].port)
     bob.wait_event("ready")
-    alice = spawn_process("alice", a.port)
+    alice = spawn_process("alice", nodes_ab[0].port)
     alice.wait_event("ready")
     sent = texts(n)
     alice.send_in_background("bob", sent)
     killed = []
     for part in (4, 2, 4 / 3):
         bob.count_until("message", int(n / part), LONG)
-        killed.append(redis.client().client_kill_filter(_type="pubsub"))  # type: ignore[attr-defined]
-    assert all(k >= 2 for k in killed), f"CLIENT KILL TYPE pubsub killed {killed}: each node has a subscriber"
+        killed.append(redis.client().client_kill_filter(_type=kind))  # type: ignore[attr-defined]
     bob.count_until("message", n, LONG)
     alice.count_until("ack", n, LONG)
     assert alice.finish() == 0, alice.stderr_tail()
     assert bob.finish() == 0, bob.stderr_tail()
+    return nodes_ab, alice, bob, sent, killed
+
+
+@pytest.mark.slow
+def test_pubsub_connections_killed_3_times_during_2000_catch_up_delivers_all_once(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    n = 2000
+    (a, b), _, bob, sent, killed = stream_while_killing(redis, nodes, spawn_process, n, "pubsub")
+    assert all(k >= 2 for k in killed), f"CLIENT KILL TYPE pubsub killed {killed}: each node has a subscriber"
     check_exactly_once(shown(bob, "alice"), sent, f"pub/sub connections killed {len(killed)} times")
     assert stored_count(redis, "bob") == n and queued_count(redis, "bob") == 0
     reconnected = [node.stderr.count("subscriber reconnected") for node in (a, b)]

@@ -24,7 +24,7 @@ from tests.support.nodes import Nodes, nodes_on, servers
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
-from tests.test_nodes import login_outcome, queued_count, stored_count
+from tests.test_nodes import login_outcome, queued_count, stored_count, stream_while_killing
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
@@ -232,21 +232,7 @@ def test_the_nodes_redis_connections_killed_3_times_mid_stream_keep_2000_in_orde
     """A command connection killed while Redis stays up: the node reconnects at once, so a send
     after the failed ones would be stored before their resend if the node let it through."""
     n = 2000
-    a, b = nodes.start_many(2)
-    bob = spawn_process("bob", servers(b))
-    bob.wait_event("ready")
-    alice = spawn_process("alice", servers(a))
-    alice.wait_event("ready")
-    sent = texts(n)
-    alice.send_in_background("bob", sent)
-    killed = []
-    for part in (4, 2, 4 / 3):
-        bob.count_until("message", int(n / part), LONG)
-        killed.append(redis.client().client_kill_filter(_type="normal"))  # type: ignore[attr-defined]
-    bob.count_until("message", n, LONG)
-    alice.count_until("ack", n, LONG)
-    assert alice.finish() == 0, alice.stderr_tail()
-    assert bob.finish() == 0, bob.stderr_tail()
+    _, alice, bob, sent, killed = stream_while_killing(redis, nodes, spawn_process, n, "normal")
     refused = sum(1 for e in alice.of_kind("error") if e.get("code") == "internal")
     label = f"the nodes' Redis connections killed {len(killed)} times, {refused} sends refused `internal`"
     assert refused, f"{label}: nothing was tested"
