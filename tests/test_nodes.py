@@ -118,10 +118,10 @@ async def test_a_name_is_first_come_across_nodes_even_when_two_race(nodes: Nodes
 
 
 def stream_while_killing(
-    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn, n: int, kind: str
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn, n: int, kind: str, kills: int = 3
 ) -> tuple[list[ServerProcess], JsonClientProcess, JsonClientProcess, list[str], list[int]]:
-    """alice on node A sends ``n`` to bob on node B; Redis's ``kind`` connections are killed at a quarter,
-    half and three quarters of bob's count; returns once bob has all and alice all acks (both finished)."""
+    """alice on node A sends ``n`` to bob on node B; Redis's ``kind`` connections are killed ``kills`` times,
+    evenly over bob's count; returns once bob has all and alice all acks (both finished)."""
     nodes_ab = nodes.start_many(2)
     bob = spawn_process("bob", nodes_ab[1].port)
     bob.wait_event("ready")
@@ -130,8 +130,8 @@ def stream_while_killing(
     sent = texts(n)
     alice.send_in_background("bob", sent)
     killed = []
-    for part in (4, 2, 4 / 3):
-        bob.count_until("message", int(n / part), LONG)
+    for k in range(1, kills + 1):
+        bob.count_until("message", n * k // (kills + 1), LONG)
         killed.append(redis.client().client_kill_filter(_type=kind))  # type: ignore[attr-defined]
     bob.count_until("message", n, LONG)
     alice.count_until("ack", n, LONG)

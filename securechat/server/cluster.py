@@ -2,13 +2,12 @@
 
 The durable store is the truth and pub/sub only a poke (docs/deployment.md):
 
-- Every message goes into its recipient's queue in Redis, wherever the
-  recipient is, and the same script publishes it on the recipient's channel
-  (:meth:`RedisStore.route`). The number of nodes that heard it says whether
-  the recipient is online: nobody means the sender gets ``queued`` at once,
-  as on one node. A message leaves the queue only when its recipient
-  confirms it (:meth:`RedisStore.confirm`), and the same script publishes
-  ``delivered`` on the sender's channel.
+- Every message goes into its recipient's queue in Redis, wherever the recipient is, and the same
+  script publishes it on the recipient's channel (:meth:`RedisStore.route`). The number of nodes that
+  heard it says whether the recipient is online: nobody means the sender gets ``queued`` at once, as on
+  one node. A message leaves the queue only when its recipient confirms it (:meth:`RedisStore.confirm`),
+  and the same script publishes ``delivered`` on the sender's channel. After a send failed for want of
+  Redis, later ones wait for its resend (:mod:`securechat.server.sendorder`).
 - The node holding a session subscribes to its user's channel and keeps the
   session's *position*: the last queue sequence number it handed out. A
   published message that follows the position directly is written at once;
@@ -224,12 +223,14 @@ class ClusterRouting:
             peer.error("queue_full", str(QueueFull(message.to, CAPS[seq_or_count])), message.rid)  # which cap is not said
             return
         self._presence.watch(peer, message.to)
+        if isinstance(box := peer.mailbox, SessionBox):
+            box.order.settled((message.to, msg_id))  # stored: a failed copy of it need not come again
         if status == ALREADY_CONFIRMED:
             peer.write(ack_frame(msg_id, message.to, "delivered", message.rid))
         elif not receivers:  # nobody holds the recipient: stored for later, as on one node
             peer.write(ack_frame(msg_id, message.to, "queued", message.rid))
-        elif isinstance(peer.mailbox, SessionBox):  # the recipient's node acks it, by pub/sub
-            peer.mailbox.awaited.add(message.to, msg_id, message.rid)
+        elif isinstance(box, SessionBox):  # the recipient's node acks it, by pub/sub
+            box.awaited.add(message.to, msg_id, message.rid)
 
     def received(self, peer: Peer, confirmation: Received) -> None:
         box = peer.mailbox
@@ -272,8 +273,9 @@ class ClusterRouting:
                         return
                     self._hand_out(peer, box, routed.message, routed.rid, routed.told_queued)
                 await end_batch(peer)
-        except (ConnectionError, OSError) as exc:  # Redis or the peer went away: the next poke reads again
+        except (ConnectionError, OSError) as exc:  # Redis or the peer went away: read again in a moment
             log.debug("reading the queue of %s stopped: %s", box.name, exc)
+            asyncio.get_running_loop().call_later(0.5, self._pump_soon, peer, box)  # no poke may come
         except Exception:
             log.exception("reading the queue of %s failed", box.name)
             peer.end("queue delivery failed", abort=True)
@@ -308,6 +310,7 @@ class ClusterRouting:
             if peer is not None and not peer.closing:
                 if isinstance(peer.mailbox, SessionBox):
                     peer.mailbox.awaited.settle(to.decode(), msg_id.decode())
+                    peer.mailbox.order.settled((to.decode(), msg_id.decode()))  # applied after all: no resend comes
                 rid, room = rid_about(tagged)  # a room's copy: the ack names the room and the member
                 peer.write(ack_for(msg_id.decode(), to.decode(), status.decode(), rid, room))
         elif kind == b"R":

@@ -6,9 +6,14 @@ link fails every command not yet answered at once, so every send submitted
 before the failure fails with it; but a send that comes after could reach a
 reconnected Redis before the client's retry of the failed one, and the
 recipient would see them swapped. So from the first failure on, the session
-refuses every other send with ``internal`` until the client sends the failed
-one again (docs/protocol.md, "Several nodes"); the client resends its whole
-outbox, oldest first, after such an error.
+refuses every other send with ``internal`` until the failed ones come again,
+in order (docs/protocol.md, "Several nodes"); the client resends its whole
+outbox, oldest first, after such an error. A send whose command failed may
+still have been applied (the reply was lost with the connection); if its ack
+reaches the session anyway (its recipient confirmed it), the client will not
+send it again, so the node stops waiting for it. A hold that the client does
+not lift within :data:`HOLD_LIMIT` seconds is dropped (one log line): order is
+then no longer promised, but a session never stays stuck.
 
 The failure is seen on the store's future itself, which the link fails
 synchronously: a send handled after the failure always sees it, however late
@@ -19,46 +24,72 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, TypeVar
+import logging
+import time
+from typing import Any, Final, TypeVar
+
+log = logging.getLogger("securechat.server")
+
+HOLD_LIMIT: Final = 10.0
 
 Key = tuple[str, str]  # (recipient, message id)
 T = TypeVar("T")
 
 
 class SendOrder:
-    """The sends of one session still being stored, and the first one that failed."""
+    """The sends of one session still being stored, and the ones that failed, in order."""
 
-    __slots__ = ("_held", "_stored")
+    __slots__ = ("_acked", "_held", "_keys", "_since", "_stored")
 
     def __init__(self) -> None:
         self._stored: collections.deque[tuple[Key, asyncio.Future[Any]]] = collections.deque()
-        self._held: Key | None = None
+        self._keys: set[Key] = set()  # the keys in ``_stored``
+        self._held: collections.deque[Key] = collections.deque()  # failed: each must come again, in order
+        self._acked: set[Key] = set()  # sends still in ``_stored`` whose ack came by another way
+        self._since = 0.0  # when the first of ``_held`` became the one to wait for
 
     def admit(self, key: Key) -> bool:
         """True if the send ``key`` may be stored now; False: refuse it, an earlier one must come first."""
         stored = self._stored
         while stored and stored[0][1].done():
             earlier, fut = stored.popleft()
-            if fut.cancelled() or fut.exception() is not None:
+            self._keys.discard(earlier)
+            if (fut.cancelled() or fut.exception() is not None) and earlier not in self._acked:
                 self.failed(earlier)
-                stored.clear()  # submitted with it: failed with it
-        if self._held is None:
+            self._acked.discard(earlier)
+        if not self._held:
             return True
-        if self._held == key:
-            self._held = None
+        if self._held[0] == key:
+            self._held.popleft()
+            self._since = time.monotonic()
+            return True
+        if time.monotonic() - self._since > HOLD_LIMIT:
+            log.warning("%d failed sends did not come again within %.0f s: no longer waiting", len(self._held), HOLD_LIMIT)
+            self._held.clear()
             return True
         return False
 
     def track(self, key: Key, stored: asyncio.Future[T]) -> asyncio.Future[T]:
         """``stored`` is the store's answer for the send ``key`` (admitted just now); returns it."""
         self._stored.append((key, stored))
+        self._keys.add(key)
         return stored
 
     def failed(self, key: Key) -> None:
-        """The send ``key`` failed for want of the store (unless an earlier one did already)."""
-        if self._held is None:
-            self._held = key
+        """The send ``key`` failed for want of the store."""
+        if not self._held:
+            self._since = time.monotonic()
+        self._held.append(key)
+
+    def settled(self, key: Key) -> None:
+        """The send ``key`` is stored after all: another copy of it was, or its recipient confirmed it."""
+        if self._held and key in self._held:
+            self._held.remove(key)
+            self._since = time.monotonic()
+        elif key in self._keys:
+            self._acked.add(key)
 
     @property
     def held(self) -> Key | None:
-        return self._held
+        """The send that must come next, if one failed."""
+        return self._held[0] if self._held else None
