@@ -8,18 +8,15 @@ The durable store is the truth and pub/sub only a poke (docs/deployment.md):
   one node. A message leaves the queue only when its recipient confirms it (:meth:`RedisStore.confirm`),
   and the same script publishes ``delivered`` on the sender's channel. After a send failed for want of
   Redis, later ones wait for its resend (:mod:`securechat.server.sendorder`).
-- The node holding a session subscribes to its user's channel and keeps the
-  session's *position*: the last queue sequence number it handed out. A
-  published message that follows the position directly is written at once;
-  anything else (a gap, a slow reader, a subscriber connection that had to
-  reconnect) makes the session read the queue from its position
-  (:meth:`_pump`). Messages reach a session in queue order, each once per
-  session; a new session starts from the beginning of the queue.
+- The node holding a session subscribes to its user's channel and keeps the session's *position*: the
+  last queue sequence number it handed out. A published message that follows the position directly is
+  written at once; anything else (a gap, a slow reader, a subscriber connection that had to reconnect)
+  makes the session read the queue from its position (:meth:`_pump`). Messages reach a session in queue
+  order, each once per session; a new session starts from the beginning of the queue.
 - A login is numbered by a script that also publishes the number on the
   user's channel: every older session, on any node, ends with ``replaced``.
-- Presence changes go out on one channel to every node, carrying the
-  session number so that an old session's late "offline" cannot undo a
-  newer "online".
+- Presence changes go out on one channel to every node, carrying the session number so that an old
+  session's late "offline" cannot undo a newer "online".
 - Acks that come from another node travel by pub/sub too, so each session
   keeps the sends whose ack is still to come and, after a gap, asks the
   store for their fate (:mod:`securechat.server.awaited`).
