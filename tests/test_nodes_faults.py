@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nodes import Nodes, nodes_on, servers
+from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
@@ -254,3 +255,71 @@ def check_outage_logged_once(stderr: str) -> None:
     for phrase in ("is out of reach", "is back after", "subscriber is cut from Redis", "subscriber reconnected"):
         said = [line for line in lines if phrase in line]  # once per outage; a loaded machine may add one
         assert 1 <= len(said) <= 3, f"{phrase!r} said {len(said)} times: {said[:5]}"
+
+
+# --- a network partition between one node and Redis ---------------------------------------------
+
+
+def to_carol(n: int) -> dict[str, object]:
+    return {"type": "send", "to": "carol", "envelope": envelope("alice", "carol", msg_id(n)), "rid": msg_id(n)}
+
+
+async def send_until_acked(client: RawClient, n: int, within: float) -> float:
+    """Send ``n`` to carol until it is acked (the client's retry, by hand); returns how long it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while loop.time() - start < within:
+        await client.send_frame(to_carol(n))
+        reply = await client.recv(within)
+        if reply["type"] == "ack" and reply["id"] == msg_id(n):
+            return loop.time() - start
+        assert (reply["type"], reply.get("code")) == ("error", "internal"), reply
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"send {n} not acked within {within} s of the heal")
+
+
+async def test_a_partition_between_a_node_and_redis_errors_not_hangs_loses_nothing_and_heals_by_itself(
+    redis: RedisProcess, nodes: Nodes
+) -> None:
+    async with partition_proxy(redis.port) as proxy:
+        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        b = await asyncio.to_thread(nodes.start)
+        await (await RawClient.connect(a.port)).login("carol", identity_key("carol"))  # then offline
+        alice = await RawClient.connect(a.port)
+        await alice.login("alice", identity_key("alice"))
+        erin, frank = await RawClient.connect(b.port), await RawClient.connect(b.port)
+        await erin.login("erin", identity_key("erin"))
+        await frank.login("frank", identity_key("frank"))
+        for n in range(1, 6):  # acked `queued` before the cut
+            await alice.send_frame(to_carol(n))
+            assert (await alice.recv_type("ack", 10.0))["status"] == "queued"
+        proxy.cut()
+        loop = asyncio.get_running_loop()
+        cut_at = loop.time()
+        await alice.send_frame(to_carol(6))
+        refused = await alice.recv(20.0)
+        answered_in = loop.time() - cut_at
+        login = await login_outcome(a.port, "dave", "dave")
+        # Node B serves on meanwhile: erin to frank, delivered at once.
+        await erin.send_frame({"type": "send", "to": "frank", "envelope": envelope("erin", "frank", msg_id(99))})
+        got = await frank.recv_type("message", 10.0)
+        stored = [f[b"i"].decode() for _, f in redis.client().xrange("sc:q:{carol}")]  # type: ignore[attr-defined]
+        await proxy.heal()
+        healed_in = await send_until_acked(alice, 6, 30.0)
+        await send_until_acked(alice, 7, 10.0)
+        await alice.close()
+        carol = await RawClient.connect(a.port)
+        await carol.login("carol", identity_key("carol"))
+        shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(7)]
+        await carol.expect_silence(0.5)
+        await carol.close()
+        await erin.close()
+        await frank.close()
+    assert (refused["type"], refused.get("code"), refused.get("rid")) == ("error", "internal", msg_id(6)), refused
+    assert answered_in < 15.0, f"the node took {answered_in:.1f} s to answer a send while cut"
+    assert login == "unavailable", login
+    assert got["envelope"]["id"] == msg_id(99)
+    assert stored == [msg_id(n) for n in range(1, 6)], "what was acked `queued` before the cut is in Redis"
+    assert shown == [msg_id(n) for n in range(1, 8)], "after the heal: all, in order, once"
+    assert "Traceback" not in a.stderr, a.stderr[-3000:]
+    print(f"partition: a send answered `internal` in {answered_in:.1f} s, acked {healed_in:.1f} s after the heal")

@@ -38,10 +38,11 @@ class Nodes:
         load_or_create(cert, key, create=True)
         return ["--tls-cert", str(cert), "--tls-key", str(key)]
 
-    def start(self, *extra: str, identity: str = "", port: int = 0) -> ServerProcess:
-        """A node; ``identity``: the label of a TLS identity to share (default: one of its own)."""
+    def start(self, *extra: str, identity: str = "", port: int = 0, redis_url: str = "") -> ServerProcess:
+        """A node; ``identity``: the label of a TLS identity to share (default: one of its own);
+        ``redis_url``: where this node finds Redis (default: the Redis itself; a proxy in front, say)."""
         tls = self.identity(identity or f"node{len(self.started)}")
-        node = ServerProcess(None, ["--redis", self.redis.url, *tls, *self.args, *extra], port=port)
+        node = ServerProcess(None, ["--redis", redis_url or self.redis.url, *tls, *self.args, *extra], port=port)
         self.started.append(node)
         node.wait_listening()
         return node

@@ -1,0 +1,91 @@
+"""A TCP proxy on 127.0.0.1 that a test can cut off and heal: a network partition between one node and Redis.
+
+While cut, the bytes of open connections are dropped in both directions (the
+sockets stay open, as when packets are lost: neither end hears a reset) and new
+connections are refused (the listening socket is closed). :meth:`heal` listens
+again on the same port and resets the connections that were open during the
+cut, as the first packet after a partition does when the other end has given
+up on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+
+class PartitionProxy:
+    """Relays connections on :attr:`port` to ``target_port`` until :meth:`cut`."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.cut_off = False
+        self._server: asyncio.Server | None = None
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def cut(self) -> None:
+        self.cut_off = True
+        if self._server is not None:
+            self._server.close()
+
+    async def heal(self) -> None:
+        stale, self._pairs = self._pairs, []
+        for down, up in stale:
+            for writer in (down, up):
+                writer.transport.abort()
+        self.cut_off = False
+        await self.start()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for down, up in self._pairs:
+            down.transport.abort()
+            up.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.cut_off:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._pairs.append((writer, up_writer))
+        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+            task = asyncio.ensure_future(pump)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                if not self.cut_off:  # lost in the partition
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if not self.cut_off:  # a close during the cut is lost too; heal() resets the pair
+                writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def partition_proxy(target_port: int) -> AsyncIterator[PartitionProxy]:
+    proxy = PartitionProxy(target_port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.close()
