@@ -825,6 +825,32 @@ async def test_unconfirmed_messages_past_the_window_wait_in_the_store(tmp_path: 
         assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(2)
 
 
+async def test_a_message_that_waited_for_the_window_is_told_queued_once(
+    tmp_path: Path, backend_options: dict[str, Any]
+) -> None:
+    """It waited (in the tail on one node, in the queue on nodes over Redis), was handed out, and the
+    session ended without confirming it: its sender hears `queued` once, then `delivered`. On Redis
+    the node said `queued` when the message had to wait and said it again at the session's end."""
+    async with running_server(tmp_path / "s.db", window=1, **backend_options) as srv, clients(srv.port, "alice", "bob") as (a, b):
+        await a.send_frame(send("bob", 1))
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(1)
+        await a.send_frame(send("bob", 2, rid="second"))  # bob's window of one is full: it waits
+        await b.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+        assert (await b.recv_type("message"))["envelope"]["id"] == msg_id(2)
+        await b.close()  # without confirming the second
+        b2 = await connect(srv)
+        await b2.login("bob", identity_key("bob"))
+        assert (await b2.recv_type("message"))["envelope"]["id"] == msg_id(2)
+        await b2.send_frame({"type": "received", "id": msg_id(2), "from": "alice"})
+        statuses = []
+        while not statuses or statuses[-1] != "delivered":
+            ack = await a.recv_type("ack")
+            if ack["id"] == msg_id(2):
+                statuses.append(ack["status"])
+        assert statuses == ["queued", "delivered"], statuses
+        await b2.close()
+
+
 async def test_shutdown_keeps_unconfirmed_messages(tmp_path: Path, backend_options: dict[str, Any]) -> None:
     db = tmp_path / "s.db"
     async with running_server(db, **backend_options) as srv, clients(srv.port, "alice", "bob") as (a, b):

@@ -36,19 +36,20 @@ from typing import TYPE_CHECKING, Any, Final
 from ..clock import now_ms
 from ..errors import QueueFull
 from ..relayframes import ack_frame
-from .awaited import AwaitedAcks, ack_status
+from .awaited import ack_status
 from .config import ServerConfig
 from .confirms import Confirmations
 from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
 from .directory import Directory
 from .events import Deferred, Handled, Received, Send
 from .handouts import Probation, tell_set_aside
-from .mailbox import InFlight, Mailbox
+from .mailbox import InFlight
 from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_about, rid_text
 from .resp import RedisReplyError, RedisUnavailable
 from .sendorder import SendOrder
+from .sessionbox import SessionBox
 from .store import QueuedMessage
 
 if TYPE_CHECKING:
@@ -57,26 +58,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("securechat.server")
 
 CLAIM_TIMEOUT: Final = 5.0  # a login waits this long for its subscription and its number
-
-
-class SessionBox(Mailbox):
-    """A session's mailbox on a node of a cluster: its number and its position in the queue.
-
-    Its window bounds what it is handed (issue 13, item 4); an in-flight entry
-    holds no frame (Redis has it), so a node holds none for its sessions.
-    """
-
-    __slots__ = ("again", "awaited", "number", "order", "position", "pump", "replaced")
-
-    def __init__(self, name: str, window: int, window_bytes: int) -> None:
-        super().__init__(name, window, window_bytes)
-        self.number = 0  # this login's number (0 until the claim is answered)
-        self.position = 0  # the last queue seq handed to this session
-        self.pump: object | None = None  # the task reading the queue, while one runs
-        self.again = False  # a poke came while the pump was reading: read once more
-        self.replaced = False
-        self.awaited = AwaitedAcks()  # this session's sends whose ack another node will publish
-        self.order = SendOrder()  # after a failed send, the others wait for its resend
 
 
 class ClusterRouting:
@@ -283,6 +264,8 @@ class ClusterRouting:
         if m.seq <= box.position:
             return
         box.position = m.seq
+        told = told or m.seq in box.told  # its sender heard `queued` above: a drop need not say it again
+        box.told.discard(m.seq)
         key = (m.sender, m.msg_id)
         if key in box.inflight:  # resent meanwhile: this session has it already
             return
@@ -335,8 +318,9 @@ class ClusterRouting:
             rid, room = rid_about(tagged)
             m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n, room)
             self._hand_out(peer, box, m, rid, False)
-        else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`
+        else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`, once
             self.tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), tagged))
+            box.told.add(n)
             self._pump_soon(peer, box)
 
     def _on_claim(self, name: str, number: int) -> None:

@@ -19,12 +19,13 @@ import asyncio
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from .cluster import ClusterRouting, SessionBox
+from .cluster import ClusterRouting
 from .futures import then
 from .mailbox import InFlight
 from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore
 from .roomrouting import queued_copy
 from .seam import CopyOutcome
+from .sessionbox import SessionBox
 
 if TYPE_CHECKING:
     from .transport import Peer

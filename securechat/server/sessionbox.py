@@ -1,0 +1,28 @@
+"""SessionBox: a session's mailbox on a node of several (:mod:`securechat.server.cluster`)."""
+
+from __future__ import annotations
+
+from .awaited import AwaitedAcks
+from .mailbox import Mailbox
+from .sendorder import SendOrder
+
+
+class SessionBox(Mailbox):
+    """A session's mailbox on a node of a cluster: its number and its position in the queue.
+
+    Its window bounds what it is handed (issue 13, item 4); an in-flight entry
+    holds no frame (Redis has it), so a node holds none for its sessions.
+    """
+
+    __slots__ = ("again", "awaited", "number", "order", "position", "pump", "replaced", "told")
+
+    def __init__(self, name: str, window: int, window_bytes: int) -> None:
+        super().__init__(name, window, window_bytes)
+        self.number = 0  # this login's number (0 until the claim is answered)
+        self.position = 0  # the last queue seq handed to this session
+        self.pump: object | None = None  # the task reading the queue, while one runs
+        self.again = False  # a poke came while the pump was reading: read once more
+        self.replaced = False
+        self.awaited = AwaitedAcks()  # this session's sends whose ack another node will publish
+        self.order = SendOrder()  # after a failed send, the others wait for its resend
+        self.told: set[int] = set()  # queue seqs whose senders heard `queued` from this node, not yet handed out
