@@ -346,7 +346,7 @@ class Outbox:
         progress.members = tuple(frame["members"])
         if frame.get("full"):
             who = ", ".join(frame["full"])
-            self._emit(ErrorReported("queue_full", f"not accepted for {who}: their queue is full", msg_id=msg_id))
+            self._emit(ErrorReported("queue_full", f"not accepted for {who}: they cannot take more from you now", msg_id=msg_id))
         self._settle(msg_id, frame["room"], progress)
 
     def _on_member_ack(self, msg_id: str, room: str, member: str, status: str) -> None:
