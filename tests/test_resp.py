@@ -43,6 +43,16 @@ def test_urls() -> None:
         RedisAddress.from_url("redis://h:1/zero")
 
 
+def test_sentinel_urls() -> None:
+    a = RedisAddress.from_url("redis+sentinel://:s3cret@10.0.0.5:26379,10.0.0.6:26380/mymaster/2")
+    assert (a.sentinels, a.master, a.db, a.password) == ((("10.0.0.5", 26379), ("10.0.0.6", 26380)), "mymaster", 2, "s3cret")
+    assert str(a) == "redis+sentinel://10.0.0.5:26379,10.0.0.6:26380/mymaster/2"
+    assert RedisAddress.from_url("redis+sentinel://h:1/m").db == 0
+    for bad in ("redis+sentinel://h:1", "redis+sentinel://h:1/m/zero", "redis+sentinel://h:x/m", "redis+sentinel://h:1/m/0/1"):
+        with pytest.raises(ValueError, match="bad Redis URL"):
+            RedisAddress.from_url(bad)
+
+
 async def test_commands_apply_in_call_order_across_loop_iterations(redis_server: RedisProcess) -> None:
     link = RedisLink(address(redis_server), scripts=[ECHO])
     key = "order:counter"

@@ -29,6 +29,7 @@ from .store import (
     DEFAULT_STORE_BYTES,
 )
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://")
 
 @dataclass
 class ServerConfig:
@@ -121,8 +122,8 @@ class ServerConfig:
         for key, value in positive.items():
             if not value > 0:
                 raise ValueError(f"{key} must be positive, got {value}")
-        if self.redis_url is not None and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError(f"the Redis URL must start with redis://, rediss:// or unix://, got {self.redis_url!r}")
+        if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ValueError(f"the Redis URL must start with {', '.join(REDIS_SCHEMES)}, got {self.redis_url!r}")
         if self.max_room_members > MAX_ROOM_MEMBERS:
             raise ValueError(f"max_room_members may lower the protocol's {MAX_ROOM_MEMBERS}, not raise it")
         if self.max_frame >= 2**32:

@@ -65,10 +65,16 @@ class RedisAddress:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    sentinels: tuple[tuple[str, int], ...] = ()  # redis+sentinel://: ask these where the primary is
+    master: str = ""
 
     @classmethod
     def from_url(cls, url: str) -> RedisAddress:
         """Parse ``url``; raises ``ValueError`` saying what is wrong with it."""
+        if url.startswith("redis+sentinel://"):
+            from .sentinel import sentinel_address
+
+            return sentinel_address(url)
         try:
             parts = parse_url(url)  # type: ignore[no-untyped-call]
         except (ValueError, TypeError) as exc:
@@ -90,6 +96,8 @@ class RedisAddress:
 
     def __str__(self) -> str:
         """For logs and errors: never the password."""
+        if self.sentinels:
+            return f"redis+sentinel://{','.join(f'{h}:{p}' for h, p in self.sentinels)}/{self.master}/{self.db}"
         where = f"unix:{self.path}" if self.path else f"{self.host}:{self.port}"
         return f"{'rediss' if self.tls else 'redis'}://{where}/{self.db}"
 
@@ -157,8 +165,13 @@ async def open_wire(address: RedisAddress, wire: Wire) -> Wire:
     if address.path:
         await asyncio.wait_for(loop.create_unix_connection(lambda: wire, address.path), CONNECT_TIMEOUT)
     else:
-        host = address.host if address.tls else None
-        opening = loop.create_connection(lambda: wire, address.host, address.port, ssl=context, server_hostname=host)
+        where = (address.host, address.port)
+        if address.sentinels:  # after a failover the sentinels name the new primary
+            from .sentinel import current_primary
+
+            where = await current_primary(address)
+        host = where[0] if address.tls else None
+        opening = loop.create_connection(lambda: wire, *where, ssl=context, server_hostname=host)
         await asyncio.wait_for(opening, CONNECT_TIMEOUT)
     return wire
 

@@ -1,0 +1,96 @@
+"""Redis Sentinel for tests: a primary, a replica and three sentinels, as real ``redis-server`` processes.
+
+Each sentinel is ``redis-server sentinel.conf --sentinel`` with a config in the
+test's folder (Sentinel rewrites it), watching the primary as ``mymaster`` with
+short timeouts so a ``kill -9`` of the primary fails over in a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.support.ports import restartable_port
+from tests.support.redisproc import RedisProcess, require_redis
+
+MASTER = "mymaster"
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 3000
+
+
+def ask(port: int, *args: str) -> bytes:
+    """One command to a local Redis or sentinel, the raw reply (enough for the tests' looks)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall((f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
+        return s.recv(4096)
+
+
+def primary_port(sentinel_port: int) -> int | None:
+    try:
+        reply = ask(sentinel_port, "SENTINEL", "get-master-addr-by-name", MASTER)
+    except OSError:
+        return None
+    lines = reply.split(b"\r\n")
+    return int(lines[4]) if reply.startswith(b"*2") and len(lines) > 4 else None
+
+
+class Sentinels:
+    """The sentinel processes; :meth:`url` is what the nodes get as ``--redis``."""
+
+    def __init__(self, folder: Path, primary: RedisProcess, count: int = 3) -> None:
+        self.binary = require_redis()
+        self.ports = [restartable_port() for _ in range(count)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+        for port in self.ports:
+            conf = folder / f"sentinel-{port}.conf"
+            conf.write_text(
+                f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {folder}\nlogfile {folder}/sentinel-{port}.log\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {primary.port} 2\n"
+                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
+                f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
+            )
+            self.procs.append(subprocess.Popen([self.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL))
+        deadline = time.monotonic() + 10
+        while any(primary_port(p) != primary.port for p in self.ports):
+            assert time.monotonic() < deadline, "the sentinels did not start"
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return "redis+sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + f"/{MASTER}/0"
+
+    def wait_primary_not(self, old: int, within: float = 30.0) -> int:
+        """The port of the new primary, once every sentinel names one other than ``old``."""
+        deadline = time.monotonic() + within
+        while True:
+            ports = {primary_port(p) for p in self.ports}
+            if len(ports) == 1 and None not in ports and old not in ports:
+                return int(ports.pop())  # type: ignore[arg-type]
+            assert time.monotonic() < deadline, f"no failover within {within} s: sentinels say {ports}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
+def sentinel_setup(folder: Path) -> Iterator[tuple[RedisProcess, RedisProcess, Sentinels]]:
+    primary = RedisProcess(folder / "primary", appendonly=True).start()
+    replica = RedisProcess(folder / "replica", appendonly=True).start()
+    sentinels = None
+    try:
+        ask(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
+        sentinels = Sentinels(folder, primary)
+        yield primary, replica, sentinels
+    finally:
+        if sentinels is not None:
+            sentinels.stop()
+        replica.stop()
+        primary.stop()
