@@ -24,7 +24,7 @@ FAILOVER_TIMEOUT_MS = 3000
 
 def ask(port: int, *args: str) -> bytes:
     """One command to a local Redis or sentinel, the raw reply (enough for the tests' looks)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall((f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
         return s.recv(4096)
 
@@ -87,6 +87,10 @@ def sentinel_setup(folder: Path) -> Iterator[tuple[RedisProcess, RedisProcess, S
     sentinels = None
     try:
         ask(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
+        deadline = time.monotonic() + 10
+        while b"master_link_status:up" not in ask(replica.port, "INFO", "replication"):
+            assert time.monotonic() < deadline, "the replica did not sync with the primary"
+            time.sleep(0.05)
         sentinels = Sentinels(folder, primary)
         yield primary, replica, sentinels
     finally:
