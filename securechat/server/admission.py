@@ -77,8 +77,13 @@ class TokenBucket:
 
     def take(self, now: float, count: float = 1.0) -> bool:
         """Spend ``count`` tokens if the bucket holds them (a room message to many members costs more)."""
-        tokens = min(self.tokens + (now - self.stamp) * self.rate, self.burst)
-        self.stamp = now
+        # Callers may pass an earlier ``now`` than the last one (a read's decode time after a fresh clock
+        # reading): time never runs backwards here, or a high rate would drain the bucket.
+        if now > self.stamp:
+            tokens = min(self.tokens + (now - self.stamp) * self.rate, self.burst)
+            self.stamp = now
+        else:
+            tokens = self.tokens
         if tokens < count:
             self.tokens = tokens
             return False
