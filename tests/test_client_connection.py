@@ -175,7 +175,7 @@ def test_frames_after_welcome(key: crypto.PrivateKey) -> None:
     events = conn.receive_data(b"".join(encode_frame(f) for f in frames))
     assert events[:5] == [
         KeyAnswer("bob", pem, "lookup-1"),
-        UsersAnswer((("bob", False),), None),
+        UsersAnswer((("bob", False),), False, None),  # no "more": a server from before paging
         AckFrame("b" * 32, "bob", "delivered"),
         # answerable messages go to the inbox unvalidated: it rejects (and confirms) them
         MessageFrame("bob", {"id": "c" * 32, "v": 9}, 5),
