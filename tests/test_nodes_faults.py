@@ -228,10 +228,6 @@ async def test_after_a_send_failed_for_want_of_redis_the_node_refuses_later_ones
     assert [fields[b"i"].decode() for _, fields in stream] == [msg_id(1), msg_id(2)], stream
 
 
-@pytest.mark.skip(
-    reason="known defect: under 15 kills a sender's session can stall on a failed send the node waits for and the "
-    "client never sends again (seen 3 runs in 8); the node gives up waiting after 10 s, then order is not promised"
-)
 def test_the_nodes_redis_connections_killed_15_times_mid_stream_keep_2000_in_order_once(
     redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
 ) -> None:

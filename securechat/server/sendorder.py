@@ -6,14 +6,15 @@ link fails every command not yet answered at once, so every send submitted
 before the failure fails with it; but a send that comes after could reach a
 reconnected Redis before the client's retry of the failed one, and the
 recipient would see them swapped. So from the first failure on, the session
-refuses every other send with ``internal`` until the failed ones come again,
-in order (docs/protocol.md, "Several nodes"); the client resends its whole
-outbox, oldest first, after such an error. A send whose command failed may
-still have been applied (the reply was lost with the connection); if its ack
-reaches the session anyway (its recipient confirmed it), the client will not
-send it again, so the node stops waiting for it. A hold that the client does
-not lift within :data:`HOLD_LIMIT` seconds is dropped (one log line): order is
-then no longer promised, but a session never stays stuck.
+refuses every other send with ``internal`` until one of the failed ones comes
+again (docs/protocol.md, "Several nodes"): the client, after such an error,
+resends its whole outbox oldest first, so its resend has begun and what follows
+comes in order. A send whose command failed may still have been stored (the
+reply was lost with the connection), or stored by another copy of it: once
+the node sees it stored or confirmed, it stops waiting for it, as the client
+will not send it again. A hold that the client does not lift within
+:data:`HOLD_LIMIT` seconds is dropped (one log line): order is then no longer
+promised, but a session never stays stuck.
 
 The failure is seen on the store's future itself, which the link fails
 synchronously: a send handled after the failure always sees it, however late
@@ -37,16 +38,16 @@ T = TypeVar("T")
 
 
 class SendOrder:
-    """The sends of one session still being stored, and the ones that failed, in order."""
+    """The sends of one session still being stored, and the ones that failed."""
 
     __slots__ = ("_acked", "_held", "_keys", "_since", "_stored")
 
     def __init__(self) -> None:
         self._stored: collections.deque[tuple[Key, asyncio.Future[Any]]] = collections.deque()
         self._keys: set[Key] = set()  # the keys in ``_stored``
-        self._held: collections.deque[Key] = collections.deque()  # failed: each must come again, in order
-        self._acked: set[Key] = set()  # sends still in ``_stored`` whose ack came by another way
-        self._since = 0.0  # when the first of ``_held`` became the one to wait for
+        self._held: set[Key] = set()  # failed and not stored since: the client's resend starts with one
+        self._acked: set[Key] = set()  # sends still in ``_stored`` stored by another copy meanwhile
+        self._since = 0.0  # when the hold began
 
     def admit(self, key: Key) -> bool:
         """True if the send ``key`` may be stored now; False: refuse it, an earlier one must come first."""
@@ -59,9 +60,8 @@ class SendOrder:
             self._acked.discard(earlier)
         if not self._held:
             return True
-        if self._held[0] == key:
-            self._held.popleft()
-            self._since = time.monotonic()
+        if key in self._held:  # the client's resend has begun: it comes oldest first
+            self._held.clear()
             return True
         if time.monotonic() - self._since > HOLD_LIMIT:
             log.warning("%d failed sends did not come again within %.0f s: no longer waiting", len(self._held), HOLD_LIMIT)
@@ -79,17 +79,14 @@ class SendOrder:
         """The send ``key`` failed for want of the store."""
         if not self._held:
             self._since = time.monotonic()
-        self._held.append(key)
+        self._held.add(key)
 
     def settled(self, key: Key) -> None:
         """The send ``key`` is stored after all: another copy of it was, or its recipient confirmed it."""
-        if self._held and key in self._held:
-            self._held.remove(key)
-            self._since = time.monotonic()
-        elif key in self._keys:
+        self._held.discard(key)
+        if key in self._keys:
             self._acked.add(key)
 
     @property
-    def held(self) -> Key | None:
-        """The send that must come next, if one failed."""
-        return self._held[0] if self._held else None
+    def held(self) -> bool:
+        return bool(self._held)
