@@ -19,6 +19,7 @@ from securechat.client.state import ClientStore
 from securechat.server import ChatServer
 from tests.support.hostile import HostileServer
 from tests.support.jsonclient import JsonClient, JsonClientProcess
+from tests.support.nodes import Nodes, nodes_on
 from tests.support.rawclient import identity_key, running_server
 from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess, server_process
@@ -159,6 +160,19 @@ def make_redis(tmp_path: Path) -> Iterator[Callable[..., RedisProcess]]:
     yield make
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
+    """A ``redis-server`` of this test's own with an append-only file, for the nodes' scenarios."""
+    return make_redis(appendonly=True)
+
+
+@pytest.fixture
+def nodes(redis: RedisProcess, tmp_path: Path) -> Iterator[Nodes]:
+    """Server nodes over ``redis`` (:class:`tests.support.nodes.Nodes`), killed at the end."""
+    with nodes_on(redis, tmp_path) as made:
+        yield made
 
 
 @pytest.fixture(params=["sqlite", "redis"])

@@ -21,7 +21,7 @@ from securechat.client.state import ClientStore
 from securechat.events import Acked, ErrorReported, MessageReceived, MessageRejected
 from securechat.protocol import encode_frame
 from securechat.server import ChatServer
-from tests.support.hostile import HostileServer
+from tests.support.hostile import HostileServer, next_frame
 from tests.support.rawclient import RawClient, identity_key, running_server
 from tests.support.sessions import BITS, WAIT, Client, Recorder, online
 
@@ -109,14 +109,6 @@ async def frames_until(srv: HostileServer, kind: str, count: int = 1) -> list[st
     while frames.count(kind) < count:
         frames.append((await asyncio.wait_for(srv.from_client.get(), WAIT))["type"])
     return frames
-
-
-async def next_frame(srv: HostileServer, kind: str) -> dict[str, Any]:
-    async with asyncio.timeout(WAIT):
-        while True:
-            frame = await srv.from_client.get()
-            if frame["type"] == kind:
-                return frame
 
 
 @pytest.mark.parametrize("code", ["rate_limited", "internal"])

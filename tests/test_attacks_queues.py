@@ -25,11 +25,11 @@ from securechat.protocol import DEFAULT_MAX_FRAME, HEADER_SIZE, encode_frame, me
 from securechat.server import ChatServer
 from tests.support.docvector import doc_example
 from tests.support.rawclient import RawClient, clients, envelope, identity_key, msg_id, running_server
+from tests.support.roomserver import Room, change
+from tests.support.roomserver import send as room_send
 from tests.support.serverproc import server_process
 from tests.support.sessions import WAIT, Client, online
 from tests.support.unconfirmed import Reader, answers, padded_send, pin_memory, register
-from tests.test_server_rooms import Room, change
-from tests.test_server_rooms import send as room_send
 
 pytestmark = pytest.mark.timeout(90)
 

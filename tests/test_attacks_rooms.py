@@ -27,11 +27,10 @@ from securechat.client.state import ClientStore
 from securechat.events import MessageReceived, MessageRejected, Ready, RoomChanged, RoomRejected
 from securechat.rooms.log import RoomState
 from securechat.rooms.sealing import seal_room
-from tests.support.hostile import HostileServer, LoopWatch
+from tests.support.hostile import HostileServer, LoopWatch, next_frame
 from tests.support.rawclient import identity_key
 from tests.support.rooms import Chain
 from tests.support.sessions import Client, Recorder
-from tests.test_attacks_confirm import next_frame
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.jsonclient import run_client
-from tests.support.ports import restartable_port
+from tests.support.nodes import start_restartable
 from tests.support.rawclient import RawClient, envelope, identity_key
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.streams import FAST, LONG, Spawn, acked_ids, check_exactly_once, shown, texts
@@ -48,20 +48,6 @@ def wait_history(home: Path, name: str, peer: str, n: int, timeout: float = LONG
         kept = history_texts(home, name, peer, 2 * n)
         if len(set(kept)) >= n or time.monotonic() > deadline:
             return kept
-
-
-def start_restartable(db: Path) -> ServerProcess:
-    """A server on a :func:`restartable_port` (another one if that was taken meanwhile)."""
-    for _ in range(5):
-        proc = ServerProcess(db, FAST, port=restartable_port())
-        try:
-            proc.wait_listening()
-        except RuntimeError:
-            continue
-        return proc
-    proc = ServerProcess(db, FAST)
-    proc.wait_listening()
-    return proc
 
 
 def register(spawn_process: Spawn, name: str, port: int) -> None:

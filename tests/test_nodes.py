@@ -10,41 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.support.jsonclient import JsonClientProcess
-from tests.support.nodes import Nodes, nodes_on
+from tests.support.nodes import (
+    Nodes,
+    login_outcome,
+    queued_count,
+    stored_count,
+    stream_while_killing,
+)
 from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
-from tests.support.serverproc import ServerProcess
 from tests.support.streams import LONG, Spawn, check_exactly_once, shown, texts
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
-    return make_redis(appendonly=True)
-
-
-@pytest.fixture
-def nodes(redis: RedisProcess, tmp_path: Path) -> Iterator[Nodes]:
-    with nodes_on(redis, tmp_path) as made:
-        yield made
-
-
-def stored_count(redis: RedisProcess, name: str) -> int:
-    """How many messages for ``name`` were ever stored (the queue's sequence counter, never reset)."""
-    got = redis.client().hget(f"sc:qm:{{{name}}}", "n")  # type: ignore[attr-defined]
-    return int(got or 0)
-
-
-def queued_count(redis: RedisProcess, name: str) -> int:
-    return int(redis.client().hlen(f"sc:qi:{{{name}}}"))  # type: ignore[attr-defined]
 
 
 # --- 1. across nodes, both ways -----------------------------------------------------------------
@@ -84,21 +65,6 @@ def test_1000_each_way_across_two_nodes_once_in_order_acks_delivered(
 # --- 2. first come, across nodes ----------------------------------------------------------------
 
 
-async def login_outcome(port: int, name: str, owner: str) -> str:
-    """``welcome`` or the error code a login of ``name`` with ``owner``'s key gets on the node at ``port``."""
-    key = identity_key(owner)  # made before connecting: a new key takes a while on a busy machine
-    c = await RawClient.connect(port)
-    try:
-        challenge = await c.hello(name, key)
-        assert c.handshake is not None and challenge["type"] == "challenge", challenge
-        assert not c.handshake.receive_frame(challenge)
-        await c.send_raw(c.handshake.data_to_send())
-        reply = await c.recv(15.0)
-        return "welcome" if reply["type"] == "welcome" else str(reply.get("code", reply))
-    finally:
-        await c.close()
-
-
 async def test_a_name_is_first_come_across_nodes_even_when_two_race(nodes: Nodes) -> None:
     a, b = await asyncio.to_thread(nodes.start_many, 2)
     assert await login_outcome(a.port, "carol", "carol") == "welcome"
@@ -115,29 +81,6 @@ async def test_a_name_is_first_come_across_nodes_even_when_two_race(nodes: Nodes
 
 
 # --- 7. the pub/sub connections cut -------------------------------------------------------------
-
-
-def stream_while_killing(
-    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn, n: int, kind: str, kills: int = 3
-) -> tuple[list[ServerProcess], JsonClientProcess, JsonClientProcess, list[str], list[int]]:
-    """alice on node A sends ``n`` to bob on node B; Redis's ``kind`` connections are killed ``kills`` times,
-    evenly over bob's count; returns once bob has all and alice all acks (both finished)."""
-    nodes_ab = nodes.start_many(2)
-    bob = spawn_process("bob", nodes_ab[1].port)
-    bob.wait_event("ready")
-    alice = spawn_process("alice", nodes_ab[0].port)
-    alice.wait_event("ready")
-    sent = texts(n)
-    alice.send_in_background("bob", sent)
-    killed = []
-    for k in range(1, kills + 1):
-        bob.count_until("message", n * k // (kills + 1), LONG)
-        killed.append(redis.client().client_kill_filter(_type=kind))  # type: ignore[attr-defined]
-    bob.count_until("message", n, LONG)
-    alice.count_until("ack", n, LONG)
-    assert alice.finish() == 0, alice.stderr_tail()
-    assert bob.finish() == 0, bob.stderr_tail()
-    return nodes_ab, alice, bob, sent, killed
 
 
 @pytest.mark.slow

@@ -15,31 +15,33 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.nodes import Nodes, nodes_on, servers
+from tests.support.nodes import (
+    Nodes,
+    login_outcome,
+    nodes_on,
+    queued_count,
+    servers,
+    stored_count,
+    stream_while_killing,
+)
 from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.sentinels import ask, sentinel_setup
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
-from tests.test_nodes import login_outcome, queued_count, stored_count, stream_while_killing
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
 
 @pytest.fixture
 def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
+    """Overrides conftest's: fsync always, as scenario 6 asks (conftest's ``nodes`` runs on this one)."""
     return make_redis(appendonly=True, fsync="always")
-
-
-@pytest.fixture
-def nodes(redis: RedisProcess, tmp_path: Path) -> Iterator[Nodes]:
-    with nodes_on(redis, tmp_path) as made:
-        yield made
 
 
 def register(spawn_process: Spawn, name: str, server: int | str) -> None:

@@ -17,15 +17,15 @@ import pytest
 
 from securechat.client.home import STATE_FILE
 from tests.support.cli import client_command, client_env
-from tests.support.jsonclient import Event, JsonClientProcess
+from tests.support.jsonclient import JsonClientProcess
+from tests.support.nodes import start_restartable
+from tests.support.roomclients import WAIT, acks_for, change, make_room, room_messages, sent_ids
 from tests.support.serverproc import ServerProcess, server_process
 from tests.support.streams import FAST, LONG, check_exactly_once, client_homes, texts
-from tests.test_faults import start_restartable
 
 pytestmark = pytest.mark.timeout(600)
 
 Spawn = Callable[..., JsonClientProcess]
-WAIT = 60.0
 
 
 @pytest.fixture
@@ -45,33 +45,6 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     for client in started:
         client.close()
     roots.close()
-
-
-def room_messages(client: JsonClientProcess, room: str, sender: str | None = None) -> list[Event]:
-    return [e for e in client.of_kind("message", room=room) if sender is None or e["from"] == sender]
-
-
-def change(client: JsonClientProcess, room: str, kind: str, name: str) -> Event:
-    """Wait for the verified change ``kind`` of ``name`` in ``room`` (a ``room`` event)."""
-    return client.wait_event("room", WAIT, room=room, change=kind, name=name)
-
-
-def make_room(admin: JsonClientProcess, room: str, members: list[JsonClientProcess], *, open_room: bool = False) -> None:
-    """``admin`` creates ``room`` and adds ``members``; each member sees itself added."""
-    admin.command({"cmd": "room_create", "room": room, "open": open_room})
-    change(admin, room, "created", admin.name)
-    for member in members:
-        admin.command({"cmd": "room_add", "room": room, "name": member.name})
-        change(admin, room, "added", member.name)
-        change(member, room, "added", member.name)
-
-
-def acks_for(client: JsonClientProcess, msg_ids: set[str], member: str, status: str) -> set[str]:
-    return {e["id"] for e in client.of_kind("ack", member=member, status=status) if e["id"] in msg_ids}
-
-
-def sent_ids(client: JsonClientProcess, room: str) -> list[str]:
-    return [e["id"] for e in client.of_kind("sent", to=room)]
 
 
 def decrypt(client: JsonClientProcess, payload: str) -> tuple[int, str, str]:

@@ -22,7 +22,7 @@ import pytest
 from securechat.server import ChatServer
 from tests.support.rawclient import RawClient, clients, msg_id, running_server
 from tests.support.redisproc import RedisProcess
-from tests.test_server_rooms import Room, answer_to, change, next_of, send
+from tests.support.roomserver import Room, answer_to, change, next_of, send
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -9,30 +9,15 @@ member's queue counter counts every copy ever stored for them).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pytest
 
 from tests.support.jsonclient import JsonClientProcess
-from tests.support.nodes import Nodes, nodes_on, servers
+from tests.support.nodes import Nodes, queued_count, servers, stored_count
 from tests.support.redisproc import RedisProcess
+from tests.support.roomclients import WAIT, acks_for, change, make_room, room_messages, sent_ids
 from tests.support.streams import LONG, Spawn, check_exactly_once, texts
-from tests.test_nodes import queued_count, stored_count
-from tests.test_rooms_e2e import WAIT, acks_for, change, make_room, room_messages, sent_ids
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
-    return make_redis(appendonly=True)
-
-
-@pytest.fixture
-def nodes(redis: RedisProcess, tmp_path: Path) -> Iterator[Nodes]:
-    with nodes_on(redis, tmp_path) as made:
-        yield made
 
 
 def ready(client: JsonClientProcess) -> JsonClientProcess:

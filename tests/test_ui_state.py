@@ -27,33 +27,16 @@ from securechat.events import (
 from securechat.ui import render
 from securechat.ui.state import MAX_LINES, STATUS_WINDOW, ChatState, Line
 from securechat.ui.style import NAME_COLOURS, build_style, name_class, no_color
+from tests.support.ui_fakes import FP_A, Clock, make_state, pane
 
-FP_A = "a1ce" * 16
 FP_B = "b0b0" * 16
 FP_B2 = "bad0" * 16
 T0 = 1_700_000_000_000
 
 
-class Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make_state(**kw: object) -> ChatState:
-    state = ChatState(own_name="alice", fingerprint=FP_A, clock=Clock(), **kw)  # type: ignore[arg-type]
-    return state
-
-
 def texts(state: ChatState, window: str | None = None) -> list[str]:
     lines = state.windows[state.current if window is None else window]
     return [line.text for line in lines]
-
-
-def pane(state: ChatState, width: int = 10_000) -> str:
-    return "\n".join(render.plain(row) for row in render.pane_rows(state, width))
 
 
 def test_own_message_delivery_state_updates_in_place() -> None:

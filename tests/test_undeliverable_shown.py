@@ -9,7 +9,7 @@ from securechat.events import Acked, MessageSent
 from securechat.jsonmode import event_to_json
 from securechat.lineui import format_event
 from securechat.protocol import validate_server_frame
-from tests.test_ui_state import make_state, pane
+from tests.support.ui_fakes import make_state, pane
 
 ID = "2" * 32
 SAID = "your message was not delivered to bob: their client failed on it again and again, so the server set it aside; it will not be resent"

@@ -27,6 +27,7 @@ from securechat.clock import now_ms
 from securechat.encoding import b64encode
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server.identity import ServerIdentity, load_or_create
+from tests.support.sessions import WAIT
 
 Script = Callable[["HostileServer", asyncio.StreamWriter], Awaitable[None]]
 
@@ -197,3 +198,11 @@ class LoopWatch:
 
     def restore(self) -> None:
         self.loop.set_exception_handler(self._old)
+
+
+async def next_frame(srv: HostileServer, kind: str) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        while True:
+            frame = await srv.from_client.get()
+            if frame["type"] == kind:
+                return frame

@@ -13,9 +13,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from securechat.server.identity import load_or_create
+from tests.support.jsonclient import JsonClientProcess
+from tests.support.ports import restartable_port
+from tests.support.rawclient import RawClient, identity_key
 from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess
-from tests.support.streams import FAST
+from tests.support.streams import FAST, LONG, Spawn, texts
 
 
 def servers(*nodes: ServerProcess) -> str:
@@ -69,3 +72,65 @@ def nodes_on(redis: RedisProcess, folder: Path, args: Sequence[str] = FAST) -> I
         yield made
     finally:
         made.close()
+
+
+def start_restartable(db: Path) -> ServerProcess:
+    """A server on a :func:`restartable_port` (another one if that was taken meanwhile)."""
+    for _ in range(5):
+        proc = ServerProcess(db, FAST, port=restartable_port())
+        try:
+            proc.wait_listening()
+        except RuntimeError:
+            continue
+        return proc
+    proc = ServerProcess(db, FAST)
+    proc.wait_listening()
+    return proc
+
+
+def stored_count(redis: RedisProcess, name: str) -> int:
+    """How many messages for ``name`` were ever stored (the queue's sequence counter, never reset)."""
+    got = redis.client().hget(f"sc:qm:{{{name}}}", "n")  # type: ignore[attr-defined]
+    return int(got or 0)
+
+
+def queued_count(redis: RedisProcess, name: str) -> int:
+    return int(redis.client().hlen(f"sc:qi:{{{name}}}"))  # type: ignore[attr-defined]
+
+
+async def login_outcome(port: int, name: str, owner: str) -> str:
+    """``welcome`` or the error code a login of ``name`` with ``owner``'s key gets on the node at ``port``."""
+    key = identity_key(owner)  # made before connecting: a new key takes a while on a busy machine
+    c = await RawClient.connect(port)
+    try:
+        challenge = await c.hello(name, key)
+        assert c.handshake is not None and challenge["type"] == "challenge", challenge
+        assert not c.handshake.receive_frame(challenge)
+        await c.send_raw(c.handshake.data_to_send())
+        reply = await c.recv(15.0)
+        return "welcome" if reply["type"] == "welcome" else str(reply.get("code", reply))
+    finally:
+        await c.close()
+
+
+def stream_while_killing(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn, n: int, kind: str, kills: int = 3
+) -> tuple[list[ServerProcess], JsonClientProcess, JsonClientProcess, list[str], list[int]]:
+    """alice on node A sends ``n`` to bob on node B; Redis's ``kind`` connections are killed ``kills`` times,
+    evenly over bob's count; returns once bob has all and alice all acks (both finished)."""
+    nodes_ab = nodes.start_many(2)
+    bob = spawn_process("bob", nodes_ab[1].port)
+    bob.wait_event("ready")
+    alice = spawn_process("alice", nodes_ab[0].port)
+    alice.wait_event("ready")
+    sent = texts(n)
+    alice.send_in_background("bob", sent)
+    killed = []
+    for k in range(1, kills + 1):
+        bob.count_until("message", n * k // (kills + 1), LONG)
+        killed.append(redis.client().client_kill_filter(_type=kind))  # type: ignore[attr-defined]
+    bob.count_until("message", n, LONG)
+    alice.count_until("ack", n, LONG)
+    assert alice.finish() == 0, alice.stderr_tail()
+    assert bob.finish() == 0, bob.stderr_tail()
+    return nodes_ab, alice, bob, sent, killed

@@ -21,6 +21,7 @@ from securechat.events import (
     ConnectionChanged,
     ContactPinned,
     EventListener,
+    HistoryEntry,
     KeyChangedAlert,
     MessageSent,
     RoomChanged,
@@ -32,8 +33,10 @@ from securechat.events import (
 )
 from securechat.listing import LIST_PAGE
 from securechat.names import is_room
-from securechat.records import ContactInfo, HistoryEntry
+from securechat.records import ContactInfo
 from securechat.rooms.log import CHANGES, RoomState, check_change
+from securechat.ui import render
+from securechat.ui.state import ChatState
 
 ALICE_FP = "a1ce" * 16
 BOB_FP = "b0b0" * 16
@@ -250,3 +253,23 @@ class FakeRooms:
         me = self.session.own
         listed = (RoomListing(s.room, s.kind, me in s.members, len(s.members)) for s in self.held())
         self.session.emit(RoomsListed(tuple(listed)))
+
+
+FP_A = "a1ce" * 16
+
+
+class Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_state(**kw: object) -> ChatState:
+    state = ChatState(own_name="alice", fingerprint=FP_A, clock=Clock(), **kw)  # type: ignore[arg-type]
+    return state
+
+
+def pane(state: ChatState, width: int = 10_000) -> str:
+    return "\n".join(render.plain(row) for row in render.pane_rows(state, width))
