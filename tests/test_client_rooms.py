@@ -8,13 +8,14 @@ that keep a refused change from ever being sent.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from securechat.errors import RoomRefused, ServerErrorReply
-from securechat.events import Acked, MessageReceived, RoomChanged, RoomsListed
+from securechat.events import Acked, MessageReceived, RoomChanged, RoomRejected, RoomsListed
 from securechat.server import ChatServer
 from tests.support.rawclient import running_server
 from tests.support.sessions import Client, online
@@ -184,3 +185,30 @@ async def test_a_join_refused_leaves_nothing_of_the_room_held(tmp_path: Any, mak
         assert carol.session.store.query("SELECT COUNT(*) FROM room_chain") == [(0,)]
         for client in (alice, bob, carol):
             await client.stop()
+
+
+async def test_a_room_made_while_the_list_of_rooms_travels_is_not_called_withheld(
+    server: ChatServer, make_client: MakeClient
+) -> None:
+    """Sign-in lists the rooms; a room created before that answer is read is not in it. Before, the
+    client took that for the server listing it out of its own new room ("withheld")."""
+    alice = await online(make_client("alice", server.port))
+    rooms = alice.session.rooms
+    real_list, answered, go = rooms._list_all, asyncio.Event(), asyncio.Event()
+
+    async def list_then_wait() -> list[dict[str, Any]]:
+        items = await real_list()  # the server's answer, from before the room exists
+        answered.set()
+        await go.wait()
+        return items
+
+    rooms._list_all = list_then_wait  # type: ignore[method-assign]
+    sync = asyncio.create_task(rooms.sync())
+    await asyncio.wait_for(answered.wait(), 10)
+    await rooms.create("#ops", open_room=False)
+    go.set()
+    await asyncio.wait_for(sync, 10)
+    assert not alice.rec.of(RoomRejected), alice.rec.of(RoomRejected)
+    state = rooms.state("#ops")
+    assert state is not None and state.members == {"alice"}
+    await alice.stop()

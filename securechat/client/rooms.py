@@ -114,6 +114,7 @@ class RoomClient:
 
     async def sync(self) -> None:
         """After ``welcome``: fetch what changed in our rooms meanwhile; tell each room's state once."""
+        asked = {state.room for state in self._chains.states()}  # a room made while the list travels is not in it
         try:
             listed = {item["room"]: item for item in await self._list_all()}
         except SecurechatError as exc:  # offline again, or a server without rooms: the next welcome tries again
@@ -124,7 +125,7 @@ class RoomClient:
                 if item["member"]:
                     await self._catch_up(room, item)
             for held in self._chains.states():
-                if self._me in held.members and not listed.get(held.room, {}).get("member", False):
+                if held.room in asked and self._me in held.members and not listed.get(held.room, {}).get("member", False):
                     await self._learn_why_out(held)
         for state in self._chains.states():
             if state.room not in self._told:
