@@ -86,7 +86,9 @@ async def running_ui(
     with create_pipe_input() as inp, create_app_session(input=inp, output=TerminalOutput(*size)):
         ui = ChatUI(fake, first_run=first_run, monochrome=monochrome)
         task = asyncio.ensure_future(ui.run())
-        await wait_until(lambda: ui.app.is_running and fake.running.is_set(), what="app running")
+        # Running, or already over: a session refused at once (name_taken) may end the screen
+        # between two looks (the refusal test failed once when it did).
+        await wait_until(lambda: fake.running.is_set() and (ui.app.is_running or task.done()), what="app running")
         h = Harness(ui, fake, inp, task)
         try:
             yield h
