@@ -21,8 +21,6 @@ from typing import Any
 import pytest
 
 from securechat import crypto
-from securechat.client import ClientSession
-from securechat.client.state import ClientStore
 from securechat.errors import KeyChanged
 from securechat.events import (
     ConnectionChanged,
@@ -34,33 +32,23 @@ from securechat.events import (
 )
 from securechat.names import format_fingerprint
 from securechat.protocol import encode_frame
-from tests.support.hostile import HostileServer, LoopWatch
+from tests.support.hostile import HostileServer, client_of
 from tests.support.jsonclient import JsonClient
 from tests.support.rawclient import identity_key
-from tests.support.sessions import Client, Recorder
+from tests.support.sessions import Client
 
 pytestmark = pytest.mark.timeout(60)
 
 WAIT = 10.0
+
+
 @pytest.fixture
 async def alice(
     tmp_path: Path, hostile: HostileServer, caplog: pytest.LogCaptureFixture
 ) -> AsyncIterator[Client]:
     caplog.set_level(logging.INFO)
-    watch = LoopWatch()
-    store = ClientStore.open(tmp_path / "home", "alice", bits=2048)
-    session = ClientSession(
-        store, "127.0.0.1", hostile.port, backoff_initial=0.05, backoff_max=0.2, request_timeout=5.0
-    )
-    client = Client(session, Recorder())
-    session.add_listener(client.rec)
-    yield client
-    await client.stop()
-    watch.restore()
-    store.close()
-    assert watch.unhandled == [], watch.unhandled
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == [], [r.getMessage() for r in errors]
+    async with client_of(hostile, tmp_path / "home", caplog) as client:
+        yield client
     assert client.task is not None and client.task.done()  # stopped by us, not crashed
     if not client.task.cancelled():
         assert client.task.exception() is None, client.task.exception()

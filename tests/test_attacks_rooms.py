@@ -22,15 +22,13 @@ from typing import Any
 import pytest
 
 from securechat import crypto
-from securechat.client import ClientSession
-from securechat.client.state import ClientStore
 from securechat.events import MessageReceived, MessageRejected, Ready, RoomChanged, RoomRejected
 from securechat.rooms.log import RoomState
 from securechat.rooms.sealing import seal_room
-from tests.support.hostile import HostileServer, LoopWatch, next_frame
+from tests.support.hostile import HostileServer, client_of, next_frame
 from tests.support.rawclient import identity_key
 from tests.support.rooms import Chain
-from tests.support.sessions import Client, Recorder
+from tests.support.sessions import Client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -43,19 +41,8 @@ async def alice(tmp_path: Path, hostile: HostileServer, caplog: pytest.LogCaptur
     caplog.set_level(logging.INFO)
     for name in ("carol", "dave", "mallory"):
         hostile.keys[name] = crypto.public_key_pem(identity_key(name).public_key())
-    watch = LoopWatch()
-    store = ClientStore.open(tmp_path / "home", "alice", bits=2048)
-    session = ClientSession(store, "127.0.0.1", hostile.port, backoff_initial=0.05, backoff_max=0.2,
-                            request_timeout=5.0)
-    client = Client(session, Recorder())
-    session.add_listener(client.rec)
-    yield client
-    await client.stop()
-    watch.restore()
-    store.close()
-    assert watch.unhandled == [], watch.unhandled
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == [], [r.getMessage() for r in errors]
+    async with client_of(hostile, tmp_path / "home", caplog) as client:
+        yield client
 
 
 def serve(srv: HostileServer, chain: Chain) -> None:

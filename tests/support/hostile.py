@@ -13,21 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from securechat import crypto
+from securechat.client import ClientSession
+from securechat.client.state import ClientStore
 from securechat.clock import now_ms
 from securechat.encoding import b64encode
 from securechat.protocol import FrameDecoder, encode_frame
 from securechat.server.identity import ServerIdentity, load_or_create
-from tests.support.sessions import WAIT
+from tests.support.sessions import WAIT, Client, Recorder
 
 Script = Callable[["HostileServer", asyncio.StreamWriter], Awaitable[None]]
 
@@ -206,3 +209,21 @@ async def next_frame(srv: HostileServer, kind: str) -> dict[str, Any]:
             frame = await srv.from_client.get()
             if frame["type"] == kind:
                 return frame
+
+
+@contextlib.asynccontextmanager
+async def client_of(hostile: HostileServer, home: Path, caplog: Any) -> AsyncIterator[Client]:
+    """alice's real session against ``hostile``, stopped at the end, which then checks that the
+    attack left no unhandled loop exception and no ERROR log line (``caplog``: pytest's fixture)."""
+    watch = LoopWatch()
+    store = ClientStore.open(home, "alice", bits=2048)
+    session = ClientSession(store, "127.0.0.1", hostile.port, backoff_initial=0.05, backoff_max=0.2, request_timeout=5.0)
+    client = Client(session, Recorder())
+    session.add_listener(client.rec)
+    yield client
+    await client.stop()
+    watch.restore()
+    store.close()
+    assert watch.unhandled == [], watch.unhandled
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
