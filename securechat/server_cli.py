@@ -25,7 +25,7 @@ from .cli_common import INTERRUPTED, USAGE
 from .names import format_fingerprint
 from .rooms.log import MAX_ROOM_MEMBERS
 from .server import ChatServer, ServerConfig
-from .server.identity import identity_for
+from .server.identity import default_paths, identity_for
 
 log = logging.getLogger("securechat.server")
 
@@ -58,8 +58,23 @@ def _run(config: ServerConfig) -> None:
         runner.run(_serve(config))
 
 
+def _state_line(config: ServerConfig) -> str:
+    """Where this node keeps its state and its TLS identity, for the start-up log (never a password)."""
+    if config.redis_url is None:
+        state = f"state in the SQLite database {config.db_path}"
+    else:
+        from .server.resp import RedisAddress
+
+        state = f"state in Redis at {RedisAddress.from_url(config.redis_url)} (no SQLite database)"
+    if not config.tls:
+        return state
+    if config.tls_cert is not None:
+        return f"{state}; TLS identity {config.tls_cert}"
+    return f"{state}; TLS identity {default_paths(config.db_path)[0]}"
+
+
 async def _serve(config: ServerConfig) -> None:
-    log.info("database %s", config.db_path)
+    log.info("%s", _state_line(config))
     server = ChatServer(config)
     await server.start()
     loop = asyncio.get_running_loop()

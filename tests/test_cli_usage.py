@@ -179,7 +179,7 @@ def test_server_version_and_log_of_the_database(tmp_path: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("securechat-server, version ")
     db = tmp_path / "data" / "chat.db"
     with server_process(db, ["--log-level", "INFO"]) as proc:
-        assert any(line.endswith(f"database {db}") for line in proc.lines)
+        assert any(f"state in the SQLite database {db}; TLS identity " in line for line in proc.lines), proc.lines
         proc.stop()
 
 

@@ -199,6 +199,9 @@ async def test_nodes_share_redis_from_the_environment(tmp_path: Path, redis_serv
     env = {"SECURECHAT_REDIS": redis_server.url, "SECURECHAT_PORT": "0"}
     with server_process(None, env=env, port=None) as a, server_process(None, env=env, port=None) as b:
         assert "routes through Redis at" in a.stderr
+        # What it really uses: Redis, and no SQLite file it would never open (it logged one before).
+        assert f"state in Redis at redis://127.0.0.1:{redis_server.port}/0 (no SQLite database)" in a.stderr, a.stderr
+        assert "SQLite database /" not in a.stderr and ".db" not in a.stderr, a.stderr
         await login_and_ping(a.port, "carol")
         c = await RawClient.connect(b.port)
         welcome = await c.login("carol", identity_key("carol"))
