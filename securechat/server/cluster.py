@@ -48,7 +48,7 @@ from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_about, rid_text
 from .resp import RedisReplyError, RedisUnavailable
-from .sendorder import SendOrder
+from .sendorder import HELD, SendOrder
 from .sessionbox import SessionBox
 from .store import QueuedMessage
 
@@ -177,7 +177,7 @@ class ClusterRouting:
         queued = QueuedMessage(message.to, message.sender, message.msg_id, server_ts, frame, time.time())
         order = box.order if isinstance(box := peer.mailbox, SessionBox) else SendOrder()
         if not order.admit(key := (message.to, message.msg_id)):
-            peer.error("internal", "an earlier send failed: it must come again first", message.rid)
+            peer.error(*HELD, message.rid)
             return None
         if self._directory.knows(message.to):
             return Deferred(self._answer(peer, message, order.track(key, self._store.route(queued, message.rid))))

@@ -25,6 +25,7 @@ from .mailbox import InFlight
 from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore
 from .roomrouting import queued_copy
 from .seam import CopyOutcome
+from .sendorder import SendOrder
 from .sessionbox import SessionBox
 
 if TYPE_CHECKING:
@@ -40,6 +41,10 @@ class ClusterRooms:
 
     def room_seq(self, room: str) -> asyncio.Future[int | None]:
         return self._store.room_seq(room)
+
+    def order(self, sender: Peer) -> SendOrder | None:
+        box = sender.mailbox
+        return box.order if isinstance(box, SessionBox) else None
 
     def push(self, names: Iterable[str], frame: bytes) -> None:
         for name in names:

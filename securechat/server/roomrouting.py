@@ -40,6 +40,9 @@ class LocalRooms:
     def room_seq(self, room: str) -> None:
         return None
 
+    def order(self, sender: Peer) -> None:
+        return None
+
     def push(self, names: Iterable[str], frame: bytes) -> None:
         for name in names:
             target = self._routing.session(name)

@@ -18,6 +18,7 @@ every room). On several nodes a cached state is used only once the room's
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import OrderedDict
@@ -39,6 +40,7 @@ from .events import Deferred, Handled, RoomRequest
 from .mailbox import InFlight
 from .roomstore import StoredEntry
 from .seam import CopyOutcome, RoomRouting
+from .sendorder import HELD, SendOrder
 from .store import ServerStore
 
 if TYPE_CHECKING:
@@ -189,29 +191,40 @@ class RoomService:
         if envelope["from"] != request.sender:
             raise BadRequest("envelope 'from' is not your name")
         room: str = request.frame["room"]
+        order = self._routing.order(peer)  # one order for the session's sends, room and one-to-one
+        if order is not None and not order.admit((room, envelope["id"])):
+            peer.error(*HELD, request.rid)
+            return None
         state = self._cache.get(room)
         check = None
         if state is not None and (envelope["seq"], envelope["head"]) == (state.seq, state.head.hex()):
             check = self._routing.room_seq(room)
             if check is None:
-                return self._route(peer, request, state)  # the common case on one node: no store round trip
-        return self._send_checked(peer, request, check)
+                return self._route(peer, request, state, order)  # the common case on one node: no store round trip
+        return self._send_checked(peer, request, check, order)
 
-    async def _send_checked(self, peer: Peer, request: RoomRequest, check: Awaitable[int | None] | None) -> None:
+    async def _send_checked(
+        self, peer: Peer, request: RoomRequest, check: Awaitable[int | None] | None, order: SendOrder | None
+    ) -> None:
         room: str = request.frame["room"]
         envelope: dict[str, Any] = request.frame["envelope"]
-        state = await self._state(room, check)
-        if state is None:
-            raise RoomRefused(f"there is no room {room}", code="unknown_room")
-        seq: int = envelope["seq"]
-        known = state.head if seq == state.seq else await self._store.room_head(room, seq) if seq < state.seq else None
+        try:
+            state = await self._state(room, check)
+            if state is None:
+                raise RoomRefused(f"there is no room {room}", code="unknown_room")
+            seq: int = envelope["seq"]
+            known = state.head if seq == state.seq else await self._store.room_head(room, seq) if seq < state.seq else None
+        except ConnectionError:
+            if order is not None:
+                order.failed((room, envelope["id"]))  # the later sends wait for its resend
+            raise
         if known is None or known.hex() != envelope["head"]:
             raise RoomRefused(f"the message's state (seq {seq}) is not in the log of {room}", code="stale_state")
-        pending = self._route(peer, request, state)
+        pending = self._route(peer, request, state, order)
         if isinstance(pending, Deferred):
             await pending.awaitable
 
-    def _route(self, peer: Peer, request: RoomRequest, state: RoomState) -> Deferred | None:
+    def _route(self, peer: Peer, request: RoomRequest, state: RoomState, order: SendOrder | None) -> Deferred | None:
         """Hand the message to the members online, store it for the others; ``room_sent`` once stored."""
         envelope: dict[str, Any] = request.frame["envelope"]
         sender, room, msg_id = request.sender, state.room, envelope["id"]
@@ -234,9 +247,12 @@ class RoomService:
                                                            request.rid, room)))
             for name in recipients  # each member's mailbox holds its own entry (it marks it stored, drops its frame)
         ]
-        if all(isinstance(outcome, str) for _, outcome in copies):
+        stored = [outcome for _, outcome in copies if not isinstance(outcome, str)]
+        if not stored:
             self._tell(peer, request, state, [(name, str(outcome)) for name, outcome in copies])
             return None
+        if order is not None:  # one copy failed: the message failed, and the session's later sends wait for it
+            order.track((room, msg_id), asyncio.gather(*stored))
         return Deferred(self._after_stored(peer, request, state, copies))
 
     async def _after_stored(

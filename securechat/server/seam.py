@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from .mailbox import InFlight
+    from .sendorder import SendOrder
     from .transport import Peer
 
 
@@ -83,3 +84,7 @@ class RoomRouting(Protocol):
 
     def copy(self, sender: Peer, member: str, entry: InFlight) -> CopyOutcome | asyncio.Future[CopyOutcome]:
         """Route ``member``'s copy of a room message like a one-to-one message: in order, once, acked per member."""
+
+    def order(self, sender: Peer) -> SendOrder | None:
+        """The order of ``sender``'s sends across a failure of the shared store (several nodes); None on one node,
+        whose store does not fail a send and let the next one through."""

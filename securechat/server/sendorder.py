@@ -33,8 +33,11 @@ log = logging.getLogger("securechat.server")
 
 HOLD_LIMIT: Final = 10.0
 
-Key = tuple[str, str]  # (recipient, message id)
+Key = tuple[str, str]  # (recipient, message id); a room message's: (room, message id)
 T = TypeVar("T")
+
+# What a send refused by :meth:`SendOrder.admit` is answered (the client then resends its outbox in order).
+HELD: Final = ("internal", "an earlier send failed: it must come again first")
 
 
 class SendOrder:

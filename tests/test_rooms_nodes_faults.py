@@ -1,0 +1,72 @@
+"""A room stream on several nodes over Redis under failures (issue 10 on issue 11's nodes).
+
+Real processes: ``redis-server`` with its append-only file (``appendfsync always``),
+``securechat-server --redis`` nodes, ``securechat-client --json`` members. Each member must
+show each of the sender's room messages once and in order; what Redis stored is read in
+Redis itself (a member's queue counter counts every copy ever stored for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.support.jsonclient import JsonClientProcess
+from tests.support.nodes import Nodes, queued_count, servers, stored_count
+from tests.support.redisproc import RedisProcess
+from tests.support.roomclients import WAIT, acks_for, make_room, room_messages, sent_ids
+from tests.support.streams import LONG, Spawn, check_exactly_once, texts
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+
+
+@pytest.fixture
+def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
+    """Overrides conftest's: fsync always (conftest's ``nodes`` runs on this one)."""
+    return make_redis(appendonly=True, fsync="always")
+
+
+def ready(client: JsonClientProcess) -> JsonClientProcess:
+    client.wait_event("ready", WAIT)
+    return client
+
+
+def all_delivered(alice: JsonClientProcess, members: list[JsonClientProcess], n: int) -> None:
+    """alice sent ``n`` to the room and hears ``delivered`` from each member for each of them."""
+    ids = set(sent_ids(alice, "#ops"))
+    assert len(ids) == n, f"alice sent {len(ids)} of {n}"
+    for member in members:
+        alice.wait_until(lambda events, m=member.name: len(acks_for(alice, ids, m, "delivered")) == n, LONG,
+                         what=f"{n} delivered acks for {member.name}")
+
+
+def test_the_nodes_redis_connections_killed_mid_room_stream_each_member_gets_each_once_in_order(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    """A command connection killed while Redis stays up fails the copies in flight; the node reconnects
+    at once, so a later room message would be stored for a member before the failed one's resend if
+    the node let it through (securechat/server/sendorder.py holds room sends as it holds one-to-one ones)."""
+    n, kills = 300, 8
+    a, b = nodes.start_many(2)
+    alice = ready(spawn_process("alice", servers(a)))
+    bob, carol = (ready(spawn_process(name, servers(b))) for name in ("bob", "carol"))
+    make_room(alice, "#ops", [bob, carol])
+    sent = texts(n, "r")
+    alice.send_in_background("#ops", sent)
+    for k in range(1, kills + 1):
+        bob.count_until("message", n * k // (kills + 1), LONG)
+        redis.client().client_kill_filter(_type="normal")  # type: ignore[attr-defined]
+    for member in (bob, carol):
+        member.count_until("message", n, LONG)
+    all_delivered(alice, [bob, carol], n)
+    refused = sum(1 for e in alice.of_kind("error") if e.get("code") == "internal")
+    for who in (alice, bob, carol):
+        assert who.finish() == 0, who.stderr_tail()
+    label = f"the nodes' Redis connections killed {kills} times in a room stream, {refused} room sends refused"
+    assert refused, f"{label}: nothing was tested"
+    for member in (bob, carol):
+        check_exactly_once(room_messages(member, "#ops", "alice"), sent, f"{label}; {member.name}")
+    assert [stored_count(redis, m) for m in ("bob", "carol")] == [n, n], label
+    assert [queued_count(redis, m) for m in ("bob", "carol")] == [0, 0]
+    print(label)
