@@ -20,6 +20,7 @@ from tests.support.nodes import (
     stored_count,
     stream_while_killing,
 )
+from tests.support.partition import partition_proxy
 from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
@@ -94,6 +95,58 @@ def test_pubsub_connections_killed_3_times_during_2000_catch_up_delivers_all_onc
     assert stored_count(redis, "bob") == n and queued_count(redis, "bob") == 0
     reconnected = [node.stderr.count("subscriber reconnected") for node in (a, b)]
     assert min(reconnected) >= len(killed), f"subscriber reconnects per node: {reconnected}"
+
+
+async def until_confirmed_in_redis(redis: RedisProcess, name: str, within: float = 10.0) -> None:
+    """Wait (bounded) until ``name``'s queue is empty: the confirm script ran and published its ack."""
+    async with asyncio.timeout(within):
+        while await asyncio.to_thread(queued_count, redis, name):
+            await asyncio.sleep(0.02)
+
+
+async def test_a_delivered_ack_is_not_lost_across_two_pubsub_gaps_after_a_recovered_queued(
+    redis: RedisProcess, nodes: Nodes
+) -> None:
+    """Gap 1 ends before bob confirms: alice's node recovers `queued` from the store. Gap 2 swallows the
+    `delivered` that bob's confirmation published: alice's node must still ask for it after that gap.
+    Then the same after a `queued` that came live (bob's session ended before he confirmed)."""
+    async with partition_proxy(redis.port) as proxy:
+        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        b = await asyncio.to_thread(nodes.start)
+        bob = await RawClient.connect(b.port)
+        await bob.login("bob", identity_key("bob"))
+        alice = await RawClient.connect(a.port)
+        await alice.login("alice", identity_key("alice"))
+        await alice.send_frame(send_frame("bob", 1))
+        assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(1)  # handed out, unconfirmed
+        proxy.cut()  # gap 1: node A's subscriber (and link) cut, then reset by the heal
+        await proxy.heal()
+        first = await alice.recv_type("ack", 15.0)  # recovered from the store: still queued
+        proxy.cut()  # gap 2: bob confirms meanwhile; the `delivered` published for alice is lost
+        await bob.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+        await until_confirmed_in_redis(redis, "bob")
+        await proxy.heal()
+        second = await alice.recv_type("ack", 15.0)
+        # The same with a `queued` that came live: bob's session ends before he confirms message 2.
+        await alice.send_frame(send_frame("bob", 2))
+        assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(2)
+        await bob.close()
+        third = await alice.recv_type("ack", 15.0)
+        proxy.cut()
+        bob = await RawClient.connect(b.port)
+        await bob.login("bob", identity_key("bob"))
+        assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(2)  # from his queue
+        await bob.send_frame({"type": "received", "id": msg_id(2), "from": "alice"})
+        await until_confirmed_in_redis(redis, "bob")
+        await proxy.heal()
+        fourth = await alice.recv_type("ack", 15.0)
+        await alice.expect_silence(0.3)
+        await alice.close()
+        await bob.close()
+    assert (first["id"], first["status"]) == (msg_id(1), "queued"), first
+    assert (second["id"], second["status"]) == (msg_id(1), "delivered"), second
+    assert (third["id"], third["status"]) == (msg_id(2), "queued"), third
+    assert (fourth["id"], fourth["status"]) == (msg_id(2), "delivered"), fourth
 
 
 # --- 8. a session replaced from another node ----------------------------------------------------

@@ -11,6 +11,13 @@ node asks Redis where each one is (:meth:`RedisStore.sent_status`) and writes
 the ack the store proves: ``delivered`` if the recipient confirmed it,
 ``queued`` if it is still queued (a later ``delivered`` may follow, as on one
 node).
+
+A ``queued`` does not end the wait: the send stays awaited, marked as told, until
+its ``delivered`` is written or the store no longer knows it, so a ``delivered``
+swallowed by a later gap is recovered too (before, the first ack of either kind
+ended the wait, and a second gap lost the ``delivered`` for good). Sends acked
+``queued`` at once (nobody held the recipient) are not kept: a ``delivered`` for
+one of them that a gap swallows is not recovered (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ STATUS_CONFIRMED: Final = 2
 
 
 class AwaitedAcks:
-    """One session's sends whose ack comes from another node: ``(to, msg_id) -> (rid, room)``.
+    """One session's sends whose ack comes from another node: ``(to, msg_id) -> (rid, room, told queued)``.
 
     For a room message's copy ``to`` is the member and ``room`` the room; else ``room`` is None.
     """
@@ -36,7 +43,7 @@ class AwaitedAcks:
     __slots__ = ("_items",)
 
     def __init__(self) -> None:
-        self._items: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+        self._items: dict[tuple[str, str], tuple[str | None, str | None, bool]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
@@ -44,11 +51,22 @@ class AwaitedAcks:
     def add(self, to: str, msg_id: str, rid: str | None, room: str | None = None) -> None:
         if len(self._items) >= AWAITED_MAX:
             del self._items[next(iter(self._items))]
-        self._items[(to, msg_id)] = (rid, room)
+        self._items[(to, msg_id)] = (rid, room, False)
 
     def settle(self, to: str, msg_id: str) -> bool:
-        """The ack for ``(to, msg_id)`` was written: forget it; False if it was not awaited."""
-        return self._items.pop((to, msg_id), False) is not False
+        """Its ``delivered`` was written, or it is gone: forget it; False if it was not awaited."""
+        return self._items.pop((to, msg_id), None) is not None
+
+    def tell_queued(self, to: str, msg_id: str) -> bool:
+        """Mark that its ``queued`` is written: False if it is not awaited or was told already. It stays awaited."""
+        item = self._items.get((to, msg_id))
+        if item is None or item[2]:
+            return False
+        self._items[(to, msg_id)] = (item[0], item[1], True)
+        return True
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
 
     def by_recipient(self) -> Iterator[tuple[str, list[str]]]:
         """The awaited message ids, grouped by recipient (a snapshot)."""
@@ -59,7 +77,8 @@ class AwaitedAcks:
 
     def about(self, to: str, msg_id: str) -> tuple[str | None, str | None]:
         """The send's rid and room (both None if it is not awaited)."""
-        return self._items.get((to, msg_id), (None, None))
+        rid, room, _ = self._items.get((to, msg_id), (None, None, False))
+        return rid, room
 
 
 def ack_status(status: int) -> str | None:

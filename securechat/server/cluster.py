@@ -288,11 +288,15 @@ class ClusterRouting:
             _, status, msg_id, to, tagged = data.split(b"\n", 4)
             peer = self._local.get(name)
             if peer is not None and not peer.closing:
-                if isinstance(peer.mailbox, SessionBox):
-                    peer.mailbox.awaited.settle(to.decode(), msg_id.decode())
-                    peer.mailbox.order.settled((to.decode(), msg_id.decode()))  # applied after all: no resend comes
+                key = (to.decode(), msg_id.decode())
+                if isinstance(box := peer.mailbox, SessionBox):
+                    box.order.settled(key)  # applied after all: no resend comes
+                    if status != b"queued":
+                        box.awaited.settle(*key)
+                    elif key in box.awaited and not box.awaited.tell_queued(*key):
+                        return  # said already (recovered after a gap); its `delivered` is still awaited
                 rid, room = rid_about(tagged)  # a room's copy: the ack names the room and the member
-                peer.write(ack_for(msg_id.decode(), to.decode(), status.decode(), rid, room))
+                peer.write(ack_for(key[1], key[0], status.decode(), rid, room))
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
         elif kind == b"P" and (peer := self._local.get(name)) is not None and not peer.closing:
@@ -371,7 +375,9 @@ class ClusterRouting:
                 statuses = await self._store.sent_status(to, box.name, msg_ids)
                 for msg_id, status in zip(msg_ids, statuses, strict=True):
                     ack, (rid, room) = ack_status(status), box.awaited.about(to, msg_id)
-                    if ack is not None and not peer.closing and box.awaited.settle(to, msg_id):
+                    # `queued` keeps it awaited: its `delivered` may yet be lost to another gap.
+                    told = box.awaited.tell_queued(to, msg_id) if ack == "queued" else box.awaited.settle(to, msg_id)
+                    if ack is not None and told and not peer.closing:
                         peer.write(ack_for(msg_id, to, ack, rid, room))
         except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync tries again
             log.debug("recovering the acks of %s stopped: %s", box.name, exc)
