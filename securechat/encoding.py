@@ -23,11 +23,18 @@ def lp(*fields: bytes | str) -> bytes:
 
 def lp_pairs(pairs: Iterable[tuple[str, bytes]]) -> bytes:
     """``lp(name, value)`` for each pair, concatenated: :func:`lp` of them all, built in one join
-    (a room message's wrapped keys: 200 fields, 54 KB at 100 members)."""
+    (a room message's wrapped keys: 200 fields, 54 KB at 100 members; their lengths repeat,
+    so each length is packed once)."""
     parts: list[bytes] = []
+    packed: dict[int, bytes] = {}
+    pack = _U32.pack
     for name, value in pairs:
         raw = name.encode("utf-8")
-        parts += (_U32.pack(len(raw)), raw, _U32.pack(len(value)), value)
+        size = len(value)
+        prefix = packed.get(size)
+        if prefix is None:
+            prefix = packed[size] = pack(size)
+        parts += (pack(len(raw)), raw, prefix, value)
     return b"".join(parts)
 
 
@@ -49,4 +56,21 @@ def b64decode(text: str) -> bytes:
     # Only a padded last quantum has such bits: unpadded text is canonical.
     if raw.endswith(b"=") and base64.b64encode(data) != raw:
         raise ValueError("non-canonical base64 (pad bits are not zero)")
+    return data
+
+
+def b64decode_unpadded(text: str) -> bytes:
+    """:func:`b64decode` of a text without padding whose length is a multiple of 4, a quarter faster.
+
+    The lenient C decoder skips what is not in the alphabet, so it is strict here by its
+    length alone: every character gives 6 bits only if the output is exactly 3/4 of the
+    input (such text has no pad bits, so it is canonical too). Raises ``ValueError``.
+    """
+    try:
+        raw = text.encode("ascii")
+        data = binascii.a2b_base64(raw)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise ValueError(f"invalid base64 ({exc})") from None
+    if len(raw) % 4 or len(data) * 4 != len(raw) * 3:
+        raise ValueError("invalid base64 (padding or characters outside the alphabet)")
     return data

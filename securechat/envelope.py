@@ -6,7 +6,9 @@ Two levels of the same rules:
   its type, names that are names, an id of 32 hex digits, ``0 <= ts < 2**53``,
   the base64 fields strings of bounded length. The server calls it before it
   routes (it forwards what it cannot read, so it decodes nothing);
-  :func:`check_envelope` also returns the fields.
+  :func:`check_envelope` also returns the fields. Its checks of the fields every
+  envelope has are :func:`check_common_fields`, which the room envelope's checker
+  (:mod:`securechat.rooms.envelope`) calls too.
 - :func:`parse_envelope` does that and decodes the base64 fields strictly,
   checking the sizes the construction fixes. The recipient and the pasted
   payload reader call it before any key is touched.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from .encoding import b64decode
 from .errors import MalformedEnvelope, SenderMismatch, UnsupportedVersion, WrongRecipient
@@ -83,14 +85,17 @@ _NAME_MATCH: Final = NAME_PATTERN.fullmatch
 _ID_MATCH: Final = MESSAGE_ID_PATTERN.fullmatch
 
 
-def validate_envelope(envelope: object) -> None:
-    """The structure checks of :func:`check_envelope`, without building its result (the relay's hot path)."""
+def check_common_fields(
+    envelope: object, name_fields: tuple[str, ...], b64_fields: tuple[str, ...]
+) -> Mapping[str, Any]:
+    """The structure checks every envelope shares (one-to-one, section 6.2; room, section 11.5): an
+    object, ``v`` an integer, ``name_fields`` names, ``id``, ``ts``, ``b64_fields`` bounded strings."""
     if type(envelope) is not dict and not isinstance(envelope, Mapping):
         raise MalformedEnvelope("envelope is not a JSON object")
     get = envelope.get
     if type(get("v")) is not int:  # a JSON true is not 1
         raise MalformedEnvelope("envelope 'v' must be an integer")
-    for key in NAME_FIELDS:
+    for key in name_fields:
         name = get(key)
         if not isinstance(name, str) or _NAME_MATCH(name) is None:
             raise MalformedEnvelope(f"envelope '{key}' is not a valid name")
@@ -99,10 +104,16 @@ def validate_envelope(envelope: object) -> None:
         raise MalformedEnvelope("envelope 'id' must be 32 lowercase hex digits")
     if not is_timestamp(get("ts")):
         raise MalformedEnvelope("envelope 'ts' must be an integer from 0 to 2**53 - 1")
-    for key in B64_FIELDS:
+    for key in b64_fields:
         value = get(key)
         if not isinstance(value, str) or len(value) > MAX_B64_FIELD:
             raise MalformedEnvelope(f"envelope '{key}' must be a base64 string")
+    return envelope
+
+
+def validate_envelope(envelope: object) -> None:
+    """The structure checks of :func:`check_envelope`, without building its result (the relay's hot path)."""
+    check_common_fields(envelope, NAME_FIELDS, B64_FIELDS)
 
 
 def check_envelope(envelope: object) -> EnvelopeFields:

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import crypto
-from securechat.encoding import b64decode, b64encode
+from securechat.encoding import b64decode, b64decode_unpadded, b64encode
 from securechat.errors import (
     BadKey,
     BadPlaintext,
@@ -637,3 +637,19 @@ def test_b64decode_accepts_exactly_the_strict_canonical_texts(text: str) -> None
             b64decode(text)
     else:
         assert b64decode(text) == expected
+
+
+@given(st.one_of(
+    st.text(alphabet="AQgw+/9z=\n é-_\x00", max_size=16),
+    st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode()),
+    st.lists(st.binary(min_size=3, max_size=3), max_size=5).map(lambda bs: base64.b64encode(b"".join(bs)).decode()),
+))
+def test_b64decode_unpadded_accepts_exactly_the_unpadded_strict_texts(text: str) -> None:
+    """b64decode_unpadded (the room keys' joined decode, docs/performance.md section 7) accepts exactly the
+    texts b64decode accepts that have no padding and a length a multiple of 4, with the same bytes."""
+    expected = _reference_b64decode(text)
+    if expected is None or "=" in text or len(text) % 4:
+        with pytest.raises(ValueError):
+            b64decode_unpadded(text)
+    else:
+        assert b64decode_unpadded(text) == expected

@@ -15,16 +15,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from ..encoding import b64decode
-from ..envelope import (
-    ENVELOPE_VERSION,
-    GCM_NONCE_SIZE,
-    GCM_TAG_SIZE,
-    MAX_B64_FIELD,
-    decode_field,
-    is_message_id,
-    is_timestamp,
-)
+from ..encoding import b64decode_unpadded
+from ..envelope import ENVELOPE_VERSION, GCM_NONCE_SIZE, GCM_TAG_SIZE, check_common_fields, decode_field
 from ..errors import (
     MalformedEnvelope,
     MemberMismatch,
@@ -34,12 +26,14 @@ from ..errors import (
     UnsupportedVersion,
     WrongRecipient,
 )
-from ..names import is_valid_name, is_valid_room
+from ..names import NAME_PATTERN, is_valid_room
 from .log import MAX_ROOM_MEMBERS, is_head, is_seq
 
 # A wrapped key is as long as its member's modulus; the frame limit bounds the whole.
 MAX_WRAPPED_B64: Final = 4096
+ROOM_NAME_FIELDS: Final = ("from",)
 ROOM_B64_FIELDS: Final = ("nonce", "ct", "sig")
+_NAME_MATCH: Final = NAME_PATTERN.fullmatch
 
 
 def is_room_envelope(envelope: object) -> bool:
@@ -82,40 +76,29 @@ def _check_keys(keys: object) -> dict[str, str]:
     if not isinstance(keys, Mapping) or not 1 <= len(keys) <= MAX_ROOM_MEMBERS:
         raise MalformedEnvelope(f"envelope 'keys' must be an object of 1 to {MAX_ROOM_MEMBERS} wrapped keys")
     for name, wrapped in keys.items():
-        if not is_valid_name(name):
+        if not isinstance(name, str) or _NAME_MATCH(name) is None:
             raise MalformedEnvelope("every name in envelope 'keys' must be a valid name")
-        if not isinstance(wrapped, str) or len(wrapped) > MAX_WRAPPED_B64:
+        if type(wrapped) is not str or len(wrapped) > MAX_WRAPPED_B64:
             raise MalformedEnvelope(f"the wrapped key for '{name}' must be a base64 string")
     return dict(keys)
 
 
 def check_room_envelope(envelope: object) -> RoomEnvelopeFields:
-    """Check a room envelope's structure (not its base64 or crypto); raise :class:`MalformedEnvelope`."""
-    if not isinstance(envelope, Mapping):
-        raise MalformedEnvelope("envelope is not a JSON object")
-    version = envelope.get("v")
-    if type(version) is not int:
-        raise MalformedEnvelope("envelope 'v' must be an integer")
-    if not is_valid_room(envelope.get("room")):
+    """Check a room envelope's structure (not its base64 or crypto); raise :class:`MalformedEnvelope`.
+
+    The fields it shares with a one-to-one envelope are checked by the one checker of
+    :mod:`securechat.envelope`; then ``room``, ``seq``, ``head`` and ``keys``.
+    """
+    fields = check_common_fields(envelope, ROOM_NAME_FIELDS, ROOM_B64_FIELDS)
+    if not is_valid_room(fields.get("room")):
         raise MalformedEnvelope("envelope 'room' is not a room name")
-    if not is_valid_name(envelope.get("from")):
-        raise MalformedEnvelope("envelope 'from' is not a valid name")
-    if not is_message_id(envelope.get("id")):
-        raise MalformedEnvelope("envelope 'id' must be 32 lowercase hex digits")
-    if not is_timestamp(envelope.get("ts")):
-        raise MalformedEnvelope("envelope 'ts' must be an integer from 0 to 2**53 - 1")
-    if not is_seq(envelope.get("seq")):
+    if not is_seq(fields.get("seq")):
         raise MalformedEnvelope("envelope 'seq' must be an integer from 0 to 2**53 - 1")
-    if not is_head(envelope.get("head")):
+    if not is_head(fields.get("head")):
         raise MalformedEnvelope("envelope 'head' must be 64 lowercase hex digits")
-    keys = _check_keys(envelope.get("keys"))
-    for key in ROOM_B64_FIELDS:
-        value = envelope.get(key)
-        if not isinstance(value, str) or len(value) > MAX_B64_FIELD:
-            raise MalformedEnvelope(f"envelope '{key}' must be a base64 string")
+    keys = _check_keys(fields.get("keys"))
     return RoomEnvelopeFields(
-        version, envelope["room"], envelope["from"], envelope["id"], envelope["ts"], envelope["seq"],
-        envelope["head"], keys,
+        fields["v"], fields["room"], fields["from"], fields["id"], fields["ts"], fields["seq"], fields["head"], keys
     )
 
 
@@ -141,23 +124,24 @@ def _decode_keys(keys: Mapping[str, str]) -> dict[str, bytes]:
 
     Base64 without padding (a wrapped key of a multiple of 3 bytes: RSA-3072, the
     default) side by side is one base64 text that decodes to the keys side by side:
-    one strict decode for all such keys instead of one each (half the time at 100
-    members; docs/performance.md section 7). Padded keys, and all of them after a
-    failure, go one by one, which names the bad key.
+    one decode for all such keys instead of one each (docs/performance.md section 7).
+    Padded keys, and all of them after a failure, go one by one, which names the bad key.
     """
-    whole = {name: value for name, value in keys.items() if len(value) % 4 == 0 and not value.endswith("=")}
-    together: dict[str, bytes] = {}
+    whole = [name for name, value in keys.items() if not len(value) % 4 and value[-1:] != "="]
     try:
-        joined = b64decode("".join(whole.values()))
+        joined = b64decode_unpadded("".join([keys[name] for name in whole]))
     except ValueError:
-        whole = {}  # one of them is bad: one by one below says which
+        whole = []  # one of them is bad: one by one below says which
+    decoded: dict[str, bytes] = {}
     at = 0
-    for name, value in whole.items():
-        size = len(value) // 4 * 3
-        together[name] = joined[at : at + size]
+    for name in whole:
+        size = len(keys[name]) // 4 * 3
+        decoded[name] = joined[at : at + size]
         at += size
+    if len(decoded) == len(keys):
+        return decoded  # in the envelope's order already
     return {
-        name: together[name] if name in together else decode_field(f"keys.{name}", value)
+        name: decoded[name] if name in decoded else decode_field(f"keys.{name}", value)
         for name, value in keys.items()
     }
 

@@ -53,7 +53,8 @@ def room_header(room: str, sender: str, msg_id: str, ts: int, seq: int, head: by
 
 def room_signed_bytes(header: bytes, wrapped: Mapping[str, bytes], nonce: bytes, ciphertext: bytes) -> bytes:
     """The header, then each member's name and wrapped key in ascending order of name, the nonce, the ciphertext."""
-    pairs = lp_pairs((name, wrapped[name]) for name in sorted(wrapped, key=str.encode))
+    # Code point order is UTF-8's byte order: sorted() is the order of the names' bytes.
+    pairs = lp_pairs((name, wrapped[name]) for name in sorted(wrapped))
     return b"".join((header, pairs, lp(nonce, ciphertext)))
 
 
