@@ -164,6 +164,11 @@ def test_outbox_persists_in_order(tmp_path: Path, other_keys: list[crypto.Privat
             store.outbox.add("bob", env)
         assert store.outbox.remove(envelopes[1]["id"]) is not None
         assert store.outbox.remove(envelopes[1]["id"]) is None
+        # discard and `in` (a settled room message's row is dropped unread): a row, once.
+        store.outbox.add("bob", envelopes[1])
+        assert envelopes[1]["id"] in store.outbox and "f" * 32 not in store.outbox
+        assert store.outbox.discard(envelopes[1]["id"]) and not store.outbox.discard(envelopes[1]["id"])
+        assert envelopes[1]["id"] not in store.outbox
     with ClientStore.open(tmp_path, "alice") as store:
         entries = store.outbox.entries()
         assert [e.msg_id for e in entries] == [envelopes[0]["id"], envelopes[2]["id"]]

@@ -15,9 +15,8 @@
   connection goes while it is in flight, or the server refuses it for the moment)
   is kept, not failed (:mod:`securechat.client.awaiting`): after the next
   ``welcome``, and after a capped pause while connected, the key is looked up,
-  and the message sealed with its id and time and sent. A room message waits
-  the same way for a member's first lookup, and is then sealed for the members
-  held at that moment.
+  and the message sealed with its id and time and sent. A room message waits the
+  same way for a member's first lookup, then is sealed for the members held then.
 - A room message (docs/protocol.md 11.5, 11.7) is sealed for the members of the room
   as verified here; ``room_sent`` names the members it was routed to, and it stays
   in the outbox until each of them is acked (``queued`` or ``delivered``): the
@@ -45,7 +44,8 @@ from .awaiting import Awaiting
 from .connection import AckFrame
 from .link import Link
 from .parts import SessionParts, backoff, lookup_can_retry
-from .state import OutboxEntry, Pin
+from .pending import OutboxEntry
+from .state import Pin
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +340,7 @@ class Outbox:
     def on_room_sent(self, frame: dict[str, Any]) -> None:
         """``room_sent``: the members the message was routed to; it stays in the outbox until each acks."""
         msg_id: str = frame["id"]
-        if self._store.outbox.get(msg_id) is None and msg_id not in self._rooms:
+        if msg_id not in self._store.outbox and msg_id not in self._rooms:
             return
         progress = self._rooms.setdefault(msg_id, _RoomProgress())
         progress.members = tuple(frame["members"])
@@ -372,7 +372,7 @@ class Outbox:
         if status:
             self._store.history.set_status(room, msg_id, status)
         if all(member in progress.statuses for member in progress.members):
-            if self._store.outbox.remove(msg_id) is not None:
+            if self._store.outbox.discard(msg_id):
                 self._retry_attempts.pop(msg_id, None)
                 self._shrunk.set()
             if done == total:

@@ -13,7 +13,6 @@ records of :mod:`securechat.records` with the session API.
 from __future__ import annotations
 
 import hmac
-import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,15 +22,14 @@ from typing import TYPE_CHECKING, Any, Final, Self, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from .. import crypto, jsoncodec
+from .. import crypto
 from ..clock import now_ms
-from ..envelope import check_envelope
-from ..errors import KeyChanged, KeyStoreError, MalformedEnvelope
-from ..names import is_room, parse_fingerprint
+from ..errors import KeyChanged, KeyStoreError
+from ..names import parse_fingerprint
 from ..records import ContactInfo, TrustState
-from ..rooms.envelope import check_room_envelope
 from .awaiting import AwaitingKey
 from .history import History
+from .pending import PendingSends
 from .roomchains import RoomChains
 
 if TYPE_CHECKING:  # home.py opens this module's stores; only the type goes the other way
@@ -105,25 +103,6 @@ class Pin:
 
     def info(self) -> ContactInfo:
         return ContactInfo(self.name, self.fingerprint, self.trust, self.pending_fingerprint)
-
-
-@dataclass(frozen=True, slots=True)
-class SetAside:
-    """An outbox row that could not be sent as it is, moved to ``outbox_set_aside``."""
-
-    msg_id: str
-    recipient: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """A sealed message the server has not acknowledged yet."""
-
-    msg_id: str
-    recipient: str
-    envelope: dict[str, Any]
-    created: int
 
 
 class ClientStore:
@@ -315,84 +294,3 @@ class AcceptedIds:
                 "INSERT OR IGNORE INTO accepted (sender, msg_id, at) VALUES (?, ?, ?)",
                 (sender, msg_id, now_ms()),
             )
-
-
-class PendingSends:
-    """The outbox: sealed messages waiting for their ``ack``, resent with the same id after a reconnect.
-
-    A row that is not the sealed envelope its columns name (a damaged or edited
-    file) is never handed out: it is moved to ``outbox_set_aside``, kept for
-    whoever wants to look at it, and reported once by :meth:`take_set_aside`.
-    """
-
-    def __init__(self, store: ClientStore) -> None:
-        self._store = store
-        self._set_aside: list[SetAside] = []
-
-    def add(self, recipient: str, envelope: dict[str, Any], *, awaiting: bool = False) -> None:
-        """Keep a sealed message until its ``ack``; ``awaiting``: it waited for the key (one transaction)."""
-        with self._store.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO outbox (msg_id, recipient, envelope, created) VALUES (?, ?, ?, ?)",
-                (envelope["id"], recipient, json.dumps(envelope, separators=(",", ":")), now_ms()),
-            )
-            if awaiting:
-                db.execute("DELETE FROM outbox_awaiting_key WHERE msg_id = ?", (envelope["id"],))
-
-    def remove(self, msg_id: str) -> OutboxEntry | None:
-        entry = self.get(msg_id)
-        if entry is not None:
-            with self._store.transaction() as db:
-                db.execute("DELETE FROM outbox WHERE msg_id = ?", (msg_id,))
-        return entry
-
-    def get(self, msg_id: str) -> OutboxEntry | None:
-        rows = self._store.query(f"{_OUTBOX_ROWS} WHERE msg_id = ?", (msg_id,))
-        return self._entry(rows[0]) if rows else None
-
-    def entries(self) -> list[OutboxEntry]:
-        rows = self._store.query(f"{_OUTBOX_ROWS} ORDER BY seq")
-        return [entry for entry in map(self._entry, rows) if entry is not None]
-
-    def take_set_aside(self) -> list[SetAside]:
-        """The rows set aside since the last call (each is reported once)."""
-        taken, self._set_aside = self._set_aside, []
-        return taken
-
-    def __len__(self) -> int:
-        return int(self._store.query("SELECT COUNT(*) FROM outbox")[0][0])
-
-    def _entry(self, row: tuple[Any, ...]) -> OutboxEntry | None:
-        seq, msg_id, recipient, text, created = row
-        try:
-            envelope = _outbox_envelope(self._store.name, msg_id, recipient, text)
-        except ValueError as exc:
-            with self._store.transaction() as db:
-                db.execute(
-                    "INSERT INTO outbox_set_aside (msg_id, recipient, envelope, created, reason, at) "
-                    "SELECT msg_id, recipient, envelope, created, ?, ? FROM outbox WHERE seq = ?",
-                    (str(exc), now_ms(), seq),
-                )
-                db.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-            self._set_aside.append(SetAside(str(msg_id), str(recipient), str(exc)))
-            return None
-        return OutboxEntry(msg_id, recipient, envelope, created)
-
-
-_OUTBOX_ROWS: Final = "SELECT seq, msg_id, recipient, envelope, created FROM outbox"
-
-
-def _outbox_envelope(sender: str, msg_id: object, recipient: object, text: object) -> dict[str, Any]:
-    """The envelope of an outbox row, if it is the one its columns name; else ValueError saying why."""
-    try:
-        envelope = jsoncodec.loads(text.encode("utf-8") if isinstance(text, str) else b"")
-    except (jsoncodec.JSONRejected, UnicodeEncodeError):
-        raise ValueError("the row is not JSON") from None
-    room = isinstance(recipient, str) and is_room(recipient)
-    try:
-        check_room_envelope(envelope) if room else check_envelope(envelope)
-    except MalformedEnvelope as exc:
-        raise ValueError(f"the row is not an envelope ({exc})") from None
-    if (envelope["id"], envelope["room" if room else "to"], envelope["from"]) != (msg_id, recipient, sender):
-        raise ValueError("the envelope is not the message its row names")
-    return dict(envelope)
