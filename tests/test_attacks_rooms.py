@@ -22,9 +22,18 @@ from typing import Any
 import pytest
 
 from securechat import crypto
-from securechat.events import MessageReceived, MessageRejected, Ready, RoomChanged, RoomRejected
+from securechat.events import (
+    Acked,
+    MessageReceived,
+    MessageRejected,
+    MessageSent,
+    Ready,
+    RoomChanged,
+    RoomRejected,
+)
+from securechat.rooms.envelope import parse_room_envelope
 from securechat.rooms.log import RoomState
-from securechat.rooms.sealing import seal_room
+from securechat.rooms.sealing import open_room_parsed, seal_room
 from tests.support.hostile import HostileServer, client_of, next_frame
 from tests.support.rawclient import identity_key
 from tests.support.rooms import Chain
@@ -281,3 +290,43 @@ async def test_a_message_whose_state_cannot_be_read_for_now_is_not_confirmed(
     hostile.room_message("bob", env)  # as a server redelivers what was not confirmed
     got = await alice.rec.wait_kind(MessageReceived, msg_id=env["id"])
     assert got.text == "under the newer state"
+
+
+async def test_a_room_send_whose_member_lookup_is_cut_off_waits_unsealed_and_goes_once_after_reconnect(
+    hostile: HostileServer, alice: Client
+) -> None:
+    """alice holds no key for carol; the lookup is in flight when the connection goes. The message waits
+    unsealed (history `sending`, no payload, nothing sent, nothing acked), and after the reconnect it is
+    sealed for the members with the id and time it was typed with and sent once."""
+    chain = room_of("carol")
+    await joined(alice, hostile, chain)
+    assert alice.session.store.pins.get("carol") is None
+    hostile.hang_lookups = True
+    while not hostile.from_client.empty():  # what the client sent so far (bob's lookup among it)
+        hostile.from_client.get_nowait()
+    sending = asyncio.create_task(alice.session.send(ROOM, "typed during the lookup"))
+    assert (await next_frame(hostile, "lookup"))["name"] == "carol"
+    assert hostile.writer is not None
+    hostile.writer.transport.abort()  # the connection goes while the lookup is unanswered
+    msg_id = await asyncio.wait_for(sending, WAIT)  # kept, not "offline"
+    typed = await alice.rec.wait_kind(MessageSent, msg_id=msg_id)
+    assert typed.payload == ""  # not sealed yet
+    (entry,) = alice.session.history(ROOM)
+    assert (entry.msg_id, entry.text, entry.status) == (msg_id, "typed during the lookup", "sending")
+    assert alice.session.unacknowledged() == 1
+
+    hostile.hang_lookups = False  # the client reconnects by itself; this time carol's key comes
+    frame = await next_frame(hostile, "room_send")
+    envelope = frame["envelope"]
+    assert (frame["room"], frame["rid"], envelope["id"], envelope["ts"]) == (ROOM, msg_id, msg_id, typed.ts)
+    assert not alice.rec.of(Acked), "confirmed before the server had it"
+    assert alice.session.history(ROOM)[0].status == "sending"
+    assert hostile.client_key is not None
+    for member in ("bob", "carol"):
+        env = parse_room_envelope(envelope)
+        opened = open_room_parsed(identity_key(member), member, hostile.client_key, env)
+        assert (opened.sender, opened.text) == ("alice", "typed during the lookup")
+    # Sent once: a message sent after it on the same connection is the next room_send.
+    after = await alice.session.send(ROOM, "after it")
+    assert (await next_frame(hostile, "room_send"))["rid"] == after
+    assert alice.session.unacknowledged() == 2
