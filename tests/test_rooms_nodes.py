@@ -176,3 +176,45 @@ async def test_room_acks_lost_to_a_pubsub_gap_are_recovered_naming_the_room_and_
         acks = [await alice.recv_type("ack", timeout=20) for _ in range(n)]
         assert sorted((x["id"], x["to"], x["member"], x["status"], x["rid"]) for x in acks) == [
             (msg_id(i), "#ops", "bob", "delivered", msg_id(i)) for i in range(1, n + 1)]
+
+
+async def test_room_changes_pushed_during_a_pubsub_gap_reach_the_members_after_it(
+    tmp_path: Path, make_redis: Callable[..., RedisProcess]
+) -> None:
+    """Node B's subscriber is killed, and kept away, before alice (node A) adds dave and removes bob: both
+    pushes are published into the gap. Once B is subscribed again, the log being the truth, bob (a member
+    told up to seq 1) is sent seq 2 and 3, and dave (never told of the room) the entries that hold his add."""
+    redis = make_redis()
+    async with two_nodes(tmp_path, redis) as (a, b), clients(a.port, "alice") as (alice,), clients(
+        b.port, "bob", "dave"
+    ) as (bob, dave):
+        ops = Room()
+        await change(alice, ops, "create")
+        await change(alice, ops, "add", "bob")
+        assert [e["seq"] for e in (await next_of(bob, "room_update"))["entries"]] == [1]  # pushed through node B
+        import redis as redis_py
+
+        admin = redis_py.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5, single_connection_client=True)
+        bus = f"securechat-bus-{b._routing.node}"  # type: ignore[attr-defined]
+        clients_now = int((await asyncio.to_thread(admin.info, "clients"))["connected_clients"])
+        await asyncio.to_thread(admin.config_set, "maxclients", clients_now - 1)  # B's subscriber stays away
+        try:
+            ids = [c["id"] for c in await asyncio.to_thread(admin.client_list) if c["name"] == bus]
+            assert len(ids) == 1, ids
+            assert await asyncio.to_thread(admin.client_kill_filter, _id=ids[0]) == 1
+            await change(alice, ops, "add", "dave")  # seq 2
+            await change(alice, ops, "remove", "bob")  # seq 3
+            for member in (bob, dave):
+                await member.expect_silence(0.3, ignore=("presence",))  # the pushes went nowhere
+        finally:
+            await asyncio.to_thread(admin.config_set, "maxclients", 10_000)
+        told_bob = await next_of(bob, "room_update")
+        assert [e["seq"] for e in told_bob["entries"]] == [2, 3] and "rid" not in told_bob, told_bob
+        assert told_bob["entries"] == [e.to_json() for e in ops.chain.entries[2:]]
+        assert {"alice", "bob", "dave"} <= set(told_bob["keys"]), told_bob["keys"]
+        told_dave = await next_of(dave, "room_update")
+        assert told_dave["entries"] == [e.to_json() for e in ops.chain.entries], told_dave  # holds his add
+        # Nothing is sent twice: a later change reaches each as one push, after what the catch-up sent.
+        await change(alice, ops, "admin", "dave")
+        assert [e["seq"] for e in (await next_of(dave, "room_update"))["entries"]] == [4]
+        await bob.expect_silence(0.3, ignore=("presence",))  # removed: no longer told

@@ -84,6 +84,8 @@ class ClusterRouting:
         self._presence_numbers: dict[str, int] = {}  # online names -> the session number that said so
         self._confirms = Confirmations(store.confirm)
         self._bus: RedisBus | None = None
+        # Set by the rooms (:mod:`securechat.server.cluster_rooms`): a session's catch-up after a gap of the pokes.
+        self.after_gap: Callable[[Peer, SessionBox], Coroutine[Any, Any, None]] | None = None
 
     @property
     def bus(self) -> RedisBus:
@@ -300,7 +302,8 @@ class ClusterRouting:
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
         elif kind == b"P" and (peer := self._local.get(name)) is not None and not peer.closing:
-            peer.write(data[1:])  # a room's change, pushed to a member (docs/deployment.md, "Rooms on Redis")
+            if isinstance(box := peer.mailbox, SessionBox):  # a room's change, pushed to a member
+                peer.write(box.pushed(data))  # (docs/deployment.md, "Rooms on Redis")
         elif kind == b"U" and (peer := self._local.get(name)) is not None:  # its messages set aside: tell it
             self._spawn(tell_set_aside(self._store, peer, name))
         elif kind == b"G" and (peer := self._local.get(name)) is not None and isinstance(peer.mailbox, SessionBox):
@@ -361,12 +364,15 @@ class ClusterRouting:
             pass
 
     def _resync(self) -> None:
-        """The subscriber was away: every session reads its queue from its position and recovers its acks."""
+        """The subscriber was away: every session reads its queue from its position, recovers its acks and
+        is sent the rooms' changes it missed (:attr:`after_gap`)."""
         for peer in list(self._local.values()):
             if isinstance(peer.mailbox, SessionBox):
                 self._pump_soon(peer, peer.mailbox)
                 if peer.mailbox.awaited:
                     self._spawn(self._recover_acks(peer, peer.mailbox))
+                if self.after_gap is not None:
+                    self._spawn(self.after_gap(peer, peer.mailbox))
 
     async def _recover_acks(self, peer: Peer, box: SessionBox) -> None:
         """Write the acks the store proves for the sends whose ack a gap may have swallowed."""

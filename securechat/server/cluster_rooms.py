@@ -7,7 +7,9 @@ and acked per member wherever the sender is connected: the copy carries its
 room in its stored rid (:func:`~securechat.server.redisstore.rid_text`), so
 the ``queued`` and ``delivered`` acks that the member's node publishes name
 the room and the member. A room's change is pushed by a ``P`` message on each
-member's channel. Nodes cache room states, so :meth:`ClusterRooms.room_seq`
+member's channel, with the room and the entry's seq, which the member's
+node notes per session: after a gap of its pokes it sends each session the
+entries that followed (:meth:`RoomService.catch_up`). Nodes cache room states, so :meth:`ClusterRooms.room_seq`
 lets them check a cached state against the room's ``seq`` in Redis before
 they use it: a node never routes by a membership another node changed.
 One node uses :class:`~securechat.server.roomrouting.LocalRooms`.
@@ -24,9 +26,9 @@ from .futures import then
 from .mailbox import InFlight
 from .redisstore import ALREADY_CONFIRMED, OVER_CAPS, RedisStore
 from .roomrouting import queued_copy
-from .seam import CopyOutcome
+from .seam import CatchUp, CopyOutcome
 from .sendorder import SendOrder
-from .sessionbox import SessionBox
+from .sessionbox import SessionBox, push_body
 
 if TYPE_CHECKING:
     from .transport import Peer
@@ -46,9 +48,17 @@ class ClusterRooms:
         box = sender.mailbox
         return box.order if isinstance(box, SessionBox) else None
 
-    def push(self, names: Iterable[str], frame: bytes) -> None:
+    def push(self, names: Iterable[str], room: str, seq: int, frame: bytes) -> None:
+        body = push_body(room, seq, frame)
         for name in names:
-            self._routing.tell(name, b"P" + frame)
+            self._routing.tell(name, body)
+
+    def told(self, peer: Peer, room: str, seq: int) -> None:
+        if isinstance(box := peer.mailbox, SessionBox):
+            box.told_room(room, seq)
+
+    def after_gap(self, catch_up: CatchUp) -> None:
+        self._routing.after_gap = lambda peer, box: catch_up(peer, box.name, box.rooms_told)
 
     def copy(self, sender: Peer, member: str, entry: InFlight) -> asyncio.Future[CopyOutcome]:
         routed = self._store.route(queued_copy(entry, member), entry.rid)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from ..errors import QueueFull
 from .mailbox import InFlight
 from .routing import LocalRouting
-from .seam import CopyOutcome
+from .seam import CatchUp, CopyOutcome
 from .store import MessageStore, QueuedMessage
 
 if TYPE_CHECKING:
@@ -43,7 +43,13 @@ class LocalRooms:
     def order(self, sender: Peer) -> None:
         return None
 
-    def push(self, names: Iterable[str], frame: bytes) -> None:
+    def told(self, peer: Peer, room: str, seq: int) -> None:
+        return None  # one node's pushes are never lost: nothing to catch up on
+
+    def after_gap(self, catch_up: CatchUp) -> None:
+        return None
+
+    def push(self, names: Iterable[str], room: str, seq: int, frame: bytes) -> None:
         for name in names:
             target = self._routing.session(name)
             if target is not None and not target.closing:

@@ -19,10 +19,11 @@ every room). On several nodes a cached state is used only once the room's
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import jsoncodec
@@ -38,13 +39,15 @@ from .config import ServerConfig
 from .directory import Directory
 from .events import Deferred, Handled, RoomRequest
 from .mailbox import InFlight
-from .roomstore import StoredEntry
+from .roomstore import RoomListing, StoredEntry
 from .seam import CopyOutcome, RoomRouting
 from .sendorder import HELD, SendOrder
 from .store import ServerStore
 
 if TYPE_CHECKING:
     from .transport import Peer
+
+log = logging.getLogger("securechat.server")
 
 ROOM_CACHE: Final = 1024
 # A page of the log stops early past this many bytes of entries and keys, well inside a client's frame limit.
@@ -68,6 +71,7 @@ class RoomService:
         self._directory = directory
         self._routing = routing
         self._cache: OrderedDict[str, RoomState] = OrderedDict()
+        routing.after_gap(self.catch_up)
 
     def handle(self, peer: Peer, request: RoomRequest) -> Handled:
         """Act on one room frame; refusals are raised as :class:`RoomRefused` (the peer gets the code)."""
@@ -140,20 +144,27 @@ class RoomService:
         keys = {name: pem for name in {entry.by, entry.name} if (pem := await self._pem(name)) is not None}
         update = {"type": "room_update", "room": entry.room, "entries": [entry.to_json()], "keys": keys, "more": False}
         peer.answer(dict(update), request.rid)
+        self._routing.told(peer, entry.room, entry.seq)
         told = set(new.members) | ({entry.name} if entry.op == "remove" else set())
-        self._routing.push(sorted(told - {request.sender}), encode_frame(update))
+        self._routing.push(sorted(told - {request.sender}), entry.room, entry.seq, encode_frame(update))
 
     # --- the log --------------------------------------------------------------------------------
 
     async def _log(self, peer: Peer, request: RoomRequest) -> None:
         room: str = request.frame["room"]
-        since: int = request.frame.get("since", 0)
         state = await self._state(room)
         if state is None:
             raise RoomRefused(f"there is no room {room}", code="unknown_room")
-        until = state.seq
-        if request.sender not in state.members and state.kind != "open":
-            left = await self._store.room_left(room, request.sender)
+        update = await self._page(request.sender, state, request.frame.get("since", 0))
+        if update["entries"]:
+            self._routing.told(peer, room, update["entries"][-1]["seq"])
+        peer.answer(update, request.rid)
+
+    async def _page(self, name: str, state: RoomState, since: int) -> dict[str, Any]:
+        """The ``room_update`` page of ``state``'s log from ``since`` that ``name`` may read (else ``not_member``)."""
+        room, until = state.room, state.seq
+        if name not in state.members and state.kind != "open":
+            left = await self._store.room_left(room, name)
             if left is None:
                 raise RoomRefused(f"you are not a member of {room}", code="not_member")
             until = left  # a former member reads up to the entry that ended their membership
@@ -163,20 +174,63 @@ class RoomService:
         size = 0
         for text in texts:
             entry = jsoncodec.loads(text.encode("utf-8"))
-            for name in (entry["by"], entry["name"]):
-                if name not in keys and (pem := await self._pem(name)) is not None:
-                    keys[name] = pem
+            for who in (entry["by"], entry["name"]):
+                if who not in keys and (pem := await self._pem(who)) is not None:
+                    keys[who] = pem
                     size += len(pem)
             entries.append(entry)
             size += len(text)
             if size > ROOM_PAGE_BYTES:
                 break
         more = bool(entries) and entries[-1]["seq"] < until
-        update = {"type": "room_update", "room": room, "entries": entries, "keys": keys, "more": more}
-        peer.answer(update, request.rid)
+        return {"type": "room_update", "room": room, "entries": entries, "keys": keys, "more": more}
+
+    async def catch_up(self, peer: Peer, name: str, told: Mapping[str, int]) -> None:
+        """After a gap of the pokes (several nodes): push to ``name``'s session each room's entries that
+        followed what it was sent (``told``). The log is the truth; an entry it has already is a replay the
+        client drops, and a room it does not hold yet is pushed from the entries that end the log, which hold
+        its ``add`` (docs/deployment.md, "Rooms on Redis")."""
+        try:
+            rooms = set(told) | {r.room for r in await self._member_rooms(name)}
+            for room in sorted(rooms):
+                state = await self._state(room)
+                if state is not None and not peer.closing:
+                    await self._push_since(peer, name, state, told[room] + 1 if room in told else None)
+        except (ConnectionError, OSError) as exc:  # the store went away again: the next gap retries
+            log.debug("catching up the rooms of %s stopped: %s", name, exc)
+
+    async def _push_since(self, peer: Peer, name: str, state: RoomState, since: int | None) -> None:
+        """Push ``state``'s entries from ``since`` (None: the last page's) to ``peer``, page by page."""
+        since = max(0, state.seq - ROOM_PAGE + 1) if since is None else since
+        while since <= state.seq and not peer.closing:
+            try:
+                update = await self._page(name, state, since)
+            except RoomRefused:  # no longer a reader of this room (an open room's log it read once)
+                return
+            if not update["entries"]:
+                return
+            peer.write(encode_frame(update))
+            since = update["entries"][-1]["seq"] + 1
+            self._routing.told(peer, state.room, since - 1)
+            if not update["more"]:
+                return
+
+    async def _member_rooms(self, name: str) -> list[RoomListing]:
+        """Every room ``name`` is a member of, page by page."""
+        out: list[RoomListing] = []
+        after = ""
+        while True:
+            rows = await self._store.rooms_page(name, after, ROOM_LIST_PAGE)
+            out += [r for r in rows if r.member]
+            if len(rows) < ROOM_LIST_PAGE:
+                return out
+            after = rows[-1].room
 
     async def _list(self, peer: Peer, request: RoomRequest) -> None:
         rows = await self._store.rooms_page(request.sender, request.frame.get("after", ""), ROOM_LIST_PAGE + 1)
+        for r in rows[:ROOM_LIST_PAGE]:
+            if r.member:
+                self._routing.told(peer, r.room, r.seq)
         listed = [
             {"room": r.room, "kind": r.kind, "member": r.member, "members": r.members, "seq": r.seq,
              "head": r.head.hex()}

@@ -16,8 +16,8 @@ room message, on one node or across nodes.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from collections.abc import Callable, Container, Coroutine, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from .events import Handled, Received, Send
 
@@ -72,6 +72,10 @@ class Routing(Protocol):
 CopyOutcome = Literal["handed", "queued", "delivered", "full"]
 
 
+# A session's catch-up on the rooms' changes after a gap: (peer, its name, room -> last seq it was sent).
+CatchUp = Callable[["Peer", str, Mapping[str, int]], Coroutine[Any, Any, None]]
+
+
 class RoomRouting(Protocol):
     """What rooms ask of routing: pushes and members' copies, wherever the members' sessions are."""
 
@@ -79,8 +83,15 @@ class RoomRouting(Protocol):
         """The room's last ``seq`` in the shared store, to check a cached state against (several nodes);
         None on one node, the rooms' only writer, whose cached states are the truth."""
 
-    def push(self, names: Iterable[str], frame: bytes) -> None:
-        """Write ``frame`` (a room's change) to each of ``names``' sessions that is online, on whatever node."""
+    def push(self, names: Iterable[str], room: str, seq: int, frame: bytes) -> None:
+        """Write ``frame`` (``room``'s change at ``seq``) to each of ``names``' sessions that is online, on whatever node."""
+
+    def told(self, peer: Peer, room: str, seq: int) -> None:
+        """``peer`` was answered ``room``'s entries up to ``seq``: a catch-up after a gap starts after it."""
+
+    def after_gap(self, catch_up: CatchUp) -> None:
+        """Run ``catch_up(peer, name, told)`` for every session of this node after its pokes had a gap (several
+        nodes; ``told``: room -> the last seq the session was sent); one node has no gaps."""
 
     def copy(self, sender: Peer, member: str, entry: InFlight) -> CopyOutcome | asyncio.Future[CopyOutcome]:
         """Route ``member``'s copy of a room message like a one-to-one message: in order, once, acked per member."""

@@ -14,7 +14,7 @@ class SessionBox(Mailbox):
     holds no frame (Redis has it), so a node holds none for its sessions.
     """
 
-    __slots__ = ("again", "awaited", "number", "order", "position", "pump", "replaced", "told")
+    __slots__ = ("again", "awaited", "number", "order", "position", "pump", "replaced", "rooms_told", "told")
 
     def __init__(self, name: str, window: int, window_bytes: int) -> None:
         super().__init__(name, window, window_bytes)
@@ -26,3 +26,23 @@ class SessionBox(Mailbox):
         self.awaited = AwaitedAcks()  # this session's sends whose ack another node will publish
         self.order = SendOrder()  # after a failed send, the others wait for its resend
         self.told: set[int] = set()  # queue seqs whose senders heard `queued` from this node, not yet handed out
+        # room -> the last entry's seq this session was sent (answers and pushes): after a gap of the pokes,
+        # what follows it is sent again (docs/deployment.md, "Rooms on Redis")
+        self.rooms_told: dict[str, int] = {}
+
+    def told_room(self, room: str, seq: int) -> None:
+        """This session was sent ``room``'s entries up to ``seq``."""
+        if seq > self.rooms_told.get(room, -1):
+            self.rooms_told[room] = seq
+
+    def pushed(self, data: bytes) -> bytes:
+        """A room's change published for this session (:func:`push_body`): noted; the frame to write."""
+        head, frame = data[1:].split(b"\n", 1)
+        room, seq = head.rsplit(b" ", 1)
+        self.told_room(room.decode(), int(seq))
+        return frame
+
+
+def push_body(room: str, seq: int, frame: bytes) -> bytes:
+    """What a member's channel carries for a room's change: ``P``, the room and the entry's seq, the frame."""
+    return b"P%s %d\n%s" % (room.encode(), seq, frame)
