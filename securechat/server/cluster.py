@@ -301,13 +301,18 @@ class ClusterRouting:
                 peer.write(ack_for(key[1], key[0], status.decode(), rid, room))
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
-        elif kind == b"P" and (peer := self._local.get(name)) is not None and not peer.closing:
-            if isinstance(box := peer.mailbox, SessionBox):  # a room's change, pushed to a member
-                peer.write(box.pushed(data))  # (docs/deployment.md, "Rooms on Redis")
+        elif kind == b"P":
+            self._on_push(name, data)
         elif kind == b"U" and (peer := self._local.get(name)) is not None:  # its messages set aside: tell it
             self._spawn(tell_set_aside(self._store, peer, name))
         elif kind == b"G" and (peer := self._local.get(name)) is not None and isinstance(peer.mailbox, SessionBox):
             self._pump_soon(peer, peer.mailbox)
+
+    def _on_push(self, name: str, data: bytes) -> None:
+        """A room's change for ``name`` (docs/deployment.md, "Rooms on Redis"): written, and noted for a catch-up."""
+        peer = self._local.get(name)
+        if peer is not None and not peer.closing and isinstance(box := peer.mailbox, SessionBox):
+            peer.write(box.pushed(data))
 
     def _on_new_message(self, name: str, data: bytes) -> None:
         _, seq, sender, msg_id, server_ts, tagged, frame = data.split(b"\n", 6)
@@ -364,8 +369,7 @@ class ClusterRouting:
             pass
 
     def _resync(self) -> None:
-        """The subscriber was away: every session reads its queue from its position, recovers its acks and
-        is sent the rooms' changes it missed (:attr:`after_gap`)."""
+        """The subscriber was away: each session reads its queue, recovers its acks, catches up on its rooms."""
         for peer in list(self._local.values()):
             if isinstance(peer.mailbox, SessionBox):
                 self._pump_soon(peer, peer.mailbox)
@@ -387,8 +391,6 @@ class ClusterRouting:
                         peer.write(ack_for(msg_id, to, ack, rid, room))
         except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync tries again
             log.debug("recovering the acks of %s stopped: %s", box.name, exc)
-
-
 
 
 def _published(fut: asyncio.Future[int]) -> None:
