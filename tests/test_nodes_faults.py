@@ -17,6 +17,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,7 @@ from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.sentinels import ask, sentinel_setup
+from tests.support.serverproc import ServerProcess
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -254,6 +256,71 @@ def check_outage_logged_once(stderr: str) -> None:
     for phrase in ("is out of reach", "is back after", "subscriber is cut from Redis", "subscriber reconnected"):
         said = [line for line in lines if phrase in line]  # once per outage; a loaded machine may add one
         assert 1 <= len(said) <= 3, f"{phrase!r} said {len(said)} times: {said[:5]}"
+
+
+# --- the subscriber refused by Redis: its password changed under the nodes, then restored ----------
+
+
+async def until_logged(node: ServerProcess, phrase: str, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while phrase not in node.stderr:
+            await asyncio.sleep(0.02)
+
+
+def refused_logins(admin: Any) -> int:
+    return sum(int(entry["count"]) for entry in admin.acl_log() if entry["reason"] == "auth")
+
+
+async def until_refused(admin: Any, logins: int, within: float = 20.0) -> None:
+    """Wait (bounded) until Redis has refused ``logins`` logins (its own record: ACL LOG)."""
+    async with asyncio.timeout(within):
+        while await asyncio.to_thread(refused_logins, admin) < logins:
+            await asyncio.sleep(0.05)
+
+
+async def test_a_subscriber_refused_by_redis_resubscribes_once_it_is_let_in_again(
+    make_redis: Callable[..., RedisProcess], tmp_path: Path
+) -> None:
+    """CONFIG SET requirepass under the nodes, then their subscribers cut: each reconnect is refused
+    (WRONGPASS). Once the password is back the nodes must resubscribe by themselves (before the fix
+    they sat on a connection Redis had refused, never subscribed) and bob gets what came meanwhile."""
+    redis = make_redis(appendonly=True, extra=("--requirepass", "first"))
+    admin = redis_client(redis.port, "first")
+    with nodes_on(redis, tmp_path) as nodes:
+        url = f"redis://:first@127.0.0.1:{redis.port}/0"
+        a = await asyncio.to_thread(nodes.start, redis_url=url)
+        b = await asyncio.to_thread(nodes.start, redis_url=url)
+        bob = await RawClient.connect(b.port)
+        await bob.login("bob", identity_key("bob"))
+        alice = await RawClient.connect(a.port)
+        await alice.login("alice", identity_key("alice"))
+        await alice.send_frame(send_with_rid(1))
+        assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(1)
+        admin.config_set("requirepass", "second")
+        assert admin.client_kill_filter(_type="pubsub") == 2  # one subscriber per node
+        await until_refused(admin, 6)  # the nodes' subscribers tried the old password (3 times each, say)
+        await alice.send_frame(send_with_rid(2))  # stored (the command links stay logged in); no poke reaches B
+        queued = await alice.recv_type("ack", 10.0)
+        admin.config_set("requirepass", "first")
+        got = await bob.recv_type("message", 20.0)  # B resubscribed and read bob's queue
+        for node in (a, b):  # its log line follows the resubscription
+            await until_logged(node, "subscriber reconnected")
+        await alice.close()
+        await bob.close()
+    assert (queued["id"], queued["status"]) == (msg_id(2), "queued"), queued
+    assert got["envelope"]["id"] == msg_id(2)
+    for node in (a, b):
+        assert "Traceback" not in node.stderr, node.stderr[-3000:]
+        lines = node.stderr.splitlines()
+        for phrase in ("subscriber is cut from Redis", "refused the subscriber", "subscriber reconnected"):
+            said = [line for line in lines if phrase in line]  # one line per change of state, not per retry
+            assert len(said) == 1, f"{phrase!r} said {len(said)} times: {said[:5]}"
+
+
+def redis_client(port: int, password: str) -> Any:
+    import redis as redis_py
+
+    return redis_py.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=5)
 
 
 # --- a network partition between one node and Redis ---------------------------------------------

@@ -4,6 +4,7 @@ reconnection, and a subscriber that resubscribes and says so after any break."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -135,13 +136,18 @@ class Heard:
                 await self.changed.wait()
 
 
-async def test_the_subscriber_resubscribes_after_its_connection_is_killed(make_redis: MakeRedis) -> None:
-    redis = make_redis()
+async def subscribed(redis: RedisProcess, channel: bytes) -> tuple[Heard, RedisBus, RedisLink]:
+    """A bus subscribed to ``channel`` (what it heard is recorded) and a link beside it."""
     heard = Heard()
     bus = RedisBus(address(redis), heard.message, heard.resync)
     await bus.start()
-    link = RedisLink(address(redis))
-    await bus.subscribe(b"ch:a")
+    await bus.subscribe(channel)
+    return heard, bus, RedisLink(address(redis))
+
+
+async def test_the_subscriber_resubscribes_after_its_connection_is_killed(make_redis: MakeRedis) -> None:
+    redis = make_redis()
+    heard, bus, link = await subscribed(redis, b"ch:a")
     assert await link.call("PUBLISH", b"ch:a", b"one") == 1
     await heard.until(lambda: (b"ch:a", b"one") in heard.messages)
     resyncs = heard.resyncs
@@ -199,3 +205,32 @@ async def test_subscribing_while_redis_is_down_takes_effect_when_it_is_back(make
 async def _until_disconnected(bus: RedisBus) -> None:
     while bus.connected.is_set():
         await asyncio.sleep(0.02)
+
+
+async def test_a_subscriber_refused_by_an_acl_retries_and_resubscribes_once_let_in(
+    make_redis: MakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL change takes the channels from the bus's user: Redis drops it and refuses its SUBSCRIBE
+    (NOPERM) on every reconnect. The bus must not sit on that connection unsubscribed, nor retry in a
+    tight loop with a line each time: one line for the refusal, one when it is back."""
+    redis = make_redis()
+    heard, bus, link = await subscribed(redis, b"ch:d")
+    resyncs = heard.resyncs
+    with caplog.at_level(logging.DEBUG, logger="securechat.server.redis"):
+        await link.call("ACL", "SETUSER", "default", "resetchannels")  # Redis drops the subscriber itself
+        async with asyncio.timeout(10):
+            while sum(int(e[b"count"]) for e in _acl_log(await link.call("ACL", "LOG")) if e[b"reason"] == b"channel") < 3:
+                await asyncio.sleep(0.02)  # refused three times: the retries go on, the log says it once
+        await link.call("ACL", "SETUSER", "default", "allchannels")
+        await heard.until(lambda: heard.resyncs > resyncs)
+    assert await link.call("PUBLISH", b"ch:d", b"back") == 1
+    await heard.until(lambda: (b"ch:d", b"back") in heard.messages)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("refused the subscriber" in m and "NOPERM" in m for m in said) == 1, said
+    assert sum("subscriber reconnected" in m for m in said) == 1, said
+    await bus.close()
+    await link.close()
+
+
+def _acl_log(reply: list[list[Any]]) -> list[dict[bytes, Any]]:
+    return [dict(zip(entry[::2], entry[1::2], strict=True)) for entry in reply]

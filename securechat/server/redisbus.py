@@ -4,6 +4,13 @@ After any break (Redis restarted, the connection killed, a heartbeat not
 answered) it reconnects with backoff, subscribes to every channel again in one
 command and calls ``on_resync`` once that took effect, so its owner can catch
 up on whatever the gap swallowed: pub/sub is only a poke, never the record.
+
+A connection counts as back only once Redis accepted its set-up (``AUTH``,
+``SELECT``, ``CLIENT SETNAME``): a refusal (a password changed under the node,
+an ACL that no longer lets it in) or any error reply later on drops the
+connection and is retried with the same backoff, so the bus resubscribes by
+itself once Redis takes it again. Each change of state is one log line: cut,
+refused (once per distinct refusal), back.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from .resp import COMMAND_TIMEOUT, Backoff, RedisAddress, RedisUnavailable, Wire
 log = logging.getLogger("securechat.server.redis")
 
 PING_INTERVAL: Final = 2.0  # the heartbeat; no answer for COMMAND_TIMEOUT means a new connection
+
+
+class RedisRefused(RedisUnavailable):
+    """Redis answered the subscriber's set-up or a command with an error (a wrong password, an ACL)."""
 
 
 class RedisBus:
@@ -51,6 +62,9 @@ class RedisBus:
         self._lost = asyncio.Event()
         self._last_heard = 0.0
         self._resync_due = False
+        self._setup: asyncio.Future[None] | None = None  # Redis's answer to a step of a new connection's set-up
+        self._hello_left = 0
+        self._accepted = False  # the current connection's AUTH, SELECT and SETNAME were answered OK
         self._closed = False
         self.connected = asyncio.Event()
 
@@ -71,7 +85,7 @@ class RedisBus:
             fut.set_result(None)
             return fut
         self._confirming[channel] = fut
-        if self._wire is not None:
+        if self._wire is not None and self._accepted:  # else _open subscribes to it with the others
             self._wire.write(pack(("SUBSCRIBE", channel)))
         return fut
 
@@ -86,7 +100,7 @@ class RedisBus:
         if waiting is not None and not waiting.done():
             waiting.set_exception(RedisUnavailable("unsubscribed before Redis confirmed the subscription"))
             waiting.exception()  # retrieved: its waiter may be gone
-        if self._wire is not None:
+        if self._wire is not None and self._accepted:
             self._wire.write(pack(("UNSUBSCRIBE", channel)))
 
     def is_subscribed(self, channel: bytes) -> bool:
@@ -95,6 +109,7 @@ class RedisBus:
     # --- the connection -------------------------------------------------------------
 
     async def _open(self) -> None:
+        """Connect, have the set-up accepted, then the subscriptions; :class:`RedisUnavailable` if not."""
         wire = Wire(self._on_reply, self._on_wire_lost)
         try:
             await open_wire(self.address, wire)
@@ -103,13 +118,29 @@ class RedisBus:
         self._lost.clear()
         self._wire = wire
         self._last_heard = self._loop.time()
-        hello = b"".join(pack(c) for c in self.address.hello_commands(self._client_name))
+        hello = self.address.hello_commands(self._client_name)
+        self._accepted, self._hello_left, self._resync_due = False, len(hello), False
+        await self._step(wire, b"".join(pack(c) for c in hello))
         channels = list(self._counts)
-        self._resync_due = bool(channels)
         if not channels:
             self._on_resync()  # nothing to wait for
-        wire.write(hello + (pack(("SUBSCRIBE", *channels)) if channels else b""))
+        else:
+            self._resync_due = True
+            await self._step(wire, pack(("SUBSCRIBE", *channels)))  # one command: all in place at its first answer
         self.connected.set()
+
+    async def _step(self, wire: Wire, data: bytes) -> None:
+        """Write ``data`` and wait until Redis took it; else drop the connection and raise."""
+        self._setup = setup = self._loop.create_future()
+        wire.write(data)
+        try:
+            await asyncio.wait_for(setup, self._timeout)
+        except (RedisUnavailable, TimeoutError) as exc:
+            self._wire = None
+            wire.abort()
+            if isinstance(exc, RedisUnavailable):
+                raise
+            raise RedisUnavailable(f"Redis at {self.address} did not answer the subscriber's set-up") from None
 
     async def _keep_up(self) -> None:
         backoff = Backoff()
@@ -121,10 +152,16 @@ class RedisBus:
                 continue
             self.connected.clear()
             down = self._loop.time()
+            refused = ""
             while not self._closed:
                 await asyncio.sleep(backoff.next())
                 try:
                     await self._open()
+                except RedisRefused as exc:
+                    if str(exc) != refused:  # one line per refusal, not one per attempt
+                        refused = str(exc)
+                        log.error("subscriber: %s: retrying until Redis takes it", exc)
+                    continue
                 except RedisUnavailable as exc:
                     log.debug("subscriber: %s", exc)  # the loss was logged; so is the return
                     continue
@@ -146,9 +183,11 @@ class RedisBus:
         if wire is not self._wire:
             return
         self._wire = None
-        if not self._closed:
-            log.error("the subscriber is cut from Redis at %s (%s): reconnecting", self.address, why)
         self._lost.set()
+        if self._setup is not None and not self._setup.done():  # during the set-up: _open says so
+            self._setup.set_exception(RedisUnavailable(f"lost the connection to Redis at {self.address} ({why})"))
+        elif not self._closed:
+            log.error("the subscriber is cut from Redis at %s (%s): reconnecting", self.address, why)
 
     def _on_reply(self, reply: Any) -> None:
         self._last_heard = self._loop.time()
@@ -156,18 +195,33 @@ class RedisBus:
             kind = reply[0]
             if kind == b"message":
                 self._on_message(reply[1], reply[2])
-                return
-            if kind == b"subscribe":
+            elif kind == b"subscribe":
                 self._confirmed(reply[1])
-            return
-        if isinstance(reply, hiredis.ReplyError):
-            log.error("Redis refused a subscriber command: %s", reply)
+        elif isinstance(reply, hiredis.ReplyError):
+            self._refused(reply)
+        elif not self._accepted and self._setup is not None and not self._setup.done():
+            self._hello_left -= 1  # one more of AUTH, SELECT, SETNAME answered OK
+            if self._hello_left <= 0:
+                self._accepted = True
+                self._setup.set_result(None)
+
+    def _refused(self, reply: hiredis.ReplyError) -> None:
+        """An error reply: during the set-up it fails it (``_open`` says so); later the connection starts again."""
+        setup = self._setup
+        if setup is not None and not setup.done():
+            setup.set_exception(RedisRefused(f"Redis at {self.address} refused the subscriber ({reply})"))
+        elif self._accepted and (wire := self._wire) is not None:
+            # A SUBSCRIBE an ACL forbids, say: start again (with backoff) rather than sit unsubscribed.
+            wire.abort()
+            self._on_wire_lost(wire, f"it refused a subscriber command: {reply}")
 
     def _confirmed(self, channel: bytes) -> None:
         if self._resync_due:
             # The first confirmation of a resubscription: one SUBSCRIBE for all, so all are in place.
             self._resync_due = False
             self._on_resync()
+            if self._setup is not None and not self._setup.done():
+                self._setup.set_result(None)
         waiting = self._confirming.pop(channel, None)
         if waiting is not None and not waiting.done():
             waiting.set_result(None)
