@@ -33,7 +33,7 @@ from tests.support.nodes import (
 from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
-from tests.support.sentinels import ask, sentinel_setup
+from tests.support.sentinels import MASTER, ask, primary_port, sentinel_setup
 from tests.support.serverproc import ServerProcess
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
 
@@ -337,6 +337,16 @@ async def answer(client: RawClient, within: float) -> dict[str, object]:
     return reply
 
 
+async def carol_shown(port: int, count: int) -> list[str]:
+    """carol logs in: the ids of the ``count`` messages she is given, and then nothing more."""
+    carol = await RawClient.connect(port)
+    await carol.login("carol", identity_key("carol"))
+    shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(count)]
+    await carol.expect_silence(0.5)
+    await carol.close()
+    return shown
+
+
 async def send_until_acked(client: RawClient, n: int, within: float) -> float:
     """Send ``n`` to carol until it is acked (the client's retry, by hand); returns how long it took."""
     loop = asyncio.get_running_loop()
@@ -381,11 +391,7 @@ async def test_a_partition_between_a_node_and_redis_errors_not_hangs_loses_nothi
         healed_in = await send_until_acked(alice, 6, 30.0)
         await send_until_acked(alice, 7, 10.0)
         await alice.close()
-        carol = await RawClient.connect(a.port)
-        await carol.login("carol", identity_key("carol"))
-        shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(7)]
-        await carol.expect_silence(0.5)
-        await carol.close()
+        shown = await carol_shown(a.port, 7)
         await erin.close()
         await frank.close()
     assert (refused["type"], refused.get("code"), refused.get("rid")) == ("error", "internal", msg_id(6)), refused
@@ -421,13 +427,51 @@ async def test_a_failover_under_sentinel_the_nodes_find_the_new_primary_and_deli
         failover = loop.time() - killed_at
         resumed_in = await send_until_acked(alice, 6, 30.0)
         await alice.close()
-        carol = await RawClient.connect(b.port)
-        await carol.login("carol", identity_key("carol"))
-        shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(6)]
-        await carol.expect_silence(0.5)
-        await carol.close()
+        shown = await carol_shown(b.port, 6)
     assert promoted == replica.port
     assert shown == [msg_id(n) for n in range(1, 7)], "after the failover: all, in order, once"
     for node in (a, b):
         assert "Traceback" not in node.stderr, node.stderr[-3000:]
     print(f"failover: sentinels named the replica {failover:.1f} s after the kill; a send acked {resumed_in:.1f} s later")
+
+
+async def test_a_sentinel_that_names_a_replica_is_passed_over_and_the_nodes_write_to_the_primary(
+    tmp_path: Path,
+) -> None:
+    """A failover the first sentinel of the list missed (done by hand: the replica made primary, the old
+    primary its replica, the other sentinels told): it still names the old primary. Node A, connected
+    there, is answered READONLY and must reconnect to the new primary; node B, started now, must not
+    connect to the replica at all. Both check the named address's ROLE and ask the next sentinel."""
+    with sentinel_setup(tmp_path) as (old, new, sentinels), nodes_on(old, tmp_path) as nodes:
+        a = await asyncio.to_thread(nodes.start, redis_url=sentinels.url)
+        await (await RawClient.connect(a.port)).login("carol", identity_key("carol"))  # then offline
+        alice = await RawClient.connect(a.port)
+        await alice.login("alice", identity_key("alice"))
+        await alice.send_frame(to_carol(1))
+        assert (await alice.recv_type("ack", 10.0))["status"] == "queued"
+        assert ask(old.port, "WAIT", "1", "2000") == b":1\r\n"
+        await asyncio.to_thread(switch_by_hand, old, new, sentinels.ports[1:])
+        resent_in = await send_until_acked(alice, 2, 30.0)  # READONLY, then the node finds the primary
+        b = await asyncio.to_thread(nodes.start, redis_url=sentinels.url)
+        await alice.close()
+        shown = await carol_shown(b.port, 2)
+        stale = primary_port(sentinels.ports[0])
+    assert stale == old.port, "the first sentinel still named the old primary throughout"
+    assert shown == [msg_id(1), msg_id(2)], shown
+    for node in (a, b):
+        assert f"names 127.0.0.1:{old.port} as the primary of 'mymaster', but its ROLE is slave" in node.stderr
+        assert "Traceback" not in node.stderr, node.stderr[-3000:]
+    print(f"a stale sentinel: node A's send acked {resent_in:.1f} s after the switch")
+
+
+def switch_by_hand(old: RedisProcess, new: RedisProcess, told: list[int]) -> None:
+    """``new`` becomes the primary and ``old`` its replica; only the sentinels on ``told`` learn of it."""
+    assert ask(new.port, "REPLICAOF", "NO", "ONE") == b"+OK\r\n"
+    assert ask(old.port, "REPLICAOF", "127.0.0.1", str(new.port)) == b"+OK\r\n"
+    for port in told:
+        assert ask(port, "SENTINEL", "REMOVE", MASTER) == b"+OK\r\n"
+        assert ask(port, "SENTINEL", "MONITOR", MASTER, "127.0.0.1", str(new.port), "2") == b"+OK\r\n"
+    deadline = time.monotonic() + 10
+    while b"master_link_status:up" not in ask(old.port, "INFO", "replication"):
+        assert time.monotonic() < deadline, "the old primary did not sync with the new one"
+        time.sleep(0.05)

@@ -158,6 +158,10 @@ class Wire(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    @property
+    def closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
 
 async def open_wire(address: RedisAddress, wire: Wire) -> Wire:
     loop = asyncio.get_running_loop()
@@ -271,12 +275,13 @@ class RedisLink:
         self._waiting_since = self._loop.time() if self._pending else None
         if isinstance(reply, hiredis.ReplyError):
             text = str(reply)
-            if text.startswith("NOSCRIPT") and self._wire is not None:
-                # Someone flushed the script cache: a new connection loads the scripts again.
-                log.error("Redis lost the server's scripts: reconnecting to load them")
+            if text.startswith(("NOSCRIPT", "READONLY")) and self._wire is not None and not self._wire.closing:
+                # The script cache was flushed, or the primary became a replica under us (a failover the
+                # node learnt of late): a new connection loads the scripts, or asks the sentinels again.
+                log.error("Redis at %s answered %s: reconnecting", self.address, text.split(" ", 1)[0])
                 self._wire.abort()
-            if not fut.done():
-                fut.set_exception(RedisReplyError(text))
+            if not fut.done():  # a write to a replica failed for want of the primary, like a lost connection
+                fut.set_exception(RedisUnavailable(text) if text.startswith("READONLY") else RedisReplyError(text))
         elif not fut.done():
             fut.set_result(reply)
 

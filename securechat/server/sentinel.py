@@ -1,21 +1,29 @@
 """Redis behind Sentinel: ``redis+sentinel://[:PASSWORD@]HOST:PORT,HOST:PORT/MASTER/DB``.
 
 The sentinels are asked for the current primary (``SENTINEL
-get-master-addr-by-name``) before every connection, the first one that answers
-wins; so after a failover every reconnect of the link and of the subscriber
-goes to the new primary. The password, if any, is the data nodes' (the
-sentinels are asked without one).
+get-master-addr-by-name``) before every connection, in the order given; so
+after a failover every reconnect of the link and of the subscriber goes to the
+new primary. A sentinel can lag (it missed the failover, or was cut off): the
+address it names is asked its ``ROLE`` first, and one that is not ``master``
+(the old primary, now a replica) is logged and passed over for the next
+sentinel's answer; if no sentinel names a ``master``, the connection fails and
+is tried again with the caller's backoff. The password, if any, is the data
+nodes' (the sentinels are asked without one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import urllib.parse
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 import hiredis
 
 from .resp import CONNECT_TIMEOUT, RedisAddress, pack
+
+log = logging.getLogger("securechat.server.redis")
 
 SCHEME: Final = "redis+sentinel://"
 
@@ -37,34 +45,62 @@ def sentinel_address(url: str) -> RedisAddress:
     return RedisAddress(db=db, password=password, sentinels=tuple(sentinels), master=path[0])
 
 
-async def ask_sentinel(host: str, port: int, master: str) -> tuple[str, int] | None:
-    """The primary one sentinel names for ``master``, or None (it does not know it)."""
+async def _ask(host: str, port: int, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """Send ``commands`` on a new connection and return their replies (errors as values)."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT)
     try:
-        writer.write(pack(("SENTINEL", "get-master-addr-by-name", master)))
+        writer.write(b"".join(pack(c) for c in commands))
         parser = hiredis.Reader()
-        while (reply := parser.gets()) is False:
+        replies: list[Any] = []
+        while len(replies) < len(commands):
+            if (reply := parser.gets()) is not False:
+                replies.append(reply)
+                continue
             data = await asyncio.wait_for(reader.read(4096), CONNECT_TIMEOUT)
             if not data:
-                raise ConnectionResetError("the sentinel closed the connection")
+                raise ConnectionResetError(f"{host}:{port} closed the connection")
             parser.feed(data)
     finally:
         writer.close()
+    return replies
+
+
+async def ask_sentinel(host: str, port: int, master: str) -> tuple[str, int] | None:
+    """The primary one sentinel names for ``master``, or None (it does not know it)."""
+    (reply,) = await _ask(host, port, [("SENTINEL", "get-master-addr-by-name", master)])
     if not isinstance(reply, list) or len(reply) != 2:
         return None
     return reply[0].decode(), int(reply[1])
 
 
+async def role_of(where: tuple[str, int], address: RedisAddress) -> str:
+    """What the Redis at ``where`` says it is (``master``, ``slave``), logged in as the nodes are."""
+    auth = [address.hello_commands("securechat-role")[0]] if address.password is not None else []
+    *said, role = await _ask(*where, [*auth, ("ROLE",)])
+    for reply in (*said, role):
+        if isinstance(reply, hiredis.ReplyError):
+            raise ConnectionRefusedError(f"{where[0]}:{where[1]} refused ROLE: {reply}")
+    return str(role[0].decode())
+
+
 async def current_primary(address: RedisAddress) -> tuple[str, int]:
-    """Where the primary is now, from the first sentinel that answers; ``OSError`` if none does."""
+    """The primary the first sentinel names whose ``ROLE`` is master; ``OSError`` if none does."""
     errors = []
     for host, port in address.sentinels:
         try:
             found = await ask_sentinel(host, port, address.master)
+            role = await role_of(found, address) if found is not None else ""
         except (OSError, TimeoutError, hiredis.ProtocolError) as exc:
             errors.append(f"{host}:{port}: {exc or type(exc).__name__}")
             continue
-        if found is not None:
+        if found is None:
+            errors.append(f"{host}:{port}: no primary named {address.master!r}")
+        elif role != "master":
+            log.warning(
+                "sentinel %s:%d names %s:%d as the primary of %r, but its ROLE is %s: asking the next sentinel",
+                host, port, *found, address.master, role,
+            )  # fmt: skip
+            errors.append(f"{host}:{port}: named {found[0]}:{found[1]}, a {role}")
+        else:
             return found
-        errors.append(f"{host}:{port}: no primary named {address.master!r}")
-    raise ConnectionRefusedError(f"no sentinel named the primary ({'; '.join(errors)})")
+    raise ConnectionRefusedError(f"no sentinel named a primary ({'; '.join(errors)})")
