@@ -300,7 +300,9 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
             if ending is Ending.EOF and not tty:  # piped input: sign in once, let what was sent get acknowledged
                 signed = asyncio.ensure_future(signed_in.wait())
                 try:
-                    await asyncio.wait({signed, run_task}, timeout=PIPED_DRAIN_TIMEOUT)
+                    await asyncio.wait(
+                        {signed, run_task}, timeout=PIPED_DRAIN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     signed.cancel()  # never left pending when the session ended first or the wait timed out
                 await session.wait_idle(PIPED_DRAIN_TIMEOUT)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from securechat import lineui
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -180,6 +181,30 @@ async def test_first_incoming_message_opens_its_conversation() -> None:
     assert chat.current == "bob"
     await chat.handle("hi back")
     assert fake.sent == [("bob", "hi back")]
+
+
+async def test_piped_input_that_ended_leaves_once_signed_in_not_after_the_drain_bound(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``echo ... | securechat-client --plain``: once signed in and idle, it ends; the bound is for a
+    server that never answers. (It waited for the session's run to end as well, which only the close
+    after the wait brings, so every piped session took the whole bound: 10 s.)"""
+    monkeypatch.setattr(lineui, "PIPED_DRAIN_TIMEOUT", 3600.0)
+    empty = (tmp_path / "stdin").open("w+")  # input at its end, and not a terminal
+    monkeypatch.setattr("sys.stdin", empty)
+    fake = FakeSession()
+    fake.add_listener(lambda event: None)
+    real_run = fake.run
+
+    async def run_and_sign_in() -> None:
+        fake.emit(Ready("alice", fake.own_fp))
+        await real_run()
+
+    monkeypatch.setattr(fake, "run", run_and_sign_in)
+    status = await asyncio.wait_for(lineui.run_line_ui(fake), 30)  # type: ignore[arg-type]
+    assert status == 0
+    assert ("close", None) in fake.calls
+    empty.close()
 
 
 @pytest.mark.timeout(60)

@@ -104,6 +104,10 @@ class FakeSession:
         self.calls.append(("close", None))
         self.closed.set()
 
+    async def wait_idle(self, timeout: float | None = None) -> bool:
+        """Like the session's: every sent message acknowledged (the fake acks at once unless told not to)."""
+        return not self.unacked
+
     def _check_user(self, name: str) -> None:
         if name not in self.users:
             raise ServerErrorReply("unknown_user", f"no user named '{name}'")
