@@ -47,6 +47,7 @@ def line(name: str, r: dict[str, float]) -> str:
     return (
         f"{name:<24} {r['msgs_per_s']:>8,.0f} msg/s  nodes {r['server_cpu_us_per_msg'] or 0:6.1f} us/msg  "
         f"redis {r['redis_cpu_us_per_msg'] or 0:6.1f} us/msg  {r['redis_calls_per_msg'] or 0:4.1f} calls/msg  "
+        f"{r['redis_scripts_per_msg'] or 0:4.2f} EVALSHA/msg  "
         f"nodes' CPU {r['server_cpu']:.0%}"
     )
 

@@ -94,8 +94,9 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
-        )
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+            cwd=_tree_dir(self.env),
+        )  # fmt: skip
         threading.Thread(target=self._drain, daemon=True).start()
         if not self._ready.wait(timeout) or self.proc.poll() is not None:
             self.stop()
@@ -154,10 +155,20 @@ def server_help(env: dict[str, str] | None = None) -> str:
             text=True,
             check=False,
             env=dict(os.environ, **(env or {})),
+            cwd=_tree_dir(env),
         )
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout + out.stderr
+
+
+def _tree_dir(env: dict[str, str] | None) -> str | None:
+    """Where to start a server whose code is another tree's (``PYTHONPATH`` in ``env``): in that tree.
+
+    ``python -m`` puts the working directory first on ``sys.path``, before ``PYTHONPATH``: started from
+    a checkout's root, the "other" server would import that checkout's code and compare it with itself.
+    """
+    return (env or {}).get("PYTHONPATH") or None
 
 
 def securechat_argv(

@@ -38,51 +38,64 @@ from typing import Final
 
 from .resp import Script
 
-# KEYS q qi qm seen qs stored; ARGV sender id server_ts enqueued_at frame rid limit bytes_limit channel now
-# dedupe_ttl sender_limit sender_bytes store_bytes. limit 0: no caps (a requeue). channel '': publish nothing.
-# Returns {status, seq, receivers}: 1 stored, 0 already queued, 2 confirmed within the dedupe window, or
-# {-1, cap}: over the store's bytes (1), the recipient's queue (2) or the sender's share of it (3).
+# KEYS q qi qm seen qs stored; ARGV limit bytes_limit channel now dedupe_ttl sender_limit sender_bytes store_bytes,
+# then per message (ENQUEUE_HEAD values before, ENQUEUE_ITEM after): sender id server_ts enqueued_at frame rid.
+# limit 0: no caps (a requeue). channel '': publish nothing. The messages are one recipient's, taken in order
+# exactly as if each were a call of its own (a node joins the sends of one loop turn: resp.py's Batch).
+# Returns {status, seq, receivers} per message: 1 stored, 0 already queued, 2 confirmed within the dedupe
+# window, or {-1, cap, 0}: over the store's bytes (1), the recipient's queue (2) or the sender's share (3).
+ENQUEUE_HEAD: Final = 8
+ENQUEUE_ITEM: Final = 6
 ENQUEUE: Final = Script("enqueue", """
-local field = ARGV[1] .. ' ' .. ARGV[2]
-if redis.call('HEXISTS', KEYS[2], field) == 1 then
-  local receivers = 0
-  if ARGV[9] ~= '' then receivers = redis.call('PUBLISH', ARGV[9], 'G') end
-  return {0, 0, receivers}
-end
-local seen = redis.call('ZSCORE', KEYS[4], field)
-if seen and tonumber(seen) >= tonumber(ARGV[10]) - tonumber(ARGV[11]) then
-  return {2, 0, 0}
-end
-local size = string.len(ARGV[5])
-local limit = tonumber(ARGV[7])
-local cfield, bfield = 'c:' .. ARGV[1], 'b:' .. ARGV[1]
-if limit > 0 then
-  if tonumber(redis.call('GET', KEYS[6]) or '0') + size > tonumber(ARGV[14]) then return {-1, 1, 0} end
-  local count = redis.call('HLEN', KEYS[2])
-  local bytes = tonumber(redis.call('HGET', KEYS[3], 'b') or '0')
-  if count + 1 > limit or bytes + size > tonumber(ARGV[8]) then return {-1, 2, 0} end
-  local mine = tonumber(redis.call('HGET', KEYS[5], cfield) or '0')
-  if mine > 0 and (mine + 1 > tonumber(ARGV[12])
-      or tonumber(redis.call('HGET', KEYS[5], bfield) or '0') + size > tonumber(ARGV[13])) then
-    return {-1, 3, 0}
+local limit, channel = tonumber(ARGV[1]), ARGV[3]
+local function one(sender, id, ts, at, frame, rid)
+  local field = sender .. ' ' .. id
+  if redis.call('HEXISTS', KEYS[2], field) == 1 then
+    local receivers = 0
+    if channel ~= '' then receivers = redis.call('PUBLISH', channel, 'G') end
+    return 0, 0, receivers
   end
+  local seen = redis.call('ZSCORE', KEYS[4], field)
+  if seen and tonumber(seen) >= tonumber(ARGV[4]) - tonumber(ARGV[5]) then
+    return 2, 0, 0
+  end
+  local size = string.len(frame)
+  local cfield, bfield = 'c:' .. sender, 'b:' .. sender
+  if limit > 0 then
+    if tonumber(redis.call('GET', KEYS[6]) or '0') + size > tonumber(ARGV[8]) then return -1, 1, 0 end
+    local count = redis.call('HLEN', KEYS[2])
+    local bytes = tonumber(redis.call('HGET', KEYS[3], 'b') or '0')
+    if count + 1 > limit or bytes + size > tonumber(ARGV[2]) then return -1, 2, 0 end
+    local mine = tonumber(redis.call('HGET', KEYS[5], cfield) or '0')
+    if mine > 0 and (mine + 1 > tonumber(ARGV[6])
+        or tonumber(redis.call('HGET', KEYS[5], bfield) or '0') + size > tonumber(ARGV[7])) then
+      return -1, 3, 0
+    end
+  end
+  local seq = redis.call('HINCRBY', KEYS[3], 'n', 1)
+  redis.call('HINCRBY', KEYS[3], 'b', size)
+  redis.call('HINCRBY', KEYS[5], cfield, 1)
+  redis.call('HINCRBY', KEYS[5], bfield, size)
+  redis.call('INCRBY', KEYS[6], size)
+  redis.call('HSET', KEYS[2], field, seq .. ' ' .. size)
+  local receivers = 0
+  if channel ~= '' then
+    receivers = redis.call('PUBLISH', channel,
+      'M\\n' .. seq .. '\\n' .. sender .. '\\n' .. id .. '\\n' .. ts .. '\\n' .. rid .. '\\n' .. frame)
+  end
+  local told = '0'
+  if receivers == 0 then told = '1' end
+  redis.call('XADD', KEYS[1], '0-' .. seq, 's', sender, 'i', id, 't', ts, 'e', at, 'r', rid, 'q', told, 'f', frame)
+  return 1, seq, receivers
 end
-local seq = redis.call('HINCRBY', KEYS[3], 'n', 1)
-redis.call('HINCRBY', KEYS[3], 'b', size)
-redis.call('HINCRBY', KEYS[5], cfield, 1)
-redis.call('HINCRBY', KEYS[5], bfield, size)
-redis.call('INCRBY', KEYS[6], size)
-redis.call('HSET', KEYS[2], field, seq .. ' ' .. size)
-local receivers = 0
-if ARGV[9] ~= '' then
-  receivers = redis.call('PUBLISH', ARGV[9],
-    'M\\n' .. seq .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[6] .. '\\n' .. ARGV[5])
+local out = {}
+for i = 9, #ARGV, 6 do
+  local status, seq, receivers = one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+  out[#out + 1] = status
+  out[#out + 1] = seq
+  out[#out + 1] = receivers
 end
-local told = '0'
-if receivers == 0 then told = '1' end
-redis.call('XADD', KEYS[1], '0-' .. seq, 's', ARGV[1], 'i', ARGV[2], 't', ARGV[3], 'e', ARGV[4],
-  'r', ARGV[6], 'q', told, 'f', ARGV[5])
-return {1, seq, receivers}
+return out
 """)
 
 # A message leaves the queue: its sender's share and the store's total go down (issue 13, item 8).

@@ -223,12 +223,16 @@ class RedisStore(RedisRooms):
         return _then(self._enqueue(message, None, caps=True, channel=b""), result)
 
     def _enqueue(self, m: QueuedMessage, rid: str | None, *, caps: bool, channel: bytes) -> asyncio.Future[list[int]]:
-        args = (
-            m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid, m.room),
+        head = (
             self.queue_limit if caps else 0, self.queue_bytes, channel, repr(self._clock()), repr(self.dedupe_ttl),
             self.sender_limit, self.sender_bytes, self.store_bytes,
         )  # fmt: skip
-        return self._link.script(lua.ENQUEUE, self._queue_keys(m.recipient), args)
+        item = (m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid, m.room))
+        keys = self._queue_keys(m.recipient)
+        if not channel:
+            return self._link.script(lua.ENQUEUE, keys, (*head, *item))
+        # A route: the sends of one loop turn to one recipient go as one script (rediscommands.py's Batch).
+        return self._link.script_batched(lua.ENQUEUE, keys, head, item, join=keys, width=3)
 
     def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
         calls = [self._enqueue(m, None, caps=False, channel=b"") for m in messages]

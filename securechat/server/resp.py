@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import logging
 import ssl
 import urllib.parse
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 try:
@@ -37,6 +36,13 @@ try:
     from redis.connection import parse_url
 except ImportError as exc:  # pragma: no cover - the message is what the CLI prints
     raise ImportError("Redis support needs the redis extra: pip install 'securechat[redis]'") from exc
+
+from .rediscommands import Batch, Script, pack, unanswered
+
+__all__ = [  # Script and pack live in rediscommands.py; the scripts and the bus import them from here
+    "BACKOFF_INITIAL", "BACKOFF_MAX", "COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "Backoff", "RedisAddress", "RedisLink",
+    "RedisReplyError", "RedisUnavailable", "Script", "Wire", "open_wire", "pack",
+]  # fmt: skip
 
 log = logging.getLogger("securechat.server.redis")
 
@@ -113,18 +119,6 @@ class RedisAddress:
         return commands
 
 
-@dataclass(frozen=True)
-class Script:
-    """A Lua script, called by its SHA-1 (loaded on every new connection)."""
-
-    name: str
-    source: str
-    sha: str = field(init=False)  # computed once: every message's EVALSHA names it
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
-
-
 class Wire(asyncio.Protocol):
     """One socket: bytes in, hiredis replies (errors as values) out, in order."""
 
@@ -180,11 +174,6 @@ async def open_wire(address: RedisAddress, wire: Wire) -> Wire:
     return wire
 
 
-def pack(args: Iterable[Any]) -> bytes:
-    """One command in RESP (hiredis packs str, bytes, int and float)."""
-    return hiredis.pack_command(tuple(args))  # type: ignore[no-any-return]
-
-
 class Backoff:
     """Capped exponential backoff: how long to wait after the ``n``-th failure in a row."""
 
@@ -217,9 +206,9 @@ class RedisLink:
         self._loop = asyncio.get_running_loop()
         self._wire: Wire | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._unsent: list[bytes] = []
-        self._unsent_futures: list[asyncio.Future[Any]] = []
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._unsent: list[bytes | Batch] = []  # a Batch stays open to later calls until it is written
+        self._unsent_futures: list[asyncio.Future[Any] | Batch] = []
+        self._pending: collections.deque[asyncio.Future[Any] | Batch] = collections.deque()
         self._flush_handle: asyncio.Handle | None = None
         self._waiting_since: float | None = None  # oldest unanswered write, for the timeout
         self._watchdog: asyncio.TimerHandle | None = None
@@ -239,24 +228,45 @@ class RedisLink:
         fut: asyncio.Future[Any] = self._loop.create_future()
         self._unsent.append(pack(args))
         self._unsent_futures.append(fut)
+        self._submitted()
+        return fut
+
+    def _submitted(self) -> None:
         if self._wire is not None:
             if self._flush_handle is None:
                 self._flush_handle = self._loop.call_soon(self._flush)
         elif self._connecting is None:
             self._start_connecting()
-        return fut
 
     def script(self, script: Script, keys: Iterable[Any], args: Iterable[Any]) -> asyncio.Future[Any]:
         """``EVALSHA`` of a script this link loads on connecting."""
         keys = list(keys)
         return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
+    def script_batched(
+        self, script: Script, keys: Sequence[Any], head: Sequence[Any], item: Sequence[Any], *, join: Hashable, width: int
+    ) -> asyncio.Future[Any]:
+        """Like :meth:`script` with ``ARGV`` = ``head`` + ``item``, joined to the call just before if that was
+        one of the same script and ``join`` and is not written yet (:mod:`securechat.server.respbatch`); the
+        future gets this call's ``width`` values of the reply."""
+        if self._closed:
+            raise RuntimeError("the Redis link is closed")
+        fut: asyncio.Future[Any] = self._loop.create_future()
+        last = self._unsent[-1] if self._unsent else None
+        if not isinstance(last, Batch) or last.sha != script.sha or last.join != join or last.full:
+            last = Batch(script.sha, keys, head, join, width)
+            self._unsent.append(last)
+            self._unsent_futures.append(last)
+        last.add(item, fut)
+        self._submitted()
+        return fut
+
     def _flush(self) -> None:
         self._flush_handle = None
         wire = self._wire
         if wire is None or not self._unsent:
             return
-        data = b"".join(self._unsent)
+        data = b"".join(c if isinstance(c, bytes) else pack(c.command()) for c in self._unsent)
         if not self._pending:
             self._waiting_since = self._loop.time()
         self._pending.extend(self._unsent_futures)
@@ -310,7 +320,7 @@ class RedisLink:
         self._waiting_since = None
         if self._down_since is not None:
             self._failed_while_down += len(futures)
-        for fut in futures:
+        for fut in futures:  # a Batch fails each of its calls
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()  # retrieved: a caller that stopped caring must not log it
@@ -380,7 +390,7 @@ class RedisLink:
         if self._closed:
             return
         self._flush()
-        waiting = [f for f in (*self._pending, *self._unsent_futures) if not f.done()]
+        waiting: list[Any] = [f for c in (*self._pending, *self._unsent_futures) for f in unanswered(c)]
         if self._connecting is not None:
             waiting.append(self._connecting)
         self._closed = True
