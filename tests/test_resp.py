@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from securechat.server.redisbus import RedisBus
-from securechat.server.resp import RedisAddress, RedisLink, RedisReplyError, RedisUnavailable, Script
+from securechat.server.rediscommands import Script
+from securechat.server.resp import RedisAddress, RedisLink, RedisReplyError, RedisUnavailable
 from tests.support.redisproc import RedisProcess
 
 pytestmark = pytest.mark.timeout(60)

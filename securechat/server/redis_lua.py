@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .resp import Script
+from .rediscommands import Script
 
 # KEYS q qi qm seen qs stored; ARGV limit bytes_limit channel now dedupe_ttl sender_limit sender_bytes store_bytes,
 # then per message (ENQUEUE_HEAD values before, ENQUEUE_ITEM after): sender id server_ts enqueued_at frame rid.

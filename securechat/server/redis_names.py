@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .resp import Script
+from .rediscommands import Script
 
 # KEYS reg names bucket...; ARGV name pem fingerprint now max_users burst... (one per bucket; none: no bound).
 # Returns {1 new or 0 known, pem, fingerprint, created}, or {-1, i}: refused by bucket i, 0 for max_users.

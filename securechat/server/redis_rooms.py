@@ -31,7 +31,8 @@ from typing import Any, Final, cast
 
 from ..rooms.log import MAX_MEMBER_ROOMS, RoomState
 from .futures import then as _then
-from .resp import RedisLink, Script
+from .rediscommands import Script
+from .resp import RedisLink
 from .roomstore import AppendResult, CreateResult, RoomListing, StoredEntry
 
 # KEYS room rlog rheads rmem rooms open_rooms myrooms(creator);

@@ -22,7 +22,8 @@ from typing import Any, Final
 
 import hiredis
 
-from .resp import COMMAND_TIMEOUT, Backoff, RedisAddress, RedisUnavailable, Wire, open_wire, pack
+from .rediscommands import pack
+from .resp import COMMAND_TIMEOUT, Backoff, RedisAddress, RedisUnavailable, Wire, open_wire
 
 log = logging.getLogger("securechat.server.redis")
 

@@ -39,11 +39,6 @@ except ImportError as exc:  # pragma: no cover - the message is what the CLI pri
 
 from .rediscommands import Batch, Script, pack, unanswered
 
-__all__ = [  # Script and pack live in rediscommands.py; the scripts and the bus import them from here
-    "BACKOFF_INITIAL", "BACKOFF_MAX", "COMMAND_TIMEOUT", "CONNECT_TIMEOUT", "Backoff", "RedisAddress", "RedisLink",
-    "RedisReplyError", "RedisUnavailable", "Script", "Wire", "open_wire", "pack",
-]  # fmt: skip
-
 log = logging.getLogger("securechat.server.redis")
 
 COMMAND_TIMEOUT: Final = 5.0  # a reply later than this drops the connection

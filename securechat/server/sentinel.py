@@ -21,7 +21,8 @@ from typing import Any, Final
 
 import hiredis
 
-from .resp import CONNECT_TIMEOUT, RedisAddress, pack
+from .rediscommands import pack
+from .resp import CONNECT_TIMEOUT, RedisAddress
 
 log = logging.getLogger("securechat.server.redis")
 
