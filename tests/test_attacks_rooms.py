@@ -22,6 +22,11 @@ from typing import Any
 import pytest
 
 from securechat import crypto
+from securechat.client import roomchains
+from securechat.client.decrypting import open_pasted
+from securechat.client.roomchains import MAX_FORMER_ROOMS
+from securechat.client.state import ClientStore
+from securechat.errors import UnknownState
 from securechat.events import (
     Acked,
     MessageReceived,
@@ -32,7 +37,7 @@ from securechat.events import (
     RoomRejected,
 )
 from securechat.rooms.envelope import parse_room_envelope
-from securechat.rooms.log import RoomState
+from securechat.rooms.log import RoomState, apply
 from securechat.rooms.sealing import open_room_parsed, seal_room
 from tests.support.hostile import HostileServer, client_of, next_frame
 from tests.support.rawclient import identity_key
@@ -330,3 +335,112 @@ async def test_a_room_send_whose_member_lookup_is_cut_off_waits_unsealed_and_goe
     after = await alice.session.send(ROOM, "after it")
     assert (await next_frame(hostile, "room_send"))["rid"] == after
     assert alice.session.unacknowledged() == 2
+
+
+# --- rooms we left: kept to open old messages, bounded summed over rooms ------------------------------
+
+
+def in_and_out(room: str, *more: str) -> Chain:
+    """mallory's room: created, alice added, ``more`` added, alice removed."""
+    made = Chain(room)
+    made.add("create", "mallory", "mallory", "invite")
+    made.add("add", "mallory", "alice")
+    for name in more:
+        made.add("add", "mallory", name)
+    made.add("remove", "mallory", "alice")
+    return made
+
+
+async def added_and_removed(client: Client, srv: HostileServer, chains: list[Chain]) -> None:
+    """The server pushes each room's whole story at once (alice is added, so she fetches it) and waits
+    until alice has verified her removal from every one."""
+    for made in chains:
+        srv.room_logs[made.room] = [entry.to_json() for entry in made.entries]
+        srv.room_update(made.room, srv.room_logs[made.room])
+    for made in chains:
+        await client.rec.wait_for(
+            lambda e, room=made.room: isinstance(e, RoomChanged) and e.room == room and e.change == "removed"
+        )
+
+
+def pasted(client: Client, srv: HostileServer, made: Chain) -> str:
+    """What mallory sealed to ``made`` while alice was in it, opened by alice's ``decrypt``."""
+    state = apply_upto(made, 1)  # created, alice added
+    env = seal_room(identity_key("mallory"), {"mallory": identity_key("mallory").public_key(),
+                                              "alice": srv.client_key}, state, "mallory", f"in {made.room}")
+    store = client.session.store
+    return open_pasted(store, store.require_identity(), crypto.encode_payload(env), None).opened.text
+
+
+def apply_upto(made: Chain, seq: int) -> RoomState:
+    state = None
+    for entry in made.entries[: seq + 1]:
+        state = apply(state, entry)
+    assert state is not None
+    return state
+
+
+async def test_a_server_adding_and_removing_us_from_many_rooms_cannot_grow_what_we_hold(
+    hostile: HostileServer, alice: Client
+) -> None:
+    """mallory (any user, or the server inventing one) adds alice to room after room and removes her. A former
+    room is kept so its old messages still open, but only the MAX_FORMER_ROOMS most recent departures:
+    before, every one was held for ever (its chain and state in the state file, its name in memory)."""
+    alice.start()
+    await alice.rec.wait_kind(Ready)
+    chains = [in_and_out(f"#r{i:03d}") for i in range(MAX_FORMER_ROOMS + 8)]
+    await added_and_removed(alice, hostile, chains)
+    kept = [made.room for made in chains[-MAX_FORMER_ROOMS:]]
+    assert sorted(state.room for state in alice.session.rooms.held()) == kept
+    assert alice.session.store.rooms.former() == kept[::-1]
+    store = alice.session.store
+    assert store.query("SELECT COUNT(*) FROM room_chain") == [(3 * MAX_FORMER_ROOMS,)]
+    assert store.query("SELECT COUNT(*) FROM room_left") == [(MAX_FORMER_ROOMS,)]
+    assert len(alice.session.rooms._told) <= MAX_FORMER_ROOMS
+    # What is kept is enough: a message from while alice was in the room opens; an evicted room's does not.
+    assert pasted(alice, hostile, chains[-1]) == f"in {chains[-1].room}"
+    with pytest.raises(UnknownState, match="holds no room"):
+        pasted(alice, hostile, chains[0])
+
+
+async def test_former_rooms_are_bounded_by_their_entries_summed(
+    hostile: HostileServer, alice: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few long rooms instead of many short ones: the entries of the former rooms' chains, summed, stay
+    within MAX_FORMER_ENTRIES (lowered here to 10: 16,384 signed entries would take minutes to make)."""
+    monkeypatch.setattr(roomchains, "MAX_FORMER_ENTRIES", 10)
+    alice.start()
+    await alice.rec.wait_kind(Ready)
+    chains = [in_and_out(f"#long{i}", "carol") for i in range(3)]  # 4 entries each
+    await added_and_removed(alice, hostile, chains)
+    assert alice.session.store.rooms.former() == ["#long2", "#long1"]
+    assert alice.session.store.query("SELECT COUNT(*) FROM room_chain") == [(8,)]
+    # A former room that the server goes on extending grows within the bound too.
+    longer = Chain("#long2", list(chains[2].entries), chains[2].state)
+    longer.add("add", "mallory", "dave")
+    longer.add("add", "mallory", "bob")
+    longer.add("add", "mallory", "erin")
+    hostile.room_logs["#long2"] = [entry.to_json() for entry in longer.entries]
+    hostile.room_update("#long2", hostile.room_logs["#long2"][-3:])
+    await alice.rec.wait_for(lambda e: isinstance(e, RoomChanged) and e.room == "#long2" and e.name == "erin")
+    assert alice.session.store.rooms.former() == ["#long2"]
+    assert alice.session.store.query("SELECT COUNT(*) FROM room_chain") == [(7,)]
+
+
+def test_former_rooms_held_by_a_state_file_from_before_are_bounded_when_it_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A state file written before former rooms were bounded holds them with no departure time: opening
+    it marks them oldest and keeps the bound (the highest-sorting names are the ones kept: same time)."""
+    chains = [in_and_out(f"#old{i:03d}") for i in range(MAX_FORMER_ROOMS + 2)]
+    monkeypatch.setattr(roomchains, "MAX_FORMER_ROOMS", 1000)
+    with ClientStore.open(tmp_path, "alice", bits=2048) as store:
+        for made in chains:
+            assert made.state is not None
+            store.rooms.extend(made.state, made.entries)
+        with store.transaction() as db:
+            db.execute("DELETE FROM room_left")  # as the old code left it
+    monkeypatch.undo()
+    with ClientStore.open(tmp_path, "alice") as store:
+        assert len(store.rooms.states()) == MAX_FORMER_ROOMS
+        assert len(store.rooms.former()) == MAX_FORMER_ROOMS

@@ -6,6 +6,15 @@ after the last one. Both change in one transaction, and only forward: an entry i
 stored only after it was verified on the held head. A state at an older ``seq``
 (a message sealed under it) is rebuilt from the stored chain, which was verified
 when it was stored.
+
+A room we left or were removed from stays held as a **former** room (its chain
+up to and past our departure), so that messages sealed while we were a member
+still open, redelivered or pasted into ``decrypt``; the table ``room_left``
+records when we went. Former rooms are bounded summed over rooms: the
+:data:`MAX_FORMER_ROOMS` most recent departures whose chains hold together at
+most :data:`MAX_FORMER_ENTRIES` entries; older ones are forgotten whole (their
+messages then cannot be opened: "holds no room"). Rooms we are a member of are
+bounded by the rules (``MAX_MEMBER_ROOMS``).
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from .. import jsoncodec
-from ..rooms.log import RoomEntry, RoomState, apply, parse_entry
+from ..clock import now_ms
+from ..rooms.log import MAX_ROOM_LOG, RoomEntry, RoomState, apply, parse_entry
 
 if TYPE_CHECKING:  # the store owns its RoomChains; only the type goes this way
     from .state import ClientStore
@@ -37,7 +47,15 @@ CREATE TABLE IF NOT EXISTS room_state (
     members TEXT NOT NULL,
     admins TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS room_left (
+    room TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+);
 """
+# Former rooms kept (the most recent departures), and their chains' entries summed (one full log fits).
+MAX_FORMER_ROOMS: Final = 32
+MAX_FORMER_ENTRIES: Final = MAX_ROOM_LOG
+_DEPARTURES: Final = ("remove", "leave")
 # Older states rebuilt for messages, kept in memory.
 _OLD_STATES: Final = 64
 
@@ -47,9 +65,16 @@ class RoomChains:
 
     def __init__(self, store: ClientStore) -> None:
         self._store = store
+        self._me = store.name
         with store.transaction() as db:
             db.executescript(_SCHEMA)
+            # Held without us in it and no departure time (a state file from before room_left): oldest.
+            db.executemany(
+                "INSERT OR IGNORE INTO room_left (room, at) VALUES (?, 0)",
+                [(state.room,) for state in self.states() if self._me not in state.members],
+            )
         self._old: OrderedDict[tuple[str, int], RoomState] = OrderedDict()
+        self.bound()
 
     def state(self, room: str) -> RoomState | None:
         """The held state of ``room``, or None if it is not held."""
@@ -99,8 +124,9 @@ class RoomChains:
         )
         return [parse_entry(jsoncodec.loads(str(row[0]).encode("utf-8"))) for row in rows]
 
-    def extend(self, state: RoomState, entries: Sequence[RoomEntry]) -> None:
-        """Store verified ``entries`` (continuing the held chain) and the ``state`` they lead to, together."""
+    def extend(self, state: RoomState, entries: Sequence[RoomEntry]) -> list[str]:
+        """Store verified ``entries`` (continuing the held chain) and the ``state`` they lead to, together;
+        the former rooms this forgot to keep within the bounds (see the module docstring)."""
         members = json.dumps(sorted(state.members))
         admins = json.dumps(sorted(state.admins))
         with self._store.transaction() as db:
@@ -114,13 +140,40 @@ class RoomChains:
                 "members = excluded.members, admins = excluded.admins",
                 (state.room, state.kind, state.seq, state.head, members, admins),
             )
+            if self._me in state.members:
+                db.execute("DELETE FROM room_left WHERE room = ?", (state.room,))
+            elif any(e.op in _DEPARTURES and e.name == self._me for e in entries):
+                db.execute("INSERT OR IGNORE INTO room_left (room, at) VALUES (?, ?)", (state.room, now_ms()))
+        return self.bound() if self._me not in state.members else []
 
+    def former(self) -> list[str]:
+        """The former rooms held, the most recent departure first."""
+        return [str(row[0]) for row in self._store.query("SELECT room FROM room_left ORDER BY at DESC, rowid DESC")]
+
+    def bound(self) -> list[str]:
+        """Forget the former rooms beyond the bounds, oldest departure first; the rooms forgotten."""
+        rows = self._store.query(
+            "SELECT room, (SELECT COUNT(*) FROM room_chain c WHERE c.room = l.room) FROM room_left l "
+            "ORDER BY at DESC, rowid DESC"
+        )
+        kept = entries = 0
+        gone: list[str] = []
+        for room, count in rows:
+            if gone or kept == MAX_FORMER_ROOMS or entries + int(count) > MAX_FORMER_ENTRIES:
+                gone.append(str(room))
+            else:
+                kept, entries = kept + 1, entries + int(count)
+        for room in gone:
+            self.forget(room)
+        return gone
 
     def forget(self, room: str) -> None:
-        """Hold ``room`` no more: its chain and state go, together (a room we were never in)."""
+        """Hold ``room`` no more: its chain and state go, together (a room we were never in, or a former room
+        beyond the bounds)."""
         with self._store.transaction() as db:
             db.execute("DELETE FROM room_chain WHERE room = ?", (room,))
             db.execute("DELETE FROM room_state WHERE room = ?", (room,))
+            db.execute("DELETE FROM room_left WHERE room = ?", (room,))
         for key in [key for key in self._old if key[0] == room]:
             del self._old[key]
 

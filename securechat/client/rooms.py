@@ -168,6 +168,7 @@ class RoomClient:
         state = self._chains.state(room)
         if state is not None and self._me not in state.members:
             self._chains.forget(room)
+            self._told.discard(room)
 
     # --- changes --------------------------------------------------------------------------------
 
@@ -245,7 +246,7 @@ class RoomClient:
                 state = verdict[1]
                 accepted.append(verdict)
         if accepted and state is not None:
-            self._chains.extend(state, [entry for entry, _ in accepted])
+            self._told.difference_update(self._chains.extend(state, [entry for entry, _ in accepted]))
             for entry, after in accepted:
                 self._told.add(room)
                 self._tell(after, CHANGES[entry.op], entry.name, entry.by)
