@@ -444,3 +444,18 @@ def test_former_rooms_held_by_a_state_file_from_before_are_bounded_when_it_opens
     with ClientStore.open(tmp_path, "alice") as store:
         assert len(store.rooms.states()) == MAX_FORMER_ROOMS
         assert len(store.rooms.former()) == MAX_FORMER_ROOMS
+
+
+async def test_a_key_bundled_for_our_own_name_cannot_sign_changes_by_us(hostile: HostileServer, alice: Client) -> None:
+    """The server bundles mallory's key as alice's with a `leave` "by alice" that mallory signed. Our own
+    name's key is our own identity's: the leave is `bad_signature` and alice stays in. Before, the bundled
+    key was pinned for alice's own name on first sight, and the forged leave took her out of the room
+    (found by tests/test_fuzz_rooms.py's log parser target)."""
+    chain = room_of("carol")
+    state = await joined(alice, hostile, chain)
+    forged = chain.make("leave", "alice", signer="mallory")
+    hostile.push({"type": "room_update", "room": ROOM, "entries": [forged.to_json()],
+                  "keys": {"alice": crypto.public_key_pem(identity_key("mallory").public_key())}, "more": False})
+    assert (await rejected_room(alice, "bad_signature")).seq == forged.seq
+    assert alice.session.rooms.state(ROOM) == state
+    await still_talking(alice, hostile, state)

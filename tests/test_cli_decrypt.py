@@ -125,10 +125,22 @@ def test_sender_key_option(world: World, tmp_path: Path) -> None:
 
 
 def test_unpinned_sender_needs_sender_key(world: World) -> None:
-    # alice has no pin for herself: a message from alice to alice cannot be verified.
-    result = run(world, ["decrypt", "--name", "alice", payload(world, "note to self", to="alice")])
-    assert result.returncode != 0 and "note to self" not in result.stdout
+    # bob has no pin for carol: a message from carol cannot be verified.
+    carol = crypto.generate_private_key(BITS)
+    env = crypto.seal_envelope(carol, world.bob.public_key(), "carol", "bob", "from a stranger")
+    result = run(world, ["decrypt", "--name", "bob", crypto.encode_payload(env)])
+    assert result.returncode != 0 and "from a stranger" not in result.stdout
     assert "--sender-key" in one_line_error(result.stderr)
+
+
+def test_a_note_to_self_opens_with_the_own_key_and_only_with_it(world: World) -> None:
+    """Our own name's key is our own identity's, never a pin the server could have set."""
+    result = run(world, ["decrypt", "--name", "alice", payload(world, "note to self", to="alice")])
+    assert result.returncode == 0 and "note to self" in result.stdout, result.stderr
+    forged = crypto.seal_envelope(world.bob, world.alice.public_key(), "alice", "alice", "not from alice")
+    result = run(world, ["decrypt", "--name", "alice", crypto.encode_payload(forged)])
+    assert result.returncode != 0 and "not from alice" not in result.stdout
+    assert "bad_signature" in one_line_error(result.stderr)
 
 
 def test_piped_payloads_one_per_line(world: World) -> None:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import crypto
 from ..clock import now_ms
-from ..errors import KeyChanged, KeyStoreError
+from ..errors import BadKey, KeyChanged, KeyStoreError
 from ..names import parse_fingerprint
 from ..records import ContactInfo, TrustState
 from .awaiting import AwaitingKey
@@ -194,8 +194,14 @@ class PinnedKeys:
 
     def __init__(self, store: ClientStore) -> None:
         self._store = store
+        own = crypto.public_key_pem(store.public_key)
+        # Our own name's key is our own, never one the server presents (a room's bundled keys, a lookup):
+        # else a server could pin a key of its own for us and sign room changes "by" us.
+        self._own = Pin(store.name, own, crypto.fingerprint(store.public_key), "verified")
 
     def get(self, name: str) -> Pin | None:
+        if name == self._own.name:
+            return self._own
         rows = self._store.query(
             "SELECT name, pubkey, fingerprint, trust, pending_pubkey, pending_fingerprint "
             "FROM contacts WHERE name = ?",
@@ -220,6 +226,8 @@ class PinnedKeys:
         pem = crypto.public_key_pem(key)
         fp = crypto.fingerprint(key)
         current = self.get(name)
+        if current is self._own and not hmac.compare_digest(current.fingerprint, fp):
+            raise BadKey(f"the key presented for '{name}' is not this identity's own key")
         if current is None:
             with self._store.transaction() as db:
                 db.execute(
