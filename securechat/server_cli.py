@@ -188,6 +188,9 @@ _SETTINGS: Final = {
 @click.option("--redis", "redis_url", default=None, metavar="URL", envvar="SECURECHAT_REDIS", show_envvar=True,
               help="Share all state with other nodes through Redis at URL (redis://HOST:PORT/DB, "
                    "rediss://, unix://) instead of the SQLite file; needs securechat[redis].")
+@click.option("--redis-replicas", "redis_replicas", type=click.IntRange(min=0), default=_default("redis_replicas"),
+              show_envvar=True, help="Ack a stored message 'queued' only once this many Redis replicas have it "
+                                     "(WAIT), so that a failover does not lose it; else the send is refused and resent.")
 @click.option("--plaintext", is_flag=True, show_envvar=True,
               help="Serve the raw protocol without TLS (tests, benchmarks, local use only).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None, show_envvar=True,

@@ -33,7 +33,7 @@ from tests.support.nodes import (
 from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
-from tests.support.sentinels import MASTER, ask, primary_port, sentinel_setup
+from tests.support.sentinels import MASTER, Sentinels, ask, primary_port, sentinel_setup
 from tests.support.serverproc import ServerProcess
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
 
@@ -475,3 +475,54 @@ def switch_by_hand(old: RedisProcess, new: RedisProcess, told: list[int]) -> Non
     while b"master_link_status:up" not in ask(old.port, "INFO", "replication"):
         assert time.monotonic() < deadline, "the old primary did not sync with the new one"
         time.sleep(0.05)
+
+
+# --- --redis-replicas: no `queued` before a replica has the message ------------------------------
+
+
+async def test_with_redis_replicas_1_a_failover_loses_nothing_acked_queued(tmp_path: Path) -> None:
+    """The replica replicates through a proxy the test cuts: the primary takes message 2 and the replica
+    never sees it. Without ``--redis-replicas 1`` the node acked it `queued` and the failover lost it;
+    with it the node waits for the replica (WAIT), refuses the send `internal`, and the resend after the
+    failover is stored on the new primary (once a spare replica follows it)."""
+    primary = RedisProcess(tmp_path / "primary", appendonly=True).start()
+    replica = RedisProcess(tmp_path / "replica", appendonly=True).start()
+    spare = RedisProcess(tmp_path / "spare").start()
+    sentinels = None
+    try:
+        async with partition_proxy(primary.port) as link:
+            ask(replica.port, "REPLICAOF", "127.0.0.1", str(link.port))
+            await until_in_sync(replica)
+            sentinels = await asyncio.to_thread(Sentinels, tmp_path, primary)
+            with nodes_on(primary, tmp_path) as nodes:
+                a = await asyncio.to_thread(nodes.start, "--redis-replicas", "1", redis_url=sentinels.url)
+                await (await RawClient.connect(a.port)).login("carol", identity_key("carol"))  # then offline
+                alice = await RawClient.connect(a.port)
+                await alice.login("alice", identity_key("alice"))
+                await alice.send_frame(to_carol(1))
+                first = await answer(alice, 10.0)
+                link.cut()  # the replica hears nothing more from the primary
+                await alice.send_frame(to_carol(2))
+                second = await answer(alice, 10.0)
+                primary.kill()
+                await asyncio.to_thread(sentinels.wait_primary_not, primary.port)
+                ask(spare.port, "REPLICAOF", "127.0.0.1", str(replica.port))  # a replica for the new primary
+                if second["type"] != "ack":  # the client's resend, as its outbox does
+                    await send_until_acked(alice, 2, 30.0)
+                await alice.close()
+                shown = await carol_shown(a.port, 2)
+    finally:
+        if sentinels is not None:
+            sentinels.stop()
+        for proc in (spare, replica, primary):
+            proc.stop()
+    assert (first["type"], first.get("status")) == ("ack", "queued"), first
+    assert shown == [msg_id(1), msg_id(2)], "message 2 was acked `queued` and lost in the failover"
+    assert (second["type"], second.get("code")) == ("error", "internal"), second
+    assert "Traceback" not in a.stderr, a.stderr[-3000:]
+
+
+async def until_in_sync(replica: RedisProcess, within: float = 10.0) -> None:
+    async with asyncio.timeout(within):
+        while b"master_link_status:up" not in await asyncio.to_thread(ask, replica.port, "INFO", "replication"):
+            await asyncio.sleep(0.05)

@@ -188,6 +188,7 @@ def test_unreachable_redis_is_a_one_line_error(tmp_path: Path) -> None:
         (["--redis", "http://127.0.0.1:1"], "must start with redis://"),
         (["--redis", "redis://127.0.0.1:1/x"], "the database after the host must be a number"),
         (["--redis", "redis://127.0.0.1:1/0", "--db", "x.db"], "exclude each other"),
+        (["--redis-replicas", "1"], "--redis-replicas needs --redis"),
     ],
 )
 def test_bad_redis_options_are_one_line_errors(tmp_path: Path, args: list[str], says: str) -> None:

@@ -63,7 +63,8 @@ def open_store(config: ServerConfig) -> MessageStore:
     from .resp import RedisAddress
 
     address, prefix = RedisAddress.from_url(config.redis_url), config.redis_prefix
-    return RedisStore(address, prefix=prefix, max_rooms=config.max_rooms, **limits)  # type: ignore[arg-type]
+    replicas = config.redis_replicas
+    return RedisStore(address, prefix=prefix, max_rooms=config.max_rooms, replicas=replicas, **limits)  # type: ignore[arg-type]
 
 
 class ChatServer:

@@ -64,6 +64,8 @@ class ServerConfig:
     # Several nodes: all shared state in Redis (docs/deployment.md); None: one node on db_path.
     redis_url: str | None = None
     redis_prefix: str = "sc:"  # key and channel names start with this (one Redis, several deployments)
+    # A stored message is acked `queued` only once this many replicas have it (WAIT; server/replicas.py).
+    redis_replicas: int = 0
     # The transport (docs/protocol.md sections 2.1 and 2.2): TLS 1.3 unless plaintext is asked for;
     # without files the identity is made beside the database (server/identity.py).
     tls: bool = True
@@ -124,6 +126,10 @@ class ServerConfig:
                 raise ValueError(f"{key} must be positive, got {value}")
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
             raise ValueError(f"the Redis URL must start with {', '.join(REDIS_SCHEMES)}, got {self.redis_url!r}")
+        if self.redis_replicas < 0:
+            raise ValueError(f"redis_replicas must be 0 or more, got {self.redis_replicas}")
+        if self.redis_replicas and self.redis_url is None:
+            raise ValueError("--redis-replicas needs --redis: it counts the replicas of the Redis primary")
         if self.max_room_members > MAX_ROOM_MEMBERS:
             raise ValueError(f"max_room_members may lower the protocol's {MAX_ROOM_MEMBERS}, not raise it")
         if self.max_frame >= 2**32:

@@ -31,6 +31,7 @@ from .futures import then as _then
 from .redis_names import REGISTER_NEW
 from .redis_rooms import ROOM_SCRIPTS, RedisRooms
 from .registration import NewName, RegistrationLimits, name_bounds
+from .replicas import ReplicaWait
 from .resp import RedisAddress, RedisLink
 from .roomstore import DEFAULT_MAX_ROOMS
 from .store import (
@@ -126,6 +127,7 @@ class RedisStore(RedisRooms):
         clock: Callable[[], float] = time.time,
         client_name: str = "securechat",
         max_rooms: int = DEFAULT_MAX_ROOMS,
+        replicas: int = 0,
     ) -> None:
         if min(queue_limit, queue_bytes, sender_share, store_bytes) < 1 or queue_ttl <= 0 or dedupe_ttl <= 0:
             raise ValueError("queue_limit, queue_bytes, queue_ttl, sender_share, store_bytes and dedupe_ttl must be positive")
@@ -142,6 +144,8 @@ class RedisStore(RedisRooms):
         self._clock = clock
         self._client_name = client_name
         self._link_: RedisLink | None = None  # made on first use: it needs the running loop
+        # --redis-replicas: a write behind a `queued` counts once this many replicas have it (replicas.py)
+        self._replicated = ReplicaWait(lambda *args: self._link.call(*args), replicas).after
         self._closed = False
 
     @property
@@ -206,7 +210,7 @@ class RedisStore(RedisRooms):
                 raise RegistrationRefused(buckets[got[1] - 1][1] if got[1] > 0 else "full")
             return Registration(name, got[1].decode(), got[2].decode(), float(got[3])), got[0] == 1
 
-        return _then(self._link.script(REGISTER_NEW, keys, args), parse)
+        return _then(self._replicated(self._link.script(REGISTER_NEW, keys, args)), parse)
 
     def names_page(self, after: str, prefix: str, limit: int) -> asyncio.Future[list[str]]:
         low, inclusive, high = name_bounds(after, prefix)
@@ -220,7 +224,7 @@ class RedisStore(RedisRooms):
                 raise QueueFull(message.recipient, CAPS[got[1]])
             return got[0] == STORED
 
-        return _then(self._enqueue(message, None, caps=True, channel=b""), result)
+        return _then(self._replicated(self._enqueue(message, None, caps=True, channel=b"")), result)
 
     def _enqueue(self, m: QueuedMessage, rid: str | None, *, caps: bool, channel: bytes) -> asyncio.Future[list[int]]:
         head = (
@@ -357,7 +361,7 @@ class RedisStore(RedisRooms):
         (then ``seq`` says which cap, a key of :data:`CAPS`, for the log only); ``receivers``
         is how many nodes hold a session of the recipient (0: offline).
         """
-        return self._enqueue(message, rid, caps=True, channel=self.channel(message.recipient))
+        return self._replicated(self._enqueue(message, rid, caps=True, channel=self.channel(message.recipient)))
 
     def confirm(self, recipient: str, items: Sequence[Confirmed]) -> asyncio.Future[int]:
         """Delete confirmed messages ``(sender, id, ack, rid, room)``; ``ack``: publish ``delivered`` to the sender."""
