@@ -8,6 +8,8 @@ Redis itself (a member's queue counter counts every copy ever stored for it).
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 
 import pytest
@@ -67,6 +69,81 @@ def test_the_nodes_redis_connections_killed_mid_room_stream_each_member_gets_eac
     assert refused, f"{label}: nothing was tested"
     for member in (bob, carol):
         check_exactly_once(room_messages(member, "#ops", "alice"), sent, f"{label}; {member.name}")
+    assert [stored_count(redis, m) for m in ("bob", "carol")] == [n, n], label
+    assert [queued_count(redis, m) for m in ("bob", "carol")] == [0, 0]
+    print(label)
+
+
+def test_kill9_of_a_members_node_mid_room_stream_the_member_fails_over_and_gets_each_once_in_order(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    """bob's node dies with copies handed to him and not confirmed; he moves to node C, whose new session
+    reads his queue from the start: what he had shown comes again and is dropped by id, in order."""
+    n = 300
+    a, b, c = nodes.start_many(3)
+    alice = ready(spawn_process("alice", servers(a)))
+    bob = ready(spawn_process("bob", servers(b, c)))
+    carol = ready(spawn_process("carol", servers(c)))
+    make_room(alice, "#ops", [bob, carol])
+    sent = texts(n, "k")
+    alice.send_in_background("#ops", sent)
+    before = len(bob.count_until("message", n // 3, LONG))
+    assert b.kill() == -9
+    bob.wait_event("connection", WAIT, state="reconnecting")
+    for member in (bob, carol):
+        member.count_until("message", n, LONG)
+    all_delivered(alice, [bob, carol], n)
+    assert len(bob.of_kind("ready")) >= 2, "bob should have logged in again, on node C"
+    for who in (alice, bob, carol):
+        assert who.finish() == 0, who.stderr_tail()
+    label = f"bob's node killed after he showed {before} of {n} room messages"
+    for member in (bob, carol):
+        check_exactly_once(room_messages(member, "#ops", "alice"), sent, f"{label}; {member.name}")
+    assert [stored_count(redis, m) for m in ("bob", "carol")] == [n, n], label
+    assert [queued_count(redis, m) for m in ("bob", "carol")] == [0, 0]
+    print(label)
+
+
+def test_kill9_of_redis_mid_room_stream_loses_no_copy_acked_queued_and_each_member_gets_each_once_in_order(
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
+) -> None:
+    """Redis (append-only, fsync always) killed with -9 and restarted in a room stream: every copy acked
+    `queued` to alice (carol is offline) is in Redis after the restart, read before any resend; then
+    alice's resends go through and each member gets each message once, in order."""
+    n = 300
+    a, b = nodes.start_many(2)
+    alice = ready(spawn_process("alice", servers(a)))
+    bob = ready(spawn_process("bob", servers(b)))
+    carol = ready(spawn_process("carol", servers(b)))
+    make_room(alice, "#ops", [bob, carol])
+    assert carol.finish() == 0, carol.stderr_tail()  # offline: each copy of hers is acked `queued`
+    sent = texts(n, "q")
+    alice.send_in_background("#ops", sent)
+    alice.wait_until(lambda events: len(acks_for(alice, set(sent_ids(alice, "#ops")), "carol", "queued")) >= n // 5,
+                     LONG, what="a fifth of carol's copies acked queued")
+    redis.kill()
+    os.kill(alice.proc.pid, signal.SIGSTOP)  # no resend until Redis's own copy was checked
+    try:
+        acked = acks_for(alice, set(sent_ids(alice, "#ops")), "carol", "queued")
+        redis.restart()
+        stored = {f.decode().split(" ", 1)[1] for f in redis.client().hkeys("sc:qi:{carol}")}  # type: ignore[attr-defined]
+    finally:
+        os.kill(alice.proc.pid, signal.SIGCONT)
+    lost = acked - stored
+    assert not lost, f"{len(lost)} of {len(acked)} copies acknowledged `queued` are gone after the restart"
+    bob.count_until("message", n, LONG)
+    ids = set(sent_ids(alice, "#ops"))
+    assert len(ids) == n, f"alice sent {len(ids)} of {n}"
+    alice.wait_until(lambda events: len(acks_for(alice, ids, "carol", "queued")) == n, LONG, what=f"{n} queued for carol")
+    alice.wait_until(lambda events: len(acks_for(alice, ids, "bob", "delivered")) == n, LONG, what=f"{n} delivered to bob")
+    assert alice.finish() == 0, alice.stderr_tail()
+    late = ready(spawn_process("carol", servers(a), "-late"))
+    late.count_until("message", n, LONG)
+    for who in (bob, late):
+        assert who.finish() == 0, who.stderr_tail()
+    label = f"Redis killed after {len(acked)} of carol's copies were acked `queued`"
+    check_exactly_once(room_messages(bob, "#ops", "alice"), sent, f"{label}; bob online")
+    check_exactly_once(room_messages(late, "#ops", "alice"), sent, f"{label}; carol offline")
     assert [stored_count(redis, m) for m in ("bob", "carol")] == [n, n], label
     assert [queued_count(redis, m) for m in ("bob", "carol")] == [0, 0]
     print(label)
