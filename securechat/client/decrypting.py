@@ -28,6 +28,7 @@ from ..rooms.log import RoomState
 from ..rooms.sealing import open_room_parsed
 from .home import Identity
 from .inbox import precheck_envelope
+from .roomchains import MAX_FORMER_ROOMS
 from .state import ClientStore
 
 _TRUST_NOTES: Final = {
@@ -80,7 +81,8 @@ def _unknown_state(store: ClientStore, env: ParsedRoomEnvelope, me: str) -> str:
     if held is None:
         return (
             f"{me} holds no room {env.room}: only a member's client can open its messages "
-            "(if you were added, start the chat once to fetch the room)"
+            "(if you were added, start the chat once to fetch the room; of the rooms you left, "
+            f"only the {MAX_FORMER_ROOMS} most recent are kept)"
         )
     if env.seq > held.seq:
         return (
