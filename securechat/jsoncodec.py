@@ -100,19 +100,35 @@ def _walk(value: Any) -> tuple[int, int, bool]:
         kind = type(item)
         if kind is dict:
             keys += len(item)
-            depth = max(depth, level)
-            stack.extend((v, level + 1) for v in item.values())
+            items = item.values()
         elif kind is list:
-            depth = max(depth, level)
-            stack.extend((v, level + 1) for v in item)
-        elif kind is float:
-            floats = True
+            items = item
+        else:
+            floats = floats or kind is float
+            continue
+        depth = max(depth, level)
+        # Only containers go on the stack (a room message's 100 wrapped keys are strings).
+        for v in items:
+            inner = type(v)
+            if inner is dict or inner is list:
+                stack.append((v, level + 1))
+            elif inner is float:
+                floats = True
     return keys, depth, floats
+
+
+def _nested(data: bytes) -> bool:
+    """True unless the text holds at most one ``{`` or ``[`` (the top level): found at the second one."""
+    brace, bracket = data.find(b"{"), data.find(b"[")
+    if brace >= 0 and bracket >= 0:
+        return True
+    first, char = (brace, b"{") if brace >= 0 else (bracket, b"[")
+    return first >= 0 and data.find(char, first + 1) >= 0
 
 
 def _shape(data: bytes, value: Any) -> tuple[int, int, bool]:
     """:func:`_walk`, without the walk when the text holds at most one object or array (the top level)."""
-    if data.count(b"{") + data.count(b"[") > 1:
+    if _nested(data):
         return _walk(value)
     kind = type(value)
     if kind is dict:
@@ -147,7 +163,8 @@ def _loads_stdlib(data: bytes) -> Any:
             raise _rejected(exc) from None
     # Escaped lone surrogates parse but can never be re-encoded as UTF-8; only an
     # escape starting \uD (either case) can be one, so most bodies skip the walk.
-    if (b"\\ud" in data or b"\\uD" in data) and has_lone_surrogate(value):
+    # A backslash is one byte to look for: most bodies (base64 and names) have none at all.
+    if b"\\" in data and (b"\\ud" in data or b"\\uD" in data) and has_lone_surrogate(value):
         raise JSONRejected("a string holds an unpaired surrogate escape")
     return value
 
