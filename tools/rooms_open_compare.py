@@ -9,10 +9,11 @@ primitives, each piece added to the primitives in turn (the structure checks, de
 keys, building the signed bytes, the plaintext's checks). With ``--proposal`` it also times a wire
 change that is *not* made (docs/performance.md section 7): the signature covering each wrapped
 key's base64 text as sent, so that a reader decodes only its own key, against its own primitives
-(the verify then hashes the longer text). Run from the repository root::
+(the verify then hashes the longer text). ``--frame`` times the strict JSON parse of the ``message``
+frame that carries it (the client's step before open). Run from the repository root::
 
     mkdir /tmp/base && git archive 084335c | tar -x -C /tmp/base
-    python tools/rooms_open_compare.py --base /tmp/base --reps 7
+    python tools/rooms_open_compare.py --base /tmp/base --frame --reps 7
     python tools/rooms_open_compare.py --parts --proposal --reps 7
 """
 
@@ -31,12 +32,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from securechat import crypto
+from securechat import crypto, jsoncodec
 from securechat.bench import rooms_bench
 from securechat.bench.crypto_bench import TEXT
 from securechat.bench.stats import summary
 from securechat.encoding import b64encode, lp, lp_pairs
 from securechat.envelope import decode_field
+from securechat.protocol import HEADER_SIZE, message_frame
 from securechat.rooms import envelope as this_envelope
 from securechat.rooms import sealing as this_sealing
 
@@ -91,7 +93,7 @@ def proposal(env: dict[str, Any], reader: Any, me: str, sender: Any, members: fr
 
 
 def operations(
-    members: int, keys_made: list[Any], base: Rooms | None, parts: bool, proposed: bool
+    members: int, keys_made: list[Any], base: Rooms | None, parts: bool, proposed: bool, frame: bool
 ) -> dict[str, Callable[[], object]]:
     sender, reader = keys_made[0], keys_made[1]
     others = [key.public_key() for key in keys_made[1:]]
@@ -137,6 +139,12 @@ def operations(
         )
     if proposed:
         ops |= proposal(env, reader, me, sender, state.members)
+    if frame:  # what the client does before it opens: parse the message frame, strict JSON
+        body = message_frame("alice", 2**53 - 1, env, rooms_bench.ROOM)[HEADER_SIZE:]
+        ops["frame_parse"] = lambda: jsoncodec.loads(body)
+        if base is not None:
+            base_codec = importlib.import_module("securechat_base.jsoncodec")
+            ops["base_frame_parse"] = lambda: base_codec.loads(body)
     for name in ("open", "base_open", "proposal_open"):
         if name in ops:
             opened = ops[name]()
@@ -150,6 +158,7 @@ def main() -> None:
     parser.add_argument("--base", type=Path, help="an older checkout's root (its securechat/ is compared)")
     parser.add_argument("--parts", action="store_true", help="also time each piece of open beyond the primitives")
     parser.add_argument("--proposal", action="store_true", help="also time the wire change that is not made")
+    parser.add_argument("--frame", action="store_true", help="also time the strict JSON parse of the message frame")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=60, help="calls of each per repetition")
     args = parser.parse_args()
@@ -157,10 +166,10 @@ def main() -> None:
     keys_made = [crypto.generate_private_key(3072) for _ in range(1 + rooms_bench.DISTINCT_KEYS)]
     out: dict[str, Any] = {"load_average_start": os.getloadavg()}
     for members in (10, 100):
-        us = rooms_bench._alternating(operations(members, keys_made, base, args.parts, args.proposal), args.iterations, args.reps)
+        us = rooms_bench._alternating(operations(members, keys_made, base, args.parts, args.proposal, args.frame), args.iterations, args.reps)
         result: dict[str, Any] = {name: summary(values, 1) for name, values in us.items()}
         for name in us:
-            if not name.endswith("raw_open"):
+            if not name.endswith(("raw_open", "frame_parse")):
                 raw = us["proposal_raw_open" if name == "proposal_open" else "raw_open"]
                 ratios = [a / b for a, b in zip(us[name], raw, strict=True)]
                 extra = [a - b for a, b in zip(us[name], raw, strict=True)]
