@@ -331,27 +331,35 @@ async def test_rid_is_echoed_on_every_response(server: ChatServer) -> None:
 
 
 async def test_lookup_and_list_and_presence(server: ChatServer) -> None:
-    async with clients(server.port, "alice") as (a,):
+    async with clients(server.port, "alice", "dave") as (a, d):
         await a.send_frame({"type": "lookup", "name": "bob"})
         await nonfatal(a, "unknown_user")
-        await a.send_frame({"type": "list"})  # from now on alice hears every name's presence
-        assert (await a.recv_type("users"))["users"] == [{"name": "alice", "online": True}]
+        await a.send_frame({"type": "list"})  # alice hears about the names on this page: dave
+        assert (await a.recv_type("users"))["users"] == [{"name": "alice", "online": True}, {"name": "dave", "online": True}]
         async with clients(server.port, "carol", "bob") as (_, b):
-            assert await a.recv_type("presence") == {"type": "presence", "name": "carol", "online": True}
-            assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": True}
-            await a.send_frame({"type": "lookup", "name": "bob"})
-            key = await a.recv_type("key")
+            await d.send_frame({"type": "lookup", "name": "bob"})  # dave is the witness of bob's batches
+            key = await d.recv_type("key")
             assert key["name"] == "bob"
             assert key["pubkey"] == public_key_pem(identity_key("bob").public_key())
             await b.close()
-            assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": False}
+            while await d.recv_type("presence") != {"type": "presence", "name": "bob", "online": False}:
+                pass  # bob's login may share a batch
+            await d.close()
+            # Bob and carol registered after alice's page: none of their presence reached her.
+            while (frame := await a.recv()) != {"type": "presence", "name": "dave", "online": False}:
+                assert frame == {"type": "presence", "name": "dave", "online": True}  # his login's batch
+            await a.send_frame({"type": "ping"})
+            assert await a.recv() == {"type": "pong"}
             await a.send_frame({"type": "list"})
             users = (await a.recv_type("users"))["users"]
             assert users == [
                 {"name": "alice", "online": True},
                 {"name": "bob", "online": False},
                 {"name": "carol", "online": True},
+                {"name": "dave", "online": False},
             ]
+        # carol, now on alice's page, leaves: that is pushed to alice.
+        assert await a.recv() == {"type": "presence", "name": "carol", "online": False}
 
 
 async def test_lookup_rate_limit(tmp_path: Path) -> None:
@@ -695,13 +703,16 @@ async def test_received_for_an_unknown_message_is_harmless(server: ChatServer) -
 
 
 async def test_presence_only_reaches_authenticated_connections(server: ChatServer) -> None:
+    async with clients(server.port, "bob"):
+        pass  # registered, so on alice's page
     pending = await connect(server)
     await pending.hello("carol", identity_key("carol"))
     async with clients(server.port, "alice") as (a,):
-        await a.send_frame({"type": "list"})  # alice hears every change from now on
+        await a.send_frame({"type": "list"})  # alice hears about bob from now on
         await a.recv_type("users")
         async with clients(server.port, "bob"):
-            assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": True}
+            while await a.recv_type("presence") != {"type": "presence", "name": "bob", "online": True}:
+                pass  # his first logout's batch may still have been pending
         assert await a.recv_type("presence") == {"type": "presence", "name": "bob", "online": False}
     # Both batches went out while carol was mid-handshake: nothing of them reached her.
     await pending.expect_silence(ignore=())
@@ -761,6 +772,8 @@ def test_arbitrary_frames_never_break_the_server(tmp_path: Path, frames: list[di
 
 
 async def test_presence_is_batched_and_never_about_oneself(server: ChatServer) -> None:
+    async with clients(server.port, "bob", "carol"):
+        pass  # registered, so on the pages listed below
     async with clients(server.port, "alice") as (a,):
         await a.send_frame({"type": "list"})
         await a.recv_type("users")
@@ -768,8 +781,11 @@ async def test_presence_is_batched_and_never_about_oneself(server: ChatServer) -
             for client in (b, c):  # right after welcome, usually before their own batch went out
                 await client.send_frame({"type": "list"})
                 await client.recv_type("users")
-            seen = {(await a.recv_type("presence"))["name"] for _ in range(2)}
-            assert seen == {"bob", "carol"}
+            seen: set[str] = set()
+            while seen != {"bob", "carol"}:  # their first logouts' batch may still have been pending
+                frame = await a.recv_type("presence")
+                if frame["online"]:
+                    seen.add(frame["name"])
             for client, me in ((b, "bob"), (c, "carol")):
                 frames = []
                 with contextlib.suppress(TimeoutError):

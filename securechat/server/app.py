@@ -339,7 +339,7 @@ class ChatServer:
 
     async def _on_list(self, peer: Peer, request: ListUsers) -> None:
         names, more = await self._directory.page(request.after, request.prefix)
-        self._presence.watch_all(peer)
+        self._presence.watch_many(peer, names)
         online = await self._routing.online(names)
         users = [{"name": n, "online": n in online} for n in names]
         peer.answer({"type": "users", "users": users, "more": more}, request.rid)
