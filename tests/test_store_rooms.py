@@ -10,13 +10,17 @@ leaves, the caps, the listings, and a room copy that keeps its room in a queue.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
 from securechat.rooms.log import MAX_MEMBER_ROOMS
 from securechat.server.roomstore import StoredEntry
+from securechat.server.sqlite import SqliteStore
 from securechat.server.store import QueuedMessage, ServerStore
 from tests.support.stores import StoreMaker
 
@@ -128,3 +132,42 @@ async def test_a_room_copy_keeps_its_room_in_the_queue(stores: StoreMaker) -> No
     direct = QueuedMessage("bob", "alice", "b" * 32, 2, b"frame", now)
     assert await store.enqueue(room_copy) and await store.enqueue(direct)
     assert [(m.msg_id[0], m.room) for m in await store.fetch("bob")] == [("a", "#ops"), ("b", None)]
+
+
+async def test_sqlite_keeps_one_body_per_room_message_and_drops_it_with_the_last_copy(tmp_path: Path) -> None:
+    """A room message's copies share one stored frame, however they come (enqueue, requeue, a resend that
+    is a duplicate), and it goes with the last copy, however that leaves (confirmed, set aside, expired)."""
+    path = tmp_path / "bodies.db"
+    clock = [1000.0]
+    store = SqliteStore(path, clock=lambda: clock[0])
+    frame = bytes(range(256)) * 200  # 51,200 bytes
+    members = ["bob", "carol", "dave", "erin"]
+
+    def copy(member: str, msg_id: str, ts: int = 1) -> QueuedMessage:
+        return QueuedMessage(member, "alice", msg_id, ts, frame, clock[0], room="#ops")
+
+    def stored() -> tuple[int, int, int]:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            bodies, body_bytes = db.execute("SELECT COUNT(*), COALESCE(SUM(length(frame)), 0) FROM room_bodies").fetchone()
+            return bodies, body_bytes, db.execute("SELECT COALESCE(SUM(length(frame)), 0) FROM queue").fetchone()[0]
+
+    try:
+        one, two = "a" * 32, "b" * 32
+        assert all(await asyncio.gather(*(store.enqueue(copy(m, one)) for m in members[:2])))
+        assert await store.requeue([copy(m, one) for m in members]) == 2  # two new, two already there
+        assert await store.requeue([copy("bob", two, ts=2)]) == 1
+        assert not await store.enqueue(copy("bob", two, ts=3))  # a resend: a duplicate, nothing new kept
+        direct = QueuedMessage("bob", "alice", "c" * 32, 4, b"direct", clock[0])  # one-to-one: inline, as before
+        assert await store.enqueue(direct)
+        assert stored() == (2, 2 * len(frame), len(b"direct"))
+        for member in members:
+            assert [m.frame for m in await store.fetch(member)] == ([frame, frame, b"direct"] if member == "bob" else [frame])
+        assert await store.delete([(m, "alice", one) for m in members[:3]]) == 3
+        assert stored()[0] == 2  # erin's copy still uses it
+        assert await store.failed_hand_out("erin", "alice", one, 1)  # set aside: out of the queue
+        assert stored()[:2] == (1, len(frame))
+        clock[0] += store.queue_ttl + 1
+        assert await store.expire() == 2
+        assert stored() == (0, 0, 0)
+    finally:
+        await store.close()

@@ -22,7 +22,7 @@ from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull
 from ..files import make_private_dir
 from ..rooms.log import RoomState
-from . import sqlite_aside, sqlite_names, sqlite_rooms
+from . import sqlite_aside, sqlite_bodies, sqlite_names, sqlite_rooms
 from .registration import NewName, RegistrationLimits
 from .roomstore import DEFAULT_MAX_ROOMS, AppendResult, CreateResult, RoomListing, StoredEntry
 from .sqlschema import SCHEMA, SENDER_TOTALS
@@ -109,6 +109,7 @@ class SqliteStore:
         self._db_thread: int | None = None
         self._closed = False
         self._batch: list[tuple[QueuedMessage, asyncio.Future[bool]]] = []
+        self._bodies = sqlite_bodies.RoomBodies()  # a room message's frame, stored once for its members
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -154,7 +155,8 @@ class SqliteStore:
             sqlite_aside.add_queue_columns(db)  # a database from before rooms, or set-aside
             if counted is None:  # a database from before the shares: counted once
                 db.executescript(f"BEGIN IMMEDIATE; {SENDER_TOTALS} COMMIT;")
-            db.executescript(sqlite_rooms.ROOM_SCHEMA + sqlite_aside.ASIDE_SCHEMA + sqlite_names.NAMES_SCHEMA)
+            db.executescript(sqlite_rooms.ROOM_SCHEMA + sqlite_aside.ASIDE_SCHEMA + sqlite_names.NAMES_SCHEMA
+                             + sqlite_bodies.BODIES_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             self._db = db
             self._db_thread = threading.get_ident()
@@ -230,7 +232,7 @@ class SqliteStore:
         db.execute(
             "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at, m.room),
+            (m.recipient, m.sender, m.msg_id, m.server_ts, self._bodies.queued_frame(db, m), m.size, m.enqueued_at, m.room),
         )
         return True
 
@@ -251,30 +253,19 @@ class SqliteStore:
         with _transaction(db):
             stored = 0
             for m in messages:
+                frame = self._bodies.queued_frame(db, m)
                 cur = db.execute(
                     "INSERT OR IGNORE INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (m.recipient, m.sender, m.msg_id, m.server_ts, m.frame, m.size, m.enqueued_at, m.room),
+                    (m.recipient, m.sender, m.msg_id, m.server_ts, frame, m.size, m.enqueued_at, m.room),
                 )
+                if not cur.rowcount:
+                    self._bodies.unused(db, m)
                 stored += cur.rowcount
         return stored
 
     def _fetch(self, recipient: str, after_seq: int, limit: int, max_bytes: int | None) -> list[QueuedMessage]:
-        horizon = self._clock() - self.queue_ttl
-        rows = self._conn().execute(
-            "SELECT recipient, sender, msg_id, server_ts, frame, enqueued_at, seq, room FROM queue "
-            "WHERE recipient = ? AND seq > ? AND enqueued_at >= ? ORDER BY seq LIMIT ?",
-            (recipient, after_seq, horizon, limit),
-        )
-        out: list[QueuedMessage] = []
-        total = 0
-        for r in rows:  # the cursor steps row by row: frames past the byte budget are never read
-            total += len(r[4])
-            if out and max_bytes is not None and total > max_bytes:
-                break
-            out.append(QueuedMessage(r[0], r[1], r[2], int(r[3]), bytes(r[4]), float(r[5]), int(r[6]), r[7]))
-        rows.close()
-        return out
+        return self._bodies.fetch(self._conn(), recipient, after_seq, self._clock() - self.queue_ttl, limit, max_bytes)
 
     def _delete(self, keys: Sequence[tuple[str, str, str]]) -> int:
         db = self._conn()
