@@ -142,9 +142,12 @@ async def test_sqlite_keeps_one_body_per_room_message_and_drops_it_with_the_last
     store = SqliteStore(path, clock=lambda: clock[0])
     frame = bytes(range(256)) * 200  # 51,200 bytes
     members = ["bob", "carol", "dave", "erin"]
+    one, two = "a" * 32, "b" * 32
+
+    other = frame[::-1]  # another message's frame, of the same size: a mixed-up body shows
 
     def copy(member: str, msg_id: str, ts: int = 1) -> QueuedMessage:
-        return QueuedMessage(member, "alice", msg_id, ts, frame, clock[0], room="#ops")
+        return QueuedMessage(member, "alice", msg_id, ts, frame if msg_id == one else other, clock[0], room="#ops")
 
     def stored() -> tuple[int, int, int]:
         with contextlib.closing(sqlite3.connect(path)) as db:
@@ -152,7 +155,6 @@ async def test_sqlite_keeps_one_body_per_room_message_and_drops_it_with_the_last
             return bodies, body_bytes, db.execute("SELECT COALESCE(SUM(length(frame)), 0) FROM queue").fetchone()[0]
 
     try:
-        one, two = "a" * 32, "b" * 32
         assert all(await asyncio.gather(*(store.enqueue(copy(m, one)) for m in members[:2])))
         assert await store.requeue([copy(m, one) for m in members]) == 2  # two new, two already there
         assert await store.requeue([copy("bob", two, ts=2)]) == 1
@@ -161,7 +163,7 @@ async def test_sqlite_keeps_one_body_per_room_message_and_drops_it_with_the_last
         assert await store.enqueue(direct)
         assert stored() == (2, 2 * len(frame), len(b"direct"))
         for member in members:
-            assert [m.frame for m in await store.fetch(member)] == ([frame, frame, b"direct"] if member == "bob" else [frame])
+            assert [m.frame for m in await store.fetch(member)] == ([frame, other, b"direct"] if member == "bob" else [frame])
         assert await store.delete([(m, "alice", one) for m in members[:3]]) == 3
         assert stored()[0] == 2  # erin's copy still uses it
         assert await store.failed_hand_out("erin", "alice", one, 1)  # set aside: out of the queue

@@ -229,10 +229,11 @@ class SqliteStore:
         refused = self._refusal(db, m, stored)
         if refused is not None:
             return refused
+        frame, body = self._bodies.stored_as(db, m)
         db.execute(
-            "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (m.recipient, m.sender, m.msg_id, m.server_ts, self._bodies.queued_frame(db, m), m.size, m.enqueued_at, m.room),
+            "INSERT INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room, body) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (m.recipient, m.sender, m.msg_id, m.server_ts, frame, m.size, m.enqueued_at, m.room, body),
         )
         return True
 
@@ -253,14 +254,14 @@ class SqliteStore:
         with _transaction(db):
             stored = 0
             for m in messages:
-                frame = self._bodies.queued_frame(db, m)
+                frame, body = self._bodies.stored_as(db, m)
                 cur = db.execute(
-                    "INSERT OR IGNORE INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (m.recipient, m.sender, m.msg_id, m.server_ts, frame, m.size, m.enqueued_at, m.room),
+                    "INSERT OR IGNORE INTO queue (recipient, sender, msg_id, server_ts, frame, size, enqueued_at, room, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (m.recipient, m.sender, m.msg_id, m.server_ts, frame, m.size, m.enqueued_at, m.room, body),
                 )
                 if not cur.rowcount:
-                    self._bodies.unused(db, m)
+                    self._bodies.unused(db, body)
                 stored += cur.rowcount
         return stored
 

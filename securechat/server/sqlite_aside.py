@@ -24,7 +24,7 @@ CREATE TABLE IF NOT EXISTS set_aside (
 );
 """
 # Columns of the queue added since its first version, for a database from before them.
-QUEUE_COLUMNS: Final = {"room": "TEXT", "failures": "INTEGER NOT NULL DEFAULT 0"}
+QUEUE_COLUMNS: Final = {"room": "TEXT", "failures": "INTEGER NOT NULL DEFAULT 0", "body": "INTEGER"}
 
 
 def add_queue_columns(db: sqlite3.Connection) -> None:

@@ -1,16 +1,19 @@
 """One stored body per room message in SQLite, shared by its members' copies (docs/performance.md section 7).
 
 Every member of a room gets the same ``message`` frame (docs/protocol.md 11.6),
-so a room copy's queue row holds no frame (an empty blob) and points, by
-(room, sender, id), at one row of ``room_bodies`` that holds the frame once,
-A trigger deletes the body with its last copy,
-however that copy leaves the queue (confirmed, expired, set aside). At 100 members a 54 KB frame was written, read back
-and deleted 99 times per message; now once. Queue rows keep their ``size``,
-so every cap counts each copy as before. Functions take the open connection,
-inside the caller's transaction, like :mod:`.sqlite_rooms`.
+so a room copy's queue row holds no frame (an empty blob) and names, in its
+``body`` column, one row of ``room_bodies`` that holds the frame once. How
+many queue rows name a body is kept in ``room_body_copies`` (a narrow table of
+its own: a count in the body's row would rewrite the whole frame, its
+overflow pages, on every copy's insert and delete); triggers keep it on every
+insert and delete of a queue row (confirmed, expired, set aside), and the body
+goes with its last copy. At 100 members a 54 KB frame was written 99 times
+per message when the members' windows were full; now once. Queue rows keep
+their ``size``, so every cap counts each copy as before. Functions take the
+open connection, inside the caller's transaction, like :mod:`.sqlite_rooms`.
 
-A room copy stored before this table existed keeps its frame in its queue
-row, and is read from there (a non-empty ``frame`` is never replaced by a body).
+A room copy stored before the ``body`` column existed keeps its frame in its
+queue row, and is read from there.
 """
 
 from __future__ import annotations
@@ -21,8 +24,6 @@ from typing import Final
 
 from .store import QueuedMessage
 
-# The copies are found by (sender, id), not counted: a count in the body's row would rewrite its
-# whole frame (the row's overflow pages) on every copy's insert and delete.
 BODIES_SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS room_bodies (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -32,26 +33,30 @@ CREATE TABLE IF NOT EXISTS room_bodies (
     frame BLOB NOT NULL,
     UNIQUE (room, sender, msg_id)
 );
-CREATE INDEX IF NOT EXISTS queue_by_message ON queue (sender, msg_id);
-CREATE TRIGGER IF NOT EXISTS room_bodies_last_copy AFTER DELETE ON queue
-WHEN OLD.room IS NOT NULL AND length(OLD.frame) = 0 BEGIN
-    DELETE FROM room_bodies WHERE room = OLD.room AND sender = OLD.sender AND msg_id = OLD.msg_id
-    AND NOT EXISTS (SELECT 1 FROM queue WHERE sender = OLD.sender AND msg_id = OLD.msg_id AND room = OLD.room);
+CREATE TABLE IF NOT EXISTS room_body_copies (
+    id INTEGER PRIMARY KEY,
+    copies INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS room_body_copy AFTER INSERT ON queue WHEN NEW.body IS NOT NULL BEGIN
+    UPDATE room_body_copies SET copies = copies + 1 WHERE id = NEW.body;
+END;
+CREATE TRIGGER IF NOT EXISTS room_body_uncopy AFTER DELETE ON queue WHEN OLD.body IS NOT NULL BEGIN
+    UPDATE room_body_copies SET copies = copies - 1 WHERE id = OLD.body;
+    DELETE FROM room_bodies WHERE id = OLD.body AND (SELECT copies FROM room_body_copies WHERE id = OLD.body) <= 0;
+    DELETE FROM room_body_copies WHERE id = OLD.body AND copies <= 0;
 END;
 """
 
-# A queue's rows in order: a room copy's row with its body's id (found in the unique index: no frame read).
 FETCH: Final = (
-    "SELECT q.recipient, q.sender, q.msg_id, q.server_ts, q.frame, q.enqueued_at, q.seq, q.room, q.size, b.id "
-    "FROM queue q LEFT JOIN room_bodies b ON length(q.frame) = 0 AND b.room = q.room AND b.sender = q.sender "
-    "AND b.msg_id = q.msg_id WHERE q.recipient = ? AND q.seq > ? AND q.enqueued_at >= ? ORDER BY q.seq LIMIT ?"
+    "SELECT recipient, sender, msg_id, server_ts, frame, enqueued_at, seq, room, size, body FROM queue "
+    "WHERE recipient = ? AND seq > ? AND enqueued_at >= ? ORDER BY seq LIMIT ?"
 )
-# Frames of the bodies read or stored last (the members' copies of one message are read in turn).
+# Frames of the bodies read last (the members' copies of one message are read in turn).
 BODY_CACHE_BYTES: Final = 16 * 2**20
 
 
 class RoomBodies:
-    """The room bodies of one SQLite store, with the frames used last kept in memory (worker thread only).
+    """The room bodies of one SQLite store, with the frames read last kept in memory (worker thread only).
 
     A committed body's id is never given again (``AUTOINCREMENT``), and only committed bodies are read,
     so a cached frame is always its id's: the 99 copies of a message in a 100-member room are read from
@@ -63,29 +68,30 @@ class RoomBodies:
         self._bytes = 0
         self._max_bytes = max_bytes
 
-    def queued_frame(self, db: sqlite3.Connection, m: QueuedMessage) -> bytes:
-        """What ``m``'s queue row holds as its frame: a room copy's body is stored once (if it is not yet), its row none.
+    def stored_as(self, db: sqlite3.Connection, m: QueuedMessage) -> tuple[bytes, int | None]:
+        """The ``frame`` and ``body`` of ``m``'s queue row: a room copy's frame is stored once, as its body.
 
         Call it just before the row is inserted; if the insert is then ignored, :meth:`unused` drops a body
         that no row took. The first copy's frame is kept: every copy of one room message is the same frame
         (a resend of the message under a later server time finds the body of its first send).
         """
         if m.room is None or not m.frame:
-            return m.frame
+            return m.frame, None
         key = (m.room, m.sender, m.msg_id)
-        # Looked up first: binding the frame to an insert that then conflicts would copy it for nothing.
-        if db.execute("SELECT 1 FROM room_bodies WHERE room = ? AND sender = ? AND msg_id = ?", key).fetchone() is None:
-            db.execute("INSERT INTO room_bodies (room, sender, msg_id, frame) VALUES (?, ?, ?, ?)", (*key, m.frame))
-        return b""  # not cached here: the transaction may yet roll back, and its id be given again
+        row = db.execute("SELECT id FROM room_bodies WHERE room = ? AND sender = ? AND msg_id = ?", key).fetchone()
+        if row is not None:
+            return b"", int(row[0])
+        body = db.execute("INSERT INTO room_bodies (room, sender, msg_id, frame) VALUES (?, ?, ?, ?)", (*key, m.frame)).lastrowid
+        assert body is not None
+        db.execute("INSERT INTO room_body_copies (id, copies) VALUES (?, 0)", (body,))
+        return b"", body  # not cached here: the transaction may yet roll back, and its id be given again
 
-    def unused(self, db: sqlite3.Connection, m: QueuedMessage) -> None:
-        """``m``'s row was not inserted after :meth:`queued_frame`: drop its body if no row uses it."""
-        if m.room is not None:
-            db.execute(
-                "DELETE FROM room_bodies WHERE room = ? AND sender = ? AND msg_id = ? AND NOT EXISTS "
-                "(SELECT 1 FROM queue WHERE sender = ? AND msg_id = ? AND room = ?)",
-                (m.room, m.sender, m.msg_id, m.sender, m.msg_id, m.room),
-            )
+    def unused(self, db: sqlite3.Connection, body: int | None) -> None:
+        """A row was not inserted after :meth:`stored_as` gave it ``body``: drop the body if no row names it."""
+        if body is not None:
+            db.execute("DELETE FROM room_bodies WHERE id = ? AND (SELECT copies FROM room_body_copies WHERE id = ?) <= 0",
+                       (body, body))
+            db.execute("DELETE FROM room_body_copies WHERE id = ? AND copies <= 0", (body,))
 
     def fetch(
         self, db: sqlite3.Connection, recipient: str, after_seq: int, horizon: float, limit: int, max_bytes: int | None
@@ -103,17 +109,17 @@ class RoomBodies:
         rows.close()
         return out
 
-    def _frame(self, db: sqlite3.Connection, body_id: int) -> bytes:
-        frame = self._frames.get(body_id)
+    def _frame(self, db: sqlite3.Connection, body: int) -> bytes:
+        frame = self._frames.get(body)
         if frame is None:
-            frame = bytes(db.execute("SELECT frame FROM room_bodies WHERE id = ?", (body_id,)).fetchone()[0])
-            self._keep(body_id, frame)
+            frame = bytes(db.execute("SELECT frame FROM room_bodies WHERE id = ?", (body,)).fetchone()[0])
+            self._keep(body, frame)
         else:
-            self._frames.move_to_end(body_id)
+            self._frames.move_to_end(body)
         return frame
 
-    def _keep(self, body_id: int, frame: bytes) -> None:
-        self._frames[body_id] = frame
+    def _keep(self, body: int, frame: bytes) -> None:
+        self._frames[body] = frame
         self._bytes += len(frame)
         while self._bytes > self._max_bytes and len(self._frames) > 1:
             self._bytes -= len(self._frames.popitem(last=False)[1])

@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS queue (
     enqueued_at REAL NOT NULL,
     room TEXT,
     failures INTEGER NOT NULL DEFAULT 0,
+    body INTEGER,  -- a room copy's frame: room_bodies.id (securechat/server/sqlite_bodies.py)
     UNIQUE (recipient, sender, msg_id)
 );
 CREATE INDEX IF NOT EXISTS queue_by_recipient ON queue (recipient, seq);
