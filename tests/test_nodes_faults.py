@@ -404,6 +404,46 @@ async def test_a_partition_between_a_node_and_redis_errors_not_hangs_loses_nothi
     print(f"partition: a send answered `internal` in {answered_in:.1f} s, acked {healed_in:.1f} s after the heal")
 
 
+async def test_a_sender_elsewhere_hears_queued_for_a_recipient_whose_node_is_cut_from_redis(
+    redis: RedisProcess, nodes: Nodes
+) -> None:
+    """bob's node is cut from Redis, but Redis still counts its subscriber (the connection looks alive), so
+    alice's message 1 is stored and taken as handed out, and no ack can come from bob's node. Her node must
+    tell her `queued` once bob's node's heartbeat has lapsed (5 s, looked up every second) instead of never.
+    carol, on a healthy node, is slow to confirm message 2: that one is waited for, not told `queued`.
+    After the heal bob gets his once and alice hears `delivered` for both."""
+    async with partition_proxy(redis.port) as proxy:
+        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        b, c = await asyncio.to_thread(nodes.start_many, 2)
+        bob, alice, carol = await RawClient.connect(a.port), await RawClient.connect(b.port), await RawClient.connect(c.port)
+        for client, name in ((bob, "bob"), (alice, "alice"), (carol, "carol")):
+            await client.login(name, identity_key(name))
+        proxy.cut()
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        await alice.send_frame(send_with_rid(1))
+        await alice.send_frame({"type": "send", "to": "carol", "envelope": envelope("alice", "carol", msg_id(2))})
+        assert (await carol.recv_type("message", 10.0))["envelope"]["id"] == msg_id(2)  # not confirmed yet
+        first = await alice.recv_type("ack", 15.0)
+        queued_in = loop.time() - sent_at
+        await alice.expect_silence(max(0.0, 7.5 - (loop.time() - sent_at)))  # message 2 is overdue, not lost
+        await carol.send_frame({"type": "received", "id": msg_id(2), "from": "alice"})
+        second = await alice.recv_type("ack", 10.0)
+        await proxy.heal()
+        got = await bob.recv_type("message", 20.0)  # from his queue, once node A is back
+        await bob.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+        third = await alice.recv_type("ack", 15.0)
+        await bob.expect_silence(0.3)
+        for client in (alice, bob, carol):
+            await client.close()
+    assert (first["id"], first["status"], first.get("rid")) == (msg_id(1), "queued", msg_id(1)), first
+    assert (second["id"], second["status"]) == (msg_id(2), "delivered"), second
+    assert got["envelope"]["id"] == msg_id(1)
+    assert (third["id"], third["status"]) == (msg_id(1), "delivered"), third
+    assert stored_count(redis, "bob") == 1 and queued_count(redis, "bob") == 0
+    print(f"partition: the sender elsewhere heard `queued` {queued_in:.1f} s after her send")
+
+
 # --- a Redis failover under Sentinel ------------------------------------------------------------------
 
 

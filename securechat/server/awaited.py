@@ -18,67 +18,107 @@ swallowed by a later gap is recovered too (before, the first ack of either kind
 ended the wait, and a second gap lost the ``delivered`` for good). Sends acked
 ``queued`` at once (nobody held the recipient) are not kept: a ``delivered`` for
 one of them that a gap swallows is not recovered (docs/deployment.md).
+
+A send whose ack has not come within :data:`ACK_DEADLINE`, to a name held by a
+node whose heartbeat has lapsed as long (:mod:`securechat.server.nodewatch`),
+is looked up the same way (:func:`sweep_overdue`, every :data:`SWEEP_INTERVAL`):
+when the recipient's node is cut from Redis, Redis still counts that node's
+subscriber (it cannot tell it is gone until TCP gives up, minutes later), so
+the send went the "handed out, ack to come" way and no ack can come; the sender
+is told ``queued`` (the message is in the recipient's queue) within the
+deadline and a second instead of never. A recipient merely slow to confirm, on
+a node that is heard from, is waited for as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Final
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Final
+
+from .delivery import ack_for
+
+if TYPE_CHECKING:
+    from .redisstore import RedisStore
+    from .sessionbox import SessionBox
+    from .transport import Peer
+
+log = logging.getLogger("securechat.server")
 
 # Per session. Past it the oldest is forgotten: its ack can then only be lost to a gap, and the client
 # learns the message's fate when it reconnects and resends it (the store answers from its dedupe window).
 AWAITED_MAX: Final = 10_000
+ACK_DEADLINE: Final = 5.0  # seconds: a send still unacked is looked up in the store
+SWEEP_INTERVAL: Final = 1.0
 
 STATUS_GONE: Final = 0  # neither queued nor confirmed within the dedupe window (expired)
 STATUS_QUEUED: Final = 1
 STATUS_CONFIRMED: Final = 2
 
+Key = tuple[str, str]
+
 
 class AwaitedAcks:
-    """One session's sends whose ack comes from another node: ``(to, msg_id) -> (rid, room, told queued)``.
+    """One session's sends whose ack comes from another node, keyed ``(to, msg_id)``: those told nothing
+    yet (with their rid, room and when they were sent, oldest first) and those told ``queued``.
 
     For a room message's copy ``to`` is the member and ``room`` the room; else ``room`` is None.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_told")
 
     def __init__(self) -> None:
-        self._items: dict[tuple[str, str], tuple[str | None, str | None, bool]] = {}
+        self._items: dict[Key, tuple[str | None, str | None, float]] = {}
+        self._told: dict[Key, tuple[str | None, str | None]] = {}
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._told)
 
     def add(self, to: str, msg_id: str, rid: str | None, room: str | None = None) -> None:
-        if len(self._items) >= AWAITED_MAX:
-            del self._items[next(iter(self._items))]
-        self._items[(to, msg_id)] = (rid, room, False)
+        if len(self) >= AWAITED_MAX:
+            oldest = self._told or self._items  # a told one only waits for its `delivered`: forgotten first
+            del oldest[next(iter(oldest))]
+        self._told.pop((to, msg_id), None)
+        self._items[(to, msg_id)] = (rid, room, time.monotonic())
 
     def settle(self, to: str, msg_id: str) -> bool:
         """Its ``delivered`` was written, or it is gone: forget it; False if it was not awaited."""
-        return self._items.pop((to, msg_id), None) is not None
+        key = (to, msg_id)
+        return self._items.pop(key, None) is not None or self._told.pop(key, None) is not None
 
     def tell_queued(self, to: str, msg_id: str) -> bool:
         """Mark that its ``queued`` is written: False if it is not awaited or was told already. It stays awaited."""
-        item = self._items.get((to, msg_id))
-        if item is None or item[2]:
+        item = self._items.pop((to, msg_id), None)
+        if item is None:
             return False
-        self._items[(to, msg_id)] = (item[0], item[1], True)
+        self._told[(to, msg_id)] = item[:2]
         return True
 
     def __contains__(self, key: object) -> bool:
-        return key in self._items
+        return key in self._items or key in self._told
 
-    def by_recipient(self) -> Iterator[tuple[str, list[str]]]:
-        """The awaited message ids, grouped by recipient (a snapshot)."""
+    def by_recipient(self, keys: Iterable[Key] | None = None) -> Iterator[tuple[str, list[str]]]:
+        """The awaited message ids (or those of ``keys``), grouped by recipient (a snapshot)."""
         grouped: dict[str, list[str]] = {}
-        for to, msg_id in self._items:
+        for to, msg_id in list(keys if keys is not None else (*self._items, *self._told)):
             grouped.setdefault(to, []).append(msg_id)
         yield from grouped.items()
 
+    def overdue(self, sent_before: float) -> list[Key]:
+        """The sends told nothing yet that were sent before ``sent_before`` (monotonic time)."""
+        found = []
+        for key, (_, _, since) in self._items.items():
+            if since >= sent_before:
+                break  # oldest first: the rest are younger
+            found.append(key)
+        return found
+
     def about(self, to: str, msg_id: str) -> tuple[str | None, str | None]:
         """The send's rid and room (both None if it is not awaited)."""
-        rid, room, _ = self._items.get((to, msg_id), (None, None, False))
-        return rid, room
+        item = self._items.get((to, msg_id)) or self._told.get((to, msg_id)) or (None, None)
+        return item[0], item[1]
 
 
 def ack_status(status: int) -> str | None:
@@ -88,3 +128,36 @@ def ack_status(status: int) -> str | None:
     if status == STATUS_QUEUED:
         return "queued"
     return None
+
+
+async def recover_acks(store: RedisStore, peer: Peer, box: SessionBox, keys: Iterable[Key] | None = None) -> None:
+    """Write the acks the store proves for the awaited sends (``keys``, or all) whose ack may never come."""
+    try:
+        for to, msg_ids in box.awaited.by_recipient(keys):
+            statuses = await store.sent_status(to, box.name, msg_ids)
+            for msg_id, status in zip(msg_ids, statuses, strict=True):
+                ack, (rid, room) = ack_status(status), box.awaited.about(to, msg_id)
+                # `queued` keeps it awaited: its `delivered` may yet be lost to another gap.
+                told = box.awaited.tell_queued(to, msg_id) if ack == "queued" else box.awaited.settle(to, msg_id)
+                if ack is not None and told and not peer.closing:
+                    peer.write(ack_for(msg_id, to, ack, rid, room))
+    except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync or sweep tries again
+        log.debug("recovering the acks of %s stopped: %s", box.name, exc)
+
+
+async def sweep_overdue(
+    store: RedisStore,
+    sessions: Callable[[], Iterable[tuple[Peer, SessionBox]]],
+    spawn: Callable[..., object],
+    lost: Callable[[str], bool],
+    beat: Callable[[], None],
+) -> None:
+    """Forever, each :data:`SWEEP_INTERVAL`: ``beat()`` (this node's heartbeat), then look up in the store every
+    send :data:`ACK_DEADLINE` late whose recipient's node is ``lost`` (securechat/server/nodewatch.py)."""
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL)
+        beat()
+        late = time.monotonic() - ACK_DEADLINE
+        for peer, box in sessions():
+            if box.awaited and (keys := [key for key in box.awaited.overdue(late) if lost(key[0])]):
+                spawn(recover_acks(store, peer, box, keys))

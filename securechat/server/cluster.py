@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..clock import now_ms
 from ..errors import QueueFull
 from ..relayframes import ack_frame
-from .awaited import ack_status
+from .awaited import ACK_DEADLINE, recover_acks, sweep_overdue
 from .config import ServerConfig
 from .confirms import Confirmations
 from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
@@ -44,6 +44,7 @@ from .directory import Directory
 from .events import Deferred, Handled, Received, Send
 from .handouts import Probation, tell_set_aside
 from .mailbox import InFlight
+from .nodewatch import NodeWatch
 from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_about, rid_text
@@ -79,11 +80,13 @@ class ClusterRouting:
         self._spawn = spawn
         self._probation = probation or Probation(store, config.max_hand_outs, spawn)  # per node
         self.node = os.urandom(6).hex()
+        self._watch = NodeWatch(self.node)  # which node holds each online name, and is it still heard from
         self._local: dict[str, Peer] = {}  # the newest session of each name on this node
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
         self._presence_numbers: dict[str, int] = {}  # online names -> the session number that said so
         self._confirms = Confirmations(store.confirm)
         self._bus: RedisBus | None = None
+        self._sweep: asyncio.Task[None] | None = None  # looks up the sends whose ack is late (awaited.py)
         # Set by the rooms (:mod:`securechat.server.cluster_rooms`): a session's catch-up after a gap of the pokes.
         self.after_gap: Callable[[Peer, SessionBox], Coroutine[Any, Any, None]] | None = None
 
@@ -96,11 +99,19 @@ class ClusterRouting:
         self._bus = RedisBus(self._store.address, self._on_message, self._resync, client_name=f"securechat-bus-{self.node}")
         await self._bus.start()
         await asyncio.wait_for(self._bus.subscribe(self._store.presence_channel), CLAIM_TIMEOUT)
+        beat = lambda: self._publish(self._store.presence_channel, self._watch.beat())
+        lost = lambda name: self._watch.lost(name, ACK_DEADLINE)
+        self._sweep = asyncio.get_running_loop().create_task(sweep_overdue(self._store, self._boxes, self._spawn, lost, beat))
         log.info("node %s routes through Redis at %s", self.node, self._store.address)
 
     async def close(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
         if self._bus is not None:
             await self._bus.close()
+
+    def _boxes(self) -> list[tuple[Peer, SessionBox]]:
+        return [(peer, box) for peer in self._local.values() if isinstance(box := peer.mailbox, SessionBox)]
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -346,7 +357,8 @@ class ClusterRouting:
 
     def _on_presence(self, data: bytes) -> None:
         name, online, number, node = data.split(b"\n", 3)
-        if node.decode() != self.node:  # this node noted its own changes already
+        self._watch.heard(node.decode(), name.decode(), online == b"1")
+        if name and node.decode() != self.node:  # a heartbeat has no name; this node noted its own changes already
             self._note_presence(name.decode(), online == b"1", int(number), publish=False)
 
     def _note_presence(self, name: str, online: bool, number: int, *, publish: bool) -> None:
@@ -363,8 +375,11 @@ class ClusterRouting:
 
     def tell(self, name: str, data: bytes) -> None:
         """Publish ``data`` on ``name``'s channel (an ack, a room's push): the node holding ``name`` acts on it."""
+        self._publish(self._store.channel(name), data)
+
+    def _publish(self, channel: bytes, data: bytes) -> None:
         try:
-            self._store.publish(self._store.channel(name), data).add_done_callback(_published)
+            self._store.publish(channel, data).add_done_callback(_published)
         except RuntimeError:  # the store is closed (shutdown): acks to senders are never kept anyway
             pass
 
@@ -374,23 +389,9 @@ class ClusterRouting:
             if isinstance(peer.mailbox, SessionBox):
                 self._pump_soon(peer, peer.mailbox)
                 if peer.mailbox.awaited:
-                    self._spawn(self._recover_acks(peer, peer.mailbox))
+                    self._spawn(recover_acks(self._store, peer, peer.mailbox))
                 if self.after_gap is not None:
                     self._spawn(self.after_gap(peer, peer.mailbox))
-
-    async def _recover_acks(self, peer: Peer, box: SessionBox) -> None:
-        """Write the acks the store proves for the sends whose ack a gap may have swallowed."""
-        try:
-            for to, msg_ids in box.awaited.by_recipient():
-                statuses = await self._store.sent_status(to, box.name, msg_ids)
-                for msg_id, status in zip(msg_ids, statuses, strict=True):
-                    ack, (rid, room) = ack_status(status), box.awaited.about(to, msg_id)
-                    # `queued` keeps it awaited: its `delivered` may yet be lost to another gap.
-                    told = box.awaited.tell_queued(to, msg_id) if ack == "queued" else box.awaited.settle(to, msg_id)
-                    if ack is not None and told and not peer.closing:
-                        peer.write(ack_for(msg_id, to, ack, rid, room))
-        except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync tries again
-            log.debug("recovering the acks of %s stopped: %s", box.name, exc)
 
 
 def _published(fut: asyncio.Future[int]) -> None:
