@@ -220,7 +220,7 @@ async def test_a_subscriber_refused_by_an_acl_retries_and_resubscribes_once_let_
     with caplog.at_level(logging.DEBUG, logger="securechat.server.redis"):
         await link.call("ACL", "SETUSER", "default", "resetchannels")  # Redis drops the subscriber itself
         async with asyncio.timeout(10):
-            while sum(int(e[b"count"]) for e in _acl_log(await link.call("ACL", "LOG")) if e[b"reason"] == b"channel") < 3:
+            while _denied(await link.call("ACL", "LOG"), b"channel") < 3:
                 await asyncio.sleep(0.02)  # refused three times: the retries go on, the log says it once
         await link.call("ACL", "SETUSER", "default", "allchannels")
         await heard.until(lambda: heard.resyncs > resyncs)
@@ -233,5 +233,38 @@ async def test_a_subscriber_refused_by_an_acl_retries_and_resubscribes_once_let_
     await link.close()
 
 
-def _acl_log(reply: list[list[Any]]) -> list[dict[bytes, Any]]:
-    return [dict(zip(entry[::2], entry[1::2], strict=True)) for entry in reply]
+async def test_a_link_refused_by_redis_fails_as_unavailable_backs_off_and_says_so_once(
+    make_redis: MakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The password changed under the link, then its connection cut: every reconnect is refused (WRONGPASS).
+    Its commands must fail as Redis being away (the node answers `internal`, no traceback), not as Redis
+    errors, the reconnects back off instead of one per command, and the log says it once, then once back."""
+    redis = make_redis(extra=("--requirepass", "first"))
+    url = f"redis://:first@127.0.0.1:{redis.port}/0"
+    link, admin = RedisLink(RedisAddress.from_url(url)), RedisLink(RedisAddress.from_url(url))
+    assert await link.call("PING") == b"PONG" and await admin.call("PING") == b"PONG"
+    with caplog.at_level(logging.INFO, logger="securechat.server.redis"):
+        await admin.call("CONFIG", "SET", "requirepass", "second")  # admin's own connection stays logged in
+        assert await admin.call("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") == 1
+        failed = 0
+        async with asyncio.timeout(10):
+            while _denied(await admin.call("ACL", "LOG"), b"auth") < 3:  # Redis refused three reconnects
+                with pytest.raises(RedisUnavailable):
+                    await link.call("SET", "k", "v")
+                failed += 1
+                await asyncio.sleep(0.02)
+        await admin.call("CONFIG", "SET", "requirepass", "first")
+        assert await eventually(lambda: link.call("SET", "k", "v")) == b"OK"
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert sum("is out of reach" in m for m in said) == 1, said
+    assert sum("is back after" in m for m in said) == 1, said
+    assert len(said) == 2, said
+    assert failed > 3, "commands between the refused reconnects fail at once, without a reconnect each"
+    await link.close()
+    await admin.close()
+
+
+def _denied(reply: list[list[Any]], reason: bytes) -> int:
+    """How many times Redis denied something for ``reason`` (``auth``, ``channel``), from its ``ACL LOG``."""
+    entries = [dict(zip(entry[::2], entry[1::2], strict=True)) for entry in reply]
+    return sum(int(e[b"count"]) for e in entries if e[b"reason"] == reason)

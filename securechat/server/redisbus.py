@@ -22,8 +22,9 @@ from typing import Any, Final
 
 import hiredis
 
+from .backoff import Backoff
 from .rediscommands import pack
-from .resp import COMMAND_TIMEOUT, Backoff, RedisAddress, RedisUnavailable, Wire, open_wire
+from .resp import COMMAND_TIMEOUT, RedisAddress, RedisUnavailable, Wire, open_wire
 
 log = logging.getLogger("securechat.server.redis")
 

@@ -37,14 +37,13 @@ try:
 except ImportError as exc:  # pragma: no cover - the message is what the CLI prints
     raise ImportError("Redis support needs the redis extra: pip install 'securechat[redis]'") from exc
 
+from .backoff import Backoff
 from .rediscommands import Batch, Script, pack, unanswered
 
 log = logging.getLogger("securechat.server.redis")
 
 COMMAND_TIMEOUT: Final = 5.0  # a reply later than this drops the connection
 CONNECT_TIMEOUT: Final = 3.0
-BACKOFF_INITIAL: Final = 0.05
-BACKOFF_MAX: Final = 2.0
 
 
 class RedisUnavailable(ConnectionError):
@@ -169,20 +168,6 @@ async def open_wire(address: RedisAddress, wire: Wire) -> Wire:
     return wire
 
 
-class Backoff:
-    """Capped exponential backoff: how long to wait after the ``n``-th failure in a row."""
-
-    def __init__(self) -> None:
-        self.failures = 0
-
-    def next(self) -> float:
-        self.failures += 1
-        return float(min(BACKOFF_MAX, BACKOFF_INITIAL * 2 ** min(self.failures - 1, 10)))
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 class RedisLink:
     """Commands to one Redis, pipelined on one connection and applied in call order."""
 
@@ -286,7 +271,7 @@ class RedisLink:
                 log.error("Redis at %s answered %s: reconnecting", self.address, text.split(" ", 1)[0])
                 self._wire.abort()
             if not fut.done():  # a write to a replica failed for want of the primary, like a lost connection
-                fut.set_exception(RedisUnavailable(text) if text.startswith("READONLY") else RedisReplyError(text))
+                fut.set_exception(RedisUnavailable(text) if text.startswith(("READONLY", "NOAUTH")) else RedisReplyError(text))
         elif not fut.done():
             fut.set_result(reply)
 
@@ -344,7 +329,6 @@ class RedisLink:
         if self._closed:
             wire.abort()
             return
-        self._backoff.reset()
         self._wire = wire
         # The handshake goes first; the commands queued meanwhile follow in the same write.
         first = [*self.address.hello_commands(self._client_name), *(("SCRIPT", "LOAD", s.source) for s in self._scripts)]
@@ -355,17 +339,27 @@ class RedisLink:
         self._watchdog = self._loop.call_later(self._timeout / 4, self._check)
         for fut in futures:
             fut.add_done_callback(self._hello_done)
+        futures[-1].add_done_callback(self._set_up)
+
+    def _hello_done(self, fut: asyncio.Future[Any]) -> None:
+        """A refused set-up (a wrong password, say) is a failure to connect: backoff, one line per outage."""
+        if fut.cancelled() or not isinstance(exc := fut.exception(), RedisReplyError):
+            return
+        if self._wire is not None and not self._wire.closing:
+            self._last_error = f"Redis at {self.address} refused the connection setup: {exc}"
+            self._retry_at = self._loop.time() + self._backoff.next()
+            self._went_down(f"it refused the connection setup: {exc}")
+            self._wire.abort()
+
+    def _set_up(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        self._backoff.reset()
         if self._down_since is None:
             log.info("connected to Redis at %s", self.address)
         else:
             down, self._down_since = self._loop.time() - self._down_since, None
             log.warning("Redis at %s is back after %.1f s; %d commands failed meanwhile", self.address, down, self._failed_while_down)
-
-    def _hello_done(self, fut: asyncio.Future[Any]) -> None:
-        if not fut.cancelled() and isinstance(fut.exception(), RedisReplyError):
-            log.error("Redis refused the connection setup: %s", fut.exception())
-            if self._wire is not None:
-                self._wire.abort()
 
     def _check(self) -> None:
         self._watchdog = None
