@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from securechat.server import ChatServer
+from securechat.server.sessionbox import ROOMS_TOLD, SessionBox, push_body
 from tests.support.rawclient import RawClient, clients, msg_id, running_server
 from tests.support.redisproc import RedisProcess
 from tests.support.roomserver import Room, answer_to, change, next_of, send
@@ -218,3 +219,16 @@ async def test_room_changes_pushed_during_a_pubsub_gap_reach_the_members_after_i
         await change(alice, ops, "admin", "dave")
         assert [e["seq"] for e in (await next_of(dave, "room_update"))["entries"]] == [4]
         await bob.expect_silence(0.3, ignore=("presence",))  # removed: no longer told
+
+
+def test_what_a_session_was_told_of_rooms_is_bounded_the_oldest_forgotten_first() -> None:
+    """A session that reads room after room (open rooms it joins and leaves) holds at most ROOMS_TOLD of them."""
+    box = SessionBox("alice", 8, 1 << 20)
+    for i in range(ROOMS_TOLD + 10):
+        box.told_room(f"#r{i}", i)
+    box.told_room("#r20", 5)  # never backwards
+    assert len(box.rooms_told) == ROOMS_TOLD
+    assert "#r9" not in box.rooms_told and box.rooms_told["#r10"] == 10 and box.rooms_told["#r20"] == 20
+    assert box.pushed(push_body("#r3", 7, b"FRAME\nwith a newline")) == b"FRAME\nwith a newline"
+    assert box.rooms_told["#r3"] == 7 and len(box.rooms_told) == ROOMS_TOLD  # #r10 made room for it
+    assert "#r10" not in box.rooms_told

@@ -156,7 +156,7 @@ class RoomService:
         if state is None:
             raise RoomRefused(f"there is no room {room}", code="unknown_room")
         update = await self._page(request.sender, state, request.frame.get("since", 0))
-        if update["entries"]:
+        if update["entries"] and (request.sender in state.members or state.kind != "open"):  # not an open room's reader
             self._routing.told(peer, room, update["entries"][-1]["seq"])
         peer.answer(update, request.rid)
 

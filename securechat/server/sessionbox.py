@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Final
+
+from ..rooms.log import MAX_MEMBER_ROOMS
 from .awaited import AwaitedAcks
 from .mailbox import Mailbox
 from .sendorder import SendOrder
+
+# The rooms a session's catch-up remembers: twice the rooms a member may be in (its former rooms too).
+ROOMS_TOLD: Final = 2 * MAX_MEMBER_ROOMS
 
 
 class SessionBox(Mailbox):
@@ -31,9 +37,13 @@ class SessionBox(Mailbox):
         self.rooms_told: dict[str, int] = {}
 
     def told_room(self, room: str, seq: int) -> None:
-        """This session was sent ``room``'s entries up to ``seq``."""
-        if seq > self.rooms_told.get(room, -1):
-            self.rooms_told[room] = seq
+        """This session was sent ``room``'s entries up to ``seq`` (at most ``ROOMS_TOLD`` rooms, the oldest
+        forgotten first: a forgotten room the session is still in is caught up from the log's last page)."""
+        told = self.rooms_told
+        if room not in told and len(told) >= ROOMS_TOLD:
+            del told[next(iter(told))]
+        if seq > told.get(room, -1):
+            told[room] = seq
 
     def pushed(self, data: bytes) -> bytes:
         """A room's change published for this session (:func:`push_body`): noted; the frame to write."""
