@@ -1,13 +1,17 @@
-"""The sends of one loop turn to one recipient go to Redis as one ``enqueue`` script (issue 11's node CPU),
-and each still gets exactly the answer it would have had alone, in order: on a real redis-server."""
+"""The sends of one loop turn to one recipient go to Redis as one ``enqueue`` script and one publish (issue 11's
+node CPU), and each still gets exactly the answer it would have had alone, in order: on a real redis-server."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import itertools
 import time
 
 import pytest
 
+from securechat.server.pokes import acks, new_messages
+from securechat.server.redisbus import RedisBus
 from securechat.server.redisstore import ALREADY_CONFIRMED, ALREADY_QUEUED, OVER_CAPS, STORED, RedisStore
 from securechat.server.resp import RedisAddress, RedisLink
 from securechat.server.store import QueuedMessage
@@ -91,3 +95,61 @@ async def test_a_batch_is_written_at_its_bound_and_the_rest_follow_in_order(redi
     finally:
         await store.close()
         await probe.close()
+
+
+async def test_one_turns_sends_are_one_m_poke_and_a_confirm_tells_each_sender_once(redis_server: RedisProcess) -> None:
+    """What the recipient's and the senders' nodes hear (securechat/server/pokes.py): one ``M`` carrying a loop
+    turn's stored sends in queue order (then one ``G`` for the duplicate), one ``A`` per sender of a confirm."""
+    address = RedisAddress.from_url(redis_server.url)
+    store = RedisStore(address, prefix=f"tb{next(_PREFIXES)}:")
+    heard: list[tuple[bytes, bytes]] = []
+    changed = asyncio.Event()
+
+    def on_message(channel: bytes, data: bytes) -> None:
+        heard.append((channel, data))
+        changed.set()
+
+    async def wait_for(count: int) -> None:
+        async with asyncio.timeout(10):
+            while len(heard) < count:
+                changed.clear()
+                await changed.wait()
+
+    bus = RedisBus(address, on_message, lambda: None)
+    await bus.start()
+    try:
+        for name in ("bob", "alice", "carol"):
+            await bus.subscribe(store.channel(name))
+        room_copy = dataclasses.replace(send(3), room="#ops")
+        answers = [
+            store.route(send(1), "r1"),
+            store.route(send(2, sender="carol"), None),
+            store.route(send(1), "r1"),  # a duplicate: a `G`, after the `M`
+            store.route(room_copy, "r 3\nx"),  # a rid with a space and a newline, and a room
+        ]
+        assert [await a for a in answers] == [[STORED, 1, 1], [STORED, 2, 1], [ALREADY_QUEUED, 0, 1], [STORED, 3, 1]]
+        await wait_for(2)
+        bob = store.channel("bob")
+        assert [(channel, data[:1]) for channel, data in heard] == [(bob, b"M"), (bob, b"G")]
+        assert new_messages(heard[0][1]) == [
+            (1, b"alice", send(1).msg_id.encode(), b"1", b'"r1"', send(1).frame),
+            (2, b"carol", send(2).msg_id.encode(), b"2", b"", send(2).frame),
+            (3, b"alice", send(3).msg_id.encode(), b"3", b'["#ops", "r 3\\nx"]', send(3).frame),
+        ]
+        heard.clear()
+        done = [("alice", send(1).msg_id, True, "r1", None), ("carol", send(2).msg_id, True, None, None)]
+        assert await store.confirm("bob", [*done, ("alice", send(3).msg_id, True, "r 3\nx", "#ops")]) == 3
+        await store.publish(store.channel("carol"), b"Z")  # after the confirm's pokes: all of them came before
+        await wait_for(3)
+        assert heard[-1] == (store.channel("carol"), b"Z")
+        pokes = {channel: acks(data) for channel, data in heard[:-1]}
+        assert len(heard) == 3 and pokes == {
+            store.channel("alice"): [
+                (b"delivered", send(1).msg_id.encode(), b"bob", b'"r1"'),
+                (b"delivered", send(3).msg_id.encode(), b"bob", b'["#ops", "r 3\\nx"]'),
+            ],
+            store.channel("carol"): [(b"delivered", send(2).msg_id.encode(), b"bob", b"")],
+        }
+    finally:
+        await bus.close()
+        await store.close()

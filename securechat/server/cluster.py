@@ -45,6 +45,7 @@ from .events import Deferred, Handled, Received, Send
 from .handouts import Probation, tell_set_aside
 from .mailbox import InFlight
 from .nodewatch import NodeWatch
+from .pokes import NewMessage, ack_poke, acks, new_messages
 from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_about, rid_text
@@ -163,7 +164,7 @@ class ClusterRouting:
         for entry in box.inflight.values():
             if not entry.told:
                 about = rid_text(entry.rid, entry.room).encode()
-                self.tell(entry.sender, b"A\nqueued\n%s\n%s\n%s" % (entry.msg_id.encode(), name.encode(), about))
+                self.tell(entry.sender, ack_poke(b"queued", entry.msg_id.encode(), name.encode(), about))
         self._probation.ended(box, list(box.inflight.values()), lambda to: self.tell(to, b"U"), own=not box.replaced)
         box.inflight.clear()
         box.unconfirmed_bytes = 0
@@ -296,20 +297,10 @@ class ClusterRouting:
         name = self._store.name_of(channel)
         kind = data[:1]
         if kind == b"M":
-            self._on_new_message(name, data)
-        elif kind == b"A":
-            _, status, msg_id, to, tagged = data.split(b"\n", 4)
-            peer = self._local.get(name)
-            if peer is not None and not peer.closing:
-                key = (to.decode(), msg_id.decode())
-                if isinstance(box := peer.mailbox, SessionBox):
-                    box.order.settled(key)  # applied after all: no resend comes
-                    if status != b"queued":
-                        box.awaited.settle(*key)
-                    elif key in box.awaited and not box.awaited.tell_queued(*key):
-                        return  # said already (recovered after a gap); its `delivered` is still awaited
-                rid, room = rid_about(tagged)  # a room's copy: the ack names the room and the member
-                peer.write(ack_for(key[1], key[0], status.decode(), rid, room))
+            for new in new_messages(data):  # the sends of a loop turn on the sender's node, in queue order
+                self._on_new_message(name, self._local.get(name), new)
+        elif kind == b"A" and (peer := self._local.get(name)) is not None and not peer.closing:
+            self._on_acks(peer, data)
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
         elif kind == b"P":
@@ -319,21 +310,31 @@ class ClusterRouting:
         elif kind == b"G" and (peer := self._local.get(name)) is not None and isinstance(peer.mailbox, SessionBox):
             self._pump_soon(peer, peer.mailbox)
 
+    def _on_acks(self, peer: Peer, data: bytes) -> None:
+        for status, msg_id, to, tagged in acks(data):
+            key = (to.decode(), msg_id.decode())
+            if isinstance(box := peer.mailbox, SessionBox):
+                box.order.settled(key)  # applied after all: no resend comes
+                if status != b"queued":
+                    box.awaited.settle(*key)
+                elif key in box.awaited and not box.awaited.tell_queued(*key):
+                    continue  # said already (recovered after a gap); its `delivered` is still awaited
+            rid, room = rid_about(tagged)  # a room's copy: the ack names the room and the member
+            peer.write(ack_for(key[1], key[0], status.decode(), rid, room))
+
     def _on_push(self, name: str, data: bytes) -> None:
         """A room's change for ``name`` (docs/deployment.md, "Rooms on Redis"): written, and noted for a catch-up."""
         peer = self._local.get(name)
         if peer is not None and not peer.closing and isinstance(box := peer.mailbox, SessionBox):
             peer.write(box.pushed(data))
 
-    def _on_new_message(self, name: str, data: bytes) -> None:
-        _, seq, sender, msg_id, server_ts, tagged, frame = data.split(b"\n", 6)
-        peer = self._local.get(name)
+    def _on_new_message(self, name: str, peer: Peer | None, new: NewMessage) -> None:
+        n, sender, msg_id, server_ts, tagged, frame = new
         box = peer.mailbox if peer is not None else None
         if peer is None or not isinstance(box, SessionBox) or peer.closing:
             # Subscribed, yet no session to hand it to (one is starting or ending): it stays queued.
-            self.tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), tagged))
+            self.tell(sender.decode(), ack_poke(b"queued", msg_id, name.encode(), tagged))
             return
-        n = int(seq)
         if n <= box.position:
             return
         # Written at once while the window has room, as on one node; else read from the queue as it frees.
@@ -342,7 +343,7 @@ class ClusterRouting:
             m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n, room)
             self._hand_out(peer, box, m, rid, False)
         else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`, once
-            self.tell(sender.decode(), b"A\nqueued\n%s\n%s\n%s" % (msg_id, name.encode(), tagged))
+            self.tell(sender.decode(), ack_poke(b"queued", msg_id, name.encode(), tagged))
             box.told.add(n)
             self._pump_soon(peer, box)
 

@@ -24,8 +24,8 @@ Key layout (``P`` is the prefix, ``sc:`` unless a test picks another):
 ``P seen:{name}``         zset    ``"<sender> <id>"`` confirmed, scored by time: a resend within the
                                   dedupe window is not stored again
 ``P sess:{name}``         string  the session counter: each login's number
-``P u:{name}``            pubsub  the user's channel: ``M`` new message, ``G`` look again,
-                                  ``A`` an ack for this sender, ``R`` a newer session, ``U`` some of
+``P u:{name}``            pubsub  the user's channel: ``M`` new messages, ``G`` look again,
+                                  ``A`` acks for this sender (formats: pokes.py), ``R`` a newer session, ``U`` some of
                                   this sender's messages were set aside (issue 13 item 1)
 ``P presence``            pubsub  ``<name> <0|1> <session number> <node>``
 ``P server_id``           string  the server id every node presents
@@ -41,7 +41,8 @@ from .rediscommands import Script
 # KEYS q qi qm seen qs stored; ARGV limit bytes_limit channel now dedupe_ttl sender_limit sender_bytes store_bytes,
 # then per message (ENQUEUE_HEAD values before, ENQUEUE_ITEM after): sender id server_ts enqueued_at frame rid.
 # limit 0: no caps (a requeue). channel '': publish nothing. The messages are one recipient's, taken in order
-# exactly as if each were a call of its own (a node joins the sends of one loop turn: resp.py's Batch).
+# exactly as if each were a call of its own (a node joins the sends of one loop turn: rediscommands.py's Batch),
+# except that what is published goes in one `M` for all those stored (then a `G` if any was queued already).
 # Returns {status, seq, receivers} per message: 1 stored, 0 already queued, 2 confirmed within the dedupe
 # window, or {-1, cap, 0}: over the store's bytes (1), the recipient's queue (2) or the sender's share (3).
 ENQUEUE_HEAD: Final = 8
@@ -50,11 +51,7 @@ ENQUEUE: Final = Script("enqueue", """
 local limit, channel = tonumber(ARGV[1]), ARGV[3]
 local function one(sender, id, ts, at, frame, rid)
   local field = sender .. ' ' .. id
-  if redis.call('HEXISTS', KEYS[2], field) == 1 then
-    local receivers = 0
-    if channel ~= '' then receivers = redis.call('PUBLISH', channel, 'G') end
-    return 0, 0, receivers
-  end
+  if redis.call('HEXISTS', KEYS[2], field) == 1 then return 0, 0, 0 end
   local seen = redis.call('ZSCORE', KEYS[4], field)
   if seen and tonumber(seen) >= tonumber(ARGV[4]) - tonumber(ARGV[5]) then
     return 2, 0, 0
@@ -78,22 +75,36 @@ local function one(sender, id, ts, at, frame, rid)
   redis.call('HINCRBY', KEYS[5], bfield, size)
   redis.call('INCRBY', KEYS[6], size)
   redis.call('HSET', KEYS[2], field, seq .. ' ' .. size)
-  local receivers = 0
-  if channel ~= '' then
-    receivers = redis.call('PUBLISH', channel,
-      'M\\n' .. seq .. '\\n' .. sender .. '\\n' .. id .. '\\n' .. ts .. '\\n' .. rid .. '\\n' .. frame)
-  end
-  local told = '0'
-  if receivers == 0 then told = '1' end
-  redis.call('XADD', KEYS[1], '0-' .. seq, 's', sender, 'i', id, 't', ts, 'e', at, 'r', rid, 'q', told, 'f', frame)
-  return 1, seq, receivers
+  return 1, seq, 0
 end
-local out = {}
+local out, stored, again = {}, {}, false
 for i = 9, #ARGV, 6 do
-  local status, seq, receivers = one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
+  local status, seq = one(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5])
   out[#out + 1] = status
   out[#out + 1] = seq
-  out[#out + 1] = receivers
+  out[#out + 1] = 0
+  if status == 1 then stored[#stored + 1] = i elseif status == 0 then again = true end
+end
+local receivers = 0
+if channel ~= '' and #stored > 0 then
+  -- 'M<n>', a line per message (seq sender id server_ts size rid: the rid, JSON, last), then the frames.
+  local lines, frames = {'M' .. #stored}, {}
+  for k, i in ipairs(stored) do
+    lines[k + 1] = out[(i - 9) / 2 + 2] .. ' ' .. ARGV[i] .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 2] .. ' '
+      .. string.len(ARGV[i + 4]) .. ' ' .. ARGV[i + 5]
+    frames[k] = ARGV[i + 4]
+  end
+  receivers = redis.call('PUBLISH', channel, table.concat(lines, '\\n') .. '\\n' .. table.concat(frames))
+end
+if channel ~= '' and again then receivers = redis.call('PUBLISH', channel, 'G') end
+local told = '0'
+if receivers == 0 then told = '1' end
+for _, i in ipairs(stored) do
+  redis.call('XADD', KEYS[1], '0-' .. out[(i - 9) / 2 + 2], 's', ARGV[i], 'i', ARGV[i + 1], 't', ARGV[i + 2],
+    'e', ARGV[i + 3], 'r', ARGV[i + 5], 'q', told, 'f', ARGV[i + 4])
+end
+for k = 3, #out, 3 do
+  if out[k - 2] == 0 or out[k - 2] == 1 then out[k] = receivers end
 end
 return out
 """)
@@ -116,7 +127,7 @@ end
 CONFIRM: Final = Script("confirm", UNCOUNT + """
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[2])))
-local deleted = 0
+local deleted, acks, senders = 0, {}, {}  -- one `A` per sender, its acks in order
 for i = 5, #ARGV, 4 do
   local field = ARGV[i] .. ' ' .. ARGV[i + 1]
   local entry = redis.call('HGET', KEYS[2], field)
@@ -131,10 +142,15 @@ for i = 5, #ARGV, 4 do
     redis.call('ZADD', KEYS[4], now, field)
     deleted = deleted + 1
     if ARGV[i + 2] == '1' then
-      redis.call('PUBLISH', ARGV[4] .. ARGV[i] .. '}',
-        'A\\ndelivered\\n' .. ARGV[i + 1] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[i + 3])
+      local sender = ARGV[i]
+      if not acks[sender] then acks[sender] = {'A'}; senders[#senders + 1] = sender end
+      local lines = acks[sender]
+      lines[#lines + 1] = 'delivered\\n' .. ARGV[i + 1] .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[i + 3]
     end
   end
+end
+for _, sender in ipairs(senders) do
+  redis.call('PUBLISH', ARGV[4] .. sender .. '}', table.concat(acks[sender], '\\n'))
 end
 if deleted > 0 and redis.call('HLEN', KEYS[2]) == 0 then redis.call('DEL', KEYS[1]) end
 return deleted
