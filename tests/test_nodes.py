@@ -109,7 +109,8 @@ async def test_a_delivered_ack_is_not_lost_across_two_pubsub_gaps_after_a_recove
 ) -> None:
     """Gap 1 ends before bob confirms: alice's node recovers `queued` from the store. Gap 2 swallows the
     `delivered` that bob's confirmation published: alice's node must still ask for it after that gap.
-    Then the same after a `queued` that came live (bob's session ended before he confirmed)."""
+    Then the same after a `queued` that came live (bob's session ended before he confirmed), and after
+    a `queued` at once (bob offline when it was sent)."""
     async with partition_proxy(redis.port) as proxy:
         a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
         b = await asyncio.to_thread(nodes.start)
@@ -140,6 +141,18 @@ async def test_a_delivered_ack_is_not_lost_across_two_pubsub_gaps_after_a_recove
         await until_confirmed_in_redis(redis, "bob")
         await proxy.heal()
         fourth = await alice.recv_type("ack", 15.0)
+        # And after a `queued` at once: bob offline when message 3 is sent, back and confirming during a gap.
+        await bob.close()
+        await alice.send_frame(send_frame("bob", 3))
+        fifth = await alice.recv_type("ack", 15.0)
+        proxy.cut()
+        bob = await RawClient.connect(b.port)
+        await bob.login("bob", identity_key("bob"))
+        assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(3)
+        await bob.send_frame({"type": "received", "id": msg_id(3), "from": "alice"})
+        await until_confirmed_in_redis(redis, "bob")
+        await proxy.heal()
+        sixth = await alice.recv_type("ack", 15.0)
         await alice.expect_silence(0.3)
         await alice.close()
         await bob.close()
@@ -147,6 +160,8 @@ async def test_a_delivered_ack_is_not_lost_across_two_pubsub_gaps_after_a_recove
     assert (second["id"], second["status"]) == (msg_id(1), "delivered"), second
     assert (third["id"], third["status"]) == (msg_id(2), "queued"), third
     assert (fourth["id"], fourth["status"]) == (msg_id(2), "delivered"), fourth
+    assert (fifth["id"], fifth["status"]) == (msg_id(3), "queued"), fifth
+    assert (sixth["id"], sixth["status"]) == (msg_id(3), "delivered"), sixth
 
 
 # --- 8. a session replaced from another node ----------------------------------------------------

@@ -15,9 +15,9 @@ node).
 A ``queued`` does not end the wait: the send stays awaited, marked as told, until
 its ``delivered`` is written or the store no longer knows it, so a ``delivered``
 swallowed by a later gap is recovered too (before, the first ack of either kind
-ended the wait, and a second gap lost the ``delivered`` for good). Sends acked
-``queued`` at once (nobody held the recipient) are not kept: a ``delivered`` for
-one of them that a gap swallows is not recovered (docs/deployment.md).
+ended the wait, and a second gap lost the ``delivered`` for good). A send acked
+``queued`` at once (nobody held the recipient) is kept the same way, as told:
+its ``delivered`` comes by pub/sub whenever the recipient confirms it.
 
 A send whose ack has not come within :data:`ACK_DEADLINE`, to a name held by a
 node whose heartbeat has lapsed as long (:mod:`securechat.server.nodewatch`),
@@ -76,12 +76,17 @@ class AwaitedAcks:
     def __len__(self) -> int:
         return len(self._items) + len(self._told)
 
-    def add(self, to: str, msg_id: str, rid: str | None, room: str | None = None) -> None:
+    def add(self, to: str, msg_id: str, rid: str | None, room: str | None = None, *, told: bool = False) -> None:
+        """Await its ack; ``told``: its sender heard `queued` already, only its `delivered` is to come."""
         if len(self) >= AWAITED_MAX:
             oldest = self._told or self._items  # a told one only waits for its `delivered`: forgotten first
             del oldest[next(iter(oldest))]
         self._told.pop((to, msg_id), None)
-        self._items[(to, msg_id)] = (rid, room, time.monotonic())
+        self._items.pop((to, msg_id), None)
+        if told:
+            self._told[(to, msg_id)] = (rid, room)
+        else:
+            self._items[(to, msg_id)] = (rid, room, time.monotonic())
 
     def settle(self, to: str, msg_id: str) -> bool:
         """Its ``delivered`` was written, or it is gone: forget it; False if it was not awaited."""

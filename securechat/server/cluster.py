@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ..clock import now_ms
 from ..errors import QueueFull
 from ..relayframes import ack_frame
-from .awaited import ACK_DEADLINE, recover_acks, sweep_overdue
+from .awaited import recover_acks, sweep_overdue
 from .config import ServerConfig
 from .confirms import Confirmations
 from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
@@ -101,8 +101,8 @@ class ClusterRouting:
         await self._bus.start()
         await asyncio.wait_for(self._bus.subscribe(self._store.presence_channel), CLAIM_TIMEOUT)
         beat = lambda: self._publish(self._store.presence_channel, self._watch.beat())
-        lost = lambda name: self._watch.lost(name, ACK_DEADLINE)
-        self._sweep = asyncio.get_running_loop().create_task(sweep_overdue(self._store, self._boxes, self._spawn, lost, beat))
+        boxes = lambda: [(p, box) for p in self._local.values() if isinstance(box := p.mailbox, SessionBox)]
+        self._sweep = asyncio.get_running_loop().create_task(sweep_overdue(self._store, boxes, self._spawn, self._watch.lost, beat))
         log.info("node %s routes through Redis at %s", self.node, self._store.address)
 
     async def close(self) -> None:
@@ -110,9 +110,6 @@ class ClusterRouting:
             self._sweep.cancel()
         if self._bus is not None:
             await self._bus.close()
-
-    def _boxes(self) -> list[tuple[Peer, SessionBox]]:
-        return [(peer, box) for peer in self._local.values() if isinstance(box := peer.mailbox, SessionBox)]
 
     # --- sessions ------------------------------------------------------------------------
 
@@ -221,6 +218,8 @@ class ClusterRouting:
             peer.write(ack_frame(msg_id, message.to, "delivered", message.rid))
         elif not receivers:  # nobody holds the recipient: stored for later, as on one node
             peer.write(ack_frame(msg_id, message.to, "queued", message.rid))
+            if isinstance(box, SessionBox):  # its `delivered` comes by pub/sub when the recipient confirms
+                box.awaited.add(message.to, msg_id, message.rid, told=True)
         elif isinstance(box, SessionBox):  # the recipient's node acks it, by pub/sub
             box.awaited.add(message.to, msg_id, message.rid)
 

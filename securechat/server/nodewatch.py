@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import time
 
+from .awaited import ACK_DEADLINE
+
 
 class NodeWatch:
     """The last time each node was heard from, and the node each online name was last announced on."""
@@ -36,7 +38,7 @@ class NodeWatch:
         elif self._holder.get(name) == node:
             del self._holder[name]
 
-    def lost(self, name: str, silent_for: float) -> bool:
+    def lost(self, name: str, silent_for: float = ACK_DEADLINE) -> bool:
         """Whether ``name`` is held by another node that has not been heard from for ``silent_for`` seconds."""
         holder = self._holder.get(name)
         if holder is None or holder == self.node:
