@@ -205,7 +205,10 @@ def section(pool: KeyPool, plan: Any, help_text: str, log: Any) -> dict[str, Any
     running = {s: start_setup(s, help_text, 1000) for s in SETUPS}
     try:
         for rep in range(plan.reps):
-            for name, setup in running.items():
+            # The setup measured later in a repetition came out faster whatever it ran (tools/nodes_compare.py):
+            # the order alternates, so that the cross-node / one-node ratio does not carry it.
+            order = list(running.items())
+            for name, setup in order if rep % 2 == 0 else order[::-1]:
                 r = throughput_run(setup, pool, plan.nodes_pairs, plan.workers, plan.nodes_timing)
                 tp[name].append(r)
                 log(
