@@ -12,6 +12,7 @@ import pytest
 
 from securechat.server.redisbus import RedisBus
 from securechat.server.rediscommands import Script
+from securechat.server.replicas import NotReplicated, ReplicaWait
 from securechat.server.resp import RedisAddress, RedisLink, RedisReplyError, RedisUnavailable
 from tests.support.redisproc import RedisProcess
 
@@ -268,3 +269,28 @@ def _denied(reply: list[list[Any]], reason: bytes) -> int:
     """How many times Redis denied something for ``reason`` (``auth``, ``channel``), from its ``ACL LOG``."""
     entries = [dict(zip(entry[::2], entry[1::2], strict=True)) for entry in reply]
     return sum(int(e[b"count"]) for e in entries if e[b"reason"] == reason)
+
+
+async def test_writes_wait_for_the_replicas_asked_for_and_are_refused_when_too_few_answer(
+    make_redis: MakeRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``--redis-replicas 1`` (securechat/server/replicas.py) on a primary with no replica: each write is
+    refused NotReplicated once the WAIT times out, with one log line for the lot; once a replica follows
+    the primary the writes go through, with one line that says so."""
+    primary = make_redis()
+    link = RedisLink(address(primary))
+    wait = ReplicaWait(link.call, 1, timeout_ms=200)
+    with caplog.at_level(logging.INFO, logger="securechat.server.redis"):
+        for n in range(3):  # one turn's writes share one WAIT, the next turn has its own
+            writes = [wait.after(link.call("INCR", "n")) for _ in range(2)]
+            for write in writes:
+                with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+                    await write
+        assert await link.call("GET", "n") == b"6"  # applied on the primary all the same: the resend is a resend
+        assert b"cmdstat_wait:calls=3," in await link.call("INFO", "commandstats")  # one WAIT per turn
+        replica = make_redis()
+        assert await RedisLink(address(replica)).call("REPLICAOF", "127.0.0.1", primary.port) == b"OK"
+        assert await eventually(lambda: wait.after(link.call("INCR", "n")), 15) >= 7
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "replicas" in r.getMessage()]
+    assert len(said) == 2 and "refusing sends" in said[0] and "acknowledge again" in said[1], said
+    await link.close()

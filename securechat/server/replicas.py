@@ -19,6 +19,7 @@ replica is missing every turn with a write costs up to :data:`WAIT_MS`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -26,6 +27,8 @@ from .futures import then
 from .resp import RedisUnavailable
 
 T = TypeVar("T")
+
+log = logging.getLogger("securechat.server.redis")
 
 WAIT_MS: Final = 1000  # well inside the link's 5 s command timeout
 
@@ -42,6 +45,7 @@ class ReplicaWait:
         self.replicas = replicas
         self.timeout_ms = timeout_ms
         self._turn: asyncio.Future[None] | None = None  # this loop turn's WAIT, done when enough replicas said so
+        self.short = False  # the last WAIT found too few replicas
 
     def after(self, written: asyncio.Future[T]) -> asyncio.Future[T]:
         """``written``'s result, once ``replicas`` acknowledged it; at once if none are asked for."""
@@ -67,8 +71,15 @@ class ReplicaWait:
         if waited.cancelled():
             turn.set_exception(RedisUnavailable("the WAIT for the replicas was cancelled"))
         elif (exc := waited.exception()) is not None:
-            turn.set_exception(exc)
+            turn.set_exception(exc)  # Redis itself is away: the link says so
         elif (count := int(waited.result())) < self.replicas:
-            turn.set_exception(NotReplicated(f"{count} of {self.replicas} replicas acknowledged within {self.timeout_ms} ms"))
+            short = f"{count} of {self.replicas} replicas acknowledged within {self.timeout_ms} ms"
+            if not self.short:  # one line when it starts, one when it ends: not one per refused send
+                log.error("%s: refusing sends ('internal') until enough do", short)
+            self.short = True
+            turn.set_exception(NotReplicated(short))
         else:
+            if self.short:
+                log.warning("%d replicas acknowledge again: sends are stored and acked", self.replicas)
+            self.short = False
             turn.set_result(None)
