@@ -18,7 +18,13 @@ from securechat.encoding import b64decode, b64encode
 from securechat.errors import EnvelopeRejected
 from securechat.rooms.envelope import check_room_envelope, parse_room_envelope
 from securechat.rooms.log import RoomState
-from securechat.rooms.sealing import open_room_envelope, room_signed_bytes, seal_room
+from securechat.rooms.sealing import (
+    open_room_envelope,
+    room_header,
+    room_signed_bytes,
+    seal_room,
+    seal_room_from_parts,
+)
 from tests.support.rooms import key_of
 from tests.support.strategies import anything
 
@@ -29,6 +35,15 @@ STATE = RoomState("#ops", "invite", 4, bytes(range(32)), frozenset(MEMBERS), fro
 def sealed(sender: str = "alice", state: RoomState = STATE, text: str = "hi all") -> dict[str, Any]:
     member_keys = {name: key_of(name).public_key() for name in state.members}
     return seal_room(key_of(sender), member_keys, state, sender, text)
+
+
+def sealed_v1(sender: str = "alice", text: str = "hi all") -> dict[str, Any]:
+    """The old form (docs/protocol.md 11.5): the wrapped keys' bytes signed, the label -v1."""
+    member_keys = {name: key_of(name).public_key() for name in STATE.members}
+    return seal_room_from_parts(
+        key_of(sender), member_keys, STATE, sender, text, msg_id=crypto.new_message_id(), ts=1_767_225_600_000,
+        aes_key=bytes(range(32)), nonce=bytes(12), version=1,
+    )
 
 
 def open_as(me: str, env: object, members: frozenset[str] = STATE.members, signer: str = "alice",
@@ -112,7 +127,8 @@ def test_a_recipient_outside_the_state_is_bad_recipient() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("v", 2, "bad_version"),
+        ("v", 3, "bad_version"),
+        ("v", 1, "bad_signature"),
         ("room", "#dev", "room_mismatch"),
         ("from", "bob", "sender_mismatch"),
         ("id", "0" * 32, "bad_signature"),
@@ -160,7 +176,8 @@ def test_a_one_to_one_signature_is_not_a_room_signature() -> None:
     env = sealed()
     parsed = parse_room_envelope(env)
     signed = room_signed_bytes(
-        crypto.envelope_header("alice", "bob", env["id"], env["ts"]), parsed.keys, parsed.nonce, parsed.ciphertext
+        crypto.envelope_header("alice", "bob", env["id"], env["ts"]), parsed.signed_keys(), parsed.nonce,
+        parsed.ciphertext,
     )
     assert not crypto.pss_verify(key_of("alice").public_key(), parsed.signature, signed)
 
@@ -202,13 +219,14 @@ def test_check_room_envelope_raises_only_malformed(value: object) -> None:
 
 
 def test_wrapped_keys_decode_the_same_together_or_one_by_one() -> None:
-    """parse_room_envelope decodes the unpadded wrapped keys (RSA-3072: 384 bytes) in one go (docs/performance.md
-    section 7): the same bytes as one by one, padded ones (RSA-2048 and 4096) beside them, a bad key still named."""
-    env = sealed()  # RSA-2048 members: padded keys
+    """parse_room_envelope decodes an old-form envelope's (version 1) unpadded wrapped keys (RSA-3072: 384 bytes) in
+    one go (docs/performance.md section 7): the same bytes as one by one, padded ones (RSA-2048 and 4096) beside
+    them, a bad key still named."""
+    env = sealed_v1()  # RSA-2048 members: padded keys
     env["keys"] |= {"alice": b64encode(bytes(range(128)) * 3), "carol": b64encode(b"\xff" * 384)}
     one_by_one = {name: b64decode(value) for name, value in env["keys"].items()}
-    assert parse_room_envelope(env).keys == one_by_one
-    assert list(parse_room_envelope(env).keys) == list(env["keys"])
+    assert parse_room_envelope(env).wrapped == one_by_one
+    assert list(parse_room_envelope(env).wrapped or {}) == list(env["keys"])
     for name, broken in (("carol", env["keys"]["carol"][:-4] + "!!!!"), ("bob", env["keys"]["bob"][:-3] + "===")):
         bad = copy.deepcopy(env)
         bad["keys"][name] = broken
@@ -220,3 +238,48 @@ def test_wrapped_keys_decode_the_same_together_or_one_by_one() -> None:
     shifted["keys"]["carol"] = shifted["keys"]["carol"] + "A"
     with pytest.raises(EnvelopeRejected, match="'keys.alice' is not valid base64"):
         parse_room_envelope(shifted)
+
+
+# --- version 2 (the wrapped keys signed as text) and the old form (docs/protocol.md 11.5) -------------
+
+
+@pytest.mark.parametrize("me", MEMBERS)
+def test_the_old_form_still_opens(me: str) -> None:
+    """Version 1 (sealed before version 2: an outbox resend, a queued copy, a pasted payload) opens, its
+    signature over the wrapped keys' bytes."""
+    env = sealed_v1()
+    assert env["v"] == 1
+    parsed = parse_room_envelope(env)
+    assert parsed.wrapped is not None and parsed.signed_keys() == parsed.wrapped
+    assert open_as(me, env).text == "hi all"
+
+
+def test_version_2_signs_the_texts_and_the_versions_do_not_cross() -> None:
+    env, old = sealed(), sealed_v1()
+    assert env["v"] == 2
+    parsed = parse_room_envelope(env)
+    assert parsed.wrapped is None  # nobody else's key is decoded
+    header = room_header("#ops", "alice", env["id"], env["ts"], STATE.seq, STATE.head)
+    texts = {name: env["keys"][name].encode("ascii") for name in MEMBERS}
+    signed = room_signed_bytes(header, texts, parsed.nonce, parsed.ciphertext)
+    assert crypto.pss_verify(key_of("alice").public_key(), parsed.signature, signed)
+    # A version 2 envelope presented as the old form, and the reverse: the signature does not verify.
+    assert reason("bob", {**env, "v": 1}) == "bad_signature"
+    assert reason("bob", {**old, "v": 2}) == "bad_signature"
+    assert reason("bob", {**env, "v": 3}) == "bad_version"
+
+
+def test_version_2_binds_every_members_key_text() -> None:
+    """Only our own key is decoded, yet the signature binds every member's: another member's key replaced,
+    or re-spelled with other pad bits (the same bytes under a lenient decoder), is bad_signature for us."""
+    env = sealed()  # RSA-2048: padded keys, so the last letter before '=' has free bits
+    swapped = copy.deepcopy(env)
+    swapped["keys"]["carol"] = sealed()["keys"]["carol"]
+    assert reason("bob", swapped) == "bad_signature"
+    respelled = copy.deepcopy(env)
+    text = respelled["keys"]["carol"]
+    body = text.rstrip("=")
+    respelled["keys"]["carol"] = body[:-1] + ("B" if body[-1] == "A" else "A") + text[len(body):]
+    assert reason("bob", respelled) == "bad_signature"
+    # Our own key is still decoded strictly: a bad one is malformed, after the signature holds.
+    assert open_as("bob", env).text == "hi all"

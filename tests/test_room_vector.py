@@ -121,7 +121,7 @@ def test_the_documented_state() -> None:
 def room_header() -> bytes:
     m, state = inputs()["message"], jsonblock("room-state")
     return lp(
-        "securechat-room-msg-v1", state["room"], m["from"], m["id"], str(m["ts"]), str(state["seq"]),
+        "securechat-room-msg-v2", state["room"], m["from"], m["id"], str(m["ts"]), str(state["seq"]),
         bytes.fromhex(state["head"]),
     )
 
@@ -139,11 +139,12 @@ def test_header_and_ciphertext() -> None:
 def test_envelope_fields_and_signature() -> None:
     env, m, state = jsonblock("room-envelope"), inputs()["message"], jsonblock("room-state")
     assert set(env) == {"v", "room", "from", "id", "ts", "seq", "head", "keys", "nonce", "ct", "sig"}
-    assert (env["v"], env["room"], env["from"], env["id"], env["ts"]) == (1, "#ops", m["from"], m["id"], m["ts"])
+    assert (env["v"], env["room"], env["from"], env["id"], env["ts"]) == (2, "#ops", m["from"], m["id"], m["ts"])
     assert (env["seq"], env["head"]) == (state["seq"], state["head"])
     assert sorted(env["keys"]) == state["members"]
     assert b64decode(env["nonce"]).hex() == m["nonce_hex"] and env["ct"] == blocks()["room-ct"].strip()
-    pairs = b"".join(lp(name, b64decode(env["keys"][name])) for name in sorted(env["keys"]))
+    # Version 2: each wrapped key as the base64 text the envelope carries (section 11.5).
+    pairs = b"".join(lp(name, env["keys"][name].encode("ascii")) for name in sorted(env["keys"]))
     signed = room_header() + pairs + lp(b64decode(env["nonce"]), b64decode(env["ct"]))
     assert hexblock("room-signed-bytes") == signed
     assert crypto.pss_verify(public_key(m["from"]), b64decode(env["sig"]), signed)

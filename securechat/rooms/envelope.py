@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from ..encoding import b64decode_unpadded
-from ..envelope import ENVELOPE_VERSION, GCM_NONCE_SIZE, GCM_TAG_SIZE, check_common_fields, decode_field
+from ..envelope import GCM_NONCE_SIZE, GCM_TAG_SIZE, check_common_fields, decode_field
 from ..errors import (
     MalformedEnvelope,
     MemberMismatch,
@@ -31,6 +31,9 @@ from .log import MAX_ROOM_MEMBERS, is_head, is_seq
 
 # A wrapped key is as long as its member's modulus; the frame limit bounds the whole.
 MAX_WRAPPED_B64: Final = 4096
+# Sealed as version 2 (the wrapped keys signed as text); version 1, the old form, still opens (section 11.5).
+ROOM_ENVELOPE_VERSION: Final = 2
+ROOM_VERSIONS: Final = (1, 2)
 ROOM_NAME_FIELDS: Final = ("from",)
 ROOM_B64_FIELDS: Final = ("nonce", "ct", "sig")
 _NAME_MATCH: Final = NAME_PATTERN.fullmatch
@@ -57,7 +60,12 @@ class RoomEnvelopeFields:
 
 @dataclass(frozen=True, slots=True)
 class ParsedRoomEnvelope:
-    """A room envelope's fields, checked and decoded, not yet verified."""
+    """A room envelope's fields, checked and decoded, not yet verified.
+
+    ``keys`` are the wrapped keys' base64 texts as sent; ``wrapped`` their bytes, all
+    decoded for the old form (version 1 signs the bytes), None for version 2 (it signs
+    the texts: a reader decodes only its own, section 11.5).
+    """
 
     version: int
     room: str
@@ -66,10 +74,24 @@ class ParsedRoomEnvelope:
     ts: int
     seq: int
     head: bytes
-    keys: dict[str, bytes]
+    keys: dict[str, str]
     nonce: bytes
     ciphertext: bytes
     signature: bytes
+    wrapped: dict[str, bytes] | None = None
+
+    def wrapped_key(self, name: str) -> bytes | None:
+        """``name``'s wrapped key as bytes (strict base64; :class:`MalformedEnvelope`), None if it has none."""
+        if self.wrapped is not None:
+            return self.wrapped.get(name)
+        text = self.keys.get(name)
+        return None if text is None else decode_field(f"keys.{name}", text)
+
+    def signed_keys(self) -> dict[str, bytes]:
+        """What the signature covers for each member: its wrapped key's bytes (version 1) or text (version 2)."""
+        if self.wrapped is not None:
+            return self.wrapped
+        return {name: text.encode("ascii") for name, text in self.keys.items()}
 
 
 def _check_keys(keys: object) -> dict[str, str]:
@@ -112,10 +134,11 @@ def parse_room_envelope(envelope: object) -> ParsedRoomEnvelope:
     ciphertext = decode_field("ct", envelope["ct"])
     if len(ciphertext) < GCM_TAG_SIZE:
         raise MalformedEnvelope("envelope 'ct' is shorter than the GCM tag")
-    keys = _decode_keys(fields.keys)
+    signature = decode_field("sig", envelope["sig"])
+    wrapped = _decode_keys(fields.keys) if fields.version == 1 else None  # the old form signs the bytes
     return ParsedRoomEnvelope(
         fields.version, fields.room, fields.sender, fields.msg_id, fields.ts, fields.seq,
-        bytes.fromhex(fields.head), keys, nonce, ciphertext, decode_field("sig", envelope["sig"]),
+        bytes.fromhex(fields.head), fields.keys, nonce, ciphertext, signature, wrapped,
     )
 
 
@@ -148,8 +171,8 @@ def _decode_keys(keys: Mapping[str, str]) -> dict[str, bytes]:
 
 def check_room_addressing(env: ParsedRoomEnvelope, frame_room: str | None, frame_sender: str | None) -> None:
     """Checks 1 to 3 of section 11.7: ``v``, ``room``, ``from`` (None for a pasted payload: no frame)."""
-    if env.version != ENVELOPE_VERSION:
-        raise UnsupportedVersion(f"envelope version {env.version} is not {ENVELOPE_VERSION}")
+    if env.version not in ROOM_VERSIONS:
+        raise UnsupportedVersion(f"room envelope version {env.version} is not 1 or 2")
     if frame_room is not None and env.room != frame_room:
         raise RoomMismatch(f"envelope is for '{env.room}' but the server says '{frame_room}'")
     if frame_sender is not None and env.sender != frame_sender:

@@ -19,12 +19,19 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from .. import crypto
 from ..clock import now_ms
 from ..encoding import b64encode, lp, lp_pairs
-from ..envelope import ENVELOPE_VERSION, GCM_NONCE_SIZE
+from ..envelope import GCM_NONCE_SIZE
 from ..errors import BadSignature, WrongRecipient
-from .envelope import ParsedRoomEnvelope, check_room_addressing, check_room_members, parse_room_envelope
+from .envelope import (
+    ROOM_ENVELOPE_VERSION,
+    ParsedRoomEnvelope,
+    check_room_addressing,
+    check_room_members,
+    parse_room_envelope,
+)
 from .log import RoomEntry, RoomState, entry_signed_bytes
 
-ROOM_MESSAGE_LABEL: Final = b"securechat-room-msg-v1"
+ROOM_MESSAGE_LABEL: Final = b"securechat-room-msg-v2"
+ROOM_MESSAGE_LABEL_V1: Final = b"securechat-room-msg-v1"  # the old form (section 11.5), opened, never sealed
 
 
 # --- entries (section 11.2) ----------------------------------------------------------
@@ -46,13 +53,19 @@ def verify_entry(key: rsa.RSAPublicKey, entry: RoomEntry) -> bool:
 # --- room envelopes (section 11.5) -----------------------------------------------------
 
 
-def room_header(room: str, sender: str, msg_id: str, ts: int, seq: int, head: bytes) -> bytes:
+def room_header(
+    room: str, sender: str, msg_id: str, ts: int, seq: int, head: bytes, version: int = ROOM_ENVELOPE_VERSION
+) -> bytes:
     """What is signed first and is GCM's associated data: the room, sender, id, time and state."""
-    return lp(ROOM_MESSAGE_LABEL, room, sender, msg_id, str(ts), str(seq), head)
+    label = ROOM_MESSAGE_LABEL_V1 if version == 1 else ROOM_MESSAGE_LABEL
+    return lp(label, room, sender, msg_id, str(ts), str(seq), head)
 
 
 def room_signed_bytes(header: bytes, wrapped: Mapping[str, bytes], nonce: bytes, ciphertext: bytes) -> bytes:
-    """The header, then each member's name and wrapped key in ascending order of name, the nonce, the ciphertext."""
+    """The header, then each member's name and wrapped key in ascending order of name, the nonce, the ciphertext.
+
+    ``wrapped``: each key's base64 text as ASCII bytes (version 2), or its bytes (version 1).
+    """
     # Code point order is UTF-8's byte order: sorted() is the order of the names' bytes.
     pairs = lp_pairs((name, wrapped[name]) for name in sorted(wrapped))
     return b"".join((header, pairs, lp(nonce, ciphertext)))
@@ -69,28 +82,32 @@ def seal_room_from_parts(
     ts: int,
     aes_key: bytes,
     nonce: bytes,
+    version: int = ROOM_ENVELOPE_VERSION,
 ) -> dict[str, Any]:
     """Seal with caller-chosen id, time, AES key and nonce (for known-answer tests only).
 
-    ``member_keys`` must hold exactly the members of ``state`` (the sender too).
+    ``member_keys`` must hold exactly the members of ``state`` (the sender too);
+    ``version`` 1 makes the old form (tests of what still opens).
     """
     if set(member_keys) != set(state.members) or sender not in state.members:
         raise ValueError("a room message is sealed for exactly the members of the state, the sender among them")
     if len(aes_key) != crypto.AES_KEY_SIZE or len(nonce) != GCM_NONCE_SIZE:
         raise ValueError("AES key must be 32 bytes and the nonce 12 bytes")
-    header = room_header(state.room, sender, msg_id, ts, state.seq, state.head)
+    header = room_header(state.room, sender, msg_id, ts, state.seq, state.head, version)
     ciphertext = crypto.gcm_seal(aes_key, nonce, crypto.encode_plaintext(text), header)
     wrapped = {name: crypto.oaep_wrap(key, aes_key) for name, key in member_keys.items()}
-    signature = crypto.pss_sign(sender_key, room_signed_bytes(header, wrapped, nonce, ciphertext))
+    texts = {name: b64encode(wrapped[name]) for name in sorted(wrapped)}
+    signed_keys = wrapped if version == 1 else {name: text.encode("ascii") for name, text in texts.items()}
+    signature = crypto.pss_sign(sender_key, room_signed_bytes(header, signed_keys, nonce, ciphertext))
     return {
-        "v": ENVELOPE_VERSION,
+        "v": version,
         "room": state.room,
         "from": sender,
         "id": msg_id,
         "ts": ts,
         "seq": state.seq,
         "head": state.head.hex(),
-        "keys": {name: b64encode(wrapped[name]) for name in sorted(wrapped)},
+        "keys": texts,
         "nonce": b64encode(nonce),
         "ct": b64encode(ciphertext),
         "sig": b64encode(signature),
@@ -125,11 +142,11 @@ def open_room_parsed(
     recipient_key: rsa.RSAPrivateKey, recipient: str, sender_key: rsa.RSAPublicKey, env: ParsedRoomEnvelope
 ) -> crypto.OpenedMessage:
     """Checks 9 to 12 of section 11.7 on an envelope whose state and members are already checked."""
-    header = room_header(env.room, env.sender, env.msg_id, env.ts, env.seq, env.head)
-    signed = room_signed_bytes(header, env.keys, env.nonce, env.ciphertext)
+    header = room_header(env.room, env.sender, env.msg_id, env.ts, env.seq, env.head, env.version)
+    signed = room_signed_bytes(header, env.signed_keys(), env.nonce, env.ciphertext)
     if not crypto.pss_verify(sender_key, env.signature, signed):
         raise BadSignature(f"signature does not verify with the key of '{env.sender}'")
-    wrapped = env.keys.get(recipient)
+    wrapped = env.wrapped_key(recipient)  # version 2: only our own is decoded (section 11.5)
     if wrapped is None:
         raise WrongRecipient(f"the message to {env.room} has no key for '{recipient}'")
     body = crypto.open_content(recipient_key, wrapped, env.nonce, env.ciphertext, header)

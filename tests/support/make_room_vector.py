@@ -46,7 +46,7 @@ END = "<!-- END room-vector -->"
 
 ENTRY_LABEL = b"securechat-room-v1"
 HEAD_LABEL = b"securechat-room-head-v1"
-ROOM_MESSAGE_LABEL = b"securechat-room-msg-v1"
+ROOM_MESSAGE_LABEL = b"securechat-room-msg-v2"
 ZERO_HEAD = bytes(32)
 
 ROOM = "#ops"
@@ -107,8 +107,9 @@ def room_header(room: str, sender: str, msg_id: str, ts: int, seq: int, head: by
     return lp(ROOM_MESSAGE_LABEL, room, sender, msg_id, str(ts), str(seq), head)
 
 
-def room_signed(header: bytes, wrapped: dict[str, bytes], nonce: bytes, ct: bytes) -> bytes:
-    pairs = b"".join(lp(name, wrapped[name]) for name in sorted(wrapped, key=str.encode))
+def room_signed(header: bytes, texts: dict[str, str], nonce: bytes, ct: bytes) -> bytes:
+    """Version 2: each wrapped key as its base64 text, as the envelope carries it."""
+    pairs = b"".join(lp(name, texts[name].encode("ascii")) for name in sorted(texts, key=str.encode))
     return header + pairs + lp(nonce, ct)
 
 
@@ -119,11 +120,12 @@ def seal(private: dict[str, rsa.RSAPrivateKey], seq: int, head: bytes) -> tuple[
     header = room_header(ROOM, m["from"], m["id"], m["ts"], seq, head)
     ct = crypto.gcm_seal(key, nonce, crypto.encode_plaintext(m["text"]), header)
     wrapped = {name: crypto.oaep_wrap(k.public_key(), key) for name, k in private.items()}
-    signed = room_signed(header, wrapped, nonce, ct)
+    texts = {name: b64encode(wrapped[name]) for name in sorted(wrapped)}
+    signed = room_signed(header, texts, nonce, ct)
     sig = crypto.pss_sign(private[m["from"]], signed)
     envelope = {
-        "v": 1, "room": ROOM, "from": m["from"], "id": m["id"], "ts": m["ts"], "seq": seq, "head": head.hex(),
-        "keys": {name: b64encode(wrapped[name]) for name in sorted(wrapped)},
+        "v": 2, "room": ROOM, "from": m["from"], "id": m["id"], "ts": m["ts"], "seq": seq, "head": head.hex(),
+        "keys": texts,
         "nonce": b64encode(nonce), "ct": b64encode(ct), "sig": b64encode(sig),
     }
     return envelope, header, signed
@@ -185,7 +187,7 @@ def make_section() -> str:
         "",
         block("json", "room-state", json.dumps(state, indent=2)),
         "",
-        ("**bob's message.** The header, `lp(\"securechat-room-msg-v1\") || lp(room) || lp(from) || lp(id) || "
+        ("**bob's message.** The header, `lp(\"securechat-room-msg-v2\") || lp(room) || lp(from) || lp(id) || "
          f"lp(str(ts)) || lp(str(seq)) || lp(head)`, one field per line ({len(header)} bytes; also the GCM "
          "associated data):"),
         "",
@@ -200,7 +202,8 @@ def make_section() -> str:
         "",
         block("base64", "room-ct", envelope["ct"]),
         "",
-        ("The signed bytes: the header, then `lp(name) || lp(wrapped key)` for alice, bob and carol in that "
+        ("The signed bytes: the header, then `lp(name) || lp(wrapped key as its base64 text)` for alice, bob and "
+         "carol in that "
          f"order, then `lp(nonce) || lp(ct)` ({len(signed)} bytes), in hex:"),
         "",
         block("hex", "room-signed-bytes", hex_lines(signed)),
