@@ -38,6 +38,23 @@ def lp_pairs(pairs: Iterable[tuple[str, bytes]]) -> bytes:
     return b"".join(parts)
 
 
+_LENGTHS: dict[int, str] = {}
+
+
+def lp_text_pairs(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """:func:`lp_pairs` of ASCII names and ASCII texts (a version 2 room message's wrapped keys as sent):
+    built as one string, each length prefix spelled in Latin-1, and encoded once (not 200 times)."""
+    parts: list[str] = []
+    for name, text in pairs:
+        if not (name.isascii() and text.isascii()):  # else Latin-1 would not be UTF-8's bytes
+            raise ValueError("lp_text_pairs takes ASCII names and texts only")
+        for size in (len(name), len(text)):
+            if size not in _LENGTHS:
+                _LENGTHS[size] = _U32.pack(size).decode("latin-1")
+        parts += (_LENGTHS[len(name)], name, _LENGTHS[len(text)], text)
+    return "".join(parts).encode("latin-1")
+
+
 def b64encode(data: bytes) -> str:
     """Standard base64 with padding (RFC 4648 section 4)."""
     return base64.b64encode(data).decode("ascii")

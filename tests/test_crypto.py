@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat import crypto
-from securechat.encoding import b64decode, b64decode_unpadded, b64encode
+from securechat.encoding import b64decode, b64decode_unpadded, b64encode, lp_pairs, lp_text_pairs
 from securechat.errors import (
     BadKey,
     BadPlaintext,
@@ -653,3 +653,13 @@ def test_b64decode_unpadded_accepts_exactly_the_unpadded_strict_texts(text: str)
             b64decode_unpadded(text)
     else:
         assert b64decode_unpadded(text) == expected
+
+
+@given(st.lists(st.tuples(st.text(alphabet="abc-_09", max_size=40), st.text(alphabet="AZaz09+/=", max_size=700)),
+                max_size=6))
+def test_lp_text_pairs_is_lp_pairs_of_the_ascii(pairs: list[tuple[str, str]]) -> None:
+    """A version 2 room message's signed keys, built as one string (docs/performance.md section 7): the same
+    bytes as lp() of each name and text (lengths past 127 and 255 included); anything not ASCII is refused."""
+    assert lp_text_pairs(pairs) == lp_pairs((name, text.encode("ascii")) for name, text in pairs)
+    with pytest.raises(ValueError, match="ASCII"):
+        lp_text_pairs([*pairs, ("é", "A")])

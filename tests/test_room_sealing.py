@@ -283,3 +283,11 @@ def test_version_2_binds_every_members_key_text() -> None:
     assert reason("bob", respelled) == "bad_signature"
     # Our own key is still decoded strictly: a bad one is malformed, after the signature holds.
     assert open_as("bob", env).text == "hi all"
+
+
+def test_a_wrapped_key_that_is_not_ascii_is_malformed() -> None:
+    """Version 2 signs the key texts as ASCII bytes: a text that is not ASCII is refused with the structure
+    (check 0), by the server and by every member, never turned into other bytes."""
+    env = sealed()
+    env["keys"]["carol"] = env["keys"]["carol"][:-2] + "é="
+    assert reason("bob", env) == "malformed"

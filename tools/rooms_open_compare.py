@@ -72,7 +72,7 @@ def operations(
         )
         parsed = this_envelope.parse_room_envelope(env)
         header = this_sealing.room_header(rooms_bench.ROOM, "alice", parsed.msg_id, parsed.ts, state.seq, state.head, version)
-        signed = this_sealing.room_signed_bytes(header, parsed.signed_keys(), parsed.nonce, parsed.ciphertext)
+        signed = this_sealing.signed_bytes_of(parsed, header)
         mine = parsed.wrapped_key(me)
         assert mine is not None
 
@@ -107,7 +107,7 @@ def operations(
         ops["+checks"] = lambda: (this_envelope.check_room_envelope(env), raw())
         ops["+parse"] = lambda: (this_envelope.parse_room_envelope(env), raw())
         ops["+signed_bytes"] = lambda: (
-            this_sealing.room_signed_bytes(header, parsed.signed_keys(), parsed.nonce, parsed.ciphertext), raw()
+            this_sealing.signed_bytes_of(parsed, header), raw()
         )
     if frame:  # what the client does before it opens: parse the message frame, strict JSON
         body = message_frame("alice", 2**53 - 1, env, rooms_bench.ROOM)[HEADER_SIZE:]

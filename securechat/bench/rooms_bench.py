@@ -29,7 +29,7 @@ from ..envelope import GCM_NONCE_SIZE
 from ..protocol import message_frame
 from ..rooms.envelope import check_room_addressing, check_room_members, parse_room_envelope
 from ..rooms.log import RoomState
-from ..rooms.sealing import open_room_parsed, room_header, room_signed_bytes, seal_room
+from ..rooms.sealing import open_room_parsed, room_header, room_signed_text, seal_room, signed_bytes_of
 from .crypto_bench import TEXT
 from .stats import summary
 
@@ -76,7 +76,7 @@ def bench_members(members: int, keys_made: list[rsa.RSAPrivateKey], iterations: 
     envelope = seal_room(sender, keys, state, "alice", TEXT)
     parsed = parse_room_envelope(envelope)
     header = room_header(ROOM, "alice", parsed.msg_id, parsed.ts, state.seq, state.head)
-    signed = room_signed_bytes(header, parsed.signed_keys(), parsed.nonce, parsed.ciphertext)
+    signed = signed_bytes_of(parsed, header)
     mine = parsed.wrapped_key(me)
     assert mine is not None
     plaintext = crypto.encode_plaintext(TEXT)
@@ -90,8 +90,8 @@ def bench_members(members: int, keys_made: list[rsa.RSAPrivateKey], iterations: 
         # wrapped keys' base64, which the envelope needs anyway) and one signature.
         aes_key, nonce = os.urandom(crypto.AES_KEY_SIZE), os.urandom(GCM_NONCE_SIZE)
         ciphertext = crypto.gcm_seal(aes_key, nonce, plaintext, header)
-        texts = {name: b64encode(crypto.oaep_wrap(key, aes_key)).encode("ascii") for name, key in keys.items()}
-        return crypto.pss_sign(sender, room_signed_bytes(header, texts, nonce, ciphertext))
+        texts = {name: b64encode(crypto.oaep_wrap(key, aes_key)) for name, key in keys.items()}
+        return crypto.pss_sign(sender, room_signed_text(header, texts, nonce, ciphertext))
 
     def open_() -> object:
         env = parse_room_envelope(envelope)

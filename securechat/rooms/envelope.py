@@ -100,7 +100,7 @@ def _check_keys(keys: object) -> dict[str, str]:
     for name, wrapped in keys.items():
         if not isinstance(name, str) or _NAME_MATCH(name) is None:
             raise MalformedEnvelope("every name in envelope 'keys' must be a valid name")
-        if type(wrapped) is not str or len(wrapped) > MAX_WRAPPED_B64:
+        if type(wrapped) is not str or len(wrapped) > MAX_WRAPPED_B64 or not wrapped.isascii():
             raise MalformedEnvelope(f"the wrapped key for '{name}' must be a base64 string")
     return dict(keys)
 

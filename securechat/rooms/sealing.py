@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from .. import crypto
 from ..clock import now_ms
-from ..encoding import b64encode, lp, lp_pairs
+from ..encoding import b64encode, lp, lp_pairs, lp_text_pairs
 from ..envelope import GCM_NONCE_SIZE
 from ..errors import BadSignature, WrongRecipient
 from .envelope import (
@@ -71,6 +71,19 @@ def room_signed_bytes(header: bytes, wrapped: Mapping[str, bytes], nonce: bytes,
     return b"".join((header, pairs, lp(nonce, ciphertext)))
 
 
+def room_signed_text(header: bytes, texts: Mapping[str, str], nonce: bytes, ciphertext: bytes) -> bytes:
+    """Version 2's signed bytes: as :func:`room_signed_bytes` with each wrapped key's base64 text (ASCII) as sent."""
+    pairs = lp_text_pairs((name, texts[name]) for name in sorted(texts))
+    return b"".join((header, pairs, lp(nonce, ciphertext)))
+
+
+def signed_bytes_of(env: ParsedRoomEnvelope, header: bytes) -> bytes:
+    """What ``env``'s signature covers: the wrapped keys' texts (version 2) or bytes (version 1, the old form)."""
+    if env.wrapped is None:
+        return room_signed_text(header, env.keys, env.nonce, env.ciphertext)
+    return room_signed_bytes(header, env.wrapped, env.nonce, env.ciphertext)
+
+
 def seal_room_from_parts(
     sender_key: rsa.RSAPrivateKey,
     member_keys: Mapping[str, rsa.RSAPublicKey],
@@ -97,8 +110,11 @@ def seal_room_from_parts(
     ciphertext = crypto.gcm_seal(aes_key, nonce, crypto.encode_plaintext(text), header)
     wrapped = {name: crypto.oaep_wrap(key, aes_key) for name, key in member_keys.items()}
     texts = {name: b64encode(wrapped[name]) for name in sorted(wrapped)}
-    signed_keys = wrapped if version == 1 else {name: text.encode("ascii") for name, text in texts.items()}
-    signature = crypto.pss_sign(sender_key, room_signed_bytes(header, signed_keys, nonce, ciphertext))
+    if version == 1:
+        signed = room_signed_bytes(header, wrapped, nonce, ciphertext)
+    else:
+        signed = room_signed_text(header, texts, nonce, ciphertext)
+    signature = crypto.pss_sign(sender_key, signed)
     return {
         "v": version,
         "room": state.room,
@@ -143,8 +159,7 @@ def open_room_parsed(
 ) -> crypto.OpenedMessage:
     """Checks 9 to 12 of section 11.7 on an envelope whose state and members are already checked."""
     header = room_header(env.room, env.sender, env.msg_id, env.ts, env.seq, env.head, env.version)
-    signed = room_signed_bytes(header, env.signed_keys(), env.nonce, env.ciphertext)
-    if not crypto.pss_verify(sender_key, env.signature, signed):
+    if not crypto.pss_verify(sender_key, env.signature, signed_bytes_of(env, header)):
         raise BadSignature(f"signature does not verify with the key of '{env.sender}'")
     wrapped = env.wrapped_key(recipient)  # version 2: only our own is decoded (section 11.5)
     if wrapped is None:
