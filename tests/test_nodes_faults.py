@@ -507,6 +507,7 @@ async def test_a_sentinel_that_names_a_replica_is_passed_over_and_the_nodes_writ
 def switch_by_hand(old: RedisProcess, new: RedisProcess, told: list[int]) -> None:
     """``new`` becomes the primary and ``old`` its replica; only the sentinels on ``told`` learn of it."""
     assert ask(new.port, "REPLICAOF", "NO", "ONE") == b"+OK\r\n"
+    ask(new.port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")
     assert ask(old.port, "REPLICAOF", "127.0.0.1", str(new.port)) == b"+OK\r\n"
     for port in told:
         assert ask(port, "SENTINEL", "REMOVE", MASTER) == b"+OK\r\n"
@@ -531,6 +532,8 @@ async def test_with_redis_replicas_1_a_failover_loses_nothing_acked_queued(tmp_p
     sentinels = None
     try:
         async with partition_proxy(primary.port) as link:
+            for port in (primary.port, replica.port):  # a first sync at once, not after Redis's 5 s default wait
+                ask(port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")
             ask(replica.port, "REPLICAOF", "127.0.0.1", str(link.port))
             await until_in_sync(replica)
             sentinels = await asyncio.to_thread(Sentinels, tmp_path, primary)

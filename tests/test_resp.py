@@ -289,6 +289,7 @@ async def test_writes_wait_for_the_replicas_asked_for_and_are_refused_when_too_f
         assert await link.call("GET", "n") == b"6"  # applied on the primary all the same: the resend is a resend
         assert b"cmdstat_wait:calls=3," in await link.call("INFO", "commandstats")  # one WAIT per turn
         replica = make_redis()
+        await link.call("CONFIG", "SET", "repl-diskless-sync-delay", "0")  # the first sync at once, not after 5 s
         assert await RedisLink(address(replica)).call("REPLICAOF", "127.0.0.1", primary.port) == b"OK"
         assert await eventually(lambda: wait.after(link.call("INCR", "n")), 15) >= 7
     said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "replicas" in r.getMessage()]

@@ -86,6 +86,8 @@ def sentinel_setup(folder: Path) -> Iterator[tuple[RedisProcess, RedisProcess, S
     replica = RedisProcess(folder / "replica", appendonly=True).start()
     sentinels = None
     try:
+        for port in (primary.port, replica.port):  # a first sync at once, not after Redis's 5 s default wait
+            ask(port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")
         ask(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
         deadline = time.monotonic() + 10
         while b"master_link_status:up" not in ask(replica.port, "INFO", "replication"):
