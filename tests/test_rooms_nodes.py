@@ -37,6 +37,32 @@ async def two_nodes(tmp_path: Path, redis: RedisProcess) -> AsyncIterator[tuple[
         yield a, b
 
 
+@contextlib.asynccontextmanager
+async def subscriber_kept_away(redis: RedisProcess, node: ChatServer) -> AsyncIterator[Any]:
+    """Kill ``node``'s subscriber and keep it away until the block ends: Redis takes no new connection
+    (its reconnects are refused, "max number of clients reached"); the connections in use stay up."""
+    import redis as redis_py
+
+    admin = redis_py.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5, single_connection_client=True)
+    bus = f"securechat-bus-{node._routing.node}"  # type: ignore[attr-defined]
+    clients_now = int((await asyncio.to_thread(admin.info, "clients"))["connected_clients"])
+    await asyncio.to_thread(admin.config_set, "maxclients", clients_now - 1)
+    try:
+        ids = [c["id"] for c in await asyncio.to_thread(admin.client_list) if c["name"] == bus]
+        assert len(ids) == 1, ids
+        assert await asyncio.to_thread(admin.client_kill_filter, _id=ids[0]) == 1
+        yield admin
+    finally:
+        await asyncio.to_thread(admin.config_set, "maxclients", 10_000)
+
+
+async def until_confirmed(admin: Any, node: ChatServer, name: str) -> None:
+    """Until ``name`` has confirmed everything in its queue (its in-flight hash in Redis is empty)."""
+    qi = f"{node.config.redis_prefix}qi:{{{name}}}"
+    while await asyncio.to_thread(admin.hlen, qi):
+        await asyncio.sleep(0.05)
+
+
 async def log_of(client: RawClient, room: str) -> list[dict[str, Any]]:
     await client.send_frame({"type": "room_log", "room": room, "rid": "log"})
     return list((await answer_to(client, "log"))["entries"])
@@ -154,29 +180,40 @@ async def test_room_acks_lost_to_a_pubsub_gap_are_recovered_naming_the_room_and_
             await send(alice, ops, i)
             assert (await alice.recv_type("room_sent"))["members"] == ["bob"]
         got = [await bob.recv_type("message") for _ in range(n)]
-        import redis as redis_py
-
-        admin = redis_py.Redis(host="127.0.0.1", port=redis.port, socket_timeout=5, single_connection_client=True)
-        bus = f"securechat-bus-{a._routing.node}"  # type: ignore[attr-defined]
-        # Redis takes no new connection now: node A's subscriber, once killed, stays away (its reconnects are
-        # refused, "max number of clients reached"); the connections in use stay up.
-        clients_now = int((await asyncio.to_thread(admin.info, "clients"))["connected_clients"])
-        await asyncio.to_thread(admin.config_set, "maxclients", clients_now - 1)
-        try:
-            ids = [c["id"] for c in await asyncio.to_thread(admin.client_list) if c["name"] == bus]
-            assert len(ids) == 1, ids
-            assert await asyncio.to_thread(admin.client_kill_filter, _id=ids[0]) == 1
+        async with subscriber_kept_away(redis, a) as admin:
             for message in got:
                 await bob.send_frame({"type": "received", "id": message["envelope"]["id"], "from": "alice"})
-            qi = f"{a.config.redis_prefix}qi:{{bob}}"
-            while await asyncio.to_thread(admin.hlen, qi):
-                await asyncio.sleep(0.05)  # every copy confirmed: each `delivered` was published into the gap
+            await until_confirmed(admin, a, "bob")  # each `delivered` was published into the gap
             await alice.expect_silence(0.3, ignore=("presence",))  # none of them reached alice
-        finally:
-            await asyncio.to_thread(admin.config_set, "maxclients", 10_000)
         acks = [await alice.recv_type("ack", timeout=20) for _ in range(n)]
         assert sorted((x["id"], x["to"], x["member"], x["status"], x["rid"]) for x in acks) == [
             (msg_id(i), "#ops", "bob", "delivered", msg_id(i)) for i in range(1, n + 1)]
+
+
+async def test_a_room_copy_acked_queued_at_once_gets_its_delivered_across_a_pubsub_gap(
+    tmp_path: Path, make_redis: Callable[..., RedisProcess]
+) -> None:
+    """bob is offline when alice sends: his copy is acked `queued` at once. He comes back and confirms while
+    alice's node has no subscriber: the `delivered` published then is lost, and alice's node must still
+    recover it from the store after the gap, naming the room and the member (as a one-to-one send's is)."""
+    redis = make_redis()
+    async with two_nodes(tmp_path, redis) as (a, b), clients(a.port, "alice") as (alice,):
+        ops = Room()
+        async with clients(b.port, "bob"):
+            await change(alice, ops, "create")
+            await change(alice, ops, "add", "bob")
+        await send(alice, ops, 1)
+        assert (await alice.recv_type("room_sent"))["members"] == ["bob"]
+        ack = await alice.recv_type("ack")
+        assert (ack["to"], ack["member"], ack["status"]) == ("#ops", "bob", "queued"), ack
+        async with subscriber_kept_away(redis, a) as admin, clients(b.port, "bob") as (bob,):
+            assert (await bob.recv_type("message"))["envelope"]["id"] == msg_id(1)
+            await bob.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+            await until_confirmed(admin, a, "bob")  # its `delivered` was published into the gap
+            await alice.expect_silence(0.3, ignore=("presence",))
+        ack = await alice.recv_type("ack", timeout=20)
+        assert (ack["id"], ack["to"], ack["member"], ack["status"], ack["rid"]) == (
+            msg_id(1), "#ops", "bob", "delivered", msg_id(1))
 
 
 async def test_room_changes_pushed_during_a_pubsub_gap_reach_the_members_after_it(

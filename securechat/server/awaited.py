@@ -17,7 +17,9 @@ its ``delivered`` is written or the store no longer knows it, so a ``delivered``
 swallowed by a later gap is recovered too (before, the first ack of either kind
 ended the wait, and a second gap lost the ``delivered`` for good). A send acked
 ``queued`` at once (nobody held the recipient) is kept the same way, as told:
-its ``delivered`` comes by pub/sub whenever the recipient confirms it.
+its ``delivered`` comes by pub/sub whenever the recipient confirms it. A room
+message's copies follow the same rule (:meth:`AwaitedAcks.routed`, used by both
+paths), each keyed by its member and naming its room.
 
 A send whose ack has not come within :data:`ACK_DEADLINE`, to a name held by a
 node whose heartbeat has lapsed as long (:mod:`securechat.server.nodewatch`),
@@ -92,6 +94,14 @@ class AwaitedAcks:
         """Its ``delivered`` was written, or it is gone: forget it; False if it was not awaited."""
         key = (to, msg_id)
         return self._items.pop(key, None) is not None or self._told.pop(key, None) is not None
+
+    def routed(self, to: str, msg_id: str, rid: str | None, room: str | None, receivers: int) -> None:
+        """A send (or a room's copy) stored in ``to``'s queue and heard by ``receivers`` nodes: await its ack.
+
+        The one rule for both: nobody held ``to``, so its sender is told ``queued`` at once and only its
+        ``delivered`` is to come (told); else the recipient's node acks it, ``queued`` or ``delivered``.
+        """
+        self.add(to, msg_id, rid, room, told=not receivers)
 
     def tell_queued(self, to: str, msg_id: str) -> bool:
         """Mark that its ``queued`` is written: False if it is not awaited or was told already. It stays awaited."""

@@ -216,12 +216,11 @@ class ClusterRouting:
             box.order.settled((message.to, msg_id))  # stored: a failed copy of it need not come again
         if status == ALREADY_CONFIRMED:
             peer.write(ack_frame(msg_id, message.to, "delivered", message.rid))
-        elif not receivers:  # nobody holds the recipient: stored for later, as on one node
+            return
+        if not receivers:  # nobody holds the recipient: stored for later, as on one node
             peer.write(ack_frame(msg_id, message.to, "queued", message.rid))
-            if isinstance(box, SessionBox):  # its `delivered` comes by pub/sub when the recipient confirms
-                box.awaited.add(message.to, msg_id, message.rid, told=True)
-        elif isinstance(box, SessionBox):  # the recipient's node acks it, by pub/sub
-            box.awaited.add(message.to, msg_id, message.rid)
+        if isinstance(box, SessionBox):  # its ack(s) to come by pub/sub; a gap is recovered (awaited.py)
+            box.awaited.routed(message.to, msg_id, message.rid, None, receivers)
 
     def received(self, peer: Peer, confirmation: Received) -> None:
         box = peer.mailbox

@@ -69,11 +69,10 @@ class ClusterRooms:
                 return "full"
             if status == ALREADY_CONFIRMED:
                 return "delivered"
-            if not receivers:  # nobody holds the member: stored for later, as on one node
-                return "queued"
             box = sender.mailbox
-            if isinstance(box, SessionBox):  # the member's node acks it, by pub/sub; a gap is recovered
-                box.awaited.add(member, entry.msg_id, entry.rid, entry.room)
-            return "handed"
+            if isinstance(box, SessionBox):  # its ack(s) to come by pub/sub; a gap is recovered (awaited.py)
+                box.awaited.routed(member, entry.msg_id, entry.rid, entry.room, receivers)
+            # Nobody holds the member: stored for later, as on one node; its `delivered` is still awaited.
+            return "handed" if receivers else "queued"
 
         return then(routed, outcome)
