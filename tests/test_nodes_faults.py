@@ -33,7 +33,7 @@ from tests.support.nodes import (
 from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
-from tests.support.sentinels import MASTER, Sentinels, ask, primary_port, sentinel_setup
+from tests.support.sentinels import MASTER, Sentinels, ask, primary_port, replicate_through, sentinel_setup
 from tests.support.serverproc import ServerProcess
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
 
@@ -532,10 +532,7 @@ async def test_with_redis_replicas_1_a_failover_loses_nothing_acked_queued(tmp_p
     sentinels = None
     try:
         async with partition_proxy(primary.port) as link:
-            for port in (primary.port, replica.port):  # a first sync at once, not after Redis's 5 s default wait
-                ask(port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")
-            ask(replica.port, "REPLICAOF", "127.0.0.1", str(link.port))
-            await until_in_sync(replica)
+            await replicate_through(link.port, primary, replica)
             sentinels = await asyncio.to_thread(Sentinels, tmp_path, primary)
             with nodes_on(primary, tmp_path) as nodes:
                 a = await asyncio.to_thread(nodes.start, "--redis-replicas", "1", redis_url=sentinels.url)
@@ -563,9 +560,3 @@ async def test_with_redis_replicas_1_a_failover_loses_nothing_acked_queued(tmp_p
     assert shown == [msg_id(1), msg_id(2)], "message 2 was acked `queued` and lost in the failover"
     assert (second["type"], second.get("code")) == ("error", "internal"), second
     assert "Traceback" not in a.stderr, a.stderr[-3000:]
-
-
-async def until_in_sync(replica: RedisProcess, within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while b"master_link_status:up" not in await asyncio.to_thread(ask, replica.port, "INFO", "replication"):
-            await asyncio.sleep(0.05)

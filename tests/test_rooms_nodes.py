@@ -21,9 +21,11 @@ import pytest
 
 from securechat.server import ChatServer
 from securechat.server.sessionbox import ROOMS_TOLD, SessionBox, push_body
+from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, clients, msg_id, running_server
 from tests.support.redisproc import RedisProcess
 from tests.support.roomserver import Room, answer_to, change, next_of, send
+from tests.support.sentinels import ask, replicate_through
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -269,3 +271,31 @@ def test_what_a_session_was_told_of_rooms_is_bounded_the_oldest_forgotten_first(
     assert box.pushed(push_body("#r3", 7, b"FRAME\nwith a newline")) == b"FRAME\nwith a newline"
     assert box.rooms_told["#r3"] == 7 and len(box.rooms_told) == ROOMS_TOLD  # #r10 made room for it
     assert "#r10" not in box.rooms_told
+
+
+async def test_with_redis_replicas_1_a_room_entry_is_answered_only_once_a_replica_has_it(
+    tmp_path: Path, make_redis: Callable[..., RedisProcess]
+) -> None:
+    """The replica replicates through a proxy the test cuts: the primary stores alice's `add` of bob and the
+    replica never sees it, nor the creation of #dev. With ``--redis-replicas 1`` the node WAITs for the replica
+    and refuses both `internal`; without the WAIT it answered `room_update` and the failover to the replica
+    lost the entry. Promoted, the replica holds every entry that was answered."""
+    import redis as redis_py
+
+    primary, replica = make_redis(), make_redis()
+    options: dict[str, Any] = {"redis_url": primary.url, "redis_replicas": 1, "redis_prefix": "replicated:"}
+    async with partition_proxy(primary.port) as link:
+        await replicate_through(link.port, primary, replica)
+        async with running_server(tmp_path / "a.db", **options) as a, clients(a.port, "alice", "bob") as (alice, _):
+            ops = Room()
+            await change(alice, ops, "create")  # answered once the replica has it
+            link.cut()  # the replica hears nothing more from the primary
+            added = await change(alice, ops, "add", "bob", refusal=None)
+            dev = Room("#dev")
+            created = await change(alice, dev, "create", rid="r2", refusal=None)
+    ask(replica.port, "REPLICAOF", "NO", "ONE")  # the failover: the replica is the primary now
+    promoted = redis_py.Redis(host="127.0.0.1", port=replica.port, socket_timeout=5)
+    for room, answered in ((ops, 1), (dev, 0)):
+        stored = await asyncio.to_thread(promoted.lrange, f"replicated:rlog:{{{room.chain.room}}}", 0, -1)
+        assert len(stored) == len(room.chain.entries) == answered, f"{room.chain.room}: answered and lost"
+    assert [(x["type"], x.get("code")) for x in (added, created)] == [("error", "internal")] * 2, (added, created)

@@ -102,6 +102,8 @@ class RedisRooms:
     prefix: str
     max_rooms: int
     _clock: Callable[[], float]
+    # --redis-replicas: an entry is answered only once the replicas have it (securechat/server/replicas.py)
+    _replicated: Callable[[asyncio.Future[Any]], asyncio.Future[Any]]
 
     @property
     def _link(self) -> RedisLink:  # the store's
@@ -120,14 +122,14 @@ class RedisRooms:
                 self.prefix + "rooms", self.prefix + "open_rooms", self._mine(entry.name)]
         args = [entry.room, entry.kind, entry.head, entry.entry, entry.name, repr(self._clock()), self.max_rooms,
                 MAX_MEMBER_ROOMS]
-        return _then(self._link.script(ROOM_CREATE, keys, args), lambda got: cast(CreateResult, got.decode()))
+        return _then(self._replicated(self._link.script(ROOM_CREATE, keys, args)), lambda got: cast(CreateResult, got.decode()))
 
     def room_append(self, entry: StoredEntry) -> asyncio.Future[AppendResult]:
         k = self.room_key
         keys = [k("room", entry.room), k("rlog", entry.room), k("rheads", entry.room), k("rmem", entry.room),
                 k("rleft", entry.room), self._mine(entry.name)]
         args = [entry.room, entry.seq, entry.op, entry.name, entry.head, entry.entry, MAX_MEMBER_ROOMS]
-        return _then(self._link.script(ROOM_APPEND, keys, args), lambda got: cast(AppendResult, got.decode()))
+        return _then(self._replicated(self._link.script(ROOM_APPEND, keys, args)), lambda got: cast(AppendResult, got.decode()))
 
     def room(self, room: str) -> asyncio.Future[RoomState | None]:
         keys = [self.room_key("room", room), self.room_key("rmem", room)]

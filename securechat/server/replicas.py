@@ -3,7 +3,8 @@
 Redis replicates asynchronously: after a failover, what the old primary
 acknowledged and had not yet sent to a replica is gone. With ``--redis-replicas
 N`` a node sends ``WAIT N timeout`` after the writes behind a ``queued`` ack (a
-message stored, a room's copy) and a registration, and answers the client only
+message stored, a room's copy), a registration and a room's log append
+(``room_create``, ``room_append``: answered ``internal`` too), and answers the client only
 once Redis says N replicas have everything the connection wrote before the
 ``WAIT``; if fewer took it within :data:`WAIT_MS` the write fails with
 :class:`NotReplicated` (a :class:`RedisUnavailable`: the client is answered

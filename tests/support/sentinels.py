@@ -7,6 +7,7 @@ short timeouts so a ``kill -9`` of the primary fails over in a few seconds.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import subprocess
@@ -27,6 +28,16 @@ def ask(port: int, *args: str) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall((f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
         return s.recv(4096)
+
+
+async def replicate_through(port: int, primary: RedisProcess, replica: RedisProcess, within: float = 10.0) -> None:
+    """Make ``replica`` a replica of ``primary`` reached at ``port`` (a proxy the test can cut), in sync on return."""
+    for proc in (primary, replica):  # a first sync at once, not after Redis's 5 s default wait
+        ask(proc.port, "CONFIG", "SET", "repl-diskless-sync-delay", "0")
+    ask(replica.port, "REPLICAOF", "127.0.0.1", str(port))
+    async with asyncio.timeout(within):
+        while b"master_link_status:up" not in await asyncio.to_thread(ask, replica.port, "INFO", "replication"):
+            await asyncio.sleep(0.05)
 
 
 def primary_port(sentinel_port: int) -> int | None:
