@@ -15,12 +15,12 @@ import pytest
 
 from tests.support.nodes import (
     Nodes,
+    alice_behind_a_proxy,
     login_outcome,
     queued_count,
     stored_count,
     stream_while_killing,
 )
-from tests.support.partition import partition_proxy
 from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
@@ -111,13 +111,7 @@ async def test_a_delivered_ack_is_not_lost_across_two_pubsub_gaps_after_a_recove
     `delivered` that bob's confirmation published: alice's node must still ask for it after that gap.
     Then the same after a `queued` that came live (bob's session ended before he confirmed), and after
     a `queued` at once (bob offline when it was sent)."""
-    async with partition_proxy(redis.port) as proxy:
-        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
-        b = await asyncio.to_thread(nodes.start)
-        bob = await RawClient.connect(b.port)
-        await bob.login("bob", identity_key("bob"))
-        alice = await RawClient.connect(a.port)
-        await alice.login("alice", identity_key("alice"))
+    async with alice_behind_a_proxy(redis, nodes) as (proxy, b, alice, bob):
         await alice.send_frame(send_frame("bob", 1))
         assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(1)  # handed out, unconfirmed
         proxy.cut()  # gap 1: node A's subscriber (and link) cut, then reset by the heal

@@ -23,6 +23,7 @@ import pytest
 
 from tests.support.nodes import (
     Nodes,
+    alice_behind_a_proxy,
     login_outcome,
     nodes_on,
     queued_count,
@@ -230,6 +231,39 @@ async def test_after_a_send_failed_for_want_of_redis_the_node_refuses_later_ones
     assert [(ack["id"], ack["status"]) for ack in acks] == [(msg_id(1), "queued"), (msg_id(2), "queued")]
     stream = redis.client().xrange("sc:q:{bob}")  # type: ignore[attr-defined]
     assert [fields[b"i"].decode() for _, fields in stream] == [msg_id(1), msg_id(2)], stream
+
+
+async def test_a_hold_whose_failed_send_was_stored_after_all_still_waits_for_the_sends_it_refused(
+    redis: RedisProcess, nodes: Nodes
+) -> None:
+    """Send 1 is applied but its reply lost with the connection: it failed, so send 2 is refused.
+    Bob confirms 1: the node stops waiting for it (alice never resends it), but 2 must still come
+    again before 3, which was in flight behind it (before the fix 3 was stored ahead of 2's resend:
+    the rare swap of the 15-kills stream above)."""
+    async with alice_behind_a_proxy(redis, nodes) as (proxy, _, alice, bob):
+        proxy.lose_replies_after(msg_id(1).encode())
+        await alice.send_frame(send_with_rid(1))
+        first = (await bob.recv_type("message", 10.0))["envelope"]["id"]  # stored: its reply is dropped
+        assert proxy.reset_muted() == 1
+        failed = await answer(alice, 10.0)
+        await alice.send_frame(send_with_rid(2))
+        refused = await answer(alice, 10.0)
+        await bob.send_frame({"type": "received", "from": "alice", "id": msg_id(1)})
+        delivered = await alice.recv_type("ack", 10.0)  # the node heard 1 confirmed (sendorder.py's settled)
+        for n in (3, 2, 3):  # 3 was in flight; then the client's resend of its outbox, oldest first
+            await alice.send_frame(send_with_rid(n))
+        then = [(await bob.recv_type("message", 10.0))["envelope"]["id"] for _ in range(2)]
+        assert then == [msg_id(2), msg_id(3)], f"bob was given {then}: 3 was stored ahead of 2"
+        third = await answer(alice, 10.0)
+        await alice.close()
+        await bob.close()
+    assert first == msg_id(1)
+    assert (failed["type"], failed.get("code"), failed.get("rid")) == ("error", "internal", msg_id(1)), failed
+    assert (refused["type"], refused.get("code"), refused.get("rid")) == ("error", "internal", msg_id(2)), refused
+    assert (delivered["id"], delivered["status"]) == (msg_id(1), "delivered"), delivered
+    assert (third["type"], third.get("code"), third.get("rid")) == ("error", "internal", msg_id(3)), third
+    stream = redis.client().xrange("sc:q:{bob}")  # type: ignore[attr-defined]
+    assert [fields[b"i"].decode() for _, fields in stream][-2:] == [msg_id(2), msg_id(3)], stream
 
 
 def test_the_nodes_redis_connections_killed_15_times_mid_stream_keep_2000_in_order_once(

@@ -9,10 +9,13 @@ recipient would see them swapped. So from the first failure on, the session
 refuses every other send with ``internal`` until one of the failed ones comes
 again (docs/protocol.md, "Several nodes"): the client, after such an error,
 resends its whole outbox oldest first, so its resend has begun and what follows
-comes in order. A send whose command failed may still have been stored (the
-reply was lost with the connection), or stored by another copy of it: once
-the node sees it stored or confirmed, it stops waiting for it, as the client
-will not send it again. A hold that the client does not lift within
+comes in order. A send refused meanwhile is held as a failed one is: the
+client resends it as well. A send whose command failed may still have been
+stored (the reply was lost with the connection), or stored by another copy of
+it: once the node sees it stored or confirmed, it stops waiting for it, as the
+client will not send it again; the hold lasts while a refused send has not
+come again, so a send in flight behind the refused ones is not stored ahead
+of their resend. A hold that the client does not lift within
 :data:`HOLD_LIMIT` seconds is dropped (one log line): order is then no longer
 promised, but a session never stays stuck.
 
@@ -48,7 +51,7 @@ class SendOrder:
     def __init__(self) -> None:
         self._stored: collections.deque[tuple[Key, asyncio.Future[Any]]] = collections.deque()
         self._keys: set[Key] = set()  # the keys in ``_stored``
-        self._held: set[Key] = set()  # failed and not stored since: the client's resend starts with one
+        self._held: set[Key] = set()  # failed or refused, not stored since: the client's resend starts with one
         self._acked: set[Key] = set()  # sends still in ``_stored`` stored by another copy meanwhile
         self._since = 0.0  # when the hold began
 
@@ -67,9 +70,13 @@ class SendOrder:
             self._held.clear()
             return True
         if time.monotonic() - self._since > HOLD_LIMIT:
-            log.warning("%d failed sends did not come again within %.0f s: no longer waiting", len(self._held), HOLD_LIMIT)
+            log.warning("%d failed or refused sends did not come again within %.0f s: no longer waiting", len(self._held), HOLD_LIMIT)
             self._held.clear()
             return True
+        # Refused: the client resends it too, and what it sent after must wait for it as well. Were only
+        # the failed sends held, a hold emptied by :meth:`settled` (all of them stored after all) would let
+        # a send still in flight behind this one through ahead of its resend.
+        self._held.add(key)
         return False
 
     def track(self, key: Key, stored: asyncio.Future[T]) -> asyncio.Future[T]:

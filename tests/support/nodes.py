@@ -8,12 +8,14 @@ docs/deployment.md says for clients that list the nodes); :func:`servers` writes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from securechat.server.identity import load_or_create
 from tests.support.jsonclient import JsonClientProcess
+from tests.support.partition import PartitionProxy, partition_proxy
 from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, identity_key
 from tests.support.redisproc import RedisProcess
@@ -72,6 +74,22 @@ def nodes_on(redis: RedisProcess, folder: Path, args: Sequence[str] = FAST) -> I
         yield made
     finally:
         made.close()
+
+
+@contextlib.asynccontextmanager
+async def alice_behind_a_proxy(
+    redis: RedisProcess, nodes: Nodes
+) -> AsyncIterator[tuple[PartitionProxy, ServerProcess, RawClient, RawClient]]:
+    """alice logged in on a node that reaches Redis through a :class:`PartitionProxy`, bob on another
+    node that reaches it directly: the proxy, bob's node, alice and bob."""
+    async with partition_proxy(redis.port) as proxy:
+        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        b = await asyncio.to_thread(nodes.start)
+        bob = await RawClient.connect(b.port)
+        await bob.login("bob", identity_key("bob"))
+        alice = await RawClient.connect(a.port)
+        await alice.login("alice", identity_key("alice"))
+        yield proxy, b, alice, bob
 
 
 def start_restartable(db: Path) -> ServerProcess:

@@ -6,6 +6,11 @@ connections are refused (the listening socket is closed). :meth:`heal` listens
 again on the same port and resets the connections that were open during the
 cut, as the first packet after a partition does when the other end has given
 up on them.
+
+:meth:`lose_replies_after` makes a command applied whose reply is lost: the
+connection whose client sends the given bytes has its command relayed and
+every later reply dropped, until :meth:`reset_muted` resets it (the client
+then sees a lost connection, not knowing the command was applied).
 """
 
 from __future__ import annotations
@@ -25,6 +30,20 @@ class PartitionProxy:
         self._server: asyncio.Server | None = None
         self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._mute_on: bytes | None = None
+        self._muted: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []  # their replies are dropped
+
+    def lose_replies_after(self, marker: bytes) -> None:
+        """The next connection whose client sends ``marker`` gets no reply from then on (see the module)."""
+        self._mute_on = marker
+
+    def reset_muted(self) -> int:
+        """Reset the connections whose replies were dropped (both ends); returns how many."""
+        muted, self._muted = self._muted, []
+        for down, up in muted:
+            down.transport.abort()
+            up.transport.abort()
+        return len(muted)
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port, reuse_address=True)
@@ -62,15 +81,23 @@ class PartitionProxy:
         except OSError:
             writer.transport.abort()
             return
-        self._pairs.append((writer, up_writer))
-        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+        pair = (writer, up_writer)
+        self._pairs.append(pair)
+        for pump in (self._pump(reader, up_writer, pair), self._pump(up_reader, writer, pair)):
             task = asyncio.ensure_future(pump)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter]
+    ) -> None:
         try:
             while data := await reader.read(65536):
+                if writer is pair[1] and self._mute_on is not None and self._mute_on in data:
+                    self._mute_on = None
+                    self._muted.append(pair)  # relayed, and Redis's answers to it dropped
+                elif writer is pair[0] and pair in self._muted:
+                    continue
                 if not self.cut_off:  # lost in the partition
                     writer.write(data)
                     await writer.drain()
