@@ -43,6 +43,21 @@ def all_delivered(alice: JsonClientProcess, members: list[JsonClientProcess], n:
                          what=f"{n} delivered acks for {member.name}")
 
 
+def each_member_once_in_order(
+    redis: RedisProcess, alice: JsonClientProcess, members: list[JsonClientProcess], sent: list[str], label: str
+) -> None:
+    """Every client ended cleanly; each member showed each room message once, in order; Redis stored each
+    copy once and holds none still queued."""
+    for who in (alice, *members):
+        assert who.finish() == 0, who.stderr_tail()
+    for member in members:
+        check_exactly_once(room_messages(member, "#ops", "alice"), sent, f"{label}; {member.name}")
+    names = [member.name for member in members]
+    assert [stored_count(redis, m) for m in names] == [len(sent)] * len(names), label
+    assert [queued_count(redis, m) for m in names] == [0] * len(names)
+    print(label)
+
+
 def test_the_nodes_redis_connections_killed_mid_room_stream_each_member_gets_each_once_in_order(
     redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
 ) -> None:
@@ -63,15 +78,9 @@ def test_the_nodes_redis_connections_killed_mid_room_stream_each_member_gets_eac
         member.count_until("message", n, LONG)
     all_delivered(alice, [bob, carol], n)
     refused = sum(1 for e in alice.of_kind("error") if e.get("code") == "internal")
-    for who in (alice, bob, carol):
-        assert who.finish() == 0, who.stderr_tail()
     label = f"the nodes' Redis connections killed {kills} times in a room stream, {refused} room sends refused"
     assert refused, f"{label}: nothing was tested"
-    for member in (bob, carol):
-        check_exactly_once(room_messages(member, "#ops", "alice"), sent, f"{label}; {member.name}")
-    assert [stored_count(redis, m) for m in ("bob", "carol")] == [n, n], label
-    assert [queued_count(redis, m) for m in ("bob", "carol")] == [0, 0]
-    print(label)
+    each_member_once_in_order(redis, alice, [bob, carol], sent, label)
 
 
 def test_kill9_of_a_members_node_mid_room_stream_the_member_fails_over_and_gets_each_once_in_order(
@@ -94,14 +103,7 @@ def test_kill9_of_a_members_node_mid_room_stream_the_member_fails_over_and_gets_
         member.count_until("message", n, LONG)
     all_delivered(alice, [bob, carol], n)
     assert len(bob.of_kind("ready")) >= 2, "bob should have logged in again, on node C"
-    for who in (alice, bob, carol):
-        assert who.finish() == 0, who.stderr_tail()
-    label = f"bob's node killed after he showed {before} of {n} room messages"
-    for member in (bob, carol):
-        check_exactly_once(room_messages(member, "#ops", "alice"), sent, f"{label}; {member.name}")
-    assert [stored_count(redis, m) for m in ("bob", "carol")] == [n, n], label
-    assert [queued_count(redis, m) for m in ("bob", "carol")] == [0, 0]
-    print(label)
+    each_member_once_in_order(redis, alice, [bob, carol], sent, f"bob's node killed after he showed {before} of {n} room messages")
 
 
 def test_kill9_of_redis_mid_room_stream_loses_no_copy_acked_queued_and_each_member_gets_each_once_in_order(
