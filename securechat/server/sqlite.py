@@ -25,7 +25,7 @@ from ..rooms.log import RoomState
 from . import sqlite_aside, sqlite_bodies, sqlite_names, sqlite_rooms
 from .registration import NewName, RegistrationLimits
 from .roomstore import DEFAULT_MAX_ROOMS, AppendResult, CreateResult, RoomListing, StoredEntry
-from .sqlschema import SCHEMA, SENDER_TOTALS
+from .sqlschema import SCHEMA, SENDER_TOTALS, write_ahead
 from .store import (
     DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_LIMIT,
@@ -147,9 +147,9 @@ class SqliteStore:
         if self._db is None:
             prepare_private_files(self.path)
             db = sqlite3.connect(self.path, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
+            write_ahead(db)
+            db.execute("PRAGMA synchronous=NORMAL")
             counted = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sender_totals'").fetchone()
             db.executescript(SCHEMA)
             sqlite_aside.add_queue_columns(db)  # a database from before rooms, or set-aside

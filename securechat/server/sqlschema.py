@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Final
 
 SCHEMA: Final = """
@@ -78,3 +80,19 @@ CREATE TRIGGER IF NOT EXISTS sender_totals_delete AFTER DELETE ON queue BEGIN
     UPDATE store_total SET bytes = bytes - OLD.size;
 END;
 """
+
+
+def write_ahead(db: sqlite3.Connection, patience: float = 10.0) -> None:
+    """Put the file in WAL mode. Two servers opening one new file at once: the switch needs the file to
+    itself, and SQLite may answer "locked" at once rather than wait in the busy handler (seen in
+    tests/test_store.py::test_racing_registrations_bind_the_first_only under load), so it is tried
+    again for a while (this runs on the store's worker thread, never the event loop)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
