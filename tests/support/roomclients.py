@@ -32,3 +32,11 @@ def acks_for(client: JsonClientProcess, msg_ids: set[str], member: str, status: 
 
 def sent_ids(client: JsonClientProcess, room: str) -> list[str]:
     return [e["id"] for e in client.of_kind("sent", to=room)]
+
+
+def all_sent_ids(client: JsonClientProcess, room: str, count: int, skip: int = 0) -> set[str]:
+    """The ids of the ``count`` room messages after the first ``skip``, once ``client`` has said it sent each:
+    its ``sent`` lines can be read after a member's ``message`` lines (two pipes, two reader threads)."""
+    client.wait_until(lambda events: len(sent_ids(client, room)) >= skip + count, WAIT,
+                      what=f"{skip + count} sent events for {room}")  # fmt: skip
+    return set(sent_ids(client, room)[skip : skip + count])
