@@ -319,9 +319,8 @@ class RedisLink:
         try:
             await open_wire(self.address, wire)
         except (OSError, TimeoutError) as exc:
-            self._last_error = f"cannot reach Redis at {self.address}: {exc or type(exc).__name__}"
-            self._retry_at = self._loop.time() + self._backoff.next()
-            self._went_down(f"{exc or type(exc).__name__}")
+            self._could_not_connect(f"cannot reach Redis at {self.address}: {exc or type(exc).__name__}",
+                                    f"{exc or type(exc).__name__}")  # fmt: skip
             self._fail_all(RedisUnavailable(self._last_error))
             return
         finally:
@@ -346,10 +345,15 @@ class RedisLink:
         if fut.cancelled() or not isinstance(exc := fut.exception(), RedisReplyError):
             return
         if self._wire is not None and not self._wire.closing:
-            self._last_error = f"Redis at {self.address} refused the connection setup: {exc}"
-            self._retry_at = self._loop.time() + self._backoff.next()
-            self._went_down(f"it refused the connection setup: {exc}")
+            self._could_not_connect(f"Redis at {self.address} refused the connection setup: {exc}",
+                                    f"it refused the connection setup: {exc}")  # fmt: skip
             self._wire.abort()
+
+    def _could_not_connect(self, error: str, why: str) -> None:
+        """A connection that failed or was refused: commands fail with ``error`` until the next backoff step."""
+        self._last_error = error
+        self._retry_at = self._loop.time() + self._backoff.next()
+        self._went_down(why)
 
     def _set_up(self, fut: asyncio.Future[Any]) -> None:
         if fut.cancelled() or fut.exception() is not None:
