@@ -368,6 +368,10 @@ async def test_input_history_with_up() -> None:
         await h.line("/to bob")
         h.type("first" + ENTER)
         await wait_until(lambda: len(h.fake.sent) == 1)
+        # Enter resets the buffer, and prompt_toolkit loads the history back into it in a task started by the
+        # next redraw: an Up before that finds nothing to recall (a person cannot type that fast; a loaded
+        # CI machine delays the redraw).
+        await wait_until(lambda: "first" in h.ui.input.buffer._working_lines, what="the history reloaded")
         h.type(UP)
         await wait_until(lambda: h.ui.input.text == "first")
         h.type(ENTER)
