@@ -72,6 +72,7 @@ def test_heads_chain_and_differ_with_the_signature() -> None:
         ((), "leave", "bob", "bob", "not_member"),
         ((), "admin", "alice", "bob", "not_member"),
         ((("add", "alice", "bob"),), "add", "alice", "bob", "bad_entry"),  # twice
+        ((("add", "alice", "bob"),), "join", "bob", "bob", "bad_entry"),  # a member of an invite room joins
         ((("add", "alice", "bob"), ("admin", "alice", "bob")), "admin", "alice", "bob", "bad_entry"),
         ((), "create", "alice", "alice", "room_exists"),
     ],

@@ -172,10 +172,10 @@ def check_change(  # noqa: C901 - the rules of section 11.3, one branch per op
     if op in ("add", "remove", "admin") and by not in admins:
         raise RoomRefused(f"{by} is not an admin of {state.room}", code="not_allowed")
     if op in ("add", "join"):
+        if name in members:  # first: a member who asks to join hears that, not the room's kind
+            raise _bad(f"{name} is a member of {state.room} already")
         if op == "join" and state.kind != "open":
             raise RoomRefused(f"{state.room} is an invite room: an admin must add you", code="not_allowed")
-        if name in members:
-            raise _bad(f"{name} is a member already")
         if len(members) >= cap:
             raise RoomRefused(f"{state.room} is full ({cap} members)", code="room_full")
         return members | {name}, admins
