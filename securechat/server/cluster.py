@@ -37,19 +37,17 @@ from ..clock import now_ms
 from ..errors import QueueFull
 from ..relayframes import ack_frame
 from .awaited import recover_acks, sweep_overdue
-from .config import ServerConfig
 from .confirms import Confirmations
 from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
-from .directory import Directory
 from .events import Deferred, Handled, Received, Send
-from .handouts import Probation, tell_set_aside
+from .handouts import tell_set_aside
 from .mailbox import InFlight
 from .nodewatch import NodeWatch
 from .pokes import NewMessage, ack_poke, acks, new_messages
-from .presence import Presence
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_about, rid_text
 from .resp import RedisReplyError, RedisUnavailable
+from .seam import RoutingCore
 from .sendorder import HELD, SendOrder
 from .sessionbox import SessionBox
 from .store import QueuedMessage
@@ -62,30 +60,16 @@ log = logging.getLogger("securechat.server")
 CLAIM_TIMEOUT: Final = 5.0  # a login waits this long for its subscription and its number
 
 
-class ClusterRouting:
+class ClusterRouting(RoutingCore[RedisStore]):
     """:class:`Routing` between server nodes over one Redis (see the module docstring)."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        store: RedisStore,
-        directory: Directory,
-        presence: Presence,
-        spawn: Callable[[Coroutine[Any, Any, None]], object],
-        probation: Probation | None = None,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._directory = directory
-        self._presence = presence
-        self._spawn = spawn
-        self._probation = probation or Probation(store, config.max_hand_outs, spawn)  # per node
+    def _own_state(self) -> None:
         self.node = os.urandom(6).hex()
         self._watch = NodeWatch(self.node)  # which node holds each online name, and is it still heard from
         self._local: dict[str, Peer] = {}  # the newest session of each name on this node
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
         self._presence_numbers: dict[str, int] = {}  # online names -> the session number that said so
-        self._confirms = Confirmations(store.confirm)
+        self._confirms = Confirmations(self._store.confirm)
         self._bus: RedisBus | None = None
         self._sweep: asyncio.Task[None] | None = None  # looks up the sends whose ack is late (awaited.py)
         # Set by the rooms (:mod:`securechat.server.cluster_rooms`): a session's catch-up after a gap of the pokes.
@@ -160,8 +144,7 @@ class ClusterRouting:
         # The messages stay queued; their senders learn that, unless they heard it already.
         for entry in box.inflight.values():
             if not entry.told:
-                about = rid_text(entry.rid, entry.room).encode()
-                self.tell(entry.sender, ack_poke(b"queued", entry.msg_id.encode(), name.encode(), about))
+                self._tell_queued(entry.sender.encode(), entry.msg_id.encode(), name, rid_text(entry.rid, entry.room).encode())
         self._probation.ended(box, list(box.inflight.values()), lambda to: self.tell(to, b"U"), own=not box.replaced)
         box.inflight.clear()
         box.unconfirmed_bytes = 0
@@ -289,6 +272,16 @@ class ClusterRouting:
     # --- what the other nodes say ----------------------------------------------------------
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
+        try:
+            self._on_poke(channel, data)
+        except (ValueError, LookupError, TypeError) as exc:  # another node's bug or version (pokes.py): dropped,
+            # and its session catches up from the store, as after a gap of the pokes.
+            log.warning("dropped a garbled poke on %s (%d bytes, %r...): %s", channel.decode(errors="replace"), len(data), data[:1], exc)
+            peer = self._local.get(self._store.name_of(channel)) if channel != self._store.presence_channel else None
+            if peer is not None and isinstance(peer.mailbox, SessionBox):
+                self._catch_up(peer, peer.mailbox)
+
+    def _on_poke(self, channel: bytes, data: bytes) -> None:
         if channel == self._store.presence_channel:
             self._on_presence(data)
             return
@@ -331,7 +324,7 @@ class ClusterRouting:
         box = peer.mailbox if peer is not None else None
         if peer is None or not isinstance(box, SessionBox) or peer.closing:
             # Subscribed, yet no session to hand it to (one is starting or ending): it stays queued.
-            self.tell(sender.decode(), ack_poke(b"queued", msg_id, name.encode(), tagged))
+            self._tell_queued(sender, msg_id, name, tagged)
             return
         if n <= box.position:
             return
@@ -341,7 +334,7 @@ class ClusterRouting:
             m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n, room)
             self._hand_out(peer, box, m, rid, False)
         else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`, once
-            self.tell(sender.decode(), ack_poke(b"queued", msg_id, name.encode(), tagged))
+            self._tell_queued(sender, msg_id, name, tagged)
             box.told.add(n)
             self._pump_soon(peer, box)
 
@@ -356,9 +349,10 @@ class ClusterRouting:
 
     def _on_presence(self, data: bytes) -> None:
         name, online, number, node = data.split(b"\n", 3)
+        at = int(number)  # read whole before anything is noted
         self._watch.heard(node.decode(), name.decode(), online == b"1")
         if name and node.decode() != self.node:  # a heartbeat has no name; this node noted its own changes already
-            self._note_presence(name.decode(), online == b"1", int(number), publish=False)
+            self._note_presence(name.decode(), online == b"1", at, publish=False)
 
     def _note_presence(self, name: str, online: bool, number: int, *, publish: bool) -> None:
         latest = self._presence_numbers.get(name, 0)
@@ -371,6 +365,10 @@ class ClusterRouting:
         if publish:
             body = b"%s\n%d\n%d\n%s" % (name.encode(), online, number, self.node.encode())
             self._store.publish(self._store.presence_channel, body).add_done_callback(_published)
+
+    def _tell_queued(self, sender: bytes, msg_id: bytes, recipient: str, tagged: bytes) -> None:
+        """Tell ``sender`` its message to ``recipient`` waits in the queue (``tagged``: its stored rid)."""
+        self.tell(sender.decode(), ack_poke(b"queued", msg_id, recipient.encode(), tagged))
 
     def tell(self, name: str, data: bytes) -> None:
         """Publish ``data`` on ``name``'s channel (an ack, a room's push): the node holding ``name`` acts on it."""
@@ -386,11 +384,15 @@ class ClusterRouting:
         """The subscriber was away: each session reads its queue, recovers its acks, catches up on its rooms."""
         for peer in list(self._local.values()):
             if isinstance(peer.mailbox, SessionBox):
-                self._pump_soon(peer, peer.mailbox)
-                if peer.mailbox.awaited:
-                    self._spawn(recover_acks(self._store, peer, peer.mailbox))
-                if self.after_gap is not None:
-                    self._spawn(self.after_gap(peer, peer.mailbox))
+                self._catch_up(peer, peer.mailbox)
+
+    def _catch_up(self, peer: Peer, box: SessionBox) -> None:
+        """What a poke may have said, read from the store: the queue, the awaited acks, the rooms."""
+        self._pump_soon(peer, box)
+        if box.awaited:
+            self._spawn(recover_acks(self._store, peer, box))
+        if self.after_gap is not None:
+            self._spawn(self.after_gap(peer, box))
 
 
 def _published(fut: asyncio.Future[int]) -> None:

@@ -20,19 +20,17 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable, Container, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Container, Sequence
+from typing import TYPE_CHECKING
 
 from ..clock import now_ms
 from ..errors import QueueFull
 from ..relayframes import ack_frame
-from .config import ServerConfig
 from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
-from .directory import Directory
 from .events import Deferred, Handled, Received, Send
-from .handouts import Probation, tell_set_aside
+from .handouts import tell_set_aside
 from .mailbox import TAIL_WAIT, InFlight, Key, Mailbox
-from .presence import Presence
+from .seam import RoutingCore
 from .store import MessageStore, QueuedMessage
 
 if TYPE_CHECKING:
@@ -41,24 +39,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("securechat.server")
 
 
-class LocalRouting:
+class LocalRouting(RoutingCore[MessageStore]):
     """:class:`Routing` within one server process."""
 
-    def __init__(
-        self,
-        config: ServerConfig,
-        store: MessageStore,
-        directory: Directory,
-        presence: Presence,
-        spawn: Callable[[Coroutine[Any, Any, None]], object],
-        probation: Probation | None = None,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._directory = directory
-        self._presence = presence
-        self._spawn = spawn
-        self._probation = probation or Probation(store, config.max_hand_outs, spawn)
+    def _own_state(self) -> None:
         self._online: dict[str, Peer] = {}
         self._deletes: list[tuple[str, str, str]] = []
         self.held_bytes = 0  # frames held in memory for all sessions (--max-unconfirmed-bytes)

@@ -17,14 +17,19 @@ room message, on one node or across nodes.
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Coroutine, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from .events import Handled, Received, Send
+from .handouts import Probation
+from .store import MessageStore
 
 if TYPE_CHECKING:
     import asyncio
 
+    from .config import ServerConfig
+    from .directory import Directory
     from .mailbox import InFlight
+    from .presence import Presence
     from .sendorder import SendOrder
     from .transport import Peer
 
@@ -65,6 +70,33 @@ class Routing(Protocol):
 
     def caught_up(self, name: str) -> bool:
         """``name`` has a session here and nothing of its waits in the store: messages go to it at once."""
+
+
+StoreT = TypeVar("StoreT", bound=MessageStore)
+
+
+class RoutingCore(Generic[StoreT]):
+    """What both routings are made of; ``probation`` is per node (made here unless shared)."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: StoreT,
+        directory: Directory,
+        presence: Presence,
+        spawn: Callable[[Coroutine[Any, Any, None]], object],
+        probation: Probation | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._directory = directory
+        self._presence = presence
+        self._spawn = spawn
+        self._probation = probation or Probation(store, config.max_hand_outs, spawn)
+        self._own_state()
+
+    def _own_state(self) -> None:
+        """The rest of a routing's state, set up last (each routing's own)."""
 
 
 # What became of one member's copy of a room message: written to its session (its ack comes later), stored

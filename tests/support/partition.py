@@ -11,6 +11,9 @@ up on them.
 connection whose client sends the given bytes has its command relayed and
 every later reply dropped, until :meth:`reset_muted` resets it (the client
 then sees a lost connection, not knowing the command was applied).
+
+:meth:`garble_once` changes bytes Redis sends once (the same length, so the
+reply still reads as RESP): a node hears a poke as a buggy node would publish it.
 """
 
 from __future__ import annotations
@@ -32,10 +35,17 @@ class PartitionProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._mute_on: bytes | None = None
         self._muted: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []  # their replies are dropped
+        self._garble: tuple[bytes, bytes] | None = None
+        self.garbled = 0  # how many times :meth:`garble_once` took effect
 
     def lose_replies_after(self, marker: bytes) -> None:
         """The next connection whose client sends ``marker`` gets no reply from then on (see the module)."""
         self._mute_on = marker
+
+    def garble_once(self, find: bytes, replace: bytes) -> None:
+        """The next bytes from Redis to a node that hold ``find`` have it replaced by ``replace`` (as long)."""
+        assert len(find) == len(replace), "RESP says each string's length: a garble keeps it"
+        self._garble = (find, replace)
 
     def reset_muted(self) -> int:
         """Reset the connections whose replies were dropped (both ends); returns how many."""
@@ -98,6 +108,9 @@ class PartitionProxy:
                     self._muted.append(pair)  # relayed, and Redis's answers to it dropped
                 elif writer is pair[0] and pair in self._muted:
                     continue
+                elif writer is pair[0] and self._garble is not None and self._garble[0] in data:
+                    data, self._garble = data.replace(*self._garble, 1), None
+                    self.garbled += 1
                 if not self.cut_off:  # lost in the partition
                     writer.write(data)
                     await writer.drain()
