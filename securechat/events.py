@@ -96,7 +96,8 @@ class Acked:
 
     For a room message ``to`` is the room and ``member`` the member this ack is about;
     ``delivered`` of ``total`` members have it so far (``total`` is 0 until the server
-    has said whom it routed the message to).
+    has said whom it routed the message to). ``member`` "" (and ``delivered``): the server routed
+    the room message to nobody, the sender being the room's only member; there is nothing to wait for.
     """
 
     msg_id: str

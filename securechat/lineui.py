@@ -53,7 +53,7 @@ from .events import (
     SessionEvent,
 )
 from .names import format_fingerprint
-from .records import HistoryEntry
+from .records import HistoryEntry, room_ack_status
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ def room_event_lines(event: SessionEvent, raw: bool = False) -> list[str]:
             return lines + ([_marked("warn", say.readers_gone_line(sender, room, gone))] if gone else [])
         case Acked(msg_id, room, "undeliverable", str(member)):
             return [_marked("warn", f"{say.undeliverable_line(member, room)} (message {msg_id[:8]})")]
-        case Acked(_id, room, _status, str(), delivered, total):
-            return [f"  ({say.room_ack_status(delivered, total)} to {room})"]  # delivered 3/5
+        case Acked(_id, room, _status, str(member), delivered, total):
+            return [f"  ({room_ack_status(delivered, total, alone=not member)} {'to' if member else 'in'} {room})"]
         case RoomChanged():
             return [_marked("info", say.room_change_line(event))]
         case RoomRejected():

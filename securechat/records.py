@@ -22,6 +22,16 @@ class ContactInfo:
     pending_fingerprint: str | None = None
 
 
+def room_ack_status(delivered: int, total: int, *, alone: bool = False) -> str:
+    """A room message's delivery so far: ``delivered 3/5`` (of the members it was routed to), else ``queued``;
+    ``alone``: routed to nobody, the sender being the room's only member."""
+    if alone:
+        return "no other members"
+    if not delivered:
+        return "queued"
+    return f"delivered {delivered}/{total}" if total else f"delivered {delivered}"
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
     """One line of a conversation's local history (persisted, encrypted at rest)."""

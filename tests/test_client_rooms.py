@@ -70,6 +70,18 @@ async def test_a_message_to_the_room_reaches_each_member_with_acks(server: ChatS
         await client.stop()
 
 
+async def test_a_message_to_a_room_of_one_settles_with_nobody_to_wait_for(server: ChatServer, make_client: MakeClient) -> None:
+    """Found by hand: the only member's message stayed 'sending' for good in the UI, with no event at all in --json."""
+    alice = await online(make_client("alice", server.port))
+    await alice.session.rooms.create("#solo", open_room=False)
+    msg_id = await alice.session.send("#solo", "notes to self")
+    ack: Acked = await alice.rec.wait_kind(Acked, msg_id=msg_id)
+    assert (ack.to, ack.status, ack.member, ack.delivered, ack.total) == ("#solo", "delivered", "", 0, 0)
+    assert await alice.session.wait_idle(5)
+    assert alice.session.history("#solo")[-1].status == "no other members"
+    await alice.stop()
+
+
 async def test_an_offline_member_catches_up_and_gets_the_message(server: ChatServer, make_client: MakeClient) -> None:
     alice, bob, carol = await room_of_three(server, make_client)
     await carol.stop()

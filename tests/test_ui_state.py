@@ -24,6 +24,7 @@ from securechat.events import (
     UserEntry,
     UsersListed,
 )
+from securechat.lineui import format_event as lineui_lines
 from securechat.ui import render
 from securechat.ui.state import MAX_LINES, STATUS_WINDOW, ChatState, Line
 from securechat.ui.style import NAME_COLOURS, build_style, name_class, no_color
@@ -51,6 +52,19 @@ def test_own_message_delivery_state_updates_in_place() -> None:
     s.apply(Acked("m1", "bob", "queued"))
     assert "<alice> hi  [delivered]" in pane(s)
     assert pane(s).count("hi") == 1
+
+
+def test_a_room_messages_status_counts_members_and_says_when_nobody_else_is_in_it() -> None:
+    s = make_state()
+    s.switch("#ops")
+    s.apply(MessageSent("r1", "#ops", T0, "hi all", "P1"))
+    s.apply(Acked("r1", "#ops", "delivered", "bob", 1, 2))
+    assert "<alice> hi all  [delivered 1/2]" in pane(s)
+    s.apply(MessageSent("r2", "#ops", T0, "only me now", "P2"))
+    s.apply(Acked("r2", "#ops", "delivered", "", 0, 0))  # routed to nobody: the only member
+    assert "<alice> only me now  [no other members]" in pane(s)
+    assert lineui_lines(Acked("r2", "#ops", "delivered", "", 0, 0)) == ["  (no other members in #ops)"]
+    assert lineui_lines(Acked("r1", "#ops", "delivered", "bob", 1, 2)) == ["  (delivered 1/2 to #ops)"]
 
 
 def test_incoming_time_is_the_signed_one_and_the_servers_is_kept() -> None:

@@ -38,7 +38,7 @@ from ..errors import BadRequest, KeyChanged, MessageTooLong, RoomRefused, Secure
 from ..events import Acked, ErrorReported, MessageSent
 from ..names import is_room
 from ..protocol import HEADER_SIZE, encode_frame, message_frame
-from ..records import HistoryEntry
+from ..records import HistoryEntry, room_ack_status
 from ..rooms.sealing import seal_room
 from .awaiting import Awaiting
 from .connection import AckFrame
@@ -77,6 +77,7 @@ class _RoomProgress:
 
     members: tuple[str, ...] | None = None
     statuses: dict[str, str] = field(default_factory=dict)
+    alone: bool = False  # routed to nobody: we are the room's only member
 
     def delivered(self) -> int:
         return sum(1 for status in self.statuses.values() if status == "delivered")
@@ -132,10 +133,11 @@ class Outbox:
     def detach(self) -> None:
         self._link = None
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
         task = asyncio.create_task(work)
         self._retries.add(task)
         task.add_done_callback(self._retries.discard)
+        return task
 
     def cancel_retries(self) -> None:
         for task in list(self._retries):
@@ -173,8 +175,7 @@ class Outbox:
 
     async def _first_key(self, to: str) -> Pin:
         await self._parts.lookup(to)
-        pin = self._contacts.pinned(to)
-        if pin is None:
+        if (pin := self._contacts.pinned(to)) is None:
             raise SessionClosed(f"could not get the key of '{to}'")
         return pin
 
@@ -193,8 +194,7 @@ class Outbox:
         return envelope
 
     def _check_size(self, to: str, envelope: dict[str, Any]) -> None:
-        size = _largest_frame(self._parts.identity.name, to, envelope)
-        if size > self._max_frame:
+        if (size := _largest_frame(self._parts.identity.name, to, envelope)) > self._max_frame:
             raise MessageTooLong(size, self._max_frame)
 
     def _keep_for_key(self, to: str, text: str) -> str:
@@ -239,9 +239,7 @@ class Outbox:
             self._later = None
             await self._seal_awaiting(link)
 
-        self._later = asyncio.create_task(again())
-        self._retries.add(self._later)
-        self._later.add_done_callback(self._retries.discard)
+        self._later = self._spawn(again())
 
     async def _seal_waiting(self, waiting: Awaiting) -> dict[str, Any] | None:
         """The waiting message sealed with the id and time it was typed with; None if it cannot be yet."""
@@ -344,6 +342,9 @@ class Outbox:
             return
         progress = self._rooms.setdefault(msg_id, _RoomProgress())
         progress.members = tuple(frame["members"])
+        progress.alone = not progress.members and not frame.get("full")
+        if progress.alone:  # no ack will come: say so once (docs/protocol.md 11.7, "Sending")
+            self._emit(Acked(msg_id, frame["room"], "delivered", "", 0, 0))
         if frame.get("full"):
             who = ", ".join(frame["full"])
             self._emit(ErrorReported("queue_full", f"not accepted for {who}: they cannot take more from you now", msg_id=msg_id))
@@ -368,9 +369,8 @@ class Outbox:
         if progress.members is None:
             return
         total, done = len(progress.members), progress.delivered()
-        status = f"delivered {done}/{total}" if done else ("queued" if progress.statuses or not total else "")
-        if status:
-            self._store.history.set_status(room, msg_id, status)
+        if done or progress.statuses or not total:
+            self._store.history.set_status(room, msg_id, room_ack_status(done, total, alone=progress.alone))
         if all(member in progress.statuses for member in progress.members):
             if self._store.outbox.discard(msg_id):
                 self._retry_attempts.pop(msg_id, None)

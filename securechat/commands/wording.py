@@ -373,13 +373,6 @@ def undeliverable_line(to: str, room: str | None = None) -> str:
     )
 
 
-def room_ack_status(delivered: int, total: int) -> str:
-    """A room message's delivery so far: ``delivered 3/5`` (of the members it was routed to), else ``queued``."""
-    if not delivered:
-        return "queued"
-    return f"delivered {delivered}/{total}" if total else f"delivered {delivered}"
-
-
 def room_rejected_line(event: RoomRejected) -> str:
     at = f" at seq {event.seq}" if event.seq is not None else ""
     return f"{event.room}: refused a change{at}: {event.reason}" + (f" ({event.detail})" if event.detail else "")

@@ -37,7 +37,7 @@ from securechat.events import (
     SessionEvent,
     UsersListed,
 )
-from securechat.records import HistoryEntry
+from securechat.records import HistoryEntry, room_ack_status
 
 STATUS_WINDOW = ""
 # What the pane keeps, bounded so a chatty or hostile peer cannot grow the UI or
@@ -372,7 +372,7 @@ class ChatState:
                 self._incoming(room, Line("rejected", self.clock(), text, sender, msg_id, payload=payload))
             case Acked(msg_id, room, status, str(member), delivered, total):
                 if (acked := self.by_id.get(msg_id)) is not None:  # the counts only grow (client/outbox.py)
-                    acked.status, self.generation = wording.room_ack_status(delivered, total), self.generation + 1
+                    acked.status, self.generation = room_ack_status(delivered, total, alone=not member), self.generation + 1
                 if status == "undeliverable":
                     self._append(room, Line("warn", self.clock(), wording.undeliverable_line(member, room), room))
             case RoomChanged(room, change, members=members):
