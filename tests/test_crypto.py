@@ -660,6 +660,11 @@ def test_b64decode_unpadded_accepts_exactly_the_unpadded_strict_texts(text: str)
 def test_lp_text_pairs_is_lp_pairs_of_the_ascii(pairs: list[tuple[str, str]]) -> None:
     """A version 2 room message's signed keys, built as one string (docs/performance.md section 7): the same
     bytes as lp() of each name and text (lengths past 127 and 255 included); anything not ASCII is refused."""
-    assert lp_text_pairs(pairs) == lp_pairs((name, text.encode("ascii")) for name, text in pairs)
+    names, texts = [name for name, _ in pairs], [text for _, text in pairs]
+    assert lp_text_pairs(names, texts) == lp_pairs((name, text.encode("ascii")) for name, text in pairs)
     with pytest.raises(ValueError, match="ASCII"):
-        lp_text_pairs([*pairs, ("é", "A")])
+        lp_text_pairs([*names, "é"], [*texts, "A"])
+    with pytest.raises(ValueError, match="ASCII"):
+        lp_text_pairs([*names, "a"], [*texts, "\xff"])  # Latin-1 would give one byte, UTF-8 two
+    with pytest.raises(ValueError, match="as many"):
+        lp_text_pairs([*names, "a"], texts)
