@@ -9,6 +9,7 @@ tests/test_nodes_faults.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -22,7 +23,7 @@ from tests.support.nodes import (
     stream_while_killing,
 )
 from tests.support.ports import restartable_port
-from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
+from tests.support.rawclient import RawClient, envelope, identity_key, json_frame, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.streams import LONG, Spawn, check_exactly_once, shown, texts
 
@@ -61,6 +62,31 @@ def test_1000_each_way_across_two_nodes_once_in_order_acks_delivered(
     assert (stored_count(redis, "bob"), stored_count(redis, "alice")) == (n, n)
     assert (queued_count(redis, "bob"), queued_count(redis, "alice")) == (0, 0)
     print(f"{n} each way across two nodes in {time.monotonic() - started:.1f} s")
+
+
+async def test_a_burst_to_a_name_this_node_never_looked_up_reaches_it_in_order(redis: RedisProcess, nodes: Nodes) -> None:
+    """alice's node has never seen bob: her first send waits for the directory's answer from Redis.
+    The sends behind it, in the same and later writes, wait behind it in her session's pipeline
+    (transport.py awaits a handler's coroutine before the next request), so none is stored ahead of it."""
+    a, b = await asyncio.to_thread(nodes.start_many, 2)
+    bob, alice = await RawClient.connect(b.port), await RawClient.connect(a.port)
+    await bob.login("bob", identity_key("bob"))
+    await alice.login("alice", identity_key("alice"))
+    n, each = 200, 20
+    for start in range(0, n, each):
+        await alice.send_raw(b"".join(json_frame(send_frame("bob", k)) for k in range(start, start + each)))
+        # A lookup answered from Redis paces the writes: the next one comes after the directory's answer
+        # about bob (asked first) came back, while a send that waits for it may not have gone on yet.
+        await alice.send_frame({"type": "lookup", "name": "alice", "rid": str(start)})
+        await alice.recv_type("key", 15.0)
+    got: list[str] = []
+    while len(got) < n:
+        got.append((await bob.recv_type("message", 15.0))["envelope"]["id"])
+        await bob.send_frame({"type": "received", "id": got[-1], "from": "alice"})
+    assert [k for k in range(n) if got[k] != msg_id(k)] == [], got
+    assert await asyncio.to_thread(stored_count, redis, "bob") == n
+    for c in (alice, bob):
+        await c.close()
 
 
 # --- 2. first come, across nodes ----------------------------------------------------------------
@@ -201,6 +227,39 @@ async def test_a_login_on_node_b_replaces_the_session_on_node_a_and_gets_the_bac
     assert delivered == {msg_id(n) for n in range(21)}, "bob's new session confirmed each message"
     for c in (alice, bob_a, bob_b):
         await c.close()
+
+
+async def next_presence(client: RawClient, name: str) -> bool:
+    while (frame := await client.recv_type("presence", 10.0))["name"] != name:
+        pass
+    return bool(frame["online"])
+
+
+async def test_presence_crosses_nodes_and_a_replaced_sessions_end_does_not_say_offline(nodes: Nodes) -> None:
+    a, b = await asyncio.to_thread(nodes.start_many, 2)
+    alice, bob_b = await RawClient.connect(a.port), await RawClient.connect(b.port)
+    await alice.login("alice", identity_key("alice"))
+    await bob_b.login("bob", identity_key("bob"))
+    await alice.send_frame({"type": "lookup", "name": "bob", "rid": "watch"})  # interest in bob
+    await alice.recv_type("key")
+    await bob_b.close()
+    assert await next_presence(alice, "bob") is False  # his session on node B ended
+    bob_b = await RawClient.connect(b.port)
+    await bob_b.login("bob", identity_key("bob"))
+    assert await next_presence(alice, "bob") is True
+    bob_a = await RawClient.connect(a.port)  # replaces the session on node B: bob stays online
+    await bob_a.login("bob", identity_key("bob"))
+    await bob_b.expect_closed(15.0)
+    await alice.send_frame({"type": "list", "rid": "after"})
+    users = await alice.recv_type("users", 10.0)
+    assert {"name": "bob", "online": True} in [{k: u[k] for k in ("name", "online")} for u in users["users"]], users
+    with contextlib.suppress(TimeoutError):
+        while True:  # whatever else alice hears about bob within a quiet spell, the last word is online
+            frame = await alice.recv_type("presence", 0.5)
+            assert frame["name"] != "bob" or frame["online"], frame
+    await bob_a.close()
+    assert await next_presence(alice, "bob") is False
+    await alice.close()
 
 
 # --- TLS: the nodes behind one address share one identity ----------------------------------------

@@ -65,10 +65,9 @@ class ClusterRouting(RoutingCore[RedisStore]):
 
     def _own_state(self) -> None:
         self.node = os.urandom(6).hex()
-        self._watch = NodeWatch(self.node)  # which node holds each online name, and is it still heard from
+        self._watch = NodeWatch(self.node)  # presence: who holds each name, with which session, heard from?
         self._local: dict[str, Peer] = {}  # the newest session of each name on this node
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
-        self._presence_numbers: dict[str, int] = {}  # online names -> the session number that said so
         self._confirms = Confirmations(self._store.confirm)
         self._bus: RedisBus | None = None
         self._sweep: asyncio.Task[None] | None = None  # looks up the sends whose ack is late (awaited.py)
@@ -178,6 +177,8 @@ class ClusterRouting(RoutingCore[RedisStore]):
         return self._send_unknown(peer, message, queued, order)
 
     async def _send_unknown(self, peer: Peer, message: Send, queued: QueuedMessage, order: SendOrder) -> None:
+        """A send to a name not known here: awaited by the session's pipeline before its next request
+        (transport.py), so a later send, routed at once once the name is known, cannot pass it."""
         try:
             known = await self._directory.registration(message.to)
         except ConnectionError:
@@ -348,23 +349,15 @@ class ClusterRouting(RoutingCore[RedisStore]):
             peer.fail("replaced", "a new session for this name started elsewhere")
 
     def _on_presence(self, data: bytes) -> None:
-        name, online, number, node = data.split(b"\n", 3)
-        at = int(number)  # read whole before anything is noted
-        self._watch.heard(node.decode(), name.decode(), online == b"1")
-        if name and node.decode() != self.node:  # a heartbeat has no name; this node noted its own changes already
-            self._note_presence(name.decode(), online == b"1", at, publish=False)
+        name, online, number, node = self._watch.read(data)
+        if name and node != self.node:  # a heartbeat has no name; this node noted its own changes already
+            self._note_presence(name, online, number, publish=False)
 
     def _note_presence(self, name: str, online: bool, number: int, *, publish: bool) -> None:
-        latest = self._presence_numbers.get(name, 0)
-        if online and number >= latest:
-            self._presence_numbers[name] = number
-            self._presence.note(name, True)
-        elif not online and number >= latest:
-            self._presence_numbers.pop(name, None)
-            self._presence.note(name, False)
+        if self._watch.newest(name, online, number):
+            self._presence.note(name, online)
         if publish:
-            body = b"%s\n%d\n%d\n%s" % (name.encode(), online, number, self.node.encode())
-            self._store.publish(self._store.presence_channel, body).add_done_callback(_published)
+            self._publish(self._store.presence_channel, self._watch.announce(name, online, number))
 
     def _tell_queued(self, sender: bytes, msg_id: bytes, recipient: str, tagged: bytes) -> None:
         """Tell ``sender`` its message to ``recipient`` waits in the queue (``tagged``: its stored rid)."""

@@ -7,6 +7,10 @@ until TCP gives up (minutes), so a send to a name it holds is stored and taken
 as handed out, and the ack can only come from that node: once its heartbeat has
 lapsed, the senders' nodes look such sends up in the store instead
 (:func:`securechat.server.awaited.sweep_overdue`).
+
+A presence message is ``<name>\n<1|0>\n<session number>\n<node>`` (online or
+offline). Each name's latest session number is kept, so that an old session's
+late "offline" cannot undo a newer "online".
 """
 
 from __future__ import annotations
@@ -23,10 +27,32 @@ class NodeWatch:
         self.node = node
         self._last: dict[str, float] = {}
         self._holder: dict[str, str] = {}
+        self._numbers: dict[str, int] = {}  # online names -> the session number that said so
 
     def beat(self) -> bytes:
         """This node's heartbeat, as a presence message (name empty)."""
-        return b"\n1\n0\n" + self.node.encode()
+        return self.announce("", True, 0)
+
+    def announce(self, name: str, online: bool, number: int) -> bytes:
+        """This node's presence message: ``name``'s session ``number`` is online (or offline)."""
+        return b"%s\n%d\n%d\n%s" % (name.encode(), online, number, self.node.encode())
+
+    def read(self, data: bytes) -> tuple[str, bool, int, str]:
+        """A presence message, noted as heard: name, online, session number, node (ValueError if garbled)."""
+        name, online, number, node = data.split(b"\n", 3)
+        read = (name.decode(), online == b"1", int(number), node.decode())  # whole before anything is noted
+        self.heard(read[3], read[0], read[1])
+        return read
+
+    def newest(self, name: str, online: bool, number: int) -> bool:
+        """Note a presence change of ``name``; False if a newer session's said otherwise (it is ignored)."""
+        if number < self._numbers.get(name, 0):
+            return False
+        if online:
+            self._numbers[name] = number
+        else:
+            self._numbers.pop(name, None)
+        return True
 
     def heard(self, node: str, name: str, online: bool) -> None:
         """A presence message (or a heartbeat, ``name`` empty) from ``node``."""
