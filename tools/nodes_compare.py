@@ -10,20 +10,28 @@ the repository root::
     python tools/nodes_compare.py --base /tmp/base --reps 5     # node and Redis CPU per message
     python tools/nodes_compare.py --targets --reps 3            # issue 11's two targets
     python tools/nodes_compare.py --replicas 1 --reps 5         # the cost of --redis-replicas 1 (WAIT)
+    python tools/nodes_compare.py --tail --reps 5               # where p99 at 1,000 msg/s comes from
+
+``--tail``: the latency at 1,000 msg/s cross-node with Redis's ``appendfsync always`` (as docs/deployment.md
+recommends), ``everysec``, and ``everysec`` with a replica and ``--redis-replicas 1``; for each run, where the
+slow messages were slow and how Redis's main thread spent the window (:mod:`securechat.bench.redistail`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from securechat.bench import nodes
+from securechat.bench import nodes, redistail
 from securechat.bench.runner import KeyPool, Timing
 from securechat.bench.servers import ServerProcess, securechat_argv, server_help
 
@@ -34,15 +42,18 @@ LATENCY = Timing(warmup=0.5, duration=5.0, drain=5.0)
 REPLICAS: list[ServerProcess] = []  # stopped at the end
 
 
-def cross_node(tree: Path | None, *, replica: bool = False, wait_for: int = 0) -> nodes.NodeSet:
-    """Two nodes on one Redis (appendfsync always) running ``tree``'s code (None: this checkout's);
+def cross_node(tree: Path | None, *, replica: bool = False, wait_for: int = 0, fsync: str = "always") -> nodes.NodeSet:
+    """Two nodes on one Redis (appendfsync ``fsync``) running ``tree``'s code (None: this checkout's);
     ``replica``: the Redis has one; ``wait_for``: the nodes' ``--redis-replicas``."""
     env = {"PYTHONPATH": str(tree)} if tree else {}
     help_text = server_help(env or None)
     workdir = tempfile.mkdtemp(prefix="nodes-compare-")
     redis = nodes.start_redis(workdir, 2100)
+    redistail.command(redis.port, "CONFIG", "SET", "appendfsync", fsync)
+    redistail.command(redis.port, "CONFIG", "SET", "latency-monitor-threshold", "1")  # ms: LATENCY LATEST's floor
     if replica:
         REPLICAS.append(copy := nodes.start_redis(tempfile.mkdtemp(prefix="nodes-compare-replica-"), 100))
+        redistail.command(copy.port, "CONFIG", "SET", "appendfsync", fsync)
         follow(copy.port, redis.port)
     url = f"redis://127.0.0.1:{redis.port}/0"
     extra = ["--redis-replicas", str(wait_for)] if wait_for else []
@@ -87,14 +98,75 @@ def ratios(rep: str, cpu: dict[str, float], args: argparse.Namespace) -> None:
         print(f"{rep} nodes' CPU per message, --redis-replicas {args.replicas} / 0: {waiting / after:.2f}x")
 
 
+TAIL_SETUPS: dict[str, dict[str, Any]] = {
+    "appendfsync always": {},
+    "appendfsync everysec": {"fsync": "everysec"},
+    "everysec + replica, WAIT": {"fsync": "everysec", "replica": True, "wait_for": 1},  # --redis-replicas 1
+}
+
+
+def tail_run(rep: int, name: str, setup: nodes.NodeSet, pool: KeyPool) -> dict[str, float]:
+    """One latency run at 1,000 msg/s with Redis's main thread watched; prints where the time went."""
+    assert setup.redis is not None
+    redistail.command(setup.redis.port, "LATENCY", "RESET")
+    setup.watch = redistail.StateSampler(setup.redis.pid).start()
+    try:
+        lat = nodes.latency_run(setup, pool, 100, 2, LATENCY, 1000)
+    finally:
+        setup.watch.stop()
+        setup.watch = None
+    spent = redistail.shares(lat["probe"], LATENCY.duration)
+    where = redistail.split(lat["slow"])
+    worst = redistail.worst_stalls(setup.redis.port)
+    print(
+        f"rep {rep} {name:<26} load {os.getloadavg()[0]:4.1f}  p50 {lat['p50_ms']:5.2f} ms  p99 {lat['p99_ms']:7.2f}  "
+        f"p99.9 {lat['p999_ms']:7.2f}  lost {lat['lost']}",
+        flush=True,
+    )
+    if where["slow"]:
+        print(f"      {where['slow']:.0f} over {redistail.SLOW_MS:.0f} ms; their median {where['before_stamp_ms']:.1f} ms "
+              f"before the sender's node stamped them, {where['after_stamp_ms']:.1f} after")
+    print("      Redis's main thread: " + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in spent.items())
+          + "; worst (ms): " + ", ".join(f"{k} {v}" for k, v in sorted(worst.items())), flush=True)
+    return {"p50": lat["p50_ms"], "p99": lat["p99_ms"], "disk": spent.get("waiting_for_the_disk", 0.0), "slow": where["slow"]}
+
+
+def tail(args: argparse.Namespace, pool: KeyPool) -> None:
+    """``--tail``: the three Redis set-ups of :data:`TAIL_SETUPS` (and ``--base``'s nodes), alternated in each repetition."""
+    setups = {name: cross_node(None, **how) for name, how in TAIL_SETUPS.items()}
+    if args.base:  # the same measurement of another checkout's nodes, on the recommended Redis
+        setups["always, --base"] = cross_node(args.base)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in setups}
+    try:
+        for rep in range(args.reps):
+            order = list(setups.items())
+            for name, setup in order if rep % 2 == 0 else order[::-1]:
+                runs[name].append(tail_run(rep + 1, name, setup, pool))
+    finally:
+        for setup in setups.values():
+            setup.stop()
+        for copy in REPLICAS:
+            copy.stop()
+    for name, got in runs.items():
+        print(f"{name:<26}", "  ".join(f"{key} {_spread([r[key] for r in got])}" for key in ("p50", "p99", "slow", "disk")))
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", type=Path, help="the other checkout (before)")
     parser.add_argument("--targets", action="store_true", help="one node on SQLite against cross-node, and p99 at 1,000 msg/s")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=0, help="with a replica each: --redis-replicas N against 0")
+    parser.add_argument("--tail", action="store_true", help="p99 at 1,000 msg/s: appendfsync always, everysec, everysec + WAIT")
     args = parser.parse_args()
     pool = KeyPool()
+    if args.tail:
+        tail(args, pool)
+        return
     setups = {"after (this checkout)": cross_node(None, replica=bool(args.replicas))}
     if args.replicas:
         setups[f"--redis-replicas {args.replicas}"] = cross_node(None, replica=True, wait_for=args.replicas)

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from .redistail import StateSampler
 from .runner import KeyPool, Timing, run_idle, run_load
 from .servers import ServerProcess, cpu_seconds, redis_server_path, securechat_argv
 from .stats import percentile, summary
@@ -33,6 +34,7 @@ class NodeSet:
     nodes: list[ServerProcess]
     redis: ServerProcess | None = None
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=40))
+    watch: StateSampler | None = None  # Redis's main thread's states, read with its counters (redistail.py)
 
     @property
     def port(self) -> int:
@@ -73,7 +75,8 @@ class NodeSet:
             if key.startswith("cmdstat_") and key not in ("cmdstat_info",)
         )
         scripts = info.get("cmdstat_evalsha", "calls=0,").split("calls=", 1)[1].split(",", 1)[0]
-        return {"redis_cpu_s": cpu_seconds(self.redis.pid), "redis_scripts": float(scripts), "redis_calls": float(calls)}
+        states = self.watch.counts() if self.watch is not None else {}
+        return {"redis_cpu_s": cpu_seconds(self.redis.pid), "redis_scripts": float(scripts), "redis_calls": float(calls), **states}
 
 
 def redis_info(port: int) -> dict[str, str]:

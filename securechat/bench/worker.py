@@ -21,8 +21,10 @@ from .loadclient import ClientSpec, LoadClient, Route, build_route, received_fra
 _TYPE_RE = re.compile(rb'"type":\s*"([a-z_]+)"')
 _ID_RE = re.compile(rb'"id":\s*"([0-9a-f]{32})"')
 _FROM_RE = re.compile(rb'"from":\s*"([a-z0-9_-]{1,32})"')
+_TS_RE = re.compile(rb'"server_ts":\s*([0-9]+)')
 _CODE_RE = re.compile(rb'"code":\s*"([a-z_]+)"')
 _DELIVERED_RE = re.compile(rb'"status":\s*"delivered"')
+SLOW_NS = 5_000_000  # a latency from 5 ms on is kept with its time, to see when the slow ones were slow
 
 
 class Worker:
@@ -43,6 +45,9 @@ class Worker:
         self.measuring = False
         self.sent_at: dict[bytes, int] = {}
         self.latencies_us: list[float] = []
+        self.slow: list[tuple[float, float, float]] = []  # the slow ones: sent (ms into the window), latency, stamped
+        self.t_meas0_ns = 0
+        self.wall_minus_perf_ns = time.time_ns() - time.perf_counter_ns()
         self.sent_in_window = 0
         self.redis_received = 0
         self.skipped = 0
@@ -88,7 +93,16 @@ class Worker:
             sent = self.sent_at.pop(msg_id, None)
             if sent is not None and sent >= 0:
                 self.latencies_us.append((now - sent) / 1000.0)
+                if now - sent >= SLOW_NS:
+                    self._slow(body, sent, now)
         return received_frame(msg_id, from_match.group(1))
+
+    def _slow(self, body: bytes, sent: int, now: int) -> None:
+        """Keep a slow message's send time, its latency, and how much of it came before the sender's node
+        stamped it (the frame's ``server_ts``, the node's clock in ms: the rest is Redis and the recipient's node)."""
+        ts = _TS_RE.search(body)
+        before = int(ts.group(1)) - (sent + self.wall_minus_perf_ns) / 1e6 if ts else float("nan")
+        self.slow.append(((sent - self.t_meas0_ns) / 1e6, (now - sent) / 1e6, before))
 
     def _on_delivered(self, client: LoadClient, acked: int) -> None:
         self.delivered += acked
@@ -174,6 +188,7 @@ class Worker:
         interval_ns = int(1e9 / rate_each)
         t_go_ns = int(go["t_go"] * 1e9)
         meas0, meas1 = int(go["t_meas0"] * 1e9), int(go["t_meas1"] * 1e9)
+        self.t_meas0_ns = meas0
         offset0 = go["sender_offset"]
         heap = [
             (t_go_ns + int((offset0 + i) * interval_ns / go["total_senders"]), i) for i in range(len(senders))
@@ -235,6 +250,7 @@ class Worker:
             "sent_in_window": self.sent_in_window,
             "lost": lost,
             "latencies_us": self.latencies_us,
+            "slow": self.slow,
             "redis_received": self.redis_received,
             "cpu_s": own_cpu_seconds(),
         }
