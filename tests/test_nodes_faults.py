@@ -266,6 +266,39 @@ async def test_a_hold_whose_failed_send_was_stored_after_all_still_waits_for_the
     assert [fields[b"i"].decode() for _, fields in stream][-2:] == [msg_id(2), msg_id(3)], stream
 
 
+async def test_an_ack_recovered_after_a_pubsub_gap_ends_the_hold_of_the_send_it_acks(redis: RedisProcess, nodes: Nodes) -> None:
+    """Send 1 is stored and handed to bob; its resend on the same session fails for want of Redis (the
+    reply lost with the connection), so the session holds until 1 comes again. Its `queued` is then
+    recovered from the store after a pub/sub gap: alice's client drops 1 from its outbox and will not
+    send it again, so send 2 must go through, as it does when the same ack comes by pub/sub."""
+    async with alice_behind_a_proxy(redis, nodes) as (proxy, _, alice, bob):
+        await alice.send_frame(send_with_rid(1))
+        assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(1)  # its ack is awaited
+        proxy.lose_replies_after(msg_id(1).encode())
+        await alice.send_frame(send_with_rid(1))  # a resend (the client's outbox after a reconnect, say)
+        async with asyncio.timeout(10.0):
+            while proxy.reset_muted() == 0:  # once the resend has reached Redis: its reply is lost
+                await asyncio.sleep(0.01)
+        failed = await answer(alice, 10.0)
+        assert redis.client().client_kill_filter(_type="pubsub") == 2  # type: ignore[attr-defined]
+        recovered = await answer(alice, 15.0)  # the store says where 1 is: still queued
+        await alice.send_frame(send_with_rid(2))
+        held = asyncio.ensure_future(alice.recv_type("error", 15.0))  # what a held send 2 is answered
+        given = asyncio.ensure_future(bob.recv_type("message", 15.0))
+        await asyncio.wait([held, given], return_when=asyncio.FIRST_COMPLETED)
+        assert not held.done(), f"send 2 was held for a send acked already: {held.result()}"
+        assert given.result()["envelope"]["id"] == msg_id(2)
+        held.cancel()
+        await asyncio.gather(held, return_exceptions=True)
+        await bob.send_frame({"type": "received", "from": "alice", "id": msg_id(2)})
+        second = await answer(alice, 10.0)
+        await alice.close()
+        await bob.close()
+    assert (failed["type"], failed.get("code"), failed.get("rid")) == ("error", "internal", msg_id(1)), failed
+    assert (recovered["type"], recovered.get("id"), recovered.get("status")) == ("ack", msg_id(1), "queued"), recovered
+    assert (second["type"], second.get("id"), second.get("status")) == ("ack", msg_id(2), "delivered"), second
+
+
 def test_the_nodes_redis_connections_killed_15_times_mid_stream_keep_2000_in_order_once(
     redis: RedisProcess, nodes: Nodes, spawn_process: Spawn
 ) -> None:

@@ -152,6 +152,8 @@ async def recover_acks(store: RedisStore, peer: Peer, box: SessionBox, keys: Ite
             statuses = await store.sent_status(to, box.name, msg_ids)
             for msg_id, status in zip(msg_ids, statuses, strict=True):
                 ack, (rid, room) = ack_status(status), box.awaited.about(to, msg_id)
+                if ack is not None:  # stored: its sender will not send it again (as on an ack by pub/sub)
+                    box.order.settled((to, msg_id))
                 # `queued` keeps it awaited: its `delivered` may yet be lost to another gap.
                 told = box.awaited.tell_queued(to, msg_id) if ack == "queued" else box.awaited.settle(to, msg_id)
                 if ack is not None and told and not peer.closing:

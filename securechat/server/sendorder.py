@@ -12,8 +12,9 @@ resends its whole outbox oldest first, so its resend has begun and what follows
 comes in order. A send refused meanwhile is held as a failed one is: the
 client resends it as well. A send whose command failed may still have been
 stored (the reply was lost with the connection), or stored by another copy of
-it: once the node sees it stored or confirmed, it stops waiting for it, as the
-client will not send it again; the hold lasts while a refused send has not
+it: once the node sees it stored or confirmed (an ack heard by pub/sub or
+recovered from the store after a gap), it stops waiting for it, as the client
+will not send it again; the hold lasts while a refused send has not
 come again, so a send in flight behind the refused ones is not stored ahead
 of their resend. A hold that the client does not lift within
 :data:`HOLD_LIMIT` seconds is dropped (one log line): order is then no longer
