@@ -291,3 +291,12 @@ def test_a_wrapped_key_that_is_not_ascii_is_malformed() -> None:
     env = sealed()
     env["keys"]["carol"] = env["keys"]["carol"][:-2] + "é="
     assert reason("bob", env) == "malformed"
+
+
+def test_the_keys_in_any_order_on_the_wire_are_signed_in_the_order_of_their_names() -> None:
+    """docs/protocol.md 11.5: the signed bytes take the members in ascending order of their names, whatever order
+    the ``keys`` object arrives in (JSON objects have none): the same envelope with its keys reversed opens."""
+    env = sealed()
+    assert list(env["keys"]) == sorted(MEMBERS)
+    env["keys"] = dict(reversed(env["keys"].items()))
+    assert open_as("carol", env).text == "hi all"

@@ -73,9 +73,7 @@ def room_signed_bytes(header: bytes, wrapped: Mapping[str, bytes], nonce: bytes,
 
 def room_signed_text(header: bytes, texts: Mapping[str, str], nonce: bytes, ciphertext: bytes) -> bytes:
     """Version 2's signed bytes: as :func:`room_signed_bytes` with each wrapped key's base64 text (ASCII) as sent."""
-    names = sorted(texts)
-    pairs = lp_text_pairs(names, list(map(texts.__getitem__, names)))
-    return b"".join((header, pairs, lp(nonce, ciphertext)))
+    return lp_text_pairs(sorted(texts), texts, prefix=header, suffix=lp(nonce, ciphertext))
 
 
 def signed_bytes_of(env: ParsedRoomEnvelope, header: bytes) -> bytes:
