@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from securechat import crypto
+from securechat.bench.unconfirmed import Reader, answers, padded_send, pin_memory, register
 from securechat.errors import MessageTooLong
 from securechat.events import Acked, ConnectionChanged, MessageReceived
 from securechat.protocol import DEFAULT_MAX_FRAME, HEADER_SIZE, encode_frame, message_frame
@@ -29,7 +30,6 @@ from tests.support.roomserver import Room, change
 from tests.support.roomserver import send as room_send
 from tests.support.serverproc import server_process
 from tests.support.sessions import WAIT, Client, online
-from tests.support.unconfirmed import Reader, answers, padded_send, pin_memory, register
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.serverproc import server_process
-from tests.support.unconfirmed import pin_memory
+from securechat.bench.servers import ServerProcess
+from securechat.bench.unconfirmed import pin_memory
 
 MIB = 2**20
 
@@ -37,9 +37,14 @@ def main() -> None:
     args = parser.parse_args()
     env = {"PYTHONPATH": str(args.src.resolve())} if args.src else {}
     with tempfile.TemporaryDirectory() as tmp:
-        options = ["--rate", "100000", "--burst", "100000", *args.server_arg]
-        with server_process(Path(tmp) / "s.db", options, env=env) as proc:
-            result = asyncio.run(pin_memory(proc.port, proc.proc.pid, args.recipients, args.count, args.size))
+        options = ["--port", "0", "--db", str(Path(tmp) / "s.db"), "--rate", "100000", "--burst", "100000"]
+        argv = [sys.executable, "-m", "securechat.bench.launch", "--", *options, *args.server_arg]
+        server = ServerProcess("securechat", argv, env=env)
+        server.start()
+        try:
+            result = asyncio.run(pin_memory(server.port, server.pid, args.recipients, args.count, args.size))
+        finally:
+            server.stop()
     before, flooded, after = result["rss_before"], result["rss_flooded"], result["rss_after"]
     print(
         f"server RSS before the flood {before / MIB:.1f} MiB, queues full {flooded / MIB:.1f} MiB, "

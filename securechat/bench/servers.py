@@ -255,6 +255,13 @@ def baseline_tree() -> str | None:
     return tree if tree and os.path.isfile(os.path.join(tree, "securechat", "server_cli.py")) else None
 
 
+def redis_ask(port: int, *args: str) -> bytes:
+    """One command to a local Redis or sentinel, its raw reply's first bytes (enough for a look)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall((f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
+        return s.recv(4096)
+
+
 def redis_server_path() -> str | None:
     return shutil.which("redis-server") or (
         "/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server") else None

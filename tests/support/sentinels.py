@@ -9,25 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from securechat.bench.servers import redis_ask as ask
 from tests.support.ports import restartable_port
 from tests.support.redisproc import RedisProcess, require_redis
 
 MASTER = "mymaster"
 DOWN_AFTER_MS = 1000
 FAILOVER_TIMEOUT_MS = 3000
-
-
-def ask(port: int, *args: str) -> bytes:
-    """One command to a local Redis or sentinel, the raw reply (enough for the tests' looks)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall((f"*{len(args)}\r\n" + "".join(f"${len(a)}\r\n{a}\r\n" for a in args)).encode())
-        return s.recv(4096)
 
 
 async def replicate_through(port: int, primary: RedisProcess, replica: RedisProcess, within: float = 10.0) -> None:

@@ -1,15 +1,15 @@
-"""Recipients that read and never confirm (issue 13, item 4), shared by the attack tests and
-``tools/unconfirmed_rss.py``, which measures a server process's memory under the attack."""
+"""Recipients that read and never confirm (issue 13, item 4), shared by the attack tests
+(tests/test_attacks_queues.py) and ``tools/unconfirmed_rss.py``, which measures a server
+process's memory under the attack."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
-from securechat.protocol import encode_frame
-
+from ..protocol import encode_frame
 from .rawclient import RawClient, clients, envelope, identity_key, msg_id
+from .servers import rss_kib
 
 WAIT = 10.0
 
@@ -97,10 +97,9 @@ async def flood(port: int, sender: str, to: str, count: int, size: int) -> list[
 
 def rss(pid: int) -> int:
     """The resident set size of process ``pid`` in bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
+    kib = rss_kib(pid)
+    assert kib, f"no VmRSS for process {pid}"
+    return kib * 1024
 
 
 async def pin_memory(port: int, pid: int, recipients: int = 4, count: int = 1100, size: int = 64 * 1024) -> dict[str, Any]:
