@@ -10,6 +10,7 @@ made by a proxy between a node and Redis that changes bytes on their way.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 
 import pytest
@@ -34,6 +35,11 @@ GARBLED_FOR_BOB = [
     b"A\nqueued",  # an ack of one line
     b"R\nlater",  # a session number that is no number
     b"Pno-seq",  # a room's push without its seq
+    # Frames whose length prefix lies (bob's client would read the next frames askew), one at the seq
+    # that follows bob's position (the message given at once), and a push to a room that is no room.
+    b"M1\n2 alice " + AN_ID + b" 1 8 \n" + struct.pack(">I", 100) + b"abcd",
+    b"P#ops 5\n" + struct.pack(">I", 100) + b"{}",
+    b"Pops 5\n" + struct.pack(">I", 2) + b"{}",
 ]
 # Published on alice's channel: acks her client must never see, written into a frame unescaped.
 GARBLED_FOR_ALICE = [

@@ -15,6 +15,7 @@ from securechat.server.redisbus import RedisBus
 from securechat.server.redisstore import ALREADY_CONFIRMED, ALREADY_QUEUED, OVER_CAPS, STORED, RedisStore
 from securechat.server.resp import RedisAddress, RedisLink
 from securechat.server.store import QueuedMessage
+from tests.support.rawclient import raw_frame
 from tests.support.redisproc import RedisProcess
 
 pytestmark = pytest.mark.timeout(30)
@@ -24,7 +25,7 @@ QUEUE_CAP = 2  # CAPS: the recipient's queue
 
 
 def send(n: int, sender: str = "alice", recipient: str = "bob") -> QueuedMessage:
-    return QueuedMessage(recipient, sender, f"{n:032x}", n, b"frame %d" % n, time.time())
+    return QueuedMessage(recipient, sender, f"{n:032x}", n, raw_frame(b"frame %d" % n), time.time())
 
 
 async def evalsha_calls(link: RedisLink) -> int:

@@ -22,7 +22,7 @@ import pytest
 from securechat.server import ChatServer
 from securechat.server.sessionbox import ROOMS_TOLD, SessionBox, push_body
 from tests.support.partition import partition_proxy
-from tests.support.rawclient import RawClient, clients, msg_id, running_server
+from tests.support.rawclient import RawClient, clients, msg_id, raw_frame, running_server
 from tests.support.redisproc import RedisProcess
 from tests.support.roomserver import Room, answer_to, change, next_of, send
 from tests.support.sentinels import ask, replicate_through
@@ -268,7 +268,8 @@ def test_what_a_session_was_told_of_rooms_is_bounded_the_oldest_forgotten_first(
     box.told_room("#r20", 5)  # never backwards
     assert len(box.rooms_told) == ROOMS_TOLD
     assert "#r9" not in box.rooms_told and box.rooms_told["#r10"] == 10 and box.rooms_told["#r20"] == 20
-    assert box.pushed(push_body("#r3", 7, b"FRAME\nwith a newline")) == b"FRAME\nwith a newline"
+    frame = raw_frame(b"FRAME\nwith a newline")
+    assert box.pushed(push_body("#r3", 7, frame)) == frame
     assert box.rooms_told["#r3"] == 7 and len(box.rooms_told) == ROOMS_TOLD  # #r10 made room for it
     assert "#r10" not in box.rooms_told
 

@@ -7,6 +7,7 @@ from typing import Final
 from ..rooms.log import MAX_MEMBER_ROOMS
 from .awaited import AwaitedAcks
 from .mailbox import Mailbox
+from .pokes import room_push
 from .sendorder import SendOrder
 
 # The rooms a session's catch-up remembers: twice the rooms a member may be in (its former rooms too).
@@ -47,9 +48,8 @@ class SessionBox(Mailbox):
 
     def pushed(self, data: bytes) -> bytes:
         """A room's change published for this session (:func:`push_body`): noted; the frame to write."""
-        head, frame = data[1:].split(b"\n", 1)
-        room, seq = head.rsplit(b" ", 1)
-        self.told_room(room.decode(), int(seq))
+        room, seq, frame = room_push(data)
+        self.told_room(room, seq)
         return frame
 
 
