@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from securechat.bench import redistail
+from securechat.bench.worker import Worker
 from tests.support.redisproc import RedisProcess
 
 
@@ -71,3 +72,21 @@ def test_worst_stalls_reads_redis_latency_monitor(make_redis: Callable[..., Redi
 
 def _redis_second(port: int) -> bytes:
     return redistail.command(port, "TIME").split(b"\r\n")[2]
+
+
+def test_the_load_generator_keeps_a_slow_message_with_its_time_and_where_the_senders_node_stamped_it() -> None:
+    worker = Worker({"mode": "latency"}, [])
+    worker.t_meas0_ns = 1_000_000_000
+    now = worker.t_meas0_ns + 50_000_000
+    fast_id, slow_id = b"a" * 32, b"b" * 32
+    worker.sent_at[fast_id] = now - 1_000_000  # 1 ms: not kept
+    sent = worker.t_meas0_ns + 20_000_000  # 20 ms into the window, 30 ms before `now`
+    worker.sent_at[slow_id] = sent
+    stamp_ms = (sent + worker.wall_minus_perf_ns) // 1_000_000 + 12  # the sender's node handled it ~12 ms after
+    frame = b'{"type":"message","from":"alice","server_ts":%d,"envelope":{"v":1,"from":"alice","to":"bob","id":"%s","ts":1}}'
+    assert worker._on_message(frame % (0, fast_id), now)
+    assert worker._on_message(frame % (stamp_ms, slow_id), now)
+    assert worker.latencies_us == [1000.0, 30000.0]
+    ((at, latency, before),) = worker.slow
+    assert (at, latency) == (20.0, 30.0)
+    assert 11.0 <= before <= 12.0  # the stamp is whole ms
