@@ -47,7 +47,7 @@ from .errors import (
     ServerErrorReply,
     ServerRefused,
 )
-from .names import format_fingerprint, parse_fingerprint, parse_typed_name
+from .names import format_fingerprint, parse_fingerprint, parse_typed_name, parse_typed_target
 from .pasted import is_whole, split_pasted
 from .protocol import WRONG_TRANSPORT_CODES
 
@@ -357,17 +357,20 @@ def verify(name: str, home: Path | None, contact: str, fingerprint_parts: tuple[
     help="How many of the latest entries to show.",
 )
 def history(name: str, home: Path | None, peer: str, limit: int) -> None:
-    """Show the local (decrypted) history of the conversation with PEER."""
+    """Show the local (decrypted) history of the conversation with PEER (a name or a #room)."""
     client_home = _resolve_home(home)
     identity = load_identity(client_home, name, interactive=_interactive())
-    peer = parse_typed_name(peer)
+    peer = parse_typed_target(peer)  # a name or a #room
     with client_home.open_store(name, identity) as store:
         entries = store.history.recent(peer, limit)
     if not entries:
         click.echo(f"no history with {peer}", err=True)
     for entry in entries:
         when = times.utc_message_clock(entry.ts, entry.server_ts)
-        who = f"{identity.name} -> {peer}" if entry.direction == "out" else f"{peer} -> {identity.name}"
+        if entry.direction == "out":
+            who = f"{identity.name} -> {peer}"
+        else:  # a room's message names its writer (docs/protocol.md 11)
+            who = f"{entry.sender} -> {peer}" if entry.sender else f"{peer} -> {identity.name}"
         status = f"  [{entry.status}]" if entry.status else ""
         safe.echo_rows(click.echo, f"{when}  {who}: {entry.text}{status}")
 

@@ -49,6 +49,8 @@ def home(tmp_path: Path) -> Path:
         assert bob.identity is not None
         alice.pins.pin("bob", bob.identity.public_pem)
         alice.history.add(HistoryEntry("bob", "out", "1" * 32, 1_700_000_000_000, "hi bob", "delivered"))
+        alice.history.add(HistoryEntry("#ops", "in", "2" * 32, 1_700_000_001_000, "hi all", sender="bob"))
+        alice.history.add(HistoryEntry("#ops", "out", "3" * 32, 1_700_000_002_000, "hi bob", "delivered 1/1"))
     return tmp_path
 
 
@@ -92,6 +94,17 @@ def test_history(home: Path) -> None:
     result = run(home, ["history", "--name", "alice", "bob"])
     assert result.returncode == 0, result.stderr
     assert "alice -> bob: hi bob" in result.stdout and "[delivered]" in result.stdout
+    assert "#ops" not in result.stdout
+
+
+def test_history_of_a_room_names_each_writer(home: Path) -> None:
+    # A room's history is a conversation like any other (it was refused: "'#ops' is not a valid name").
+    result = run(home, ["history", "--name", "alice", "#OPS"])
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()
+    assert rows[0].endswith("bob -> #ops: hi all")
+    assert rows[1].endswith("alice -> #ops: hi bob  [delivered 1/1]")
+    assert "not a valid room name" in one_line_error(run(home, ["history", "--name", "alice", "#a/b"]))
 
 
 @pytest.mark.parametrize(("target", "loose"), [("alice/identity.pem", 0o644), ("alice", 0o750)])

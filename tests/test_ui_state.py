@@ -252,6 +252,25 @@ def test_history_goes_above_and_is_deduplicated() -> None:
     assert s.by_id["h2"].status == "delivered"
 
 
+def test_a_rooms_history_names_each_writer() -> None:
+    # Found as a new user: after a restart, /to #ops showed "<#ops> I can review it now" for
+    # every member's message (the room, not its writer, as the sender).
+    s = make_state()
+    s.switch("#ops")
+    s.add_history(
+        "#ops",
+        [
+            HistoryEntry("#ops", "in", "r1", T0 - 5000, "I can review it now", sender="bob"),
+            HistoryEntry("#ops", "out", "r2", T0 - 4000, "thanks", "delivered 2/2"),
+        ],
+    )
+    assert [(line.sender, line.text) for line in s.window("#ops")[-2:]] == [
+        ("bob", "I can review it now"),
+        ("alice", "thanks"),
+    ]
+    assert "<bob> I can review it now" in pane(s) and "<#ops>" not in pane(s)
+
+
 def test_clear_only_clears_the_current_window() -> None:
     s = make_state()
     s.switch("bob")

@@ -227,7 +227,7 @@ class ChatState:
                     "out" if own else "in",
                     entry.ts / 1000,
                     sanitize(clip(entry.text)),
-                    sender=self.own_name if own else entry.peer,
+                    sender=self.own_name if own else entry.sender or entry.peer,  # a room's: its writer
                     msg_id=entry.msg_id,
                     status=entry.status if own else "",
                     server_ts=entry.server_ts / 1000 if entry.server_ts is not None else None,
