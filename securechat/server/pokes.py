@@ -32,8 +32,12 @@ NewMessage = tuple[int, bytes, bytes, bytes, bytes, bytes]
 Ack = tuple[bytes, bytes, bytes, bytes]
 
 ACK_STATUSES: Final = (b"queued", b"delivered")
-_NAME: Final = re.compile(NAME_PATTERN.pattern.encode()).fullmatch
-_ID: Final = re.compile(MESSAGE_ID_PATTERN.pattern.encode()).fullmatch
+_NAME_RE: Final = NAME_PATTERN.pattern.encode()
+_ID_RE: Final = MESSAGE_ID_PATTERN.pattern.encode()
+# One match for an A poke, one for an M poke's lines (every cross-node message is read so: the cost matters).
+_ACKS: Final = re.compile(rb"A(?:\n(?:%s)\n%s\n%s\n[^\n]*)+" % (b"|".join(ACK_STATUSES), _ID_RE, _NAME_RE)).fullmatch
+_M_LINES: Final = re.compile(rb"M\d+(?:\n\d+ %s %s \d+ \d+ [^\n]*)*\n" % (_NAME_RE, _ID_RE)).fullmatch
+_LENGTH: Final = HEADER.unpack_from
 _ROOM: Final = re.compile(ROOM_PATTERN.pattern.encode()).fullmatch
 
 
@@ -43,21 +47,19 @@ class GarbledPoke(ValueError):
 
 def new_messages(data: bytes) -> list[NewMessage]:
     """The messages of an ``M`` poke, in queue order."""
-    try:
-        count = int(data[1 : data.index(b"\n")])
-        parts = data.split(b"\n", count + 1)
-        frames, at, out = parts[-1], 0, list[NewMessage]()
-        for line in parts[1:-1]:
-            seq, sender, msg_id, server_ts, size, rid = line.split(b" ", 5)
-            end = at + int(size)
-            if not (_NAME(sender) and _ID(msg_id) and server_ts.isdigit() and whole_frame(frames[at:end])):
-                raise GarbledPoke(f"message {len(out) + 1}: not a sender, id, time and frame: {line[:120]!r}")
-            out.append((int(seq), sender, msg_id, server_ts, rid, frames[at:end]))
-            at = end
-    except GarbledPoke:
-        raise
-    except ValueError as exc:  # a count, seq or size that is not a number, a line of too few fields
-        raise GarbledPoke(f"M: {exc}") from None
+    count = int(head) if (head := data[1 : data.find(b"\n")]).isdigit() else -1
+    parts = data.split(b"\n", count + 1) if count >= 0 else [b""]
+    frames, at = parts[-1], 0
+    out: list[NewMessage] = []
+    if count < 0 or _M_LINES(data, 0, len(data) - len(frames)) is None:
+        raise GarbledPoke(f"M: not a count and lines of a seq, sender, id, time, size and rid: {data[:120]!r}")
+    for line in parts[1:-1]:
+        seq, sender, msg_id, server_ts, size, rid = line.split(b" ", 5)
+        end = at + int(size)
+        if end - at < HEADER_SIZE or end > len(frames) or _LENGTH(frames, at)[0] != end - at - HEADER_SIZE:
+            raise GarbledPoke(f"M: message {len(out) + 1}: {end - at} bytes that are not one frame")
+        out.append((int(seq), sender, msg_id, server_ts, rid, frames[at:end]))
+        at = end
     if len(out) != count or at != len(frames):
         raise GarbledPoke(f"M: {count} messages announced, {len(out)} lines, {len(frames) - at} bytes left over")
     return out
@@ -65,14 +67,10 @@ def new_messages(data: bytes) -> list[NewMessage]:
 
 def acks(data: bytes) -> list[Ack]:
     """The acks of an ``A`` poke, in order."""
+    if _ACKS(data) is None:
+        raise GarbledPoke(f"A: not lines of a status, id, recipient and rid: {data[:120]!r}")
     parts = data.split(b"\n")
-    if parts[0] != b"A" or len(parts) % 4 != 1:
-        raise GarbledPoke(f"A: {len(parts) - 1} lines after {parts[0][:20]!r}")
-    out = [(parts[i], parts[i + 1], parts[i + 2], parts[i + 3]) for i in range(1, len(parts), 4)]
-    for status, msg_id, recipient, _ in out:
-        if status not in ACK_STATUSES or not _ID(msg_id) or not _NAME(recipient):
-            raise GarbledPoke(f"A: not a status, id and recipient: {status[:20]!r} {msg_id[:40]!r} {recipient[:40]!r}")
-    return out
+    return [(parts[i], parts[i + 1], parts[i + 2], parts[i + 3]) for i in range(1, len(parts), 4)]
 
 
 def room_push(data: bytes) -> tuple[str, int, bytes]:
