@@ -132,7 +132,7 @@ async def test_msg_sends_once_without_switching() -> None:
         await h.line("/msg Carol see you at 5")
         await wait_until(lambda: h.fake.sent == [("carol", "see you at 5")])
         assert h.ui.state.current == "bob"
-        await h.shows("<alice> see you at 5  [queued]")  # also echoed here
+        await h.shows("<alice → carol> see you at 5  [queued]")  # also echoed here, naming where it went
         assert any(line.text == "see you at 5" for line in h.ui.state.windows["carol"])
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 from hypothesis import example, given
 from hypothesis import strategies as st
 from prompt_toolkit.utils import get_cwidth
@@ -101,6 +103,25 @@ def test_msg_to_another_conversation_is_echoed_here_and_shares_state() -> None:
     assert s.windows["carol"][-1] is s.windows["bob"][-1]
     s.apply(Acked("m1", "carol", "delivered"))
     assert s.windows["bob"][-1].status == "delivered"
+
+
+def test_msg_to_another_conversation_names_it_where_it_is_echoed() -> None:
+    # Found as a new user: "/msg #ops ping" typed in #dev showed "<carol> ping" in #dev, as if
+    # it had been posted there; it names where it went, and only outside that conversation.
+    s = make_state()
+    s.switch("#dev")
+    s.apply(MessageSent("m1", "#ops", T0, "ping", "P"))
+    s.apply(MessageSent("m2", "#dev", T0, "here", "P"))
+    here = pane(s)
+    assert "<alice → #ops> ping" in here and "<alice> here" in here
+    cache: render.RowCache = weakref.WeakKeyDictionary()  # the pane's cache: the same line, rows per window
+    render.pane_rows(s, 80, cache)
+    s.switch("#ops")
+    assert "<alice> ping" in pane(s) and "→" not in pane(s)
+    assert "→" not in "".join(render.plain(row) for row in render.pane_rows(s, 80, cache))
+    s.switch("bob")
+    s.apply(MessageSent("m3", "carol", T0, "psst", "P"))
+    assert "<alice → carol> psst" in pane(s)
 
 
 def test_unread_counts_and_switch_clears_them() -> None:

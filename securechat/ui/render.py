@@ -32,14 +32,15 @@ def _width(text: str) -> int:
     return sum(get_cwidth(ch) for ch in text)
 
 
-def render_line(line: Line, show_raw: bool, now: float) -> list[Logical]:
-    """The logical lines for one pane entry (two with ``/raw`` and a payload)."""
+def render_line(line: Line, show_raw: bool, now: float, window: str | None = None) -> list[Logical]:
+    """The logical lines for one pane entry (two with ``/raw`` and a payload) shown in ``window``."""
     stamp = clock_text(line, now) + " "
     frags: StyleAndTextTuples = [("class:time", stamp)]
     match line.kind:
         case "in" | "out":
-            nick = f"<{line.sender}>"
             own = line.kind == "out"
+            # A /msg from another window names where it went: "<alice → #ops>", not a post here.
+            nick = f"<{line.sender} → {line.to}>" if own and elsewhere(line, window) else f"<{line.sender}>"
             nick_style = name_class(line.sender) + (" class:own" if own else "")
             frags += [(nick_style, nick), ("", " ")]
             frags.append(("class:text", line.text))
@@ -94,19 +95,37 @@ def pane_rows(state: ChatState, width: int, cache: RowCache | None = None) -> li
     rows: list[StyleAndTextTuples] = []
     now = state.clock()
     for line in state.visible_lines():
-        rows.extend(line_rows(line, state.show_raw, now, width, cache))
+        rows.extend(line_rows(line, state.show_raw, now, width, cache, state.current))
     return rows
 
 
+def elsewhere(line: Line, window: str | None) -> bool:
+    """True for an own message shown in a window other than the conversation it went to."""
+    return window is not None and bool(line.to) and line.to != window
+
+
 def line_rows(
-    line: Line, show_raw: bool, now: float, width: int, cache: RowCache | None = None
+    line: Line,
+    show_raw: bool,
+    now: float,
+    width: int,
+    cache: RowCache | None = None,
+    window: str | None = None,
 ) -> list[StyleAndTextTuples]:
-    """One pane entry's rows, from ``cache`` when made for the same width, /raw, status and time."""
-    key = (width, show_raw, line.status, line.payload is not None, line.sender, clock_text(line, now))
+    """One pane entry's rows, from ``cache`` when made for the same width, /raw, status, time and place."""
+    key = (
+        width,
+        show_raw,
+        line.status,
+        line.payload is not None,
+        line.sender,
+        clock_text(line, now),
+        elsewhere(line, window),
+    )
     hit = cache.get(line) if cache is not None else None
     if hit is not None and hit[0] == key:
         return hit[1]
-    rows = [row for frags, indent in render_line(line, show_raw, now) for row in wrap(frags, width, indent)]
+    rows = [row for frags, indent in render_line(line, show_raw, now, window) for row in wrap(frags, width, indent)]
     if cache is not None:
         cache[line] = (key, rows)
     return rows

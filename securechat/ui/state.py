@@ -91,7 +91,6 @@ def cost(line: Line) -> int:
 @dataclass(eq=False)
 class Line:
     """One entry of the message pane; own messages change ``status`` in place."""
-
     kind: LineKind
     ts: float
     text: str
@@ -100,6 +99,7 @@ class Line:
     status: str = ""
     payload: str | None = None
     server_ts: float | None = None  # incoming: the server's time (seconds), shown if far from ``ts``
+    to: str = ""  # own: the conversation it went to, named where it is shown in another window
 
 
 @dataclass
@@ -249,12 +249,11 @@ class ChatState:
         self._add_own(Line("out", self.clock(), sanitize(clip(text)), self.own_name, msg_id, "sending"), to)
 
     def _add_own(self, line: Line, to: str) -> None:
+        line.to = to
         if line.msg_id:
             self.by_id[line.msg_id] = line
         self._append(to, line)
-        if self.current != to:
-            # /msg from another window: show it here too (same object, so its
-            # delivery state updates in both places).
+        if self.current != to:  # /msg from another window: here too, the same object (one status)
             self._append(self.current, line)
 
     def _incoming(self, peer: str, line: Line) -> None:
