@@ -277,7 +277,8 @@ class ClusterRouting(RoutingCore[RedisStore]):
             self._on_poke(channel, data)
         except (ValueError, LookupError, TypeError) as exc:  # another node's bug or version (pokes.py): dropped,
             # and its session catches up from the store, as after a gap of the pokes.
-            log.warning("dropped a garbled poke on %s (%d bytes, %r...): %s", channel.decode(errors="replace"), len(data), data[:1], exc)
+            where, kind = channel.decode(errors="replace"), type(exc).__name__  # not GarbledPoke: a field read later
+            log.warning("dropped a garbled poke on %s (%d bytes, %r...): %s: %s", where, len(data), data[:1], kind, exc)
             peer = self._local.get(self._store.name_of(channel)) if channel != self._store.presence_channel else None
             if peer is not None and isinstance(peer.mailbox, SessionBox):
                 self._catch_up(peer, peer.mailbox)
