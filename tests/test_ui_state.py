@@ -197,6 +197,37 @@ def test_key_change_elsewhere_warns_in_current_window() -> None:
     assert s.windows["bob"][-1].kind == "warn"
 
 
+def test_status_bar_fits_its_width_keeping_what_matters() -> None:
+    # Found as a new user: with long room names in the unread list the bar ran past 80 columns and
+    # at 40 the unread count (and PLAINTEXT, "more below") fell off its end.
+    s = make_state()
+    s.apply(ConnectionChanged("online"))
+    s.rooms["#ops"] = tuple(f"m{i}" for i in range(256))
+    s.switch("#ops")
+    long_rooms = [f"#{c}bcdefghijklmnopqrstuvwxyz012345" for c in "abcde"]
+    s.unread = {room: 1 for room in long_rooms}
+    whole = render.plain(render.status_bar(s, scrolled=True))
+    assert "alice a1ce a1ce" in whole and all(f"{room}:1" in whole for room in long_rooms)
+    for width in (80, 40):
+        bar = render.plain(render.status_bar(s, scrolled=False, width=width))
+        assert get_cwidth(bar) <= width, bar
+        assert bar.startswith(" online │ ") and "→ #ops (256) │ unread 5" in bar, bar
+    assert bar == " online │ → #ops (256) │ unread 5 "  # at 40 your own name gave way
+    s.plaintext = True
+    bar = render.plain(render.status_bar(s, scrolled=True, width=80))
+    assert get_cwidth(bar) <= 80 and "PLAINTEXT: no TLS" in bar and "more below" in bar, bar
+    s.rooms[long_rooms[0]] = ("alice",)
+    s.switch(long_rooms[0])
+    bar = render.plain(render.status_bar(s, scrolled=False, width=60))  # its name cut, the prompt says it
+    assert get_cwidth(bar) <= 60 and "unread 4" in bar and "PLAINTEXT: no TLS" in bar and "→ #abcdefghijklmn… │" in bar, bar
+    s.plaintext = False
+    s.switch("#ops")
+    bar = render.plain(render.status_bar(s, scrolled=False, width=120))  # room for some of the list
+    assert get_cwidth(bar) <= 120 and "alice a1ce a1ce" in bar and f"({long_rooms[1]}:1 …) " in bar
+    s.unread = {long_rooms[0]: 2, "bob": 1}  # the short names after a long one still show
+    assert render.plain(render.status_bar(s, scrolled=False, width=80)).endswith("│ unread 3 (bob:1 …) ")
+
+
 def test_connection_states_in_status_bar() -> None:
     clock = Clock()
     s = ChatState(own_name="alice", fingerprint=FP_A, clock=clock)

@@ -196,7 +196,8 @@ class ChatUI:
         return "\n".join(plain(row) for row in pane_rows(self.state, UNWRAPPED))
 
     def status_text(self) -> str:
-        return plain(status_bar(self.state, self.pane.scrolled))
+        """The status bar as drawn, fitted to the output's width."""
+        return plain(status_bar(self.state, self.pane.scrolled, self.app.output.get_size().columns))
 
     # --- tasks ------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ import weakref
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import TYPE_CHECKING
 
+from prompt_toolkit.application.current import get_app
 from prompt_toolkit.buffer import Buffer
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
@@ -161,7 +162,7 @@ def build_layout(state: ChatState, pane: MessagePane, input_area: TextArea) -> L
             ConditionalContainer(banner_window, filter=Condition(lambda: bool(state.banners))),
             Window(pane, wrap_lines=False),
             Window(
-                FormattedTextControl(lambda: status_bar(state, pane.scrolled)),
+                FormattedTextControl(lambda: status_bar(state, pane.scrolled, get_app().output.get_size().columns)),
                 height=1,
                 style="class:statusbar",
             ),

@@ -135,33 +135,56 @@ def plain(frags: StyleAndTextTuples) -> str:
     return "".join(frag[1] for frag in frags)
 
 
-def status_bar(state: ChatState, scrolled: bool) -> StyleAndTextTuples:
+def status_bar(state: ChatState, scrolled: bool, width: int | None = None) -> StyleAndTextTuples:
+    """The status bar. To fit ``width`` it gives up, in this order, the rooms' unread list, the long
+    PLAINTEXT warning (for its short form), your name and the end of a long conversation name, so the
+    connection, the conversation, the unread total, PLAINTEXT and "more below" stay in sight."""
     conn = state.connection
     label = conn
     if conn == "reconnecting" and (left := state.retry_in()) is not None:
         label = f"reconnecting in {left}s"
-    frags: StyleAndTextTuples = [
-        (f"class:statusbar.{conn}", f" {label} "),
-        ("class:statusbar", "│ "),
-        ("class:statusbar", f"{state.own_name or '?'} {short_fingerprint(state.fingerprint)} "),
-        ("class:statusbar", "│ "),
-        (
-            "class:statusbar",
-            f"→ {state.where()} " if state.current != STATUS_WINDOW else "(no conversation) ",
-        ),
-    ]
+    where = f"→ {state.where()} " if state.current != STATUS_WINDOW else "(no conversation) "
     unread = state.unread_summary()
-    if unread:
-        total = sum(c for _n, c in unread)
-        names = " ".join(f"{n}:{c}" for n, c in unread)
-        frags += [("class:statusbar", "│ "), ("class:statusbar.unread", f"unread {total} ({names}) ")]
-    if state.plaintext:
-        frags.append(("class:statusbar.plaintext", f"│ {PLAINTEXT_WARNING} "))
-    if state.show_raw:
-        frags.append(("class:statusbar", "│ raw "))
-    if scrolled:
-        frags.append(("class:statusbar.scrolled", "│ more below: PageDown "))
-    return frags
+    total = _piece("class:statusbar.unread", f"unread {sum(c for _n, c in unread)} ") if unread else []
+    parts: dict[str, StyleAndTextTuples] = {
+        "head": [(f"class:statusbar.{conn}", f" {label} ")],
+        "me": _piece("class:statusbar", f"{state.own_name or '?'} {short_fingerprint(state.fingerprint)} "),
+        "here": _piece("class:statusbar", where),
+        "unread": total,
+        "plain": _piece("class:statusbar.plaintext", f"{PLAINTEXT_WARNING} ") if state.plaintext else [],
+        "raw": _piece("class:statusbar", "raw ") if state.show_raw else [],
+        "more": _piece("class:statusbar.scrolled", "more below: PageDown ") if scrolled else [],
+    }
+
+    def over() -> int:  # cells past the width (<= 0: it fits)
+        return 0 if width is None else _width(plain([f for part in parts.values() for f in part])) - width
+
+    if over() > 0 and state.plaintext:
+        parts["plain"] = _piece("class:statusbar.plaintext", "PLAINTEXT: no TLS ")
+    if over() > 0:
+        parts["me"] = []
+    if (cut := over()) > 0:  # a long room name: the prompt below names it whole
+        parts["here"] = _piece("class:statusbar", where[: max(len(where) - cut - 2, 6)] + "… ")
+    if names := _unread_names(unread, None if width is None else -over()):  # in the room left
+        parts["unread"] = total + [("class:statusbar.unread", names)]
+    return [f for part in parts.values() for f in part]
+
+
+def _piece(style: str, text: str) -> StyleAndTextTuples:
+    return [("class:statusbar", "│ "), (style, text)]
+
+
+def _unread_names(unread: list[tuple[str, int]], room: int | None) -> str:
+    """``(#ops:2 bob:1) `` after the unread total; in ``room`` cells those that fit, then ``…``, or none."""
+    entries = [f"{n}:{c}" for n, c in unread]
+    whole = "(" + " ".join(entries) + ") "
+    if room is None or _width(whole) <= room:
+        return whole
+    shown: list[str] = []
+    for entry in entries:  # a long room name gives way to the shorter ones after it
+        if _width("(" + " ".join([*shown, entry]) + " …) ") <= room:
+            shown.append(entry)
+    return "(" + " ".join([*shown, "…"]) + ") " if shown else ""
 
 
 def banner(state: ChatState) -> StyleAndTextTuples:
