@@ -380,6 +380,22 @@ async def test_raw_file_writes_the_payloads_received_in_this_conversation(
     assert (tmp_path / "bob.txt").read_text() == "PAYLOAD-bob-0\nPAYLOAD-bob-2\n"
 
 
+async def test_raw_file_in_a_room_writes_the_rooms_payloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Found as a new user: /raw FILE in #qa said "no message from #qa arrived in this session"
+    # after two had (the payloads were kept by sender); the README's room /raw and decrypt.
+    monkeypatch.chdir(tmp_path)
+    ex, fake = executor()
+    fake.emit(MessageReceived("bob", "1" * 32, T0, "in the room", "PAYLOAD-room", room="#qa"))
+    fake.emit(MessageReceived("bob", "2" * 32, T0, "to alice", "PAYLOAD-direct"))
+    await ex.execute(g.To("#qa"))
+    [said] = await ex.execute(g.Raw("qa.txt"))
+    assert said == Said(payloads_written(1, "#qa", "qa.txt", "alice"))
+    assert (tmp_path / "qa.txt").read_text() == "PAYLOAD-room\n"
+    await ex.execute(g.To("bob"))
+    await ex.execute(g.Raw("bob.txt"))
+    assert (tmp_path / "bob.txt").read_text() == "PAYLOAD-direct\n"  # not the room's
+
+
 def test_kept_payloads_are_bounded_over_every_conversation() -> None:
     ex, fake = executor()
     big = "A" * (PAYLOAD_CHARS_KEPT // 4)

@@ -294,7 +294,7 @@ class Executor:
     def observe(self, event: SessionEvent) -> Seen:
         """Note a session event; the front end renders :attr:`Seen.outcomes`, then the event if ``show``."""
         if isinstance(event, MessageReceived):
-            self._keep_payload(event.sender, event.payload)
+            self._keep_payload(event.room or event.sender, event.payload)  # by conversation: a room is one
         match event:
             case ConnectionChanged(state, _retry, detail):
                 return self._connection(state, detail)
