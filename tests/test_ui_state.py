@@ -226,6 +226,9 @@ def test_status_bar_fits_its_width_keeping_what_matters() -> None:
     assert get_cwidth(bar) <= 120 and "alice a1ce a1ce" in bar and f"({long_rooms[1]}:1 …) " in bar
     s.unread = {long_rooms[0]: 2, "bob": 1}  # the short names after a long one still show
     assert render.plain(render.status_bar(s, scrolled=False, width=80)).endswith("│ unread 3 (bob:1 …) ")
+    s.unread = {}
+    for width in (None, 80):  # nothing unread: no unread part at all
+        assert render.plain(render.status_bar(s, scrolled=False, width=width)).endswith("│ → #ops (256) ")
 
 
 def test_connection_states_in_status_bar() -> None:

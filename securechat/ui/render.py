@@ -165,7 +165,7 @@ def status_bar(state: ChatState, scrolled: bool, width: int | None = None) -> St
         parts["me"] = []
     if (cut := over()) > 0:  # a long room name: the prompt below names it whole
         parts["here"] = _piece("class:statusbar", where[: max(len(where) - cut - 2, 6)] + "… ")
-    if names := _unread_names(unread, None if width is None else -over()):  # in the room left
+    if unread and (names := _unread_names(unread, None if width is None else -over())):  # in the room left
         parts["unread"] = total + [("class:statusbar.unread", names)]
     return [f for part in parts.values() for f in part]
 
