@@ -396,6 +396,21 @@ async def test_raw_file_in_a_room_writes_the_rooms_payloads(tmp_path: Path, monk
     assert (tmp_path / "bob.txt").read_text() == "PAYLOAD-direct\n"  # not the room's
 
 
+async def test_to_a_room_you_left_says_nothing_typed_there_is_sent() -> None:
+    # Found as a new user: /to #ops after leaving it switched without a word, and each line typed
+    # there then came back "not sent to #ops (...): not_member".
+    ex, fake = executor()
+    await fake.rooms.create("#ops", open_room=False)
+    await fake.rooms.create("#dev", open_room=True)
+    [switched] = await ex.execute(g.To("#ops"))
+    assert switched == Switched("#ops", (), None, None, True)  # a member: no hint
+    for room, back in (("#ops", "an admin can add you again"), ("#dev", "/join #dev to come back")):
+        await fake.rooms.leave(room)
+        outcomes = await ex.execute(g.To(room))
+        assert [type(o) for o in outcomes] == [Switched, Said] and ex.current == room
+        assert outcomes[1] == Said((f"you are not a member of {room}: what you type here is not sent ({back})",), "hint")
+
+
 def test_kept_payloads_are_bounded_over_every_conversation() -> None:
     ex, fake = executor()
     big = "A" * (PAYLOAD_CHARS_KEPT // 4)

@@ -202,9 +202,11 @@ class Executor:
     async def _to(self, name: str) -> list[Outcome]:
         """Switch to ``name`` once the server says the name exists (offline: switch, unchecked); a room once held."""
         if is_room(name):
-            if self.session.rooms.state(name) is None:
+            if (state := self.session.rooms.state(name)) is None:
                 raise RoomRefused(f"you hold no room {name} (/rooms lists them, /join opens one)", code="unknown_room")
-            return [self._switch(name)]
+            if self.session.name in state.members:
+                return [self._switch(name)]
+            return [self._switch(name), Said((wording.not_a_member_line(state),), "hint")]  # one you left
         if self.session.online:
             try:
                 await self.session.lookup(name)  # unknown_user: Failed, and no switch

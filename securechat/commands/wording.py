@@ -344,6 +344,12 @@ def members_line(state: RoomState) -> str:
     return f"{state.room} ({state.kind}, {count} member{'s' if count != 1 else ''}, as verified here): {who}"
 
 
+def not_a_member_line(state: RoomState) -> str:
+    """``/to`` a room held here that you are no longer in: its history shows, nothing typed is sent."""
+    back = f"/join {state.room} to come back" if state.kind == "open" else "an admin can add you again"
+    return f"you are not a member of {state.room}: what you type here is not sent ({back})"
+
+
 def room_change_line(event: RoomChanged) -> str:
     """One verified change, as both terminal front ends show it ("alice added carol to #ops")."""
     by, name, room = event.by or "?", event.name or "?", event.room
