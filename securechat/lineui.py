@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from .client import ClientSession, finish_session
 from .clock import now_ms
 from .commands import Executor, Hint, parse_line, times
+from .commands import roomwording as rooms_say
 from .commands import sanitize as safe
 from .commands import wording as say
 from .commands.driver import Ending, feed, stdin_lines
@@ -137,17 +138,17 @@ def room_event_lines(event: SessionEvent, raw: bool = False) -> list[str]:
     match event:
         case MessageReceived(sender, _id, ts, text, payload, server_ts, room, gone) if room is not None:
             lines = message_lines(f"{room} {sender}", None, ts, text, payload if raw else None, server_ts)
-            return lines + ([_marked("warn", say.readers_gone_line(sender, room, gone))] if gone else [])
+            return lines + ([_marked("warn", rooms_say.readers_gone_line(sender, room, gone))] if gone else [])
         case Acked(msg_id, room, "undeliverable", str(member)):
             return [_marked("warn", f"{say.undeliverable_line(member, room)} (message {msg_id[:8]})")]
         case Acked(_id, room, _status, str(member), delivered, total):
             return [f"  ({room_ack_status(delivered, total, alone=not member)} {'to' if member else 'in'} {room})"]
         case RoomChanged():
-            return [_marked("info", say.room_change_line(event))]
+            return [_marked("info", rooms_say.room_change_line(event))]
         case RoomRejected():
-            return [_marked("warn", say.room_rejected_line(event))]
+            return [_marked("warn", rooms_say.room_rejected_line(event))]
         case RoomsListed(rooms):
-            return [_marked("info", say.rooms_line(rooms))]
+            return [_marked("info", rooms_say.rooms_line(rooms))]
     return []
 
 

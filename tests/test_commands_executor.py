@@ -21,6 +21,8 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
+from securechat.commands.rooms import Leave
+from securechat.commands.roomwording import last_admin_line
 from securechat.commands.wording import (
     BACK_ONLINE,
     NO_CONVERSATION,
@@ -409,6 +411,39 @@ async def test_to_a_room_you_left_says_nothing_typed_there_is_sent() -> None:
         outcomes = await ex.execute(g.To(room))
         assert [type(o) for o in outcomes] == [Switched, Said] and ex.current == room
         assert outcomes[1] == Said((f"you are not a member of {room}: what you type here is not sent ({back})",), "hint")
+
+
+@pytest.mark.parametrize("front_end", [g.PLAIN, g.FULL_SCREEN, g.JSON])
+async def test_the_last_admin_is_told_once_before_leaving_a_room_others_are_in(front_end: g.FrontEnd) -> None:
+    # Found as a new user: the only admin's /leave froze an invite room for good without a word
+    # (nobody can add, remove or make admins after; docs/protocol.md 11.1).
+    ex, fake = executor(front_end=front_end)
+    await fake.rooms.create("#ops", open_room=False)
+    await fake.rooms.create("#solo", open_room=False)
+    await fake.rooms.add("#ops", "bob")
+    assert await ex.execute(Leave("#solo")) == []  # nobody else in it: nothing to lose
+    first = await ex.execute(Leave("#ops"))
+    state = fake.rooms.state("#ops")
+    assert state is not None
+    if front_end == g.JSON:  # scripts: at once, as the command says
+        assert first == [] and "alice" not in state.members
+        return
+    assert first == [Said((last_admin_line(state),), "hint")] and "alice" in state.members
+    assert "nobody can add or remove a member, for good" in last_admin_line(state)
+    assert "/admin #ops NAME" in last_admin_line(state)
+    assert await ex.execute(Leave("#ops")) == []  # asked again: done
+    left = fake.rooms.state("#ops")
+    assert left is not None and left.members == {"bob"} and left.admins == frozenset()
+
+
+async def test_the_last_admin_is_not_held_up_once_another_is_an_admin() -> None:
+    ex, fake = executor()
+    await fake.rooms.create("#ops", open_room=True)
+    await fake.rooms.add("#ops", "bob")
+    await fake.rooms.admin("#ops", "bob")
+    assert await ex.execute(Leave("#ops")) == []
+    state = fake.rooms.state("#ops")
+    assert state is not None and state.members == {"bob"}
 
 
 def test_kept_payloads_are_bounded_over_every_conversation() -> None:

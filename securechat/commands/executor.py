@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from securechat import pasted
-from securechat.commands import wording
+from securechat.commands import roomwording, wording
 from securechat.commands.grammar import (
     COMMANDS,
+    JSON,
     Clear,
     Command,
     Fingerprint,
@@ -76,6 +77,7 @@ from securechat.events import (
 )
 from securechat.names import is_room
 from securechat.records import HistoryEntry
+from securechat.rooms.log import RoomState
 
 # Received payloads kept for /raw FILE: the newest, bounded in count and in characters
 # summed over every conversation (a peer's messages may each be a megabyte).
@@ -108,6 +110,7 @@ class Executor:
     _down: bool = field(default=False, init=False)  # the connection was lost (not just starting)
     _payloads: deque[tuple[str, str]] = field(default_factory=deque, init=False)
     _payload_chars: int = field(default=0, init=False)
+    _warned_leave: set[str] = field(default_factory=set, init=False)  # rooms whose last admin was told once
 
     async def execute(self, command: Command) -> list[Outcome]:
         """Run ``command``; a failure of the session is a :class:`Failed` outcome, never an exception."""
@@ -174,12 +177,23 @@ class Executor:
             case Admin(room, name):
                 await rooms.admin(room, name)
             case Leave(room):
+                if (state := self._last_admin(room)) is not None and room not in self._warned_leave:
+                    self._warned_leave.add(room)
+                    return [Said((roomwording.last_admin_line(state),), "hint")]
                 await rooms.leave(room)
             case Members(room):
                 return [self._members(room)]
             case Rooms():
                 await rooms.list_rooms()
         return []
+
+    def _last_admin(self, room: str) -> RoomState | None:
+        """``room``'s state if leaving it would leave it without an admin while others are in it
+        (docs/protocol.md 11.1); ``--json`` scripts leave at once, the terminals say so first, once."""
+        state = self.session.rooms.state(room)
+        if self.front_end == JSON or state is None or len(state.members) < 2:
+            return None
+        return state if state.admins == {self.session.name} else None
 
     def _members(self, room: str | None) -> Outcome:
         room = room or (self.current if self.current is not None and is_room(self.current) else None)
@@ -206,7 +220,7 @@ class Executor:
                 raise RoomRefused(f"you hold no room {name} (/rooms lists them, /join opens one)", code="unknown_room")
             if self.session.name in state.members:
                 return [self._switch(name)]
-            return [self._switch(name), Said((wording.not_a_member_line(state),), "hint")]  # one you left
+            return [self._switch(name), Said((roomwording.not_a_member_line(state),), "hint")]  # one you left
         if self.session.online:
             try:
                 await self.session.lookup(name)  # unknown_user: Failed, and no switch

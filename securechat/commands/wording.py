@@ -27,17 +27,10 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
+from securechat.commands.roomwording import members_line
 from securechat.errors import KeyChanged, RequestUnanswered, SecurechatError, ServerErrorReply
-from securechat.events import (
-    KeyChangedAlert,
-    RoomChanged,
-    RoomListing,
-    RoomRejected,
-    ServerRefusedAlert,
-    UserEntry,
-)
+from securechat.events import KeyChangedAlert, ServerRefusedAlert, UserEntry
 from securechat.names import format_fingerprint
-from securechat.rooms.log import RoomState
 
 Shown = tuple[Level, str]
 
@@ -336,38 +329,10 @@ def clipped_note(more: int) -> str:
 # --- rooms (docs/protocol.md 11) -------------------------------------------------------------
 
 
-def members_line(state: RoomState) -> str:
-    """A room's members as verified here, admins marked."""
-    names = [f"{name} (admin)" if name in state.admins else name for name in state.sorted_members()]
-    count = len(names)
-    who = ", ".join(names) if names else "nobody"
-    return f"{state.room} ({state.kind}, {count} member{'s' if count != 1 else ''}, as verified here): {who}"
 
 
-def not_a_member_line(state: RoomState) -> str:
-    """``/to`` a room held here that you are no longer in: its history shows, nothing typed is sent."""
-    back = f"/join {state.room} to come back" if state.kind == "open" else "an admin can add you again"
-    return f"you are not a member of {state.room}: what you type here is not sent ({back})"
 
 
-def room_change_line(event: RoomChanged) -> str:
-    """One verified change, as both terminal front ends show it ("alice added carol to #ops")."""
-    by, name, room = event.by or "?", event.name or "?", event.room
-    match event.change:
-        case "created":
-            return f"{by} created {room} ({event.kind})"
-        case "added":
-            return f"{by} added {name} to {room}"
-        case "removed":
-            return f"{by} removed {name} from {room}"
-        case "joined":
-            return f"{name} joined {room}"
-        case "left":
-            return f"{name} left {room}"
-        case "admin":
-            return f"{by} made {name} an admin of {room}"
-    count = len(event.members)
-    return f"{room}: {count} member{'s' if count != 1 else ''}: {', '.join(event.members) or 'nobody'}"
 
 
 def undeliverable_line(to: str, room: str | None = None) -> str:
@@ -377,23 +342,3 @@ def undeliverable_line(to: str, room: str | None = None) -> str:
         f"your message{where} was not delivered to {to}: their client failed on it again and again, "
         "so the server set it aside; it will not be resent"
     )
-
-
-def room_rejected_line(event: RoomRejected) -> str:
-    at = f" at seq {event.seq}" if event.seq is not None else ""
-    return f"{event.room}: refused a change{at}: {event.reason}" + (f" ({event.detail})" if event.detail else "")
-
-
-def readers_gone_line(sender: str, room: str, gone: tuple[str, ...]) -> str:
-    """A message sealed under an older state, also for people who are no longer members (the sender is behind)."""
-    return (
-        f"{sender}'s message was also readable by {', '.join(gone)}, no longer in {room}: "
-        f"{sender}'s view of {room} is behind"
-    )
-
-
-def rooms_line(rooms: tuple[RoomListing, ...]) -> str:
-    if not rooms:
-        return "no rooms yet: /create #ROOM makes one"
-    parts = [f"{r.room} ({r.kind}, {r.members}{', yours' if r.member else ''})" for r in rooms]
-    return f"{len(rooms)} room{'s' if len(rooms) != 1 else ''}: " + ", ".join(parts)

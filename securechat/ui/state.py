@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from securechat.commands import wording
+from securechat.commands import roomwording, wording
 from securechat.commands.outcomes import Level
 from securechat.commands.sanitize import one_line, sanitize
 from securechat.commands.wording import fingerprint_rows
@@ -365,7 +365,7 @@ class ChatState:
                 st = server_ts / 1000 if server_ts is not None else None
                 self._incoming(room, Line("in", ts / 1000, sanitize(text), sender, msg_id, payload=payload, server_ts=st))
                 if gone:
-                    self._append(room, Line("warn", self.clock(), wording.readers_gone_line(sender, room, gone)))
+                    self._append(room, Line("warn", self.clock(), roomwording.readers_gone_line(sender, room, gone)))
             case MessageRejected(sender, msg_id, reason, detail, payload, str(room)):
                 text = sanitize(wording.rejected_line(sender, reason, detail) + f" in {room}")
                 self._incoming(room, Line("rejected", self.clock(), text, sender, msg_id, payload=payload))
@@ -376,15 +376,15 @@ class ChatState:
                     self._append(room, Line("warn", self.clock(), wording.undeliverable_line(member, room), room))
             case RoomChanged(room, change, members=members):
                 self.rooms[room] = members
-                self._append(room, Line("info", self.clock(), sanitize(wording.room_change_line(event)), room))
+                self._append(room, Line("info", self.clock(), sanitize(roomwording.room_change_line(event)), room))
                 if change != "state" and room != self.current:  # a change elsewhere is unread there
                     self.unread[room] = self.unread.get(room, 0) + 1
                 if self.own_name not in members:
                     self.rooms.pop(room, None)  # no longer ours: not completed, no count
             case RoomRejected(room):
-                self._incoming(room, Line("rejected", self.clock(), sanitize(wording.room_rejected_line(event)), room))
+                self._incoming(room, Line("rejected", self.clock(), sanitize(roomwording.room_rejected_line(event)), room))
             case RoomsListed(listed):
-                self.info(wording.rooms_line(listed))
+                self.info(roomwording.rooms_line(listed))
 
     def show_intro(self) -> None:
         """First run: the own fingerprint and how to compare it with a contact."""
