@@ -21,8 +21,8 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
-from securechat.commands.rooms import Leave
-from securechat.commands.roomwording import last_admin_line
+from securechat.commands.rooms import Leave, Remove
+from securechat.commands.roomwording import last_admin_line, remove_yourself
 from securechat.commands.wording import (
     BACK_ONLINE,
     NO_CONVERSATION,
@@ -444,6 +444,27 @@ async def test_the_last_admin_is_not_held_up_once_another_is_an_admin() -> None:
     assert await ex.execute(Leave("#ops")) == []
     state = fake.rooms.state("#ops")
     assert state is not None and state.members == {"bob"}
+
+
+@pytest.mark.parametrize("admin", [True, False])
+async def test_remove_yourself_points_to_leave(admin: bool) -> None:
+    # Found as a new user: carol's "/remove #ops carol" said "not_allowed: carol is not an admin
+    # of #ops" (and an admin's, that an admin only leaves): what she wanted is /leave.
+    ex, fake = executor()
+    await fake.rooms.create("#ops", open_room=False)
+    await fake.rooms.add("#ops", "bob")
+    if not admin:
+        fake.own = "bob"
+    calls = len(fake.calls)
+    me = fake.own
+    assert await ex.execute(Remove("#ops", me)) == [Said((remove_yourself("#ops"),), "hint")]
+    assert remove_yourself("#ops").startswith("that is you: /leave #ops leaves it")
+    assert len(fake.calls) == calls  # nothing asked of the session
+    state = fake.rooms.state("#ops")
+    assert state is not None and me in state.members
+    ex_json, _ = executor(fake, front_end=g.JSON)  # a script gets the refusal's code, as before
+    [failed] = await ex_json.execute(Remove("#ops", me))
+    assert isinstance(failed, Failed) and failed.error.code == "not_allowed"  # type: ignore[attr-defined]
 
 
 def test_kept_payloads_are_bounded_over_every_conversation() -> None:

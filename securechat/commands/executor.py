@@ -172,6 +172,8 @@ class Executor:
                 return [self._switch(room)]
             case Add(room, name):
                 await rooms.add(room, name)
+            case Remove(room, name) if name == self.session.name and self.front_end != JSON:  # --json: its error
+                return [Said((roomwording.remove_yourself(room),), "hint")]
             case Remove(room, name):
                 await rooms.remove(room, name)
             case Admin(room, name):

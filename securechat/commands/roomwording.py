@@ -24,6 +24,10 @@ def not_a_member_line(state: RoomState) -> str:
     return f"you are not a member of {state.room}: what you type here is not sent ({back})"
 
 
+def remove_yourself(room: str) -> str:
+    return f"that is you: /leave {room} leaves it (/remove is for another member)"
+
+
 def last_admin_line(state: RoomState) -> str:
     """``/leave`` by the last admin of a room others are still in: said once, before it is done."""
     frozen = "anyone may still join, nobody can remove" if state.kind == "open" else "nobody can add or remove"
