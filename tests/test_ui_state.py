@@ -442,3 +442,15 @@ def test_a_room_has_its_window_unread_count_member_count_and_completions() -> No
     assert completions("/to #", names, state.rooms) == [("#ops", -1)]
     state.apply(Changed("#ops", "removed", "alice", "bob", ("bob",), ("bob",), 2, "invite"))
     assert "#ops" not in state.rooms and state.where() == "#ops"  # no longer ours: no count, not completed
+
+
+def test_join_completes_the_open_rooms_that_rooms_listed() -> None:
+    # Found as a new user: /rooms showed "#dev (open, 2)", then "/join #d" and Tab offered nothing.
+    from securechat.commands.grammar import completions
+    from securechat.events import RoomListing, RoomsListed
+
+    state = ChatState(own_name="alice", fingerprint="ab" * 32)
+    assert completions("/join #d", state.known_names(["bob"]), state.rooms) == []
+    state.apply(RoomsListed((RoomListing("#dev", "open", False, 2), RoomListing("#ops", "invite", False, 3))))
+    assert completions("/join #d", state.known_names(["bob"]), state.rooms) == [("#dev", -2)]
+    assert completions("/join #", state.known_names(["bob"]), state.rooms) == [("#dev", -1)]  # not invite ones

@@ -123,8 +123,8 @@ class ChatState:
     intro_shown: bool = False
     rooms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each room's members, as verified
     left_status: bool = False
-    # Bumped on every change so views can tell that something was appended.
-    generation: int = 0
+    generation: int = 0  # bumped on every change, so views can tell that something was appended
+    listed: set[str] = field(default_factory=set)  # the open rooms /rooms showed: /join completes them
     kept: dict[str, int] = field(default_factory=dict)  # characters kept per window (:func:`cost`)
 
     # --- windows --------------------------------------------------------------
@@ -271,8 +271,9 @@ class ChatState:
         return max(0, int(self.retry_at - self.clock() + 0.999))
 
     def known_names(self, users: Iterable[str] = ()) -> list[str]:
-        """Names for completion: ``users`` (the directory), open conversations, key changes, rooms and their members."""
-        names = set(users) | {w for w in self.windows if w} | set(self.banners) | set(self.rooms)
+        """Names for completion: ``users`` (the directory), open conversations, key changes, rooms (held
+        and listed) and their members."""
+        names = set(users) | {w for w in self.windows if w} | set(self.banners) | set(self.rooms) | self.listed
         names.update(*self.rooms.values())
         names.discard(self.own_name)
         return sorted(names)
@@ -384,11 +385,11 @@ class ChatState:
             case RoomRejected(room):
                 self._incoming(room, Line("rejected", self.clock(), sanitize(roomwording.room_rejected_line(event)), room))
             case RoomsListed(listed):
+                self.listed = {entry.room for entry in listed if entry.kind == "open"}
                 self.info(roomwording.rooms_line(listed))
 
     def show_intro(self) -> None:
-        """First run: the own fingerprint and how to compare it with a contact."""
-        # Short lines: each fits an 80-column pane after the time stamp.
+        """First run: the own fingerprint and how to compare it with a contact (each line fits 80 columns)."""
         self.info(f"welcome, {self.own_name}: this is the first session for this name.")
         self.info("your fingerprint (your key's identity, safe to share):")
         for row in fingerprint_rows(self.fingerprint):
