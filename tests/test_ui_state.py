@@ -454,3 +454,21 @@ def test_join_completes_the_open_rooms_that_rooms_listed() -> None:
     state.apply(RoomsListed((RoomListing("#dev", "open", False, 2), RoomListing("#ops", "invite", False, 3))))
     assert completions("/join #d", state.known_names(["bob"]), state.rooms) == [("#dev", -2)]
     assert completions("/join #", state.known_names(["bob"]), state.rooms) == [("#dev", -1)]  # not invite ones
+
+
+def test_the_last_admin_leaving_is_said_to_the_members_left() -> None:
+    # Found as a new user: carol saw only "bob left #dev" when #dev's last admin left, and later
+    # every /add and /remove was refused without her knowing why.
+    from securechat.events import RoomChanged as Changed
+
+    state = ChatState(own_name="carol", fingerprint="ab" * 32)
+    state.apply(Changed("#dev", "left", "bob", "bob", ("carol",), (), 3, "open"))
+    state.apply(Changed("#ops", "left", "bob", "bob", ("alice", "carol"), (), 5, "invite"))
+    state.apply(Changed("#ops", "left", "dave", "dave", ("alice", "carol"), ("alice",), 6, "invite"))
+    assert [line.text for line in state.window("#dev")] == [
+        "bob left #dev, its last admin: nobody can remove a member (anyone may still join) any more"
+    ]
+    assert [line.text for line in state.window("#ops")] == [
+        "bob left #ops, its last admin: nobody can add or remove a member any more",
+        "dave left #ops",  # an admin is still there
+    ]

@@ -49,6 +49,9 @@ def room_change_line(event: RoomChanged) -> str:
             return f"{by} removed {name} from {room}"
         case "joined":
             return f"{name} joined {room}"
+        case "left" if event.members and not event.admins:  # the last admin left (docs/protocol.md 11.1)
+            frozen = "remove a member (anyone may still join)" if event.kind == "open" else "add or remove a member"
+            return f"{name} left {room}, its last admin: nobody can {frozen} any more"
         case "left":
             return f"{name} left {room}"
         case "admin":
