@@ -6,7 +6,9 @@ command and calls ``on_resync`` once that took effect, so its owner can catch
 up on whatever the gap swallowed: pub/sub is only a poke, never the record.
 
 A connection counts as back only once Redis accepted its set-up (``AUTH``,
-``SELECT``, ``CLIENT SETNAME``): a refusal (a password changed under the node,
+``SELECT``, ``CLIENT SETNAME``, and a ``PING``, which a Redis still loading its
+data after a restart answers ``LOADING``: subscribing then would catch up on a
+store that answers nothing yet): a refusal (a password changed under the node,
 an ACL that no longer lets it in) or any error reply later on drops the
 connection and is retried with the same backoff, so the bus resubscribes by
 itself once Redis takes it again. Each change of state is one log line: cut,
@@ -24,7 +26,8 @@ import hiredis
 
 from .backoff import Backoff
 from .rediscommands import pack
-from .resp import COMMAND_TIMEOUT, RedisAddress, RedisUnavailable, Wire, open_wire
+from .rediswire import Wire, open_wire
+from .resp import COMMAND_TIMEOUT, RedisAddress, RedisUnavailable, not_serving
 
 log = logging.getLogger("securechat.server.redis")
 
@@ -120,7 +123,7 @@ class RedisBus:
         self._lost.clear()
         self._wire = wire
         self._last_heard = self._loop.time()
-        hello = self.address.hello_commands(self._client_name)
+        hello = [*self.address.hello_commands(self._client_name), ("PING",)]  # PING: Redis serves (not LOADING)
         self._accepted, self._hello_left, self._resync_due = False, len(hello), False
         await self._step(wire, b"".join(pack(c) for c in hello))
         channels = list(self._counts)
@@ -211,7 +214,10 @@ class RedisBus:
         """An error reply: during the set-up it fails it (``_open`` says so); later the connection starts again."""
         setup = self._setup
         if setup is not None and not setup.done():
-            setup.set_exception(RedisRefused(f"Redis at {self.address} refused the subscriber ({reply})"))
+            if not_serving(str(reply)):  # loading its data: back later, no refusal to report
+                setup.set_exception(RedisUnavailable(f"Redis at {self.address} cannot serve yet ({reply})"))
+            else:
+                setup.set_exception(RedisRefused(f"Redis at {self.address} refused the subscriber ({reply})"))
         elif self._accepted and (wire := self._wire) is not None:
             # A SUBSCRIBE an ACL forbids, say: start again (with backoff) rather than sit unsubscribed.
             wire.abort()

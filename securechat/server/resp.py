@@ -13,7 +13,7 @@
   partition turns into errors, not a hang.
 
 The subscriber connection is :class:`~securechat.server.redisbus.RedisBus`;
-both stand on :class:`Wire` (bytes in, hiredis replies out).
+both stand on :class:`~securechat.server.rediswire.Wire` (bytes in, hiredis replies out).
 
 Why not redis-py's client for this: on this machine its pipeline costs about
 23 µs of CPU per command against 5 µs here (docs/performance.md), and the
@@ -25,9 +25,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import ssl
 import urllib.parse
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -39,11 +38,11 @@ except ImportError as exc:  # pragma: no cover - the message is what the CLI pri
 
 from .backoff import Backoff
 from .rediscommands import Batch, Script, pack, unanswered
+from .rediswire import Wire, open_wire
 
 log = logging.getLogger("securechat.server.redis")
 
 COMMAND_TIMEOUT: Final = 5.0  # a reply later than this drops the connection
-CONNECT_TIMEOUT: Final = 3.0
 
 
 class RedisUnavailable(ConnectionError):
@@ -52,6 +51,16 @@ class RedisUnavailable(ConnectionError):
 
 class RedisReplyError(Exception):
     """Redis answered a command with an error."""
+
+
+# Replies that say Redis cannot serve yet, not that the command is wrong: it is loading its data after a
+# restart, or (a replica) its primary is away. The command fails as if Redis were out of reach.
+NOT_SERVING: Final = ("LOADING", "MASTERDOWN")
+
+
+def not_serving(text: str) -> bool:
+    """True if an error reply's ``text`` says Redis cannot serve for now (:data:`NOT_SERVING`)."""
+    return text.startswith(NOT_SERVING)
 
 
 @dataclass(frozen=True)
@@ -111,61 +120,6 @@ class RedisAddress:
             commands.append(("SELECT", self.db))
         commands.append(("CLIENT", "SETNAME", client_name))
         return commands
-
-
-class Wire(asyncio.Protocol):
-    """One socket: bytes in, hiredis replies (errors as values) out, in order."""
-
-    def __init__(self, on_reply: Callable[[Any], None], on_lost: Callable[[Wire], None]) -> None:
-        self.reader = hiredis.Reader()
-        self.on_reply = on_reply
-        self.on_lost = on_lost
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        reader = self.reader
-        try:
-            reader.feed(data)
-            while (reply := reader.gets()) is not False:
-                self.on_reply(reply)
-        except hiredis.ProtocolError:
-            log.error("garbled reply from Redis: closing the connection")
-            self.abort()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.on_lost(self)
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    @property
-    def closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
-
-
-async def open_wire(address: RedisAddress, wire: Wire) -> Wire:
-    loop = asyncio.get_running_loop()
-    context = ssl.create_default_context() if address.tls else None
-    if address.path:
-        await asyncio.wait_for(loop.create_unix_connection(lambda: wire, address.path), CONNECT_TIMEOUT)
-    else:
-        where = (address.host, address.port)
-        if address.sentinels:  # after a failover the sentinels name the new primary
-            from .sentinel import current_primary
-
-            where = await current_primary(address)
-        host = where[0] if address.tls else None
-        opening = loop.create_connection(lambda: wire, *where, ssl=context, server_hostname=host)
-        await asyncio.wait_for(opening, CONNECT_TIMEOUT)
-    return wire
 
 
 class RedisLink:
@@ -271,7 +225,8 @@ class RedisLink:
                 log.error("Redis at %s answered %s: reconnecting", self.address, text.split(" ", 1)[0])
                 self._wire.abort()
             if not fut.done():  # a write to a replica failed for want of the primary, like a lost connection
-                fut.set_exception(RedisUnavailable(text) if text.startswith(("READONLY", "NOAUTH")) else RedisReplyError(text))
+                unavailable = text.startswith(("READONLY", "NOAUTH")) or not_serving(text)
+                fut.set_exception(RedisUnavailable(text) if unavailable else RedisReplyError(text))
         elif not fut.done():
             fut.set_result(reply)
 
@@ -341,8 +296,11 @@ class RedisLink:
         futures[-1].add_done_callback(self._set_up)
 
     def _hello_done(self, fut: asyncio.Future[Any]) -> None:
-        """A refused set-up (a wrong password, say) is a failure to connect: backoff, one line per outage."""
-        if fut.cancelled() or not isinstance(exc := fut.exception(), RedisReplyError):
+        """A refused set-up (a wrong password, say, or a Redis still loading its data) is a failure to connect:
+        backoff, one line per outage."""
+        if fut.cancelled() or (exc := fut.exception()) is None:
+            return
+        if not isinstance(exc, RedisReplyError) and not not_serving(str(exc)):
             return
         if self._wire is not None and not self._wire.closing:
             self._could_not_connect(f"Redis at {self.address} refused the connection setup: {exc}",

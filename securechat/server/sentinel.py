@@ -22,7 +22,8 @@ from typing import Any, Final
 import hiredis
 
 from .rediscommands import pack
-from .resp import CONNECT_TIMEOUT, RedisAddress
+from .rediswire import CONNECT_TIMEOUT
+from .resp import RedisAddress
 
 log = logging.getLogger("securechat.server.redis")
 

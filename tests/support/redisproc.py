@@ -63,7 +63,9 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisProcess:
+    def start(self, *, ready: bool = True) -> RedisProcess:
+        """Start and wait until it answers ``PING`` (``ready``), or only until it accepts connections
+        (``ready=False``: a Redis still loading its data answers ``LOADING`` meanwhile)."""
         argv = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
@@ -74,17 +76,17 @@ class RedisProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited at start:\n{self.log_tail()}")
-            if self._answers_ping():
+            if self._answers_ping(ready):
                 return self
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"redis-server did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
 
-    def _answers_ping(self) -> bool:
+    def _answers_ping(self, ready: bool = True) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                 s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+                return s.recv(64).startswith((b"+PONG", b"-NOAUTH") if ready else (b"+PONG", b"-NOAUTH", b"-LOADING"))
         except OSError:
             return False
 
