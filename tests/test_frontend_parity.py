@@ -382,6 +382,8 @@ async def test_what_the_script_shows() -> None:
     # Rooms: the changes as verified, the refusals with their codes, delivery per member.
     assert at("/create #ops") == [("*", "alice created #ops (invite)"), ("*", "talking to #ops")]
     assert at("/add #ops bob") == [("*", "alice added bob to #ops")]
+    # A mistyped member is said as for /to (it was "server error unknown_user: no user named 'nobody'").
+    assert at("/add #ops nobody") == [("!", "no such user: nobody (/users lists who is registered)")]
     assert at("/members") == [("*", "#ops (invite, 3 members, as verified here): alice (admin), bob, carol")]
     assert at("/remove #ops bob") == [("!", "not_allowed: bob is an admin: an admin can only leave by themselves")]
     assert at("(bob writes in #ops)") == [("msg", "bob", "hello #ops", "")]

@@ -27,6 +27,7 @@ from securechat.commands.outcomes import (
     UsersShown,
     Verified,
 )
+from securechat.commands.rooms import Add, Admin
 from securechat.commands.roomwording import members_line
 from securechat.errors import KeyChanged, RequestUnanswered, SecurechatError, ServerErrorReply
 from securechat.events import KeyChangedAlert, ServerRefusedAlert, UserEntry
@@ -206,7 +207,7 @@ def describe(outcome: Outcome) -> list[Shown]:  # noqa: C901 - a match dispatche
             # The line quotes the text: it has left the input line and would be lost.
             why = no_such_user(to) if _unknown(error) else describe_error(error)
             return [("hint", f"not sent to {to} ({quote(text)}): {why}")]
-        case Failed(To(name) | Whois(name), error) if _unknown(error):
+        case Failed(To(name) | Whois(name) | Add(name=name) | Admin(name=name), error) if _unknown(error):
             return [("hint", no_such_user(name))]
         case Failed(Users(), RequestUnanswered() | ServerErrorReply() as error):  # the server's part: say what failed
             return [("hint", f"the list of users failed: {describe_error(error)}")]
