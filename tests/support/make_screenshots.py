@@ -11,6 +11,7 @@ one with an empty database, where "bob" registers again with a new key.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -111,7 +112,10 @@ def key_change(tmp: Path, out: Path) -> None:
             server.stop()
             alice.wait_for("reconnecting")
         # A new server with an empty database on the same port: "bob" registers
-        # again, with a key alice has never seen.
+        # again, with a key alice has never seen. The same TLS identity (kept beside
+        # the database), or alice would refuse the server before any key is shown.
+        for part in ("tls-cert.pem", "tls-key.pem"):
+            shutil.copy2(tmp / f"kc1.{part}", tmp / f"kc2.{part}")
         with server_process(tmp / "kc2.db", ["--port", str(port)]):
             alice.wait_for("online │ alice", timeout=60)
             bob2.start(client_argv("bob", tmp / "kc-bob-new", port))
