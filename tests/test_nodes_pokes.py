@@ -46,6 +46,10 @@ GARBLED_FOR_ALICE = [
     b'A\nqueued\nx","status":"delivered\nbob\n',  # an id that is no id
     b"A\nlost\n" + AN_ID + b"\nbob\n",  # a status that is none
     b"A\nqueued\n" + AN_ID + b"\nBob Smith\n",  # a recipient that is no name
+    # A room copy's ack whose room would be written into her frame as it is (and a first ack before it
+    # that must not be written either: the poke is read whole before anything of it is acted on).
+    b"A\nqueued\n" + AN_ID + b"\nbob\n\nqueued\n" + AN_ID + b'\nbob\n["#x\\",\\"status\\":\\"delivered","r"]',
+    b"A\nqueued\n" + AN_ID + b"\nbob\n{}",  # a rid that is no rid
 ]
 GARBLED_PRESENCE = [b"no fields", b"bob\n1\nx\nnode"]  # every node: one warning each
 

@@ -304,7 +304,8 @@ class ClusterRouting(RoutingCore[RedisStore]):
             self._pump_soon(peer, peer.mailbox)
 
     def _on_acks(self, peer: Peer, data: bytes) -> None:
-        for status, msg_id, to, tagged in acks(data):
+        read = [(status, msg_id, to, rid_about(tagged)) for status, msg_id, to, tagged in acks(data)]  # all or none
+        for status, msg_id, to, (rid, room) in read:
             key = (to.decode(), msg_id.decode())
             if isinstance(box := peer.mailbox, SessionBox):
                 box.order.settled(key)  # applied after all: no resend comes
@@ -312,7 +313,6 @@ class ClusterRouting(RoutingCore[RedisStore]):
                     box.awaited.settle(*key)
                 elif key in box.awaited and not box.awaited.tell_queued(*key):
                     continue  # said already (recovered after a gap); its `delivered` is still awaited
-            rid, room = rid_about(tagged)  # a room's copy: the ack names the room and the member
             peer.write(ack_for(key[1], key[0], status.decode(), rid, room))
 
     def _on_push(self, name: str, data: bytes) -> None:

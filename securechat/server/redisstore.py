@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull, RegistrationRefused
+from ..names import is_valid_room
 from . import redis_lua as lua
 from .futures import then as _then
 from .redis_names import REGISTER_NEW
@@ -72,23 +73,24 @@ class Routed:
 
 
 def rid_text(rid: str | None, room: str | None = None) -> str:
-    """A send's rid as stored and published: its JSON, or empty for none (a rid may be the empty string).
-
-    A room message's copy carries its room too, as ``[room, rid]``, so that its acks name the room and the member.
-    """
+    """A send's rid as stored and published: its JSON, or empty for none (a rid may be the empty string); a room
+    message's copy carries its room too, as ``[room, rid]``, so that its acks name the room and the member."""
     if room is not None:
         return json.dumps([room, rid], ensure_ascii=False)
     return "" if rid is None else json.dumps(rid, ensure_ascii=False)
 
 
 def rid_about(text: bytes | str) -> tuple[str | None, str | None]:
-    """The rid and the room (None for a one-to-one message) of :func:`rid_text`'s text."""
+    """The rid and the room (None for a one-to-one message) of :func:`rid_text`'s text; ``ValueError`` for anything
+    else (other nodes write it, and the room goes into the sender's ``ack`` frame as it is)."""
     if not text:
         return None, None
     value = json.loads(text)
-    if isinstance(value, list):
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str | None) and is_valid_room(value[0]):
         return value[1], value[0]
-    return value, None
+    raise ValueError(f"not a rid, nor a room and a rid: {str(text)[:80]!r}")
 
 
 def _entry(recipient: str, entry: list[Any]) -> Routed:
