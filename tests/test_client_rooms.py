@@ -127,6 +127,10 @@ async def test_local_checks_refuse_before_anything_is_sent(server: ChatServer, m
         with pytest.raises(RoomRefused) as info:
             await attempt()
         assert info.value.code == code
+    # A room name mistyped in a send says so (it said only "you are not a member of #osp").
+    with pytest.raises(RoomRefused) as typo:
+        await alice.session.send("#osp", "typo")
+    assert typo.value.code == "not_member" and "no such room is held here: /rooms lists them" in str(typo.value)
     await carol.session.rooms.create("#taken", open_room=False)
     with pytest.raises(ServerErrorReply) as server_info:  # a name alice does not hold: only the server knows
         await alice.session.rooms.create("#taken", open_room=False)

@@ -53,8 +53,7 @@ log = logging.getLogger(__name__)
 UNDELIVERABLE_CODES: Final = frozenset(
     {"unknown_user", "bad_request", "invalid_name", "message_too_large", "unknown_room", "not_member", "stale_state"}
 )
-# Send failures worth retrying on the same connection after a pause.
-RETRY_CODES: Final = frozenset({"rate_limited", "queue_full", "internal"})
+RETRY_CODES: Final = frozenset({"rate_limited", "queue_full", "internal"})  # retried on this connection after a pause
 RETRY_INITIAL: Final = 1.0
 
 
@@ -266,8 +265,9 @@ class Outbox:
         """Seal for every member of the room as verified here (docs/protocol.md 11.5)."""
         identity = self._parts.identity
         state = self._store.rooms.state(room)
-        if state is None or identity.name not in state.members:
-            raise RoomRefused(f"you are not a member of {room}", code="not_member")
+        if state is None or identity.name not in state.members:  # None: a typo, or never held here
+            held = "" if state else " (no such room is held here: /rooms lists them)"
+            raise RoomRefused(f"you are not a member of {room}{held}", code="not_member")
         keys = {identity.name: identity.private_key.public_key()}  # our own key: no lookup of ourselves
         for name in sorted(state.members - {identity.name}):
             pin = self._contacts.pinned(name) or await self._first_key(name)
