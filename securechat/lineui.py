@@ -200,6 +200,11 @@ class LineChat:
         for outcome in await self.executor.refresh():
             self.render(outcome)
 
+    def leaving(self) -> None:
+        """The user is leaving: a directory request still out is dropped, not reported as failed."""
+        for task in self._tasks:
+            task.cancel()
+
     async def handle(self, line: str) -> bool:
         """Run one input line; False when the user asked to quit."""
         command = parse_line(line.rstrip("\r\n"))
@@ -308,6 +313,7 @@ async def run_line_ui(session: ClientSession, *, first_run: bool = False) -> int
                     signed.cancel()  # never left pending when the session ended first or the wait timed out
                 await session.wait_idle(PIPED_DRAIN_TIMEOUT)
         finally:
+            chat.leaving()
             if await finish_session(session, run_task):
                 status = 1
     return status

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from securechat import lineui
+from securechat.errors import RequestUnanswered
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -204,6 +205,37 @@ async def test_piped_input_that_ended_leaves_once_signed_in_not_after_the_drain_
     status = await asyncio.wait_for(lineui.run_line_ui(fake), 30)  # type: ignore[arg-type]
     assert status == 0
     assert ("close", None) in fake.calls
+    empty.close()
+
+
+async def test_piped_input_ends_without_a_warning_about_the_directory_it_was_reading(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found as a new user: ``printf '/rooms\\n' | securechat-client --plain`` often ended with
+    "! the list of users failed: the connection to the server was lost": the sign-in's directory
+    request, still out when the piped input ended, failed as the client closed its own session."""
+    empty = (tmp_path / "stdin").open("w+")
+    monkeypatch.setattr("sys.stdin", empty)
+    fake = FakeSession()
+    real_run = fake.run
+
+    async def never_answered(after: str = "", prefix: str = "") -> None:
+        fake.calls.append(("list_users", None))
+        await fake.closed.wait()  # as the real session does: a request out fails when it closes
+        raise RequestUnanswered("the connection to the server was lost")
+
+    async def run_and_sign_in() -> None:
+        fake.emit(Ready("alice", fake.own_fp))
+        await real_run()
+
+    monkeypatch.setattr(fake, "list_users", never_answered)
+    monkeypatch.setattr(fake, "run", run_and_sign_in)
+    assert await asyncio.wait_for(lineui.run_line_ui(fake), 30) == 0  # type: ignore[arg-type]
+    others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), 10)  # the request's end too
+    assert ("list_users", None) in fake.calls and ("close", None) in fake.calls
+    out = capsys.readouterr().out
+    assert "the connection to the server was lost" not in out and "list of users failed" not in out, out
     empty.close()
 
 
