@@ -110,10 +110,11 @@ class Executor:
     _down: bool = field(default=False, init=False)  # the connection was lost (not just starting)
     _payloads: deque[tuple[str, str]] = field(default_factory=deque, init=False)
     _payload_chars: int = field(default=0, init=False)
-    _warned_leave: set[str] = field(default_factory=set, init=False)  # rooms whose last admin was told once
+    _warned_leave: str | None = field(default=None, init=False)  # the room a last admin was just told about
 
     async def execute(self, command: Command) -> list[Outcome]:
         """Run ``command``; a failure of the session is a :class:`Failed` outcome, never an exception."""
+        warned, self._warned_leave = self._warned_leave, None  # only the very next command confirms a /leave
         if isinstance(command, Say):
             if self.current is None:
                 return [Said((wording.NO_CONVERSATION,), "hint")]
@@ -122,7 +123,7 @@ class Executor:
             return [Said((wording.yourself(slash_name(command)),), "hint")]
         try:
             if isinstance(command, ROOM_COMMANDS):
-                return await self._room(command)
+                return await self._room(command, warned)
             return await self._run(command)
         except Exception as exc:  # noqa: BLE001 - every failure is shown as a line, never a traceback
             return [Failed(command, exc)]
@@ -160,8 +161,10 @@ class Executor:
                 return self._local(command)
         return []
 
-    async def _room(self, command: RoomCommand) -> list[Outcome]:
-        """A room command; the changes it makes are shown by their events (``RoomChanged``)."""
+    async def _room(self, command: RoomCommand, warned: str | None = None) -> list[Outcome]:
+        """A room command; the changes it makes are shown by their events (``RoomChanged``).
+
+        ``warned``: the room whose last admin the command before was told about (this /leave confirms it)."""
         rooms = self.session.rooms
         match command:
             case Create(room, is_open):
@@ -179,8 +182,8 @@ class Executor:
             case Admin(room, name):
                 await rooms.admin(room, name)
             case Leave(room):
-                if (state := self._last_admin(room)) is not None and room not in self._warned_leave:
-                    self._warned_leave.add(room)
+                if (state := self._last_admin(room)) is not None and room != warned:
+                    self._warned_leave = room
                     return [Said((roomwording.last_admin_line(state),), "hint")]
                 await rooms.leave(room)
             case Members(room):
@@ -191,7 +194,7 @@ class Executor:
 
     def _last_admin(self, room: str) -> RoomState | None:
         """``room``'s state if leaving it would leave it without an admin while others are in it
-        (docs/protocol.md 11.1); ``--json`` scripts leave at once, the terminals say so first, once."""
+        (docs/protocol.md 11.1); ``--json`` scripts leave at once, the terminals say so first."""
         state = self.session.rooms.state(room)
         if self.front_end == JSON or state is None or len(state.members) < 2:
             return None

@@ -33,7 +33,7 @@ def last_admin_line(state: RoomState) -> str:
     frozen = "anyone may still join, nobody can remove" if state.kind == "open" else "nobody can add or remove"
     return (
         f"you are the last admin of {state.room}: once you leave, {frozen} a member, for good. "
-        f"Make another member an admin first (/admin {state.room} NAME), or /leave {state.room} again to leave anyway"
+        f"Make another member an admin first (/admin {state.room} NAME), or /leave {state.room} again now to leave anyway"
     )
 
 
