@@ -389,7 +389,7 @@ async def test_what_the_script_shows() -> None:
     assert at("(bob writes in #ops)") == [("msg", "bob", "hello #ops", "")]
     assert at("/msg #ops from the room") == [("msg", "alice", "from the room", "delivered 1/1")]
     assert at("/msg #lobby anyone?")[0][1].startswith('not sent to #lobby ("anyone?"): not_member')
-    assert at("/rooms", 1) == [("*", "2 rooms: #lobby (open, 0), #ops (invite, 2, yours)")]
+    assert at("/rooms", 1) == [("*", "2 rooms: #lobby (open, 0 members), #ops (invite, 2 members, including you)")]
     # Offline, a room message is sealed for the members held here and waits in the outbox.
     assert at("/msg #ops queued for the room") == [("msg", "alice", "queued for the room", "")]
     assert at("/to #ops") == [("*", "talking to #ops")]

@@ -76,5 +76,8 @@ def readers_gone_line(sender: str, room: str, gone: tuple[str, ...]) -> str:
 def rooms_line(rooms: tuple[RoomListing, ...]) -> str:
     if not rooms:
         return "no rooms yet: /create #ROOM makes one"
-    parts = [f"{r.room} ({r.kind}, {r.members}{', yours' if r.member else ''})" for r in rooms]
+    parts = [
+        f"{r.room} ({r.kind}, {r.members} member{'' if r.members == 1 else 's'}{', including you' if r.member else ''})"
+        for r in rooms
+    ]
     return f"{len(rooms)} room{'s' if len(rooms) != 1 else ''}: " + ", ".join(parts)
