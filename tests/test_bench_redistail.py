@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from securechat.bench import redistail
+from securechat.bench.loadclient import LoadClient
 from securechat.bench.worker import Worker
 from tests.support.redisproc import RedisProcess
 
@@ -90,3 +93,20 @@ def test_the_load_generator_keeps_a_slow_message_with_its_time_and_where_the_sen
     ((at, latency, before),) = worker.slow
     assert (at, latency) == (20.0, 30.0)
     assert 11.0 <= before <= 12.0  # the stamp is whole ms
+
+
+def test_the_load_generator_times_each_message_to_its_delivered_ack_and_nothing_else() -> None:
+    worker = Worker({"mode": "latency"}, [])
+    sender = SimpleNamespace(inflight=3)
+    timed, early, unknown = b"c" * 32, b"d" * 32, b"e" * 32
+    worker.ack_sent_at[timed] = time.perf_counter_ns() - 7_000_000  # sent in the window, 7 ms ago
+    worker.ack_sent_at[early] = -1  # sent before the window: not timed
+    ack = b'{"type":"ack","id":"%s","to":"bob","status":"%s"}'
+    worker.on_frames(cast(LoadClient, sender), [ack % (timed, b"queued")])  # a `queued` ack is not the way back
+    assert worker.ack_latencies_us == []
+    frames = [ack % (msg_id, b"delivered") for msg_id in (timed, early, unknown)]
+    worker.on_frames(cast(LoadClient, sender), frames)
+    ((latency_us,),) = [worker.ack_latencies_us]
+    assert latency_us >= 7000.0  # from its send (the clock the sends are stamped with), not from anything later
+    assert worker.ack_sent_at == {}  # each send is timed once
+    assert sender.inflight == 0

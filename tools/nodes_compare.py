@@ -14,7 +14,8 @@ the repository root::
 
 ``--tail``: the latency at 1,000 msg/s cross-node with Redis's ``appendfsync always`` (as docs/deployment.md
 recommends), ``everysec``, and ``everysec`` with a replica and ``--redis-replicas 1``; for each run, where the
-slow messages were slow and how Redis's main thread spent the window (:mod:`securechat.bench.redistail`).
+slow messages were slow and how Redis's main thread spent the window (:mod:`securechat.bench.redistail`), and
+how long the senders waited for ``delivered`` (send to ack: the recipient's confirmation's way back).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def tail_run(rep: int, name: str, setup: nodes.NodeSet, pool: KeyPool) -> dict[s
     worst = redistail.worst_stalls(setup.redis.port)
     print(
         f"rep {rep} {name:<26} load {os.getloadavg()[0]:4.1f}  p50 {lat['p50_ms']:5.2f} ms  p99 {lat['p99_ms']:7.2f}  "
-        f"p99.9 {lat['p999_ms']:7.2f}  lost {lat['lost']}",
+        f"p99.9 {lat['p999_ms']:7.2f}  lost {lat['lost']}  delivered ack p50 {lat['ack_p50_ms']:5.2f} p99 {lat['ack_p99_ms']:7.2f}",
         flush=True,
     )
     if where["slow"]:
@@ -128,7 +129,10 @@ def tail_run(rep: int, name: str, setup: nodes.NodeSet, pool: KeyPool) -> dict[s
               f"before the sender's node stamped them, {where['after_stamp_ms']:.1f} after")
     print("      Redis's main thread: " + ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in spent.items())
           + "; worst (ms): " + ", ".join(f"{k} {v}" for k, v in sorted(worst.items())), flush=True)
-    return {"p50": lat["p50_ms"], "p99": lat["p99_ms"], "disk": spent.get("waiting_for_the_disk", 0.0), "slow": where["slow"]}
+    return {
+        "p50": lat["p50_ms"], "p99": lat["p99_ms"], "ack p50": lat["ack_p50_ms"], "ack p99": lat["ack_p99_ms"],
+        "slow": where["slow"], "disk": spent.get("waiting_for_the_disk", 0.0), "idle": spent.get("idle", 0.0),
+    }  # fmt: skip
 
 
 def tail(args: argparse.Namespace, pool: KeyPool) -> None:
@@ -148,7 +152,7 @@ def tail(args: argparse.Namespace, pool: KeyPool) -> None:
         for copy in REPLICAS:
             copy.stop()
     for name, got in runs.items():
-        print(f"{name:<26}", "  ".join(f"{key} {_spread([r[key] for r in got])}" for key in ("p50", "p99", "slow", "disk")))
+        print(f"{name:<26}", "  ".join(f"{key} {_spread([r[key] for r in got])}" for key in got[0]))
 
 
 def _spread(values: list[float]) -> str:

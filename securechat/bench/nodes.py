@@ -170,9 +170,10 @@ def latency_run(
         setup, pool, mode="latency", pattern="pairs", users=2 * pairs, workers=workers, timing=timing,
         uvloop=True, rate=rate, receiver_port=setup.receiver_port, probe=setup.redis_counters,
     )  # fmt: skip
-    lat = result.pop("latencies_us")
+    lat, acks = result.pop("latencies_us"), result.pop("ack_latencies_us", [])
     result.update(
         p50_ms=percentile(lat, 50) / 1000, p99_ms=percentile(lat, 99) / 1000, samples=len(lat),
+        ack_p50_ms=percentile(acks, 50) / 1000, ack_p99_ms=percentile(acks, 99) / 1000,
         p999_ms=percentile(lat, 99.9) / 1000, achieved_msgs_per_s=len(lat) / timing.duration,
     )  # fmt: skip
     result.update(per_message(result))

@@ -244,6 +244,7 @@ def _load_summary(
     }
     if mode == "latency":
         out["latencies_us"] = sorted(x for r in results for x in r["latencies_us"])
+        out["ack_latencies_us"] = sorted(x for r in results for x in r.get("ack_latencies_us", ()))
         out["slow"] = sorted(x for r in results for x in r.get("slow", ()))
         out["sent_in_window"] = sum(r["sent_in_window"] for r in results)
         out["lost"] = sum(r["lost"] for r in results)

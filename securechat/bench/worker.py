@@ -45,6 +45,8 @@ class Worker:
         self.measuring = False
         self.sent_at: dict[bytes, int] = {}
         self.latencies_us: list[float] = []
+        self.ack_sent_at: dict[bytes, int] = {}  # latency mode: a message's send, until its ``delivered`` ack
+        self.ack_latencies_us: list[float] = []  # send to ``delivered``: the recipient's confirmation's way back
         self.slow: list[tuple[float, float, float]] = []  # the slow ones: sent (ms into the window), latency, stamped
         self.t_meas0_ns = 0
         self.wall_minus_perf_ns = time.time_ns() - time.perf_counter_ns()
@@ -68,6 +70,8 @@ class Worker:
             elif kind == b"ack":
                 if _DELIVERED_RE.search(body):
                     acked += 1
+                    if self.mode == "latency":
+                        self._on_ack(body, now)
                 else:
                     self.queued += 1
             elif kind == b"error":
@@ -96,6 +100,12 @@ class Worker:
                 if now - sent >= SLOW_NS:
                     self._slow(body, sent, now)
         return received_frame(msg_id, from_match.group(1))
+
+    def _on_ack(self, body: bytes, now: int) -> None:
+        id_match = _ID_RE.search(body)
+        sent = self.ack_sent_at.pop(id_match.group(1), -1) if id_match else -1
+        if sent >= 0:
+            self.ack_latencies_us.append((now - sent) / 1000.0)
 
     def _slow(self, body: bytes, sent: int, now: int) -> None:
         """Keep a slow message's send time, its latency, and how much of it came before the sender's node
@@ -211,7 +221,7 @@ class Worker:
                 client = senders[index]
                 msg_id = client.next_id()
                 frame = client.routes[0].frame(msg_id)
-                sent_at[msg_id] = stamp if in_window else -1
+                sent_at[msg_id] = self.ack_sent_at[msg_id] = stamp if in_window else -1
                 if in_window:
                     self.sent_in_window += 1
                 batch.setdefault(index, []).append(frame)
@@ -250,6 +260,7 @@ class Worker:
             "sent_in_window": self.sent_in_window,
             "lost": lost,
             "latencies_us": self.latencies_us,
+            "ack_latencies_us": self.ack_latencies_us,
             "slow": self.slow,
             "redis_received": self.redis_received,
             "cpu_s": own_cpu_seconds(),
