@@ -161,3 +161,24 @@ async def test_a_message_and_an_ack_whose_pokes_came_garbled_are_read_from_the_s
         assert sum(DROPPED in line for line in a.lines) == 1, a.stderr[-3000:]
         await alice.close()
         await bob.close()
+
+
+async def test_a_delivered_heard_twice_is_written_to_its_sender_once(redis: RedisProcess, nodes: Nodes) -> None:
+    """An ack may reach a node twice: read from the store after a gap while its poke was on the way (a loaded
+    CI run showed alice a second `delivered` so), or published twice. The sender is told once."""
+    a, b = await asyncio.to_thread(nodes.start_many, 2)
+    alice, bob = await RawClient.connect(a.port), await RawClient.connect(b.port)
+    await alice.login("alice", identity_key("alice"))
+    await bob.login("bob", identity_key("bob"))
+    await alice.send_frame(send_frame("bob", 1))
+    await confirm_all(bob, await take(bob, "message", 1))
+    first = await delivered_acks(alice, 1)
+    again = b"A\ndelivered\n" + msg_id(1).encode() + b"\nbob\n"  # the confirm's own poke, as published
+    assert redis.client().publish("sc:u:{alice}", again) == 1  # type: ignore[attr-defined]
+    await alice.send_frame(send_frame("bob", 2))  # a later ack shows the node has read the copy by then
+    await confirm_all(bob, await take(bob, "message", 1))
+    then = await delivered_acks(alice, 1)
+    await alice.expect_silence(0.3)
+    assert [(x["id"], x["status"]) for x in first + then] == [(msg_id(1), "delivered"), (msg_id(2), "delivered")]
+    for client in (alice, bob):
+        await client.close()

@@ -52,6 +52,9 @@ log = logging.getLogger("securechat.server")
 # Per session. Past it the oldest is forgotten: its ack can then only be lost to a gap, and the client
 # learns the message's fate when it reconnects and resends it (the store answers from its dedupe window).
 AWAITED_MAX: Final = 10_000
+# Per session: the sends whose `delivered` was written lately, so that a second copy (read from the store after
+# a gap while the poke was on its way, or a poke published twice) is not written again.
+DELIVERED_KEPT: Final = 256
 ACK_DEADLINE: Final = 5.0  # seconds: a send still unacked is looked up in the store
 SWEEP_INTERVAL: Final = 1.0
 
@@ -69,11 +72,12 @@ class AwaitedAcks:
     For a room message's copy ``to`` is the member and ``room`` the room; else ``room`` is None.
     """
 
-    __slots__ = ("_items", "_told")
+    __slots__ = ("_delivered", "_items", "_told")
 
     def __init__(self) -> None:
         self._items: dict[Key, tuple[str | None, str | None, float]] = {}
         self._told: dict[Key, tuple[str | None, str | None]] = {}
+        self._delivered: dict[Key, None] = {}  # the latest DELIVERED_KEPT written, oldest first
 
     def __len__(self) -> int:
         return len(self._items) + len(self._told)
@@ -94,6 +98,16 @@ class AwaitedAcks:
         """Its ``delivered`` was written, or it is gone: forget it; False if it was not awaited."""
         key = (to, msg_id)
         return self._items.pop(key, None) is not None or self._told.pop(key, None) is not None
+
+    def deliver(self, to: str, msg_id: str) -> bool:
+        """Its ``delivered`` is to be written: forget it; False if one was written lately (a second copy)."""
+        self.settle(to, msg_id)
+        if (key := (to, msg_id)) in self._delivered:
+            return False
+        self._delivered[key] = None
+        if len(self._delivered) > DELIVERED_KEPT:
+            del self._delivered[next(iter(self._delivered))]
+        return True
 
     def routed(self, to: str, msg_id: str, rid: str | None, room: str | None, receivers: int) -> None:
         """A send (or a room's copy) stored in ``to``'s queue and heard by ``receivers`` nodes: await its ack.
@@ -155,7 +169,10 @@ async def recover_acks(store: RedisStore, peer: Peer, box: SessionBox, keys: Ite
                 if ack is not None:  # stored: its sender will not send it again (as on an ack by pub/sub)
                     box.order.settled((to, msg_id))
                 # `queued` keeps it awaited: its `delivered` may yet be lost to another gap.
-                told = box.awaited.tell_queued(to, msg_id) if ack == "queued" else box.awaited.settle(to, msg_id)
+                if ack == "delivered":
+                    told = (to, msg_id) in box.awaited and box.awaited.deliver(to, msg_id)
+                else:
+                    told = box.awaited.tell_queued(to, msg_id) if ack == "queued" else box.awaited.settle(to, msg_id)
                 if ack is not None and told and not peer.closing:
                     peer.write(ack_for(msg_id, to, ack, rid, room))
     except (ConnectionError, OSError) as exc:  # Redis went away again: the next resync or sweep tries again

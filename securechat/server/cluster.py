@@ -310,7 +310,8 @@ class ClusterRouting(RoutingCore[RedisStore]):
             if isinstance(box := peer.mailbox, SessionBox):
                 box.order.settled(key)  # applied after all: no resend comes
                 if status != b"queued":
-                    box.awaited.settle(*key)
+                    if not box.awaited.deliver(*key):
+                        continue  # written already: read from the store after a gap, or a poke twice
                 elif key in box.awaited and not box.awaited.tell_queued(*key):
                     continue  # said already (recovered after a gap); its `delivered` is still awaited
             peer.write(ack_for(key[1], key[0], status.decode(), rid, room))
