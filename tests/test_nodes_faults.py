@@ -405,9 +405,22 @@ async def answer(client: RawClient, within: float) -> dict[str, object]:
 
 
 async def carol_shown(port: int, count: int) -> list[str]:
-    """carol logs in: the ids of the ``count`` messages she is given, and then nothing more."""
-    carol = await RawClient.connect(port)
-    await carol.login("carol", identity_key("carol"))
+    """carol logs in: the ids of the ``count`` messages she is given, and then nothing more.
+
+    A node that has not used Redis since the failover may still be in its reconnect backoff: its first
+    login is then refused `unavailable`, which a client retries (docs/deployment.md); so does carol."""
+    key, deadline = identity_key("carol"), time.monotonic() + 10.0
+    while True:
+        carol = await RawClient.connect(port)
+        challenge = await carol.hello("carol", key)
+        assert carol.handshake is not None and not carol.handshake.receive_frame(challenge), challenge
+        await carol.send_raw(carol.handshake.data_to_send())
+        reply = await carol.recv(15.0)
+        if reply["type"] == "welcome":
+            break
+        await carol.close()
+        assert reply.get("code") == "unavailable" and time.monotonic() < deadline, reply
+        await asyncio.sleep(0.2)
     shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(count)]
     await carol.expect_silence(0.5)
     await carol.close()
