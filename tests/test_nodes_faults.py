@@ -404,14 +404,15 @@ async def answer(client: RawClient, within: float) -> dict[str, object]:
     return reply
 
 
-async def carol_shown(port: int, count: int) -> list[str]:
-    """carol logs in: the ids of the ``count`` messages she is given, and then nothing more.
+async def carol_shown(node: ServerProcess, count: int) -> list[str]:
+    """carol logs in on ``node``: the ids of the ``count`` messages she is given, and then nothing more
+    (a failure says what the node logged: a Sentinel run once left carol waiting, unexplained).
 
     A node that has not used Redis since the failover may still be in its reconnect backoff: its first
     login is then refused `unavailable`, which a client retries (docs/deployment.md); so does carol."""
     key, deadline = identity_key("carol"), time.monotonic() + 10.0
     while True:
-        carol = await RawClient.connect(port)
+        carol = await RawClient.connect(node.port)
         challenge = await carol.hello("carol", key)
         assert carol.handshake is not None and not carol.handshake.receive_frame(challenge), challenge
         await carol.send_raw(carol.handshake.data_to_send())
@@ -421,7 +422,10 @@ async def carol_shown(port: int, count: int) -> list[str]:
         await carol.close()
         assert reply.get("code") == "unavailable" and time.monotonic() < deadline, reply
         await asyncio.sleep(0.2)
-    shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(count)]
+    try:
+        shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(count)]
+    except TimeoutError:
+        raise AssertionError(f"carol was not given {count} messages; the node logged:\n{node.stderr[-4000:]}") from None
     await carol.expect_silence(0.5)
     await carol.close()
     return shown
@@ -471,7 +475,7 @@ async def test_a_partition_between_a_node_and_redis_errors_not_hangs_loses_nothi
         healed_in = await send_until_acked(alice, 6, 30.0)
         await send_until_acked(alice, 7, 10.0)
         await alice.close()
-        shown = await carol_shown(a.port, 7)
+        shown = await carol_shown(a, 7)
         await erin.close()
         await frank.close()
     assert (refused["type"], refused.get("code"), refused.get("rid")) == ("error", "internal", msg_id(6)), refused
@@ -547,7 +551,7 @@ async def test_a_failover_under_sentinel_the_nodes_find_the_new_primary_and_deli
         failover = loop.time() - killed_at
         resumed_in = await send_until_acked(alice, 6, 30.0)
         await alice.close()
-        shown = await carol_shown(b.port, 6)
+        shown = await carol_shown(b, 6)
     assert promoted == replica.port
     assert shown == [msg_id(n) for n in range(1, 7)], "after the failover: all, in order, once"
     for node in (a, b):
@@ -574,7 +578,7 @@ async def test_a_sentinel_that_names_a_replica_is_passed_over_and_the_nodes_writ
         resent_in = await send_until_acked(alice, 2, 30.0)  # READONLY, then the node finds the primary
         b = await asyncio.to_thread(nodes.start, redis_url=sentinels.url)
         await alice.close()
-        shown = await carol_shown(b.port, 2)
+        shown = await carol_shown(b, 2)
         stale = primary_port(sentinels.ports[0])
     assert stale == old.port, "the first sentinel still named the old primary throughout"
     assert shown == [msg_id(1), msg_id(2)], shown
@@ -630,7 +634,7 @@ async def test_with_redis_replicas_1_a_failover_loses_nothing_acked_queued(tmp_p
                 if second["type"] != "ack":  # the client's resend, as its outbox does
                     await send_until_acked(alice, 2, 30.0)
                 await alice.close()
-                shown = await carol_shown(a.port, 2)
+                shown = await carol_shown(a, 2)
     finally:
         if sentinels is not None:
             sentinels.stop()
