@@ -24,6 +24,7 @@ import pytest
 from tests.support.nodes import (
     Nodes,
     alice_behind_a_proxy,
+    login_or_refusal,
     login_outcome,
     nodes_on,
     queued_count,
@@ -410,18 +411,11 @@ async def carol_shown(node: ServerProcess, count: int) -> list[str]:
 
     A node that has not used Redis since the failover may still be in its reconnect backoff: its first
     login is then refused `unavailable`, which a client retries (docs/deployment.md); so does carol."""
-    key, deadline = identity_key("carol"), time.monotonic() + 10.0
-    while True:
-        carol = await RawClient.connect(node.port)
-        challenge = await carol.hello("carol", key)
-        assert carol.handshake is not None and not carol.handshake.receive_frame(challenge), challenge
-        await carol.send_raw(carol.handshake.data_to_send())
-        reply = await carol.recv(15.0)
-        if reply["type"] == "welcome":
-            break
-        await carol.close()
-        assert reply.get("code") == "unavailable" and time.monotonic() < deadline, reply
+    deadline = time.monotonic() + 10.0
+    while (login := await login_or_refusal(node.port, "carol", "carol"))[0] is None:
+        assert login[1] == "unavailable" and time.monotonic() < deadline, login[1]
         await asyncio.sleep(0.2)
+    carol = login[0]
     try:
         shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(count)]
     except TimeoutError:

@@ -118,6 +118,15 @@ def queued_count(redis: RedisProcess, name: str) -> int:
 
 async def login_outcome(port: int, name: str, owner: str) -> str:
     """``welcome`` or the error code a login of ``name`` with ``owner``'s key gets on the node at ``port``."""
+    client, outcome = await login_or_refusal(port, name, owner)
+    if client is not None:
+        await client.close()
+    return outcome
+
+
+async def login_or_refusal(port: int, name: str, owner: str) -> tuple[RawClient | None, str]:
+    """A login of ``name`` with ``owner``'s key on the node at ``port``: (the client, ``welcome``), or
+    (None, the error code it was refused with)."""
     key = identity_key(owner)  # made before connecting: a new key takes a while on a busy machine
     c = await RawClient.connect(port)
     try:
@@ -126,9 +135,13 @@ async def login_outcome(port: int, name: str, owner: str) -> str:
         assert not c.handshake.receive_frame(challenge)
         await c.send_raw(c.handshake.data_to_send())
         reply = await c.recv(15.0)
-        return "welcome" if reply["type"] == "welcome" else str(reply.get("code", reply))
-    finally:
+    except BaseException:
         await c.close()
+        raise
+    if reply["type"] == "welcome":
+        return c, "welcome"
+    await c.close()
+    return None, str(reply.get("code", reply))
 
 
 def stream_while_killing(
