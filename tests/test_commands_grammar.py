@@ -144,6 +144,33 @@ def test_completion_replaces_the_current_word() -> None:
     assert c.completions("/wh", NAMES) == [("/whois", -3)]
 
 
+# alice (admin) and dave (admin) hold #ops with bob and carol; erin and frank are not in it.
+OPS = {"#ops": c.Seats(("alice", "bob", "carol", "dave"), ("alice", "dave"))}
+PEOPLE = ["#ops", "bob", "carol", "dave", "erin", "frank"]
+
+
+@pytest.mark.parametrize(
+    ("before", "me", "expected"),
+    [
+        # Found as a new user: Tab after "/remove #ops " offered yourself and the admins, whom the
+        # rules (docs/protocol.md 11.3) let nobody remove: only the members you can remove.
+        ("/remove #ops ", "alice", ["bob", "carol"]),
+        ("/remove #ops c", "alice", ["carol"]),
+        ("/admin #ops ", "alice", ["bob", "carol"]),  # already admins are not made admins again
+        ("/add #ops ", "alice", ["erin", "frank"]),  # known users who are not members
+        ("/ADD #OPS e", "alice", ["erin"]),
+        # Only an admin signs add, remove and admin: a member who is not one is offered nobody.
+        ("/remove #ops ", "bob", []),
+        ("/admin #ops ", "bob", []),
+        ("/add #ops ", "bob", []),
+        # A room not held here: its members are not known, so anyone known.
+        ("/remove #dev ", "alice", ["bob", "carol", "dave", "erin", "frank"]),
+    ],
+)
+def test_room_member_completions_offer_whom_you_may_name(before: str, me: str, expected: list[str]) -> None:
+    assert [text for text, _ in c.completions(before, PEOPLE, OPS, me)] == expected
+
+
 @given(st.text(), st.lists(st.from_regex(NAME_PATTERN, fullmatch=True), max_size=5))
 def test_completions_never_raise(before: str, names: list[str]) -> None:
     for _text, start in c.completions(before, names):

@@ -23,6 +23,7 @@ from securechat.events import (
     MessageRejected,
     PresenceChanged,
     Ready,
+    RoomChanged,
     ServerPinned,
     ServerRefusedAlert,
 )
@@ -388,6 +389,16 @@ async def test_tab_completes_commands_and_names() -> None:
         await wait_until(lambda: h.ui.input.text == "/whois carol")
         h.type(ENTER)
         await h.shows("carol offline: no key pinned yet")
+
+
+async def test_tab_after_remove_offers_the_members_you_may_remove() -> None:
+    # Found as a new user: Tab after "/remove #ops " offered yourself and the room's admins.
+    async with running_ui() as h:
+        h.fake.emit(Ready("alice", ALICE_FP))
+        h.fake.emit(RoomChanged("#ops", "added", "bob", "alice", ("alice", "bob", "dave"), ("alice", "dave"), 2))
+        await wait_until(lambda: "#ops" in h.ui.state.rooms)
+        h.type("/remove #ops " + TAB)
+        await wait_until(lambda: h.ui.input.text == "/remove #ops bob")
 
 
 async def test_pageup_scrolls_back_and_new_messages_do_not_yank() -> None:

@@ -8,6 +8,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from prompt_toolkit.utils import get_cwidth
 
+from securechat.commands.rooms import Seats
 from securechat.commands.sanitize import sanitize
 from securechat.commands.wording import pretty_fingerprint
 from securechat.events import (
@@ -202,7 +203,7 @@ def test_status_bar_fits_its_width_keeping_what_matters() -> None:
     # at 40 the unread count (and PLAINTEXT, "more below") fell off its end.
     s = make_state()
     s.apply(ConnectionChanged("online"))
-    s.rooms["#ops"] = tuple(f"m{i}" for i in range(256))
+    s.rooms["#ops"] = Seats(tuple(f"m{i}" for i in range(256)))
     s.switch("#ops")
     long_rooms = [f"#{c}bcdefghijklmnopqrstuvwxyz012345" for c in "abcde"]
     s.unread = {room: 1 for room in long_rooms}
@@ -216,7 +217,7 @@ def test_status_bar_fits_its_width_keeping_what_matters() -> None:
     s.plaintext = True
     bar = render.plain(render.status_bar(s, scrolled=True, width=80))
     assert get_cwidth(bar) <= 80 and "PLAINTEXT: no TLS" in bar and "more below" in bar, bar
-    s.rooms[long_rooms[0]] = ("alice",)
+    s.rooms[long_rooms[0]] = Seats(("alice",), ("alice",))
     s.switch(long_rooms[0])
     bar = render.plain(render.status_bar(s, scrolled=False, width=60))  # its name cut, the prompt says it
     assert get_cwidth(bar) <= 60 and "unread 4" in bar and "PLAINTEXT: no TLS" in bar and "→ #abcdefghijklmn… │" in bar, bar
@@ -436,8 +437,9 @@ def test_a_room_has_its_window_unread_count_member_count_and_completions() -> No
                                                             "hi all"]
     names = state.known_names(["bob", "carol"])
     assert names == ["#ops", "bob", "carol"]
-    assert completions("/remove #ops ", names, state.rooms) == [("alice", 0), ("bob", 0)]
-    assert completions("/add #ops ", names, state.rooms) == [("carol", 0)]
+    assert completions("/remove #ops ", names, state.rooms, "alice") == [("bob", 0)]  # not herself, an admin
+    assert completions("/admin #ops ", names, state.rooms, "alice") == [("bob", 0)]
+    assert completions("/add #ops ", names, state.rooms, "alice") == [("carol", 0)]
     assert completions("/leave #o", names, state.rooms) == [("#ops", -2)]
     assert completions("/to #", names, state.rooms) == [("#ops", -1)]
     state.apply(Changed("#ops", "removed", "alice", "bob", ("bob",), ("bob",), 2, "invite"))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -27,6 +27,8 @@ from securechat.commands.rooms import (
     ROOM_USAGE,
     RoomCommand,
     RoomUsage,
+    Seats,
+    named_by,
     parse_room_command,
     room_from_json,
 )
@@ -313,13 +315,14 @@ _SLASH: Final[dict[str, Callable[[str], Command]]] = {
 
 
 def completions(
-    before_cursor: str, names: list[str], members: Mapping[str, Collection[str]] | None = None
+    before_cursor: str, names: list[str], rooms: Mapping[str, Seats] | None = None, me: str = ""
 ) -> list[tuple[str, int]]:
     """Candidates for the word before the cursor as (replacement, start offset <= 0).
 
-    ``names`` holds user names and room names (``#ops``); ``members`` each held room's
-    members, so ``/remove #ops`` and ``/admin #ops`` offer its members and ``/add #ops``
-    the others. A room fits where a room goes, a name where a name goes.
+    ``names`` holds user names and room names (``#ops``); ``rooms`` each held room's members
+    and admins, so ``/remove #ops`` and ``/admin #ops`` offer the members that ``me`` may name
+    and ``/add #ops`` the others (:func:`~securechat.commands.rooms.named_by`). A room fits
+    where a room goes, a name where a name goes.
     """
     words = before_cursor.split(" ")
     word = words[-1]
@@ -329,23 +332,21 @@ def completions(
     if "\n" in word:
         return []
     low = word.lower()
-    return [(n, -len(word)) for n in _wanted(words, names, members or {}) if n.startswith(low) and n != low]
+    return [(n, -len(word)) for n in _wanted(words, names, rooms or {}, me) if n.startswith(low) and n != low]
 
 
-def _wanted(words: list[str], names: list[str], members: Mapping[str, Collection[str]]) -> list[str]:
+def _wanted(words: list[str], names: list[str], rooms: Mapping[str, Seats], me: str) -> list[str]:
     """What fits the last of ``words``: rooms, names, a room's members, or nothing."""
     first = ALIASES.get(words[0][1:].lower(), words[0][1:].lower()) if words[0].startswith("/") else None
-    rooms = [n for n in names if n.startswith(ROOM_PREFIX)]
+    room_names = [n for n in names if n.startswith(ROOM_PREFIX)]
     people = [n for n in names if not n.startswith(ROOM_PREFIX)]
     if first is None or (first in ("to", "msg") and len(words) == 2):
         return names  # a conversation: someone or a room
     if first in ROOM_FIRST and len(words) == 2:
-        return rooms
+        return room_names
     if first in NAME_SECOND and len(words) == 3:
-        held = members.get(words[1].lower())
-        if held is None:
-            return people
-        return sorted(held) if first != "add" else [n for n in people if n not in held]
+        seats = rooms.get(words[1].lower())
+        return people if seats is None else named_by(first, seats, people, me)
     return people if first in NAME_FIRST and len(words) == 2 else []
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prompt_toolkit.application.current import get_app
@@ -118,12 +118,13 @@ class MessagePane(UIControl):
 class ChatCompleter(Completer):
     """Slash commands; user names, rooms and a room's members where each fits."""
 
-    def __init__(self, names: Callable[[], list[str]], members: Callable[[], Mapping[str, Collection[str]]]) -> None:
+    def __init__(self, names: Callable[[], list[str]], state: ChatState) -> None:
         self.names = names
-        self.members = members
+        self.state = state
 
     def get_completions(self, document: Document, complete_event: CompleteEvent) -> Iterator[Completion]:
-        for text, start in completions(document.text_before_cursor, self.names(), self.members()):
+        state = self.state
+        for text, start in completions(document.text_before_cursor, self.names(), state.rooms, state.own_name):
             yield Completion(text, start_position=start)
 
 
@@ -142,7 +143,7 @@ def build_input(state: ChatState, accept: Callable[[str], None], names: Callable
         wrap_lines=True,
         height=Dimension(min=1, max=INPUT_MAX_ROWS),
         dont_extend_height=True,
-        completer=ChatCompleter(names, lambda: state.rooms),
+        completer=ChatCompleter(names, state),
         complete_while_typing=False,
         accept_handler=on_accept,
         history=InMemoryHistory(),  # Up/Down recall; never written to disk

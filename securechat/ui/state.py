@@ -15,6 +15,7 @@ from typing import Literal
 
 from securechat.commands import roomwording, wording
 from securechat.commands.outcomes import Level
+from securechat.commands.rooms import Seats
 from securechat.commands.sanitize import one_line, sanitize
 from securechat.commands.wording import fingerprint_rows
 from securechat.events import (
@@ -121,7 +122,7 @@ class ChatState:
     show_raw: bool = False
     by_id: dict[str, Line] = field(default_factory=dict)
     intro_shown: bool = False
-    rooms: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each room's members, as verified
+    rooms: dict[str, Seats] = field(default_factory=dict)  # each room's members and admins, as verified
     left_status: bool = False
     generation: int = 0  # bumped on every change, so views can tell that something was appended
     listed: set[str] = field(default_factory=set)  # the open rooms /rooms showed: /join completes them
@@ -271,17 +272,16 @@ class ChatState:
         return max(0, int(self.retry_at - self.clock() + 0.999))
 
     def known_names(self, users: Iterable[str] = ()) -> list[str]:
-        """Names for completion: ``users`` (the directory), open conversations, key changes, rooms (held
-        and listed) and their members."""
+        """Names for completion: ``users`` (the directory), conversations, key changes, rooms and members."""
         names = set(users) | {w for w in self.windows if w} | set(self.banners) | set(self.rooms) | self.listed
-        names.update(*self.rooms.values())
+        names.update(*(seats.members for seats in self.rooms.values()))
         names.discard(self.own_name)
         return sorted(names)
 
     def where(self) -> str:
         """The status bar's conversation: a room with its member count."""
-        members = self.rooms.get(self.current)
-        return f"{self.current} ({len(members)})" if members is not None else self.current
+        seats = self.rooms.get(self.current)
+        return f"{self.current} ({len(seats.members)})" if seats is not None else self.current
 
     # --- events ---------------------------------------------------------------
 
@@ -375,8 +375,8 @@ class ChatState:
                     acked.status, self.generation = room_ack_status(delivered, total, alone=not member), self.generation + 1
                 if status == "undeliverable":
                     self._append(room, Line("warn", self.clock(), wording.undeliverable_line(member, room), room))
-            case RoomChanged(room, change, members=members):
-                self.rooms[room] = members
+            case RoomChanged(room, change, members=members, admins=admins):
+                self.rooms[room] = Seats(members, admins)
                 self._append(room, Line("info", self.clock(), sanitize(roomwording.room_change_line(event)), room))
                 if change != "state" and room != self.current:  # a change elsewhere is unread there
                     self.unread[room] = self.unread.get(room, 0) + 1
