@@ -11,16 +11,24 @@ the repository root::
     python tools/nodes_compare.py --targets --reps 3            # issue 11's two targets
     python tools/nodes_compare.py --replicas 1 --reps 5         # the cost of --redis-replicas 1 (WAIT)
     python tools/nodes_compare.py --tail --reps 5               # where p99 at 1,000 msg/s comes from
+    python tools/nodes_compare.py --rates 1000,4000 --reps 3    # node CPU per message at equal offered rates
 
 ``--tail``: the latency at 1,000 msg/s cross-node with Redis's ``appendfsync always`` (as docs/deployment.md
 recommends), ``everysec``, and ``everysec`` with a replica and ``--redis-replicas 1``; for each run, where the
 slow messages were slow and how Redis's main thread spent the window (:mod:`securechat.bench.redistail`), and
 how long the senders waited for ``delivered`` (send to ack: the recipient's confirmation's way back).
+
+``--rates``: ``--targets``'s CPU ratio is taken at each setup's own saturation (one node on SQLite near 30,000
+msg/s, where a loop turn carries many messages; the cross-node pair near 5,000, bounded by Redis's flushes), so
+the two batch differently. This runs both at the same offered rates (the latency run's load generator: 100
+pairs, a steady rate each) and gives the nodes' CPU per delivered message of each and their ratio, per rate.
+A measurement beside the saturation figure, not another definition of the target.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import socket
 import statistics
@@ -155,6 +163,38 @@ def tail(args: argparse.Namespace, pool: KeyPool) -> None:
         print(f"{name:<26}", "  ".join(f"{key} {_spread([r[key] for r in got])}" for key in got[0]))
 
 
+def equal_rates(args: argparse.Namespace, pool: KeyPool) -> None:
+    """``--rates``: one node on SQLite and the cross-node pair at the same offered rates, alternated in each repetition."""
+    rates = [int(r) for r in args.rates.split(",")]
+    setups = {"one node, SQLite": nodes.start_setup("sqlite-1-node", server_help(), 1000), "cross-node": cross_node(args.base)}
+    cost: dict[tuple[str, int], list[float]] = {(name, rate): [] for name in setups for rate in rates}
+    ratio: dict[int, list[float]] = {rate: [] for rate in rates}
+    try:
+        for rep in range(args.reps):
+            for rate in rates:
+                order = list(setups.items())
+                for name, setup in order if (rep + rate) % 2 == 0 else order[::-1]:
+                    lat = nodes.latency_run(setup, pool, 100, 2, LATENCY, rate)
+                    # A setup that did not keep up queued: its CPU per message sent is not a steady rate's.
+                    kept_up = lat["achieved_msgs_per_s"] >= 0.95 * rate and lat["p50_ms"] < 100 and not lat["lost"]
+                    cost[name, rate].append(us := (lat["server_cpu_us_per_msg"] or 0.0) if kept_up else math.nan)
+                    print(f"rep {rep + 1} {name:<17} offered {rate:>5,} msg/s  received {lat['achieved_msgs_per_s']:>7,.0f}  nodes "
+                          f"{us:6.1f} us/msg  nodes' CPU {lat['server_cpu']:4.0%}  p50 {lat['p50_ms']:6.2f} ms  "
+                          f"p99 {lat['p99_ms']:7.2f}  lost {lat['lost']}  load {os.getloadavg()[0]:4.1f}"
+                          f"{'' if kept_up else '  (did not keep up: left out)'}", flush=True)
+                one, cross = cost["one node, SQLite", rate][-1], cost["cross-node", rate][-1]
+                if one > 0 and not math.isnan(cross):  # a NaN (did not keep up) compares False
+                    ratio[rate].append(cross / one)
+                    print(f"rep {rep + 1} at {rate:,} msg/s cross-node / one node CPU per message: {ratio[rate][-1]:.2f}x")
+    finally:
+        for setup in setups.values():
+            setup.stop()
+    for rate in rates:
+        kept = {name: [us for us in cost[name, rate] if not math.isnan(us)] for name in setups}
+        print(f"{rate:>6,} msg/s: " + ", ".join(f"{name} {_spread(got) if got else '-'} us/msg" for name, got in kept.items())
+              + f", ratio {_spread(ratio[rate]) if ratio[rate] else '-'}x")
+
+
 def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
@@ -166,8 +206,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=0, help="with a replica each: --redis-replicas N against 0")
     parser.add_argument("--tail", action="store_true", help="p99 at 1,000 msg/s: appendfsync always, everysec, everysec + WAIT")
+    parser.add_argument("--rates", help="comma-separated offered msg/s: node CPU per message of one node and cross-node at each")
     args = parser.parse_args()
     pool = KeyPool()
+    if args.rates:  # with --base: the cross-node pair runs that checkout
+        equal_rates(args, pool)
+        return
     if args.tail:
         tail(args, pool)
         return

@@ -237,6 +237,7 @@ def _load_summary(
         "server_cpu": cpu / wall,
         "loadgen_cpu": loadgen / wall,
         "server_cpu_us_per_msg": cpu / delivered * 1e6 if delivered else None,
+        "server_cpu_s": cpu,
         "delivered": delivered,
         "queued_acks": sum(r["queued"] for r in results),
         "dropped_connections": sum(r["dropped"] for r in results),
