@@ -438,6 +438,25 @@ async def test_the_last_admin_is_told_once_before_leaving_a_room_others_are_in(f
     assert left is not None and left.members == {"bob"} and left.admins == frozenset()
 
 
+async def test_leave_without_a_room_leaves_the_room_you_are_talking_in() -> None:
+    # Found as a new user: /members without a room meant the current room, /leave without one gave usage.
+    ex, fake = executor()
+    await fake.rooms.create("#ops", open_room=False)
+    await fake.rooms.create("#dev", open_room=False)
+    await fake.rooms.add("#ops", "bob")
+    usage = [Said(("/leave #ROOM: this conversation is not a room",), "hint")]
+    assert await ex.execute(Leave(None)) == usage  # no conversation yet
+    await ex.execute(g.To("bob"))
+    assert await ex.execute(Leave(None)) == usage  # a person, not a room
+    assert await ex.execute(Members(None)) == [Said(("/members #ROOM: this conversation is not a room",), "hint")]
+    await ex.execute(g.To("#ops"))
+    first = await ex.execute(Leave(None))  # the last admin, bob still in it: told first, as for /leave #ops
+    ops = fake.rooms.states["#ops"]
+    assert first == [Said((last_admin_line(ops),), "hint")] and "alice" in ops.members
+    assert await ex.execute(Leave(None)) == [] and "alice" not in fake.rooms.states["#ops"].members
+    assert "alice" in fake.rooms.states["#dev"].members  # only the room talked in
+
+
 async def test_the_last_admin_is_not_held_up_once_another_is_an_admin() -> None:
     ex, fake = executor()
     await fake.rooms.create("#ops", open_room=True)

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from securechat.commands import grammar as c
+from securechat.commands.rooms import Leave, Members
 from securechat.commands.wording import help_lines
 from securechat.names import NAME_PATTERN, is_valid_name
 
@@ -142,6 +143,24 @@ def test_completions(before: str, expected: list[str]) -> None:
 def test_completion_replaces_the_current_word() -> None:
     assert c.completions("/to bo", NAMES) == [("bob", -2), ("bobby", -2)]
     assert c.completions("/wh", NAMES) == [("/whois", -3)]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("/leave", Leave(None)),  # the current conversation's room, as for /members
+        ("/leave #Ops", Leave("#ops")),
+        ("/members", Members(None)),
+        ("/members #ops", Members("#ops")),
+    ],
+)
+def test_leave_and_members_take_an_optional_room(line: str, expected: c.Command) -> None:
+    assert c.parse_line(line) == expected
+
+
+def test_leave_with_two_rooms_is_a_usage_hint() -> None:
+    hint = c.parse_line("/leave #ops #dev")
+    assert isinstance(hint, c.Hint) and "/leave [#ROOM]" in hint.text
 
 
 # alice (admin) and dave (admin) hold #ops with bob and carol; erin and frank are not in it.

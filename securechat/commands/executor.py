@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from securechat import pasted
@@ -181,16 +181,25 @@ class Executor:
                 await rooms.remove(room, name)
             case Admin(room, name):
                 await rooms.admin(room, name)
-            case Leave(room):
+            case Leave(None) | Members(None):
+                return await self._in_this_room(command, warned)
+            case Leave(str(room)):
                 if (state := self._last_admin(room)) is not None and room != warned:
                     self._warned_leave = room
                     return [Said((roomwording.last_admin_line(state),), "hint")]
                 await rooms.leave(room)
-            case Members(room):
+            case Members(str(room)):
                 return [self._members(room)]
             case Rooms():
                 await rooms.list_rooms()
         return []
+
+    async def _in_this_room(self, command: Leave | Members, warned: str | None) -> list[Outcome]:
+        """``/leave`` or ``/members`` without a room: the room this conversation is, or their usage."""
+        if self.current is None or not is_room(self.current):
+            usage = COMMANDS[slash_name(command)].usage.replace("[#ROOM]", "#ROOM")
+            return [Said((f"{usage}: this conversation is not a room",), "hint")]
+        return await self._room(replace(command, room=self.current), warned)
 
     def _last_admin(self, room: str) -> RoomState | None:
         """``room``'s state if leaving it would leave it without an admin while others are in it
@@ -200,10 +209,7 @@ class Executor:
             return None
         return state if state.admins == {self.session.name} else None
 
-    def _members(self, room: str | None) -> Outcome:
-        room = room or (self.current if self.current is not None and is_room(self.current) else None)
-        if room is None:
-            return Said(("/members #ROOM: this conversation is not a room",), "hint")
+    def _members(self, room: str) -> Outcome:
         state = self.session.rooms.state(room)
         if state is None:
             raise RoomRefused(f"you hold no room {room} (/rooms lists them, /join opens one)", code="unknown_room")

@@ -45,7 +45,9 @@ class Admin:
 
 @dataclass(frozen=True, slots=True)
 class Leave:
-    room: str
+    """``/leave [#ROOM]``: None means the current conversation's room."""
+
+    room: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,8 @@ ROOM_USAGE: Final[dict[str, tuple[str, str]]] = {
     "add": ("/add #ROOM NAME", "add NAME to a room (admins)"),
     "remove": ("/remove #ROOM NAME", "remove NAME from a room (admins; an admin only leaves)"),
     "admin": ("/admin #ROOM NAME", "make NAME an admin of a room (admins)"),
-    "leave": ("/leave #ROOM", "leave a room"),
-    "members": ("/members [#ROOM]", "a room's members and admins, as verified here"),
+    "leave": ("/leave [#ROOM]", "leave a room (default: the room you are in)"),
+    "members": ("/members [#ROOM]", "a room's members and admins as verified here (default: this room)"),
     "rooms": ("/rooms", "your rooms and the open ones"),
 }
 # Room commands whose first argument is a room, for completion; of these, the ones whose second is a name.
@@ -138,9 +140,10 @@ def parse_room_command(name: str, rest: str) -> RoomCommand:
         if rest.strip():
             raise UsageError("/rooms takes no arguments")
         return Rooms()
-    if name == "members":
+    if name in ("members", "leave"):
         words = _words(rest, 0, 1)
-        return Members(parse_typed_room(words[0]) if words else None)
+        room = parse_typed_room(words[0]) if words else None
+        return Members(room) if name == "members" else Leave(room)
     if name in NAME_SECOND:
         room, who = _words(rest, 2, 2)
         return _about(name, room, who)
@@ -151,7 +154,7 @@ def parse_room_command(name: str, rest: str) -> RoomCommand:
             raise RoomUsage
         return Create(parse_typed_room(words[0]), kind == "open")
     (room,) = _words(rest, 1, 1)
-    return Join(parse_typed_room(room)) if name == "join" else Leave(parse_typed_room(room))
+    return Join(parse_typed_room(room))
 
 
 def room_from_json(cmd: str, obj: dict[str, Any]) -> RoomCommand:
