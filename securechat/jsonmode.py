@@ -8,6 +8,9 @@ add three kinds::
     {"event":"verify","name":..,"ok":true|false}
     {"event":"error","code":"bad_command"|<failure code>,"message":..,"fatal":false}
 
+(``message``: the refusal's text alone; the terminals show it as ``code: text``,
+:func:`securechat.commands.wording.refusal`.)
+
 Input, one object per line::
 
     {"cmd":"send","to":"bob","text":"hi"}   {"cmd":"list","prefix":"b"}   {"cmd":"whois","name":"bob"}
@@ -50,6 +53,7 @@ from .commands import Executor, Hint, parse_json
 from .commands.driver import feed, stdin_lines
 from .commands.grammar import JSON, Quit, json_name
 from .commands.outcomes import ContactShown, Failed, MembersShown, Outcome, Trusted, Verified
+from .commands.wording import refusal
 from .errors import (
     KeyChanged,
     KeyStoreError,
@@ -222,7 +226,7 @@ def outcome_to_json(outcome: Outcome) -> dict[str, Any] | None:
         case MembersShown(state):
             return room_state_json(state)
         case Failed(command, error):
-            return error_json(failure_code(error), str(error), json_name(command))
+            return error_json(failure_code(error), refusal(error)[1], json_name(command))  # the code is its field
     return None
 
 

@@ -305,7 +305,7 @@ async def test_a_refused_list_is_shown_and_the_session_stays(tmp_path: Path, mak
         await online(alice)
         await wait_until(lambda: "alice" in chat.executor.online, what="the list at login")
         await chat.handle("/users")
-        assert out[-1] == "! the list of users failed: server error rate_limited: too many lists", out
+        assert out[-1] == "! the list of users failed: rate_limited: too many lists", out
         await chat.handle("/fingerprint")
         assert alice.session.online and not [e for e in alice.rec.of(ConnectionChanged) if e.state == "reconnecting"]
 

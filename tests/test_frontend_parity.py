@@ -113,6 +113,7 @@ SCRIPT: list[str | object] = [
     "/create #x maybe",
     "/add #ops",
     "/join #nowhere",
+    "/join #full",
     "/members #nowhere",
     "/rooms now",
     "/to #ops",
@@ -386,6 +387,9 @@ async def test_what_the_script_shows() -> None:
     assert at("/add #ops nobody") == [("!", "no such user: nobody (/users lists who is registered)")]
     assert at("/members") == [("*", "#ops (invite, 3 members, as verified here): alice (admin), bob, carol")]
     assert at("/remove #ops bob") == [("!", "not_allowed: bob is an admin: an admin can only leave by themselves")]
+    # A refusal reads "code: text" whether the server's answer or the rules checked here said it
+    # (the server's read "server error room_full: ...").
+    assert at("/join #full") == [("!", "room_full: #full has the most members it may have")]
     assert at("(bob writes in #ops)") == [("msg", "bob", "hello #ops", "")]
     assert at("/msg #ops from the room") == [("msg", "alice", "from the room", "delivered 1/1")]
     assert at("/msg #lobby anyone?")[0][1].startswith('not sent to #lobby ("anyone?"): not_member')

@@ -29,7 +29,7 @@ from securechat.commands.outcomes import (
 )
 from securechat.commands.rooms import Add, Admin
 from securechat.commands.roomwording import members_line
-from securechat.errors import KeyChanged, RequestUnanswered, SecurechatError, ServerErrorReply
+from securechat.errors import KeyChanged, ProtocolError, RequestUnanswered, SecurechatError, ServerErrorReply
 from securechat.events import KeyChangedAlert, ServerRefusedAlert, UserEntry
 from securechat.names import format_fingerprint
 
@@ -72,13 +72,27 @@ def fingerprint_rows(fp: str | None) -> list[str]:
     return [" ".join(groups[:half]), " ".join(groups[half:])] if len(groups) > 1 else groups
 
 
+def refusal(exc: BaseException) -> tuple[str | None, str]:
+    """A failure's code and its text alone. A refusal (the server's error frame, or the rules of
+    docs/protocol.md that the client checks first) has a code; other failures None and their text.
+
+    The one rule for every front end: the terminals show a refusal as ``code: text``
+    (:func:`describe_error`), ``--json`` puts the two in its error line's fields."""
+    if isinstance(exc, ServerErrorReply):
+        return exc.code, exc.message
+    if isinstance(exc, ProtocolError):
+        return exc.code, exc.detail
+    return None, str(exc)
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a failed call; never a traceback."""
     if isinstance(exc, KeyChanged):
         return f"the key of {exc.name} changed; compare it (/whois {exc.name}), then /trust {exc.name}"
     if isinstance(exc, SecurechatError):
+        code, text = refusal(exc)
         # Server-supplied text may hold line breaks; a hint stays one line.
-        return " ".join(str(exc).split()) or type(exc).__name__
+        return " ".join((f"{code}: {text}" if code else text).split()) or type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"internal error: {type(exc).__name__}{': ' + text if text else ''}"
 

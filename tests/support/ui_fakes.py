@@ -218,6 +218,8 @@ class FakeRooms:
             raise SessionClosed("not connected to the server")
         if op in ("add", "admin") and name not in session.users:
             raise ServerErrorReply("unknown_user", f"no user named '{name}'")
+        if room == "#full":  # a refusal only the server knows of (its members are not held here)
+            raise ServerErrorReply("room_full", f"{room} has the most members it may have")
         state = self.states.get(room)
         members, admins = check_change(state, op, session.own, name, kind)  # RoomRefused, like the real one
         seq = state.seq + 1 if state is not None else 0
