@@ -24,6 +24,7 @@ from securechat.events import (
     MessageSent,
     PresenceChanged,
     Ready,
+    RoomChanged,
     ServerPinned,
     ServerRefusedAlert,
     SessionEvent,
@@ -173,6 +174,16 @@ async def test_sign_in_fetches_the_directory_silently() -> None:
     fake.emit(Ready("alice", FP))
     await asyncio.sleep(0.01)
     assert out[-1] == "! not connected to the server"
+
+
+def test_sign_in_tells_the_state_of_your_rooms_not_of_rooms_you_left() -> None:
+    # Found as a new user: --plain's sign-in listed "#ops: 2 members: bob, carol" for a room alice had left.
+    fake = FakeSession()
+    _chat, out = chat_with(fake)
+    fake.emit(RoomChanged("#ops", "state", None, None, ("bob", "carol"), ("carol",), 5))
+    fake.emit(RoomChanged("#dev", "state", None, None, ("alice", "bob"), ("alice",), 2))
+    fake.emit(RoomChanged("#ops", "left", "alice", "alice", ("bob", "carol"), ("carol",), 5))  # a change is told
+    assert out == ["* #dev: 2 members: alice, bob", "* alice left #ops"]
 
 
 async def test_first_incoming_message_opens_its_conversation() -> None:

@@ -401,6 +401,17 @@ async def test_tab_after_remove_offers_the_members_you_may_remove() -> None:
         await wait_until(lambda: h.ui.input.text == "/remove #ops bob")
 
 
+async def test_sign_in_holds_no_state_line_for_a_room_you_left() -> None:
+    # --plain listed the rooms alice had left at sign-in; the full screen keeps no line for them either.
+    async with running_ui() as h:
+        h.fake.emit(Ready("alice", ALICE_FP))
+        h.fake.emit(RoomChanged("#ops", "state", None, None, ("bob", "carol"), ("carol",), 5))
+        h.fake.emit(RoomChanged("#dev", "state", None, None, ("alice", "bob"), ("alice",), 2))
+        await wait_until(lambda: "#dev" in h.ui.state.rooms)
+        assert "#ops" not in h.ui.state.windows and "#ops" not in h.ui.state.rooms
+        assert [line.text for line in h.ui.state.window("#dev")] == ["#dev: 2 members: alice, bob"]
+
+
 async def test_pageup_scrolls_back_and_new_messages_do_not_yank() -> None:
     async with running_ui() as h:
         await h.line("/to bob")

@@ -71,6 +71,7 @@ from securechat.events import (
     MessageReceived,
     MessageRejected,
     PresenceChanged,
+    RoomChanged,
     SessionAPI,
     SessionEvent,
     UsersListed,
@@ -337,6 +338,8 @@ class Executor:
                 if self._told.get(name) == event:
                     return Seen(show=False)
                 self._told[name] = event
+            case RoomChanged(change="state", members=members) if self.session.name not in members:
+                return Seen(show=False)  # a room left: readable (/to), not in the sign-in summary (--json prints all)
             case ContactPinned(name=name, trust=trust) if trust != "changed":
                 self._told.pop(name, None)
                 if name == self._echo and self.front_end != "json":
