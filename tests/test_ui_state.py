@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 
+import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from prompt_toolkit.utils import get_cwidth
@@ -230,6 +231,23 @@ def test_status_bar_fits_its_width_keeping_what_matters() -> None:
     s.unread = {}
     for width in (None, 80):  # nothing unread: no unread part at all
         assert render.plain(render.status_bar(s, scrolled=False, width=width)).endswith("│ → #ops (256) ")
+
+
+@pytest.mark.parametrize("width", [40, 30, 26])
+def test_plaintext_is_the_last_thing_the_status_bar_gives_up(width: int) -> None:
+    # Found as a new user: at 40 columns, with a long room name, PLAINTEXT fell off the bar's end
+    # (it ran to 72 cells and the terminal cut it).
+    s = make_state()
+    s.apply(ConnectionChanged("reconnecting", retry_in=12))
+    room = "#abcdefghijklmnopqrstuvwxyz012345"
+    s.rooms[room] = Seats(("alice",), ("alice",))
+    s.switch(room)
+    s.plaintext, s.show_raw, s.unread = True, True, {"#x": 3}
+    bar = render.plain(render.status_bar(s, scrolled=True, width=width))
+    assert get_cwidth(bar) <= width and bar.startswith(" reconnecting │ ") and "│ PLAINTEXT" in bar, bar
+    assert bar == (" reconnecting │ unread 3 │ PLAINTEXT " if width >= 37 else " reconnecting │ PLAINTEXT "), bar
+    s.plaintext = False  # encrypted: what PLAINTEXT's room holds instead
+    assert render.plain(render.status_bar(s, scrolled=True, width=40)) == " reconnecting │ unread 3 │ more below "
 
 
 def test_connection_states_in_status_bar() -> None:

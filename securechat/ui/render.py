@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 
 from prompt_toolkit.formatted_text import StyleAndTextTuples
 from prompt_toolkit.utils import get_cwidth
@@ -136,9 +137,10 @@ def plain(frags: StyleAndTextTuples) -> str:
 
 
 def status_bar(state: ChatState, scrolled: bool, width: int | None = None) -> StyleAndTextTuples:
-    """The status bar. To fit ``width`` it gives up, in this order, the rooms' unread list, the long
-    PLAINTEXT warning (for its short form), your name and the end of a long conversation name, so the
-    connection, the conversation, the unread total, PLAINTEXT and "more below" stay in sight."""
+    """The status bar. To fit ``width`` it gives up, one at a time: the rooms' unread list, the long
+    PLAINTEXT warning (for its short form), your name, the end of a long conversation name, the
+    PageDown hint, the retry countdown, the conversation (the prompt below names it), raw,
+    PLAINTEXT's "no TLS", "more below" and the unread total: the word PLAINTEXT is never given up."""
     conn = state.connection
     label = conn
     if conn == "reconnecting" and (left := state.retry_in()) is not None:
@@ -146,28 +148,45 @@ def status_bar(state: ChatState, scrolled: bool, width: int | None = None) -> St
     where = f"→ {state.where()} " if state.current != STATUS_WINDOW else "(no conversation) "
     unread = state.unread_summary()
     total = _piece("class:statusbar.unread", f"unread {sum(c for _n, c in unread)} ") if unread else []
+    plain_style, bar = "class:statusbar.plaintext", "class:statusbar"
     parts: dict[str, StyleAndTextTuples] = {
         "head": [(f"class:statusbar.{conn}", f" {label} ")],
-        "me": _piece("class:statusbar", f"{state.own_name or '?'} {short_fingerprint(state.fingerprint)} "),
-        "here": _piece("class:statusbar", where),
+        "me": _piece(bar, f"{state.own_name or '?'} {short_fingerprint(state.fingerprint)} "),
+        "here": _piece(bar, where),
         "unread": total,
-        "plain": _piece("class:statusbar.plaintext", f"{PLAINTEXT_WARNING} ") if state.plaintext else [],
-        "raw": _piece("class:statusbar", "raw ") if state.show_raw else [],
+        "plain": _piece(plain_style, f"{PLAINTEXT_WARNING} ") if state.plaintext else [],
+        "raw": _piece(bar, "raw ") if state.show_raw else [],
         "more": _piece("class:statusbar.scrolled", "more below: PageDown ") if scrolled else [],
     }
 
     def over() -> int:  # cells past the width (<= 0: it fits)
         return 0 if width is None else _width(plain([f for part in parts.values() for f in part])) - width
 
-    if over() > 0 and state.plaintext:
-        parts["plain"] = _piece("class:statusbar.plaintext", "PLAINTEXT: no TLS ")
-    if over() > 0:
-        parts["me"] = []
-    if (cut := over()) > 0:  # a long room name: the prompt below names it whole
-        parts["here"] = _piece("class:statusbar", where[: max(len(where) - cut - 2, 6)] + "… ")
-    if unread and (names := _unread_names(unread, None if width is None else -over())):  # in the room left
+    smaller: list[tuple[str, Callable[[], StyleAndTextTuples]]] = [  # in the order they give way
+        ("plain", lambda: _piece(plain_style, "PLAINTEXT: no TLS ")),
+        ("me", list),
+        ("here", lambda: _piece(bar, _cut(where, over()))),  # a long room name: the prompt names it whole
+        ("more", lambda: _piece("class:statusbar.scrolled", "more below ")),
+        ("head", lambda: [(f"class:statusbar.{conn}", f" {conn} ")]),
+        ("here", list),
+        ("raw", list),
+        ("plain", lambda: _piece(plain_style, "PLAINTEXT ")),
+        ("more", list),
+        ("unread", list),
+    ]
+    for key, smaller_part in smaller:
+        if over() <= 0:
+            break
+        if parts[key]:
+            parts[key] = smaller_part()
+    if parts["unread"] and (names := _unread_names(unread, None if width is None else -over())):  # in the room left
         parts["unread"] = total + [("class:statusbar.unread", names)]
     return [f for part in parts.values() for f in part]
+
+
+def _cut(where: str, over: int) -> str:
+    """``where`` cut by ``over`` cells and marked with ``…``, keeping its first six; as it is if too short to cut."""
+    return where[: max(len(where) - over - 2, 6)] + "… " if len(where) > 8 else where
 
 
 def _piece(style: str, text: str) -> StyleAndTextTuples:
