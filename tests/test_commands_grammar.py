@@ -190,6 +190,25 @@ def test_room_member_completions_offer_whom_you_may_name(before: str, me: str, e
     assert [text for text, _ in c.completions(before, PEOPLE, OPS, me)] == expected
 
 
+@pytest.mark.parametrize(
+    ("before", "expected"),
+    [
+        ("/leave #", ["#dev", "#ops"]),  # the rooms you are in, not #lobby that /rooms listed
+        ("/add #", ["#ops"]),  # the rooms you are an admin of (not #dev: a member only)
+        ("/remove #", ["#ops"]),
+        ("/admin #", ["#ops"]),
+        ("/join #", ["#lobby"]),  # the rooms you are not in
+        ("/create #", []),  # a new room's name is yours to choose
+        ("/members #", ["#dev", "#lobby", "#ops"]),
+        ("/to #", ["#dev", "#lobby", "#ops"]),
+    ],
+)
+def test_each_room_command_completes_the_rooms_it_may_name(before: str, expected: list[str]) -> None:
+    # Found as a new user: /leave # offered rooms alice had left and open rooms she was never in.
+    rooms = {**OPS, "#dev": c.Seats(("alice", "bob"), ("bob",))}
+    assert [text for text, _ in c.completions(before, ["#dev", "#lobby", "#ops", "bob"], rooms, "alice")] == expected
+
+
 @given(st.text(), st.lists(st.from_regex(NAME_PATTERN, fullmatch=True), max_size=5))
 def test_completions_never_raise(before: str, names: list[str]) -> None:
     for _text, start in c.completions(before, names):

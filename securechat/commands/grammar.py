@@ -31,6 +31,7 @@ from securechat.commands.rooms import (
     named_by,
     parse_room_command,
     room_from_json,
+    rooms_for,
 )
 from securechat.errors import UsageError
 from securechat.names import ROOM_PREFIX, parse_fingerprint, parse_typed_name, parse_typed_target
@@ -343,7 +344,7 @@ def _wanted(words: list[str], names: list[str], rooms: Mapping[str, Seats], me: 
     if first is None or (first in ("to", "msg") and len(words) == 2):
         return names  # a conversation: someone or a room
     if first in ROOM_FIRST and len(words) == 2:
-        return room_names
+        return rooms_for(first, room_names, rooms, me)
     if first in NAME_SECOND and len(words) == 3:
         seats = rooms.get(words[1].lower())
         return people if seats is None else named_by(first, seats, people, me)

@@ -7,6 +7,7 @@ named after its slash command (``/create`` is :class:`Create`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -87,6 +88,19 @@ class Seats:
 
     members: tuple[str, ...]
     admins: tuple[str, ...] = ()
+
+
+def rooms_for(op: str, room_names: list[str], rooms: Mapping[str, Seats], me: str) -> list[str]:
+    """The rooms of ``room_names`` that ``/op #`` may name: those you are in for ``/leave``, those
+    you are an admin of for ``/add``, ``/remove`` and ``/admin`` (docs/protocol.md 11.3), those you
+    are not in for ``/join``, none for ``/create`` (a new name), any for ``/members``."""
+    if op == "create":
+        return []
+    if op == "join":
+        return [room for room in room_names if room not in rooms]
+    if op in NAME_SECOND:
+        return [room for room in room_names if room in rooms and me in rooms[room].admins]
+    return [room for room in room_names if room in rooms] if op == "leave" else room_names
 
 
 def named_by(op: str, seats: Seats, people: list[str], me: str) -> list[str]:
