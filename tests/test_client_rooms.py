@@ -140,6 +140,19 @@ async def test_local_checks_refuse_before_anything_is_sent(server: ChatServer, m
         await client.stop()
 
 
+async def test_joining_an_invite_room_says_it_is_one(server: ChatServer, make_client: MakeClient) -> None:
+    # Found as a new user: /join #ops (an invite room) answered "not_member: you are not a member of #ops".
+    alice, dave = [await online(make_client(n, server.port)) for n in ("alice", "dave")]
+    await alice.session.rooms.create("#ops", open_room=False)
+    with pytest.raises(RoomRefused) as info:
+        await dave.session.rooms.join("#ops")
+    assert info.value.code == "not_member"  # the code --json scripts read, as before
+    assert str(info.value) == "not_member: #ops is an invite room: its admins add members (/join is for open rooms)"
+    assert dave.session.rooms.state("#ops") is None
+    await alice.stop()
+    await dave.stop()
+
+
 async def test_open_rooms_join_leave_and_the_list(server: ChatServer, make_client: MakeClient) -> None:
     alice, dave = [await online(make_client(n, server.port)) for n in ("alice", "dave")]
     await alice.session.rooms.create("#lobby", open_room=True)

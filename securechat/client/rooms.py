@@ -186,7 +186,7 @@ class RoomClient:
         for attempt in range(CHANGE_ATTEMPTS):
             state = self._chains.state(room)
             if state is None and op == "join":
-                await self._fetch(room, 0)  # an open room we do not hold yet
+                await self._fetch_to_join(room)
                 state = self._chains.state(room)
             if state is None and op != "create":
                 raise RoomRefused(f"there is no room {room} here (/rooms lists them)", code="unknown_room")
@@ -205,6 +205,17 @@ class RoomClient:
                 continue
             await self._apply(room, answer.frame)
             return
+
+    async def _fetch_to_join(self, room: str) -> None:
+        """Read the log of an open room we do not hold yet; the server reads an invite room's only to
+        its members and former members (docs/protocol.md 11.6), so its ``not_member`` says which."""
+        try:
+            await self._fetch(room, 0)
+        except ServerErrorReply as exc:
+            if exc.code != "not_member":
+                raise
+            raise RoomRefused(f"{room} is an invite room: its admins add members (/join is for open rooms)",
+                              code="not_member") from None
 
     # --- fetching and verifying -------------------------------------------------------------------
 
