@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.support.acks import delivered_acks
 from tests.support.nodes import Nodes
 from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
@@ -74,15 +75,6 @@ async def warned(node_lines: list[str], count: int, within: float = 10.0) -> lis
 
 async def take(client: RawClient, kind: str, count: int) -> list[dict[str, object]]:
     return [await client.recv_type(kind, 10.0) for _ in range(count)]
-
-
-async def delivered_acks(client: RawClient, count: int) -> list[dict[str, object]]:
-    """Every ack until ``count`` of them said ``delivered`` (a message handed out as its
-    recipient's backlog was read is acked ``queued`` first, as on one node)."""
-    acks = [await client.recv_type("ack", 10.0)]
-    while sum(x["status"] == "delivered" for x in acks) < count:
-        acks.append(await client.recv_type("ack", 10.0))
-    return acks
 
 
 async def confirm_all(client: RawClient, got: list[dict[str, object]]) -> None:
@@ -179,7 +171,7 @@ async def test_a_delivered_heard_twice_is_written_to_its_sender_once(redis: Redi
     await confirm_all(bob, await take(bob, "message", 1))
     then = await delivered_acks(alice, 1)
     await alice.expect_silence(0.3)
-    told = [(x["id"], x["status"]) for x in first + then]  # a `queued` may come first: see delivered_acks
+    told = [(x["id"], x["status"]) for x in first + then]  # a `queued` may come first: tests/support/acks.py
     assert [t for t in told if t[1] == "delivered"] == [(msg_id(1), "delivered"), (msg_id(2), "delivered")], told
     for client in (alice, bob):
         await client.close()

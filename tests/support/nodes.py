@@ -14,13 +14,16 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
 from securechat.server.identity import load_or_create
+from tests.support.acks import backlog_read
 from tests.support.jsonclient import JsonClientProcess
 from tests.support.partition import PartitionProxy, partition_proxy
 from tests.support.ports import restartable_port
-from tests.support.rawclient import RawClient, identity_key
+from tests.support.rawclient import RawClient, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess
 from tests.support.streams import FAST, LONG, Spawn, texts
+
+PROBE_ID = msg_id(0xFFFF)  # alice_behind_a_proxy's probe: an id no test sends
 
 
 def servers(*nodes: ServerProcess) -> str:
@@ -81,7 +84,8 @@ async def alice_behind_a_proxy(
     redis: RedisProcess, nodes: Nodes
 ) -> AsyncIterator[tuple[PartitionProxy, ServerProcess, RawClient, RawClient]]:
     """alice logged in on a node that reaches Redis through a :class:`PartitionProxy`, bob on another
-    node that reaches it directly: the proxy, bob's node, alice and bob."""
+    node that reaches it directly: the proxy, bob's node, alice and bob. bob's backlog is read: alice's
+    probe (:data:`PROBE_ID`) reached him, was confirmed and acked ``delivered``."""
     async with partition_proxy(redis.port) as proxy:
         a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
         b = await asyncio.to_thread(nodes.start)
@@ -89,6 +93,7 @@ async def alice_behind_a_proxy(
         await bob.login("bob", identity_key("bob"))
         alice = await RawClient.connect(a.port)
         await alice.login("alice", identity_key("alice"))
+        await backlog_read(alice, bob, PROBE_ID)  # else alice's first send may be `queued` first (acks.py)
         yield proxy, b, alice, bob
 
 
