@@ -73,8 +73,8 @@ ROOM_USAGE: Final[dict[str, tuple[str, str]]] = {
     "add": ("/add #ROOM NAME", "add NAME to a room (admins)"),
     "remove": ("/remove #ROOM NAME", "remove NAME from a room (admins; an admin only leaves)"),
     "admin": ("/admin #ROOM NAME", "make NAME an admin of a room (admins)"),
-    "leave": ("/leave [#ROOM]", "leave a room (default: the room you are in)"),
-    "members": ("/members [#ROOM]", "a room's members and admins as verified here (default: this room)"),
+    "leave": ("/leave [#ROOM]", "leave a room (default: the current room)"),
+    "members": ("/members [#ROOM]", "a room's members and admins as verified here (default: the current room)"),
     "rooms": ("/rooms", "your rooms and the open ones"),
 }
 # Room commands whose first argument is a room, for completion; of these, the ones whose second is a name.

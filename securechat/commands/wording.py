@@ -39,7 +39,7 @@ Shown = tuple[Level, str]
 KEY_TIPS: Final[dict[FrontEnd, tuple[str, ...]]] = {
     FULL_SCREEN: (
         "Alt-Enter starts a new line; PageUp/PageDown scroll;",
-        "Up/Down recall input; Tab completes commands and names.",
+        "Up/Down recall input; Tab completes commands, names and rooms.",
     ),
     PLAIN: ("Up/Down recall input; Ctrl-D on an empty line leaves.",),
     "json": (),
