@@ -36,7 +36,15 @@ from tests.support.nodes import (
 from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
-from tests.support.sentinels import MASTER, Sentinels, ask, primary_port, replicate_through, sentinel_setup
+from tests.support.sentinels import (
+    MASTER,
+    Sentinels,
+    ask,
+    primary_port,
+    replicate_through,
+    sentinel_setup,
+    until_replica_has_all,
+)
 from tests.support.serverproc import ServerProcess
 from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, shown, texts
 
@@ -541,7 +549,7 @@ async def test_a_failover_under_sentinel_the_nodes_find_the_new_primary_and_deli
             assert (await alice.recv_type("ack", 10.0))["status"] == "queued"
         # On the replica before the kill: this test is about finding the new primary; what asynchronous
         # replication can lose is said in docs/deployment.md, not shown here.
-        assert ask(primary.port, "WAIT", "1", "2000") == b":1\r\n"
+        await asyncio.to_thread(until_replica_has_all, primary.port, replica.port)
         primary.kill()
         loop = asyncio.get_running_loop()
         killed_at = loop.time()
@@ -571,7 +579,7 @@ async def test_a_sentinel_that_names_a_replica_is_passed_over_and_the_nodes_writ
         await alice.login("alice", identity_key("alice"))
         await alice.send_frame(to_carol(1))
         assert (await alice.recv_type("ack", 10.0))["status"] == "queued"
-        assert ask(old.port, "WAIT", "1", "2000") == b":1\r\n"
+        await asyncio.to_thread(until_replica_has_all, old.port, new.port)  # else the switch may lose 1
         await asyncio.to_thread(switch_by_hand, old, new, sentinels.ports[1:])
         resent_in = await send_until_acked(alice, 2, 30.0)  # READONLY, then the node finds the primary
         b = await asyncio.to_thread(nodes.start, redis_url=sentinels.url)

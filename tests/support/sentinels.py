@@ -33,6 +33,28 @@ async def replicate_through(port: int, primary: RedisProcess, replica: RedisProc
             await asyncio.sleep(0.05)
 
 
+def replication_offset(port: int, field: str) -> int:
+    """``field`` of the Redis at ``port``'s ``INFO replication`` (-1 while it does not say it)."""
+    for line in ask(port, "INFO", "replication").decode(errors="replace").splitlines():
+        name, _, value = line.partition(":")
+        if name == field and value.strip().isdigit():
+            return int(value)
+    return -1
+
+
+def until_replica_has_all(primary: int, replica: int, within: float = 10.0) -> None:
+    """Wait (bounded) until the replica at ``replica`` has applied every write the primary at ``primary``
+    made so far: its replication offset reaches the primary's. (``WAIT 1`` asked on a connection of its
+    own checks nothing: it waits for that connection's writes, it has none, so it answers 1 at once,
+    even while the replica is stopped.)"""
+    target = replication_offset(primary, "master_repl_offset")
+    assert target > 0, "the primary said no replication offset"
+    deadline = time.monotonic() + within
+    while (got := replication_offset(replica, "slave_repl_offset")) < target:
+        assert time.monotonic() < deadline, f"the replica is at offset {got}, the primary at {target}"
+        time.sleep(0.02)
+
+
 def primary_port(sentinel_port: int) -> int | None:
     try:
         reply = ask(sentinel_port, "SENTINEL", "get-master-addr-by-name", MASTER)
