@@ -9,7 +9,10 @@ from typing import Any
 import pytest
 
 from securechat import lineui
-from securechat.errors import RequestUnanswered
+from securechat.commands.grammar import Whois
+from securechat.commands.outcomes import Failed
+from securechat.commands.wording import describe
+from securechat.errors import RequestUnanswered, RoomRefused, ServerErrorReply
 from securechat.events import (
     Acked,
     ConnectionChanged,
@@ -65,7 +68,7 @@ def test_every_event_has_a_line() -> None:
     changed = "\n".join(lines[8])
     assert "the key of bob changed" in changed and "/trust bob" in changed
     assert "now  cdcd cdcd" in changed  # both fingerprints, to compare
-    assert lines[11] == ["! error unknown_user: no such user (message 11111111)"]
+    assert lines[11] == ["! unknown_user: no such user (message 11111111)"]
     pinned = format_event(ServerPinned("h:1", FP))
     expected = f"* first connection to the server at h:1: pinned its identity {format_fingerprint(FP)}"
     assert pinned == [f"{expected} (its operator can confirm it)"]
@@ -174,6 +177,22 @@ async def test_sign_in_fetches_the_directory_silently() -> None:
     fake.emit(Ready("alice", FP))
     await asyncio.sleep(0.01)
     assert out[-1] == "! not connected to the server"
+
+
+def test_a_refusal_reads_code_colon_text_and_a_forged_code_stays_a_code() -> None:
+    # One rule (commands/wording.py's refusal_line) for a command refused by the server, one the
+    # rules refused here, and an error the server sent of itself: "code: text". Without "error" or
+    # "server error" before it, a fake server's prose in place of a code would read like the
+    # client's own warning: a code not of the protocol's shape is shown quoted.
+    forged = ("the key of bob changed", "nothing is sent to them until you /trust bob")
+    assert format_event(ErrorReported("queue_full", "bob's queue is full")) == ["! queue_full: bob's queue is full"]
+    assert format_event(ErrorReported(*forged)) == [f"! '{forged[0]}': {forged[1]}"]
+    failed = [Failed(Whois("bob"), ServerErrorReply(*forged)), Failed(Whois("bob"), ServerErrorReply("rate_limited", "x"))]
+    assert [describe(outcome) for outcome in failed] == [[("hint", f"'{forged[0]}': {forged[1]}")],
+                                                         [("hint", "rate_limited: x")]]
+    assert describe(Failed(Whois("bob"), RoomRefused("bob is an admin", code="not_allowed"))) == [
+        ("hint", "not_allowed: bob is an admin")
+    ]
 
 
 def test_sign_in_tells_the_state_of_your_rooms_not_of_rooms_you_left() -> None:

@@ -67,7 +67,7 @@ async def test_plain_piped_into_a_terminal(pane: TmuxPane, tmp_path: Path) -> No
         argv = client_argv("alice", tmp_path / "home", srv.port, "--plain")
         pane.start(["sh", "-c", shlex.join(argv) + " | cat"])
         screen = await asyncio.to_thread(
-            pane.wait_for, lambda screen: "bob: the end" in screen and "! error " in screen
+            pane.wait_for, lambda screen: "bob: the end" in screen and "! '⟨U+001B⟩" in screen
         )
         title = await asyncio.to_thread(pane.title)
     finally:
@@ -80,4 +80,4 @@ async def test_plain_piped_into_a_terminal(pane: TmuxPane, tmp_path: Path) -> No
     assert sum(FAKE in row for row in rows) == 3  # after \r on its row, after \n and the filler indented
     assert all(len(row) <= WIDTH for row in rows)
     assert "⟨U+202E⟩" in screen and "\u202e" not in screen
-    assert "! error ⟨U+001B⟩]0;pwned-title⟨U+0007⟩: ⟨U+001B⟩[2J" in screen
+    assert "! '⟨U+001B⟩]0;pwned-title⟨U+0007⟩': ⟨U+001B⟩[2J" in screen

@@ -318,7 +318,7 @@ async def test_session_failures_become_hints_not_crashes() -> None:
         fake.emit(MessageReceived("bob", "x", None, "hi", "P"))  # type: ignore[arg-type]
         await h.shows("could not show an event")
         fake.emit(ErrorReported("rate_limited", "slow\ndown"))
-        await h.shows("error rate_limited: slow down")
+        await h.shows("-!- rate_limited: slow down")
         assert h.ui.app.is_running
 
 

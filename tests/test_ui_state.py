@@ -303,7 +303,7 @@ def test_presence_error_keygen_and_pinned_lines() -> None:
     out = pane(s)
     assert "bob is offline" in out
     assert "[failed: queue_full]" in out
-    assert "-!- error queue_full: bob's queue is full" in out
+    assert "-!- queue_full: bob's queue is full" in out
     assert "generating a 3072-bit key for alice" in out
     assert f"pinned the key of bob: {pretty_fingerprint(FP_B)} (unverified)" in out
 

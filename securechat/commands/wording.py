@@ -10,6 +10,7 @@ the front ends apply it to every line they show.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Iterable
 from typing import Final
@@ -57,6 +58,7 @@ FATAL_WORDS: Final = {
     "so the server signed this one out",
     "name_taken": "this name is registered on the server with another key",
 }
+REFUSAL_CODE: Final = re.compile(r"[a-z][a-z0-9_]{0,39}")  # every code in docs/protocol.md sections 9, 11.8
 PLAINTEXT_WARNING: Final = "PLAINTEXT: no TLS, the network sees names, keys and who writes to whom"
 
 
@@ -85,14 +87,23 @@ def refusal(exc: BaseException) -> tuple[str | None, str]:
     return None, str(exc)
 
 
+def refusal_line(code: str | None, text: str) -> str:
+    """A refusal as the terminals show it, ``code: text``, on one line (server text may hold breaks).
+
+    A code is a word of docs/protocol.md's shape (``not_allowed``); one that is not (a hostile
+    server's ``the key of bob changed``) is shown quoted, so that no refusal reads like one of
+    the client's own lines."""
+    if code is not None and REFUSAL_CODE.fullmatch(code) is None:
+        code = f"'{code}'"
+    return " ".join((f"{code}: {text}" if code else text).split())
+
+
 def describe_error(exc: BaseException) -> str:
     """One line for a failed call; never a traceback."""
     if isinstance(exc, KeyChanged):
         return f"the key of {exc.name} changed; compare it (/whois {exc.name}), then /trust {exc.name}"
     if isinstance(exc, SecurechatError):
-        code, text = refusal(exc)
-        # Server-supplied text may hold line breaks; a hint stays one line.
-        return " ".join((f"{code}: {text}" if code else text).split()) or type(exc).__name__
+        return refusal_line(*refusal(exc)) or type(exc).__name__
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"internal error: {type(exc).__name__}{': ' + text if text else ''}"
 
@@ -328,9 +339,10 @@ def rejected_line(sender: str, reason: str, detail: str) -> str:
 
 
 def error_line(code: str, message: str, fatal: bool) -> str:
-    flat = " ".join(f"{code}: {message}".split())  # server text: one line
+    """An error the server sent of itself (a send it refused, ...): a refusal like a command's."""
+    flat = refusal_line(code, message)
     if not fatal:
-        return f"error {flat}"
+        return flat
     return FATAL_WORDS.get(code) or f"the server closed the connection: {flat}"
 
 
