@@ -320,10 +320,11 @@ def completions(
 ) -> list[tuple[str, int]]:
     """Candidates for the word before the cursor as (replacement, start offset <= 0).
 
-    ``names`` holds user names and room names (``#ops``); ``rooms`` each held room's members
-    and admins, so ``/remove #ops`` and ``/admin #ops`` offer the members that ``me`` may name
-    and ``/add #ops`` the others (:func:`~securechat.commands.rooms.named_by`). A room fits
-    where a room goes, a name where a name goes.
+    ``names`` holds user names and room names (``#ops``); ``rooms`` each room ``me`` is in, with
+    its members and admins, so a room command offers the rooms it may name
+    (:func:`~securechat.commands.rooms.rooms_for`), ``/remove #ops`` and ``/admin #ops`` the
+    members ``me`` may name and ``/add #ops`` the others (:func:`~securechat.commands.rooms.named_by`).
+    A room fits where a room goes, a name where a name goes.
     """
     words = before_cursor.split(" ")
     word = words[-1]

@@ -106,12 +106,14 @@ def rooms_for(op: str, room_names: list[str], rooms: Mapping[str, Seats], me: st
 def named_by(op: str, seats: Seats, people: list[str], me: str) -> list[str]:
     """Whom ``/add``, ``/remove`` or ``/admin`` (``op``) in a room with ``seats`` may name, by the rules
     of docs/protocol.md 11.3: only an admin signs these, an admin is never removed nor made an admin
-    again, and ``add`` takes someone of ``people`` who is not a member (you leave with /leave)."""
+    again, nor is yourself (``/leave`` is for that), and ``add`` takes someone of ``people`` who is
+    not a member."""
     if me not in seats.admins:
         return []
     if op == "add":
         return [name for name in people if name not in seats.members]
     return sorted(name for name in seats.members if name not in seats.admins)
+
 
 # --json: each room command's name and the string fields it needs (room_create's 'open' is a boolean).
 ROOM_JSON_FIELDS: Final[dict[str, tuple[str, ...]]] = {
