@@ -45,8 +45,9 @@ from .mailbox import InFlight
 from .nodewatch import NodeWatch
 from .pokes import NewMessage, ack_poke, acks, new_messages
 from .redisbus import RedisBus
-from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore, rid_about, rid_text
+from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore
 from .resp import RedisReplyError, RedisUnavailable
+from .rids import rid_about, rid_text
 from .seam import RoutingCore
 from .sendorder import HELD, SendOrder
 from .sessionbox import SessionBox

@@ -4,7 +4,7 @@
 is poked to whatever node holds the member (:meth:`RedisStore.route`, the
 script one-to-one messages use), so delivery is in order and once per member
 and acked per member wherever the sender is connected: the copy carries its
-room in its stored rid (:func:`~securechat.server.redisstore.rid_text`), so
+room in its stored rid (:func:`~securechat.server.rids.rid_text`), so
 the ``queued`` and ``delivered`` acks that the member's node publishes name
 the room and the member. A room's change is pushed by a ``P`` message on each
 member's channel, with the room and the entry's seq, which the member's

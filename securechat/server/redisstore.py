@@ -17,7 +17,6 @@ one step), :meth:`RedisStore.confirm` (delete and ack the sender),
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,7 +25,6 @@ from typing import Any, Final
 
 from ..crypto import SERVER_ID_SIZE
 from ..errors import QueueFull, RegistrationRefused
-from ..names import is_valid_room
 from . import redis_lua as lua
 from .futures import then as _then
 from .redis_names import REGISTER_NEW
@@ -34,6 +32,7 @@ from .redis_rooms import ROOM_SCRIPTS, RedisRooms
 from .registration import NewName, RegistrationLimits, name_bounds
 from .replicas import ReplicaWait
 from .resp import RedisAddress, RedisLink
+from .rids import rid_about, rid_text
 from .roomstore import DEFAULT_MAX_ROOMS
 from .store import (
     DEFAULT_QUEUE_BYTES,
@@ -57,6 +56,7 @@ STORED: Final = 1
 ALREADY_QUEUED: Final = 0
 ALREADY_CONFIRMED: Final = 2
 OVER_CAPS: Final = -1
+KEYS_KEPT: Final = 4096  # recipients whose queue key names are kept (all forgotten at once past it)
 CAPS: Final = {1: "store", 2: "queue", 3: "sender_share"}  # OVER_CAPS's second value: which (QueueFull.cap)
 
 # A confirmation as :meth:`RedisStore.confirm` takes it: sender, id, ack the sender, the send's rid, its room.
@@ -70,27 +70,6 @@ class Routed:
     message: QueuedMessage
     rid: str | None
     told_queued: bool
-
-
-def rid_text(rid: str | None, room: str | None = None) -> str:
-    """A send's rid as stored and published: its JSON, or empty for none (a rid may be the empty string); a room
-    message's copy carries its room too, as ``[room, rid]``, so that its acks name the room and the member."""
-    if room is not None:
-        return json.dumps([room, rid], ensure_ascii=False)
-    return "" if rid is None else json.dumps(rid, ensure_ascii=False)
-
-
-def rid_about(text: bytes | str) -> tuple[str | None, str | None]:
-    """The rid and the room (None for a one-to-one message) of :func:`rid_text`'s text; ``ValueError`` for anything
-    else (other nodes write it, and the room goes into the sender's ``ack`` frame as it is)."""
-    if not text:
-        return None, None
-    value = json.loads(text)
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str | None) and is_valid_room(value[0]):
-        return value[1], value[0]
-    raise ValueError(f"not a rid, nor a room and a rid: {str(text)[:80]!r}")
 
 
 def _entry(recipient: str, entry: list[Any]) -> Routed:
@@ -146,6 +125,7 @@ class RedisStore(RedisRooms):
         self._clock = clock
         self._client_name = client_name
         self._link_: RedisLink | None = None  # made on first use: it needs the running loop
+        self._keys: dict[str, tuple[str, ...]] = {}  # _queue_keys's
         # --redis-replicas: a write behind a `queued` counts once this many replicas have it (replicas.py)
         self._replicated = ReplicaWait(lambda *args: self._link.call(*args), replicas).after
         self._closed = False
@@ -177,11 +157,17 @@ class RedisStore(RedisRooms):
         return f"{self.prefix}presence".encode()
 
     def _queue_keys(self, recipient: str) -> tuple[str, ...]:
-        """q qi qm seen qs stored qf (redis_lua's key table)."""
-        return (
-            self.key("q", recipient), self.key("qi", recipient), self.key("qm", recipient),
-            self.key("seen", recipient), self.key("qs", recipient), self.prefix + "stored", self.key("qf", recipient),
-        )  # fmt: skip
+        """q qi qm seen qs stored qf (redis_lua's key table); kept for the names lately written to (every send
+        names them, and the same tuple lets a send join the batch before it at a glance)."""
+        keys = self._keys.get(recipient)
+        if keys is None:
+            if len(self._keys) >= KEYS_KEPT:
+                self._keys.clear()
+            keys = self._keys[recipient] = (
+                self.key("q", recipient), self.key("qi", recipient), self.key("qm", recipient),
+                self.key("seen", recipient), self.key("qs", recipient), self.prefix + "stored", self.key("qf", recipient),
+            )  # fmt: skip
+        return keys
 
     # --- ServerStore -------------------------------------------------------------------
 
@@ -226,22 +212,26 @@ class RedisStore(RedisRooms):
                 raise QueueFull(message.recipient, CAPS[got[1]])
             return got[0] == STORED
 
-        return _then(self._replicated(self._enqueue(message, None, caps=True, channel=b"")), result)
+        return _then(self._replicated(self._enqueue(message, None, caps=True)), result)
 
-    def _enqueue(self, m: QueuedMessage, rid: str | None, *, caps: bool, channel: bytes) -> asyncio.Future[list[int]]:
-        head = (
+    def _enqueue(self, m: QueuedMessage, rid: str | None, *, caps: bool, route: bool = False) -> asyncio.Future[list[int]]:
+        item = (m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid, m.room))
+        keys = self._queue_keys(m.recipient)
+        if not route:
+            return self._link.script(lua.ENQUEUE, keys, (*self._enqueue_head(caps, b""), *item))
+        # A route: the sends of one loop turn to one recipient go as one script (rediscommands.py's Batch),
+        # whose settings are the first send's: the others do not make theirs.
+        return self._link.script_batched(lua.ENQUEUE, keys, lambda: self._enqueue_head(True, self.channel(m.recipient)), item, join=keys, width=3)
+
+    def _enqueue_head(self, caps: bool, channel: bytes) -> tuple[Any, ...]:
+        """The ``enqueue`` script's settings (redis_lua's ARGV table), taken now."""
+        return (
             self.queue_limit if caps else 0, self.queue_bytes, channel, repr(self._clock()), repr(self.dedupe_ttl),
             self.sender_limit, self.sender_bytes, self.store_bytes,
         )  # fmt: skip
-        item = (m.sender, m.msg_id, m.server_ts, repr(m.enqueued_at), m.frame, rid_text(rid, m.room))
-        keys = self._queue_keys(m.recipient)
-        if not channel:
-            return self._link.script(lua.ENQUEUE, keys, (*head, *item))
-        # A route: the sends of one loop turn to one recipient go as one script (rediscommands.py's Batch).
-        return self._link.script_batched(lua.ENQUEUE, keys, head, item, join=keys, width=3)
 
     def requeue(self, messages: Sequence[QueuedMessage]) -> asyncio.Future[int]:
-        calls = [self._enqueue(m, None, caps=False, channel=b"") for m in messages]
+        calls = [self._enqueue(m, None, caps=False) for m in messages]
         if not calls:
             return _then(self._link.call("PING"), lambda _: 0)
         return _then(asyncio.gather(*calls), lambda got: sum(1 for g in got if g[0] == STORED))
@@ -363,7 +353,7 @@ class RedisStore(RedisRooms):
         (then ``seq`` says which cap, a key of :data:`CAPS`, for the log only); ``receivers``
         is how many nodes hold a session of the recipient (0: offline).
         """
-        return self._replicated(self._enqueue(message, rid, caps=True, channel=self.channel(message.recipient)))
+        return self._replicated(self._enqueue(message, rid, caps=True, route=True))
 
     def confirm(self, recipient: str, items: Sequence[Confirmed]) -> asyncio.Future[int]:
         """Delete confirmed messages ``(sender, id, ack, rid, room)``; ``ack``: publish ``delivered`` to the sender."""

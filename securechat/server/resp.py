@@ -26,7 +26,7 @@ import asyncio
 import collections
 import logging
 import urllib.parse
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -178,17 +178,19 @@ class RedisLink:
         return self.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def script_batched(
-        self, script: Script, keys: Sequence[Any], head: Sequence[Any], item: Sequence[Any], *, join: Hashable, width: int
-    ) -> asyncio.Future[Any]:
-        """Like :meth:`script` with ``ARGV`` = ``head`` + ``item``, joined to the call just before if that was
-        one of the same script and ``join`` and is not written yet (:mod:`securechat.server.respbatch`); the
-        future gets this call's ``width`` values of the reply."""
+        self, script: Script, keys: Sequence[Any], head: Callable[[], Sequence[Any]], item: Sequence[Any], *,
+        join: Hashable, width: int,
+    ) -> asyncio.Future[Any]:  # fmt: skip
+        """Like :meth:`script` with ``ARGV`` = ``head()`` + ``item``, joined to the call just before if that was
+        one of the same script and ``join`` and is not written yet (:mod:`securechat.server.rediscommands`); the
+        future gets this call's ``width`` values of the reply. ``head`` is called only for a call that starts
+        a batch: the calls that join it take the first one's."""
         if self._closed:
             raise RuntimeError("the Redis link is closed")
         fut: asyncio.Future[Any] = self._loop.create_future()
         last = self._unsent[-1] if self._unsent else None
         if not isinstance(last, Batch) or last.sha != script.sha or last.join != join or last.full:
-            last = Batch(script.sha, keys, head, join, width)
+            last = Batch(script.sha, keys, head(), join, width)
             self._unsent.append(last)
             self._unsent_futures.append(last)
         last.add(item, fut)
