@@ -1,0 +1,89 @@
+"""docs/deployment.md's HAProxy example ("A load balancer in front"), run as the doc gives it.
+
+The configuration is read out of the doc itself (tests/support/haproxy.py), its addresses moved to
+free 127.0.0.1 ports, and run by a real ``haproxy`` in front of real ``securechat-server --redis``
+nodes, as many as the example has ``server`` lines, sharing one TLS identity as the doc says a load
+balancer needs, on a real ``redis-server`` with its append-only file. Skipped without ``haproxy``
+(.ci/run installs it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from tests.support.acks import delivered_acks
+from tests.support.haproxy import doc_example, haproxy_running, on_localhost, require_haproxy, server_names
+from tests.support.nodes import Nodes, stored_count
+from tests.support.ports import restartable_port
+from tests.support.rawclient import RawClient, envelope, msg_id
+from tests.support.redisproc import RedisProcess
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def send_frame(n: int) -> dict[str, object]:
+    return {"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(n))}
+
+
+async def messages(client: RawClient, count: int) -> list[str]:
+    return [(await client.recv_type("message", 15.0))["envelope"]["id"] for _ in range(count)]
+
+
+async def logged_in(front: int, name: str) -> RawClient:
+    client = await RawClient.connect(front)
+    await client.login(name)
+    return client
+
+
+async def until_stored(redis: RedisProcess, name: str, count: int, within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while (got := await asyncio.to_thread(stored_count, redis, name)) < count:
+        assert time.monotonic() < deadline, f"{got} of {count} messages for {name} stored"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.slow
+async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_its_backlog_once(
+    redis: RedisProcess, nodes: Nodes, tmp_path
+) -> None:
+    """bob's node is killed (-9) behind HAProxy: his connection is closed, not left hanging; every
+    connection made right after the kill reaches a live node with the shared identity (the dead one is
+    not yet marked down); bob logs in again through the same address and gets the message he had been
+    handed and had not confirmed, and the three queued meanwhile, once each, in order."""
+    require_haproxy()
+    config = doc_example()
+    names = server_names(config)
+    started = [await asyncio.to_thread(nodes.start, identity="shared") for _ in names]
+    front = restartable_port()
+    with haproxy_running(on_localhost(config, front, [node.port for node in started]), tmp_path) as proxy:
+        alice = await logged_in(front, "alice")
+        alices = {name for name, n in proxy.sessions().items() if n}
+        bob = await logged_in(front, "bob")
+        pinned = bob.server_identity
+        bobs = [name for name, n in proxy.sessions().items() if n and name not in alices]
+        assert len(bobs) == 1 and alices.isdisjoint(bobs), f"alice on {alices}, bob on {bobs}: not spread"
+        await alice.send_frame(send_frame(0))
+        assert await messages(bob, 1) == [msg_id(0)]  # handed out, not confirmed
+        assert started[names.index(bobs[0])].kill() == -9
+        await bob.expect_closed(10.0)
+        for _ in names:  # as many connections as nodes: in turn, one would go to the dead node
+            probe = await RawClient.connect(front)
+            assert probe.server_identity == pinned, "a node behind the address presents another identity"
+            await probe.close()
+        for n in (1, 2, 3):
+            await alice.send_frame(send_frame(n))
+        await until_stored(redis, "bob", 4)
+        bob = await logged_in(front, "bob")
+        assert bob.server_identity == pinned
+        assert proxy.sessions()[bobs[0]] == 0, "bob's new session is on the killed node?"
+        assert await messages(bob, 4) == [msg_id(n) for n in range(4)], "the backlog, once, in order"
+        for n in range(4):
+            await bob.send_frame({"type": "received", "id": msg_id(n), "from": "alice"})
+        assert {ack["id"] for ack in await delivered_acks(alice, 4)} == {msg_id(n) for n in range(4)}
+        await alice.send_frame(send_frame(4))
+        assert await messages(bob, 1) == [msg_id(4)], "nothing handed out twice before the next message"
+        for c in (alice, bob):
+            await c.close()
