@@ -86,9 +86,15 @@ def follow(port: int, primary: int) -> None:
         time.sleep(0.1)
 
 
-def line(name: str, r: dict[str, float]) -> str:
+def per_node(r: dict[str, Any], messages: int) -> str:
+    """Each node's CPU per message (µs), the sender's node first: "70+45"."""
+    probe = r.get("probe") or {}
+    return "+".join(f"{probe[k] / max(messages, 1) * 1e6:.0f}" for k in sorted(probe) if k.startswith("node") and k.endswith("_cpu_s"))
+
+
+def line(name: str, r: dict[str, Any]) -> str:
     return (
-        f"{name:<24} {r['msgs_per_s']:>8,.0f} msg/s  nodes {r['server_cpu_us_per_msg'] or 0:6.1f} us/msg  "
+        f"{name:<24} {r['msgs_per_s']:>8,.0f} msg/s  nodes {r['server_cpu_us_per_msg'] or 0:6.1f} us/msg ({per_node(r, r['delivered'])})  "
         f"redis {r['redis_cpu_us_per_msg'] or 0:6.1f} us/msg  {r['redis_calls_per_msg'] or 0:4.1f} calls/msg  "
         f"{r['redis_scripts_per_msg'] or 0:4.2f} EVALSHA/msg  "
         f"nodes' CPU {r['server_cpu']:.0%}"
@@ -177,11 +183,12 @@ def equal_rates(args: argparse.Namespace, pool: KeyPool) -> None:
                     lat = nodes.latency_run(setup, pool, 100, 2, LATENCY, rate)
                     # A setup that did not keep up queued: its CPU per message sent is not a steady rate's.
                     kept_up = lat["achieved_msgs_per_s"] >= 0.95 * rate and lat["p50_ms"] < 100 and not lat["lost"]
-                    cost[name, rate].append(us := (lat["server_cpu_us_per_msg"] or 0.0) if kept_up else math.nan)
+                    us = lat["server_cpu_us_per_msg"] or 0.0
+                    cost[name, rate].append(us if kept_up else math.nan)
                     print(f"rep {rep + 1} {name:<17} offered {rate:>5,} msg/s  received {lat['achieved_msgs_per_s']:>7,.0f}  nodes "
-                          f"{us:6.1f} us/msg  nodes' CPU {lat['server_cpu']:4.0%}  p50 {lat['p50_ms']:6.2f} ms  "
+                          f"{us:6.1f} us/msg ({per_node(lat, lat['sent_in_window'])})  nodes' CPU {lat['server_cpu']:4.0%}  p50 {lat['p50_ms']:6.2f} ms  "
                           f"p99 {lat['p99_ms']:7.2f}  lost {lat['lost']}  load {os.getloadavg()[0]:4.1f}"
-                          f"{'' if kept_up else '  (did not keep up: left out)'}", flush=True)
+                          f"{'' if kept_up else '  (queued, not a steady rate: left out)'}", flush=True)
                 one, cross = cost["one node, SQLite", rate][-1], cost["cross-node", rate][-1]
                 if one > 0 and not math.isnan(cross):  # a NaN (did not keep up) compares False
                     ratio[rate].append(cross / one)

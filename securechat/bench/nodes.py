@@ -65,9 +65,10 @@ class NodeSet:
             self.redis.stop()
 
     def redis_counters(self) -> dict[str, float]:
-        """Redis's CPU seconds and command counts now (empty without Redis)."""
+        """Redis's CPU seconds and command counts, and each node's CPU seconds, now (nothing of Redis without it)."""
+        own = {f"node{i}_cpu_s": node.cpu() for i, node in enumerate(self.nodes)}  # the split: sender's, recipient's
         if self.redis is None:
-            return {}
+            return own
         info = redis_info(self.redis.port)
         calls = sum(
             int(value.split("calls=", 1)[1].split(",", 1)[0])
@@ -76,7 +77,7 @@ class NodeSet:
         )
         scripts = info.get("cmdstat_evalsha", "calls=0,").split("calls=", 1)[1].split(",", 1)[0]
         states = self.watch.counts() if self.watch is not None else {}
-        return {"redis_cpu_s": cpu_seconds(self.redis.pid), "redis_scripts": float(scripts), "redis_calls": float(calls), **states}
+        return {"redis_cpu_s": cpu_seconds(self.redis.pid), "redis_scripts": float(scripts), "redis_calls": float(calls), **states, **own}
 
 
 def redis_info(port: int) -> dict[str, str]:
