@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.deploydoc import block
 from tests.support.ports import restartable_port
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "deployment.md"
 SECTION = "### A load balancer in front"
 START_TIMEOUT = 10.0
 
@@ -41,10 +41,7 @@ def require_haproxy() -> str:
 
 def doc_example() -> str:
     """The one HAProxy configuration in docs/deployment.md's load balancer section, as written there."""
-    section = DOC.read_text(encoding="utf-8").split(SECTION, 1)[1].split("\n### ", 1)[0]
-    blocks = [b for b in re.findall(r"^```\n(.*?)^```", section, re.DOTALL | re.MULTILINE) if "backend" in b]
-    assert len(blocks) == 1, f"docs/deployment.md's {SECTION!r} should hold one HAProxy configuration: {blocks}"
-    return str(blocks[0])
+    return block(SECTION, "backend")
 
 
 def server_names(config: str) -> list[str]:

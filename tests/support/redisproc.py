@@ -63,15 +63,20 @@ class RedisProcess:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, *, ready: bool = True) -> RedisProcess:
-        """Start and wait until it answers ``PING`` (``ready``), or only until it accepts connections
-        (``ready=False``: a Redis still loading its data answers ``LOADING`` meanwhile)."""
-        argv = [
+    def argv(self) -> list[str]:
+        """The command line that starts this server."""
+        return [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", self.fsync,
             "--protected-mode", "no", "--logfile", str(self.log_path), *self.extra,
         ]  # fmt: skip
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start(self, *, ready: bool = True) -> RedisProcess:
+        """Start and wait until it answers ``PING`` (``ready``), or only until it accepts connections
+        (``ready=False``: a Redis still loading its data answers ``LOADING`` meanwhile)."""
+        self.proc = subprocess.Popen(
+            self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -130,3 +135,18 @@ class RedisProcess:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
             return ""
+
+
+class ConfiguredRedis(RedisProcess):
+    """``redis-server FILE``: a redis.conf of the test's port, address and folder, then ``settings`` (a
+    redis.conf's text, a doc's say) as they are."""
+
+    def __init__(self, workdir: Path, settings: str) -> None:
+        super().__init__(workdir)
+        self.conf = workdir / "redis.conf"
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\nlogfile {self.log_path}\nsave \"\"\n{settings}"
+        )
+
+    def argv(self) -> list[str]:
+        return [self.binary, str(self.conf)]

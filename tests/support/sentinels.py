@@ -75,15 +75,21 @@ class Sentinels:
             conf = folder / f"sentinel-{port}.conf"
             conf.write_text(
                 f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {folder}\nlogfile {folder}/sentinel-{port}.log\n"
-                f"sentinel monitor {MASTER} 127.0.0.1 {primary.port} 2\n"
-                f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
-                f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
+                + self.settings(port, primary.port)
             )
             self.procs.append(subprocess.Popen([self.binary, str(conf), "--sentinel"], stdin=subprocess.DEVNULL))
         deadline = time.monotonic() + 10
         while any(primary_port(p) != primary.port for p in self.ports):
             assert time.monotonic() < deadline, "the sentinels did not start"
             time.sleep(0.05)
+
+    def settings(self, port: int, primary: int) -> str:
+        """A sentinel's file after its port, address and folder: what it watches, and how closely."""
+        return (
+            f"sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n"
+            f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
+            f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
+        )
 
     @property
     def url(self) -> str:
