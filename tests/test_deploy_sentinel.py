@@ -12,6 +12,7 @@ run: Sentinel waits about 8 s before it turns a returning primary into a replica
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -19,11 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from securechat.bench.servers import redis_ask
 from tests.support.deploydoc import PASSWORD, DocSentinels, redis_settings, replica_count, sentinel_url
 from tests.support.nodes import Nodes, login_or_refusal
+from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
-from tests.support.redisproc import ConfiguredRedis, RedisProcess
+from tests.support.redisproc import ConfiguredRedis, RedisProcess, require_redis
 from tests.support.sentinels import primary_port
+from tests.support.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -123,3 +127,32 @@ async def test_the_docs_sentinel_settings_keep_taking_sends_after_a_failover(
     shown = [(await carol.recv_type("message", 10.0))["envelope"]["id"] for _ in range(3)]
     assert shown == [msg_id(n) for n in (1, 2, 3)], "all, in order, once"
     await carol.close()
+
+
+def answers(port: int, prefix: bytes) -> bool:
+    try:
+        return redis_ask(port, "PING").startswith(prefix)
+    except OSError:
+        return False
+
+
+def test_a_node_asking_a_sentinel_that_has_a_password_says_why_it_was_refused(tmp_path: Path) -> None:
+    """The doc says the sentinels are asked without a password; an operator who gave them one must read
+    the sentinel's refusal in the node's error, not 'no primary named' (what it said before)."""
+    port = restartable_port()
+    conf = tmp_path / "sentinel.conf"
+    conf.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\nrequirepass sentinel-password\n"
+        f"sentinel monitor mymaster 127.0.0.1 {restartable_port()} 2\n"
+    )
+    sentinel = subprocess.Popen([require_redis(), str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
+    try:
+        until("the sentinel answers", lambda: answers(port, b"-NOAUTH"), 10.0)
+        node = ServerProcess(None, ["--redis", f"redis+sentinel://127.0.0.1:{port}/mymaster/0", "--plaintext"])
+        code = node.proc.wait(30)
+        node.kill()
+    finally:
+        sentinel.kill()
+        sentinel.wait(10)
+    assert code != 0
+    assert f"127.0.0.1:{port}: refused SENTINEL get-master-addr-by-name (NOAUTH" in node.stderr, node.stderr

@@ -68,8 +68,11 @@ async def _ask(host: str, port: int, commands: Sequence[tuple[Any, ...]]) -> lis
 
 
 async def ask_sentinel(host: str, port: int, master: str) -> tuple[str, int] | None:
-    """The primary one sentinel names for ``master``, or None (it does not know it)."""
+    """The primary one sentinel names for ``master``, or None (it does not know it); ``ConnectionRefusedError``
+    saying why if the sentinel answers with an error (``NOAUTH``: a sentinel with a password)."""
     (reply,) = await _ask(host, port, [("SENTINEL", "get-master-addr-by-name", master)])
+    if isinstance(reply, hiredis.ReplyError):
+        raise ConnectionRefusedError(f"refused SENTINEL get-master-addr-by-name ({reply})")
     if not isinstance(reply, list) or len(reply) != 2:
         return None
     return reply[0].decode(), int(reply[1])
