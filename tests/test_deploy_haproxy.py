@@ -10,16 +10,19 @@ balancer needs, on a real ``redis-server`` with its append-only file. Skipped wi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
 
 from tests.support.acks import delivered_acks
 from tests.support.haproxy import doc_example, haproxy_running, on_localhost, require_haproxy, server_names
-from tests.support.nodes import Nodes, stored_count
+from tests.support.nodes import Nodes, login_outcome, stored_count
+from tests.support.partition import partition_proxy
 from tests.support.ports import restartable_port
 from tests.support.rawclient import RawClient, envelope, msg_id
 from tests.support.redisproc import RedisProcess
+from tests.support.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,6 +39,14 @@ async def logged_in(front: int, name: str) -> RawClient:
     client = await RawClient.connect(front)
     await client.login(name)
     return client
+
+
+async def shared_identity_nodes(nodes: Nodes, redis_urls: list[str]) -> list[ServerProcess]:
+    """A node per URL (``""``: the test's Redis itself), all with one TLS identity, started at once."""
+    nodes.identity("shared")  # made once, before the nodes read it
+    return list(
+        await asyncio.gather(*(asyncio.to_thread(nodes.start, identity="shared", redis_url=url) for url in redis_urls))
+    )
 
 
 async def until_stored(redis: RedisProcess, name: str, count: int, within: float = 15.0) -> None:
@@ -56,7 +67,7 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
     require_haproxy()
     config = doc_example()
     names = server_names(config)
-    started = [await asyncio.to_thread(nodes.start, identity="shared") for _ in names]
+    started = await shared_identity_nodes(nodes, [""] * len(names))
     front = restartable_port()
     with haproxy_running(on_localhost(config, front, [node.port for node in started]), tmp_path) as proxy:
         alice = await logged_in(front, "alice")
@@ -87,3 +98,37 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
         assert await messages(bob, 1) == [msg_id(4)], "nothing handed out twice before the next message"
         for c in (alice, bob):
             await c.close()
+
+
+async def until_refused(port: int, within: float = 15.0) -> None:
+    """Until the node at ``port`` answers a login ``unavailable`` (it has noticed that Redis is gone)."""
+    deadline = time.monotonic() + within
+    while (outcome := await login_outcome(port, "dave", "dave")) != "unavailable":
+        assert time.monotonic() < deadline, f"the node cut from Redis still answers {outcome}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.slow
+async def test_a_node_cut_from_redis_behind_the_docs_haproxy_gets_only_its_share_of_logins(
+    redis: RedisProcess, nodes: Nodes, tmp_path
+) -> None:
+    """The doc's ``tcp-check`` cannot see that a node lost Redis: it still accepts, answers logins
+    ``unavailable``, and the client tries again through the balancer. With ``leastconn`` that node, having
+    turned everyone away, holds the fewest connections and gets every retry; the doc's balancing must give
+    it no more than its share (each other node holds one client)."""
+    require_haproxy()
+    config = doc_example()
+    names = server_names(config)
+    async with contextlib.AsyncExitStack() as stack:
+        links = [await stack.enter_async_context(partition_proxy(redis.port)) for _ in names]
+        started = await shared_identity_nodes(nodes, [f"redis://127.0.0.1:{link.port}/0" for link in links])
+        front = restartable_port()
+        proxy = stack.enter_context(haproxy_running(on_localhost(config, front, [n.port for n in started]), tmp_path))
+        for name in ("alice", "bob", "carol", "erin", "frank")[: len(names) - 1]:  # one on each node but one
+            stack.push_async_callback((await logged_in(front, name)).close)
+        (idle,) = [i for i, name in enumerate(names) if proxy.sessions()[name] == 0]
+        await links[idle].close()  # its Redis connections reset, new ones refused
+        await until_refused(started[idle].port)
+        outcomes = [await login_outcome(front, "dave", "dave") for _ in range(2 * len(names))]
+    assert set(outcomes) <= {"welcome", "unavailable"}, outcomes
+    assert outcomes.count("unavailable") <= 2, f"the node without Redis got more than its share: {outcomes}"
