@@ -28,6 +28,7 @@ A measurement beside the saturation figure, not another definition of the target
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import socket
@@ -196,10 +197,26 @@ def equal_rates(args: argparse.Namespace, pool: KeyPool) -> None:
     finally:
         for setup in setups.values():
             setup.stop()
+    _marginal(rates, cost)
     for rate in rates:
         kept = {name: [us for us in cost[name, rate] if not math.isnan(us)] for name in setups}
         print(f"{rate:>6,} msg/s: " + ", ".join(f"{name} {_spread(got) if got else '-'} us/msg" for name, got in kept.items())
               + f", ratio {_spread(ratio[rate]) if ratio[rate] else '-'}x")
+
+
+def _marginal(rates: list[int], cost: dict[tuple[str, int], list[float]]) -> None:
+    """The CPU an extra message costs between two rates, from the same repetition: (cpu/s at b - cpu/s at a) / (b - a).
+    A node's CPU per message at a low rate carries what it spends whatever the rate (timers, heartbeats) and
+    the loop's turn per message; this difference leaves the first out."""
+    for a, b in itertools.pairwise(sorted(rates)):
+        extra: dict[str, list[float]] = {}
+        for name in ("one node, SQLite", "cross-node"):
+            pairs = zip(cost[name, a], cost[name, b], strict=True)
+            extra[name] = [(ub * b - ua * a) / (b - a) for ua, ub in pairs]  # NaN where either queued
+        both = [(o, c) for o, c in zip(extra["one node, SQLite"], extra["cross-node"], strict=True) if o > 0 and c > 0]
+        if both:
+            print(f"an extra message between {a:,} and {b:,} msg/s: one node {_spread([o for o, _ in both])} us, cross-node "
+                  f"{_spread([c for _, c in both])} us, ratio {_spread([c / o for o, c in both])}x ({len(both)} repetitions)")
 
 
 def _spread(values: list[float]) -> str:
