@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -25,6 +27,8 @@ from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(180)
+
+T = TypeVar("T")
 
 
 def send_frame(n: int) -> dict[str, object]:
@@ -49,11 +53,13 @@ async def shared_identity_nodes(nodes: Nodes, redis_urls: list[str]) -> list[Ser
     )
 
 
-async def until_stored(redis: RedisProcess, name: str, count: int, within: float = 15.0) -> None:
+async def until(what: str, probe: Callable[[], Awaitable[T]], wanted: Callable[[T], bool], within: float = 15.0) -> T:
+    """``await probe()`` again until ``wanted`` says yes to it (bounded); its last answer."""
     deadline = time.monotonic() + within
-    while (got := await asyncio.to_thread(stored_count, redis, name)) < count:
-        assert time.monotonic() < deadline, f"{got} of {count} messages for {name} stored"
+    while not wanted(got := await probe()):
+        assert time.monotonic() < deadline, f"not within {within} s: {what} (last: {got!r})"
         await asyncio.sleep(0.02)
+    return got
 
 
 @pytest.mark.slow
@@ -86,7 +92,7 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
             await probe.close()
         for n in (1, 2, 3):
             await alice.send_frame(send_frame(n))
-        await until_stored(redis, "bob", 4)
+        await until("bob's 4 stored", lambda: asyncio.to_thread(stored_count, redis, "bob"), lambda n: n >= 4)
         bob = await logged_in(front, "bob")
         assert bob.server_identity == pinned
         assert proxy.sessions()[bobs[0]] == 0, "bob's new session is on the killed node?"
@@ -98,14 +104,6 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
         assert await messages(bob, 1) == [msg_id(4)], "nothing handed out twice before the next message"
         for c in (alice, bob):
             await c.close()
-
-
-async def until_refused(port: int, within: float = 15.0) -> None:
-    """Until the node at ``port`` answers a login ``unavailable`` (it has noticed that Redis is gone)."""
-    deadline = time.monotonic() + within
-    while (outcome := await login_outcome(port, "dave", "dave")) != "unavailable":
-        assert time.monotonic() < deadline, f"the node cut from Redis still answers {outcome}"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.slow
@@ -128,7 +126,8 @@ async def test_a_node_cut_from_redis_behind_the_docs_haproxy_gets_only_its_share
             stack.push_async_callback((await logged_in(front, name)).close)
         (idle,) = [i for i, name in enumerate(names) if proxy.sessions()[name] == 0]
         await links[idle].close()  # its Redis connections reset, new ones refused
-        await until_refused(started[idle].port)
+        cut = started[idle].port  # once it noticed, it answers logins `unavailable`
+        await until("the node refuses", lambda: login_outcome(cut, "dave", "dave"), lambda got: got == "unavailable")
         outcomes = [await login_outcome(front, "dave", "dave") for _ in range(2 * len(names))]
     assert set(outcomes) <= {"welcome", "unavailable"}, outcomes
     assert outcomes.count("unavailable") <= 2, f"the node without Redis got more than its share: {outcomes}"
