@@ -205,9 +205,8 @@ def equal_rates(args: argparse.Namespace, pool: KeyPool) -> None:
 
 
 def _marginal(rates: list[int], cost: dict[tuple[str, int], list[float]]) -> None:
-    """The CPU an extra message costs between two rates, from the same repetition: (cpu/s at b - cpu/s at a) / (b - a).
-    A node's CPU per message at a low rate carries what it spends whatever the rate (timers, heartbeats) and
-    the loop's turn per message; this difference leaves the first out."""
+    """The CPU an extra message costs between two rates, from the same repetition: (cpu/s at b - cpu/s at a) / (b - a):
+    what a node spends whatever the rate (small: timers, heartbeats) is left out."""
     for a, b in itertools.pairwise(sorted(rates)):
         extra: dict[str, list[float]] = {}
         for name in ("one node, SQLite", "cross-node"):
