@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import pytest
 
+from securechat.tls import client_context
 from tests.support.acks import delivered_acks
 from tests.support.haproxy import doc_example, haproxy_running, on_localhost, require_haproxy, server_names
 from tests.support.nodes import Nodes, login_outcome, stored_count
@@ -39,8 +40,10 @@ async def messages(client: RawClient, count: int) -> list[str]:
     return [(await client.recv_type("message", 15.0))["envelope"]["id"] for _ in range(count)]
 
 
-async def logged_in(front: int, name: str) -> RawClient:
-    client = await RawClient.connect(front)
+async def logged_in(front: int, name: str, source: str = "127.0.0.1") -> RawClient:
+    """``name`` logged in through the balancer at ``front``, connecting from the address ``source``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", front, ssl=client_context(), local_addr=(source, 0))
+    client = RawClient(reader, writer)
     await client.login(name)
     return client
 
@@ -76,7 +79,9 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
     started = await shared_identity_nodes(nodes, [""] * len(names))
     front = restartable_port()
     with haproxy_running(on_localhost(config, front, [node.port for node in started]), tmp_path) as proxy:
-        alice = await logged_in(front, "alice")
+        alice = await logged_in(front, "alice", source="127.0.0.2")
+        (registered,) = [line for node in started for line in node.lines if "registered alice" in line]
+        assert registered.split(" from ")[1].startswith("127.0.0.1:"), "the node sees the balancer's address"
         alices = {name for name, n in proxy.sessions().items() if n}
         bob = await logged_in(front, "bob")
         pinned = bob.server_identity
