@@ -20,6 +20,7 @@ import pytest
 from tests.support.ports import restartable_port
 
 START_TIMEOUT = 10.0
+START_TRIES = 5
 
 
 def redis_server_binary() -> str | None:
@@ -55,6 +56,7 @@ class RedisProcess:
         self.appendonly = appendonly
         self.fsync = fsync
         self.port = port or restartable_port()
+        self.port_chosen = not port  # this class chose it: another may be chosen if it was taken meanwhile
         self.extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "redis.log"
@@ -73,19 +75,45 @@ class RedisProcess:
 
     def start(self, *, ready: bool = True) -> RedisProcess:
         """Start and wait until it answers ``PING`` (``ready``), or only until it accepts connections
-        (``ready=False``: a Redis still loading its data answers ``LOADING`` meanwhile)."""
+        (``ready=False``: a Redis still loading its data answers ``LOADING`` meanwhile).
+
+        The port is free when chosen, yet another process may take it before redis-server binds it (a
+        TOCTOU, or another test's Redis restarting on it): this one then exits, and before the check of
+        its own log the other Redis's ``PONG`` was taken for its answer. A port chosen here is chosen
+        again; a port that was given (a restart) fails the start."""
+        for _ in range(START_TRIES if self.port_chosen else 1):
+            if self._start_once(ready):
+                return self
+            self.port = restartable_port()
+        raise RuntimeError(f"redis-server could not bind a port in {START_TRIES} tries:\n{self.log_tail()}")
+
+    def _start_once(self, ready: bool) -> bool:
+        """True once our redis-server answers; False if its port was taken (and another may be chosen)."""
         self.proc = subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if self.port_chosen and self._said("Address already in use"):
+                    return False
                 raise RuntimeError(f"redis-server exited at start:\n{self.log_tail()}")
-            if self._answers_ping(ready):
-                return self
+            if self._said("Server initialized") and self._answers_ping(ready):
+                return True
             time.sleep(0.02)
         self.kill()
         raise RuntimeError(f"redis-server did not answer within {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def _said(self, phrase: str) -> bool:
+        """Our process's own log (its lines start with its pid) has ``phrase``: "Server initialized"
+        once it holds its port, so a Redis answering there is ours."""
+        assert self.proc is not None
+        mark = f"{self.proc.pid}:"
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return False
+        return any(line.startswith(mark) and phrase in line for line in lines)
 
     def _answers_ping(self, ready: bool = True) -> bool:
         try:
