@@ -172,9 +172,11 @@ class ConfiguredRedis(RedisProcess):
     def __init__(self, workdir: Path, settings: str) -> None:
         super().__init__(workdir)
         self.conf = workdir / "redis.conf"
-        self.conf.write_text(
-            f"port {self.port}\nbind 127.0.0.1\ndir {workdir}\nlogfile {self.log_path}\nsave \"\"\n{settings}"
-        )
+        self.settings = settings
 
     def argv(self) -> list[str]:
+        # Written at each start: the port may have been chosen again (RedisProcess.start).
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\nlogfile {self.log_path}\nsave \"\"\n{self.settings}"
+        )
         return [self.binary, str(self.conf)]
