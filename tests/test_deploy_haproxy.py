@@ -134,5 +134,7 @@ async def test_a_node_cut_from_redis_behind_the_docs_haproxy_gets_only_its_share
         cut = started[idle].port  # once it noticed, it answers logins `unavailable`
         await until("the node refuses", lambda: login_outcome(cut, "dave", "dave"), lambda got: got == "unavailable")
         outcomes = [await login_outcome(front, "dave", "dave") for _ in range(2 * len(names))]
+        up = sum(row["status"] == "UP" for row in proxy.servers().values())  # a loaded machine may fail a check
     assert set(outcomes) <= {"welcome", "unavailable"}, outcomes
-    assert outcomes.count("unavailable") <= 2, f"the node without Redis got more than its share: {outcomes}"
+    share = -(-len(outcomes) // up)
+    assert outcomes.count("unavailable") <= share, f"the node without Redis got more than 1/{up}: {outcomes}"
