@@ -160,10 +160,16 @@ def test_500_queued_through_two_nodes_survive_every_node_and_reach_carol_on_a_fr
 
 
 async def answer_while_redis_is_down(port: int, sender: RawClient) -> tuple[str, str]:
-    """What a node says, while Redis is down, to a new login and to a send on an open session."""
+    """What a node says, while Redis is down, to a new login and to a send on an open session; a name
+    check before a login is told why it failed (a client says it on the terminal), not "internal server error"."""
     login = await login_outcome(port, "dave", "dave")
     await sender.send_frame({"type": "send", "to": "bob", "envelope": envelope("erin", "bob", msg_id(1))})
     error = await sender.recv_type("error", 15.0)
+    asker = await RawClient.connect(port)
+    await asker.send_frame({"type": "check_name", "name": "frank"})
+    check = await asker.recv_type("error", 15.0)
+    await asker.close()
+    assert (check["code"], check["message"]) == ("internal", "the server cannot reach its shared state; try again shortly"), check
     return login, error["code"]
 
 

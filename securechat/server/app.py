@@ -25,7 +25,7 @@ from ..protocol import DEFAULT_MAX_FRAME
 from ..tls import TlsChannel
 from .admission import Admission
 from .config import ServerConfig
-from .connection import ServerConnection
+from .connection import UNREACHABLE, ServerConnection
 from .directory import Directory
 from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Received, RoomRequest, Send
 from .handouts import Probation
@@ -315,7 +315,7 @@ class ChatServer:
             return
         except ConnectionError as exc:  # the shared state is out of reach: the client comes back later
             log.debug("login of %s from %s failed: %s", name, peer.conn.peer, exc)  # the store logs the outage
-            peer.fail("unavailable", "the server cannot reach its shared state; try again shortly", login.rid)
+            peer.fail("unavailable", UNREACHABLE, login.rid)
             return
         if peer.closing:
             return

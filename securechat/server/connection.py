@@ -6,14 +6,12 @@ style of h11's ``Connection`` and websockets' ``Protocol``. It moves through the
 verified here), the rate buckets, the pre-auth buffer bound and "fail then discard": a fatal
 error queues its ``error`` frame, moves to ``FAILED`` and every later byte is ignored.
 
-What needs the rest of the server comes out as an event: :class:`Login` (the
-signature verified; the server binds the name and answers with
-:meth:`~ServerConnection.accept_login` or :meth:`~ServerConnection.fail`),
+What needs the rest of the server comes out as an event: :class:`Login` (the signature verified; the server
+binds the name and answers with :meth:`~ServerConnection.accept_login` or :meth:`~ServerConnection.fail`),
 :class:`Send`, :class:`Received`, :class:`Lookup`, :class:`ListUsers` and :class:`RoomRequest`.
-``ping`` and every frame-level error are answered here; the usual ``send`` and
-``received`` are read from their bytes (:mod:`securechat.relayframes`). The caller pulls one
-result at a time and handles an event before pulling the next, so each frame
-meets the phase its predecessors left.
+``ping`` and every frame-level error are answered here; the usual ``send`` and ``received`` are read from
+their bytes (:mod:`securechat.relayframes`). The caller pulls one result at a time and handles an event
+before pulling the next, so each frame meets the phase its predecessors left.
 """
 
 from __future__ import annotations
@@ -66,6 +64,7 @@ log = logging.getLogger("securechat.server")
 # frame is a hello with a 16 KiB PEM); else every anonymous one could pin a max_frame body until the timeout.
 PREAUTH_BUFFER_LIMIT: Final = 64 * 1024
 _NO_FRAMES: Final[list[bytes | dict[str, Any]]] = []  # never written to: see ServerConnection._frames
+UNREACHABLE: Final = "the server cannot reach its shared state; try again shortly"  # Redis, on several nodes
 
 
 class ServerConnection:
@@ -375,7 +374,8 @@ class ServerConnection:
         else:
             level = logging.DEBUG if isinstance(exc, ConnectionError) else logging.ERROR  # the store logs an outage once
             log.log(level, "internal error on %r from %s", kind[:40], self.peer, exc_info=exc)
-            self.send_data(encode_frame(error_frame("internal", "internal server error", fatal=False, rid=rid)))
+            why = UNREACHABLE if isinstance(exc, ConnectionError) else "internal server error"
+            self.send_data(encode_frame(error_frame("internal", why, fatal=False, rid=rid)))
 
     def overdue(self, now: float) -> str | None:
         """Why the connection has timed out at ``now``, or None (docs/protocol.md section 10)."""
