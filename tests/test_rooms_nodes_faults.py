@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.support.jsonclient import JsonClientProcess
-from tests.support.nodes import Nodes, queued_count, servers, stored_count
+from tests.support.nodes import Nodes, queued_count, queued_counts_once_settled, servers, stored_count
 from tests.support.redisproc import RedisProcess
 from tests.support.roomclients import WAIT, acks_for, make_room, room_messages, sent_ids
 from tests.support.streams import LONG, Spawn, check_exactly_once, texts
@@ -147,5 +147,5 @@ def test_kill9_of_redis_mid_room_stream_loses_no_copy_acked_queued_and_each_memb
     check_exactly_once(room_messages(bob, "#ops", "alice"), sent, f"{label}; bob online")
     check_exactly_once(room_messages(late, "#ops", "alice"), sent, f"{label}; carol offline")
     assert [stored_count(redis, m) for m in ("bob", "carol")] == [n, n], label
-    assert [queued_count(redis, m) for m in ("bob", "carol")] == [0, 0]
+    assert queued_counts_once_settled(redis, "bob", "carol") == [0, 0]
     print(label)
