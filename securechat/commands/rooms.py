@@ -93,14 +93,15 @@ class Seats:
 def rooms_for(op: str, room_names: list[str], rooms: Mapping[str, Seats], me: str) -> list[str]:
     """The rooms of ``room_names`` that ``/op #`` may name: those you are in for ``/leave``, those
     you are an admin of for ``/add``, ``/remove`` and ``/admin`` (docs/protocol.md 11.3), those you
-    are not in for ``/join``, none for ``/create`` (a new name), any for ``/members``."""
+    are not in for ``/join``, none for ``/create`` (a new name), those you are in for ``/members`` (a
+    room that ``/rooms`` listed and you never joined has no members known here)."""
     if op == "create":
         return []
     if op == "join":
         return [room for room in room_names if room not in rooms]
     if op in NAME_SECOND:
         return [room for room in room_names if room in rooms and me in rooms[room].admins]
-    return [room for room in room_names if room in rooms] if op == "leave" else room_names
+    return [room for room in room_names if room in rooms]  # leave, members
 
 
 def named_by(op: str, seats: Seats, people: list[str], me: str) -> list[str]:
