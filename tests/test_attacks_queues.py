@@ -25,7 +25,15 @@ from securechat.events import Acked, ConnectionChanged, MessageReceived
 from securechat.protocol import DEFAULT_MAX_FRAME, HEADER_SIZE, encode_frame, message_frame
 from securechat.server import ChatServer
 from tests.support.docvector import doc_example
-from tests.support.rawclient import RawClient, clients, envelope, identity_key, msg_id, running_server
+from tests.support.rawclient import (
+    RawClient,
+    caught_up,
+    clients,
+    envelope,
+    identity_key,
+    msg_id,
+    running_server,
+)
 from tests.support.roomserver import Room, change
 from tests.support.roomserver import send as room_send
 from tests.support.serverproc import server_process
@@ -160,12 +168,6 @@ def _window_of_four(limit: str) -> dict[str, int]:
     return {"window": 4} if limit == "messages" else {"window_bytes": 4 * frame + frame // 2}
 
 
-async def caught_up(server: ChatServer, name: str) -> None:
-    """Wait until ``name``'s session has read its stored queue, so messages reach it live."""
-    async with asyncio.timeout(WAIT):
-        while not server.caught_up(name):
-            await asyncio.sleep(0.01)
-
 
 @pytest.mark.parametrize("limit", ["messages", "bytes"])
 @pytest.mark.parametrize("path", ["live", "backlog"])
@@ -178,7 +180,7 @@ async def test_a_recipient_that_never_confirms_holds_only_its_window(tmp_path: P
     async with running_server(tmp_path / "s.db", **_window_of_four(limit)) as srv, clients(srv.port, "alice") as (a,):
         if path == "live":  # bob is online and caught up: his first messages reach him live
             bob = await Reader.login(srv.port, "bob")
-            await caught_up(srv, "bob")
+            await caught_up(srv, "bob", WAIT)
         else:
             await register(srv.port, "bob")
         for n in range(10):
@@ -215,7 +217,7 @@ async def test_frames_held_for_all_sessions_stay_under_the_server_wide_bound(tmp
     ):
         readers = [await Reader.login(srv.port, name) for name in ("bob", "carol", "dave")]
         for name in ("bob", "carol", "dave"):
-            await caught_up(srv, name)
+            await caught_up(srv, name, WAIT)
         held = []
         for n in range(30):
             await a.send_frame(padded_send("alice", ("bob", "carol", "dave")[n % 3], n, size))
@@ -380,7 +382,7 @@ async def test_a_message_its_recipient_always_drops_on_is_set_aside_and_the_rest
             first = None
             if path == "live":  # bob's first session is online as they arrive
                 first = asyncio.create_task(session_that_dies_on(srv.port, seen, msg_id(4)))
-                await caught_up(srv, "bob")
+                await caught_up(srv, "bob", WAIT)
             for n in (1, 2, 3, 4):
                 await alice.send_frame({"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(n))})
             if first is not None:

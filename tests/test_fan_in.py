@@ -22,7 +22,15 @@ import pytest
 
 from securechat.protocol import encode_frame
 from securechat.server import ChatServer, routing
-from tests.support.rawclient import RawClient, clients, envelope, identity_key, msg_id, running_server
+from tests.support.rawclient import (
+    RawClient,
+    caught_up,
+    clients,
+    envelope,
+    identity_key,
+    msg_id,
+    running_server,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -80,11 +88,6 @@ async def until_delivered(client: RawClient, ids: list[str]) -> list[str]:
     return statuses
 
 
-async def caught_up(server: ChatServer, name: str) -> None:
-    async with asyncio.timeout(WAIT):
-        while not server.caught_up(name):
-            await asyncio.sleep(0.01)
-
 
 async def fan_in(
     server: ChatServer, senders: int, each: int
@@ -95,7 +98,7 @@ async def fan_in(
         bob_client = await RawClient.connect(server.port)
         await bob_client.login("bob", identity_key("bob"))
         bob = ConfirmingReader(bob_client)
-        await caught_up(server, "bob")
+        await caught_up(server, "bob", WAIT)
         for name, client in zip(names, out, strict=True):
             client.writer.write(b"".join(encode_frame(send(name, "bob", n)) for n in range(each)))
         statuses = await asyncio.gather(*(until_delivered(c, [msg_id(n) for n in range(each)]) for c in out))
@@ -149,7 +152,7 @@ async def test_a_session_that_ends_with_a_tail_passes_it_on_in_order(
     monkeypatch.setattr(routing, "TAIL_WAIT", 60.0)  # the session's end, not the tail's timer, stores them
     async with running_server(tmp_path / "s.db", window=2) as srv, clients(srv.port, "alice") as (a,):
         async with clients(srv.port, "bob") as (b,):
-            await caught_up(srv, "bob")
+            await caught_up(srv, "bob", WAIT)
             for n in range(count):
                 await a.send_frame(send("alice", "bob", n))
             assert [(await b.recv_type("message"))["envelope"]["id"] for _ in range(2)] == [

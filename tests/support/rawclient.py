@@ -7,6 +7,7 @@ A test that needs the raw protocol on the wire says ``tls=False``
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,8 +26,8 @@ from securechat.bench.rawclient import (
 from securechat.server import ChatServer, ServerConfig
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "RawClient", "clients", "envelope", "identity_key", "json_frame", "msg_id", "raw_frame",
-    "running_server",
+    "DEFAULT_TIMEOUT", "RawClient", "caught_up", "clients", "envelope", "identity_key", "json_frame", "msg_id",
+    "raw_frame", "running_server",
 ]  # fmt: skip
 
 
@@ -40,3 +41,10 @@ async def running_server(db_path: Path, **options: Any) -> AsyncIterator[ChatSer
         yield server
     finally:
         await server.close()
+
+
+async def caught_up(server: ChatServer, name: str, within: float) -> None:
+    """Wait, at most ``within`` seconds, until ``name``'s session has read its stored queue, so messages reach it live."""
+    async with asyncio.timeout(within):
+        while not server.caught_up(name):
+            await asyncio.sleep(0.01)
