@@ -199,6 +199,10 @@ _SETTINGS: Final = {
               help="Private key of --tls-cert (PEM)  [default: <db>.tls-key.pem, made on first start]")
 @click.option("--padding/--no-padding", default=_default("padding"), show_default=True,
               help="Pad what is written over TLS to size buckets.")
+@click.option("--proxy-protocol-from", default=_default("proxy_protocol_from"), metavar="CIDR[,CIDR...]",
+              show_default=False, show_envvar=True,
+              help="Connections from these networks (your load balancers) must begin with a PROXY protocol header "
+                   "(v1 or v2, e.g. HAProxy's send-proxy-v2), whose client address the per-address bounds use.")
 @click.option("--print-fingerprint", is_flag=True,
               help="Print the TLS identity clients pin (made first if missing) and exit.")
 @click.option("--max-room-members", type=click.IntRange(1, MAX_ROOM_MEMBERS), default=_default("max_room_members"),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -19,7 +21,15 @@ import pytest
 
 from securechat.tls import client_context
 from tests.support.acks import delivered_acks
-from tests.support.haproxy import doc_example, haproxy_running, on_localhost, require_haproxy, server_names
+from tests.support.deploydoc import section
+from tests.support.haproxy import (
+    SECTION,
+    doc_example,
+    haproxy_running,
+    on_localhost,
+    require_haproxy,
+    server_names,
+)
 from tests.support.nodes import Nodes, login_outcome, stored_count
 from tests.support.partition import partition_proxy
 from tests.support.ports import restartable_port
@@ -30,6 +40,8 @@ from tests.support.serverproc import ServerProcess
 pytestmark = pytest.mark.timeout(180)
 
 T = TypeVar("T")
+BALANCER = "127.0.0.1"  # where haproxy connects to the nodes from
+DOC_BALANCER = "10.0.0.10/32"  # the doc's balancer
 
 
 def send_frame(n: int) -> dict[str, object]:
@@ -49,11 +61,12 @@ async def logged_in(front: int, name: str, source: str = "127.0.0.1") -> RawClie
 
 
 async def shared_identity_nodes(nodes: Nodes, redis_urls: list[str]) -> list[ServerProcess]:
-    """A node per URL (``""``: the test's Redis itself), all with one TLS identity, started at once."""
+    """A node per URL (``""``: the test's Redis itself), all with one TLS identity, started at once, each
+    reading the PROXY header of the balancer (127.0.0.1 here) as the doc's nodes do."""
+    assert f"--proxy-protocol-from {DOC_BALANCER}" in section(SECTION), "the doc's nodes no longer read the header"
     nodes.identity("shared")  # made once, before the nodes read it
-    return list(
-        await asyncio.gather(*(asyncio.to_thread(nodes.start, identity="shared", redis_url=url) for url in redis_urls))
-    )
+    start = functools.partial(nodes.start, "--proxy-protocol-from", f"{BALANCER}/32", identity="shared")
+    return list(await asyncio.gather(*(asyncio.to_thread(start, redis_url=url) for url in redis_urls)))
 
 
 async def until(what: str, probe: Callable[[], Awaitable[T]], wanted: Callable[[T], bool], within: float = 15.0) -> T:
@@ -81,7 +94,9 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
     with haproxy_running(on_localhost(config, front, [node.port for node in started]), tmp_path) as proxy:
         alice = await logged_in(front, "alice", source="127.0.0.2")
         (registered,) = [line for node in started for line in node.lines if "registered alice" in line]
-        assert registered.split(" from ")[1].startswith("127.0.0.1:"), "the node sees the balancer's address"
+        assert registered.split(" from ")[1].startswith("127.0.0.2:"), "the node sees the balancer's address"
+        with pytest.raises((ConnectionError, ssl.SSLError)):  # from the balancer's address, without the header
+            await (await RawClient.connect(started[0].port)).close()
         alices = {name for name, n in proxy.sessions().items() if n}
         bob = await logged_in(front, "bob")
         pinned = bob.server_identity
@@ -132,7 +147,8 @@ async def test_a_node_cut_from_redis_behind_the_docs_haproxy_gets_only_its_share
         (idle,) = [i for i, name in enumerate(names) if proxy.sessions()[name] == 0]
         await links[idle].close()  # its Redis connections reset, new ones refused
         cut = started[idle].port  # once it noticed, it answers logins `unavailable`
-        await until("the node refuses", lambda: login_outcome(cut, "dave", "dave"), lambda got: got == "unavailable")
+        probe = functools.partial(login_outcome, cut, "dave", "dave", "127.0.0.3")  # not the balancer: no header
+        await until("the node refuses", probe, lambda got: got == "unavailable")
         outcomes = [await login_outcome(front, "dave", "dave") for _ in range(2 * len(names))]
         up = sum(row["status"] == "UP" for row in proxy.servers().values())  # a loaded machine may fail a check
     assert set(outcomes) <= {"welcome", "unavailable"}, outcomes

@@ -56,9 +56,11 @@ class RawClient:
             self.server_identity = inspect_certificate(ssl_object.getpeercert(binary_form=True), "test").identity
 
     @classmethod
-    async def connect(cls, port: int, host: str = "127.0.0.1", *, tls: bool = True) -> RawClient:
+    async def connect(cls, port: int, host: str = "127.0.0.1", *, tls: bool = True, source: str | None = None) -> RawClient:
+        """``source``: the local address to connect from (127.0.0.x, to be another client than 127.0.0.1)."""
+        local = (source, 0) if source is not None else None
         reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=client_context() if tls else None), DEFAULT_TIMEOUT
+            asyncio.open_connection(host, port, ssl=client_context() if tls else None, local_addr=local), DEFAULT_TIMEOUT
         )
         return cls(reader, writer)
 

@@ -39,6 +39,7 @@ Its branches live in ``wire`` (the protocol and the server's answers), ``envelop
     ├── TransportError                the TLS layer under the frames (docs/protocol.md section 2.1)
     │   ├── TlsFailed                 the handshake or a record failed; ``first_bytes`` holds what came first
     │   ├── NotTls                    server side: the peer's first byte is not a TLS record
+    │   ├── BadProxyHeader            server side: a trusted balancer's PROXY header is missing or wrong
     │   └── ServerRefused             client side: we will not talk to this server (no retry)
     │       ├── WrongTransport        the server speaks plaintext where we speak TLS, or the reverse
     │       ├── BadServerCertificate  expired, not yet valid, or unreadable
@@ -90,6 +91,7 @@ from .local import (
     WrongPassphrase,
 )
 from .transport import (
+    BadProxyHeader,
     BadServerCertificate,
     NotTls,
     ServerIdentityRefused,
@@ -114,6 +116,7 @@ __all__ = [
     "BadFrame",
     "BadKey",
     "BadPlaintext",
+    "BadProxyHeader",
     "BadRequest",
     "BadServerCertificate",
     "BadSignature",

@@ -32,6 +32,17 @@ class NotTls(TransportError):
         return f"the peer does not speak TLS (first bytes {self.first_bytes[:8].hex()})"
 
 
+class BadProxyHeader(TransportError):
+    """A connection from a trusted balancer did not begin with a valid PROXY header (docs/protocol.md 2.3)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"bad PROXY header: {self.reason}"
+
+
 class ServerRefused(TransportError):
     """The client will not talk to the server at ``server`` (host:port); retrying cannot help."""
 

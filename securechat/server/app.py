@@ -31,6 +31,8 @@ from .events import CheckName, Event, Handled, ListUsers, Login, Lookup, Receive
 from .handouts import Probation
 from .identity import ServerIdentity, identity_for
 from .presence import Presence
+from .proxyheader import parse_networks
+from .proxypeer import HeaderFirst, Waiting
 from .registration import NewName, address_bucket
 from .rooms import RoomService
 from .routing import LocalRouting
@@ -78,6 +80,8 @@ class ChatServer:
         self._presence = Presence()
         self._admission = Admission(config.max_connections, config.max_per_ip)
         self._conns = self._admission.sessions  # the admitted connections
+        networks = parse_networks(config.proxy_protocol_from)  # behind a balancer: server/proxypeer.py
+        self._waiting = Waiting(networks, config.handshake_timeout, config.max_connections) if networks else None
         self._probation = Probation(self._store, config.max_hand_outs, self._spawn)  # issue 13 item 1: shared with close()
         self._routing: Routing = self._make_routing()
         self._rooms = self._make_rooms()
@@ -164,7 +168,7 @@ class ChatServer:
             if expired:
                 log.info("expired %d queued messages older than the TTL", expired)
             self._server = await loop.create_server(
-                self.new_peer, self.config.host, self.config.port, backlog=LISTEN_BACKLOG
+                self.accept, self.config.host, self.config.port, backlog=LISTEN_BACKLOG
             )
         except BaseException:
             self._closing = True
@@ -184,8 +188,13 @@ class ChatServer:
                 self.config.host, self._port, format_fingerprint(self.identity.fingerprint),
             )
 
+    def accept(self) -> asyncio.Protocol:
+        """The listening socket's protocol factory: a peer, behind a PROXY header reader if balancers are trusted."""
+        peer = self.new_peer()
+        return peer if self._waiting is None else HeaderFirst(peer, self._waiting)
+
     def new_peer(self) -> Peer:
-        """The protocol factory: a peer for one accepted socket (the hot-path bench gives it a fake transport)."""
+        """A peer for one accepted socket (the hot-path bench gives it a fake transport)."""
         loop = asyncio.get_running_loop()
         max_out = self.config.max_outgoing_buffer
         if self._tls is None or self.identity is None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..protocol import DEFAULT_MAX_FRAME
 from ..rooms.log import MAX_ROOM_MEMBERS
+from .proxyheader import parse_networks
 from .registration import (
     DEFAULT_MAX_USERS,
     DEFAULT_REGISTER_PER_ADDRESS,
@@ -72,6 +73,8 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     padding: bool = True
+    # Balancers whose connections begin with a PROXY header (docs/protocol.md 2.3): CIDR[,CIDR...]; "" reads none.
+    proxy_protocol_from: str = ""
     # Rooms (docs/protocol.md 11.8): the member cap may be lowered, never raised past the protocol's.
     max_room_members: int = MAX_ROOM_MEMBERS
     max_rooms: int = DEFAULT_MAX_ROOMS
@@ -134,5 +137,6 @@ class ServerConfig:
             raise ValueError(f"max_room_members may lower the protocol's {MAX_ROOM_MEMBERS}, not raise it")
         if self.max_frame >= 2**32:
             raise ValueError("max_frame must fit the 32-bit length prefix")
+        parse_networks(self.proxy_protocol_from)  # ValueError names a bad network
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("give both --tls-cert and --tls-key, or neither")

@@ -112,9 +112,10 @@ class Peer(asyncio.Protocol):
 
     # --- asyncio.Protocol -----------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport, source: tuple[str, int] | None = None) -> None:
+        """``source``: the client's address from a balancer's PROXY header (server/proxypeer.py), else the socket's."""
         self.transport = transport  # type: ignore[assignment]
-        peername = transport.get_extra_info("peername")
+        peername = source or transport.get_extra_info("peername")
         self.ip = str(peername[0]) if peername else "?"
         self.conn.peer = f"{self.ip}:{peername[1]}" if peername else "?"
         self.handler.connected(self)

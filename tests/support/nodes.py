@@ -133,19 +133,20 @@ def queued_counts_once_settled(redis: RedisProcess, *names: str, within: float =
     return counts
 
 
-async def login_outcome(port: int, name: str, owner: str) -> str:
-    """``welcome`` or the error code a login of ``name`` with ``owner``'s key gets on the node at ``port``."""
-    client, outcome = await login_or_refusal(port, name, owner)
+async def login_outcome(port: int, name: str, owner: str, source: str | None = None) -> str:
+    """``welcome`` or the error code a login of ``name`` with ``owner``'s key gets on the node at ``port``
+    (connecting from the local address ``source``, if given)."""
+    client, outcome = await login_or_refusal(port, name, owner, source)
     if client is not None:
         await client.close()
     return outcome
 
 
-async def login_or_refusal(port: int, name: str, owner: str) -> tuple[RawClient | None, str]:
+async def login_or_refusal(port: int, name: str, owner: str, source: str | None = None) -> tuple[RawClient | None, str]:
     """A login of ``name`` with ``owner``'s key on the node at ``port``: (the client, ``welcome``), or
     (None, the error code it was refused with)."""
     key = identity_key(owner)  # made before connecting: a new key takes a while on a busy machine
-    c = await RawClient.connect(port)
+    c = await RawClient.connect(port, source=source)
     try:
         challenge = await c.hello(name, key)
         assert c.handshake is not None and challenge["type"] == "challenge", challenge
