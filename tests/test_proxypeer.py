@@ -127,3 +127,24 @@ async def test_over_tls_the_header_comes_first_and_the_node_logs_the_clients_add
         assert (refusal["type"], refusal["code"]) == ("error", "registration_limited"), refusal
         for c in (alice, bob, carol):
             await c.close()
+
+
+async def test_bytes_after_the_header_in_the_same_read_reach_the_connection(server: ChatServer) -> None:
+    hello_frame = encode_frame({"type": "hello", "version": 1, "name": "alice",
+                                "pubkey": public_key_pem(identity_key("alice").public_key())})  # fmt: skip
+    client = await via_balancer(server, header("10.0.0.1") + hello_frame)
+    assert (await client.recv())["type"] == "challenge"
+    await client.close()
+
+
+async def test_connections_waiting_for_a_header_count_against_max_connections(tmp_path: Path) -> None:
+    """With ``--max-connections 1`` one connection that has not sent its header yet holds the one slot for
+    waiting: the next trusted connection is closed at once, not held until the handshake timeout."""
+    async with running_server(tmp_path / "s.db", tls=False, max_connections=1, proxy_protocol_from=BALANCER,
+                              handshake_timeout=30.0) as srv:  # fmt: skip
+        waiting = await via_balancer(srv, b"")
+        other = await via_balancer(srv, b"")
+        assert await other.expect_closed(5.0) == []  # well before the 30 s handshake timeout
+        await waiting.send_raw(header("10.0.0.1"))  # the first one goes on once its header comes
+        assert (await hello(waiting, "alice"))["type"] == "challenge"
+        await waiting.close()

@@ -7,8 +7,8 @@ are not TLS: ``tls_required``). From inside them the header must come first
 (:mod:`~securechat.server.proxyheader`): its source address becomes the peer's, for
 admission, every per-address bound and the log, and the bytes after it go to the peer. A
 connection without a valid header, or whose header does not complete within the handshake
-timeout, is closed without a byte written. Connections waiting for their header count
-against ``--max-connections`` together; past it one more is closed at once.
+timeout, is closed without a byte written. At most ``--max-connections`` connections wait for
+their header at once; past that the next one is closed at once.
 """
 
 from __future__ import annotations
