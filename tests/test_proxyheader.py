@@ -96,6 +96,8 @@ def test_networks_and_trust() -> None:
     assert [str(n) for n in networks] == ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
     assert trusted("10.1.2.3", networks) and trusted("127.0.0.1", networks) and trusted("fd00::1", networks)
     assert not trusted("127.0.0.2", networks) and not trusted("::1", networks) and not trusted("?", networks)
+    assert trusted("::ffff:10.0.0.10", networks), "an IPv4 balancer seen by a node listening on '::'"
+    assert not trusted("::ffff:11.0.0.10", networks)
     assert parse_networks("") == ()
     with pytest.raises(ValueError, match="'10.0.0.0/33' is not"):
         parse_networks("10.0.0.0/33")

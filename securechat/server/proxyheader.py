@@ -71,6 +71,8 @@ def trusted(host: str, networks: tuple[Network, ...]) -> bool:
         address = ipaddress.ip_address(host.split("%", 1)[0])
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a node listening on "::" sees an IPv4 balancer this way
     return any(address in net for net in networks)
 
 
