@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
+import struct
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ from securechat.server import ChatServer
 from securechat.server.proxyheader import V2_SIGNATURE
 from securechat.tls import client_context
 from tests.support.rawclient import RawClient, identity_key, running_server
+from tests.support.serverproc import ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
 BALANCER = "127.0.0.1/32"
@@ -148,3 +152,30 @@ async def test_connections_waiting_for_a_header_count_against_max_connections(tm
         await waiting.send_raw(header("10.0.0.1"))  # the first one goes on once its header comes
         assert (await hello(waiting, "alice"))["type"] == "challenge"
         await waiting.close()
+
+
+
+def test_a_connection_reset_before_it_is_accepted_is_closed_not_taken_for_an_untrusted_one(tmp_path: Path) -> None:
+    """HAProxy's health check sends its LOCAL header and resets at once; a node on uvloop that accepts it
+    after the reset cannot learn its address. It is closed quietly, not taken for a client from outside
+    the networks (whose header is answered ``tls_required`` and logged as a client that does not speak
+    TLS, every 2 s per node). The node is stopped (SIGSTOP) while the connection comes and goes."""
+    pytest.importorskip("uvloop")  # the default loop takes the address from accept(), which still has it
+    node = ServerProcess(tmp_path / "s.db", ["--proxy-protocol-from", BALANCER, "--log-level", "debug"])
+    try:
+        port = node.wait_listening()
+        node.proc.send_signal(signal.SIGSTOP)
+        try:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(V2_SIGNATURE + b"\x20\x00\x00\x00")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # RST, before the node accepts
+        finally:
+            node.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10
+        while not any("gone before it was accepted" in line for line in node.lines):
+            assert time.monotonic() < deadline, node.stderr
+            time.sleep(0.02)
+        assert not any("does not speak TLS" in line for line in node.lines), node.stderr
+    finally:
+        node.kill()

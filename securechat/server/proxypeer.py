@@ -9,6 +9,8 @@ admission, every per-address bound and the log, and the bytes after it go to the
 connection without a valid header, or whose header does not complete within the handshake
 timeout, is closed without a byte written. At most ``--max-connections`` connections wait for
 their header at once; past that the next one is closed at once.
+A connection whose address is unknown (reset before uvloop accepted it, as HAProxy's health
+checks are) is closed: it cannot be told trusted or not.
 """
 
 from __future__ import annotations
@@ -49,7 +51,11 @@ class HeaderFirst(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         peername = transport.get_extra_info("peername")
-        host = str(peername[0]) if peername else "?"
+        if not peername:  # reset before it was accepted (HAProxy's health checks end so): whose it was is unknown
+            log.debug("a connection was gone before it was accepted: closed")
+            transport.close()
+            return
+        host = str(peername[0])
         if not trusted(host, self.waiting.networks):
             transport.set_protocol(self.peer)
             self.peer.connection_made(transport)
