@@ -179,3 +179,18 @@ def test_a_connection_reset_before_it_is_accepted_is_closed_not_taken_for_an_unt
         assert not any("does not speak TLS" in line for line in node.lines), node.stderr
     finally:
         node.kill()
+
+
+async def test_a_local_header_is_served_with_the_balancers_address(server: ChatServer) -> None:
+    """``LOCAL`` (a health check's): the connection is served and counted under the balancer's own address,
+    so with ``--max-per-ip 1`` a second one is refused ``server_busy`` while a client's header still passes."""
+    local = V2_SIGNATURE + b"\x20\x00\x00\x00"
+    check = await via_balancer(server, local)
+    assert (await hello(check, "alice"))["type"] == "challenge"
+    again = await via_balancer(server, local)
+    frame = await again.recv()
+    assert (frame["type"], frame["code"]) == ("error", "server_busy"), frame
+    client = await via_balancer(server, header("10.0.0.1"))
+    assert (await hello(client, "bob"))["type"] == "challenge"
+    for c in (check, again, client):
+        await c.close()
