@@ -191,6 +191,9 @@ _SETTINGS: Final = {
 @click.option("--redis-replicas", "redis_replicas", type=click.IntRange(min=0), default=_default("redis_replicas"),
               show_envvar=True, help="Ack a stored message 'queued' only once this many Redis replicas have it "
                                      "(WAIT), so that a failover does not lose it; else the send is refused and resent.")
+@click.option("--live-path/--no-live-path", "live_path", default=_default("live_path"), show_default=True, show_envvar=True,
+              help="With --redis: hand a message to a recipient online on any node by pub/sub alone, its sender "
+                   "acked only 'delivered'; --no-live-path stores every message in Redis before handing it out.")
 @click.option("--plaintext", is_flag=True, show_envvar=True,
               help="Serve the raw protocol without TLS (tests, benchmarks, local use only).")
 @click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), default=None, show_envvar=True,

@@ -18,6 +18,7 @@ from tests.support.acks import settled
 from tests.support.nodes import (
     Nodes,
     alice_behind_a_proxy,
+    kept_count,
     login_outcome,
     queued_count,
     queued_counts_once_settled,
@@ -61,8 +62,9 @@ def test_1000_each_way_across_two_nodes_once_in_order_acks_delivered(
         assert statuses == {"delivered"}, f"{who.name}: both online, yet acks were {statuses}"
     assert alice.finish() == 0, alice.stderr_tail()
     assert bob.finish() == 0, bob.stderr_tail()
-    # Stored once each, and every confirmed message left its queue.
-    assert (stored_count(redis, "bob"), stored_count(redis, "alice")) == (n, n)
+    # Both online: the live path wrote nothing, or stored once each what it could not hand out (a full window
+    # under load); every confirmed message left its queue.
+    assert stored_count(redis, "bob") <= n and stored_count(redis, "alice") <= n
     assert (queued_count(redis, "bob"), queued_count(redis, "alice")) == (0, 0)
     print(f"{n} each way across two nodes in {time.monotonic() - started:.1f} s")
 
@@ -87,7 +89,8 @@ async def test_a_burst_to_a_name_this_node_never_looked_up_reaches_it_in_order(r
         got.append((await bob.recv_type("message", 15.0))["envelope"]["id"])
         await bob.send_frame({"type": "received", "id": got[-1], "from": "alice"})
     assert [k for k in range(n) if got[k] != msg_id(k)] == [], got
-    assert await asyncio.to_thread(stored_count, redis, "bob") == n
+    # Stored at most once each (the first, to a name not looked up yet, and what followed it until it was delivered).
+    assert await asyncio.to_thread(stored_count, redis, "bob") == await asyncio.to_thread(kept_count, redis, "bob")
     for c in (alice, bob):
         await c.close()
 
@@ -121,7 +124,7 @@ def test_pubsub_connections_killed_3_times_during_2000_catch_up_delivers_all_onc
     (a, b), _, bob, sent, killed = stream_while_killing(redis, nodes, spawn_process, n, "pubsub")
     assert all(k >= 2 for k in killed), f"CLIENT KILL TYPE pubsub killed {killed}: each node has a subscriber"
     check_exactly_once(shown(bob, "alice"), sent, f"pub/sub connections killed {len(killed)} times")
-    assert stored_count(redis, "bob") == n and queued_counts_once_settled(redis, "bob") == [0]
+    assert queued_counts_once_settled(redis, "bob") == [0] and stored_count(redis, "bob") == kept_count(redis, "bob")
     reconnected = [node.stderr.count("subscriber reconnected") for node in (a, b)]
     assert min(reconnected) >= len(killed), f"subscriber reconnects per node: {reconnected}"
 
@@ -140,7 +143,7 @@ async def test_a_delivered_ack_is_not_lost_across_two_pubsub_gaps_after_a_recove
     `delivered` that bob's confirmation published: alice's node must still ask for it after that gap.
     Then the same after a `queued` that came live (bob's session ended before he confirmed), and after
     a `queued` at once (bob offline when it was sent)."""
-    async with alice_behind_a_proxy(redis, nodes) as (proxy, b, alice, bob):
+    async with alice_behind_a_proxy(redis, nodes, "--no-live-path") as (proxy, b, alice, bob):
         await alice.send_frame(send_frame("bob", 1))
         assert (await bob.recv_type("message", 10.0))["envelope"]["id"] == msg_id(1)  # handed out, unconfirmed
         proxy.cut()  # gap 1: node A's subscriber (and link) cut, then reset by the heal

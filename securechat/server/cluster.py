@@ -37,13 +37,16 @@ from ..clock import now_ms
 from ..errors import QueueFull
 from ..relayframes import ack_frame
 from .awaited import recover_acks, sweep_overdue
+from .cluster_live import LiveRoute, unpublished
 from .confirms import Confirmations
+from .connection import UNREACHABLE
 from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
 from .events import Deferred, Handled, Received, Send
 from .handouts import tell_set_aside
+from .livepath import LiveSend
 from .mailbox import InFlight
 from .nodewatch import NodeWatch
-from .pokes import NewMessage, ack_poke, acks, new_messages
+from .pokes import NewMessage, ack_poke, acks, new_messages, refusal
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore
 from .resp import RedisReplyError, RedisUnavailable
@@ -71,6 +74,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
         self._confirms = Confirmations(self._store.confirm)
         self._bus: RedisBus | None = None
+        self._live = LiveRoute(self._store, self._config, self._watch, self._presence, self._local, self._store_live)
         self._sweep: asyncio.Task[None] | None = None  # looks up the sends whose ack is late (awaited.py)
         # Set by the rooms (:mod:`securechat.server.cluster_rooms`): a session's catch-up after a gap of the pokes.
         self.after_gap: Callable[[Peer, SessionBox], Coroutine[Any, Any, None]] | None = None
@@ -84,8 +88,13 @@ class ClusterRouting(RoutingCore[RedisStore]):
         self._bus = RedisBus(self._store.address, self._on_message, self._resync, client_name=f"securechat-bus-{self.node}")
         await self._bus.start()
         await asyncio.wait_for(self._bus.subscribe(self._store.presence_channel), CLAIM_TIMEOUT)
-        beat = lambda: self._publish(self._store.presence_channel, self._watch.beat())
-        boxes = lambda: [(p, box) for p in self._local.values() if isinstance(box := p.mailbox, SessionBox)]
+        def boxes() -> list[tuple[Peer, SessionBox]]:
+            return [(p, box) for p in self._local.values() if isinstance(box := p.mailbox, SessionBox)]
+
+        def beat() -> None:
+            self._publish(self._store.presence_channel, self._watch.beat())
+            self._live.overdue(boxes())
+
         self._sweep = asyncio.get_running_loop().create_task(sweep_overdue(self._store, boxes, self._spawn, self._watch.lost, beat))
         log.info("node %s routes through Redis at %s", self.node, self._store.address)
 
@@ -141,10 +150,13 @@ class ClusterRouting(RoutingCore[RedisStore]):
             del self._local[name]
             if not box.replaced and box.number:
                 self._note_presence(name, False, box.number, publish=True)
-        # The messages stay queued; their senders learn that, unless they heard it already.
+        # The messages stay queued; their senders learn that, unless they heard it already. Its live
+        # messages' senders store them; so does this node its own session's live sends.
         for entry in box.inflight.values():
-            if not entry.told:
+            if not entry.told and entry.stored:
                 self._tell_queued(entry.sender.encode(), entry.msg_id.encode(), name, rid_text(entry.rid, entry.room).encode())
+        self._live.ended(box)
+        self._live.store_unanswered(None, box)
         self._probation.ended(box, list(box.inflight.values()), lambda to: self.tell(to, b"U"), own=not box.replaced)
         box.inflight.clear()
         box.unconfirmed_bytes = 0
@@ -155,7 +167,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
 
     @property
     def held_bytes(self) -> int:
-        return 0  # a session's unconfirmed messages stay in Redis: only their keys are held here
+        return self._live.held  # the frames of live sends not yet delivered (a stored message's are in Redis)
 
     def caught_up(self, name: str) -> bool:
         peer = self._local.get(name)
@@ -174,8 +186,31 @@ class ClusterRouting(RoutingCore[RedisStore]):
             peer.error(*HELD, message.rid)
             return None
         if self._directory.knows(message.to):
+            if isinstance(box, SessionBox) and (live := self._live.send(peer, box, message, queued, order)) is not None:
+                return live
             return Deferred(self._answer(peer, message, order.track(key, self._store.route(queued, message.rid))))
+        if isinstance(box, SessionBox):
+            box.live_out.stored(message.to, message.msg_id, time.monotonic())
         return self._send_unknown(peer, message, queued, order)
+
+    def _store_live(self, peer: Peer | None, box: SessionBox, send: LiveSend) -> None:
+        """Store a live send after all (refused, unheard or unanswered), answering it as a send (``queued``...)."""
+        message = send.message
+        routed = self._store.route(send.queued, message.rid)
+        if peer is None or peer.closing:  # its session ended: stored for its recipient, acked to nobody
+            routed.add_done_callback(unpublished)
+            return
+        box.order.track((message.to, message.msg_id), routed)
+        self._spawn(self._answer_later(peer, message, routed))
+
+    async def _answer_later(self, peer: Peer, message: Send, routed: asyncio.Future[list[int]]) -> None:
+        try:
+            await self._answer(peer, message, routed)
+        except ConnectionError:
+            peer.error("internal", UNREACHABLE, message.rid)  # the client sends it again
+        except Exception:
+            log.exception("storing a live message of %s failed", message.sender)
+            peer.error("internal", "internal server error", message.rid)
 
     async def _send_unknown(self, peer: Peer, message: Send, queued: QueuedMessage, order: SendOrder) -> None:
         """A send to a name not known here: awaited by the session's pipeline before its next request
@@ -210,8 +245,11 @@ class ClusterRouting(RoutingCore[RedisStore]):
     def received(self, peer: Peer, confirmation: Received) -> None:
         box = peer.mailbox
         assert box is not None
-        entry, _ = box.confirm((confirmation.sender, confirmation.msg_id))  # frees room: a waiting pump goes on
+        key = (confirmation.sender, confirmation.msg_id)
+        entry, _ = box.confirm(key)  # frees room: a waiting pump goes on
         self._probation.confirmed(box, entry)
+        if isinstance(box, SessionBox) and self._live.confirmed(box, key, entry):
+            return  # a live message: nothing of it is in Redis, its ack is published
         # A confirmation of something this session was not handed deletes any stored copy, acks nobody.
         rid, room = (entry.rid, entry.room) if entry is not None else (None, None)
         self._confirms.add(box.name, (confirmation.sender, confirmation.msg_id, entry is not None, rid, room))
@@ -264,7 +302,8 @@ class ClusterRouting(RoutingCore[RedisStore]):
         told = told or m.seq in box.told  # its sender heard `queued` above: a drop need not say it again
         box.told.discard(m.seq)
         key = (m.sender, m.msg_id)
-        if key in box.inflight:  # resent meanwhile: this session has it already
+        if (held := box.inflight.get(key)) is not None:  # resent meanwhile, or stored after it went live: it has it
+            held.stored = True  # its confirmation deletes the queue's copy
             return
         box.next_size = 0
         box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, None, m.size, m.enqueued_at, True, rid, m.room, told))
@@ -293,8 +332,14 @@ class ClusterRouting(RoutingCore[RedisStore]):
         if kind == b"M":
             for new in new_messages(data):  # the sends of a loop turn on the sender's node, in queue order
                 self._on_new_message(name, self._local.get(name), new)
+        elif kind == b"L":
+            self._live.on_live(name, data)
         elif kind == b"A" and (peer := self._local.get(name)) is not None and not peer.closing:
             self._on_acks(peer, data)
+        elif kind == b"X":
+            to, epoch, session = refusal(data)
+            if (peer := self._local.get(name)) is not None and isinstance(box := peer.mailbox, SessionBox) and box.number == session:
+                self._live.refused(peer, box, to, epoch)
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
         elif kind == b"P":
@@ -311,6 +356,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
             if isinstance(box := peer.mailbox, SessionBox):
                 box.order.settled(key)  # applied after all: no resend comes
                 if status != b"queued":
+                    self._live.delivered(box, *key)
                     if not box.awaited.deliver(*key):
                         continue  # written already: read from the store after a gap, or a poke twice
                 elif key in box.awaited and not box.awaited.tell_queued(*key):
@@ -372,7 +418,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
 
     def _publish(self, channel: bytes, data: bytes) -> None:
         try:
-            self._store.publish(channel, data).add_done_callback(_published)
+            self._store.publish(channel, data).add_done_callback(unpublished)
         except RuntimeError:  # the store is closed (shutdown): acks to senders are never kept anyway
             pass
 
@@ -380,6 +426,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         """The subscriber was away: each session reads its queue, recovers its acks, catches up on its rooms."""
         for peer in list(self._local.values()):
             if isinstance(peer.mailbox, SessionBox):
+                self._live.store_unanswered(peer, peer.mailbox)  # their answers may have been lost
                 self._catch_up(peer, peer.mailbox)
 
     def _catch_up(self, peer: Peer, box: SessionBox) -> None:
@@ -390,7 +437,3 @@ class ClusterRouting(RoutingCore[RedisStore]):
         if self.after_gap is not None:
             self._spawn(self.after_gap(peer, box))
 
-
-def _published(fut: asyncio.Future[int]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        log.debug("could not publish to the other nodes: %s", fut.exception())

@@ -83,6 +83,8 @@ class ServerConfig:
     window_bytes: int = 2 * 2**20
     # Frames held in memory for all sessions together (messages forwarded and not yet confirmed).
     max_unconfirmed_bytes: int = 256 * 2**20
+    # Several nodes: a message to an online recipient goes by pub/sub alone (server/livepath.py), not through its queue.
+    live_path: bool = True
 
     @property
     def registration(self) -> RegistrationLimits:

@@ -64,6 +64,10 @@ class NodeWatch:
         elif self._holder.get(name) == node:
             del self._holder[name]
 
+    def online(self, name: str) -> bool:
+        """Whether ``name`` was last announced online (on any node, this one too)."""
+        return name in self._holder
+
     def lost(self, name: str, silent_for: float = ACK_DEADLINE) -> bool:
         """Whether ``name`` is held by another node that has not been heard from for ``silent_for`` seconds."""
         holder = self._holder.get(name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,9 @@ import hiredis
 # A batch is written as soon as it holds this many calls (a bound on one command's size and on the
 # time one script keeps Redis from everyone else).
 BATCH_MAX = 64
+# A joined PUBLISH takes no more calls past this many bytes: a subscriber's output buffer in Redis is
+# bounded (``client-output-buffer-limit pubsub``, 8 MB soft by default).
+PUBLISH_BATCH_BYTES = 256 * 1024
 
 
 def pack(args: Iterable[Any]) -> bytes:
@@ -95,6 +98,36 @@ class Batch:
 
     def exception(self) -> None:
         """Each call's exception is marked retrieved already."""
+
+
+class PublishBatch(Batch):
+    """Calls of ``PUBLISH`` on one channel joined into one message, made by ``compose(items)`` when it is
+    written; every call's future gets the reply (how many subscribers heard it)."""
+
+    __slots__ = ("channel", "compose", "size")
+
+    def __init__(self, channel: bytes, join: Hashable, compose: Callable[[list[Any]], bytes]) -> None:
+        super().__init__("", (), (), join, 1)
+        self.channel = channel
+        self.compose = compose
+        self.size = 0
+
+    def add(self, item: Any, fut: asyncio.Future[Any], size: int = 0) -> None:
+        self.items.append(item)
+        self.futures.append(fut)
+        self.size += size
+
+    @property
+    def full(self) -> bool:
+        return len(self.futures) >= BATCH_MAX or self.size >= PUBLISH_BATCH_BYTES
+
+    def command(self) -> tuple[Any, ...]:
+        return ("PUBLISH", self.channel, self.compose(self.items))
+
+    def set_result(self, reply: Any) -> None:
+        for fut in self.futures:
+            if not fut.done():
+                fut.set_result(reply)
 
 
 def unanswered(entry: asyncio.Future[Any] | Batch) -> list[asyncio.Future[Any]]:

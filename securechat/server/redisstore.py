@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -373,6 +373,12 @@ class RedisStore(RedisRooms):
 
     def publish(self, channel: bytes, data: bytes) -> asyncio.Future[int]:
         return self._link.call("PUBLISH", channel, data)
+
+    def publish_joined(
+        self, channel: bytes, item: Any, *, join: Hashable, then: Hashable, compose: Callable[[list[Any]], bytes], size: int = 0,
+    ) -> asyncio.Future[int]:  # fmt: skip
+        """A publish that joins the one just before it (:meth:`RedisLink.publish_batched`): the live path's pokes."""
+        return self._link.publish_batched(channel, item, join=join, then=then, compose=compose, size=size)
 
     def online(self, names: Sequence[str]) -> asyncio.Future[set[str]]:
         """Which of ``names`` some node holds a session of (a subscriber on their channel)."""

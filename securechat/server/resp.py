@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - the message is what the CLI pri
     raise ImportError("Redis support needs the redis extra: pip install 'securechat[redis]'") from exc
 
 from .backoff import Backoff
-from .rediscommands import Batch, Script, pack, unanswered
+from .rediscommands import Batch, PublishBatch, Script, pack, unanswered
 from .rediswire import Wire, open_wire
 
 log = logging.getLogger("securechat.server.redis")
@@ -194,6 +194,25 @@ class RedisLink:
             self._unsent.append(last)
             self._unsent_futures.append(last)
         last.add(item, fut)
+        self._submitted()
+        return fut
+
+    def publish_batched(
+        self, channel: bytes, item: Any, *, join: Hashable, then: Hashable, compose: Callable[[list[Any]], bytes], size: int = 0,
+    ) -> asyncio.Future[int]:  # fmt: skip
+        """``PUBLISH`` of ``compose([item])`` on ``channel``, joined to the call just before if that was a publish on
+        ``channel`` whose ``then`` was this call's ``join`` and is not written yet: its message is then
+        ``compose`` of every joined item, in call order, and each call's future gets its reply."""
+        if self._closed:
+            raise RuntimeError("the Redis link is closed")
+        fut: asyncio.Future[int] = self._loop.create_future()
+        last = self._unsent[-1] if self._unsent else None
+        if not isinstance(last, PublishBatch) or last.channel != channel or last.join != join or last.full:
+            last = PublishBatch(channel, join, compose)
+            self._unsent.append(last)
+            self._unsent_futures.append(last)
+        last.add(item, fut, size)
+        last.join = then
         self._submitted()
         return fut
 

@@ -6,6 +6,7 @@ from typing import Final
 
 from ..rooms.log import MAX_MEMBER_ROOMS
 from .awaited import AwaitedAcks
+from .livepath import LiveIn, LiveOut
 from .mailbox import Mailbox
 from .pokes import room_push
 from .sendorder import SendOrder
@@ -21,7 +22,7 @@ class SessionBox(Mailbox):
     holds no frame (Redis has it), so a node holds none for its sessions.
     """
 
-    __slots__ = ("again", "awaited", "number", "order", "position", "pump", "replaced", "rooms_told", "told")
+    __slots__ = ("again", "awaited", "live_in", "live_out", "number", "order", "position", "pump", "replaced", "rooms_told", "told")
 
     def __init__(self, name: str, window: int, window_bytes: int) -> None:
         super().__init__(name, window, window_bytes)
@@ -32,6 +33,8 @@ class SessionBox(Mailbox):
         self.replaced = False
         self.awaited = AwaitedAcks()  # this session's sends whose ack another node will publish
         self.order = SendOrder()  # after a failed send, the others wait for its resend
+        self.live_out = LiveOut()  # its sends that went live (livepath.py)
+        self.live_in = LiveIn()  # its senders' live epochs, and the live messages it holds
         self.told: set[int] = set()  # queue seqs whose senders heard `queued` from this node, not yet handed out
         # room -> the last entry's seq this session was sent (answers and pushes): after a gap of the pokes,
         # what follows it is sent again (docs/deployment.md, "Rooms on Redis")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -82,14 +83,14 @@ def nodes_on(redis: RedisProcess, folder: Path, args: Sequence[str] = FAST) -> I
 
 @contextlib.asynccontextmanager
 async def alice_behind_a_proxy(
-    redis: RedisProcess, nodes: Nodes
+    redis: RedisProcess, nodes: Nodes, *extra: str
 ) -> AsyncIterator[tuple[PartitionProxy, ServerProcess, RawClient, RawClient]]:
     """alice logged in on a node that reaches Redis through a :class:`PartitionProxy`, bob on another
     node that reaches it directly: the proxy, bob's node, alice and bob. bob's backlog is read: alice's
-    probe (:data:`PROBE_ID`) reached him, was confirmed and acked ``delivered``."""
+    probe (:data:`PROBE_ID`) reached him, was confirmed and acked ``delivered``. ``extra``: both nodes' options."""
     async with partition_proxy(redis.port) as proxy:
-        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
-        b = await asyncio.to_thread(nodes.start)
+        a = await asyncio.to_thread(functools.partial(nodes.start, *extra, redis_url=f"redis://127.0.0.1:{proxy.port}/0"))
+        b = await asyncio.to_thread(nodes.start, *extra)
         bob = await RawClient.connect(b.port)
         await bob.login("bob", identity_key("bob"))
         alice = await RawClient.connect(a.port)
@@ -116,6 +117,13 @@ def stored_count(redis: RedisProcess, name: str) -> int:
     """How many messages for ``name`` were ever stored (the queue's sequence counter, never reset)."""
     got = redis.client().hget(f"sc:qm:{{{name}}}", "n")  # type: ignore[attr-defined]
     return int(got or 0)
+
+
+def kept_count(redis: RedisProcess, name: str) -> int:
+    """How many distinct messages for ``name`` are queued or were confirmed from its queue lately (the dedupe set).
+    Equal to :func:`stored_count` while no message was stored twice (the live path stores only some)."""
+    client = redis.client()
+    return int(client.hlen(f"sc:qi:{{{name}}}")) + int(client.zcard(f"sc:seen:{{{name}}}"))  # type: ignore[attr-defined]
 
 
 def queued_count(redis: RedisProcess, name: str) -> int:

@@ -1,0 +1,186 @@
+"""LiveRoute: the live path's asyncio side on one node (the rules: :mod:`securechat.server.livepath`).
+
+The sender's node publishes a send as an ``L`` poke on its recipient's channel
+(the sends of one loop turn from one session to one recipient join one
+publish) and keeps the frame until the recipient's node publishes its
+``delivered``; what is refused, unheard or unanswered it hands back to the
+cluster routing to store (:meth:`ClusterRouting._store_live`). The recipient's
+node hands out what its session may take, refuses the rest with an ``X``, and
+on a confirmation publishes ``delivered`` to the sender without touching
+Redis's data; when the session ends holding live messages, it refuses their
+epochs, so their senders store them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from .events import Deferred, Send
+from .livepath import LIVE_DEADLINE, Key, LiveSend
+from .mailbox import InFlight
+from .pokes import live_messages, live_poke, refusal_poke
+from .rids import rid_text
+from .sessionbox import SessionBox
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from .config import ServerConfig
+    from .nodewatch import NodeWatch
+    from .presence import Presence
+    from .redisstore import RedisStore
+    from .sendorder import SendOrder
+    from .store import QueuedMessage
+    from .transport import Peer
+
+log = logging.getLogger("securechat.server")
+
+StoreSend = Callable[["Peer | None", SessionBox, LiveSend], None]
+
+
+def _ack_lines(items: list[bytes]) -> bytes:
+    return b"A" + b"".join(items)
+
+
+class LiveRoute:
+    """The live sends of this node's sessions, both ways; ``held`` is the bytes of frames they keep."""
+
+    def __init__(
+        self,
+        store: RedisStore,
+        config: ServerConfig,
+        watch: NodeWatch,
+        presence: Presence,
+        local: dict[str, Peer],
+        store_send: StoreSend,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._watch = watch
+        self._presence = presence
+        self._local = local
+        self._store_send = store_send
+        self.held = 0
+
+    # --- the sender's node -------------------------------------------------------------------
+
+    def send(self, peer: Peer, box: SessionBox, message: Send, queued: QueuedMessage, order: SendOrder) -> Deferred | None:
+        """Publish ``message`` live if it may go so (its recipient online somewhere, room in ``held``); else None
+        (it goes the store path, and so do the pair's next sends until it is delivered)."""
+        to, now, size = message.to, time.monotonic(), len(queued.frame)
+        numbered = None
+        config = self._config
+        if config.live_path and self._watch.online(to) and self.held + size <= config.max_unconfirmed_bytes:
+            numbered = box.live_out.number(to, now)
+        if numbered is None:
+            box.live_out.stored(to, message.msg_id, now)
+            return None
+        epoch, n = numbered
+        send = LiveSend(message, queued, n, now)
+        box.live_out.sent(send)
+        self.held += size
+        self._presence.watch(peer, to)
+        sender, session = message.sender.encode(), box.number
+        item = (n, message.msg_id.encode(), queued.server_ts, rid_text(message.rid).encode(), queued.frame)
+        joined = (sender, session, epoch)
+        published = self._store.publish_joined(
+            self._store.channel(to), item, join=(joined, n), then=(joined, n + 1), size=size,
+            compose=lambda items: live_poke(sender, session, epoch, items),
+        )  # fmt: skip
+        return Deferred(self._published(peer, box, send, epoch, order.track((to, message.msg_id), published)))
+
+    async def _published(self, peer: Peer, box: SessionBox, send: LiveSend, epoch: int, published: asyncio.Future[int]) -> None:
+        try:
+            heard = await published
+        except Exception:  # Redis out of reach: the client hears `internal` and sends it again
+            if box.live_out.failed(send.message.to, send.message.msg_id) is not None:
+                self.held -= send.size
+            raise
+        if not heard:  # nobody holds the recipient after all: stored, as if refused
+            self.refused(peer, box, send.message.to, epoch)
+
+    def refused(self, peer: Peer | None, box: SessionBox, to: str, epoch: int) -> None:
+        """``to``'s node refused ``epoch`` of this session's live sends: store every one unanswered."""
+        self._store_all(peer, box, box.live_out.refused(to, epoch, time.monotonic()))
+
+    def delivered(self, box: SessionBox, to: str, msg_id: str) -> None:
+        """A ``delivered`` for this session's send: a live one's frame is dropped."""
+        send = box.live_out.delivered(to, msg_id)
+        if send is not None:
+            self.held -= send.size
+
+    def overdue(self, sessions: Iterable[tuple[Peer, SessionBox]]) -> None:
+        """Store the live sends unanswered for :data:`LIVE_DEADLINE` (their recipient's node died, or lost the poke)."""
+        now = time.monotonic()
+        for peer, box in sessions:
+            self._store_all(peer, box, box.live_out.overdue(now - LIVE_DEADLINE, now))
+
+    def store_unanswered(self, peer: Peer | None, box: SessionBox) -> None:
+        """Store every live send of the session unanswered (a gap of this node's pokes, or the session ended)."""
+        self._store_all(peer, box, box.live_out.take_all(time.monotonic()))
+
+    def _store_all(self, peer: Peer | None, box: SessionBox, sends: list[LiveSend]) -> None:
+        for send in sends:  # oldest first: the queue repeats them in order
+            self.held -= send.size
+            self._store_send(peer, box, send)
+
+    # --- the recipient's node ------------------------------------------------------------------
+
+    def on_live(self, name: str, data: bytes) -> None:
+        """An ``L`` poke for ``name``: hand out what its session may take, refuse the rest of the epoch."""
+        sender, session, epoch, first, messages = live_messages(data)
+        peer = self._local.get(name)
+        box = peer.mailbox if peer is not None else None
+        if peer is None or peer.closing or not isinstance(box, SessionBox) or box.replaced or not box.number:
+            self.refuse(sender, name, epoch, session)
+            return
+        refused = False
+        for i, (msg_id, server_ts, rid, frame) in enumerate(messages):
+            can_take = box.pump is None and not box.told and box.fits(len(frame))
+            if not box.live_in.admit(sender, session, epoch, first + i, can_take):
+                refused = True
+                continue
+            key = (sender.decode(), msg_id.decode())
+            box.live_in.handed(key, sender, session, epoch, rid)
+            if key not in box.inflight:  # else it has it already: a resend, or the queue's copy
+                box.hand_out(key, InFlight(key[0], key[1], int(server_ts), None, len(frame), time.time(), False))
+                self._presence.watch(peer, key[0])
+                peer.write(frame)
+        if refused:
+            self.refuse(sender, name, epoch, session)
+
+    def refuse(self, sender: bytes, recipient: str, epoch: int, session: int) -> None:
+        self._publish(self._store.channel(sender.decode()), refusal_poke(recipient.encode(), epoch, session))
+
+    def confirmed(self, box: SessionBox, key: Key, entry: InFlight | None) -> bool:
+        """``box``'s session confirmed ``key``: True if it was a live message, whose ``delivered`` is published here."""
+        rid = box.live_in.confirmed(key)
+        if rid is None or entry is None or entry.stored:
+            return False  # a stored copy: the confirm script deletes it and publishes the ack
+        line = b"\ndelivered\n%s\n%s\n%s" % (key[1].encode(), box.name.encode(), rid)
+        channel = self._store.channel(key[0])
+        try:
+            self._store.publish_joined(channel, line, join=b"A", then=b"A", compose=_ack_lines).add_done_callback(unpublished)
+        except RuntimeError:  # the store is closed (shutdown)
+            pass
+        return True
+
+    def ended(self, box: SessionBox) -> None:
+        """``box``'s session ended: refuse the epochs of the live messages it held unconfirmed."""
+        for sender, session, epoch in box.live_in.unconfirmed():
+            self.refuse(sender, box.name, epoch, session)
+
+    def _publish(self, channel: bytes, data: bytes) -> None:
+        try:
+            self._store.publish(channel, data).add_done_callback(unpublished)
+        except RuntimeError:  # the store is closed (shutdown)
+            pass
+
+
+def unpublished(fut: asyncio.Future[Any]) -> None:
+    """A publish's done callback: a failure is logged (the pokes' gaps are made good elsewhere)."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.debug("could not publish to the other nodes: %s", fut.exception())
