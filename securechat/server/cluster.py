@@ -2,17 +2,17 @@
 
 The durable store is the truth and pub/sub only a poke (docs/deployment.md):
 
-- Every message goes into its recipient's queue in Redis, wherever the recipient is, and the same
+- A message to a recipient online on some node goes there by pub/sub alone (the *live path*), unless that
+  node cannot take it now (:mod:`securechat.server.livepath`, :mod:`securechat.server.cluster_live`); its sender
+  hears ``delivered`` once the recipient confirms it. Any other message goes into its recipient's queue in
+  Redis, wherever the recipient is, and the same
   script publishes it on the recipient's channel (:meth:`RedisStore.route`). The number of nodes that
   heard it says whether the recipient is online: nobody means the sender gets ``queued`` at once, as on
   one node. A message leaves the queue only when its recipient confirms it (:meth:`RedisStore.confirm`),
   and the same script publishes ``delivered`` on the sender's channel. After a send failed for want of
   Redis, later ones wait for its resend (:mod:`securechat.server.sendorder`).
-- The node holding a session subscribes to its user's channel and keeps the session's *position*: the
-  last queue sequence number it handed out. A published message that follows the position directly is
-  written at once; anything else (a gap, a slow reader, a subscriber connection that had to reconnect)
-  makes the session read the queue from its position (:meth:`_pump`). Messages reach a session in queue
-  order, each once per session; a new session starts from the beginning of the queue.
+- The node holding a session subscribes to its user's channel and reads the session's queue from its
+  *position* (:mod:`securechat.server.cluster_queue`): in queue order, each message once per session.
 - A login is numbered by a script that also publishes the number on the
   user's channel: every older session, on any node, ends with ``replaced``.
 - Presence changes go out on one channel to every node, carrying the session number so that an old
@@ -38,15 +38,15 @@ from ..errors import QueueFull
 from ..relayframes import ack_frame
 from .awaited import recover_acks, sweep_overdue
 from .cluster_live import LiveRoute, unpublished
+from .cluster_queue import QueueReader
 from .confirms import Confirmations
 from .connection import UNREACHABLE
-from .delivery import BACKLOG_BATCH, ack_for, deliverable_frame, end_batch, make_room
+from .delivery import ack_for, deliverable_frame
 from .events import Deferred, Handled, Received, Send
 from .handouts import tell_set_aside
 from .livepath import LiveSend
-from .mailbox import InFlight
 from .nodewatch import NodeWatch
-from .pokes import NewMessage, ack_poke, acks, new_messages, refusal
+from .pokes import ack_poke, acks, new_messages, refusal
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore
 from .resp import RedisReplyError, RedisUnavailable
@@ -73,6 +73,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         self._local: dict[str, Peer] = {}  # the newest session of each name on this node
         self._claiming: dict[str, int] = {}  # names with a claim under way -> highest number seen
         self._confirms = Confirmations(self._store.confirm)
+        self._queue = QueueReader(self._store, self._presence, self._confirms, self._spawn, self._tell_queued)
         self._bus: RedisBus | None = None
         self._live = LiveRoute(self._store, self._config, self._watch, self._presence, self._local, self._store_live)
         self._sweep: asyncio.Task[None] | None = None  # looks up the sends whose ack is late (awaited.py)
@@ -137,7 +138,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
             old.fail("replaced", "a new session for this name started elsewhere")
         self._note_presence(name, True, box.number, publish=True)
         self._probation.start(box, peer)
-        self._pump_soon(peer, box)  # the backlog: the whole queue, oldest first
+        self._queue.pump_soon(peer, box)  # the backlog: the whole queue, oldest first
 
     def detach(self, peer: Peer) -> None:
         box = peer.mailbox
@@ -186,8 +187,8 @@ class ClusterRouting(RoutingCore[RedisStore]):
             peer.error(*HELD, message.rid)
             return None
         if self._directory.knows(message.to):
-            if isinstance(box, SessionBox) and (live := self._live.send(peer, box, message, queued, order)) is not None:
-                return live
+            if isinstance(box, SessionBox) and self._live.send(peer, box, message, queued, order):
+                return None  # its ack, `delivered`, comes with the recipient's confirmation
             return Deferred(self._answer(peer, message, order.track(key, self._store.route(queued, message.rid))))
         if isinstance(box, SessionBox):
             box.live_out.stored(message.to, message.msg_id, time.monotonic())
@@ -196,7 +197,10 @@ class ClusterRouting(RoutingCore[RedisStore]):
     def _store_live(self, peer: Peer | None, box: SessionBox, send: LiveSend) -> None:
         """Store a live send after all (refused, unheard or unanswered), answering it as a send (``queued``...)."""
         message = send.message
-        routed = self._store.route(send.queued, message.rid)
+        try:
+            routed = self._store.route(send.queued, message.rid)
+        except RuntimeError:  # the store is closed (shutdown): the client still holds it, unacknowledged
+            return
         if peer is None or peer.closing:  # its session ended: stored for its recipient, acked to nobody
             routed.add_done_callback(unpublished)
             return
@@ -257,59 +261,6 @@ class ClusterRouting(RoutingCore[RedisStore]):
     def flush_deletes(self) -> None:
         self._confirms.flush()
 
-    # --- reading the queue ---------------------------------------------------------------
-
-    def _pump_soon(self, peer: Peer, box: SessionBox) -> None:
-        if box.pump is not None:
-            box.again = True
-        elif not peer.closing:
-            box.pump = self._spawn(self._pump(peer, box))
-
-    async def _pump(self, peer: Peer, box: SessionBox) -> None:
-        """Read the queue from the session's position until it is empty, paced to the reader."""
-        try:
-            while not peer.closing:
-                if not box.has_room():  # the window is full: wait for a confirmation
-                    box.room.clear()
-                    await box.room.wait()
-                    continue
-                box.again = False
-                count, size = box.room_left()
-                batch = await self._store.fetch_routed(box.name, box.position, min(count, BACKLOG_BATCH), size)
-                if not batch and not box.again:
-                    return
-                for routed in batch:
-                    if not box.fits(routed.message.size):  # read again once there is room for it
-                        box.next_size = routed.message.size
-                        break
-                    if not await make_room(peer, routed.message.size):
-                        return
-                    self._hand_out(peer, box, routed.message, routed.rid, routed.told_queued)
-                await end_batch(peer)
-        except (ConnectionError, OSError) as exc:  # Redis or the peer went away: read again in a moment
-            log.debug("reading the queue of %s stopped: %s", box.name, exc)
-            asyncio.get_running_loop().call_later(0.5, self._pump_soon, peer, box)  # no poke may come
-        except Exception:
-            log.exception("reading the queue of %s failed", box.name)
-            peer.end("queue delivery failed", abort=True)
-        finally:
-            box.pump = None
-
-    def _hand_out(self, peer: Peer, box: SessionBox, m: QueuedMessage, rid: str | None, told: bool) -> None:
-        if m.seq <= box.position:
-            return
-        box.position = m.seq
-        told = told or m.seq in box.told  # its sender heard `queued` above: a drop need not say it again
-        box.told.discard(m.seq)
-        key = (m.sender, m.msg_id)
-        if (held := box.inflight.get(key)) is not None:  # resent meanwhile, or stored after it went live: it has it
-            held.stored = True  # its confirmation deletes the queue's copy
-            return
-        box.next_size = 0
-        box.hand_out(key, InFlight(m.sender, m.msg_id, m.server_ts, None, m.size, m.enqueued_at, True, rid, m.room, told))
-        self._presence.watch(peer, m.sender)
-        peer.write(m.frame)
-
     # --- what the other nodes say ----------------------------------------------------------
 
     def _on_message(self, channel: bytes, data: bytes) -> None:
@@ -331,7 +282,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         kind = data[:1]
         if kind == b"M":
             for new in new_messages(data):  # the sends of a loop turn on the sender's node, in queue order
-                self._on_new_message(name, self._local.get(name), new)
+                self._queue.on_new_message(name, self._local.get(name), new)
         elif kind == b"L":
             self._live.on_live(name, data)
         elif kind == b"A" and (peer := self._local.get(name)) is not None and not peer.closing:
@@ -347,7 +298,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         elif kind == b"U" and (peer := self._local.get(name)) is not None:  # its messages set aside: tell it
             self._spawn(tell_set_aside(self._store, peer, name))
         elif kind == b"G" and (peer := self._local.get(name)) is not None and isinstance(peer.mailbox, SessionBox):
-            self._pump_soon(peer, peer.mailbox)
+            self._queue.pump_soon(peer, peer.mailbox)
 
     def _on_acks(self, peer: Peer, data: bytes) -> None:
         read = [(status, msg_id, to, rid_about(tagged)) for status, msg_id, to, tagged in acks(data)]  # all or none
@@ -368,25 +319,6 @@ class ClusterRouting(RoutingCore[RedisStore]):
         peer = self._local.get(name)
         if peer is not None and not peer.closing and isinstance(box := peer.mailbox, SessionBox):
             peer.write(box.pushed(data))
-
-    def _on_new_message(self, name: str, peer: Peer | None, new: NewMessage) -> None:
-        n, sender, msg_id, server_ts, tagged, frame = new
-        box = peer.mailbox if peer is not None else None
-        if peer is None or not isinstance(box, SessionBox) or peer.closing:
-            # Subscribed, yet no session to hand it to (one is starting or ending): it stays queued.
-            self._tell_queued(sender, msg_id, name, tagged)
-            return
-        if n <= box.position:
-            return
-        # Written at once while the window has room, as on one node; else read from the queue as it frees.
-        if box.pump is None and n == box.position + 1 and box.fits(len(frame)):
-            rid, room = rid_about(tagged)
-            m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n, room)
-            self._hand_out(peer, box, m, rid, False)
-        else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`, once
-            self._tell_queued(sender, msg_id, name, tagged)
-            box.told.add(n)
-            self._pump_soon(peer, box)
 
     def _on_claim(self, name: str, number: int) -> None:
         if name in self._claiming:
@@ -431,7 +363,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
 
     def _catch_up(self, peer: Peer, box: SessionBox) -> None:
         """What a poke may have said, read from the store: the queue, the awaited acks, the rooms."""
-        self._pump_soon(peer, box)
+        self._queue.pump_soon(peer, box)
         if box.awaited:
             self._spawn(recover_acks(self._store, peer, box))
         if self.after_gap is not None:

@@ -13,12 +13,14 @@ epochs, so their senders store them.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .events import Deferred, Send
+from .connection import UNREACHABLE
+from .events import Send
 from .livepath import LIVE_DEADLINE, Key, LiveSend
 from .mailbox import InFlight
 from .pokes import live_messages, live_poke, refusal_poke
@@ -67,8 +69,8 @@ class LiveRoute:
 
     # --- the sender's node -------------------------------------------------------------------
 
-    def send(self, peer: Peer, box: SessionBox, message: Send, queued: QueuedMessage, order: SendOrder) -> Deferred | None:
-        """Publish ``message`` live if it may go so (its recipient online somewhere, room in ``held``); else None
+    def send(self, peer: Peer, box: SessionBox, message: Send, queued: QueuedMessage, order: SendOrder) -> bool:
+        """Publish ``message`` live if it may go so (its recipient online somewhere, room in ``held``); else False
         (it goes the store path, and so do the pair's next sends until it is delivered)."""
         to, now, size = message.to, time.monotonic(), len(queued.frame)
         numbered = None
@@ -77,7 +79,7 @@ class LiveRoute:
             numbered = box.live_out.number(to, now)
         if numbered is None:
             box.live_out.stored(to, message.msg_id, now)
-            return None
+            return False
         epoch, n = numbered
         send = LiveSend(message, queued, n, now)
         box.live_out.sent(send)
@@ -90,16 +92,19 @@ class LiveRoute:
             self._store.channel(to), item, join=(joined, n), then=(joined, n + 1), size=size,
             compose=lambda items: live_poke(sender, session, epoch, items),
         )  # fmt: skip
-        return Deferred(self._published(peer, box, send, epoch, order.track((to, message.msg_id), published)))
+        order.track((to, message.msg_id), published).add_done_callback(functools.partial(self._heard, peer, box, send, epoch))
+        return True
 
-    async def _published(self, peer: Peer, box: SessionBox, send: LiveSend, epoch: int, published: asyncio.Future[int]) -> None:
-        try:
-            heard = await published
-        except Exception:  # Redis out of reach: the client hears `internal` and sends it again
+    def _heard(self, peer: Peer, box: SessionBox, send: LiveSend, epoch: int, published: asyncio.Future[int]) -> None:
+        """The publish's answer: nobody heard it (stored, as if refused), or it failed (the client sends it again)."""
+        if published.cancelled():
+            return
+        if (failure := published.exception()) is not None:
             if box.live_out.failed(send.message.to, send.message.msg_id) is not None:
                 self.held -= send.size
-            raise
-        if not heard:  # nobody holds the recipient after all: stored, as if refused
+            why = UNREACHABLE if isinstance(failure, ConnectionError) else "internal server error"
+            peer.error("internal", why, send.message.rid)
+        elif not published.result():
             self.refused(peer, box, send.message.to, epoch)
 
     def refused(self, peer: Peer | None, box: SessionBox, to: str, epoch: int) -> None:

@@ -54,6 +54,10 @@ LIVE_DEADLINE: Final = 5.0  # seconds: a live send with no answer is stored
 STORE_MODE_MAX: Final = 10.0  # seconds: a pair refused goes live again after this even without its `delivered`
 PAIRS_KEPT: Final = 256  # recipients one sender session keeps a pair for (those with sends unanswered stay)
 SENDERS_KEPT: Final = 1024  # sender sessions one recipient session remembers (one forgotten is refused mid-epoch)
+# Live messages a recipient session remembers it confirmed: a copy its sender stored after all (every unanswered
+# send of a refused epoch is) is deleted from the queue, not handed out again; one older than these is handed
+# out again, and the client drops it (it drops a (from, id) it accepted before).
+DONE_KEPT: Final = 256
 
 Key = tuple[str, str]  # (sender, msg_id)
 
@@ -167,13 +171,14 @@ class LiveOut:
 class LiveIn:
     """One recipient session's view of its senders' epochs, and the live messages it holds unconfirmed."""
 
-    __slots__ = ("_handed", "_senders")
+    __slots__ = ("_done", "_handed", "_senders")
 
     def __init__(self) -> None:
         # (sender, session) -> [epoch, last number taken, refusing (0 or 1)], the longest unheard first
         self._senders: OrderedDict[tuple[bytes, int], list[int]] = OrderedDict()
         # handed out live, unconfirmed: (sender, msg_id) -> (sender, its session, epoch, the rid as stored)
         self._handed: dict[Key, tuple[bytes, int, int, bytes]] = {}
+        self._done: OrderedDict[Key, None] = OrderedDict()  # the last DONE_KEPT live messages confirmed, oldest first
 
     def admit(self, sender: bytes, session: int, epoch: int, n: int, can_take: bool) -> bool:
         """May the live message ``n`` of ``sender``'s ``session`` and ``epoch`` be handed out? ``can_take``: the
@@ -201,7 +206,16 @@ class LiveIn:
     def confirmed(self, key: Key) -> bytes | None:
         """The session confirmed ``key``: the rid as stored if it was a live message it held, else None."""
         held = self._handed.pop(key, None)
-        return held[3] if held is not None else None
+        if held is None:
+            return None
+        self._done[key] = None
+        if len(self._done) > DONE_KEPT:
+            self._done.popitem(last=False)
+        return held[3]
+
+    def done(self, key: Key) -> bool:
+        """Was ``key`` handed out live and confirmed lately (its queue's copy need not be handed out)?"""
+        return key in self._done
 
     def unconfirmed(self) -> set[tuple[bytes, int, int]]:
         """The (sender, session, epoch) of every live message held unconfirmed, and forget them (the session ends)."""
