@@ -43,8 +43,13 @@ log = logging.getLogger("securechat.server")
 StoreSend = Callable[["Peer | None", SessionBox, LiveSend], None]
 
 
-def _ack_lines(items: list[bytes]) -> bytes:
+def _ack_lines(_: object, items: list[bytes]) -> bytes:
     return b"A" + b"".join(items)
+
+
+def _live_lines(first: tuple[tuple[bytes, int, int], int], items: list[tuple[int, bytes, int, bytes, bytes]]) -> bytes:
+    (sender, session, epoch), _ = first
+    return live_poke(sender, session, epoch, items)
 
 
 class LiveRoute:
@@ -66,6 +71,9 @@ class LiveRoute:
         self._local = local
         self._store_send = store_send
         self.held = 0
+        # The live sends of the publish being joined now (one sender session's to one recipient, one epoch).
+        self._joining: tuple[asyncio.Future[int] | None, list[LiveSend]] = (None, [])
+        self._acking: asyncio.Future[int] | None = None  # the publish of `delivered` acks being joined now
 
     # --- the sender's node -------------------------------------------------------------------
 
@@ -89,23 +97,27 @@ class LiveRoute:
         item = (n, message.msg_id.encode(), queued.server_ts, rid_text(message.rid).encode(), queued.frame)
         joined = (sender, session, epoch)
         published = self._store.publish_joined(
-            self._store.channel(to), item, join=(joined, n), then=(joined, n + 1), size=size,
-            compose=lambda items: live_poke(sender, session, epoch, items),
-        )  # fmt: skip
-        order.track((to, message.msg_id), published).add_done_callback(functools.partial(self._heard, peer, box, send, epoch))
+            self._store.channel(to), item, join=(joined, n), then=(joined, n + 1), size=size, compose=_live_lines
+        )
+        if published is not self._joining[0]:  # a new publish: one answer for all the sends that join it
+            self._joining = (published, [])
+            published.add_done_callback(functools.partial(self._heard, peer, box, epoch, self._joining[1]))
+        self._joining[1].append(send)
+        order.track((to, message.msg_id), published)
         return True
 
-    def _heard(self, peer: Peer, box: SessionBox, send: LiveSend, epoch: int, published: asyncio.Future[int]) -> None:
-        """The publish's answer: nobody heard it (stored, as if refused), or it failed (the client sends it again)."""
+    def _heard(self, peer: Peer, box: SessionBox, epoch: int, sends: list[LiveSend], published: asyncio.Future[int]) -> None:
+        """A publish's answer: nobody heard it (stored, as if refused), or it failed (the client sends them again)."""
         if published.cancelled():
             return
         if (failure := published.exception()) is not None:
-            if box.live_out.failed(send.message.to, send.message.msg_id) is not None:
-                self.held -= send.size
             why = UNREACHABLE if isinstance(failure, ConnectionError) else "internal server error"
-            peer.error("internal", why, send.message.rid)
+            for send in sends:
+                if box.live_out.failed(send.message.to, send.message.msg_id) is not None:
+                    self.held -= send.size
+                peer.error("internal", why, send.message.rid)
         elif not published.result():
-            self.refused(peer, box, send.message.to, epoch)
+            self.refused(peer, box, sends[0].message.to, epoch)
 
     def refused(self, peer: Peer | None, box: SessionBox, to: str, epoch: int) -> None:
         """``to``'s node refused ``epoch`` of this session's live sends: store every one unanswered."""
@@ -168,7 +180,10 @@ class LiveRoute:
         line = b"\ndelivered\n%s\n%s\n%s" % (key[1].encode(), box.name.encode(), rid)
         channel = self._store.channel(key[0])
         try:
-            self._store.publish_joined(channel, line, join=b"A", then=b"A", compose=_ack_lines).add_done_callback(unpublished)
+            published = self._store.publish_joined(channel, line, join=b"A", then=b"A", compose=_ack_lines)
+            if published is not self._acking:
+                self._acking = published
+                published.add_done_callback(unpublished)
         except RuntimeError:  # the store is closed (shutdown)
             pass
         return True

@@ -101,33 +101,35 @@ class Batch:
 
 
 class PublishBatch(Batch):
-    """Calls of ``PUBLISH`` on one channel joined into one message, made by ``compose(items)`` when it is
-    written; every call's future gets the reply (how many subscribers heard it)."""
+    """Calls of ``PUBLISH`` on one channel joined into one message, made by ``compose(first, items)`` when it is
+    written (``first``: the first call's ``join``); the calls share one future, which gets the reply (how many
+    subscribers heard it)."""
 
-    __slots__ = ("channel", "compose", "size")
+    __slots__ = ("channel", "compose", "first", "future", "size")
 
-    def __init__(self, channel: bytes, join: Hashable, compose: Callable[[list[Any]], bytes]) -> None:
+    def __init__(self, channel: bytes, join: Hashable, compose: Callable[[Any, list[Any]], bytes], future: asyncio.Future[Any]) -> None:
         super().__init__("", (), (), join, 1)
         self.channel = channel
         self.compose = compose
+        self.first = join
+        self.future = future
+        self.futures.append(future)
         self.size = 0
 
-    def add(self, item: Any, fut: asyncio.Future[Any], size: int = 0) -> None:
+    def add(self, item: Any, fut: asyncio.Future[Any] | None = None, size: int = 0) -> None:
         self.items.append(item)
-        self.futures.append(fut)
         self.size += size
 
     @property
     def full(self) -> bool:
-        return len(self.futures) >= BATCH_MAX or self.size >= PUBLISH_BATCH_BYTES
+        return len(self.items) >= BATCH_MAX or self.size >= PUBLISH_BATCH_BYTES
 
     def command(self) -> tuple[Any, ...]:
-        return ("PUBLISH", self.channel, self.compose(self.items))
+        return ("PUBLISH", self.channel, self.compose(self.first, self.items))
 
     def set_result(self, reply: Any) -> None:
-        for fut in self.futures:
-            if not fut.done():
-                fut.set_result(reply)
+        if not self.future.done():
+            self.future.set_result(reply)
 
 
 def unanswered(entry: asyncio.Future[Any] | Batch) -> list[asyncio.Future[Any]]:

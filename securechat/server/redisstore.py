@@ -375,7 +375,8 @@ class RedisStore(RedisRooms):
         return self._link.call("PUBLISH", channel, data)
 
     def publish_joined(
-        self, channel: bytes, item: Any, *, join: Hashable, then: Hashable, compose: Callable[[list[Any]], bytes], size: int = 0,
+        self, channel: bytes, item: Any, *, join: Hashable, then: Hashable, compose: Callable[[Any, list[Any]], bytes],
+        size: int = 0,
     ) -> asyncio.Future[int]:  # fmt: skip
         """A publish that joins the one just before it (:meth:`RedisLink.publish_batched`): the live path's pokes."""
         return self._link.publish_batched(channel, item, join=join, then=then, compose=compose, size=size)

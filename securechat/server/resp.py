@@ -198,23 +198,24 @@ class RedisLink:
         return fut
 
     def publish_batched(
-        self, channel: bytes, item: Any, *, join: Hashable, then: Hashable, compose: Callable[[list[Any]], bytes], size: int = 0,
+        self, channel: bytes, item: Any, *, join: Hashable, then: Hashable, compose: Callable[[Any, list[Any]], bytes],
+        size: int = 0,
     ) -> asyncio.Future[int]:  # fmt: skip
-        """``PUBLISH`` of ``compose([item])`` on ``channel``, joined to the call just before if that was a publish on
-        ``channel`` whose ``then`` was this call's ``join`` and is not written yet: its message is then
-        ``compose`` of every joined item, in call order, and each call's future gets its reply."""
+        """``PUBLISH`` of ``compose(join, [item])`` on ``channel``, joined to the call just before if that was a
+        publish on ``channel`` whose ``then`` was this call's ``join`` and is not written yet: its message is
+        then ``compose`` of the first call's ``join`` and every joined item, in call order, and the calls share
+        one future, the reply's (the same object: a caller may tell a call that joined from one that began)."""
         if self._closed:
             raise RuntimeError("the Redis link is closed")
-        fut: asyncio.Future[int] = self._loop.create_future()
         last = self._unsent[-1] if self._unsent else None
         if not isinstance(last, PublishBatch) or last.channel != channel or last.join != join or last.full:
-            last = PublishBatch(channel, join, compose)
+            last = PublishBatch(channel, join, compose, self._loop.create_future())
             self._unsent.append(last)
             self._unsent_futures.append(last)
-        last.add(item, fut, size)
+        last.add(item, None, size)
         last.join = then
         self._submitted()
-        return fut
+        return last.future
 
     def _flush(self) -> None:
         self._flush_handle = None
