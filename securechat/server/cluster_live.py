@@ -83,15 +83,18 @@ class LiveRoute:
         to, now, size = message.to, time.monotonic(), len(queued.frame)
         numbered = None
         config = self._config
-        if config.live_path and self._watch.online(to) and self.held + size <= config.max_unconfirmed_bytes:
+        if (
+            config.live_path and self._watch.online(to) and not self._watch.lost(to)
+            and self.held + size <= config.max_unconfirmed_bytes
+        ):  # fmt: skip
             numbered = box.live_out.number(to, now)
         if numbered is None:
             box.live_out.stored(to, message.msg_id, now)
             return False
         epoch, n = numbered
         send = LiveSend(message, queued, n, now)
-        box.live_out.sent(send)
-        self.held += size
+        replaced = box.live_out.sent(send)
+        self.held += size - (replaced.size if replaced is not None else 0)
         self._presence.watch(peer, to)
         sender, session = message.sender.encode(), box.number
         item = (n, message.msg_id.encode(), queued.server_ts, rid_text(message.rid).encode(), queued.frame)

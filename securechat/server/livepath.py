@@ -119,9 +119,13 @@ class LiveOut:
         pair = self._pairs[to] = _Pair()
         return pair
 
-    def sent(self, send: LiveSend) -> None:
-        """``send`` went live (numbered by :meth:`number` just now)."""
-        self._pairs[send.message.to].unanswered[send.message.msg_id] = send
+    def sent(self, send: LiveSend) -> LiveSend | None:
+        """``send`` went live (numbered by :meth:`number` just now); returns an unanswered send of the same id it
+        replaces (the client sent it again), which is answered with it."""
+        unanswered = self._pairs[send.message.to].unanswered
+        replaced = unanswered.pop(send.message.msg_id, None)
+        unanswered[send.message.msg_id] = send
+        return replaced
 
     def stored(self, to: str, msg_id: str, now: float) -> None:
         """A send to ``to`` goes the store path: the pair's next sends do too, until it is delivered."""
