@@ -190,7 +190,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
             if isinstance(box, SessionBox) and self._live.send(peer, box, message, queued, order):
                 return None  # its ack, `delivered`, comes with the recipient's confirmation
             return Deferred(self._answer(peer, message, order.track(key, self._store.route(queued, message.rid))))
-        if isinstance(box, SessionBox):
+        if isinstance(box, SessionBox) and box.sent_live():
             box.live_out.stored(message.to, message.msg_id, time.monotonic())
         return self._send_unknown(peer, message, queued, order)
 

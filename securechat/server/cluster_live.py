@@ -80,13 +80,12 @@ class LiveRoute:
     def send(self, peer: Peer, box: SessionBox, message: Send, queued: QueuedMessage, order: SendOrder) -> bool:
         """Publish ``message`` live if it may go so (its recipient online somewhere, room in ``held``); else False
         (it goes the store path, and so do the pair's next sends until it is delivered)."""
+        config = self._config
+        if not config.live_path:
+            return False
         to, now, size = message.to, time.monotonic(), len(queued.frame)
         numbered = None
-        config = self._config
-        if (
-            config.live_path and self._watch.online(to) and not self._watch.lost(to)
-            and self.held + size <= config.max_unconfirmed_bytes
-        ):  # fmt: skip
+        if self._watch.online(to) and not self._watch.lost(to) and self.held + size <= config.max_unconfirmed_bytes:
             numbered = box.live_out.number(to, now)
         if numbered is None:
             box.live_out.stored(to, message.msg_id, now)
@@ -128,7 +127,7 @@ class LiveRoute:
 
     def delivered(self, box: SessionBox, to: str, msg_id: str) -> None:
         """A ``delivered`` for this session's send: a live one's frame is dropped."""
-        send = box.live_out.delivered(to, msg_id)
+        send = box.live_out.delivered(to, msg_id) if box.sent_live() else None
         if send is not None:
             self.held -= send.size
 
@@ -136,11 +135,13 @@ class LiveRoute:
         """Store the live sends unanswered for :data:`LIVE_DEADLINE` (their recipient's node died, or lost the poke)."""
         now = time.monotonic()
         for peer, box in sessions:
-            self._store_all(peer, box, box.live_out.overdue(now - LIVE_DEADLINE, now))
+            if box.sent_live():
+                self._store_all(peer, box, box.live_out.overdue(now - LIVE_DEADLINE, now))
 
     def store_unanswered(self, peer: Peer | None, box: SessionBox) -> None:
         """Store every live send of the session unanswered (a gap of this node's pokes, or the session ended)."""
-        self._store_all(peer, box, box.live_out.take_all(time.monotonic()))
+        if box.sent_live():
+            self._store_all(peer, box, box.live_out.take_all(time.monotonic()))
 
     def _store_all(self, peer: Peer | None, box: SessionBox, sends: list[LiveSend]) -> None:
         for send in sends:  # oldest first: the queue repeats them in order
@@ -177,7 +178,7 @@ class LiveRoute:
 
     def confirmed(self, box: SessionBox, key: Key, entry: InFlight | None) -> bool:
         """``box``'s session confirmed ``key``: True if it was a live message, whose ``delivered`` is published here."""
-        rid = box.live_in.confirmed(key)
+        rid = box.live_in.confirmed(key) if box.took_live() else None
         if rid is None or entry is None or entry.stored:
             return False  # a stored copy: the confirm script deletes it and publishes the ack
         line = b"\ndelivered\n%s\n%s\n%s" % (key[1].encode(), box.name.encode(), rid)
@@ -193,7 +194,7 @@ class LiveRoute:
 
     def ended(self, box: SessionBox) -> None:
         """``box``'s session ended: refuse the epochs of the live messages it held unconfirmed."""
-        for sender, session, epoch in box.live_in.unconfirmed():
+        for sender, session, epoch in box.live_in.unconfirmed() if box.took_live() else ():
             self.refuse(sender, box.name, epoch, session)
 
     def _publish(self, channel: bytes, data: bytes) -> None:

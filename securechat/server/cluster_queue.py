@@ -100,7 +100,7 @@ class QueueReader:
         if (held := box.inflight.get(key)) is not None:  # resent meanwhile, or stored after it went live: it has it
             held.stored = True  # its confirmation deletes the queue's copy
             return
-        if box.live_in.done(key):  # confirmed live already: the copy is deleted (its sender hears `delivered` once)
+        if box.took_live() and box.live_in.done(key):  # confirmed live already: the copy is deleted (its sender hears `delivered` once)
             self._confirms.add(box.name, (m.sender, m.msg_id, True, rid, m.room))
             return
         box.next_size = 0
@@ -124,7 +124,7 @@ class QueueReader:
             m = QueuedMessage(name, sender.decode(), msg_id.decode(), int(server_ts), frame, time.time(), n, room)
             self.hand_out(peer, box, m, rid, False)
         else:  # it waits in the queue, as a message stored on one node: its sender hears `queued`, once
-            if not box.live_in.done((sender.decode(), msg_id.decode())):  # it heard `delivered` already
+            if not (box.took_live() and box.live_in.done((sender.decode(), msg_id.decode()))):  # it heard `delivered` already
                 self._tell_queued(sender, msg_id, name, tagged)
             box.told.add(n)
             self.pump_soon(peer, box)

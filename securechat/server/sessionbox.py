@@ -22,7 +22,7 @@ class SessionBox(Mailbox):
     holds no frame (Redis has it), so a node holds none for its sessions.
     """
 
-    __slots__ = ("again", "awaited", "live_in", "live_out", "number", "order", "position", "pump", "replaced", "rooms_told", "told")
+    __slots__ = ("_live_in", "_live_out", "again", "awaited", "number", "order", "position", "pump", "replaced", "rooms_told", "told")
 
     def __init__(self, name: str, window: int, window_bytes: int) -> None:
         super().__init__(name, window, window_bytes)
@@ -33,12 +33,34 @@ class SessionBox(Mailbox):
         self.replaced = False
         self.awaited = AwaitedAcks()  # this session's sends whose ack another node will publish
         self.order = SendOrder()  # after a failed send, the others wait for its resend
-        self.live_out = LiveOut()  # its sends that went live (livepath.py)
-        self.live_in = LiveIn()  # its senders' live epochs, and the live messages it holds
+        # The live path (livepath.py), made on first use (an idle session holds neither): its sends that went live;
+        # its senders' live epochs and the live messages it holds.
+        self._live_out: LiveOut | None = None
+        self._live_in: LiveIn | None = None
         self.told: set[int] = set()  # queue seqs whose senders heard `queued` from this node, not yet handed out
         # room -> the last entry's seq this session was sent (answers and pushes): after a gap of the pokes,
         # what follows it is sent again (docs/deployment.md, "Rooms on Redis")
         self.rooms_told: dict[str, int] = {}
+
+    @property
+    def live_out(self) -> LiveOut:
+        if self._live_out is None:
+            self._live_out = LiveOut()
+        return self._live_out
+
+    @property
+    def live_in(self) -> LiveIn:
+        if self._live_in is None:
+            self._live_in = LiveIn()
+        return self._live_in
+
+    def sent_live(self) -> bool:
+        """Did this session send anything by the live path (is there a :class:`LiveOut` to look at)?"""
+        return self._live_out is not None
+
+    def took_live(self) -> bool:
+        """Was this session handed anything by the live path (is there a :class:`LiveIn` to look at)?"""
+        return self._live_in is not None
 
     def told_room(self, room: str, seq: int) -> None:
         """This session was sent ``room``'s entries up to ``seq`` (at most ``ROOMS_TOLD`` rooms, the oldest
