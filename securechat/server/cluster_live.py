@@ -88,6 +88,7 @@ class LiveRoute:
         if self._watch.online(to) and not self._watch.lost(to) and self.held + size <= config.max_unconfirmed_bytes:
             numbered = box.live_out.number(to, now)
         if numbered is None:
+            self._store_all(peer, box, box.live_out.before_store(to, now))  # the queue keeps the order sent
             box.live_out.stored(to, message.msg_id, now)
             return False
         epoch, n = numbered

@@ -17,8 +17,10 @@ number no other epoch of the session has. When any of them is refused (an
 :data:`LIVE_DEADLINE`, a gap of the sender's own pokes, the session's end),
 every send of the pair still unanswered is stored, oldest first, and the pair
 goes the store path until the last send stored so has been delivered (or
-:data:`STORE_MODE_MAX` seconds passed); then a new epoch begins. A send that
-is delivered leaves the pair.
+:data:`STORE_MODE_MAX` seconds passed); then a new epoch begins, never while a
+send of the pair is unanswered. A send that goes the store path for another
+reason (its recipient looks offline, the node holds too much) stores those
+first (:meth:`LiveOut.before_store`). A send that is delivered leaves the pair.
 
 **Recipient's side** (:class:`LiveIn`, one per recipient session): a live
 message is taken only if it is the next number of its sender's epoch (the
@@ -103,7 +105,8 @@ class LiveOut:
         if pair is None:
             return None
         if not pair.live:
-            if pair.last_stored is not None and now - pair.stored_at < STORE_MODE_MAX:
+            # A send of the last epoch still unanswered (its publish failed) must reach the queue first.
+            if pair.unanswered or (pair.last_stored is not None and now - pair.stored_at < STORE_MODE_MAX):
                 return None
             self._epochs += 1
             pair.live, pair.epoch, pair.n, pair.last_stored = True, self._epochs, 0, None
@@ -126,6 +129,12 @@ class LiveOut:
         replaced = unanswered.pop(send.message.msg_id, None)
         unanswered[send.message.msg_id] = send
         return replaced
+
+    def before_store(self, to: str, now: float) -> list[LiveSend]:
+        """A send to ``to`` goes the store path: the pair's sends still unanswered, oldest first, to store before it
+        (else one refused later would reach the queue after it)."""
+        pair = self._pairs.get(to)
+        return self.refused(to, pair.epoch, now) if pair is not None else []
 
     def stored(self, to: str, msg_id: str, now: float) -> None:
         """A send to ``to`` goes the store path: the pair's next sends do too, until it is delivered."""
@@ -159,7 +168,8 @@ class LiveOut:
         taken = list(pair.unanswered.values())
         pair.unanswered.clear()
         pair.live = False
-        pair.last_stored, pair.stored_at = (taken[-1].message.msg_id if taken else None), now
+        if taken:  # else they were stored already, and the last of them is still the one to wait for
+            pair.last_stored, pair.stored_at = taken[-1].message.msg_id, now
         return taken
 
     def overdue(self, sent_before: float, now: float) -> list[LiveSend]:
@@ -189,13 +199,14 @@ class LiveIn:
         session is caught up and has room for it. A refusal refuses the rest of the epoch."""
         key = (sender, session)
         state = self._senders.get(key)
+        if state is not None:
+            self._senders.move_to_end(key)
         if state is None or epoch > state[0]:
             ok = n == 1 and can_take
             self._senders[key] = [epoch, n if ok else 0, 0 if ok else 1]
             if state is None and len(self._senders) > SENDERS_KEPT:
                 self._senders.popitem(last=False)
             return ok
-        self._senders.move_to_end(key)
         if epoch == state[0] and not state[2] and n == state[1] + 1 and can_take:
             state[1] = n
             return True
