@@ -190,9 +190,14 @@ class ClusterRouting(RoutingCore[RedisStore]):
             if isinstance(box, SessionBox) and self._live.send(peer, box, message, queued, order):
                 return None  # its ack, `delivered`, comes with the recipient's confirmation
             return Deferred(self._answer(peer, message, order.track(key, self._store.route(queued, message.rid))))
-        if isinstance(box, SessionBox) and box.sent_live():
-            box.live_out.stored(message.to, message.msg_id, time.monotonic())
+        if isinstance(box, SessionBox):
+            self._live.store_path(peer, box, message.to, message.msg_id)
         return self._send_unknown(peer, message, queued, order)
+
+    def store_path(self, peer: Peer, name: str) -> None:
+        """A room's copy for ``name`` goes to its queue: ``peer``'s live sends to it still unanswered go first."""
+        if isinstance(box := peer.mailbox, SessionBox):
+            self._live.store_path(peer, box, name, None)
 
     def _store_live(self, peer: Peer | None, box: SessionBox, send: LiveSend) -> None:
         """Store a live send after all (refused, unheard or unanswered), answering it as a send (``queued``...)."""

@@ -88,8 +88,7 @@ class LiveRoute:
         if self._watch.online(to) and not self._watch.lost(to) and self.held + size <= config.max_unconfirmed_bytes:
             numbered = box.live_out.number(to, now)
         if numbered is None:
-            self._store_all(peer, box, box.live_out.before_store(to, now))  # the queue keeps the order sent
-            box.live_out.stored(to, message.msg_id, now)
+            self.store_path(peer, box, to, message.msg_id)
             return False
         epoch, n = numbered
         send = LiveSend(message, queued, n, now)
@@ -121,6 +120,16 @@ class LiveRoute:
                 peer.error("internal", why, send.message.rid)
         elif not published.result():
             self.refused(peer, box, sends[0].message.to, epoch)
+
+    def store_path(self, peer: Peer, box: SessionBox, to: str, msg_id: str | None) -> None:
+        """A send to ``to`` goes the store path (``msg_id``; None: a room's copy, which keeps the pair as it is): the
+        pair's live sends still unanswered are stored before it, so the queue keeps the order sent."""
+        if not box.sent_live():
+            return
+        now = time.monotonic()
+        self._store_all(peer, box, box.live_out.before_store(to, now))
+        if msg_id is not None:
+            box.live_out.stored(to, msg_id, now)
 
     def refused(self, peer: Peer | None, box: SessionBox, to: str, epoch: int) -> None:
         """``to``'s node refused ``epoch`` of this session's live sends: store every one unanswered."""

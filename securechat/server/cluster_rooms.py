@@ -61,6 +61,7 @@ class ClusterRooms:
         self._routing.after_gap = lambda peer, box: catch_up(peer, box.name, box.rooms_told)
 
     def copy(self, sender: Peer, member: str, entry: InFlight) -> asyncio.Future[CopyOutcome]:
+        self._routing.store_path(sender, member)  # a one-to-one message sent live before it stays before it
         routed = self._store.route(queued_copy(entry, member), entry.rid)
 
         def outcome(got: list[int]) -> CopyOutcome:
