@@ -31,6 +31,7 @@ from tests.support.nodes import (
     queued_counts_once_settled,
     stored_count,
 )
+from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, msg_id
 from tests.support.redisproc import RedisProcess
 from tests.support.serverproc import ServerProcess
@@ -349,3 +350,34 @@ async def paced(alice: RawClient, numbers: Iterable[int]) -> None:
         await alice.send_frame(send_frame(n))
         await asyncio.sleep(0.005)
 
+
+# --- 8. a live message and a backlog whose read is retried ---------------------------------------
+
+
+async def test_a_live_message_does_not_pass_the_backlog_while_its_read_is_retried(redis: RedisProcess, nodes: Nodes) -> None:
+    """alice's messages 0-2 wait in bob's queue. bob logs in on B, whose first read of the queue is lost with
+    its Redis connection (the read is retried half a second later); alice, on a new session, sends 3 meanwhile.
+    bob must get 0-3 in order: the live message may not pass the backlog."""
+    async with partition_proxy(redis.port) as proxy:
+        a = await asyncio.to_thread(nodes.start)
+        b = await asyncio.to_thread(functools.partial(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0"))
+        bob = await logged_in(b, "bob")  # registered
+        await bob.close()
+        alice = await logged_in(a, "alice")
+        await send(alice, range(3))
+        await acks_until(alice, lambda kept: len(statuses(kept, "queued")) >= 3)
+        await alice.close()
+        alice = await logged_in(a, "alice")  # a new session: its pair with bob starts live
+        proxy.lose_replies_after(b"sc:q:{bob}")  # the backlog's first read
+        bob = await logged_in(b, "bob")
+        async with asyncio.timeout(10.0):
+            while not proxy.reset_muted():
+                await asyncio.sleep(0.01)
+            while not any("out of reach" in line for line in b.lines):
+                await asyncio.sleep(0.005)
+        await send(alice, [3])
+        got = await confirm_until(bob, set(ids(0, 3)))
+        await acks_until(alice, lambda kept: msg_id(3) in statuses(kept, "delivered"))
+        assert accepted(got) == ids(0, 3), f"alice's live message passed her backlog: {got}"
+        for client in (alice, bob):
+            await client.close()

@@ -60,29 +60,31 @@ class QueueReader:
             box.pump = self._spawn(self._pump(peer, box))
 
     async def _pump(self, peer: Peer, box: SessionBox) -> None:
-        """Read the queue from the session's position until it is empty, paced to the reader."""
+        """Read the queue from the session's position until it is empty, paced to the reader, retrying a failed read."""
         try:
             while not peer.closing:
-                if not box.has_room():  # the window is full: wait for a confirmation
-                    box.room.clear()
-                    await box.room.wait()
-                    continue
-                box.again = False
-                count, size = box.room_left()
-                batch = await self._store.fetch_routed(box.name, box.position, min(count, BACKLOG_BATCH), size)
-                if not batch and not box.again:
-                    return
-                for routed in batch:
-                    if not box.fits(routed.message.size):  # read again once there is room for it
-                        box.next_size = routed.message.size
-                        break
-                    if not await make_room(peer, routed.message.size):
+                try:
+                    if not box.has_room():  # the window is full: wait for a confirmation
+                        box.room.clear()
+                        await box.room.wait()
+                        continue
+                    box.again = False
+                    count, size = box.room_left()
+                    batch = await self._store.fetch_routed(box.name, box.position, min(count, BACKLOG_BATCH), size)
+                    if not batch and not box.again:
                         return
-                    self.hand_out(peer, box, routed.message, routed.rid, routed.told_queued)
-                await end_batch(peer)
-        except (ConnectionError, OSError) as exc:  # Redis or the peer went away: read again in a moment
-            log.debug("reading the queue of %s stopped: %s", box.name, exc)
-            asyncio.get_running_loop().call_later(0.5, self.pump_soon, peer, box)  # no poke may come
+                    for routed in batch:
+                        if not box.fits(routed.message.size):  # read again once there is room for it
+                            box.next_size = routed.message.size
+                            break
+                        if not await make_room(peer, routed.message.size):
+                            return
+                        self.hand_out(peer, box, routed.message, routed.rid, routed.told_queued)
+                    await end_batch(peer)
+                except (ConnectionError, OSError) as exc:  # Redis or the peer went away: read again in a moment
+                    log.debug("reading the queue of %s stopped: %s", box.name, exc)
+                    # No poke may come. Still pumping meanwhile: no live message may pass what is left to read.
+                    await asyncio.sleep(0.5)
         except Exception:
             log.exception("reading the queue of %s failed", box.name)
             peer.end("queue delivery failed", abort=True)
