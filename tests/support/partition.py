@@ -14,6 +14,10 @@ then sees a lost connection, not knowing the command was applied).
 
 :meth:`garble_once` changes bytes Redis sends once (the same length, so the
 reply still reads as RESP): a node hears a poke as a buggy node would publish it.
+
+:meth:`hold_from` holds what a node sends once it sends the given bytes (a
+publish, say), until :meth:`release`: Redis runs it late, after what other
+nodes sent meanwhile, as when that node is slow.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class PartitionProxy:
         self._muted: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []  # their replies are dropped
         self._garble: tuple[bytes, bytes] | None = None
         self.garbled = 0  # how many times :meth:`garble_once` took effect
+        self._hold_on: bytes | None = None
+        self._holding: tuple[tuple[asyncio.StreamWriter, asyncio.StreamWriter], list[bytes]] | None = None
+        self.holding = asyncio.Event()  # set once :meth:`hold_from` took effect, until :meth:`release`
 
     def lose_replies_after(self, marker: bytes) -> None:
         """The next connection whose client sends ``marker`` gets no reply from then on (see the module)."""
@@ -46,6 +53,22 @@ class PartitionProxy:
         """The next bytes from Redis to a node that hold ``find`` have it replaced by ``replace`` (as long)."""
         assert len(find) == len(replace), "RESP says each string's length: a garble keeps it"
         self._garble = (find, replace)
+
+    def hold_from(self, marker: bytes) -> None:
+        """The next connection whose client sends ``marker``: that and all it sends after are held back from Redis,
+        in order, until :meth:`release` (its replies still come)."""
+        self._hold_on = marker
+
+    def release(self) -> int:
+        """Relay what :meth:`hold_from` held, in order, and stop holding; returns how many bytes."""
+        holding, self._hold_on, self._holding = self._holding, None, None
+        self.holding.clear()
+        if holding is None:
+            return 0
+        (_, up), chunks = holding
+        data = b"".join(chunks)
+        up.write(data)
+        return len(data)
 
     def reset_muted(self) -> int:
         """Reset the connections whose replies were dropped (both ends); returns how many."""
@@ -103,6 +126,12 @@ class PartitionProxy:
     ) -> None:
         try:
             while data := await reader.read(65536):
+                if writer is pair[1] and self._hold_on is not None and self._hold_on in data and self._holding is None:
+                    self._holding = (pair, [])
+                    self.holding.set()
+                if writer is pair[1] and self._holding is not None and self._holding[0] is pair:
+                    self._holding[1].append(data)  # relayed by release(), in order
+                    continue
                 if writer is pair[1] and self._mute_on is not None and self._mute_on in data:
                     self._mute_on = None
                     self._muted.append(pair)  # relayed, and Redis's answers to it dropped

@@ -1,0 +1,68 @@
+"""Rooms and the live path on real nodes: a room message's copy for a member is stored in the member's queue,
+while the sender's one-to-one messages to that member may go live (securechat/server/livepath.py). Before the
+copy is stored, the sender's live sends to the member still unanswered are (``ClusterRooms.copy`` calls
+``ClusterRouting.store_path``), so that a refusal heard later cannot put them behind the room message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+import pytest
+
+from tests.support.acks import backlog_read
+from tests.support.nodes import PROBE_ID, Nodes
+from tests.support.partition import partition_proxy
+from tests.support.rawclient import RawClient, envelope, identity_key, json_frame, msg_id
+from tests.support.redisproc import RedisProcess
+from tests.support.roomserver import Room, change, send
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def one_to_one(n: int) -> dict[str, Any]:
+    return {"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(n))}
+
+
+async def test_a_room_copy_goes_behind_the_one_to_one_live_sends_still_unanswered(redis: RedisProcess, nodes: Nodes) -> None:
+    """alice (node A) sends bob (node B, window 1) one-to-one 1 and 2, then room message 3, then one-to-one 4.
+    1 and 2 go live: bob's node hands him 1 and refuses 2, and its refusal (an ``X``) is held back on its way
+    to Redis until the room's copy of 3 is in bob's queue. Were 1 and 2 stored only when the refusal comes,
+    the queue would hold 3 before 2 and bob would get 1, 3, 2, 4; they are stored before the copy, so he gets
+    1, 2, 3, 4, each once."""
+    async with partition_proxy(redis.port) as proxy:
+        a = await asyncio.to_thread(nodes.start)
+        b_url = f"redis://127.0.0.1:{proxy.port}/0"
+        b = await asyncio.to_thread(functools.partial(nodes.start, "--window", "1", redis_url=b_url))
+        bob, alice = await RawClient.connect(b.port), await RawClient.connect(a.port)
+        await bob.login("bob", identity_key("bob"))
+        await alice.login("alice", identity_key("alice"))
+        ops = Room()
+        await change(alice, ops, "create")
+        await change(alice, ops, "add", "bob")
+        await backlog_read(alice, bob, PROBE_ID)  # both caught up, the probe delivered: bob's window free
+
+        proxy.hold_from(b"Xbob ")  # the refusal of alice's epoch, and all node B sends after it
+        await alice.send_raw(json_frame(one_to_one(1)) + json_frame(one_to_one(2)))
+        first = await bob.recv_type("message")
+        assert first["envelope"]["id"] == msg_id(1), first
+        await asyncio.wait_for(proxy.holding.wait(), 10.0)  # 2 refused: alice's node has not heard it yet
+        await send(alice, ops, 3)
+        sent = await alice.recv_type("room_sent")  # the copy for bob is in his queue
+        assert sent["members"] == ["bob"], sent
+        assert proxy.release()
+        await alice.send_frame(one_to_one(4))
+
+        got = [("", msg_id(1))]
+        await bob.send_frame({"type": "received", "id": msg_id(1), "from": "alice"})
+        async with asyncio.timeout(30):
+            while len(set(got)) < 4:
+                message = await bob.recv_type("message", 15.0)
+                got.append((message.get("room", ""), message["envelope"]["id"]))
+                await bob.send_frame({"type": "received", "id": got[-1][1], "from": "alice"})
+        assert got == [("", msg_id(1)), ("", msg_id(2)), ("#ops", msg_id(3)), ("", msg_id(4))], got
+        await bob.expect_silence(0.3, ignore=("presence", "ack", "room_update"))  # and none twice
+        for client in (alice, bob):
+            await client.close()
