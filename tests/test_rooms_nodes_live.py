@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.acks import backlog_read
+from tests.support.acks import acks_until, backlog_read
 from tests.support.nodes import PROBE_ID, Nodes
 from tests.support.partition import partition_proxy
 from tests.support.rawclient import RawClient, envelope, identity_key, json_frame, msg_id
@@ -64,5 +64,10 @@ async def test_a_room_copy_goes_behind_the_one_to_one_live_sends_still_unanswere
                 await bob.send_frame({"type": "received", "id": got[-1][1], "from": "alice"})
         assert got == [("", msg_id(1)), ("", msg_id(2)), ("#ops", msg_id(3)), ("", msg_id(4))], got
         await bob.expect_silence(0.3, ignore=("presence", "ack", "room_update"))  # and none twice
+        # alice hears each delivered (a `queued` first for those stored), the room message's naming bob.
+        kept = await acks_until(alice, lambda kept: len({x["id"] for x in kept if x["status"] == "delivered"}) >= 4)
+        delivered = sorted((x["id"], x["to"], x.get("member")) for x in kept if x["status"] == "delivered")
+        assert delivered == [(msg_id(1), "bob", None), (msg_id(2), "bob", None), (msg_id(3), "#ops", "bob"),
+                             (msg_id(4), "bob", None)], kept
         for client in (alice, bob):
             await client.close()
