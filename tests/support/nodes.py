@@ -171,11 +171,11 @@ async def login_or_refusal(port: int, name: str, owner: str, source: str | None 
 
 
 def stream_while_killing(
-    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn, n: int, kind: str, kills: int = 3
+    redis: RedisProcess, nodes: Nodes, spawn_process: Spawn, n: int, kind: str, kills: int = 3, extra: Sequence[str] = ()
 ) -> tuple[list[ServerProcess], JsonClientProcess, JsonClientProcess, list[str], list[int]]:
     """alice on node A sends ``n`` to bob on node B; Redis's ``kind`` connections are killed ``kills`` times,
-    evenly over bob's count; returns once bob has all and alice all acks (both finished)."""
-    nodes_ab = nodes.start_many(2)
+    evenly over bob's count; returns once bob has all and alice all acks (both finished). ``extra``: the nodes' options."""
+    nodes_ab = [nodes.start(*extra) for _ in range(2)]
     bob = spawn_process("bob", nodes_ab[1].port)
     bob.wait_event("ready")
     alice = spawn_process("alice", nodes_ab[0].port)
