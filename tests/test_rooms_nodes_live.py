@@ -71,3 +71,39 @@ async def test_a_room_copy_goes_behind_the_one_to_one_live_sends_still_unanswere
                              (msg_id(4), "bob", None)], kept
         for client in (alice, bob):
             await client.close()
+
+
+async def test_a_room_copy_goes_behind_a_live_send_held_by_a_session_that_then_ends(nodes: Nodes) -> None:
+    """bob (node B, window 1) holds alice's one-to-one 1, taken live and unconfirmed, when her room message 2's
+    copy is stored in his queue; then his session ends, and his node refuses the epoch of 1 (an ``X``). Were 1
+    stored only then, the queue would hold 2 before 1 and bob's next session would get 2, 1; it is stored
+    before the copy, so he gets 1, 2."""
+    a = await asyncio.to_thread(nodes.start)
+    b = await asyncio.to_thread(nodes.start, "--window", "1")
+    bob, alice = await RawClient.connect(b.port), await RawClient.connect(a.port)
+    await bob.login("bob", identity_key("bob"))
+    await alice.login("alice", identity_key("alice"))
+    ops = Room()
+    await change(alice, ops, "create")
+    await change(alice, ops, "add", "bob")
+    await backlog_read(alice, bob, PROBE_ID)  # both caught up, the probe delivered: bob's window free
+
+    await alice.send_frame(one_to_one(1))
+    assert (await bob.recv_type("message"))["envelope"]["id"] == msg_id(1)  # live, held unconfirmed
+    await send(alice, ops, 2)
+    sent = await alice.recv_type("room_sent")  # the copy for bob is in his queue
+    assert sent["members"] == ["bob"], sent
+    await bob.close()
+
+    bob = await RawClient.connect(b.port)
+    await bob.login("bob", identity_key("bob"))
+    got: list[tuple[str, str]] = []
+    async with asyncio.timeout(30):
+        while len(set(got)) < 2:
+            message = await bob.recv_type("message", 15.0)
+            got.append((message.get("room", ""), message["envelope"]["id"]))
+            await bob.send_frame({"type": "received", "id": got[-1][1], "from": "alice"})
+    assert got == [("", msg_id(1)), ("#ops", msg_id(2))], got
+    await bob.expect_silence(0.3, ignore=("presence", "ack", "room_update"))  # and none twice
+    for client in (alice, bob):
+        await client.close()
