@@ -22,6 +22,19 @@ from tests.support.roomserver import Room, change, send
 pytestmark = pytest.mark.timeout(60)
 
 
+async def alice_and_bob_in_a_room(a_port: int, b_port: int) -> tuple[RawClient, RawClient, Room]:
+    """alice logged in on ``a_port``, bob on ``b_port``, both in alice's new room, both caught up (the probe
+    delivered: bob's window is free)."""
+    bob, alice = await RawClient.connect(b_port), await RawClient.connect(a_port)
+    await bob.login("bob", identity_key("bob"))
+    await alice.login("alice", identity_key("alice"))
+    ops = Room()
+    await change(alice, ops, "create")
+    await change(alice, ops, "add", "bob")
+    await backlog_read(alice, bob, PROBE_ID)
+    return alice, bob, ops
+
+
 def one_to_one(n: int) -> dict[str, Any]:
     return {"type": "send", "to": "bob", "envelope": envelope("alice", "bob", msg_id(n))}
 
@@ -36,13 +49,7 @@ async def test_a_room_copy_goes_behind_the_one_to_one_live_sends_still_unanswere
         a = await asyncio.to_thread(nodes.start)
         b_url = f"redis://127.0.0.1:{proxy.port}/0"
         b = await asyncio.to_thread(functools.partial(nodes.start, "--window", "1", redis_url=b_url))
-        bob, alice = await RawClient.connect(b.port), await RawClient.connect(a.port)
-        await bob.login("bob", identity_key("bob"))
-        await alice.login("alice", identity_key("alice"))
-        ops = Room()
-        await change(alice, ops, "create")
-        await change(alice, ops, "add", "bob")
-        await backlog_read(alice, bob, PROBE_ID)  # both caught up, the probe delivered: bob's window free
+        alice, bob, ops = await alice_and_bob_in_a_room(a.port, b.port)
 
         proxy.hold_from(b"Xbob ")  # the refusal of alice's epoch, and all node B sends after it
         await alice.send_raw(json_frame(one_to_one(1)) + json_frame(one_to_one(2)))
@@ -80,13 +87,7 @@ async def test_a_room_copy_goes_behind_a_live_send_held_by_a_session_that_then_e
     before the copy, so he gets 1, 2."""
     a = await asyncio.to_thread(nodes.start)
     b = await asyncio.to_thread(nodes.start, "--window", "1")
-    bob, alice = await RawClient.connect(b.port), await RawClient.connect(a.port)
-    await bob.login("bob", identity_key("bob"))
-    await alice.login("alice", identity_key("alice"))
-    ops = Room()
-    await change(alice, ops, "create")
-    await change(alice, ops, "add", "bob")
-    await backlog_read(alice, bob, PROBE_ID)  # both caught up, the probe delivered: bob's window free
+    alice, bob, ops = await alice_and_bob_in_a_room(a.port, b.port)
 
     await alice.send_frame(one_to_one(1))
     assert (await bob.recv_type("message"))["envelope"]["id"] == msg_id(1)  # live, held unconfirmed
