@@ -40,13 +40,12 @@ from .awaited import recover_acks, sweep_overdue
 from .cluster_live import LiveRoute, unpublished
 from .cluster_queue import QueueReader
 from .confirms import Confirmations
-from .connection import UNREACHABLE
 from .delivery import ack_for, deliverable_frame
 from .events import Deferred, Handled, Received, Send
 from .handouts import tell_set_aside
 from .livepath import LiveSend
 from .nodewatch import NodeWatch
-from .pokes import ack_poke, acks, new_messages, refusal
+from .pokes import ack_poke, acks, new_messages
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore
 from .resp import RedisReplyError, RedisUnavailable
@@ -75,7 +74,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         self._confirms = Confirmations(self._store.confirm)
         self._queue = QueueReader(self._store, self._presence, self._confirms, self._spawn, self._tell_queued)
         self._bus: RedisBus | None = None
-        self._live = LiveRoute(self._store, self._config, self._watch, self._presence, self._local, self._store_live)
+        self._live = LiveRoute(self._store, self._config, self._watch, self._presence, self._local, self._store_live, self.tell)
         self._sweep: asyncio.Task[None] | None = None  # looks up the sends whose ack is late (awaited.py)
         # Set by the rooms (:mod:`securechat.server.cluster_rooms`): a session's catch-up after a gap of the pokes.
         self.after_gap: Callable[[Peer, SessionBox], Coroutine[Any, Any, None]] | None = None
@@ -215,11 +214,8 @@ class ClusterRouting(RoutingCore[RedisStore]):
     async def _answer_later(self, peer: Peer, message: Send, routed: asyncio.Future[list[int]]) -> None:
         try:
             await self._answer(peer, message, routed)
-        except ConnectionError:
-            peer.error("internal", UNREACHABLE, message.rid)  # the client sends it again
-        except Exception:
-            log.exception("storing a live message of %s failed", message.sender)
-            peer.error("internal", "internal server error", message.rid)
+        except Exception as exc:  # noqa: BLE001 - answered as a send's failure is (the client sends it again)
+            peer.report(exc, message.kind, message.rid)
 
     async def _send_unknown(self, peer: Peer, message: Send, queued: QueuedMessage, order: SendOrder) -> None:
         """A send to a name not known here: awaited by the session's pipeline before its next request
@@ -293,9 +289,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         elif kind == b"A" and (peer := self._local.get(name)) is not None and not peer.closing:
             self._on_acks(peer, data)
         elif kind == b"X":
-            to, epoch, session = refusal(data)
-            if (peer := self._local.get(name)) is not None and isinstance(box := peer.mailbox, SessionBox) and box.number == session:
-                self._live.refused(peer, box, to, epoch)
+            self._live.on_refusal(name, data)
         elif kind == b"R":
             self._on_claim(name, int(data[2:]))
         elif kind == b"P":

@@ -19,11 +19,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .connection import UNREACHABLE
 from .events import Send
 from .livepath import LIVE_DEADLINE, Key, LiveSend
 from .mailbox import InFlight
-from .pokes import live_messages, live_poke, refusal_poke
+from .pokes import ack_line, acks_poke, live_messages, live_poke, refusal, refusal_poke
 from .rids import rid_text
 from .sessionbox import SessionBox
 
@@ -44,7 +43,7 @@ StoreSend = Callable[["Peer | None", SessionBox, LiveSend], None]
 
 
 def _ack_lines(_: object, items: list[bytes]) -> bytes:
-    return b"A" + b"".join(items)
+    return acks_poke(items)
 
 
 def _live_lines(first: tuple[tuple[bytes, int, int], int], items: list[tuple[int, bytes, int, bytes, bytes]]) -> bytes:
@@ -63,6 +62,7 @@ class LiveRoute:
         presence: Presence,
         local: dict[str, Peer],
         store_send: StoreSend,
+        tell: Callable[[str, bytes], None],
     ) -> None:
         self._store = store
         self._config = config
@@ -70,6 +70,7 @@ class LiveRoute:
         self._presence = presence
         self._local = local
         self._store_send = store_send
+        self._tell = tell  # publish on a user's channel (ClusterRouting.tell)
         self.held = 0
         # The live sends of the publish being joined now (one sender session's to one recipient, one epoch).
         self._joining: tuple[asyncio.Future[int] | None, list[LiveSend]] = (None, [])
@@ -112,13 +113,13 @@ class LiveRoute:
         """A publish's answer: nobody heard it (stored, as if refused), or it failed (the client sends them again)."""
         if published.cancelled():
             return
-        if (failure := published.exception()) is not None:
-            why = UNREACHABLE if isinstance(failure, ConnectionError) else "internal server error"
+        failure = published.exception()
+        if isinstance(failure, Exception):  # the link fails its commands with Exceptions only
             for send in sends:
                 if box.live_out.failed(send.message.to, send.message.msg_id) is not None:
                     self.held -= send.size
-                peer.error("internal", why, send.message.rid)
-        elif not published.result():
+                peer.report(failure, send.message.kind, send.message.rid)
+        elif failure is None and not published.result():
             self.refused(peer, box, sends[0].message.to, epoch)
 
     def store_path(self, peer: Peer, box: SessionBox, to: str, msg_id: str | None) -> None:
@@ -184,14 +185,21 @@ class LiveRoute:
             self.refuse(sender, name, epoch, session)
 
     def refuse(self, sender: bytes, recipient: str, epoch: int, session: int) -> None:
-        self._publish(self._store.channel(sender.decode()), refusal_poke(recipient.encode(), epoch, session))
+        self._tell(sender.decode(), refusal_poke(recipient.encode(), epoch, session))
+
+    def on_refusal(self, name: str, data: bytes) -> None:
+        """An ``X`` poke for the sender ``name``: if it is about its session here, store what that epoch left."""
+        to, epoch, session = refusal(data)
+        peer = self._local.get(name)
+        if peer is not None and isinstance(box := peer.mailbox, SessionBox) and box.number == session:
+            self.refused(peer, box, to, epoch)
 
     def confirmed(self, box: SessionBox, key: Key, entry: InFlight | None) -> bool:
         """``box``'s session confirmed ``key``: True if it was a live message, whose ``delivered`` is published here."""
         rid = box.live_in.confirmed(key) if box.took_live() else None
         if rid is None or entry is None or entry.stored:
             return False  # a stored copy: the confirm script deletes it and publishes the ack
-        line = b"\ndelivered\n%s\n%s\n%s" % (key[1].encode(), box.name.encode(), rid)
+        line = ack_line(b"delivered", key[1].encode(), box.name.encode(), rid)
         channel = self._store.channel(key[0])
         try:
             published = self._store.publish_joined(channel, line, join=b"A", then=b"A", compose=_ack_lines)
@@ -206,12 +214,6 @@ class LiveRoute:
         """``box``'s session ended: refuse the epochs of the live messages it held unconfirmed."""
         for sender, session, epoch in box.live_in.unconfirmed() if box.took_live() else ():
             self.refuse(sender, box.name, epoch, session)
-
-    def _publish(self, channel: bytes, data: bytes) -> None:
-        try:
-            self._store.publish(channel, data).add_done_callback(unpublished)
-        except RuntimeError:  # the store is closed (shutdown)
-            pass
 
 
 def unpublished(fut: asyncio.Future[Any]) -> None:

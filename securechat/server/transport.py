@@ -5,13 +5,11 @@ reads to its :class:`~securechat.server.connection.ServerConnection`, hands the
 events that come out to the server (a :class:`Handler`) and writes what the
 connection and the server queue for the peer.
 
-Events are handled straight from ``data_received``. Only an event whose
-handler has to wait (the store) starts a task, which then also takes, in order,
-the reads that arrive meanwhile (reading pauses past ``READ_CHUNK`` of them).
-Answers go out in request order, except that a ``send`` refused at once may
-overtake the ``queued`` acks of earlier sends still being stored
-(docs/protocol.md, "Server behaviour details"). Frames written in one loop
-iteration leave in one transport write; a peer that lets more than
+Events are handled straight from ``data_received``. Only an event whose handler has to wait (the store)
+starts a task, which then also takes, in order, the reads that arrive meanwhile (reading pauses past
+``READ_CHUNK`` of them). Answers go out in request order, except that a ``send`` refused at once may
+overtake the ``queued`` acks of earlier sends still being stored (docs/protocol.md, "Server behaviour
+details"). Frames written in one loop iteration leave in one transport write; a peer that lets more than
 ``max_outgoing_buffer`` bytes pile up is dropped. After a fatal error the shell
 half-closes and discards input for at most ``LINGER_SECONDS``, so the peer reads
 the error instead of a reset. An idle session holds no task, no timer and no
@@ -276,6 +274,11 @@ class Peer(asyncio.Protocol):
     def error(self, code: str, message: str, rid: str | None) -> None:
         """A non-fatal error for a request of this peer."""
         self.conn.error(code, message, rid)
+        self._after_step()
+
+    def report(self, exc: Exception, kind: str, rid: str | None) -> None:
+        """``exc`` ended the handling of this peer's ``kind`` request, rid ``rid``, late: answered as at once."""
+        self.conn.report(exc, kind, rid)
         self._after_step()
 
     def flush(self) -> None:
