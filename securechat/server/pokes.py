@@ -140,4 +140,14 @@ def whole_frame(frame: bytes) -> bool:
 
 def ack_poke(status: bytes, msg_id: bytes, recipient: bytes, rid: bytes) -> bytes:
     """An ``A`` poke of one ack."""
-    return b"A\n%s\n%s\n%s\n%s" % (status, msg_id, recipient, rid)
+    return acks_poke([ack_line(status, msg_id, recipient, rid)])
+
+
+def ack_line(status: bytes, msg_id: bytes, recipient: bytes, rid: bytes) -> bytes:
+    """One ack of an ``A`` poke, as :func:`acks_poke` joins them."""
+    return b"\n%s\n%s\n%s\n%s" % (status, msg_id, recipient, rid)
+
+
+def acks_poke(lines: list[bytes]) -> bytes:
+    """The ``A`` poke of the acks :func:`ack_line` made, in order."""
+    return b"A" + b"".join(lines)

@@ -116,7 +116,8 @@ class PublishBatch(Batch):
         self.futures.append(future)
         self.size = 0
 
-    def add(self, item: Any, fut: asyncio.Future[Any] | None = None, size: int = 0) -> None:
+    def join_item(self, item: Any, size: int) -> None:
+        """One more call's ``item`` (``size`` bytes toward :data:`PUBLISH_BATCH_BYTES`); it shares :attr:`future`."""
         self.items.append(item)
         self.size += size
 

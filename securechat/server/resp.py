@@ -212,7 +212,7 @@ class RedisLink:
             last = PublishBatch(channel, join, compose, self._loop.create_future())
             self._unsent.append(last)
             self._unsent_futures.append(last)
-        last.add(item, None, size)
+        last.join_item(item, size)
         last.join = then
         self._submitted()
         return last.future
