@@ -94,6 +94,17 @@ async def confirm_until(client: RawClient, wanted: set[str], within: float = 15.
     return got
 
 
+async def bob_back_elsewhere(nodes: Nodes, alice: RawClient, held: int, more: int) -> tuple[RawClient, list[str], list[Ack]]:
+    """bob logs in on a new node and confirms the ``held`` messages (0 on) stored for him, then the ``more`` that alice
+    sends after them: bob, the ids he was handed in order, and alice's acks until each of them was `delivered`."""
+    node = await asyncio.to_thread(nodes.start)
+    bob = await logged_in(node, "bob")
+    got = await confirm_until(bob, set(ids(0, held - 1)))
+    await send(alice, range(held, held + more))
+    got += await confirm_until(bob, set(ids(held, held + more - 1)))
+    return bob, got, await acks_until(alice, lambda kept: len(statuses(kept, "delivered")) >= held + more)
+
+
 def ids(first: int, last: int) -> list[str]:
     return [msg_id(n) for n in range(first, last + 1)]
 
@@ -237,13 +248,8 @@ async def test_a_session_that_ends_holding_live_messages_refuses_them_and_they_a
     early = await acks_until(alice, lambda kept: len(statuses(kept, "queued")) >= 5)
     waited = time.monotonic() - started
     assert waited < LIVE_DEADLINE, f"`queued` after {waited:.1f} s: stored by the deadline, not by the session's end"
-    c = await asyncio.to_thread(nodes.start)
-    bob = await logged_in(c, "bob")
-    got = await confirm_until(bob, set(ids(0, 4)))
-    await send(alice, range(5, 10))
-    got += await confirm_until(bob, set(ids(5, 9)))
-    acks = early + await acks_until(alice, lambda kept: len(statuses(kept, "delivered")) >= 10)
-    kept = settled(acks)
+    bob, got, later = await bob_back_elsewhere(nodes, alice, 5, 5)
+    kept = settled(early + later)
     assert got == ids(0, 9), got
     assert sorted(statuses(early, "queued")) == ids(0, 4)
     assert sorted(statuses(kept, "delivered")) == ids(0, 9)
@@ -278,12 +284,8 @@ async def test_live_messages_to_a_node_killed_9_are_stored_once_nobody_hears_the
     waited = time.monotonic() - started
     assert waited < LIVE_DEADLINE, f"`queued` after {waited:.1f} s: stored by the deadline, not at the unheard publish"
     await bob.close()
-    c = await asyncio.to_thread(nodes.start)
-    bob = await logged_in(c, "bob")
-    got = await confirm_until(bob, set(ids(0, 9)))
-    await send(alice, range(10, 15))
-    got += await confirm_until(bob, set(ids(10, 14)))
-    acks = early + await acks_until(alice, lambda kept: len(statuses(kept, "delivered")) >= 15)
+    bob, got, later = await bob_back_elsewhere(nodes, alice, 10, 5)
+    acks = early + later
     assert got == ids(0, 14), got
     assert sorted(statuses(early, "queued")) == ids(0, 9)
     assert sorted(statuses(settled(acks), "delivered")) == ids(0, 14)
