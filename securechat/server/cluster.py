@@ -300,18 +300,22 @@ class ClusterRouting(RoutingCore[RedisStore]):
             self._queue.pump_soon(peer, peer.mailbox)
 
     def _on_acks(self, peer: Peer, data: bytes) -> None:
-        read = [(status, msg_id, to, rid_about(tagged)) for status, msg_id, to, tagged in acks(data)]  # all or none
+        read = [(status, msg_id.decode(), to.decode(), rid_about(tagged)) for status, msg_id, to, tagged in acks(data)]  # all or none
+        if not isinstance(box := peer.mailbox, SessionBox):
+            peer.write(b"".join([ack_for(msg_id, to, status.decode(), *about) for status, msg_id, to, about in read]))
+            return
+        frames = []
         for status, msg_id, to, (rid, room) in read:
-            key = (to.decode(), msg_id.decode())
-            if isinstance(box := peer.mailbox, SessionBox):
-                box.order.settled(key)  # applied after all: no resend comes
-                if status != b"queued":
-                    self._live.delivered(box, *key)
-                    if not box.awaited.deliver(*key):
-                        continue  # written already: read from the store after a gap, or a poke twice
-                elif key in box.awaited and not box.awaited.tell_queued(*key):
-                    continue  # said already (recovered after a gap); its `delivered` is still awaited
-            peer.write(ack_for(key[1], key[0], status.decode(), rid, room))
+            box.order.settled(key := (to, msg_id))  # applied after all: no resend comes
+            if status != b"queued":
+                self._live.delivered(box, to, msg_id)
+                if not box.awaited.deliver(to, msg_id):
+                    continue  # written already: read from the store after a gap, or a poke twice
+            elif key in box.awaited and not box.awaited.tell_queued(to, msg_id):
+                continue  # said already (recovered after a gap); its `delivered` is still awaited
+            frames.append(ack_for(msg_id, to, status.decode(), rid, room))
+        if frames:
+            peer.write(b"".join(frames))
 
     def _on_push(self, name: str, data: bytes) -> None:
         """A room's change for ``name`` (docs/deployment.md, "Rooms on Redis"): written, and noted for a catch-up."""

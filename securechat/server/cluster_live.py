@@ -169,18 +169,20 @@ class LiveRoute:
         if peer is None or peer.closing or not isinstance(box, SessionBox) or box.replaced or not box.number:
             self.refuse(sender, name, epoch, session)
             return
-        refused = False
-        for i, (msg_id, server_ts, rid, frame) in enumerate(messages):
-            can_take = box.pump is None and not box.told and box.fits(len(frame))
-            if not box.live_in.admit(sender, session, epoch, first + i, can_take):
+        live_in, inflight, caught_up = box.live_in, box.inflight, box.pump is None and not box.told
+        who, now, frames, refused = sender.decode(), time.time(), [], False
+        for n, (msg_id, server_ts, rid, frame) in enumerate(messages, first):
+            if not live_in.admit(sender, session, epoch, n, caught_up and box.fits(len(frame))):
                 refused = True
                 continue
-            key = (sender.decode(), msg_id.decode())
-            box.live_in.handed(key, sender, session, epoch, rid)
-            if key not in box.inflight:  # else it has it already: a resend, or the queue's copy
-                box.hand_out(key, InFlight(key[0], key[1], int(server_ts), None, len(frame), time.time(), False))
-                self._presence.watch(peer, key[0])
-                peer.write(frame)
+            key = (who, msg_id.decode())
+            live_in.handed(key, sender, session, epoch, rid)
+            if key not in inflight:  # else it has it already: a resend, or the queue's copy
+                box.hand_out(key, InFlight(who, key[1], int(server_ts), None, len(frame), now, False))
+                frames.append(frame)
+        if frames:
+            self._presence.watch(peer, who)
+            peer.write(b"".join(frames))
         if refused:
             self.refuse(sender, name, epoch, session)
 
