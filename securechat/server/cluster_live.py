@@ -51,6 +51,10 @@ def _live_lines(first: tuple[tuple[bytes, int, int], int], items: list[tuple[int
     return live_poke(sender, session, epoch, items)
 
 
+def _keys(sends: list[LiveSend]) -> list[Key]:
+    return [(send.message.to, send.message.msg_id) for send in sends]
+
+
 class LiveRoute:
     """The live sends of this node's sessions, both ways; ``held`` is the bytes of frames they keep."""
 
@@ -103,10 +107,11 @@ class LiveRoute:
             self._store.channel(to), item, join=(joined, n), then=(joined, n + 1), size=size, compose=_live_lines
         )
         if published is not self._joining[0]:  # a new publish: one answer for all the sends that join it
-            self._joining = (published, [])
-            published.add_done_callback(functools.partial(self._heard, peer, box, epoch, self._joining[1]))
+            sends: list[LiveSend] = []
+            self._joining = (published, sends)
+            published.add_done_callback(functools.partial(self._heard, peer, box, epoch, sends))
+            order.track_joined(functools.partial(_keys, sends), published)
         self._joining[1].append(send)
-        order.track((to, message.msg_id), published)
         return True
 
     def _heard(self, peer: Peer, box: SessionBox, epoch: int, sends: list[LiveSend], published: asyncio.Future[int]) -> None:
