@@ -88,30 +88,30 @@ class LiveRoute:
         config = self._config
         if not config.live_path:
             return False
-        to, now, size = message.to, time.monotonic(), len(queued.frame)
+        to, now, frame = message.to, time.monotonic(), queued.frame
+        size = len(frame)
         numbered = None
-        if self._watch.online(to) and not self._watch.lost(to) and self.held + size <= config.max_unconfirmed_bytes:
-            numbered = box.live_out.number(to, now)
+        if self._watch.reachable(to, now) and self.held + size <= config.max_unconfirmed_bytes:
+            numbered = (live_out := box.live_out).number(to, now)
         if numbered is None:
             self.store_path(peer, box, to, message.msg_id)
             return False
         epoch, n = numbered
         send = LiveSend(message, queued, n, now)
-        replaced = box.live_out.sent(send)
-        self.held += size - (replaced.size if replaced is not None else 0)
-        self._presence.watch(peer, to)
-        sender, session = message.sender.encode(), box.number
-        item = (n, message.msg_id.encode(), queued.server_ts, rid_text(message.rid).encode(), queued.frame)
-        joined = (sender, session, epoch)
+        replaced = live_out.sent(send)
+        self.held += size if replaced is None else size - replaced.size
+        joined = (message.sender.encode(), box.number, epoch)
+        item = (n, message.msg_id.encode(), queued.server_ts, rid_text(message.rid).encode(), frame)
         published = self._store.publish_joined(
             self._store.channel(to), item, join=(joined, n), then=(joined, n + 1), size=size, compose=_live_lines
         )
-        if published is not self._joining[0]:  # a new publish: one answer for all the sends that join it
-            sends: list[LiveSend] = []
-            self._joining = (published, sends)
-            published.add_done_callback(functools.partial(self._heard, peer, box, epoch, sends))
-            order.track_joined(functools.partial(_keys, sends), published)
-        self._joining[1].append(send)
+        joining = self._joining
+        if published is not joining[0]:  # a new publish: one answer for all the sends that join it
+            self._presence.watch(peer, to)  # once for the sends that join it: the same name, at the same turn
+            joining = self._joining = (published, [])
+            published.add_done_callback(functools.partial(self._heard, peer, box, epoch, joining[1]))
+            order.track_joined(functools.partial(_keys, joining[1]), published)
+        joining[1].append(send)
         return True
 
     def _heard(self, peer: Peer, box: SessionBox, epoch: int, sends: list[LiveSend], published: asyncio.Future[int]) -> None:

@@ -64,13 +64,17 @@ class NodeWatch:
         elif self._holder.get(name) == node:
             del self._holder[name]
 
-    def online(self, name: str) -> bool:
-        """Whether ``name`` was last announced online (on any node, this one too)."""
-        return name in self._holder
+    def reachable(self, name: str, now: float) -> bool:
+        """Whether ``name`` was last announced online (on any node, this one too) on a node not silent at
+        ``now`` (monotonic): a live send to it may expect an answer."""
+        holder = self._holder.get(name)
+        return holder is not None and not self._silent(holder, now, ACK_DEADLINE)
 
     def lost(self, name: str, silent_for: float = ACK_DEADLINE) -> bool:
         """Whether ``name`` is held by another node that has not been heard from for ``silent_for`` seconds."""
         holder = self._holder.get(name)
-        if holder is None or holder == self.node:
-            return False
-        return time.monotonic() - self._last.get(holder, 0.0) > silent_for
+        return holder is not None and self._silent(holder, time.monotonic(), silent_for)
+
+    def _silent(self, holder: str, now: float, silent_for: float) -> bool:
+        """Has the node ``holder`` not been heard from for ``silent_for`` seconds at ``now``? This one never is."""
+        return holder != self.node and now - self._last.get(holder, 0.0) > silent_for
