@@ -96,8 +96,8 @@ class SendOrder:
 
     def track_joined(self, keys: Keys, stored: asyncio.Future[Any]) -> None:
         """``stored`` answers every send that joined one call (a live publish, which more sends may still
-        join): ``keys`` reads their keys, should it fail. One entry for them all: an entry per live send made
-        the pair's CPU per cross-node message 1.11-1.34x (docs/performance.md, round 8). None of them can
+        join): ``keys`` reads their keys, should it fail. One entry for them all: an entry per live send cost
+        the pair some 1.1-1.25x CPU per cross-node message (docs/performance.md, round 8). None of them can
         be acked before ``stored`` is answered, so :meth:`settled` need not know them."""
         self._stored.append((keys, stored))
 
