@@ -114,6 +114,21 @@ def ratios(rep: str, cpu: dict[str, float], args: argparse.Namespace) -> None:
         print(f"{rep} nodes' CPU per message, --redis-replicas {args.replicas} / 0: {waiting / after:.2f}x")
 
 
+def summary(seen: list[dict[str, float]], args: argparse.Namespace) -> None:
+    """Each setup's CPU per message and each ratio over all repetitions, median (min-max): on this machine one
+    repetition moves by a fifth either way, so a target near a ratio is read from the spread, not one run."""
+    print(f"over {len(seen)} repetitions:")
+    for name in seen[0]:
+        print(f"  {name:<24} {_spread([cpu[name] for cpu in seen])} us/msg")
+    if args.targets:
+        cross = [cpu["after (this checkout)"] / cpu["one node, SQLite"] for cpu in seen if cpu["one node, SQLite"]]
+        under = sum(1 for r in cross if r <= 2.0)
+        print(f"  cross-node / one node CPU per message {_spread(cross)}x; {under} of {len(cross)} at or under 2x")
+    if args.base:
+        gain = [cpu["before (--base)"] / cpu["after (this checkout)"] for cpu in seen if cpu["after (this checkout)"]]
+        print(f"  before / after {_spread(gain)}x")
+
+
 TAIL_SETUPS: dict[str, dict[str, Any]] = {
     "appendfsync always": {},
     "appendfsync everysec": {"fsync": "everysec"},
@@ -245,6 +260,7 @@ def main() -> None:
         setups["before (--base)"] = cross_node(args.base)
     if args.targets:
         setups["one node, SQLite"] = nodes.start_setup("sqlite-1-node", server_help(), 1000)
+    seen: list[dict[str, float]] = []
     try:
         for rep in range(args.reps):
             cpu = {}
@@ -259,6 +275,8 @@ def main() -> None:
                     lat = nodes.latency_run(setup, pool, 100, 2, LATENCY, 1000)
                     print(f"rep {rep + 1} {name:<24} at 1,000 msg/s: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, lost {lat['lost']}")
             ratios(f"rep {rep + 1}", cpu, args)
+            seen.append(cpu)
+        summary(seen, args)
         if args.replicas and (waited := setups[f"--redis-replicas {args.replicas}"].redis) is not None:
             info = nodes.redis_info(waited.port)
             print("Redis of --redis-replicas:", *(f"{k[8:]} {info.get(k, '-')}" for k in ("cmdstat_wait", "cmdstat_evalsha")))
