@@ -250,6 +250,18 @@ def test_plaintext_is_the_last_thing_the_status_bar_gives_up(width: int) -> None
     assert render.plain(render.status_bar(s, scrolled=True, width=40)) == " reconnecting │ unread 3 │ more below "
 
 
+@pytest.mark.parametrize("width", range(9, 26))
+def test_below_26_columns_plaintext_still_shows_whole(width: int) -> None:
+    # Left alone twice as a note: below 26 columns " reconnecting │ PLAINTEXT " was cut by the terminal
+    # at its right edge, PLAINTEXT first. The connection's state gives way before it does.
+    s = make_state()
+    s.apply(ConnectionChanged("reconnecting", retry_in=12))
+    s.plaintext, s.show_raw, s.unread = True, True, {"#x": 3}
+    bar = render.plain(render.status_bar(s, scrolled=True, width=width))
+    assert get_cwidth(bar) <= width and "PLAINTEXT" in bar, bar
+    assert bar == ("│ PLAINTEXT " if width >= 12 else "PLAINTEXT"), bar
+
+
 def test_connection_states_in_status_bar() -> None:
     clock = Clock()
     s = ChatState(own_name="alice", fingerprint=FP_A, clock=clock)

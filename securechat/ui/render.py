@@ -140,7 +140,8 @@ def status_bar(state: ChatState, scrolled: bool, width: int | None = None) -> St
     """The status bar. To fit ``width`` it gives up, one at a time: the rooms' unread list, the long
     PLAINTEXT warning (for its short form), your name, the end of a long conversation name, the
     PageDown hint, the retry countdown, the conversation (the prompt below names it), raw,
-    PLAINTEXT's "no TLS", "more below" and the unread total: the word PLAINTEXT is never given up."""
+    PLAINTEXT's "no TLS", "more below", the unread total, the connection's state and the separator
+    before PLAINTEXT: the word PLAINTEXT is never given up (it fits down to 9 columns)."""
     conn = state.connection
     label = conn
     if conn == "reconnecting" and (left := state.retry_in()) is not None:
@@ -173,6 +174,8 @@ def status_bar(state: ChatState, scrolled: bool, width: int | None = None) -> St
         ("plain", lambda: _piece(plain_style, "PLAINTEXT ")),
         ("more", list),
         ("unread", list),
+        ("head", list),  # below 26 columns the connection's state goes too, and then PLAINTEXT's separator
+        ("plain", lambda: [(plain_style, "PLAINTEXT")]),
     ]
     for key, smaller_part in smaller:
         if over() <= 0:
