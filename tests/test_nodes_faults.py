@@ -577,6 +577,9 @@ async def test_a_failover_under_sentinel_the_nodes_find_the_new_primary_and_deli
     assert shown == [msg_id(n) for n in range(1, 7)], "after the failover: all, in order, once"
     for node in (a, b):
         assert "Traceback" not in node.stderr, node.stderr[-3000:]
+        # The log names the primary the sentinels gave, before and after (a Sentinel URL alone does not say).
+        assert f"connected to Redis at {sentinels.url} (primary 127.0.0.1:{primary.port})" in node.stderr, node.stderr[-3000:]
+        assert f"(primary 127.0.0.1:{replica.port}) is back after" in node.stderr, node.stderr[-3000:]
     print(f"failover: sentinels named the replica {failover:.1f} s after the kill; a send acked {resumed_in:.1f} s later")
 
 

@@ -340,10 +340,18 @@ class RedisLink:
             return
         self._backoff.reset()
         if self._down_since is None:
-            log.info("connected to Redis at %s", self.address)
+            log.info("connected to Redis at %s", self._where())
         else:
             down, self._down_since = self._loop.time() - self._down_since, None
-            log.warning("Redis at %s is back after %.1f s; %d commands failed meanwhile", self.address, down, self._failed_while_down)
+            log.warning("Redis at %s is back after %.1f s; %d commands failed meanwhile", self._where(), down, self._failed_while_down)
+
+    def _where(self) -> str:
+        """The address for the log; under Sentinel with the primary it found (an operator's first question)."""
+        transport = self._wire.transport if self._wire is not None else None
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        if not self.address.sentinels or not isinstance(peer, tuple):
+            return str(self.address)
+        return f"{self.address} (primary {peer[0]}:{peer[1]})"
 
     def _check(self) -> None:
         self._watchdog = None
