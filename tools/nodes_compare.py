@@ -117,6 +117,8 @@ def ratios(rep: str, cpu: dict[str, float], args: argparse.Namespace) -> None:
 def summary(seen: list[dict[str, float]], args: argparse.Namespace) -> None:
     """Each setup's CPU per message and each ratio over all repetitions, median (min-max): on this machine one
     repetition moves by a fifth either way, so a target near a ratio is read from the spread, not one run."""
+    if not seen:  # --reps 0: nothing was measured
+        return
     print(f"over {len(seen)} repetitions:")
     for name in seen[0]:
         print(f"  {name:<24} {_spread([cpu[name] for cpu in seen])} us/msg")
