@@ -35,6 +35,7 @@ a node that is heard from, is waited for as before.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -72,12 +73,16 @@ class AwaitedAcks:
     For a room message's copy ``to`` is the member and ``room`` the room; else ``room`` is None.
     """
 
-    __slots__ = ("_delivered", "_items", "_told")
+    __slots__ = ("_delivered", "_delivered_order", "_items", "_told")
 
     def __init__(self) -> None:
         self._items: dict[Key, tuple[str | None, str | None, float]] = {}
         self._told: dict[Key, tuple[str | None, str | None]] = {}
-        self._delivered: dict[Key, None] = {}  # the latest DELIVERED_KEPT written, oldest first
+        # The latest DELIVERED_KEPT written: a set to look in, a deque for their order. (A dict in insertion
+        # order dropped its oldest with next(iter()), which walks the slots of the keys deleted before it: a
+        # microsecond or more per cross-node message on the sender's node, docs/performance.md round 9.)
+        self._delivered: set[Key] = set()
+        self._delivered_order: collections.deque[Key] = collections.deque()
 
     def __len__(self) -> int:
         return len(self._items) + len(self._told)
@@ -104,9 +109,10 @@ class AwaitedAcks:
         self.settle(to, msg_id)
         if (key := (to, msg_id)) in self._delivered:
             return False
-        self._delivered[key] = None
-        if len(self._delivered) > DELIVERED_KEPT:
-            del self._delivered[next(iter(self._delivered))]
+        self._delivered.add(key)
+        (order := self._delivered_order).append(key)
+        if len(order) > DELIVERED_KEPT:
+            self._delivered.discard(order.popleft())
         return True
 
     def routed(self, to: str, msg_id: str, rid: str | None, room: str | None, receivers: int) -> None:
