@@ -46,7 +46,7 @@ are sticky.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from .events import Send
@@ -72,10 +72,10 @@ class LiveSend:
     queued: QueuedMessage
     n: int
     sent: float  # monotonic
+    size: int = field(init=False)  # the frame's: read when it is answered, without reaching into the frame
 
-    @property
-    def size(self) -> int:
-        return len(self.queued.frame)
+    def __post_init__(self) -> None:
+        self.size = len(self.queued.frame)
 
 
 class _Pair:
