@@ -236,6 +236,30 @@ async def test_frames_held_for_all_sessions_stay_under_the_server_wide_bound(tmp
             await r.close()
 
 
+async def test_frames_held_are_let_go_when_delivered_so_the_bound_is_not_used_up(tmp_path: Path, backend_options: dict[str, Any]) -> None:
+    """bob confirms each message as it comes: each is acked `delivered` alone, and once all were, the
+    server holds no frame. Were a frame not let go on `delivered` (on Redis, a live send's on its sender's
+    node), the first messages would use the bound up for good and every later one would go through the
+    store: with LiveRoute.delivered's release taken out, 230,888 bytes (seven frames) stay held."""
+    size = 32 * 1024
+    bound = 256 * 1024
+    async with (
+        running_server(tmp_path / "s.db", window_bytes=2**20, max_unconfirmed_bytes=bound, **backend_options) as srv,
+        clients(srv.port, "alice") as (a,),
+    ):
+        bob = await Reader.login(srv.port, "bob")
+        await caught_up(srv, "bob", WAIT)
+        for n in range(20):  # 640 KiB in all, each confirmed before the next
+            await a.send_frame(padded_send("alice", "bob", n, size))
+            await bob.wait_count(n + 1)
+            await bob.confirm(msg_id(n))
+            ack = await a.recv_type("ack", WAIT)
+            assert (ack["id"], ack["status"]) == (msg_id(n), "delivered"), f"message {n}: {ack}"
+        assert srv.held_bytes() == 0, f"{srv.held_bytes()} bytes still held once all 20 were delivered"
+        assert bob.ids == [msg_id(n) for n in range(20)]
+        await bob.close()
+
+
 @pytest.mark.slow
 async def test_four_recipients_that_read_everything_and_confirm_nothing_do_not_pin_memory(tmp_path: Path) -> None:
     """The issue's attack on a real server process with the default limits (tools/unconfirmed_rss.py
