@@ -234,6 +234,10 @@ _SETTINGS: Final = {
               help="Unconfirmed messages one session may hold; the rest waits in the store.")
 @click.option("--window-bytes", type=_POSITIVE_INT, default=_default("window_bytes"), show_envvar=True,
               help="Bytes of unconfirmed messages one session may hold (one message always).")
+@click.option("--agent-port", type=click.IntRange(0, 65535), default=_default("agent_port"), show_envvar=True,
+              help="Also listen on this port (same host, no TLS) for a load balancer's agent check (HAProxy "
+                   "agent-check): each connection reads one line, 'up', or 'down #why' while this node is cut "
+                   "off from Redis. 0: no agent port.")
 @click.option("--max-unconfirmed-bytes", type=_POSITIVE_INT, default=_default("max_unconfirmed_bytes"),
               show_envvar=True, help="Bytes of forwarded, unconfirmed messages held in memory on this node.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),

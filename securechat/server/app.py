@@ -24,6 +24,7 @@ from ..names import format_fingerprint
 from ..protocol import DEFAULT_MAX_FRAME
 from ..tls import TlsChannel
 from .admission import Admission
+from .agent import AgentPort
 from .config import ServerConfig
 from .connection import UNREACHABLE, ServerConnection
 from .directory import Directory
@@ -95,6 +96,7 @@ class ChatServer:
             RoomRequest: self._rooms.handle,
         }
         self._server: asyncio.base_events.Server | None = None
+        self._agent: asyncio.base_events.Server | None = None  # --agent-port's
         self._server_id = b""
         self.identity: ServerIdentity | None = None  # the TLS identity; None in plaintext
         self._tls: ssl.SSLContext | None = None
@@ -170,8 +172,12 @@ class ChatServer:
             self._server = await loop.create_server(
                 self.accept, self.config.host, self.config.port, backlog=LISTEN_BACKLOG
             )
+            if self.config.agent_port:
+                self._agent = await self._listen_agent(loop)
         except BaseException:
             self._closing = True
+            if self._server is not None:  # the agent port could not be bound
+                self._server.close()
             await self._store.close()
             await self._routing.close()
             self._stopped.set()
@@ -187,6 +193,15 @@ class ChatServer:
                 "listening on %s:%d (TLS 1.3, server identity %s)",
                 self.config.host, self._port, format_fingerprint(self.identity.fingerprint),
             )
+        if self._agent is not None:
+            log.info("agent port %s:%d (plaintext): 'up' or 'down' for the load balancer", self.config.host, self.config.agent_port)
+
+    async def _listen_agent(self, loop: asyncio.AbstractEventLoop) -> asyncio.base_events.Server:
+        host, port = self.config.host, self.config.agent_port
+        try:
+            return await loop.create_server(AgentPort(self._routing.trouble), host, port)
+        except OSError as exc:
+            raise OSError(exc.errno, f"the agent port (--agent-port): {exc.strerror or exc}") from exc
 
     def accept(self) -> asyncio.Protocol:
         """The listening socket's protocol factory: a peer, behind a PROXY header reader if balancers are trusted."""
@@ -217,8 +232,9 @@ class ChatServer:
         self._closing = self._admission.closing = True
         self._probation.stopping = True  # the sessions ending now are not to blame for what they hold
         try:
-            if self._server is not None:
-                self._server.close()
+            for listening in (self._server, self._agent):
+                if listening is not None:
+                    listening.close()
             for peer in list(self._conns):
                 peer.end("server shutting down")
             for refused in list(self._admission.refused):

@@ -44,7 +44,7 @@ from .delivery import ack_for, deliverable_frame
 from .events import Deferred, Handled, Received, Send
 from .handouts import tell_set_aside
 from .livepath import LiveSend
-from .nodewatch import NodeWatch
+from .nodewatch import CUT_OFF_AFTER, NodeWatch
 from .pokes import ack_poke, acks, new_messages
 from .redisbus import RedisBus
 from .redisstore import ALREADY_CONFIRMED, CAPS, OVER_CAPS, RedisStore
@@ -172,6 +172,11 @@ class ClusterRouting(RoutingCore[RedisStore]):
     def caught_up(self, name: str) -> bool:
         peer = self._local.get(name)
         return peer is not None and isinstance(peer.mailbox, SessionBox) and peer.mailbox.pump is None
+
+    def trouble(self) -> str | None:
+        if self._watch.cut_off(time.monotonic()):
+            return f"cut off from Redis: its own heartbeat not heard back for {CUT_OFF_AFTER:.0f} s"
+        return None
 
     # --- messages ------------------------------------------------------------------------
 

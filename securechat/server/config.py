@@ -38,6 +38,7 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 5000
+    agent_port: int = 0  # the load balancer's agent port (agent.py); 0: none
     db_path: Path = field(kw_only=True)
     max_frame: int = DEFAULT_MAX_FRAME
     handshake_timeout: float = 10.0
@@ -100,6 +101,8 @@ class ServerConfig:
         """Raise ``ValueError`` naming the first option with an impossible value."""
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
+        if not 0 <= self.agent_port <= 65535 or (self.agent_port and self.agent_port == self.port):
+            raise ValueError(f"agent port must be 0 (none) or a port other than the server's, got {self.agent_port}")
         positive = {
             "max_frame": self.max_frame,
             "handshake_timeout": self.handshake_timeout,

@@ -19,13 +19,17 @@ import time
 
 from .awaited import ACK_DEADLINE
 
+# Seconds without this node's own heartbeat heard back through Redis (one a second) after which it is
+# cut off: its agent port says ``down`` (agent.py). Three beats, so one late beat on a busy node is not it.
+CUT_OFF_AFTER = 3.0
+
 
 class NodeWatch:
     """The last time each node was heard from, and the node each online name was last announced on."""
 
     def __init__(self, node: str) -> None:
         self.node = node
-        self._last: dict[str, float] = {}
+        self._last: dict[str, float] = {node: time.monotonic()}  # this node's entry: its own beats, heard back
         self._holder: dict[str, str] = {}
         self._numbers: dict[str, int] = {}  # online names -> the session number that said so
 
@@ -74,6 +78,12 @@ class NodeWatch:
         """Whether ``name`` is held by another node that has not been heard from for ``silent_for`` seconds."""
         holder = self._holder.get(name)
         return holder is not None and self._silent(holder, time.monotonic(), silent_for)
+
+    def cut_off(self, now: float) -> bool:
+        """Has this node not heard its own heartbeat back for :data:`CUT_OFF_AFTER` seconds at ``now``
+        (monotonic)? Published by its Redis connection and heard by its subscriber, a beat heard back
+        means both are up and Redis answers."""
+        return now - self._last[self.node] > CUT_OFF_AFTER
 
     def _silent(self, holder: str, now: float, silent_for: float) -> bool:
         """Has the node ``holder`` not been heard from for ``silent_for`` seconds at ``now``? This one never is."""

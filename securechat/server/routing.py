@@ -134,6 +134,9 @@ class LocalRouting(RoutingCore[MessageStore]):
         peer = self._online.get(name)
         return peer is not None and peer.mailbox is not None and not peer.mailbox.stored
 
+    def trouble(self) -> str | None:
+        return None  # SQLite is in this process: while it runs, it serves
+
     # --- messages ------------------------------------------------------------------------
 
     def send(self, peer: Peer, message: Send) -> Handled:

@@ -71,6 +71,9 @@ class Routing(Protocol):
     def caught_up(self, name: str) -> bool:
         """``name`` has a session here and nothing of its waits in the store: messages go to it at once."""
 
+    def trouble(self) -> str | None:
+        """Why this node cannot serve now, or None (the load balancer's agent port says so: agent.py)."""
+
 
 StoreT = TypeVar("StoreT", bound=MessageStore)
 
