@@ -29,6 +29,7 @@ from tests.support.haproxy import (
     on_localhost,
     require_haproxy,
     server_names,
+    without_agent,
 )
 from tests.support.nodes import Nodes, login_outcome, stored_count
 from tests.support.partition import partition_proxy
@@ -60,13 +61,16 @@ async def logged_in(front: int, name: str, source: str = "127.0.0.1") -> RawClie
     return client
 
 
-async def shared_identity_nodes(nodes: Nodes, redis_urls: list[str]) -> list[ServerProcess]:
+async def shared_identity_nodes(nodes: Nodes, redis_urls: list[str], agents: list[int] | None = None) -> list[ServerProcess]:
     """A node per URL (``""``: the test's Redis itself), all with one TLS identity, started at once, each
-    reading the PROXY header of the balancer (127.0.0.1 here) as the doc's nodes do."""
+    reading the PROXY header of the balancer (127.0.0.1 here) as the doc's nodes do, and with an agent
+    port of ``agents`` in turn if given."""
     assert f"--proxy-protocol-from {DOC_BALANCER}" in section(SECTION), "the doc's nodes no longer read the header"
     nodes.identity("shared")  # made once, before the nodes read it
     start = functools.partial(nodes.start, "--proxy-protocol-from", f"{BALANCER}/32", identity="shared")
-    return list(await asyncio.gather(*(asyncio.to_thread(start, redis_url=url) for url in redis_urls)))
+    agent_args = [["--agent-port", str(port)] for port in agents] if agents else [[] for _ in redis_urls]
+    started = [asyncio.to_thread(start, *extra, redis_url=url) for url, extra in zip(redis_urls, agent_args, strict=True)]
+    return list(await asyncio.gather(*started))
 
 
 async def until(what: str, probe: Callable[[], Awaitable[T]], wanted: Callable[[T], bool], within: float = 15.0) -> T:
@@ -89,9 +93,10 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
     require_haproxy()
     config = doc_example()
     names = server_names(config)
-    started = await shared_identity_nodes(nodes, [""] * len(names))
+    agents = [restartable_port() for _ in names]
+    started = await shared_identity_nodes(nodes, [""] * len(names), agents)
     front = restartable_port()
-    with haproxy_running(on_localhost(config, front, [node.port for node in started]), tmp_path) as proxy:
+    with haproxy_running(on_localhost(config, front, [node.port for node in started], agents), tmp_path) as proxy:
         alice = await logged_in(front, "alice", source="127.0.0.2")
         (registered,) = [line for node in started for line in node.lines if "registered alice" in line]
         assert registered.split(" from ")[1].startswith("127.0.0.2:"), "the node sees the balancer's address"
@@ -130,12 +135,13 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
 async def test_a_node_cut_from_redis_behind_the_docs_haproxy_gets_only_its_share_of_logins(
     redis: RedisProcess, nodes: Nodes, tmp_path
 ) -> None:
-    """The doc's ``tcp-check`` cannot see that a node lost Redis: it still accepts, answers logins
-    ``unavailable``, and the client tries again through the balancer. With ``leastconn`` that node, having
-    turned everyone away, holds the fewest connections and gets every retry; the doc's balancing must give
-    it no more than its share (each other node holds one client)."""
+    """Without the doc's agent check (a balancer with a TCP health check only), a balancer cannot see that a
+    node lost Redis: it still accepts, answers logins ``unavailable``, and the client tries again through
+    the balancer. With ``leastconn`` that node, having turned everyone away, holds the fewest connections and
+    gets every retry; the doc's balancing must give it no more than its share (each other node holds one
+    client)."""
     require_haproxy()
-    config = doc_example()
+    config = without_agent(doc_example())
     names = server_names(config)
     async with contextlib.AsyncExitStack() as stack:
         links = [await stack.enter_async_context(partition_proxy(redis.port)) for _ in names]
@@ -154,3 +160,29 @@ async def test_a_node_cut_from_redis_behind_the_docs_haproxy_gets_only_its_share
     assert set(outcomes) <= {"welcome", "unavailable"}, outcomes
     share = -(-len(outcomes) // up)
     assert outcomes.count("unavailable") <= share, f"the node without Redis got more than 1/{up}: {outcomes}"
+
+
+@pytest.mark.slow
+async def test_the_docs_agent_check_takes_a_node_cut_from_redis_out_of_rotation_and_back_after_the_heal(
+    redis: RedisProcess, nodes: Nodes, tmp_path
+) -> None:
+    """With the doc's ``agent-check``, the node cut from Redis says ``down`` on its agent port and HAProxy
+    marks it DOWN: every login through the balancer is welcomed by another node, none answered
+    ``unavailable``. Once the cut heals the node says ``up`` and HAProxy marks it UP again, by itself."""
+    require_haproxy()
+    config = doc_example()
+    names = server_names(config)
+    agents = [restartable_port() for _ in names]
+    async with contextlib.AsyncExitStack() as stack:
+        links = [await stack.enter_async_context(partition_proxy(redis.port)) for _ in names]
+        started = await shared_identity_nodes(nodes, [f"redis://127.0.0.1:{link.port}/0" for link in links], agents)
+        front = restartable_port()
+        proxy = stack.enter_context(haproxy_running(on_localhost(config, front, [n.port for n in started], agents), tmp_path))
+        cut = names[-1]
+        status = lambda: asyncio.to_thread(lambda: proxy.servers()[cut]["status"])
+        links[-1].cut()
+        await until("HAProxy marks the cut node DOWN", status, lambda got: got.startswith("DOWN"), within=30.0)
+        outcomes = [await login_outcome(front, "dave", "dave") for _ in range(2 * len(names))]
+        assert outcomes == ["welcome"] * len(outcomes), outcomes
+        await links[-1].heal()
+        await until("HAProxy marks the healed node UP", status, lambda got: got == "UP", within=30.0)

@@ -53,8 +53,9 @@ def server_names(config: str) -> list[str]:
     return re.findall(r"^\s*server\s+(\S+)", config, re.MULTILINE)
 
 
-def on_localhost(config: str, front: int, nodes: Sequence[int]) -> str:
-    """``config`` with its ``bind`` on 127.0.0.1:``front`` and its ``server`` lines on 127.0.0.1:``nodes``, in turn."""
+def on_localhost(config: str, front: int, nodes: Sequence[int], agents: Sequence[int] = ()) -> str:
+    """``config`` with its ``bind`` on 127.0.0.1:``front``, its ``server`` lines on 127.0.0.1:``nodes`` in turn, and
+    their ``agent-port`` (if it has them) on ``agents`` in turn (none given: free ports nothing listens on)."""
     config, binds = re.subn(r"^(\s*bind\s+)\S+", rf"\g<1>127.0.0.1:{front}", config, flags=re.MULTILINE)
     ports = iter(nodes)
     config, servers = re.subn(
@@ -63,7 +64,18 @@ def on_localhost(config: str, front: int, nodes: Sequence[int]) -> str:
         config,
         flags=re.MULTILINE,
     )
-    assert (binds, servers) == (1, len(nodes)), f"{binds} bind and {servers} server lines for {len(nodes)} nodes"
+    agent_ports = iter(agents or [restartable_port() for _ in nodes])
+    config, agent_lines = re.subn(r"(\sagent-port\s+)\d+", lambda m: f"{m.group(1)}{next(agent_ports)}", config)
+    assert (binds, servers) == (1, len(nodes)) and agent_lines in ((0, len(nodes)) if not agents else (len(nodes),)), (
+        f"{binds} bind, {servers} server and {agent_lines} agent-port lines for {len(nodes)} nodes"
+    )
+    return config
+
+
+def without_agent(config: str) -> str:
+    """``config`` with a TCP health check only: each ``server`` line's agent check taken out."""
+    config, taken = re.subn(r" agent-check agent-port \d+ agent-inter \S+", "", config)
+    assert taken == len(server_names(config)), f"{taken} agent checks taken out"
     return config
 
 
