@@ -17,6 +17,7 @@ import pytest
 
 from securechat.server.agent import LINGER, MAX_OPEN, agent_line
 from securechat.server.nodewatch import CUT_OFF_AFTER
+from tests.support.docvector import doc_example
 from tests.support.nodes import Nodes
 from tests.support.partition import partition_proxy
 from tests.support.ports import restartable_port
@@ -100,6 +101,7 @@ async def test_a_node_cut_from_redis_says_down_and_up_again_after_the_heal(redis
         proxy.cut()
         said, took = await until_said(a_agent, b"down", 30.0)
         assert said == agent_line(f"cut off from Redis: its own heartbeat not heard back for {CUT_OFF_AFTER:.0f} s")
+        assert said == doc_example("agent-down").encode() + b"\n", "docs/protocol.md's example is not what a node says"
         # The last beat heard came at most a second or so before the cut: down at once would be a bug.
         assert took >= CUT_OFF_AFTER - 2.0, f"said down {took:.1f} s after the cut: before its heartbeats lapsed"
         assert await ask(b_agent) == b"up\n", "the node still on Redis said down"

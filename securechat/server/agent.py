@@ -12,9 +12,10 @@ state, never an administrator's ``drain`` or ``maint``.
 After the line the node half-closes and drops whatever comes (HAProxy's ``agent-send`` string)
 until the balancer closes: closing at once with unread bytes makes the kernel answer with a
 reset, which may erase the line from the balancer's input before it reads it (RFC 7230, section
-6.6, on the same risk for HTTP; on loopback the line came through anyway). A connection lasts at most :data:`LINGER` seconds, and at most
-:data:`MAX_OPEN` are open at once (past that one is closed unanswered), so the port costs a
-bounded few sockets whoever connects, and tells them no more than that one line.
+6.6, on the same risk for HTTP; on loopback the line came through anyway). A connection lasts at
+most :data:`LINGER` seconds, and at most :data:`MAX_OPEN` are open at once (past that one is
+closed unanswered), so the port costs a bounded few sockets whoever connects, and tells them no
+more than that one line.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 5000
-    agent_port: int = 0  # the load balancer's agent port (agent.py); 0: none
     db_path: Path = field(kw_only=True)
     max_frame: int = DEFAULT_MAX_FRAME
     handshake_timeout: float = 10.0
@@ -76,6 +75,7 @@ class ServerConfig:
     padding: bool = True
     # Balancers whose connections begin with a PROXY header (docs/protocol.md 2.3): CIDR[,CIDR...]; "" reads none.
     proxy_protocol_from: str = ""
+    agent_port: int = 0  # the load balancer's agent port (agent.py); 0: none
     # Rooms (docs/protocol.md 11.8): the member cap may be lowered, never raised past the protocol's.
     max_room_members: int = MAX_ROOM_MEMBERS
     max_rooms: int = DEFAULT_MAX_ROOMS
