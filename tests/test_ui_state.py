@@ -155,6 +155,19 @@ def test_leaving_the_status_window_keeps_welcome_lines() -> None:
     assert texts(s) == ["welcome", "hi"]  # carried along once only
 
 
+def test_a_msg_sent_from_the_status_window_is_not_carried_twice_into_its_conversation() -> None:
+    """``/msg bob ...`` on the start screen shows the message there and in bob's window (one line object);
+    leaving the start screen carries its lines into bob's window, which held that one already. Tried in
+    tmux on a fresh install: alice's first message showed twice in bob's window once bob answered."""
+    s = make_state()
+    s.info("welcome")
+    s.apply(MessageSent("m1", "bob", T0, "hello bob", "P1"))  # from the status window: it stays current
+    assert s.current == STATUS_WINDOW
+    s.switch("bob")
+    assert texts(s) == ["welcome", "hello bob"]
+    assert pane(s).count("hello bob") == 1
+
+
 def test_rejected_message_shows_reason_and_never_text() -> None:
     s = make_state()
     s.switch("bob")

@@ -196,9 +196,11 @@ class ChatState:
         target = self.window(name)
         if self.current == STATUS_WINDOW and not self.left_status:
             # Leaving the start screen for the first time: carry the welcome
-            # lines along so the fingerprint stays in view above the messages.
+            # lines along so the fingerprint stays in view above the messages
+            # (not a /msg line shown in both windows: it is there already).
             self.left_status = True
-            target[:0] = self.windows[STATUS_WINDOW]
+            held = {id(line) for line in target}
+            target[:0] = [line for line in self.windows[STATUS_WINDOW] if id(line) not in held]
             self._recount(name)
         self.current = name
         self.unread.pop(name, None)
