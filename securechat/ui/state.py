@@ -195,12 +195,10 @@ class ChatState:
             return
         target = self.window(name)
         if self.current == STATUS_WINDOW and not self.left_status:
-            # Leaving the start screen for the first time: carry the welcome
-            # lines along so the fingerprint stays in view above the messages
-            # (not a /msg line shown in both windows: it is there already).
+            # First time off the start screen: the welcome (fingerprint) comes along; a /msg line held stays
             self.left_status = True
-            held = {id(line) for line in target}
-            target[:0] = [line for line in self.windows[STATUS_WINDOW] if id(line) not in held]
+            held = set(target)  # Lines compare (and hash) by identity: eq=False
+            target[:0] = [line for line in self.windows[STATUS_WINDOW] if line not in held]
             self._recount(name)
         self.current = name
         self.unread.pop(name, None)
