@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from securechat.server.agent import LINGER, MAX_OPEN, agent_line
+from securechat.server.config import ServerConfig
 from securechat.server.nodewatch import CUT_OFF_AFTER
 from tests.support.docvector import doc_example
 from tests.support.nodes import Nodes
@@ -114,8 +115,6 @@ async def test_a_node_cut_from_redis_says_down_and_up_again_after_the_heal(redis
 
 
 def test_the_agent_port_must_differ_from_the_servers(tmp_path: Path) -> None:
-    from securechat.server.config import ServerConfig
-
     with pytest.raises(ValueError, match="agent port"):
         ServerConfig(port=5000, agent_port=5000, db_path=tmp_path / "s.db").validate()
     with socket.socket() as taken:
