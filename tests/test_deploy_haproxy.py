@@ -31,6 +31,7 @@ from tests.support.haproxy import (
     server_names,
     without_agent,
 )
+from tests.support.jsonclient import JsonClientProcess
 from tests.support.nodes import Nodes, login_outcome, stored_count
 from tests.support.partition import partition_proxy
 from tests.support.ports import restartable_port
@@ -186,3 +187,37 @@ async def test_the_docs_agent_check_takes_a_node_cut_from_redis_out_of_rotation_
         assert outcomes == ["welcome"] * len(outcomes), outcomes
         await links[-1].heal()
         await until("HAProxy marks the healed node UP", status, lambda got: got == "UP", within=30.0)
+
+
+
+@pytest.mark.slow
+async def test_with_redis_down_the_docs_balancer_closes_new_connections_and_the_client_signs_in_once_it_is_back(
+    redis: RedisProcess, nodes: Nodes, tmp_path
+) -> None:
+    """Redis down: every node's agent says ``down`` and HAProxy, with no server left, closes each new
+    connection at once. A real client (``--json``) shows why, ``closed the connection during the TLS
+    handshake``, and keeps trying with its backoff; once Redis is back it signs in by itself."""
+    require_haproxy()
+    config = doc_example()
+    names = server_names(config)
+    agents = [restartable_port() for _ in names]
+    started = await shared_identity_nodes(nodes, ["" for _ in names], agents)
+    front = restartable_port()
+    with haproxy_running(on_localhost(config, front, [n.port for n in started], agents), tmp_path) as proxy:
+        states = lambda: asyncio.to_thread(lambda: [server["status"] for server in proxy.servers().values()])
+        await until("HAProxy marks every node UP", states, lambda got: got == ["UP"] * len(names), within=30.0)
+        redis.kill()
+        await until("HAProxy marks every node DOWN", states, lambda got: all(s.startswith("DOWN") for s in got), within=30.0)
+        dave = JsonClientProcess("dave", front, tmp_path / "dave")
+        try:
+            closed = lambda event: "closed the connection during the TLS handshake" in event.get("detail", "")
+            retries = lambda events: [e for e in events if e.get("state") == "reconnecting"]
+            # Closed, tried again after its backoff, and closed again.
+            await asyncio.to_thread(dave.wait_until, lambda events: len(retries(events)) >= 2, 30.0, "two retries")
+            redis.restart()
+            ready = await asyncio.to_thread(dave.wait_for, lambda e: e.get("event") == "ready", 90.0)
+        finally:
+            dave.close()
+        assert ready["new"] is True, ready
+        tried = retries(dave.events)
+        assert all(closed(e) for e in tried), tried  # never a node's `unavailable`: no node was given it
