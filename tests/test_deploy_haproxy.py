@@ -189,7 +189,6 @@ async def test_the_docs_agent_check_takes_a_node_cut_from_redis_out_of_rotation_
         await until("HAProxy marks the healed node UP", status, lambda got: got == "UP", within=30.0)
 
 
-
 @pytest.mark.slow
 async def test_with_redis_down_the_docs_balancer_closes_new_connections_and_the_client_signs_in_once_it_is_back(
     redis: RedisProcess, nodes: Nodes, tmp_path
@@ -214,10 +213,10 @@ async def test_with_redis_down_the_docs_balancer_closes_new_connections_and_the_
             retries = lambda events: [e for e in events if e.get("state") == "reconnecting"]
             # Closed, tried again after its backoff, and closed again.
             await asyncio.to_thread(dave.wait_until, lambda events: len(retries(events)) >= 2, 30.0, "two retries")
+            tried = retries(dave.snapshot())
+            assert all(closed(e) for e in tried), tried  # never a node's `unavailable`: no node was given it
             redis.restart()
             ready = await asyncio.to_thread(dave.wait_for, lambda e: e.get("event") == "ready", 90.0)
         finally:
             dave.close()
         assert ready["new"] is True, ready
-        tried = retries(dave.events)
-        assert all(closed(e) for e in tried), tried  # never a node's `unavailable`: no node was given it
