@@ -200,7 +200,7 @@ async def test_with_redis_down_the_docs_balancer_closes_new_connections_and_the_
     config = doc_example()
     names = server_names(config)
     agents = [restartable_port() for _ in names]
-    started = await shared_identity_nodes(nodes, ["" for _ in names], agents)
+    started = await shared_identity_nodes(nodes, [""] * len(names), agents)
     front = restartable_port()
     with haproxy_running(on_localhost(config, front, [n.port for n in started], agents), tmp_path) as proxy:
         states = lambda: asyncio.to_thread(lambda: [server["status"] for server in proxy.servers().values()])

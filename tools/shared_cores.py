@@ -19,11 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from nodes_compare import THROUGHPUT  # the same window as the cross-node comparisons
+
 from securechat.bench import nodes
-from securechat.bench.runner import KeyPool, Timing
+from securechat.bench.runner import KeyPool
 from securechat.bench.servers import server_help
 
-THROUGHPUT = Timing(warmup=2.0, duration=3.0, drain=5.0)  # as tools/nodes_compare.py's
 START_TIMEOUT = 120.0
 RUN_TIMEOUT = 300.0
 
