@@ -14,7 +14,8 @@ import contextlib
 import functools
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
@@ -24,6 +25,7 @@ from tests.support.acks import delivered_acks
 from tests.support.deploydoc import section
 from tests.support.haproxy import (
     SECTION,
+    HAProxy,
     doc_example,
     haproxy_running,
     on_localhost,
@@ -74,6 +76,20 @@ async def shared_identity_nodes(nodes: Nodes, redis_urls: list[str], agents: lis
     return list(await asyncio.gather(*started))
 
 
+@contextlib.asynccontextmanager
+async def doc_balancer(nodes: Nodes, tmp_path: Path) -> AsyncIterator[tuple[list[str], list[ServerProcess], int, HAProxy]]:
+    """The doc's example running in front of a node per ``server`` line, on the test's Redis, each with its
+    agent port: (the server names, the nodes in that order, the balancer's port, the balancer)."""
+    require_haproxy()
+    config = doc_example()
+    names = server_names(config)
+    agents = [restartable_port() for _ in names]
+    started = await shared_identity_nodes(nodes, [""] * len(names), agents)
+    front = restartable_port()
+    with haproxy_running(on_localhost(config, front, [node.port for node in started], agents), tmp_path) as proxy:
+        yield names, started, front, proxy
+
+
 async def until(what: str, probe: Callable[[], Awaitable[T]], wanted: Callable[[T], bool], within: float = 15.0) -> T:
     """``await probe()`` again until ``wanted`` says yes to it (bounded); its last answer."""
     deadline = time.monotonic() + within
@@ -91,13 +107,7 @@ async def test_the_docs_haproxy_example_moves_a_client_off_a_killed_node_with_it
     connection made right after the kill reaches a live node with the shared identity (the dead one is
     not yet marked down); bob logs in again through the same address and gets the message he had been
     handed and had not confirmed, and the three queued meanwhile, once each, in order."""
-    require_haproxy()
-    config = doc_example()
-    names = server_names(config)
-    agents = [restartable_port() for _ in names]
-    started = await shared_identity_nodes(nodes, [""] * len(names), agents)
-    front = restartable_port()
-    with haproxy_running(on_localhost(config, front, [node.port for node in started], agents), tmp_path) as proxy:
+    async with doc_balancer(nodes, tmp_path) as (names, started, front, proxy):
         alice = await logged_in(front, "alice", source="127.0.0.2")
         (registered,) = [line for node in started for line in node.lines if "registered alice" in line]
         assert registered.split(" from ")[1].startswith("127.0.0.2:"), "the node sees the balancer's address"
@@ -196,13 +206,7 @@ async def test_with_redis_down_the_docs_balancer_closes_new_connections_and_the_
     """Redis down: every node's agent says ``down`` and HAProxy, with no server left, closes each new
     connection at once. A real client (``--json``) shows why, ``closed the connection during the TLS
     handshake``, and keeps trying with its backoff; once Redis is back it signs in by itself."""
-    require_haproxy()
-    config = doc_example()
-    names = server_names(config)
-    agents = [restartable_port() for _ in names]
-    started = await shared_identity_nodes(nodes, [""] * len(names), agents)
-    front = restartable_port()
-    with haproxy_running(on_localhost(config, front, [n.port for n in started], agents), tmp_path) as proxy:
+    async with doc_balancer(nodes, tmp_path) as (names, _, front, proxy):
         states = lambda: asyncio.to_thread(lambda: [server["status"] for server in proxy.servers().values()])
         await until("HAProxy marks every node UP", states, lambda got: got == ["UP"] * len(names), within=30.0)
         redis.kill()
