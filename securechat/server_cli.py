@@ -238,6 +238,10 @@ _SETTINGS: Final = {
               help="Also listen on this port (same host, no TLS) for a load balancer's agent check (HAProxy "
                    "agent-check): each connection reads one line, 'up', or 'down #why' while this node is cut "
                    "off from Redis. 0: no agent port.")
+@click.option("--shed-after", type=click.FloatRange(min=0), default=_default("shed_after"), metavar="SECONDS",
+              show_default=True, show_envvar=True,
+              help="With --redis: once this node has been cut off from Redis this long, end its sessions "
+                   "('unavailable') so that their clients reconnect to another node. 0: never.")
 @click.option("--max-unconfirmed-bytes", type=_POSITIVE_INT, default=_default("max_unconfirmed_bytes"),
               show_envvar=True, help="Bytes of forwarded, unconfirmed messages held in memory on this node.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),

@@ -52,6 +52,8 @@ from tests.support.streams import LONG, Spawn, acked_ids, check_exactly_once, sh
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 
+OUTLIVE_THE_CUT = ("--shed-after", "0")  # never: these tests watch the sessions that stay through a cut
+
 
 @pytest.fixture
 def redis(make_redis: Callable[..., RedisProcess]) -> RedisProcess:
@@ -469,7 +471,8 @@ async def test_a_partition_between_a_node_and_redis_errors_not_hangs_loses_nothi
     redis: RedisProcess, nodes: Nodes
 ) -> None:
     async with partition_proxy(redis.port) as proxy:
-        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        # alice's session outlives the cut (tests/test_nodes_shed.py: a node cut for --shed-after ends its sessions)
+        a = await asyncio.to_thread(nodes.start, *OUTLIVE_THE_CUT, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
         b = await asyncio.to_thread(nodes.start)
         await (await RawClient.connect(a.port)).login("carol", identity_key("carol"))  # then offline
         alice = await RawClient.connect(a.port)
@@ -517,7 +520,7 @@ async def test_a_sender_elsewhere_hears_queued_for_a_recipient_whose_node_is_cut
     carol, on a healthy node, is slow to confirm message 2: that one is waited for, not told `queued`.
     After the heal bob gets his once and alice hears `delivered` for both."""
     async with partition_proxy(redis.port) as proxy:
-        a = await asyncio.to_thread(nodes.start, redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+        a = await asyncio.to_thread(nodes.start, *OUTLIVE_THE_CUT, redis_url=f"redis://127.0.0.1:{proxy.port}/0")  # bob stays
         b, c = await asyncio.to_thread(nodes.start_many, 2)
         bob, alice, carol = await RawClient.connect(a.port), await RawClient.connect(b.port), await RawClient.connect(c.port)
         for client, name in ((bob, "bob"), (alice, "alice"), (carol, "carol")):

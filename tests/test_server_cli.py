@@ -55,7 +55,10 @@ async def test_options_come_from_the_environment(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--port", "70000"], ["--rate", "-1"], ["--burst", "zero"], ["--log-level", "LOUD"], ["--max-frame", "0"]],
+    [
+        ["--port", "70000"], ["--rate", "-1"], ["--burst", "zero"], ["--log-level", "LOUD"], ["--max-frame", "0"],
+        ["--shed-after", "-1"], ["--shed-after", "inf"], ["--shed-after", "nan"],
+    ],
 )
 def test_bad_option_value_is_a_one_line_error(tmp_path: Path, args: list[str]) -> None:
     result = subprocess.run(

@@ -94,6 +94,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         def beat() -> None:
             self._publish(self._store.presence_channel, self._watch.beat())
             self._live.overdue(boxes())
+            self._shed_if_cut()
 
         self._sweep = asyncio.get_running_loop().create_task(sweep_overdue(self._store, boxes, self._spawn, self._watch.lost, beat))
         log.info("node %s routes through Redis at %s", self.node, self._store.address)
@@ -172,6 +173,15 @@ class ClusterRouting(RoutingCore[RedisStore]):
     def caught_up(self, name: str) -> bool:
         peer = self._local.get(name)
         return peer is not None and isinstance(peer.mailbox, SessionBox) and peer.mailbox.pump is None
+
+    def _shed_if_cut(self) -> None:
+        """Cut off from Redis for ``--shed-after`` seconds: end every session here ``unavailable``, so that their
+        clients move to a node that can serve them (docs/deployment.md, "A node cut off from Redis")."""
+        after, peers = self._config.shed_after, [p for p in self._local.values() if not p.closing]
+        if after and peers and self._watch.cut_off(time.monotonic(), after):
+            log.warning("cut off from Redis for %g s: ending the %d sessions here so that they move", after, len(peers))
+            for peer in peers:
+                peer.fail("unavailable", "this node lost the state the nodes share: reconnect, to another node")
 
     def trouble(self) -> str | None:
         if self._watch.cut_off(time.monotonic()):

@@ -76,6 +76,9 @@ class ServerConfig:
     # Balancers whose connections begin with a PROXY header (docs/protocol.md 2.3): CIDR[,CIDR...]; "" reads none.
     proxy_protocol_from: str = ""
     agent_port: int = 0  # the load balancer's agent port (agent.py); 0: none
+    # Several nodes: cut off from Redis this long (its own heartbeat not heard back), a node ends its sessions
+    # `unavailable` so that their clients move to another node (cluster.py); 0: never.
+    shed_after: float = 15.0
     # Rooms (docs/protocol.md 11.8): the member cap may be lowered, never raised past the protocol's.
     max_room_members: int = MAX_ROOM_MEMBERS
     max_rooms: int = DEFAULT_MAX_ROOMS
@@ -134,6 +137,8 @@ class ServerConfig:
                 raise ValueError(f"{key} must be positive, got {value}")
         if self.redis_url is not None and not self.redis_url.startswith(REDIS_SCHEMES):
             raise ValueError(f"the Redis URL must start with {', '.join(REDIS_SCHEMES)}, got {self.redis_url!r}")
+        if not 0 <= self.shed_after < float("inf"):
+            raise ValueError(f"shed_after must be 0 (never) or a number of seconds, got {self.shed_after}")
         if self.redis_replicas < 0:
             raise ValueError(f"redis_replicas must be 0 or more, got {self.redis_replicas}")
         if self.redis_replicas and self.redis_url is None:

@@ -79,11 +79,11 @@ class NodeWatch:
         holder = self._holder.get(name)
         return holder is not None and self._silent(holder, time.monotonic(), silent_for)
 
-    def cut_off(self, now: float) -> bool:
-        """Has this node not heard its own heartbeat back for :data:`CUT_OFF_AFTER` seconds at ``now``
-        (monotonic)? Published by its Redis connection and heard by its subscriber, a beat heard back
-        means both are up and Redis answers."""
-        return now - self._last[self.node] > CUT_OFF_AFTER
+    def cut_off(self, now: float, after: float = CUT_OFF_AFTER) -> bool:
+        """Has this node not heard its own heartbeat back for ``after`` seconds at ``now`` (monotonic)?
+        Published by its Redis connection and heard by its subscriber, a beat heard back means both are
+        up and Redis answers."""
+        return now - self._last[self.node] > after
 
     def _silent(self, holder: str, now: float, silent_for: float) -> bool:
         """Has the node ``holder`` not been heard from for ``silent_for`` seconds at ``now``? This one never is."""
