@@ -138,7 +138,10 @@ async def _handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
             return
         data = await reader.read(READ_CHUNK)
         if not data:
-            raise ConnectionResetError(f"the server at {server} closed the connection during the TLS handshake")
+            raise ConnectionResetError(
+                f"the server at {server} closed the connection during the TLS handshake"
+                " (a load balancer does so while none of its nodes is up)"
+            )
         try:
             tls.receive(data)
         except TlsFailed as exc:
