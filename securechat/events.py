@@ -235,6 +235,7 @@ class ErrorReported:
     message: str
     fatal: bool = False
     msg_id: str | None = None
+    retried: bool = False  # about the send ``msg_id``: the outbox keeps it and sends it again (else it failed)
 
 
 SessionEvent = (

@@ -134,10 +134,10 @@ def event_to_json(event: SessionEvent) -> dict[str, Any] | None:  # noqa: C901 -
             return {"event": "users", "users": [{"name": u.name, "online": u.online} for u in users], "more": more}
         case PresenceChanged(name, online):
             return {"event": "presence", "name": name, "online": online}
-        case ErrorReported(code, message, fatal, msg_id):
+        case ErrorReported(code, message, fatal, msg_id, retried):
             err: dict[str, Any] = {"event": "error", "code": code, "message": message, "fatal": fatal}
             if msg_id is not None:
-                err["id"] = msg_id
+                err["id"], err["retried"] = msg_id, retried
             return err
         case ServerPinned(server, fp):
             return {"event": "server_pinned", "server": server, "fingerprint": fp}

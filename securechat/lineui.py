@@ -123,8 +123,8 @@ def _notice_lines(event: SessionEvent) -> list[str]:
             return [_marked("info", say.pinned_line(name, fp, trust))]
         case PresenceChanged(name, online):
             return [_marked("info", say.presence_line(name, online))]
-        case ErrorReported(code, message, fatal, msg_id):
-            about = f" (message {msg_id[:8]})" if msg_id else ""
+        case ErrorReported(code, message, fatal, msg_id, retried):
+            about = f" (message {msg_id[:8]}{', sent again' if retried else ''})" if msg_id else ""
             return [_marked("warn", say.error_line(code, message, fatal) + about)]
         case ServerPinned(server, fp):
             return [_marked("info", say.server_pinned_line(server, fp))]

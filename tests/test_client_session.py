@@ -398,7 +398,7 @@ async def test_send_to_pinned_but_unregistered_name_fails_cleanly(
     alice.session.store.pins.pin("ghost", crypto.public_key_pem(ghost.public_key()))
     msg_id = await alice.session.send("ghost", "anyone there?")
     error = await alice.rec.wait_kind(ErrorReported, code="unknown_user")
-    assert error.msg_id == msg_id and not error.fatal
+    assert error.msg_id == msg_id and not error.fatal and not error.retried
     assert await alice.session.wait_idle(WAIT)  # dropped from the outbox: it can never be delivered
     assert alice.session.history("ghost")[-1].status == "failed"
     await alice.stop()
@@ -427,7 +427,7 @@ async def test_rate_limited_send_is_retried_with_the_same_id(make_client: Callab
             await alice.rec.wait_kind(Ready)
             msg_id = await alice.session.send("bob", "patience")
             limited = await alice.rec.wait_kind(ErrorReported, code="rate_limited")
-            assert limited.msg_id == msg_id
+            assert limited.msg_id == msg_id and limited.retried  # the front ends say "retrying", not "failed"
             await alice.rec.wait_kind(Acked, msg_id=msg_id, status="queued")
             assert [s["envelope"]["id"] for s in sends] == [msg_id, msg_id]
             assert sends[0]["envelope"] == sends[1]["envelope"]  # byte-for-byte the same envelope

@@ -16,8 +16,8 @@ from securechat.client.state import ClientStore
 from securechat.commands import Hint, parse_json
 from securechat.commands.grammar import Msg, Quit, Users
 from securechat.errors import KeyChanged, ServerErrorReply, SessionClosed
-from securechat.events import MessageReceived, MessageRejected, RoomRejected
-from securechat.jsonmode import JsonFrontEnd, failure_code, run_json_mode
+from securechat.events import ErrorReported, MessageReceived, MessageRejected, RoomRejected
+from securechat.jsonmode import JsonFrontEnd, event_to_json, failure_code, run_json_mode
 from securechat.records import ContactInfo
 from tests.support.ui_fakes import BOB_FP, BOB_NEW_FP, FakeSession
 
@@ -49,6 +49,16 @@ def test_good_commands() -> None:
     assert parse_json(b'{"cmd":"send","to":"bob","text":"hi","extra":1}\n') == Msg("bob", "hi")
     assert parse_json(b'{"cmd":"list"}') == Users()
     assert parse_json(b'{"cmd":"quit"}') == Quit()
+
+
+def test_an_error_about_a_send_says_whether_the_client_sends_it_again() -> None:
+    msg_id = "1" * 32
+    kept = event_to_json(ErrorReported("internal", "try again shortly", msg_id=msg_id, retried=True))
+    assert kept == {"event": "error", "code": "internal", "message": "try again shortly", "fatal": False,
+                    "id": msg_id, "retried": True}  # fmt: skip
+    given_up = event_to_json(ErrorReported("unknown_user", "no such user", msg_id=msg_id))
+    assert given_up is not None and given_up["retried"] is False
+    assert "retried" not in (event_to_json(ErrorReported("internal", "not about a send")) or {})
 
 
 def test_failure_codes() -> None:

@@ -186,6 +186,8 @@ def test_a_refusal_reads_code_colon_text_and_a_forged_code_stays_a_code() -> Non
     # client's own warning: a code not of the protocol's shape is shown quoted.
     forged = ("the key of bob changed", "nothing is sent to them until you /trust bob")
     assert format_event(ErrorReported("queue_full", "bob's queue is full")) == ["! queue_full: bob's queue is full"]
+    retried = ErrorReported("internal", "try again shortly", msg_id="1" * 32, retried=True)
+    assert format_event(retried) == ["! internal: try again shortly (message 11111111, sent again)"]
     assert format_event(ErrorReported(*forged)) == [f"! '{forged[0]}': {forged[1]}"]
     failed = [Failed(Whois("bob"), ServerErrorReply(*forged)), Failed(Whois("bob"), ServerErrorReply("rate_limited", "x"))]
     assert [describe(outcome) for outcome in failed] == [[("hint", f"'{forged[0]}': {forged[1]}")],

@@ -319,15 +319,17 @@ def test_presence_error_keygen_and_pinned_lines() -> None:
     s = make_state()
     s.switch("bob")
     s.apply(MessageSent("m1", "bob", T0, "hi", "P"))
+    s.apply(MessageSent("m2", "bob", T0, "still there?", "P"))
     s.apply(PresenceChanged("bob", False))
-    s.apply(ErrorReported("queue_full", "bob's queue is full", msg_id="m1"))
+    s.apply(ErrorReported("queue_full", "bob's queue is full", msg_id="m1", retried=True))  # the outbox resends it
+    s.apply(ErrorReported("unknown_user", "no such user", msg_id="m2"))  # given up
     s.apply(KeyGenerating("alice", 3072))
     s.apply(ContactPinned("bob", FP_B))
     s.apply(PresenceChanged("zed", True))  # no window for zed: none is created
     assert "zed" not in s.windows
     out = pane(s)
     assert "bob is offline" in out
-    assert "[failed: queue_full]" in out
+    assert "hi  [retrying: queue_full]" in out and "still there?  [failed: unknown_user]" in out
     assert "-!- queue_full: bob's queue is full" in out
     assert "generating a 3072-bit key for alice" in out
     assert f"pinned the key of bob: {pretty_fingerprint(FP_B)} (unverified)" in out

@@ -1,26 +1,23 @@
 """The outgoing policy: seal, keep until acknowledged, resend, retry (docs/protocol.md section 4, "Messages").
 
-- :meth:`Outbox.send` seals a message for the recipient's pinned key (looked up and
-  pinned on the first message to them), stores it in the outbox and the history in
-  ``sending``, and writes it when connected. ``send`` frames carry ``rid`` = the
-  envelope id, so a server error about a send names the message.
-- After every ``welcome`` the whole outbox is resent, in order, with the same ids
-  (a resend is the same envelope, byte for byte).
-- ``ack`` ``queued`` and ``delivered`` both remove the outbox entry; a later
-  ``delivered`` still updates the history status, which never goes back to ``queued``.
-- Errors about a send: :data:`UNDELIVERABLE_CODES` drop it from the outbox (history
-  status ``failed``); :data:`RETRY_CODES` resend it on the same connection after a
-  capped, jittered pause; anything left is resent after any reconnect; ``internal``: all, in order.
-- A message to a new contact whose first lookup cannot finish for now (the
-  connection goes while it is in flight, or the server refuses it for the moment)
-  is kept, not failed (:mod:`securechat.client.awaiting`): after the next
-  ``welcome``, and after a capped pause while connected, the key is looked up,
-  and the message sealed with its id and time and sent. A room message waits the
-  same way for a member's first lookup, then is sealed for the members held then.
-- A room message (docs/protocol.md 11.5, 11.7) is sealed for the members of the room
-  as verified here; ``room_sent`` names the members it was routed to, and it stays
-  in the outbox until each of them is acked (``queued`` or ``delivered``): the
-  history shows ``delivered 3/5``.
+- :meth:`Outbox.send` seals a message for the recipient's pinned key (looked up and pinned on the first
+  message to them), stores it in the outbox and the history in ``sending``, and writes it when connected.
+  ``send`` frames carry ``rid`` = the envelope id, so a server error about a send names the message.
+- After every ``welcome`` the whole outbox is resent, in order, with the same ids (a resend is the same
+  envelope, byte for byte).
+- ``ack`` ``queued`` and ``delivered`` both remove the outbox entry; a later ``delivered`` still updates the
+  history status, which never goes back to ``queued``.
+- Errors about a send: :data:`UNDELIVERABLE_CODES` drop it from the outbox (history status ``failed``);
+  :data:`RETRY_CODES` resend it on the same connection after a capped, jittered pause; anything left is
+  resent after any reconnect; ``internal``: all, in order.
+- A message to a new contact whose first lookup cannot finish for now (the connection goes while it is in
+  flight, or the server refuses it for the moment) is kept, not failed (:mod:`securechat.client.awaiting`):
+  after the next ``welcome``, and after a capped pause while connected, the key is looked up, and the
+  message sealed with its id and time and sent. A room message waits the same way for a member's first
+  lookup, then is sealed for the members held then.
+- A room message (docs/protocol.md 11.5, 11.7) is sealed for the members of the room as verified here;
+  ``room_sent`` names the members it was routed to, and it stays in the outbox until each of them is acked
+  (``queued`` or ``delivered``): the history shows ``delivered 3/5``.
 """
 
 from __future__ import annotations
@@ -285,16 +282,18 @@ class Outbox:
         self._report_set_aside()
         return entry
 
-    def on_send_error(self, link: Link, entry: OutboxEntry, code: str) -> None:
-        """A non-fatal error answered a send: give up on it, retry it later, or wait for a reconnect."""
+    def on_send_error(self, link: Link, entry: OutboxEntry, code: str) -> bool:
+        """A non-fatal error answered a send: False if given up; True if kept, to retry later or after a reconnect."""
         if code in UNDELIVERABLE_CODES:
             self._store.outbox.remove(entry.msg_id)
             self._store.history.set_status(entry.recipient, entry.msg_id, "failed")
             self._shrunk.set()
-        elif code == "internal":
+            return False
+        if code == "internal":
             self._resend_all_later(link, entry)
         elif code in RETRY_CODES:
             self._schedule_retry(link, entry)
+        return True
 
     def _resend_all_later(self, link: Link, entry: OutboxEntry) -> None:  # hold every send on ``link``
         if self._held is not link:

@@ -336,9 +336,8 @@ class ClientSession(LocalQueries):
         if self._requests.fail(error) and not error.fatal:
             return  # the caller of the request gets it
         entry = self._outbox.entry(error.rid)
-        self._emit(ErrorReported(error.code, error.message, error.fatal, entry.msg_id if entry else None))
-        if entry is not None and not error.fatal:
-            self._outbox.on_send_error(link, entry, error.code)
+        kept = entry is not None and not error.fatal and self._outbox.on_send_error(link, entry, error.code)
+        self._emit(ErrorReported(error.code, error.message, error.fatal, entry.msg_id if entry else None, kept))
 
     def _on_room_frame(self, event: wire.RoomFrame) -> None:
         """An answer goes to its request; ``room_sent`` to the outbox; a pushed change to the rooms, in a task."""
