@@ -60,6 +60,6 @@ async def test_a_node_cut_from_redis_ends_its_sessions_unavailable_and_its_clien
     assert acked["id"] == shown["id"], (acked, shown)
     assert [m["text"] for m in bob.of_kind("message")] == [shown["text"], "after"], "once, and in order"
     assert len(alice.of_kind("ready")) == 2, "alice signed in again, on node B"
-    assert "cut off from Redis for 2 s: ending the 2 sessions here" in a.stderr, a.stderr[-3000:]
+    assert "cut off from Redis for 2 s: ending its sessions (2) so that they move" in a.stderr, a.stderr[-3000:]
     assert "Traceback" not in a.stderr, a.stderr[-3000:]
     print(f"shed: sessions ended {ended_in:.1f} s after the cut, alice's message shown {shown_in:.1f} s after it; {moved}")

@@ -179,7 +179,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         clients move to a node that can serve them (docs/deployment.md, "A node cut off from Redis")."""
         after, peers = self._config.shed_after, [p for p in self._local.values() if not p.closing]
         if after and peers and self._watch.cut_off(time.monotonic(), after):
-            log.warning("cut off from Redis for %g s: ending the %d sessions here so that they move", after, len(peers))
+            log.warning("cut off from Redis for %g s: ending its sessions (%d) so that they move", after, len(peers))
             for peer in peers:
                 peer.fail("unavailable", "this node lost the state the nodes share: reconnect, to another node")
 
