@@ -347,9 +347,9 @@ class ChatState:
                 else:
                     self.generation += 1
             case ErrorReported(code, message, fatal, msg_id, retried):
-                failed = self.by_id.get(msg_id) if msg_id else None
-                if failed is not None:
-                    failed.status = f"{'retrying' if retried else 'failed'}: {code}"
+                sent = self.by_id.get(msg_id) if msg_id else None
+                if sent is not None:
+                    sent.status = f"{'retrying' if retried else 'failed'}: {code}"
                 self.warn(wording.error_line(code, message, fatal))
             case UsersListed():
                 self.generation += 1  # shown by the command layer when /users asked for it
