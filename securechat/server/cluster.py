@@ -177,8 +177,10 @@ class ClusterRouting(RoutingCore[RedisStore]):
     def _shed_if_cut(self) -> None:
         """Cut off from Redis for ``--shed-after`` seconds: end every session here ``unavailable``, so that their
         clients move to a node that can serve them (docs/deployment.md, "A node cut off from Redis")."""
-        after, peers = self._config.shed_after, [p for p in self._local.values() if not p.closing]
-        if after and peers and self._watch.cut_off(time.monotonic(), after):
+        after = self._config.shed_after
+        if not after or not self._watch.cut_off(time.monotonic(), after):
+            return  # the usual case, each second: no list of the sessions made
+        if peers := [p for p in self._local.values() if not p.closing]:
             log.warning("cut off from Redis for %g s: ending its sessions (%d) so that they move", after, len(peers))
             for peer in peers:
                 peer.fail("unavailable", "this node lost the state the nodes share: reconnect, to another node")
