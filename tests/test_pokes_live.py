@@ -25,11 +25,12 @@ L_THREE = live_poke(b"alice", 7, 3, ITEMS)
 def test_one_live_message_reads_back() -> None:
     poke = live_poke(b"alice", 1, 1, [(1, msg_id(9).encode(), 1700, b'"r"', FRAME)])
     assert poke == b'Lalice 1 1 1 1\n%s 1700 %d "r"\n%s' % (msg_id(9).encode(), len(FRAME), FRAME)
-    assert live_messages(poke) == (b"alice", 1, 1, 1, [(msg_id(9).encode(), b"1700", b'"r"', FRAME)])
+    assert live_messages(poke) == (b"alice", 1, 1, 1, [(msg_id(9).encode(), b"1700", b'"r"', FRAME)], FRAME)
 
 
 def test_many_live_messages_read_back_in_order_with_rids_of_spaces() -> None:
-    assert live_messages(L_THREE) == (b"alice", 7, 3, 4, [(i[1], b"%d" % i[2], i[3], i[4]) for i in ITEMS])
+    every_frame = b"".join(i[4] for i in ITEMS)
+    assert live_messages(L_THREE) == (b"alice", 7, 3, 4, [(i[1], b"%d" % i[2], i[3], i[4]) for i in ITEMS], every_frame)
 
 
 @given(
@@ -40,9 +41,10 @@ def test_many_live_messages_read_back_in_order_with_rids_of_spaces() -> None:
 def test_live_pokes_of_any_frames_and_rids_read_back(bodies: list[tuple[bytes, bytes]], session: int, epoch: int, first: int) -> None:
     """Frames of any size and bytes (newlines too), rids of any bytes but a newline: what was written reads back."""
     items = [(first + i, msg_id(i).encode(), 1000 + i, rid, raw_frame(body)) for i, (body, rid) in enumerate(bodies)]
-    sender, got_session, got_epoch, got_first, messages = live_messages(live_poke(b"bob-2_x", session, epoch, items))
+    sender, got_session, got_epoch, got_first, messages, every_frame = live_messages(live_poke(b"bob-2_x", session, epoch, items))
     assert (sender, got_session, got_epoch, got_first) == (b"bob-2_x", session, epoch, first)
     assert messages == [(i[1], b"%d" % i[2], i[3], i[4]) for i in items]
+    assert every_frame == b"".join(i[4] for i in items)
 
 
 def test_a_refusal_reads_back() -> None:

@@ -88,9 +88,9 @@ def follow(port: int, primary: int) -> None:
 
 
 def per_node(r: dict[str, Any], messages: int) -> str:
-    """Each node's CPU per message (µs), the sender's node first: "70+45"."""
+    """Each node's CPU per message (µs), the sender's node first: "13.2+7.9"."""
     probe = r.get("probe") or {}
-    return "+".join(f"{probe[k] / max(messages, 1) * 1e6:.0f}" for k in sorted(probe) if k.startswith("node") and k.endswith("_cpu_s"))
+    return "+".join(f"{probe[k] / max(messages, 1) * 1e6:.1f}" for k in sorted(probe) if k.startswith("node") and k.endswith("_cpu_s"))
 
 
 def line(name: str, r: dict[str, Any]) -> str:

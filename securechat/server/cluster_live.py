@@ -168,7 +168,7 @@ class LiveRoute:
 
     def on_live(self, name: str, data: bytes) -> None:
         """An ``L`` poke for ``name``: hand out what its session may take, refuse the rest of the epoch."""
-        sender, session, epoch, first, messages = live_messages(data)
+        sender, session, epoch, first, messages, every_frame = live_messages(data)
         peer = self._local.get(name)
         box = peer.mailbox if peer is not None else None
         if peer is None or peer.closing or not isinstance(box, SessionBox) or box.replaced or not box.number:
@@ -187,7 +187,7 @@ class LiveRoute:
                 frames.append(frame)
         if frames:
             self._presence.watch(peer, who)
-            peer.write(b"".join(frames))
+            peer.write(every_frame if len(frames) == len(messages) else b"".join(frames))
         if refused:
             self.refuse(sender, name, epoch, session)
 

@@ -37,8 +37,8 @@ from ..protocol import HEADER, HEADER_SIZE
 NewMessage = tuple[int, bytes, bytes, bytes, bytes, bytes]
 # status, id, recipient, the stored rid
 Ack = tuple[bytes, bytes, bytes, bytes]
-# id, server_ts, the rid as stored, the frame
-LiveMessage = tuple[bytes, bytes, bytes, bytes]
+# id, server_ts, the rid as stored, the frame (a view into the poke: not copied)
+LiveMessage = tuple[bytes, bytes, bytes, memoryview]
 
 ACK_STATUSES: Final = (b"queued", b"delivered")
 _NAME_RE: Final = NAME_PATTERN.pattern.encode()
@@ -64,36 +64,41 @@ def new_messages(data: bytes) -> list[NewMessage]:
         raise GarbledPoke(f"M: not a count and lines of a seq, sender, id, time, size and rid: {data[:120]!r}")
     if len(parts) != count + 2:
         raise GarbledPoke(f"M: {count} messages announced, {len(parts) - 2} lines")
-    read = _frames("M", parts[1:-1], parts[-1])
-    return [(int(f[0]), f[1], f[2], f[3], f[4], frame) for f, frame in read]
+    frames = parts[-1]
+    read = _frames("M", parts[1:-1], frames)
+    return [(int(f[0]), f[1], f[2], f[3], f[4], frames[at:end]) for f, at, end in read]
 
 
-def _frames(kind: str, lines: list[bytes], frames: bytes) -> list[tuple[list[bytes], bytes]]:
-    """Each line's fields but its size (the second last), with the frame it announces; the frames must fill ``frames``."""
-    out: list[tuple[list[bytes], bytes]] = []
+def _frames(kind: str, lines: list[bytes], frames: bytes) -> list[tuple[list[bytes], int, int]]:
+    """Each line's fields but its size (the second last), with where in ``frames`` the frame it announces begins and
+    ends; the frames must fill ``frames``."""
+    out: list[tuple[list[bytes], int, int]] = []
     at = 0
     for line in lines:
         *fields, size, rid = line.split(b" ", 3 if kind == "L" else 5)
         end = at + int(size)
         if end - at < HEADER_SIZE or end > len(frames) or _LENGTH(frames, at)[0] != end - at - HEADER_SIZE:
             raise GarbledPoke(f"{kind}: message {len(out) + 1}: {end - at} bytes that are not one frame")
-        out.append(([*fields, rid], frames[at:end]))
+        out.append(([*fields, rid], at, end))
         at = end
     if at != len(frames):
         raise GarbledPoke(f"{kind}: {len(frames) - at} bytes left over after {len(out)} messages")
     return out
 
 
-def live_messages(data: bytes) -> tuple[bytes, int, int, int, list[LiveMessage]]:
-    """An ``L`` poke: the sender, its session number, its epoch, the first message's number, the messages in order."""
+def live_messages(data: bytes) -> tuple[bytes, int, int, int, list[LiveMessage], bytes]:
+    """An ``L`` poke: the sender, its session number, its epoch, the first message's number, the messages in order,
+    and their frames back to back (what a session that takes them all is written: no frame copied one by one)."""
     head_end = data.find(b"\n")
     head = data[1:head_end].split(b" ")
     count = int(head[4]) if len(head) == 5 and head[4].isdigit() else -1
     parts = data.split(b"\n", count + 1) if count >= 0 else [b""]
     if count < 1 or len(parts) != count + 2 or _L_LINES(data, 0, len(data) - len(parts[-1])) is None:
         raise GarbledPoke(f"L: not a sender, session, epoch, number and count, and lines of an id, time, size and rid: {data[:120]!r}")
-    read = _frames("L", parts[1:-1], parts[-1])
-    return head[0], int(head[1]), int(head[2]), int(head[3]), [(f[0], f[1], f[2], frame) for f, frame in read]
+    frames = parts[-1]
+    view = memoryview(frames)
+    read = [(f[0], f[1], f[2], view[at:end]) for f, at, end in _frames("L", parts[1:-1], frames)]
+    return head[0], int(head[1]), int(head[2]), int(head[3]), read, frames
 
 
 def live_poke(sender: bytes, session: int, epoch: int, items: list[tuple[int, bytes, int, bytes, bytes]]) -> bytes:
