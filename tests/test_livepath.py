@@ -9,7 +9,6 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from securechat.server.events import Send
 from securechat.server.livepath import (
     LIVE_DEADLINE,
     PAIRS_KEPT,
@@ -26,7 +25,7 @@ from tests.support.rawclient import msg_id, raw_frame
 def a_send(to: str, k: int, n: int, sent: float = 0.0) -> LiveSend:
     """The live send of message ``k`` from alice to ``to``, numbered ``n``."""
     frame = raw_frame(b"frame %d" % k)
-    return LiveSend(Send("alice", to, msg_id(k), b"{}", None), QueuedMessage(to, "alice", msg_id(k), k, frame, 0.0), n, sent)
+    return LiveSend(QueuedMessage(to, "alice", msg_id(k), k, frame, 0.0), None, n, sent)
 
 
 def go(out: LiveOut, to: str, k: int, now: float = 0.0) -> tuple[int, int] | None:
@@ -41,7 +40,7 @@ def go(out: LiveOut, to: str, k: int, now: float = 0.0) -> tuple[int, int] | Non
 
 
 def ids(sends: list[LiveSend]) -> list[int]:
-    return [int(s.message.msg_id, 16) for s in sends]
+    return [int(s.queued.msg_id, 16) for s in sends]
 
 
 # --- LiveOut: the sender's side --------------------------------------------------------------------------
@@ -234,7 +233,7 @@ def test_take_all_refuses_every_pair_oldest_first_each() -> None:
     taken = out.take_all(now=1.0)
     assert sorted(ids(taken)) == [1, 2, 3, 5]
     for to in ("bob", "carol"):
-        mine = [s for s in taken if s.message.to == to]
+        mine = [s for s in taken if s.queued.recipient == to]
         assert [s.n for s in mine] == sorted(s.n for s in mine)
     assert out.number("bob", 1.0) is None and out.number("carol", 1.0) is None
     assert out.number("dave", 1.0) == (4, 1)  # nothing of dave's was stored: a new epoch at once

@@ -205,7 +205,7 @@ class ClusterRouting(RoutingCore[RedisStore]):
         if self._directory.knows(message.to):
             if isinstance(box, SessionBox) and self._live.send(peer, box, message, queued, order):
                 return None  # its ack, `delivered`, comes with the recipient's confirmation
-            return Deferred(self._answer(peer, message, order.track(key, self._store.route(queued, message.rid))))
+            return Deferred(self._answer(peer, message.to, message.msg_id, message.rid, order.track(key, self._store.route(queued, message.rid))))
         if isinstance(box, SessionBox):
             self._live.store_path(peer, box, message.to, message.msg_id)
         return self._send_unknown(peer, message, queued, order)
@@ -217,22 +217,22 @@ class ClusterRouting(RoutingCore[RedisStore]):
 
     def _store_live(self, peer: Peer | None, box: SessionBox, send: LiveSend) -> None:
         """Store a live send after all (refused, unheard or unanswered), answering it as a send (``queued``...)."""
-        message = send.message
+        queued = send.queued
         try:
-            routed = self._store.route(send.queued, message.rid)
+            routed = self._store.route(queued, send.rid)
         except RuntimeError:  # the store is closed (shutdown): the client still holds it, unacknowledged
             return
         if peer is None or peer.closing:  # its session ended: stored for its recipient, acked to nobody
             routed.add_done_callback(unpublished)
             return
-        box.order.track((message.to, message.msg_id), routed)
-        self._spawn(self._answer_later(peer, message, routed))
+        box.order.track((queued.recipient, queued.msg_id), routed)
+        self._spawn(self._answer_later(peer, queued.recipient, queued.msg_id, send.rid, routed))
 
-    async def _answer_later(self, peer: Peer, message: Send, routed: asyncio.Future[list[int]]) -> None:
+    async def _answer_later(self, peer: Peer, to: str, msg_id: str, rid: str | None, routed: asyncio.Future[list[int]]) -> None:
         try:
-            await self._answer(peer, message, routed)
+            await self._answer(peer, to, msg_id, rid, routed)
         except Exception as exc:  # noqa: BLE001 - answered as a send's failure is (the client sends it again)
-            peer.report(exc, message.kind, message.rid)
+            peer.report(exc, Send.kind, rid)
 
     async def _send_unknown(self, peer: Peer, message: Send, queued: QueuedMessage, order: SendOrder) -> None:
         """A send to a name not known here: awaited by the session's pipeline before its next request
@@ -245,24 +245,25 @@ class ClusterRouting(RoutingCore[RedisStore]):
         if known is None:
             peer.error("unknown_user", f"no user named '{message.to}'", message.rid)
         elif not peer.closing:
-            await self._answer(peer, message, order.track((message.to, message.msg_id), self._store.route(queued, message.rid)))
+            routed = order.track((message.to, message.msg_id), self._store.route(queued, message.rid))
+            await self._answer(peer, message.to, message.msg_id, message.rid, routed)
 
-    async def _answer(self, peer: Peer, message: Send, routed: asyncio.Future[list[int]]) -> None:
+    async def _answer(self, peer: Peer, to: str, msg_id: str, rid: str | None, routed: asyncio.Future[list[int]]) -> None:
+        """Answer the send ``msg_id`` to ``to`` (request ``rid``) once the store has it."""
         status, seq_or_count, receivers = await routed
-        msg_id = message.msg_id
         if status == OVER_CAPS:
-            peer.error("queue_full", str(QueueFull(message.to, CAPS[seq_or_count])), message.rid)  # which cap is not said
+            peer.error("queue_full", str(QueueFull(to, CAPS[seq_or_count])), rid)  # which cap is not said
             return
-        self._presence.watch(peer, message.to)
+        self._presence.watch(peer, to)
         if isinstance(box := peer.mailbox, SessionBox):
-            box.order.settled((message.to, msg_id))  # stored: a failed copy of it need not come again
+            box.order.settled((to, msg_id))  # stored: a failed copy of it need not come again
         if status == ALREADY_CONFIRMED:
-            peer.write(ack_frame(msg_id, message.to, "delivered", message.rid))
+            peer.write(ack_frame(msg_id, to, "delivered", rid))
             return
         if not receivers:  # nobody holds the recipient: stored for later, as on one node
-            peer.write(ack_frame(msg_id, message.to, "queued", message.rid))
+            peer.write(ack_frame(msg_id, to, "queued", rid))
         if isinstance(box, SessionBox):  # its ack(s) to come by pub/sub; a gap is recovered (awaited.py)
-            box.awaited.routed(message.to, msg_id, message.rid, None, receivers)
+            box.awaited.routed(to, msg_id, rid, None, receivers)
 
     def received(self, peer: Peer, confirmation: Received) -> None:
         box = peer.mailbox

@@ -52,7 +52,7 @@ def _live_lines(first: tuple[tuple[bytes, int, int], int], items: list[tuple[int
 
 
 def _keys(sends: list[LiveSend]) -> list[Key]:
-    return [(send.message.to, send.message.msg_id) for send in sends]
+    return [(send.queued.recipient, send.queued.msg_id) for send in sends]
 
 
 class LiveRoute:
@@ -97,7 +97,7 @@ class LiveRoute:
             self.store_path(peer, box, to, message.msg_id)
             return False
         epoch, n = numbered
-        send = LiveSend(message, queued, n, now)
+        send = LiveSend(queued, message.rid, n, now)
         replaced = live_out.sent(send)
         self.held += size if replaced is None else size - replaced.size
         joined = (message.sender.encode(), box.number, epoch)
@@ -121,11 +121,11 @@ class LiveRoute:
         failure = published.exception()
         if isinstance(failure, Exception):  # the link fails its commands with Exceptions only
             for send in sends:
-                if box.live_out.failed(send.message.to, send.message.msg_id) is not None:
+                if box.live_out.failed(send.queued.recipient, send.queued.msg_id) is not None:
                     self.held -= send.size
-                peer.report(failure, send.message.kind, send.message.rid)
+                peer.report(failure, Send.kind, send.rid)
         elif failure is None and not published.result():
-            self.refused(peer, box, sends[0].message.to, epoch)
+            self.refused(peer, box, sends[0].queued.recipient, epoch)
 
     def store_path(self, peer: Peer, box: SessionBox, to: str, msg_id: str | None) -> None:
         """A send to ``to`` goes the store path (``msg_id``; None: a room's copy, which keeps the pair as it is): the
