@@ -230,6 +230,26 @@ async def test_a_live_message_out_of_its_epochs_order_is_refused_for_the_rest_of
         await client.close()
 
 
+async def test_a_poke_whose_messages_bob_partly_holds_writes_him_only_the_new_ones(redis: RedisProcess, nodes: Nodes) -> None:
+    """An L poke of two messages, the first a copy bob holds unconfirmed (a resend), the second new: bob is
+    written the new one only (a session that takes every message of a poke is written its frames as they
+    came, in one piece; one that takes some, those alone). A third poke after it marks the end: had the
+    copy been written again, it would come before the third's."""
+    _, _, alice, bob = await alice_and_bob(nodes)
+
+    def poke(*numbered: tuple[int, int]) -> bytes:
+        return live_poke(b"carol", 5, 1, [(n, msg_id(mid).encode(), 1, b"", message_frame("carol", 1, envelope("carol", "bob", msg_id(mid)))) for n, mid in numbered])
+
+    admin = redis.client()
+    assert admin.publish("sc:u:{bob}", poke((1, 11))) == 1  # type: ignore[attr-defined]
+    assert await take(bob, 1) == [msg_id(11)]  # held unconfirmed
+    for later in (poke((2, 11), (3, 12)), poke((4, 13))):
+        assert admin.publish("sc:u:{bob}", later) == 1  # type: ignore[attr-defined]
+    assert await take(bob, 2) == [msg_id(12), msg_id(13)]
+    for client in (alice, bob):
+        await client.close()
+
+
 # --- 4. bob's session ends holding live messages ---------------------------------------------------
 
 
