@@ -28,6 +28,7 @@ from securechat.commands.wording import (
     NO_CONVERSATION,
     NO_MORE_USERS,
     OFFLINE_USERS,
+    RECONNECTING,
     describe,
     help_lines,
     no_payloads,
@@ -39,6 +40,7 @@ from securechat.events import (
     ConnectionChanged,
     ContactInfo,
     ContactPinned,
+    ErrorReported,
     HistoryEntry,
     KeyChangedAlert,
     MessageReceived,
@@ -344,6 +346,24 @@ def test_why_the_connection_is_down_is_told_once_per_cause() -> None:
     assert ex.observe(ConnectionChanged("online")).outcomes == ()  # nothing was said meanwhile
     again = ex.observe(ConnectionChanged("reconnecting", 1.0, refused))
     assert again.outcomes  # the same cause after a success is news again
+
+
+def test_a_fatal_error_shown_is_not_said_again_by_the_line_about_the_reconnect() -> None:
+    """The front end shows the server's fatal error ("the server closed the connection: unavailable: ..."); the
+    reconnect that follows says only that it reconnects, not "closed the connection (unavailable)" again.
+    A later cause is told in full, as before."""
+    ex, _fake = executor()
+    assert ex.observe(ErrorReported("unavailable", "this node lost the state the nodes share", fatal=True)).show
+    closed = ex.observe(ConnectionChanged("reconnecting", 0.0, "the server closed the connection (unavailable)"))
+    assert closed.outcomes == (Said((RECONNECTING,), "warn"),)
+    assert ex.observe(ConnectionChanged("connecting")).outcomes == ()
+    refused = "cannot connect to 127.0.0.1:9: connection refused (is the server running, and on this port?)"
+    later = ex.observe(ConnectionChanged("reconnecting", 1.0, refused))
+    assert later.outcomes == (Said((f"{refused}; retrying until it answers",), "warn"),)
+    ex.observe(ErrorReported("rate_limited", "slow down"))  # not fatal: the next drop is told in full
+    ex.observe(ConnectionChanged("online"))
+    dropped = ex.observe(ConnectionChanged("reconnecting", 1.0, "the server closed the connection"))
+    assert dropped.outcomes == (Said(("the server closed the connection; retrying until it answers",), "warn"),)
 
 
 @pytest.mark.parametrize("front_end", [g.PLAIN, g.FULL_SCREEN, g.JSON])

@@ -67,6 +67,7 @@ from securechat.errors import RoomRefused, SessionClosed
 from securechat.events import (
     ConnectionChanged,
     ContactPinned,
+    ErrorReported,
     KeyChangedAlert,
     MessageReceived,
     MessageRejected,
@@ -109,6 +110,7 @@ class Executor:
     _echo: str | None = field(default=None, init=False)  # the contact a running /trust or /verify re-pins
     _cause: str | None = field(default=None, init=False)  # why we are offline, as last told
     _down: bool = field(default=False, init=False)  # the connection was lost (not just starting)
+    _fatal_shown: bool = field(default=False, init=False)  # the server's fatal error, just shown, says why it closed
     _payloads: deque[tuple[str, str]] = field(default_factory=deque, init=False)
     _payload_chars: int = field(default=0, init=False)
     _warned_leave: str | None = field(default=None, init=False)  # the room a last admin was just told about
@@ -326,6 +328,8 @@ class Executor:
         match event:
             case ConnectionChanged(state, _retry, detail):
                 return self._connection(state, detail)
+            case ErrorReported(fatal=True):
+                self._fatal_shown = True  # shown by the front end: the line about the reconnect need not repeat it
             case UsersListed(users):  # a page: what it says, over what earlier pages and presence said
                 self.online.update((user.name, user.online) for user in users)
             case PresenceChanged(name, online):
@@ -353,9 +357,11 @@ class Executor:
         if state == "online":
             told, self._cause = self._cause, None
             return Seen(outcomes=(Said((wording.BACK_ONLINE,)),) if told else ())
+        fatal_shown, self._fatal_shown = self._fatal_shown, self._fatal_shown and state == "connecting"
         if state == "reconnecting" and detail and detail != self._cause:
             self._cause = detail
-            return Seen(outcomes=(Said((wording.connection_lost_line(detail),), "warn"),))
+            line = wording.RECONNECTING if fatal_shown else wording.connection_lost_line(detail)
+            return Seen(outcomes=(Said((line,), "warn"),))
         return Seen()
 
 

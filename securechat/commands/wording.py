@@ -50,6 +50,8 @@ NO_CONVERSATION: Final = "no conversation yet: /to NAME to open one, or /msg NAM
 OFFLINE_USERS: Final = "offline: the server cannot be asked who is registered now (it reconnects by itself)"
 NO_MORE_USERS: Final = "no more names to show: /users starts again, /users PREFIX lists the names that start with it"
 BACK_ONLINE: Final = "connected to the server again"
+# After the server's fatal error, which the line before says: "closed the connection (CODE)" again adds nothing.
+RECONNECTING: Final = "reconnecting until a server answers"
 SESSION_OVER: Final = "nothing more is sent or received in this window; /quit to leave"
 # What a fatal error from the server means, in words a user can act on (the server's own text is
 # shown only for codes not listed here).
