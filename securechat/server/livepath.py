@@ -67,7 +67,7 @@ Key = tuple[str, str]  # (sender, msg_id)
 class LiveSend:
     """A send that went live: what the store path would store, should it come to that. Not the ``send`` itself:
     its envelope is in the frame already, and a live send is kept for a round trip (a second copy of every
-    message's bytes held that long cost the sender's node ~3 % of its CPU per message)."""
+    message's bytes held that long cost the sender's node ~4 % of its CPU per message)."""
 
     queued: QueuedMessage  # its recipient, id and frame
     rid: str | None
