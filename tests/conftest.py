@@ -5,6 +5,7 @@ that several test modules use (a server in this process, a server process, clien
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -190,13 +191,20 @@ async def stores(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     await maker.close_all()
 
 
+_PREFIX_NUMBERS = itertools.count(1)  # the session's Redis is this worker's own (redis_server)
+
+
 @pytest.fixture
 def backend_options(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     """The ServerConfig options that put a server on ``backend`` (Redis: a key prefix of its own)."""
     if backend == "sqlite":
         return {}
     redis: RedisProcess = request.getfixturevalue("redis_server")
-    return {"redis_url": redis.url, "redis_prefix": f"{request.node.name[:40]}-{id(request)}:"}
+    # A number of this worker's own, not id(request): an id is unique only among objects alive at once (a run of
+    # the Redis tests reused ids), so two tests whose names begin alike (a parametrized pair) could share a prefix,
+    # and the second's bob find the first's name taken (a clean-clone run failed so: bob's login never came; a
+    # prefix made the same on purpose fails that test the same way).
+    return {"redis_url": redis.url, "redis_prefix": f"{request.node.name[:40]}-{next(_PREFIX_NUMBERS)}:"}
 
 
 @pytest.fixture
