@@ -197,8 +197,13 @@ async def test_a_full_window_refuses_the_epoch_and_what_was_unanswered_is_stored
 
 def live(epoch: int, number: int, mid: int, session: int = 5) -> bytes:
     """carol's (session ``session``) live message ``number`` of ``epoch`` to bob, its id ``msg_id(mid)``."""
-    frame = message_frame("carol", 1, envelope("carol", "bob", msg_id(mid)))
-    return live_poke(b"carol", session, epoch, [(number, msg_id(mid).encode(), 1, b"", frame)])
+    return lives(epoch, (number, mid), session=session)
+
+
+def lives(epoch: int, *numbered: tuple[int, int], session: int = 5) -> bytes:
+    """One poke of carol's live messages (number, id's ``mid``) of ``epoch`` to bob, in order."""
+    frames = {mid: message_frame("carol", 1, envelope("carol", "bob", msg_id(mid))) for _, mid in numbered}
+    return live_poke(b"carol", session, epoch, [(n, msg_id(mid).encode(), 1, b"", frames[mid]) for n, mid in numbered])
 
 
 async def test_a_live_message_out_of_its_epochs_order_is_refused_for_the_rest_of_the_epoch(
@@ -236,14 +241,10 @@ async def test_a_poke_whose_messages_bob_partly_holds_writes_him_only_the_new_on
     came, in one piece; one that takes some, those alone). A third poke after it marks the end: had the
     copy been written again, it would come before the third's."""
     _, _, alice, bob = await alice_and_bob(nodes)
-
-    def poke(*numbered: tuple[int, int]) -> bytes:
-        return live_poke(b"carol", 5, 1, [(n, msg_id(mid).encode(), 1, b"", message_frame("carol", 1, envelope("carol", "bob", msg_id(mid)))) for n, mid in numbered])
-
     admin = redis.client()
-    assert admin.publish("sc:u:{bob}", poke((1, 11))) == 1  # type: ignore[attr-defined]
+    assert admin.publish("sc:u:{bob}", live(1, 1, 11)) == 1  # type: ignore[attr-defined]
     assert await take(bob, 1) == [msg_id(11)]  # held unconfirmed
-    for later in (poke((2, 11), (3, 12)), poke((4, 13))):
+    for later in (lives(1, (2, 11), (3, 12)), live(1, 4, 13)):
         assert admin.publish("sc:u:{bob}", later) == 1  # type: ignore[attr-defined]
     assert await take(bob, 2) == [msg_id(12), msg_id(13)]
     for client in (alice, bob):
